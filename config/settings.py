@@ -1,0 +1,305 @@
+"""Settings read once from the environment into a typed, frozen object.
+
+Every process (web, worker, cron, listener, release, CLI) calls `get_settings()`.
+A bad value stops start-up with a `ConfigError` that names the variable. Nothing
+here talks to the database or Redis; starting the embedded Redis server is the job
+of `core.redis`.
+
+Local runs need no configuration at all: the database is an SQLite file under
+`var/`, Redis is an embedded real server on a unix socket under `var/`, and the
+signing and encryption keys are generated once and kept (mode 0600) under `var/`.
+In production (`SIGHTLINE_ENV=production`, implied on Heroku by `DYNO`) the keys,
+`DATABASE_URL`, `REDIS_URL` and `PUBLIC_BASE_URL` are required instead: a dyno's
+filesystem is ephemeral, so a generated key would change on every restart.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import fcntl
+import os
+import secrets
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from cryptography.fernet import Fernet
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+ENVIRONMENTS = ("development", "test", "production")
+
+
+class ConfigError(Exception):
+    """A setting is missing or invalid. The message starts with the variable's name."""
+
+
+@dataclass(frozen=True)
+class SalesforceSettings:
+    """The default Salesforce org. Either an access token or username/password."""
+
+    instance_url: str | None = None
+    access_token: str | None = field(default=None, repr=False)
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    security_token: str | None = field(default=None, repr=False)
+    domain: str = "login"
+    api_version: str = "62.0"
+    task_key_field: str = "Sightline_Key__c"
+    task_status: str = "Completed"
+
+    @property
+    def configured(self) -> bool:
+        return bool((self.instance_url and self.access_token) or (self.username and self.password))
+
+
+@dataclass(frozen=True)
+class Settings:
+    env: str
+    var_dir: Path
+    database_url: str
+    redis_url: str
+    redis_embedded: bool
+    redis_tls_verify: bool
+    secret_key: str = field(repr=False)
+    encryption_keys: tuple[str, ...] = field(repr=False)
+    public_base_url: str
+    port: int
+    log_level: str
+    salesforce: SalesforceSettings
+    sync_poll_seconds: int
+    sequence_tick_seconds: int
+    salesforce_flush_seconds: int
+    listener_shards: int
+    listener_shard: int
+    max_inbound_bytes: int
+
+    @property
+    def is_production(self) -> bool:
+        return self.env == "production"
+
+    def secrets_to_redact(self) -> tuple[str, ...]:
+        """Values that must never appear in a log line."""
+        values = [self.secret_key, *self.encryption_keys]
+        sf = self.salesforce
+        values += [v for v in (sf.access_token, sf.password, sf.security_token) if v]
+        redis_password = urlsplit(self.redis_url).password
+        db_password = urlsplit(self.database_url).password
+        values += [v for v in (redis_password, db_password) if v]
+        return tuple(v for v in values if len(v) >= 6)
+
+
+def _get(env: Mapping[str, str], name: str) -> str | None:
+    value = env.get(name)
+    if value is None:
+        return None
+    value = value.strip()
+    return value or None
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int, maximum: int) -> int:
+    raw = _get(env, name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}: expected a whole number, got {raw!r}") from None
+    if not minimum <= value <= maximum:
+        raise ConfigError(f"{name}: must be between {minimum} and {maximum}, got {value}")
+    return value
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = _get(env, name)
+    if raw is None:
+        return default
+    lowered = raw.lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name}: expected true or false, got {raw!r}")
+
+
+def _database_url(raw: str | None, var_dir: Path) -> str:
+    if raw is None:
+        return f"sqlite:///{var_dir / 'sightline.db'}"
+    scheme = raw.split("://", 1)[0] if "://" in raw else ""
+    # Heroku hands out postgres:// URLs; SQLAlchemy wants an explicit driver.
+    if scheme in ("postgres", "postgresql"):
+        return "postgresql+psycopg://" + raw.split("://", 1)[1]
+    if scheme in ("postgresql+psycopg", "sqlite"):
+        return raw
+    raise ConfigError(
+        f"DATABASE_URL: unsupported scheme {scheme or '(none)'!r}; "
+        "use postgres://, postgresql://, postgresql+psycopg:// or sqlite:///PATH"
+    )
+
+
+def _redis_url(raw: str | None, var_dir: Path) -> tuple[str, bool]:
+    if raw is None:
+        return f"unix://{var_dir / 'redis' / 'redis.sock'}", True
+    scheme = raw.split("://", 1)[0] if "://" in raw else ""
+    if scheme not in ("redis", "rediss", "unix"):
+        raise ConfigError(
+            f"REDIS_URL: unsupported scheme {scheme or '(none)'!r}; use redis://, rediss:// or unix://"
+        )
+    return raw, False
+
+
+def _public_base_url(raw: str | None, port: int) -> str:
+    if raw is None:
+        return f"http://localhost:{port}"
+    parts = urlsplit(raw)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigError(f"PUBLIC_BASE_URL: expected http(s)://host[:port], got {raw!r}")
+    if parts.query or parts.fragment:
+        raise ConfigError("PUBLIC_BASE_URL: must not carry a query or fragment")
+    return raw.rstrip("/")
+
+
+def _keep_local_secret(path: Path, make: Callable[[], str]) -> str:
+    """Return the secret stored at `path`, creating it once (0600) if missing.
+
+    Several local processes start at the same moment; an exclusive lock on a
+    sibling file makes exactly one of them write the secret.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if path.exists():
+            return path.read_text().strip()
+        value = make()
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(value + "\n")
+        return value
+
+
+def _fernet_keys(raw: str) -> tuple[str, ...]:
+    """Parse a comma-separated list of Fernet keys, newest first (MultiFernet order)."""
+    keys = tuple(k.strip() for k in raw.split(",") if k.strip())
+    if not keys:
+        raise ConfigError("SIGHTLINE_ENCRYPTION_KEY: empty")
+    for index, key in enumerate(keys):
+        try:
+            decoded = base64.urlsafe_b64decode(key.encode())
+        except (binascii.Error, ValueError):
+            decoded = b""
+        if len(decoded) != 32:
+            raise ConfigError(
+                f"SIGHTLINE_ENCRYPTION_KEY: key #{index + 1} is not a Fernet key "
+                "(32 url-safe base64-encoded bytes; make one with "
+                '`python -c "from cryptography.fernet import Fernet; '
+                'print(Fernet.generate_key().decode())"`)'
+            )
+    return keys
+
+
+def _listener_shard(env: Mapping[str, str], shards: int) -> int:
+    raw = _get(env, "SIGHTLINE_LISTENER_SHARD")
+    if raw is None:
+        # On Heroku, DYNO is "listener.3": dynos are numbered from 1.
+        dyno = _get(env, "DYNO") or ""
+        name, _, number = dyno.partition(".")
+        if name == "listener" and number.isdigit():
+            return (int(number) - 1) % shards
+        return 0
+    return _int(env, "SIGHTLINE_LISTENER_SHARD", 0, 0, shards - 1)
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Read and validate every setting. Raises ConfigError naming the variable."""
+    env = os.environ if env is None else env
+    raw_env = _get(env, "SIGHTLINE_ENV") or ("production" if _get(env, "DYNO") else "development")
+    if raw_env not in ENVIRONMENTS:
+        raise ConfigError(
+            f"SIGHTLINE_ENV: expected one of {', '.join(ENVIRONMENTS)}, got {raw_env!r}"
+        )
+    production = raw_env == "production"
+
+    var_dir = Path(_get(env, "SIGHTLINE_VAR_DIR") or PROJECT_ROOT / "var").resolve()
+    port = _int(env, "PORT", 5000, 1, 65535)
+
+    if production:
+        for required in (
+            "DATABASE_URL",
+            "REDIS_URL",
+            "SECRET_KEY",
+            "SIGHTLINE_ENCRYPTION_KEY",
+            "PUBLIC_BASE_URL",
+        ):
+            if _get(env, required) is None:
+                raise ConfigError(f"{required}: required when SIGHTLINE_ENV=production")
+
+    secret_key = _get(env, "SECRET_KEY")
+    if secret_key is None:
+        secret_key = _keep_local_secret(var_dir / "secret_key", lambda: secrets.token_urlsafe(48))
+    if len(secret_key) < 32:
+        raise ConfigError("SECRET_KEY: must be at least 32 characters (use a random value)")
+
+    raw_keys = _get(env, "SIGHTLINE_ENCRYPTION_KEY")
+    if raw_keys is None:
+        raw_keys = _keep_local_secret(
+            var_dir / "encryption_key", lambda: Fernet.generate_key().decode()
+        )
+    encryption_keys = _fernet_keys(raw_keys)
+
+    redis_url, redis_embedded = _redis_url(_get(env, "REDIS_URL"), var_dir)
+    log_level = (_get(env, "LOG_LEVEL") or "INFO").upper()
+    if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ConfigError(f"LOG_LEVEL: expected DEBUG, INFO, WARNING or ERROR, got {log_level!r}")
+
+    sf_instance = _get(env, "SALESFORCE_INSTANCE_URL")
+    if sf_instance is not None and not sf_instance.startswith(("https://", "http://")):
+        raise ConfigError(f"SALESFORCE_INSTANCE_URL: expected https://..., got {sf_instance!r}")
+    sf_domain = _get(env, "SALESFORCE_DOMAIN") or "login"
+    salesforce = SalesforceSettings(
+        instance_url=sf_instance.rstrip("/") if sf_instance else None,
+        access_token=_get(env, "SALESFORCE_ACCESS_TOKEN"),
+        username=_get(env, "SALESFORCE_USERNAME"),
+        password=_get(env, "SALESFORCE_PASSWORD"),
+        security_token=_get(env, "SALESFORCE_SECURITY_TOKEN"),
+        domain=sf_domain,
+        api_version=_get(env, "SALESFORCE_API_VERSION") or "62.0",
+        task_key_field=_get(env, "SALESFORCE_TASK_KEY_FIELD") or "Sightline_Key__c",
+        task_status=_get(env, "SALESFORCE_TASK_STATUS") or "Completed",
+    )
+    if salesforce.access_token and not salesforce.instance_url:
+        raise ConfigError("SALESFORCE_INSTANCE_URL: required with SALESFORCE_ACCESS_TOKEN")
+    if salesforce.username and not salesforce.password:
+        raise ConfigError("SALESFORCE_PASSWORD: required with SALESFORCE_USERNAME")
+
+    shards = _int(env, "SIGHTLINE_LISTENER_SHARDS", 1, 1, 1024)
+    return Settings(
+        env=raw_env,
+        var_dir=var_dir,
+        database_url=_database_url(_get(env, "DATABASE_URL"), var_dir),
+        redis_url=redis_url,
+        redis_embedded=redis_embedded,
+        redis_tls_verify=_bool(env, "REDIS_TLS_VERIFY", True),
+        secret_key=secret_key,
+        encryption_keys=encryption_keys,
+        public_base_url=_public_base_url(_get(env, "PUBLIC_BASE_URL"), port),
+        port=port,
+        log_level=log_level,
+        salesforce=salesforce,
+        sync_poll_seconds=_int(env, "SIGHTLINE_SYNC_POLL_SECONDS", 60, 5, 86400),
+        sequence_tick_seconds=_int(env, "SIGHTLINE_SEQUENCE_TICK_SECONDS", 10, 1, 3600),
+        salesforce_flush_seconds=_int(env, "SIGHTLINE_SALESFORCE_FLUSH_SECONDS", 30, 1, 3600),
+        listener_shards=shards,
+        listener_shard=_listener_shard(env, shards),
+        max_inbound_bytes=_int(
+            env, "SIGHTLINE_MAX_INBOUND_BYTES", 25 * 1024 * 1024, 1024, 200 * 1024 * 1024
+        ),
+    )
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings, read on first use."""
+    return load_settings()

@@ -1,0 +1,1 @@
+"""What web and worker share: models, database, Redis, tokens, credentials, events."""

