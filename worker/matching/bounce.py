@@ -1,0 +1,460 @@
+"""Bounces: is this a delivery-failure report, who failed, why, and for which message.
+
+What this module owns: reading failed recipients (address, status code, reason,
+hard/soft) and the original message's Message-ID out of
+
+- RFC 3464 reports (``multipart/report; report-type=delivery-status``), and
+- the free-form reports many MTAs send (qmail, Exim, old Sendmail, Exchange 2003,
+  Domino, carriers ...), read with general rules rather than one parser per MTA:
+
+      report text  = the bounce's own text, cut where the copy of the original starts
+      recipients   = addresses named in the report text, minus the sender's own
+                     and the daemons' (fallbacks: X-Failed-Recipients, original To)
+      diagnostic   = the report lines about each recipient, up to the next one
+      status       = the most specific enhanced code in the diagnostic (dsn.py)
+      reason/hard  = reasons.py
+
+- Amazon SES notifications carried as JSON in a mail body.
+
+Delivery *delays* (every recipient ``Action: delayed``, or "warning, still
+retrying" texts) and success reports are not bounces: ``read_bounce`` says so
+with ``BounceOutcome.DELAYED`` / ``DELIVERED`` and no recipients.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import re
+from dataclasses import dataclass
+from email.message import Message
+
+from worker.matching import dsn, reasons
+from worker.matching.mimetext import (
+    decode_header,
+    html_to_text,
+    iter_own_parts,
+    parse_bytes,
+    part_text,
+)
+from worker.matching.msgid import parse_msgid_list
+
+__all__ = ["BounceOutcome", "BounceReport", "BouncedRecipient", "read_bounce"]
+
+
+class BounceOutcome(enum.Enum):
+    """What a delivery report says overall."""
+
+    FAILED = "failed"
+    DELAYED = "delayed"
+    DELIVERED = "delivered"
+
+
+@dataclass(frozen=True)
+class BouncedRecipient:
+    """One recipient a bounce reports as failed."""
+
+    address: str
+    status: str
+    hard: bool
+    reason: str
+    diagnostic: str
+
+
+@dataclass(frozen=True)
+class BounceReport:
+    """What a delivery report says: outcome, failed recipients, original ids."""
+
+    outcome: BounceOutcome
+    recipients: tuple[BouncedRecipient, ...]
+    original_message_ids: tuple[str, ...]
+
+
+_ADDRESS = re.compile(
+    r"[A-Za-z0-9][A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+"
+)
+_DAEMON_LOCAL = re.compile(
+    r"^(?:mailer-daemon|postmaster|post_master|poostmaster|mail-daemon|mailerdaemon"
+    r"|double-bounce|no-?reply|noreply|bounce[s]?|daemon|root|mail\.delivery\.system)$",
+    re.IGNORECASE,
+)
+_DAEMON_FROM = re.compile(
+    r"mailer-daemon|postmaster|post_master|mail delivery|mail\.delivery|delivery subsystem"
+    r"|mail administrator|ndr administrator|mailer daemon|interscan|system administrator"
+    r"|mail deliver system|mdaemon|<>",
+    re.IGNORECASE,
+)
+_BOUNCE_SUBJECT = re.compile(
+    r"undeliver|undelivered|delivery (?:status notification|failure|has failed|notification)"
+    r"|mail delivery failed|failure notice|returned mail|delivery failure|failed delivery"
+    r"|failure delivery|could not be delivered|not delivered|returning (?:message )?to sender"
+    r"|error sending your mail|mail system error|nondeliverable|non remis|unzustellbar"
+    r"|onbestelbaar|non recapitabile|no se puede entregar|olevererbar|unbestellbar"
+    r"|delivery status notification|mail failed|loop alert|message delivery has failed"
+    r"|warning: could not send|delayed mail|delivery delayed|mail failure|не доставлено",
+    re.IGNORECASE,
+)
+_FAILURE_TEXT = re.compile(
+    r"could not be delivered|couldn't be delivered|was not delivered|wasn't delivered"
+    r"|unable to deliver|undeliverable|delivery (?:has )?failed|failed permanently"
+    r"|permanent (?:fatal )?(?:error|failure)|did not reach|delivery to the following"
+    r"|not be delivered|returned to sender|i'm afraid i wasn't able|following address(?:es)?"
+    r" (?:had|failed)|message could not|rejected|user unknown|delivery error"
+    r"|not delivered|failure reasons|mailbox is full|error|delivery failure|fatal",
+    re.IGNORECASE,
+)
+_STRONG_FAILURE_TEXT = re.compile(
+    r"could not be delivered to|was not delivered to|unable to deliver (?:your )?message to"
+    r"|delivery to the following recipients? failed|following address(?:es)? failed"
+    r"|did not reach the following recipient|message could not be delivered"
+    r"|wasn't able to deliver your message|delivery has failed to these recipients",
+    re.IGNORECASE,
+)
+_DELAY_TEXT = re.compile(
+    r"warning message only|has been delayed|will (?:be retried|continue to try|keep trying)"
+    r"|still being retried|not yet been delivered|delivery (?:is )?delayed|delayed \d+ (?:hour|minute|day)"
+    r"|could not send message for past|delivery attempts will continue",
+    re.IGNORECASE,
+)
+_PERMANENT_TEXT = re.compile(
+    r"failed permanently|permanent (?:fatal )?(?:error|failure)|i've given up|have given up"
+    r"|giving up|returned to sender|could not be delivered|message expired|been returned",
+    re.IGNORECASE,
+)
+# Where the copy of the original message starts inside a free-form report.
+_ORIGINAL_MARKER = re.compile(
+    r"^\s*[-=_*]*\s*(?:below this line is a copy of the message|original message(?: follows)?"
+    r"|returned message|unsent message follows|this is a copy of the message"
+    r"|(?:the )?headers? of (?:the )?(?:original|returned) message|message headers? follows?"
+    r"|original message headers|copy of the original message|returned mail follows"
+    r"|the original message was|content of the original message|original mail)\b.*$"
+    r"|^(?:return-path|received|dkim-signature|domainkey-signature|x-original-to|delivered-to"
+    r"|authentication-results|message-id):\s",
+    re.IGNORECASE | re.MULTILINE,
+)
+_MESSAGE_ID_LINE = re.compile(
+    r"^\s*message-id\s*:\s*(.+(?:\n[ \t]+.+)*)", re.IGNORECASE | re.MULTILINE
+)
+_FROM_LINE = re.compile(
+    r"^\s*(?:from|return-path|sender)\s*:\s*(.*)$", re.IGNORECASE | re.MULTILINE
+)
+_TO_LINE = re.compile(r"^\s*to\s*:\s*(.*)$", re.IGNORECASE | re.MULTILINE)
+
+
+def read_bounce(msg: Message) -> BounceReport | None:
+    """The delivery report in ``msg``, or None if ``msg`` is not one."""
+    original_ids = tuple(_original_message_ids(msg))
+    structured = _read_dsn(msg, original_ids)
+    if structured is not None:
+        return structured
+    forwarded = _forwarded_report(msg)
+    if forwarded is not None:
+        return _read_dsn(forwarded, tuple(_original_message_ids(forwarded)))
+    ses = _read_ses_json(msg, original_ids)
+    if ses is not None:
+        return ses
+    return _read_free_form(msg, original_ids)
+
+
+def _read_dsn(msg: Message, original_ids: tuple[str, ...]) -> BounceReport | None:
+    """RFC 3464: recipients from the delivery-status part(s)."""
+    status_texts = [
+        part_text(p)
+        for p in iter_own_parts(msg)
+        if p.get_content_type() in ("message/delivery-status", "message/global-delivery-status")
+    ]
+    report_type = str(msg.get_param("report-type", "") or "").lower()
+    if not status_texts and (
+        report_type == "delivery-status" or _DAEMON_FROM.search(decode_header(msg.get("From")))
+    ):
+        # A status part labelled text/plain, or a report whose MIME boundary is
+        # broken so that it reads as one text: look for the fields in the text.
+        status_texts = [
+            part_text(p)
+            for p in iter_own_parts(msg)
+            if p.get_content_maintype() in ("text", "multipart")
+        ]
+    entries = [e for text in status_texts for e in dsn.parse_dsn_fields(text)]
+    entries = [e for e in entries if _ADDRESS.search(e.address)]
+    if not entries:
+        return None
+    human = _report_text(msg)
+    failed: list[BouncedRecipient] = []
+    actions = {e.action for e in entries}
+    for entry in entries:
+        if entry.action in ("delayed", "delivered", "relayed", "expanded"):
+            continue
+        if not entry.action and entry.status[:1] == "2":
+            continue
+        failed.append(_recipient_from_dsn(entry, human, len(entries)))
+    if failed:
+        return BounceReport(BounceOutcome.FAILED, tuple(failed), original_ids)
+    outcome = BounceOutcome.DELAYED if "delayed" in actions else BounceOutcome.DELIVERED
+    return BounceReport(outcome, (), original_ids)
+
+
+def _forwarded_report(msg: Message) -> Message | None:
+    """A delivery-status report attached whole to ``msg`` (a bounce forwarded on)."""
+    for part in iter_own_parts(msg):
+        if part.get_content_type() != "message/rfc822":
+            continue
+        payload = part.get_payload()
+        inner = payload[0] if isinstance(payload, list) and payload else None
+        if isinstance(inner, Message) and inner.get_content_type() == "multipart/report":
+            return inner
+    return None
+
+
+def _recipient_from_dsn(entry: dsn.DsnRecipient, human: str, count: int) -> BouncedRecipient:
+    address = _ADDRESS.search(entry.address)
+    addr = address.group(0) if address else entry.address
+    # The human-readable part often says more than a terse Diagnostic-Code.
+    context = _segment_for(addr, human) if count > 1 else human
+    status = dsn.best_status(entry.diagnostic) or entry.status
+    reason = reasons.reason_for(entry.diagnostic, status, context)
+    if not status:
+        status = reasons.status_for_reason(reason, _temporary(entry.diagnostic))
+    return BouncedRecipient(
+        address=addr.lower() if "@" in addr else addr,
+        status=status,
+        hard=reasons.is_hard(reason, status),
+        reason=reason,
+        diagnostic=" ".join(entry.diagnostic.split())[:500],
+    )
+
+
+def _read_ses_json(msg: Message, original_ids: tuple[str, ...]) -> BounceReport | None:
+    """Amazon SES bounce/delivery notifications delivered by email as JSON."""
+    data = _ses_payload(msg)
+    if data is None or str(data.get("notificationType", "")).lower() not in ("bounce", "delivery"):
+        return None
+    mail = data.get("mail") if isinstance(data.get("mail"), dict) else {}
+    ids = list(original_ids)
+    if isinstance(mail, dict):
+        for header in mail.get("headers", []) or []:
+            if isinstance(header, dict) and str(header.get("name", "")).lower() == "message-id":
+                ids.extend(parse_msgid_list(str(header.get("value", ""))))
+    if str(data.get("notificationType")).lower() == "delivery":
+        return BounceReport(BounceOutcome.DELIVERED, (), tuple(dict.fromkeys(ids)))
+    bounce = data.get("bounce") if isinstance(data.get("bounce"), dict) else {}
+    assert isinstance(bounce, dict)
+    permanent = str(bounce.get("bounceType", "")).lower() == "permanent"
+    recipients: list[BouncedRecipient] = []
+    for item in bounce.get("bouncedRecipients", []) or []:
+        if not isinstance(item, dict):
+            continue
+        diagnostic = str(item.get("diagnosticCode", ""))
+        status = dsn.best_status(diagnostic) or dsn.best_status(str(item.get("status", "")))
+        reason = reasons.reason_for(diagnostic, status)
+        if not status:
+            status = reasons.status_for_reason(reason, not permanent)
+        recipients.append(
+            BouncedRecipient(
+                address=str(item.get("emailAddress", "")).lower(),
+                status=status,
+                hard=reasons.is_hard(reason, status),
+                reason=reason,
+                diagnostic=diagnostic[:500],
+            )
+        )
+    return BounceReport(BounceOutcome.FAILED, tuple(recipients), tuple(dict.fromkeys(ids)))
+
+
+def _ses_payload(msg: Message) -> dict[str, object] | None:
+    """The JSON object of an SES notification body, if the body is one."""
+    for part in iter_own_parts(msg):
+        if part.get_content_maintype() != "text":
+            continue
+        text = part_text(part)
+        start, end = text.find("{"), text.rfind("}")
+        if start < 0 or end <= start or "notificationType" not in text:
+            continue
+        try:
+            # SNS folds long JSON lines ("!\n "): undo that before parsing.
+            data = json.loads(re.sub(r"!?\r?\n ", "", text[start : end + 1]), strict=False)
+        except ValueError:
+            continue
+        if isinstance(data, dict) and isinstance(data.get("Message"), str):
+            # SNS envelope: the notification is a JSON string inside it.
+            try:
+                data = json.loads(data["Message"])
+            except ValueError:
+                continue
+        if isinstance(data, dict):
+            return data
+    return None
+
+
+def ses_payload(msg: Message) -> dict[str, object] | None:
+    """Public alias for the complaint reader: the SES JSON object, if any."""
+    return _ses_payload(msg)
+
+
+def _read_free_form(msg: Message, original_ids: tuple[str, ...]) -> BounceReport | None:
+    """Non-standard reports: decided on sender, subject and wording, read by rules."""
+    sender = decode_header(msg.get("From", ""))
+    subject = decode_header(msg.get("Subject", ""))
+    report = _report_text(msg)
+    daemon = bool(_DAEMON_FROM.search(sender)) or not sender.strip()
+    bounce_subject = bool(_BOUNCE_SUBJECT.search(subject))
+    failure_text = bool(_FAILURE_TEXT.search(report))
+    strong_text = bool(_STRONG_FAILURE_TEXT.search(report))
+    machine_sent = (
+        str(msg.get("Return-Path", "")).strip() in ("<>", "") and msg.get("Return-Path") is not None
+    ) or bool(re.search(r"no-?reply@", sender, re.IGNORECASE))
+    auto_replied = msg.get("Auto-Submitted", "").strip().lower().startswith("auto-replied")
+    is_bounce = (
+        (daemon and (bounce_subject or failure_text))
+        # RFC 3834 auto-replies say so; a non-daemon saying it needs strong wording.
+        or (bounce_subject and failure_text and not auto_replied)
+        or (strong_text and (machine_sent or bounce_subject) and not auto_replied)
+    )
+    if not is_bounce:
+        return None
+    if _DELAY_TEXT.search(report) and not _PERMANENT_TEXT.search(report):
+        return BounceReport(BounceOutcome.DELAYED, (), original_ids)
+    if _DELAY_TEXT.search(subject) and not _PERMANENT_TEXT.search(report):
+        return BounceReport(BounceOutcome.DELAYED, (), original_ids)
+    addresses = _failed_addresses(msg, report)
+    temporary_default = False
+    recipients = []
+    for address in addresses:
+        segment = _segment_for(address, report) if len(addresses) > 1 else report
+        own_lines = _lines_about(address, report)
+        status = dsn.best_status(own_lines, segment)
+        if not status and len(addresses) == 1:
+            status = dsn.best_status(report)
+        reason = reasons.reason_for(own_lines, status, segment)
+        if not status:
+            status = reasons.status_for_reason(reason, temporary_default or _temporary(segment))
+        recipients.append(
+            BouncedRecipient(
+                address=address,
+                status=status,
+                hard=reasons.is_hard(reason, status),
+                reason=reason,
+                diagnostic=" ".join(segment.split())[:500],
+            )
+        )
+    return BounceReport(BounceOutcome.FAILED, tuple(recipients), original_ids)
+
+
+def _temporary(text: str) -> bool:
+    code = dsn.reply_code(text)
+    if code:
+        return code.startswith("4")
+    return bool(re.search(r"temporar|try again later|deferred", text, re.IGNORECASE))
+
+
+def _report_text(msg: Message) -> str:
+    """The bounce's own human-readable text, cut before any copy of the original."""
+    texts: list[str] = []
+    for part in iter_own_parts(msg):
+        ctype = part.get_content_type()
+        if ctype in ("message/rfc822", "message/global", "text/rfc822-headers"):
+            break
+        if ctype == "text/plain" or part.get_content_maintype() == "multipart":
+            texts.append(part_text(part))
+        elif ctype == "text/html" and not texts:
+            texts.append(html_to_text(part_text(part)))
+    text = "\n".join(texts)
+    marker = _ORIGINAL_MARKER.search(text)
+    if marker and marker.start() > 0:
+        text = text[: marker.start()]
+    return text
+
+
+def _original_text(msg: Message) -> str:
+    """Text of the original message's copy: attached part, or what follows the marker."""
+    for part in iter_own_parts(msg):
+        ctype = part.get_content_type()
+        if ctype in ("message/rfc822", "message/global"):
+            payload = part.get_payload()
+            if isinstance(payload, list) and payload and isinstance(payload[0], Message):
+                inner = payload[0]
+                return "\n".join(f"{k}: {v}" for k, v in inner.items())
+            return part_text(part)
+        if ctype == "text/rfc822-headers":
+            return part_text(part)
+    texts = [part_text(p) for p in iter_own_parts(msg) if p.get_content_maintype() == "text"]
+    text = "\n".join(texts)
+    marker = _ORIGINAL_MARKER.search(text)
+    return text[marker.start() :] if marker else ""
+
+
+def _original_message_ids(msg: Message) -> list[str]:
+    """The original message's Message-ID(s), then the bounce's own In-Reply-To/References."""
+    ids: list[str] = []
+    original = _original_text(msg)
+    for match in _MESSAGE_ID_LINE.finditer(original):
+        ids.extend(parse_msgid_list(match.group(1))[:1])
+        break
+    for name in ("In-Reply-To", "References"):
+        for value in msg.get_all(name, []) or []:
+            ids.extend(reversed(parse_msgid_list(str(value))))
+    return list(dict.fromkeys(ids))
+
+
+def _failed_addresses(msg: Message, report: str) -> list[str]:
+    """Recipient addresses named in a free-form report, in order of appearance."""
+    excluded = _own_addresses(msg)
+    found: list[str] = []
+    for match in _ADDRESS.finditer(report):
+        address = match.group(0).rstrip(".").lower()
+        local = address.split("@", 1)[0]
+        before = report[max(0, match.start() - 40) : match.start()].lower()
+        if address in excluded or _DAEMON_LOCAL.match(local):
+            continue
+        if re.search(r"(?:message-id|from|sender|envelope-from|mail from)\s*[:=]?\s*<?$", before):
+            continue
+        if address not in found:
+            found.append(address)
+    if found:
+        return found
+    for value in msg.get_all("X-Failed-Recipients", []) or []:
+        for match in _ADDRESS.finditer(str(value)):
+            if match.group(0).lower() not in found:
+                found.append(match.group(0).lower())
+    if found:
+        return found
+    original = _original_text(msg)
+    for line in _TO_LINE.findall(original)[:1]:
+        found.extend(m.group(0).lower() for m in _ADDRESS.finditer(line))
+    return list(dict.fromkeys(found))
+
+
+def _own_addresses(msg: Message) -> set[str]:
+    """The sender's addresses (bounce To, original From) and the bounce's own From."""
+    values = [str(msg.get(name, "")) for name in ("To", "From", "Return-Path", "Reply-To")]
+    original = _original_text(msg)
+    values.extend(_FROM_LINE.findall(original))
+    return {m.group(0).lower() for v in values for m in _ADDRESS.finditer(v)}
+
+
+def _segment_for(address: str, text: str) -> str:
+    """Lines of ``text`` from each mention of ``address`` up to the next other address."""
+    lowered = address.lower()
+    lines = text.split("\n")
+    keep: list[str] = []
+    active = False
+    for line in lines:
+        mentioned = {m.group(0).rstrip(".").lower() for m in _ADDRESS.finditer(line)}
+        if lowered in mentioned:
+            active = True
+        elif mentioned and any(not _DAEMON_LOCAL.match(a.split("@")[0]) for a in mentioned):
+            active = False
+        if active:
+            keep.append(line)
+    return "\n".join(keep)
+
+
+def _lines_about(address: str, text: str) -> str:
+    """The lines that name ``address``, with the address itself removed."""
+    lowered = address.lower()
+    lines = [line for line in text.split("\n") if lowered in line.lower()]
+    return "\n".join(re.sub(re.escape(address), " ", line, flags=re.IGNORECASE) for line in lines)
+
+
+def parse_report(raw: bytes) -> BounceReport | None:
+    """Convenience for tests and tools: ``read_bounce`` on raw bytes."""
+    return read_bounce(parse_bytes(raw))
