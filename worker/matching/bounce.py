@@ -211,6 +211,9 @@ def _recipient_from_dsn(entry: dsn.DsnRecipient, human: str, count: int) -> Boun
     # The human-readable part often says more than a terse Diagnostic-Code.
     context = _segment_for(addr, human) if count > 1 else human
     status = dsn.best_status(entry.diagnostic) or entry.status
+    if not status or status.endswith(".0.0"):
+        # Some MTAs (OpenSMTPD) put the remote server's code only in the text part.
+        status = dsn.best_status(_lines_about(addr, human), context) or status
     reason = reasons.reason_for(entry.diagnostic, status, context)
     if not status:
         status = reasons.status_for_reason(reason, _temporary(entry.diagnostic))

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 __all__ = [
     "DsnRecipient",
     "best_status",
+    "parse_header_block",
     "parse_dsn_fields",
     "reply_code",
 ]
@@ -65,6 +66,15 @@ def parse_dsn_fields(text: str) -> list[DsnRecipient]:
         )
         for fields in blocks
     ]
+
+
+def parse_header_block(text: str) -> dict[str, str]:
+    """All ``Field: value`` pairs in ``text``, keys lower-cased, first value kept."""
+    merged: dict[str, str] = {}
+    for block in _blocks(text):
+        for key, value in block.items():
+            merged.setdefault(key, value)
+    return merged
 
 
 def best_status(*texts: str) -> str:

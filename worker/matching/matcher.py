@@ -57,9 +57,9 @@ def may_be_report(summary: HeaderSummary) -> bool:
     content_type = headers.get("content-type", "").lower()
     if "multipart/report" in content_type:
         return True
-    if headers.get("return-path", "").strip() in ("<>", ""):
-        if "return-path" in headers:
-            return True
+    # A null reverse-path is what RFC 3464 reports and RFC 3834 auto-replies use.
+    if "return-path" in headers and headers["return-path"].strip() in ("<>", ""):
+        return True
     if summary.from_addr and _REPORT_SENDERS.match(summary.from_addr):
         return True
     auto = headers.get("auto-submitted", "").strip().lower()

@@ -201,6 +201,11 @@ _COMMAND = re.compile(
     re.IGNORECASE,
 )
 
+_TRANSCRIPT = re.compile(
+    r">>> ?(data|rcpt to|mail from|rcpt|mail|ehlo|helo)\b[^\n]*\n\s*<<< ?[45]\d\d",
+    re.IGNORECASE,
+)
+
 _COMPILED = tuple((reason, re.compile(pattern, re.IGNORECASE)) for reason, pattern in _TEXT_RULES)
 
 # RFC 3463 subject.detail codes to the reason they name.
@@ -295,7 +300,7 @@ def reason_for(text: str, status: str, context: str = "") -> str:
     reason = reason_from_text(text) or reason_from_text(context) or reason_from_status(status)
     if reason is None:
         return "onhold" if (text + context).strip() else "undefined"
-    return _after_command(reason, smtp_command(text + "\n" + context))
+    return _after_command(reason, smtp_command(text, context), status)
 
 
 def reason_from_text(text: str) -> str | None:
@@ -318,19 +323,28 @@ def reason_from_status(status: str) -> str | None:
     return _STATUS_REASON.get(f"{parts[1]}.{parts[2]}")
 
 
-def smtp_command(text: str) -> str:
-    """The last SMTP command an error text says it answered (``DATA``, ``RCPT`` ...)."""
-    found = _COMMAND.findall(text)
-    if not found:
-        return ""
-    return found[-1].split()[0].upper()
+def smtp_command(text: str, context: str = "") -> str:
+    """The SMTP command an error answered (``DATA``, ``RCPT``, ``MAIL`` ...), or ``""``.
+
+    A session transcript (``>>> RCPT To:<a>`` then ``<<< 550 ...``) names the
+    command of its first refused exchange; otherwise the last "in reply to ..." /
+    "after ..." phrase of ``text`` counts, then that of ``context``.
+    """
+    for source in (text, context):
+        refused = _TRANSCRIPT.search(source)
+        if refused:
+            return refused.group(1).split()[0].upper()
+        found = _COMMAND.findall(source)
+        if found:
+            return str(found[-1]).split()[0].upper()
+    return ""
 
 
-def _after_command(reason: str, command: str) -> str:
-    """Sisimai's reading of when an error came: after DATA a "user unknown" is a
-    content filter speaking (the recipient was accepted at RCPT); at MAIL FROM an
-    unknown user or domain is the sender's."""
-    if command == "DATA" and reason == "userunknown":
+def _after_command(reason: str, command: str, status: str) -> str:
+    """Sisimai's reading of when an error came: after DATA a "user unknown" whose
+    code does not itself say so is a content filter speaking (the recipient was
+    accepted at RCPT); at MAIL FROM an unknown user or domain is the sender's."""
+    if command == "DATA" and reason == "userunknown" and reason_from_status(status) != reason:
         return "filtered"
     if command == "MAIL" and reason in ("userunknown", "hostunknown"):
         return "rejected"

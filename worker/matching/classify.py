@@ -1,0 +1,177 @@
+"""Classify an inbound message that answers one of ours: reply, auto-reply, bounce ...
+
+What this module owns: the one decision "what is this message", in this order,
+each step owned by its module:
+
+    complaint   ARF / JMRP / SES feedback report            complaint.py
+    bounce      a delivery report with failed recipients    bounce.py
+    other       delay notices, success DSNs, read receipts
+    auto_reply  out-of-office and other automatic answers   autoreply.py
+    other       newsletters and machine mail (lists, no-reply senders)
+    reply       what a person wrote                         replytext.py
+
+A message with no In-Reply-To/References and no machine signal is still a
+``reply`` when a person wrote it: by the time a message reaches us it has
+been matched to one of ours (or handed to us as an answer), and a missed real
+reply costs the user far more than a stray one.
+
+``classify_message`` never raises: it runs on untrusted bytes from the whole
+internet inside sync jobs, and one malformed message must not stop a
+mailbox's sync. Any unexpected error is logged with its type and the message
+comes out as ``other``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import re
+from dataclasses import dataclass, field
+from email.message import Message
+from typing import Literal
+
+from worker.matching.autoreply import is_auto_reply, message_date, return_date
+from worker.matching.bounce import BouncedRecipient, BounceOutcome, read_bounce
+from worker.matching.complaint import Complaint, read_complaint
+from worker.matching.mimetext import body_text, decode_header, iter_own_parts, parse_bytes
+from worker.matching.mimetext import part_text
+from worker.matching.msgid import parse_msgid_list, reference_candidates
+from worker.matching.replytext import is_unsubscribe_request, new_text
+
+__all__ = ["Classification", "Kind", "classify_message"]
+
+log = logging.getLogger(__name__)
+
+Kind = Literal["reply", "auto_reply", "bounce", "complaint", "other"]
+
+_MACHINE_SENDER = re.compile(
+    r"(?:^|[<\s\"])(?:no-?reply|do-?not-?reply|donotreply|notifications?|newsletter|news"
+    r"|mailer-daemon|postmaster|bounces?)[@+.-]",
+    re.IGNORECASE,
+)
+_REPLY_SUBJECT = re.compile(
+    r"^\s*(?:re|aw|sv|vs|antw|antwort|r|rif|res|odp|ynt|vá|atb|回复|答复)\s*(?:\[\d+\])?\s*[:：]",
+    re.IGNORECASE,
+)
+
+
+@dataclass(frozen=True)
+class Classification:
+    """What an inbound message is, and what the sequence engine needs from it.
+
+    ``refers_to``: canonical Message-IDs this message answers or reports on,
+    most specific first. ``bounce_recipients``: failed recipients (bounces
+    only). ``auto_reply_until``: the stated return date (auto-replies only).
+    ``text``: a reply's new text. ``unsubscribe_request``: a reply asking to
+    stop (kind stays ``reply``; the sequence engine opts the address out).
+    ``complaint``: feedback-report details (complaints only).
+    """
+
+    kind: Kind
+    refers_to: tuple[str, ...] = ()
+    bounce_recipients: tuple[BouncedRecipient, ...] = ()
+    auto_reply_until: dt.date | None = None
+    text: str | None = None
+    unsubscribe_request: bool = False
+    complaint: Complaint | None = field(default=None)
+
+    def as_json(self, path: str) -> dict[str, object]:
+        """The command-line contract's JSON object for this classification."""
+        return {
+            "path": path,
+            "kind": self.kind,
+            "refers_to": list(self.refers_to),
+            "bounce": (
+                {
+                    "recipients": [
+                        {"address": r.address, "status": r.status, "hard": r.hard}
+                        for r in self.bounce_recipients
+                    ]
+                }
+                if self.kind == "bounce"
+                else None
+            ),
+            "auto_reply": (
+                {"until": self.auto_reply_until.isoformat() if self.auto_reply_until else None}
+                if self.kind == "auto_reply"
+                else None
+            ),
+            "text": self.text if self.kind == "reply" else None,
+        }
+
+
+OTHER = Classification(kind="other")
+
+
+def classify_message(raw: bytes) -> Classification:
+    """Classify one raw RFC 5322 message. Never raises (see module docstring)."""
+    try:
+        return _classify(parse_bytes(raw))
+    except Exception as exc:  # the never-raise guarantee lives here, and only here
+        log.warning("classify_failed error=%s size=%d", type(exc).__name__, len(raw))
+        return OTHER
+
+
+def _classify(msg: Message) -> Classification:
+    references = tuple(reference_candidates(msg))
+
+    complaint = read_complaint(msg)
+    if complaint is not None:
+        ids = _merge(complaint.original_message_ids, references)
+        return Classification(kind="complaint", refers_to=ids, complaint=complaint)
+
+    bounce = read_bounce(msg)
+    if bounce is not None:
+        ids = _merge(bounce.original_message_ids, references)
+        if bounce.outcome is BounceOutcome.FAILED:
+            return Classification(kind="bounce", refers_to=ids, bounce_recipients=bounce.recipients)
+        return Classification(kind="other", refers_to=ids)
+
+    receipt_ids = _read_receipt_ids(msg)
+    if receipt_ids is not None:
+        return Classification(kind="other", refers_to=_merge(receipt_ids, references))
+
+    subject = decode_header(msg.get("Subject"))
+    text = new_text(body_text(msg))
+    if is_auto_reply(msg, subject, text):
+        until = return_date(f"{subject}\n{text}", message_date(msg))
+        return Classification(kind="auto_reply", refers_to=references, auto_reply_until=until)
+
+    if _is_machine_mail(msg) and not references and not _REPLY_SUBJECT.match(subject):
+        return Classification(kind="other", refers_to=references)
+    return Classification(
+        kind="reply",
+        refers_to=references,
+        text=text,
+        unsubscribe_request=is_unsubscribe_request(f"{subject}\n{text}"),
+    )
+
+
+def _read_receipt_ids(msg: Message) -> tuple[str, ...] | None:
+    """Original ids of a read receipt (RFC 8098 MDN), or None if ``msg`` is not one."""
+    report_type = str(msg.get_param("report-type", "") or "").lower()
+    parts = [
+        p for p in iter_own_parts(msg) if p.get_content_type() == "message/disposition-notification"
+    ]
+    if report_type != "disposition-notification" and not parts:
+        return None
+    ids: list[str] = []
+    for part in parts:
+        match = re.search(r"(?im)^original-message-id\s*:\s*(.+)$", part_text(part))
+        if match:
+            ids.extend(parse_msgid_list(match.group(1)))
+    return tuple(ids)
+
+
+def _is_machine_mail(msg: Message) -> bool:
+    """Mailing lists, newsletters and notification senders."""
+    precedence = str(msg.get("Precedence", "")).strip().lower()
+    if precedence in ("bulk", "list", "junk"):
+        return True
+    if msg.get("List-Unsubscribe") or msg.get("List-Id"):
+        return True
+    return bool(_MACHINE_SENDER.search(str(msg.get("From", ""))))
+
+
+def _merge(first: tuple[str, ...], second: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(first + second))
