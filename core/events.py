@@ -30,8 +30,10 @@ def natural_key(kind: str, *parts: object) -> str:
     return f"{kind}:sha256:{digest}"
 
 
-def insert_ignore(session: Session, table: Table, values: dict[str, Any], key: str) -> int | None:
-    """Insert `values` unless a row with the same unique `key` column exists.
+def insert_ignore(
+    session: Session, table: Table, values: dict[str, Any], key: str | list[str]
+) -> int | None:
+    """Insert `values` unless a row with the same unique `key` column(s) exists.
 
     Returns the new row's id, or None when the row was already there.
     """
@@ -42,7 +44,8 @@ def insert_ignore(session: Session, table: Table, values: dict[str, Any], key: s
         stmt = sqlite.insert(table)
     else:  # pragma: no cover - settings only accept these two
         raise RuntimeError(f"unsupported database dialect {dialect}")
-    stmt = stmt.values(**values).on_conflict_do_nothing(index_elements=[key])
+    columns = [key] if isinstance(key, str) else key
+    stmt = stmt.values(**values).on_conflict_do_nothing(index_elements=columns)
     stmt = stmt.returning(table.c.id)
     row = session.execute(stmt).first()
     return None if row is None else int(row[0])

@@ -302,6 +302,9 @@ class SentMessage(Base):
     to_addrs: Mapped[list[str]] = mapped_column(JSON, default=list)
     cc_addrs: Mapped[list[str]] = mapped_column(JSON, default=list)
     status: Mapped[str] = mapped_column(String(20), default=SendStatus.SENDING)
+    # Hand-overs attempted. Above zero, a retry first asks the provider whether the
+    # message already went out (a crash may have come after the provider took it).
+    send_attempts: Mapped[int] = mapped_column(Integer, default=0)
     error: Mapped[str | None] = mapped_column(Text)
     claimed_at: Mapped[datetime] = mapped_column(default=utcnow)
     sent_at: Mapped[datetime | None]

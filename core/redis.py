@@ -107,14 +107,20 @@ def stop_embedded_server(directory: Path) -> bool:
     return True
 
 
-def connect(settings: Settings) -> redis.Redis:
-    """A new client for the configured server, starting the embedded one if needed."""
+def client_url(settings: Settings) -> str:
+    """The URL clients should use, starting the embedded server if it is the one."""
     if settings.redis_embedded:
         ensure_embedded_server(settings.var_dir / "redis")
-    if settings.redis_url.startswith("rediss://") and not settings.redis_tls_verify:
+    url = settings.redis_url
+    if url.startswith("rediss://") and not settings.redis_tls_verify:
         # Heroku Redis presents a self-signed certificate (see README).
-        return redis.Redis.from_url(settings.redis_url, ssl_cert_reqs=None)
-    return redis.Redis.from_url(settings.redis_url)
+        url += ("&" if "?" in url else "?") + "ssl_cert_reqs=none"
+    return url
+
+
+def connect(settings: Settings) -> redis.Redis:
+    """A new client for the configured server, starting the embedded one if needed."""
+    return redis.Redis.from_url(client_url(settings), health_check_interval=30)
 
 
 @lru_cache(maxsize=1)

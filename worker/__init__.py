@@ -1,0 +1,1 @@
+"""Background work: RQ jobs, mailbox sync, matching, sequences, Salesforce logging."""

@@ -1,0 +1,58 @@
+# Sightline. Quick start: `make run` and `make test` (see README.md).
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+PORT ?= 5000
+
+.PHONY: run test lint format bench bench-reply bench-salesforce stop clean setup setup-dev
+
+$(VENV)/.runtime: requirements.txt
+	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) is required (set PYTHON=...)"; exit 1; }
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.txt
+	@touch $@
+
+$(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt
+	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
+	@touch $@
+
+setup: $(VENV)/.runtime
+setup-dev: $(VENV)/.dev
+
+## run: set up, migrate, and start web + worker + cron + listener (Ctrl-C stops them)
+run: $(VENV)/.runtime
+	$(BIN)/python -m core.redis start
+	$(BIN)/alembic upgrade head
+	PATH="$(abspath $(BIN)):$$PATH" PORT=$(PORT) $(BIN)/honcho start --port $(PORT) web worker cron listener
+
+## stop: stop the embedded Redis server that `make run` started
+stop: $(VENV)/.runtime
+	$(BIN)/python -m core.redis stop
+
+## test: set up, install and start the services the tests need, run every test
+test: $(VENV)/.dev
+	scripts/test-prereqs.sh core
+	$(BIN)/python -m pytest
+
+lint: $(VENV)/.dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy .
+
+format: $(VENV)/.dev
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+bench: bench-reply bench-salesforce
+
+bench-reply: $(VENV)/.dev
+	scripts/test-prereqs.sh core
+	$(BIN)/python -m bench.reply_latency
+
+bench-salesforce: $(VENV)/.dev
+	$(BIN)/python -m bench.salesforce_calls
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,41 @@
+"""The cron table, loaded by `rq cron config/cron.py` (the `cron` process).
+
+Each entry is a cheap "tick" that finds due work and enqueues jobs with fixed
+ids, so two cron processes (or a restart) never double the work itself.
+"""
+
+from rq import cron
+
+from config import get_settings, queues
+from config.logging import configure_logging
+from config.rqsettings import REDIS_URL  # noqa: F401 - starts the embedded Redis if needed
+from worker.salesforce.outbox import flush_all
+from worker.sequences.jobs import enqueue_due_steps, recover_stuck_sends, resume_paused
+from worker.sync.engine import poll_mailboxes
+
+settings = get_settings()
+configure_logging(settings)
+
+cron.register(
+    enqueue_due_steps,
+    queues.DEFAULT,
+    interval=settings.sequence_tick_seconds,
+    job_timeout=300,
+    result_ttl=0,
+)
+cron.register(
+    poll_mailboxes,
+    queues.DEFAULT,
+    interval=max(5, settings.sync_poll_seconds // 4),
+    job_timeout=300,
+    result_ttl=0,
+)
+cron.register(
+    flush_all,
+    queues.DEFAULT,
+    interval=settings.salesforce_flush_seconds,
+    job_timeout=300,
+    result_ttl=0,
+)
+cron.register(recover_stuck_sends, queues.DEFAULT, interval=60, job_timeout=300, result_ttl=0)
+cron.register(resume_paused, queues.DEFAULT, interval=60, job_timeout=300, result_ttl=0)

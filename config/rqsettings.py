@@ -1,0 +1,21 @@
+"""Settings module for RQ's command line (`rq worker -c config.rqsettings`, `rq cron`).
+
+RQ reads the upper-case names. Importing this starts the embedded Redis server
+when REDIS_URL is unset, and installs Sightline's key=value logging.
+"""
+
+from config import get_settings, queues
+from config.logging import configure_logging
+from core.redis import client_url
+
+_settings = get_settings()
+configure_logging(_settings)
+
+REDIS_URL = client_url(_settings)
+QUEUES = list(queues.ALL)
+
+# Imported once in the worker's parent process so each forked job starts warm
+# (otherwise every job pays for importing SQLAlchemy and the vendor SDKs).
+import worker.salesforce.outbox  # noqa: E402, F401
+import worker.sequences.jobs  # noqa: E402, F401
+import worker.sync.engine  # noqa: E402, F401

@@ -1,0 +1,39 @@
+"""The Flask application: API v1, health check, and (as issues land) tracking and UI.
+
+`create_app(config=None)` is the factory (the Flask tutorial's shape); gunicorn
+serves `web:create_app()`, and `flask --app web …` runs the CLI commands.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask
+
+from config import get_settings
+from config.logging import configure_logging
+
+
+def create_app(config: dict[str, Any] | None = None) -> Flask:
+    settings = get_settings()
+    configure_logging(settings)
+    app = Flask(__name__)
+    app.config.update(
+        SECRET_KEY=settings.secret_key,
+        MAX_CONTENT_LENGTH=10 * 1024 * 1024,
+        JSON_SORT_KEYS=False,
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=settings.public_base_url.startswith("https://"),
+    )
+    if config:
+        app.config.update(config)
+
+    from web import cli, db, health
+    from web.api import bp as api_bp
+
+    db.init_app(app)
+    app.register_blueprint(health.bp)
+    app.register_blueprint(api_bp)
+    cli.init_app(app)
+    return app

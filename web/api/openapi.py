@@ -1,0 +1,176 @@
+"""`GET /api/v1/openapi.json`: the OpenAPI 3.1 document, built from the pydantic models.
+
+The schemas are the models the routes validate and serialise with, so the
+document cannot drift from what the API does.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import jsonify
+from flask.typing import ResponseReturnValue
+from pydantic import BaseModel
+
+from web.api import bp
+from web.api.schemas import (
+    EnrollmentCreate,
+    EnrollmentOut,
+    ErrorOut,
+    EventList,
+    MailboxCreate,
+    MailboxList,
+    MailboxOut,
+    MessageList,
+    SequenceCreate,
+    SequenceOut,
+)
+
+_MODELS: list[type[BaseModel]] = [
+    MailboxCreate,
+    MailboxOut,
+    MailboxList,
+    SequenceCreate,
+    SequenceOut,
+    EnrollmentCreate,
+    EnrollmentOut,
+    MessageList,
+    EventList,
+    ErrorOut,
+]
+_REF = "#/components/schemas/{model}"
+
+
+def _ref(model: type[BaseModel]) -> dict[str, str]:
+    return {"$ref": _REF.format(model=model.__name__)}
+
+
+def _json(model: type[BaseModel]) -> dict[str, Any]:
+    return {"application/json": {"schema": _ref(model)}}
+
+
+def _errors(*statuses: int) -> dict[str, Any]:
+    descriptions = {
+        400: "Body is not valid JSON",
+        401: "Missing or unknown API token",
+        404: "Not found (or not your team's)",
+        409: "Conflicts with existing state",
+        415: "Body is not JSON",
+        422: "Invalid field (named in error.fields)",
+    }
+    return {str(s): {"description": descriptions[s], "content": _json(ErrorOut)} for s in statuses}
+
+
+def _id_param(name: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "path",
+        "required": True,
+        "schema": {"type": "integer", "minimum": 1},
+    }
+
+
+def _query_param(name: str, required: bool, minimum: int = 1) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "query",
+        "required": required,
+        "schema": {"type": "integer", "minimum": minimum, "maximum": 2**31 - 1},
+    }
+
+
+def _create(
+    summary: str, body: type[BaseModel], out: type[BaseModel], *extra: int
+) -> dict[str, Any]:
+    return {
+        "post": {
+            "summary": summary,
+            "requestBody": {"required": True, "content": _json(body)},
+            "responses": {
+                "201": {"description": "Created", "content": _json(out)},
+                **_errors(400, 401, 415, 422, *extra),
+            },
+        }
+    }
+
+
+def _get(
+    summary: str, out: type[BaseModel], params: list[dict[str, Any]], *extra: int
+) -> dict[str, Any]:
+    return {
+        "summary": summary,
+        "parameters": params,
+        "responses": {"200": {"description": "OK", "content": _json(out)}, **_errors(401, *extra)},
+    }
+
+
+def build_document() -> dict[str, Any]:
+    schemas: dict[str, Any] = {}
+    for model in _MODELS:
+        schema = model.model_json_schema(
+            ref_template=_REF,
+            mode="serialization" if model.__name__.endswith(("Out", "List")) else "validation",
+        )
+        schemas.update(schema.pop("$defs", {}))
+        schemas[model.__name__] = schema
+    mailboxes = _create("Connect a mailbox", MailboxCreate, MailboxOut, 409)
+    mailboxes["get"] = _get("List the team's mailboxes", MailboxList, [])
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Sightline API", "version": "1"},
+        "servers": [{"url": "/api/v1"}],
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+        "security": [{"bearer": []}],
+        "paths": {
+            "/mailboxes": mailboxes,
+            "/mailboxes/{mailbox_id}": {
+                "get": _get("A mailbox", MailboxOut, [_id_param("mailbox_id")], 404)
+            },
+            "/sequences": _create("Create a sequence", SequenceCreate, SequenceOut),
+            "/sequences/{sequence_id}": {
+                "get": _get("A sequence", SequenceOut, [_id_param("sequence_id")], 404)
+            },
+            "/enrollments": _create("Enroll a prospect", EnrollmentCreate, EnrollmentOut, 409),
+            "/enrollments/{enrollment_id}": {
+                "get": _get(
+                    "An enrollment with its state history",
+                    EnrollmentOut,
+                    [_id_param("enrollment_id")],
+                    404,
+                )
+            },
+            "/messages": {
+                "get": _get(
+                    "Messages sent to an enrollment",
+                    MessageList,
+                    [_query_param("enrollment_id", True)],
+                    404,
+                    422,
+                )
+            },
+            "/events": {
+                "get": _get(
+                    "An enrollment's events, oldest first",
+                    EventList,
+                    [
+                        _query_param("enrollment_id", True),
+                        _query_param("after_id", False, minimum=0),
+                        {
+                            **_query_param("limit", False),
+                            "schema": {"type": "integer", "minimum": 1, "maximum": 500},
+                        },
+                    ],
+                    404,
+                    422,
+                )
+            },
+        },
+    }
+
+
+@bp.get("/openapi.json")
+def openapi_document() -> ResponseReturnValue:
+    return jsonify(build_document())

@@ -1,0 +1,281 @@
+"""API v1 resources: mailboxes, sequences, enrollments, messages, events."""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+from flask import g, jsonify, request
+from flask.typing import ResponseReturnValue
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from core.crypto import encrypt_json
+from core.models import (
+    Enrollment,
+    EnrollmentTransition,
+    Event,
+    Mailbox,
+    MailboxStatus,
+    Prospect,
+    SentMessage,
+    Sequence,
+    SequenceStep,
+    utcnow,
+)
+from web.api import ApiError, bp, int_arg, parse_body, require_token
+from web.api.schemas import (
+    EnrollmentCreate,
+    EnrollmentOut,
+    EventList,
+    EventOut,
+    MailboxCreate,
+    MailboxList,
+    MailboxOut,
+    MessageList,
+    MessageOut,
+    SequenceCreate,
+    SequenceOut,
+    TransitionOut,
+)
+from web.db import db
+
+PAGE_LIMIT = 500
+
+
+T = TypeVar("T", Mailbox, Sequence, Enrollment)
+
+
+def _owned(model: type[T], object_id: int, what: str) -> T:
+    found = db().get(model, object_id)
+    if found is None or found.team_id != g.team_id:
+        raise ApiError(404, "not_found", f"{what} {object_id} not found")
+    return found
+
+
+@bp.post("/mailboxes")
+@require_token
+def create_mailbox() -> ResponseReturnValue:
+    body = parse_body(MailboxCreate)
+    credentials = {
+        "imap": body.imap.model_dump(),
+        "smtp": body.smtp.model_dump(),
+        "folders": body.folders,
+        "append_to_sent": body.append_to_sent,
+    }
+    if body.verify:
+        from worker.sync.base import ProviderError
+        from worker.sync.registry import open_provider
+
+        try:
+            with open_provider(body.kind, body.email, credentials) as provider:
+                provider.verify()
+        except ProviderError as exc:
+            raise ApiError(
+                422,
+                "mailbox_unreachable",
+                str(exc),
+                {"imap" if "IMAP" in str(exc) else "smtp": str(exc)},
+            ) from None
+    mailbox = Mailbox(
+        team_id=g.team_id,
+        user_id=g.user.id,
+        kind=body.kind,
+        email=body.email.lower(),
+        credentials_encrypted=encrypt_json(credentials),
+        status=MailboxStatus.ACTIVE,
+        created_at=utcnow(),
+    )
+    db().add(mailbox)
+    try:
+        db().commit()
+    except IntegrityError:
+        db().rollback()
+        raise ApiError(409, "conflict", f"mailbox {body.email} is already connected") from None
+    from worker.listener import announce_mailbox_change
+    from worker.sync.engine import request_sync
+
+    request_sync(mailbox.id)  # records the starting cursor right away
+    announce_mailbox_change()
+    return MailboxOut.model_validate(mailbox).model_dump(mode="json"), 201
+
+
+@bp.get("/mailboxes")
+@require_token
+def list_mailboxes() -> ResponseReturnValue:
+    rows = db().scalars(select(Mailbox).where(Mailbox.team_id == g.team_id).order_by(Mailbox.id))
+    return MailboxList(mailboxes=[MailboxOut.model_validate(m) for m in rows]).model_dump(
+        mode="json"
+    )
+
+
+@bp.get("/mailboxes/<int:mailbox_id>")
+@require_token
+def get_mailbox(mailbox_id: int) -> ResponseReturnValue:
+    mailbox = _owned(Mailbox, mailbox_id, "mailbox")
+    return MailboxOut.model_validate(mailbox).model_dump(mode="json")
+
+
+@bp.post("/sequences")
+@require_token
+def create_sequence() -> ResponseReturnValue:
+    body = parse_body(SequenceCreate)
+    mailbox = db().get(Mailbox, body.mailbox_id)
+    if mailbox is None or mailbox.team_id != g.team_id:
+        raise ApiError(
+            422,
+            "invalid_request",
+            f"mailbox_id: mailbox {body.mailbox_id} not found",
+            {"mailbox_id": "no such mailbox in your team"},
+        )
+    sequence = Sequence(
+        team_id=g.team_id, mailbox_id=mailbox.id, name=body.name, created_at=utcnow()
+    )
+    sequence.steps = [
+        SequenceStep(
+            position=i,
+            delay_seconds=s.delay_seconds,
+            subject=s.subject,
+            body_html=s.body_html,
+            same_thread=s.same_thread,
+        )
+        for i, s in enumerate(body.steps)
+    ]
+    db().add(sequence)
+    db().commit()
+    return SequenceOut.model_validate(sequence).model_dump(mode="json"), 201
+
+
+@bp.get("/sequences/<int:sequence_id>")
+@require_token
+def get_sequence(sequence_id: int) -> ResponseReturnValue:
+    sequence = _owned(Sequence, sequence_id, "sequence")
+    return SequenceOut.model_validate(sequence).model_dump(mode="json")
+
+
+def _enrollment_out(enrollment: Enrollment) -> dict[str, object]:
+    prospect = db().get_one(Prospect, enrollment.prospect_id)
+    transitions = db().scalars(
+        select(EnrollmentTransition)
+        .where(EnrollmentTransition.enrollment_id == enrollment.id)
+        .order_by(EnrollmentTransition.id)
+    )
+    out = EnrollmentOut(
+        id=enrollment.id,
+        sequence_id=enrollment.sequence_id,
+        prospect_id=prospect.id,
+        email=prospect.email,
+        name=prospect.name,
+        state=enrollment.state,
+        state_reason=enrollment.state_reason,
+        state_changed_at=enrollment.state_changed_at,
+        steps_sent=enrollment.steps_sent,
+        next_step=enrollment.next_step,
+        next_step_at=enrollment.next_step_at,
+        resume_at=enrollment.resume_at,
+        transitions=[TransitionOut.model_validate(t) for t in transitions],
+    )
+    return out.model_dump(mode="json")
+
+
+@bp.post("/enrollments")
+@require_token
+def create_enrollment() -> ResponseReturnValue:
+    from worker.sequences.engine import EnrollmentError, enroll
+
+    body = parse_body(EnrollmentCreate)
+    sequence = db().get(Sequence, body.sequence_id)
+    if sequence is None or sequence.team_id != g.team_id:
+        raise ApiError(
+            422,
+            "invalid_request",
+            f"sequence_id: sequence {body.sequence_id} not found",
+            {"sequence_id": "no such sequence in your team"},
+        )
+    try:
+        enrollment = enroll(db(), sequence=sequence, email=body.email, name=body.name, now=utcnow())
+        db().commit()
+    except EnrollmentError as exc:
+        db().rollback()
+        status = 409 if "already enrolled" in str(exc) else 422
+        raise ApiError(status, "cannot_enroll", str(exc), {"email": str(exc)}) from None
+    except IntegrityError:
+        db().rollback()
+        raise ApiError(409, "cannot_enroll", f"{body.email} is already enrolled") from None
+    return _enrollment_out(enrollment), 201
+
+
+@bp.get("/enrollments/<int:enrollment_id>")
+@require_token
+def get_enrollment(enrollment_id: int) -> ResponseReturnValue:
+    enrollment = _owned(Enrollment, enrollment_id, "enrollment")
+    return _enrollment_out(enrollment)
+
+
+@bp.get("/messages")
+@require_token
+def list_messages() -> ResponseReturnValue:
+    enrollment_id = int_arg("enrollment_id", required=True)
+    assert enrollment_id is not None
+    _owned(Enrollment, enrollment_id, "enrollment")
+    rows = db().scalars(
+        select(SentMessage)
+        .where(SentMessage.enrollment_id == enrollment_id, SentMessage.team_id == g.team_id)
+        .order_by(SentMessage.id)
+        .limit(PAGE_LIMIT)
+    )
+    messages = [
+        MessageOut(
+            id=m.id,
+            enrollment_id=m.enrollment_id,
+            step_position=m.step_position,
+            message_id=m.message_id,
+            thread_id=m.thread_id,
+            in_reply_to=m.in_reply_to,
+            subject=m.subject,
+            to=list(m.to_addrs),
+            cc=list(m.cc_addrs),
+            status=m.status,
+            error=m.error,
+            sent_at=m.sent_at,
+        )
+        for m in rows
+    ]
+    return MessageList(messages=messages).model_dump(mode="json")
+
+
+@bp.get("/events")
+@require_token
+def list_events() -> ResponseReturnValue:
+    enrollment_id = int_arg("enrollment_id", required=True)
+    assert enrollment_id is not None
+    after_id = int_arg("after_id", default=0, minimum=0) or 0
+    limit = int_arg("limit", default=100, minimum=1, maximum=PAGE_LIMIT) or 100
+    _owned(Enrollment, enrollment_id, "enrollment")
+    rows = list(
+        db().scalars(
+            select(Event)
+            .where(
+                Event.enrollment_id == enrollment_id,
+                Event.team_id == g.team_id,
+                Event.id > after_id,
+            )
+            .order_by(Event.id)
+            .limit(limit + 1)
+        )
+    )
+    more = len(rows) > limit
+    rows = rows[:limit]
+    body = EventList(
+        events=[EventOut.model_validate(e) for e in rows],
+        next_after_id=rows[-1].id if more and rows else None,
+    )
+    return jsonify(body.model_dump(mode="json"))
+
+
+@bp.get("/")
+def index() -> ResponseReturnValue:
+    return {
+        "api": "sightline",
+        "version": 1,
+        "openapi": request.url_root.rstrip("/") + "/api/v1/openapi.json",
+    }

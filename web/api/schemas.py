@@ -1,0 +1,184 @@
+"""Request and response bodies of API v1 (pydantic), which also make its OpenAPI schemas.
+
+Requests forbid unknown fields, so a typo ("delay_second") is an error naming the
+field rather than a silently ignored value.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+_EMAIL = re.compile(
+    r"^[^@\s<>(),;:\"\[\]]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+$"
+)
+
+
+def check_email(value: str) -> str:
+    value = value.strip()
+    if len(value) > 320 or not _EMAIL.match(value):
+        raise ValueError("not a valid email address")
+    local, _, domain = value.rpartition("@")
+    return f"{local}@{domain.lower()}"
+
+
+class Request(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class ServerSettings(Request):
+    host: str = Field(min_length=1, max_length=255)
+    port: int = Field(ge=1, le=65535)
+    username: str = Field(min_length=1, max_length=320)
+    password: str = Field(min_length=1, max_length=1000)
+    security: Literal["none", "starttls", "tls"] = "tls"
+
+
+class MailboxCreate(Request):
+    kind: Literal["imap"]
+    email: str = Field(max_length=320)
+    imap: ServerSettings
+    smtp: ServerSettings
+    folders: list[str] = Field(default_factory=lambda: ["INBOX"], min_length=1, max_length=20)
+    append_to_sent: bool = True
+    verify: bool = Field(
+        default=True, description="Log in to IMAP and SMTP before saving (recommended)."
+    )
+
+    _email = field_validator("email")(check_email)
+
+
+class StepCreate(Request):
+    delay_seconds: int = Field(ge=0, le=365 * 24 * 3600)
+    subject: str = Field(default="", max_length=998)
+    body_html: str = Field(min_length=1, max_length=1_000_000)
+    same_thread: bool = False
+
+
+class SequenceCreate(Request):
+    name: str = Field(min_length=1, max_length=200)
+    mailbox_id: int = Field(ge=1)
+    steps: list[StepCreate] = Field(min_length=1, max_length=50)
+
+    @model_validator(mode="after")
+    def _threading(self) -> SequenceCreate:
+        if self.steps[0].same_thread:
+            raise ValueError("steps.0.same_thread: the first step cannot reply in a thread")
+        for index, step in enumerate(self.steps):
+            if not step.same_thread and not step.subject:
+                raise ValueError(f"steps.{index}.subject: required unless same_thread is true")
+        return self
+
+
+class EnrollmentCreate(Request):
+    sequence_id: int = Field(ge=1)
+    email: str = Field(max_length=320)
+    name: str | None = Field(default=None, max_length=200)
+
+    _email = field_validator("email")(check_email)
+
+
+class Response(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+class MailboxOut(Response):
+    id: int
+    kind: str
+    email: str
+    status: str
+    status_reason: str | None
+    last_synced_at: datetime | None
+    created_at: datetime
+
+
+class StepOut(Response):
+    position: int
+    delay_seconds: int
+    subject: str
+    body_html: str
+    same_thread: bool
+
+
+class SequenceOut(Response):
+    id: int
+    name: str
+    mailbox_id: int
+    steps: list[StepOut]
+    created_at: datetime
+
+
+class TransitionOut(Response):
+    from_state: str
+    to_state: str
+    reason: str
+    at: datetime
+
+
+class EnrollmentOut(Response):
+    id: int
+    sequence_id: int
+    prospect_id: int
+    email: str
+    name: str | None
+    state: Literal["active", "paused", "replied", "bounced", "opted_out", "finished"]
+    state_reason: str | None
+    state_changed_at: datetime
+    steps_sent: int
+    next_step: int
+    next_step_at: datetime | None
+    resume_at: datetime | None
+    transitions: list[TransitionOut]
+
+
+class MessageOut(Response):
+    id: int
+    enrollment_id: int | None
+    step_position: int | None
+    message_id: str
+    thread_id: str | None
+    in_reply_to: str | None
+    subject: str
+    to: list[str]
+    cc: list[str]
+    status: str
+    error: str | None
+    sent_at: datetime | None
+
+
+class EventOut(Response):
+    id: int
+    kind: str
+    occurred_at: datetime
+    sent_message_id: int | None
+    enrollment_id: int | None
+    prospect_id: int | None
+    data: dict[str, Any]
+
+
+class MessageList(Response):
+    messages: list[MessageOut]
+
+
+class EventList(Response):
+    events: list[EventOut]
+    next_after_id: int | None = Field(
+        description="Pass as after_id to get the next page; null on the last page."
+    )
+
+
+class MailboxList(Response):
+    mailboxes: list[MailboxOut]
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    fields: dict[str, str] | None = None
+
+
+class ErrorOut(BaseModel):
+    error: ErrorDetail

@@ -1,0 +1,180 @@
+"""The `listener` process: holds IMAP IDLE for its shard of mailboxes.
+
+Each listener dyno owns the mailboxes with ``shard_of(id, N) == K`` (N =
+`SIGHTLINE_LISTENER_SHARDS`, K from `SIGHTLINE_LISTENER_SHARD` or the dyno
+number), one thread per mailbox (IDLE is a blocked socket read, so threads cost
+little). On new mail a thread calls `request_sync`, which queues at most one
+sync job per mailbox; the sync itself runs on a worker. Every `REFRESH_SECONDS`
+the listener reloads its mailbox list, starting threads for new mailboxes and
+stopping those removed, reconnected (credentials changed) or disabled.
+
+A dropped connection is retried with exponential backoff (1 s … 5 min); refused
+credentials stop that mailbox's thread (the sync job marks it "needs
+reconnect"). Gmail and Microsoft 365 push to `web`; they need no listener.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import signal
+import threading
+import time
+import zlib
+from dataclasses import dataclass
+from types import FrameType
+
+import redis
+from sqlalchemy import select
+
+from config import get_settings
+from config.logging import configure_logging
+from core.crypto import CredentialsError, decrypt_json
+from core.db import session_scope
+from core.models import Mailbox, MailboxKind, MailboxStatus
+from core.redis import get_redis
+from worker.sync.base import ProviderError
+from worker.sync.engine import request_sync
+from worker.sync.imap import ImapProvider
+
+log = logging.getLogger(__name__)
+
+REFRESH_SECONDS = 30
+MAX_BACKOFF_SECONDS = 300
+HEARTBEAT_KEY = "sightline:listener:{shard}"
+# Published when a mailbox is connected or changed, so IDLE starts at once.
+REFRESH_CHANNEL = "sightline:listener:refresh"
+
+
+def announce_mailbox_change() -> None:
+    """Wake every listener to reload its mailboxes now rather than within 30 s."""
+    get_redis().publish(REFRESH_CHANNEL, b"1")
+
+
+def shard_of(mailbox_id: int, shards: int) -> int:
+    """Stable across processes and restarts (unlike Python's salted hash())."""
+    return zlib.crc32(str(mailbox_id).encode()) % shards
+
+
+@dataclass
+class _Watch:
+    thread: threading.Thread
+    stop: threading.Event
+    fingerprint: str
+
+
+def _on_new_mail(mailbox_id: int) -> None:
+    queued = request_sync(mailbox_id)
+    log.debug("idle_new_mail mailbox_id=%s queued=%s", mailbox_id, queued)
+
+
+def _watch_mailbox(
+    mailbox_id: int, email: str, credentials: dict[str, object], stop: threading.Event
+) -> None:
+    backoff = 1.0
+    while not stop.is_set():
+        provider = ImapProvider(email, credentials)
+        try:
+            # Whatever arrived while we were not idling is caught up first.
+            request_sync(mailbox_id)
+            provider.watch(stop, lambda: _on_new_mail(mailbox_id))
+            backoff = 1.0
+        except ProviderError as exc:
+            if exc.needs_reconnect or exc.permanent:
+                log.warning("idle_stopped mailbox_id=%s reason=%s", mailbox_id, exc)
+                request_sync(mailbox_id)  # the sync records the mailbox's status
+                return
+            log.info("idle_reconnect mailbox_id=%s in=%.0fs reason=%s", mailbox_id, backoff, exc)
+            stop.wait(backoff)
+            backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+        finally:
+            provider.close()
+
+
+class Listener:
+    def __init__(self, shard: int, shards: int) -> None:
+        self.shard = shard
+        self.shards = shards
+        self.watches: dict[int, _Watch] = {}
+        self.stopping = threading.Event()
+
+    def refresh(self) -> None:
+        wanted: dict[int, tuple[str, dict[str, object], str]] = {}
+        with session_scope() as session:
+            for mailbox in session.scalars(
+                select(Mailbox).where(
+                    Mailbox.kind == MailboxKind.IMAP, Mailbox.status == MailboxStatus.ACTIVE
+                )
+            ):
+                if shard_of(mailbox.id, self.shards) != self.shard:
+                    continue
+                try:
+                    credentials = decrypt_json(mailbox.credentials_encrypted)
+                except CredentialsError as exc:
+                    log.error("listener_credentials mailbox_id=%s error=%s", mailbox.id, exc)
+                    continue
+                fingerprint = hashlib.sha256(mailbox.credentials_encrypted.encode()).hexdigest()
+                wanted[mailbox.id] = (mailbox.email, credentials, fingerprint)
+        for mailbox_id, watch in list(self.watches.items()):
+            gone = mailbox_id not in wanted or wanted[mailbox_id][2] != watch.fingerprint
+            if gone or not watch.thread.is_alive():
+                watch.stop.set()
+                del self.watches[mailbox_id]
+        for mailbox_id, (email, credentials, fingerprint) in wanted.items():
+            if mailbox_id in self.watches:
+                continue
+            stop = threading.Event()
+            thread = threading.Thread(
+                target=_watch_mailbox,
+                args=(mailbox_id, email, credentials, stop),
+                name=f"idle-{mailbox_id}",
+                daemon=True,
+            )
+            thread.start()
+            self.watches[mailbox_id] = _Watch(thread, stop, fingerprint)
+        get_redis().set(
+            HEARTBEAT_KEY.format(shard=self.shard), len(self.watches), ex=REFRESH_SECONDS * 3
+        )
+
+    def run(self) -> None:
+        log.info("listener_start shard=%s shards=%s", self.shard, self.shards)
+        pubsub = get_redis().pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+        pubsub.subscribe(REFRESH_CHANNEL)
+        while not self.stopping.is_set():
+            try:
+                self.refresh()
+            except Exception:  # noqa: BLE001 - a bad refresh (DB blip) must not kill the process
+                log.exception("listener_refresh_failed shard=%s", self.shard)
+            self._wait_for_change(pubsub)
+        for watch in self.watches.values():
+            watch.stop.set()
+        for watch in self.watches.values():
+            watch.thread.join(timeout=5)
+        log.info("listener_stop shard=%s", self.shard)
+
+    def _wait_for_change(self, pubsub: redis.client.PubSub) -> None:
+        """Sleep until a mailbox changes, the refresh interval passes, or we stop."""
+        deadline = time.monotonic() + REFRESH_SECONDS
+        while not self.stopping.is_set() and time.monotonic() < deadline:
+            try:
+                if pubsub.get_message(timeout=1.0) is not None:
+                    return
+            except (redis.RedisError, OSError) as exc:
+                log.warning("listener_pubsub_error error=%s", exc)
+                self.stopping.wait(1.0)
+
+    def stop(self, _signum: int = 0, _frame: FrameType | None = None) -> None:
+        self.stopping.set()
+
+
+def main() -> None:
+    settings = get_settings()
+    configure_logging(settings)
+    listener = Listener(settings.listener_shard, settings.listener_shards)
+    signal.signal(signal.SIGTERM, listener.stop)
+    signal.signal(signal.SIGINT, listener.stop)
+    listener.run()
+
+
+if __name__ == "__main__":
+    main()

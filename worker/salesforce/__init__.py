@@ -1,0 +1,1 @@
+"""Salesforce activity logging: the outbox, recipient resolution, Task writes."""

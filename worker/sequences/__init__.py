@@ -1,0 +1,1 @@
+"""Sequences: steps, scheduling, sending claimed steps, halting on replies."""

@@ -1,0 +1,79 @@
+"""RQ entry points for sequences. Each takes ids and is safe to run twice."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from config import queues
+from core.db import session_scope
+from core.models import utcnow
+from worker.queueing import enqueue
+from worker.sequences import engine
+
+log = logging.getLogger(__name__)
+
+DUE_BATCH = 1000
+STUCK_AFTER = timedelta(minutes=5)
+
+
+def enqueue_due_steps() -> int:
+    """Cron: queue a send job for every enrolment whose next step is due.
+
+    The job id names the enrolment and step, so a tick that runs while the
+    previous tick's jobs are still queued adds nothing.
+    """
+    with session_scope() as session:
+        due = engine.due_enrollments(session, utcnow(), DUE_BATCH)
+    queued = 0
+    for enrollment_id, step in due:
+        queued += enqueue(
+            queues.SEND,
+            "worker.sequences.jobs.send_due_step",
+            enrollment_id,
+            job_id=f"step-{enrollment_id}-{step}",
+            unique=True,
+            retry=None,  # the claim is the retry point; stuck sends are recovered below
+            failure_ttl=600,
+        )
+    if queued:
+        log.info("due_steps_queued count=%s", queued)
+    return queued
+
+
+def send_due_step(enrollment_id: int) -> str:
+    """Claim the enrolment's due step (if still due and active) and send it."""
+    with session_scope() as session:
+        sent = engine.claim_due_step(session, enrollment_id, utcnow())
+        sent_id = sent.id if sent else None
+    if sent_id is None:
+        return "nothing due"
+    return engine.deliver(sent_id).status
+
+
+def deliver_message(sent_message_id: int) -> str:
+    """Hand over an already claimed message (retries and recovery)."""
+    return engine.deliver(sent_message_id).status
+
+
+def recover_stuck_sends() -> int:
+    """Cron: re-deliver claimed messages whose hand-over never finished."""
+    with session_scope() as session:
+        ids = engine.stuck_sends(session, utcnow() - STUCK_AFTER, DUE_BATCH)
+    return sum(
+        enqueue(
+            queues.SEND,
+            "worker.sequences.jobs.deliver_message",
+            sent_id,
+            job_id=f"deliver-{sent_id}",
+            unique=True,
+            failure_ttl=600,
+        )
+        for sent_id in ids
+    )
+
+
+def resume_paused() -> int:
+    """Cron: resume enrolments paused until a date that has come."""
+    with session_scope() as session:
+        return engine.resume_due(session, utcnow())

@@ -1,0 +1,95 @@
+"""Filling a step's placeholders, and the plain-text part of an HTML body.
+
+Placeholders are ``{{first_name}}``, ``{{name}}``, ``{{email}}``, ``{{company}}``,
+``{{sender_email}}``. An unknown placeholder or a missing value renders as empty
+text, never as the raw ``{{…}}`` a prospect would see. Values are HTML-escaped
+in HTML bodies.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from html.parser import HTMLParser
+from typing import Protocol
+
+_PLACEHOLDER = re.compile(r"\{\{\s*([a-zA-Z_]+)\s*\}\}")
+
+
+class _Person(Protocol):
+    email: str
+    name: str | None
+    company: str | None
+
+
+class _Sender(Protocol):
+    email: str
+
+
+def placeholder_values(prospect: _Person | None, mailbox: _Sender | None) -> dict[str, str]:
+    name = (prospect.name or "").strip() if prospect else ""
+    return {
+        "name": name,
+        "first_name": name.split()[0] if name else "",
+        "email": prospect.email if prospect else "",
+        "company": (prospect.company or "") if prospect else "",
+        "sender_email": mailbox.email if mailbox else "",
+    }
+
+
+def render_template(
+    template: str, prospect: _Person | None, mailbox: _Sender | None, *, html: bool = False
+) -> str:
+    values = placeholder_values(prospect, mailbox)
+
+    def substitute(match: re.Match[str]) -> str:
+        value = values.get(match.group(1).lower(), "")
+        return _escape(value) if html else value
+
+    return _PLACEHOLDER.sub(substitute, template)
+
+
+def _escape(value: str) -> str:
+    return html.escape(value, quote=True)
+
+
+class _TextExtractor(HTMLParser):
+    _BLOCKS = frozenset({"p", "div", "br", "li", "tr", "h1", "h2", "h3", "h4", "blockquote"})
+    _SKIP = frozenset({"script", "style", "head", "title"})
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+        self._skipping = 0
+        self._href: str | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in self._SKIP:
+            self._skipping += 1
+        elif tag in self._BLOCKS:
+            self.parts.append("\n")
+        if tag == "a":
+            self._href = dict(attrs).get("href")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in self._SKIP and self._skipping:
+            self._skipping -= 1
+        elif tag in ("p", "div", "li", "tr", "h1", "h2", "h3", "h4"):
+            self.parts.append("\n")
+        if tag == "a" and self._href:
+            self.parts.append(f" ({self._href})")
+            self._href = None
+
+    def handle_data(self, data: str) -> None:
+        if not self._skipping:
+            self.parts.append(data)
+
+
+def html_to_text(body: str) -> str:
+    """A readable plain-text alternative for an HTML body."""
+    parser = _TextExtractor()
+    parser.feed(body)
+    parser.close()
+    text = "".join(parser.parts)
+    lines = [re.sub(r"[ \t]+", " ", line).strip() for line in text.splitlines()]
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip() + "\n"

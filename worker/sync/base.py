@@ -1,0 +1,142 @@
+"""The contract every mailbox provider implements (IMAP now; Gmail, Exchange, Graph next).
+
+A provider is a thin adapter over one vendor SDK. It knows how to send a message
+and how to list what changed in the mailbox since a cursor. It knows nothing of
+sequences, events or Salesforce: `worker.sync.engine` drives it.
+
+Sync contract::
+
+    cursor (dict | None) ──changes()──▶ ChangeBatch, ChangeBatch, …
+                                          │ messages: header summaries only
+                                          │ cursor:   where to resume after this batch
+                                          ▼
+                           engine looks up candidates in one query;
+                           fetch(provider_id) only for a match or a likely report;
+                           the batch's cursor is saved after its messages are handled.
+
+- `changes(None)` starts from the mailbox's connection time, never from the dawn
+  of the mailbox: nothing older can answer a message we sent.
+- When the provider's cursor is no longer valid (IMAP UIDVALIDITY changed, Gmail
+  historyId expired), the provider itself re-lists a bounded recent window. The
+  engine's idempotent writes make re-seeing a message harmless.
+- A batch's messages are in the provider's order; the engine saves a batch's cursor
+  only after handling every message in it, so a crash re-lists, never skips.
+
+Errors: a provider raises `ProviderError` only, saying whether retrying can help
+(`permanent`) and whether a person must reconnect the mailbox (`needs_reconnect`).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, ClassVar
+
+
+class ProviderError(Exception):
+    """A provider call failed.
+
+    Args:
+        message: what went wrong, safe to show a user (never a secret).
+        permanent: retrying the same call cannot help.
+        needs_reconnect: the credentials were refused or revoked.
+        retry_after: seconds the provider asked us to wait, if it said.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        permanent: bool = False,
+        needs_reconnect: bool = False,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.permanent = permanent or needs_reconnect
+        self.needs_reconnect = needs_reconnect
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class OutgoingMessage:
+    from_addr: str
+    to: list[str]
+    subject: str
+    html: str
+    text: str
+    message_id: str  # canonical, chosen by us before the send is handed over
+    from_name: str | None = None
+    cc: list[str] = field(default_factory=list)
+    in_reply_to: str | None = None
+    references: list[str] = field(default_factory=list)
+    thread_id: str | None = None  # the provider's thread, for in-thread steps
+    extra_headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SendResult:
+    message_id: str  # the Message-ID the provider actually stored, canonical
+    provider_message_id: str | None = None
+    thread_id: str | None = None
+
+
+@dataclass(frozen=True)
+class HeaderSummary:
+    """What a provider can tell about a message from its headers alone."""
+
+    provider_id: str  # stable across cursor resets (e.g. the RFC Message-ID for IMAP)
+    fetch_ref: str  # how `fetch()` finds it now (e.g. folder + UID)
+    rfc_message_id: str | None
+    from_addr: str | None
+    subject: str | None
+    candidates: list[str]  # In-Reply-To first, then References newest first
+    headers: dict[str, str]  # the few raw headers fetched, lower-cased names
+    size: int | None = None
+    received_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class ChangeBatch:
+    messages: list[HeaderSummary]
+    cursor: dict[str, Any]
+
+
+class MailboxProvider(ABC):
+    """One connected mailbox. Instances are short-lived: one per job."""
+
+    kind: ClassVar[str]
+
+    @abstractmethod
+    def __init__(self, email_address: str, credentials: dict[str, Any]) -> None:
+        """Credentials are the decrypted JSON stored with the mailbox."""
+
+    @abstractmethod
+    def verify(self) -> None:
+        """Check the credentials work for both reading and sending. Raises ProviderError."""
+
+    @abstractmethod
+    def send(self, message: OutgoingMessage) -> SendResult:
+        """Send, then return the ids the provider actually used."""
+
+    @abstractmethod
+    def find_sent(self, message_id: str) -> SendResult | None:
+        """The sent copy of `message_id`, if the provider has one (crash recovery)."""
+
+    @abstractmethod
+    def changes(self, cursor: dict[str, Any] | None, since: datetime) -> Iterator[ChangeBatch]:
+        """New messages after `cursor` (or received since `since` when there is none)."""
+
+    @abstractmethod
+    def fetch(self, fetch_ref: str, max_bytes: int) -> bytes:
+        """The whole message, or its first `max_bytes` when larger."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections."""
+
+    def __enter__(self) -> MailboxProvider:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,202 @@
+"""Mailbox sync: drive a provider from the stored cursor, handle what matches.
+
+One sync per mailbox at a time (a Redis lock). A burst of pushes queues one
+sync, and a push during a running sync queues exactly one more, through a
+"queued" marker set with NX::
+
+    push/poll ──SET sync:queued:<id> NX──▶ enqueued?  yes: one job
+                                              no:  one is already waiting
+    job: DEL sync:queued:<id> → take lock → sync → release
+
+Per batch: one lookup of every candidate Message-ID; only a match (or a likely
+bounce/complaint/auto-reply) is fetched whole and handled in its own
+transaction; a message that fails to parse is quarantined and the sync goes on;
+the batch's cursor is saved last. A crash re-lists the batch; the natural keys
+make that harmless.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from sqlalchemy import select, update
+
+from config import get_settings, queues
+from core.crypto import CredentialsError, decrypt_json
+from core.db import session_scope
+from core.models import Mailbox, MailboxStatus, utcnow
+from core.redis import get_redis
+from worker.matching.matcher import find_sent_messages, may_be_report
+from worker.queueing import enqueue
+from worker.sync.base import ChangeBatch, MailboxProvider, ProviderError
+from worker.sync.inbound import MailboxRef, handle_inbound, quarantine
+from worker.sync.registry import open_provider
+
+log = logging.getLogger(__name__)
+
+LOCK_TIMEOUT_SECONDS = 15 * 60
+LOCK_WAIT_SECONDS = 20
+SYNC_JOB = "worker.sync.engine.sync_mailbox_job"
+
+
+@dataclass
+class SyncStats:
+    listed: int = 0
+    fetched: int = 0
+    outcomes: dict[str, int] = field(default_factory=dict)
+    quarantined: int = 0
+
+    def count(self, outcome: str) -> None:
+        self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
+
+
+def _queued_key(mailbox_id: int) -> str:
+    return f"sightline:sync:queued:{mailbox_id}"
+
+
+def request_sync(mailbox_id: int) -> bool:
+    """Queue a sync of the mailbox unless one is already waiting. True if queued."""
+    if not get_redis().set(_queued_key(mailbox_id), 1, nx=True, ex=LOCK_TIMEOUT_SECONDS):
+        return False
+    enqueue(queues.SYNC, SYNC_JOB, mailbox_id)
+    return True
+
+
+def sync_mailbox_job(mailbox_id: int) -> dict[str, object]:
+    """RQ entry point: sync one mailbox. Returns counts (for logs and tests)."""
+    redis = get_redis()
+    redis.delete(_queued_key(mailbox_id))
+    lock = redis.lock(f"sightline:sync:lock:{mailbox_id}", timeout=LOCK_TIMEOUT_SECONDS)
+    if not lock.acquire(blocking=True, blocking_timeout=LOCK_WAIT_SECONDS):
+        # Another sync of this mailbox is running; make sure one follows it.
+        log.info("sync_busy mailbox_id=%s", mailbox_id)
+        request_sync(mailbox_id)
+        return {"status": "busy"}
+    try:
+        stats = sync_mailbox(mailbox_id)
+    finally:
+        lock.release()
+    return {"status": "done", "listed": stats.listed, "fetched": stats.fetched, **stats.outcomes}
+
+
+def sync_mailbox(mailbox_id: int) -> SyncStats:
+    """Sync one mailbox from its cursor. The caller holds the mailbox's lock.
+
+    Raises:
+        ProviderError: a transient provider failure (the job is retried).
+    """
+    stats = SyncStats()
+    with session_scope() as session:
+        mailbox = session.get(Mailbox, mailbox_id)
+        if mailbox is None or mailbox.status in (
+            MailboxStatus.NEEDS_RECONNECT,
+            MailboxStatus.DISABLED,
+        ):
+            return stats
+        ref = MailboxRef(id=mailbox.id, team_id=mailbox.team_id, email=mailbox.email)
+        kind, cursor, since = mailbox.kind, mailbox.sync_cursor, mailbox.created_at
+        try:
+            credentials = decrypt_json(mailbox.credentials_encrypted)
+        except CredentialsError as exc:
+            _set_status(mailbox_id, MailboxStatus.NEEDS_RECONNECT, str(exc))
+            return stats
+    try:
+        with open_provider(kind, ref.email, credentials) as provider:
+            # Start a little before the connection time: clocks differ.
+            for batch in provider.changes(cursor, since - timedelta(days=1)):
+                _handle_batch(provider, ref, batch, stats)
+                _save_cursor(mailbox_id, batch.cursor)
+    except ProviderError as exc:
+        if exc.needs_reconnect:
+            _set_status(mailbox_id, MailboxStatus.NEEDS_RECONNECT, str(exc))
+            return stats
+        if exc.permanent:
+            _set_status(mailbox_id, MailboxStatus.ERROR, str(exc))
+            return stats
+        raise
+    _set_status(mailbox_id, MailboxStatus.ACTIVE, None, synced=True)
+    log.info(
+        "sync_done mailbox_id=%s listed=%s fetched=%s outcomes=%s",
+        mailbox_id,
+        stats.listed,
+        stats.fetched,
+        stats.outcomes,
+    )
+    return stats
+
+
+def _handle_batch(
+    provider: MailboxProvider, mailbox: MailboxRef, batch: ChangeBatch, stats: SyncStats
+) -> None:
+    stats.listed += len(batch.messages)
+    candidates = {c for m in batch.messages for c in m.candidates}
+    with session_scope() as session:
+        known = set(find_sent_messages(session, mailbox.team_id, candidates))
+    max_bytes = get_settings().max_inbound_bytes
+    for summary in batch.messages:
+        if not (known.intersection(summary.candidates) or may_be_report(summary)):
+            continue
+        try:
+            raw = provider.fetch(summary.fetch_ref, max_bytes)
+        except ProviderError as exc:
+            if not exc.permanent or exc.needs_reconnect:
+                raise
+            log.warning(
+                "inbound_skipped mailbox_id=%s provider_id=%s reason=%s",
+                mailbox.id,
+                summary.provider_id,
+                exc,
+            )
+            continue
+        stats.fetched += 1
+        try:
+            with session_scope() as session:
+                outcome = handle_inbound(session, mailbox, summary, raw)
+            stats.count(outcome.status)
+        except ProviderError:
+            raise
+        except Exception as exc:
+            log.exception(
+                "inbound_quarantined mailbox_id=%s provider_id=%s", mailbox.id, summary.provider_id
+            )
+            with session_scope() as session:
+                quarantine(session, mailbox, summary, f"{type(exc).__name__}: {exc}")
+            stats.quarantined += 1
+
+
+def _save_cursor(mailbox_id: int, cursor: dict[str, object]) -> None:
+    with session_scope() as session:
+        session.execute(update(Mailbox).where(Mailbox.id == mailbox_id).values(sync_cursor=cursor))
+
+
+def _set_status(
+    mailbox_id: int, status: MailboxStatus, reason: str | None, *, synced: bool = False
+) -> None:
+    values: dict[str, object] = {"status": status, "status_reason": reason}
+    if synced:
+        values["last_synced_at"] = utcnow()
+    with session_scope() as session:
+        session.execute(update(Mailbox).where(Mailbox.id == mailbox_id).values(**values))
+    if status != MailboxStatus.ACTIVE:
+        log.warning("mailbox_status mailbox_id=%s status=%s reason=%s", mailbox_id, status, reason)
+
+
+def poll_mailboxes() -> int:
+    """Cron: queue a sync for every mailbox not synced within the poll interval.
+
+    The push paths (IDLE, webhooks) keep most mailboxes fresh; this is the
+    backstop. Mailboxes fall due at their own times (their last sync), so polls
+    spread out instead of firing together.
+    """
+    settings = get_settings()
+    due_before = utcnow() - timedelta(seconds=settings.sync_poll_seconds)
+    with session_scope() as session:
+        ids = session.scalars(
+            select(Mailbox.id).where(
+                Mailbox.status.in_([MailboxStatus.ACTIVE, MailboxStatus.ERROR]),
+                (Mailbox.last_synced_at.is_(None)) | (Mailbox.last_synced_at < due_before),
+            )
+        ).all()
+    return sum(request_sync(int(mailbox_id)) for mailbox_id in ids)
