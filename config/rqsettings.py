@@ -16,6 +16,6 @@ QUEUES = list(queues.ALL)
 
 # Imported once in the worker's parent process so each forked job starts warm
 # (otherwise every job pays for importing SQLAlchemy and the vendor SDKs).
-import worker.salesforce.outbox  # noqa: E402, F401
-import worker.sequences.jobs  # noqa: E402, F401
+import worker.salesforce.outbox  # noqa: E402
+import worker.sequences.jobs  # noqa: E402
 import worker.sync.engine  # noqa: E402, F401

@@ -143,7 +143,7 @@ class Listener:
         while not self.stopping.is_set():
             try:
                 self.refresh()
-            except Exception:  # noqa: BLE001 - a bad refresh (DB blip) must not kill the process
+            except Exception:
                 log.exception("listener_refresh_failed shard=%s", self.shard)
             self._wait_for_change(pubsub)
         for watch in self.watches.values():

@@ -341,7 +341,7 @@ def _already_written(
     # Only our own timestamp is formatted in; the ids go through format_soql.
     created_after = since.strftime("%Y-%m-%dT%H:%M:%SZ")
     template = (
-        f"SELECT Id, Description FROM Task WHERE WhoId IN {{}} AND CreatedDate >= {created_after}"  # noqa: S608, E501
+        f"SELECT Id, Description FROM Task WHERE WhoId IN {{}} AND CreatedDate >= {created_after}"  # noqa: S608
     )
     for record in _with_session_retry(api, api.query_in, template, who_ids):
         description = str(record.get("Description") or "")
