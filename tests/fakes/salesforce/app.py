@@ -187,7 +187,9 @@ class ServerState:
         self.faults = Faults()
         self.calls = CallLog()
         self.bulk = BulkIngest(self.org)
-        self.stopping = threading.Event()
+        # Set when the org is reset or the server stops: wakes requests held by
+        # latency / commit_then_hang so a finished test's request cannot leak into the next.
+        self.interrupted = threading.Event()
         self.instance_url = ""
         self.tokens = self._new_token_service()
         self.access_token = ""
@@ -210,6 +212,8 @@ class ServerState:
 
     def reset(self, config: OrgConfig | None = None) -> None:
         """A fresh org: no records, faults, calls, jobs or tokens; a new access token."""
+        self.interrupted.set()
+        self.interrupted = threading.Event()
         self.org.reset(config)
         self.faults.clear()
         self.calls.clear()
@@ -281,7 +285,13 @@ class SalesforceApp:
         else:
             fault = self.state.faults.pick(request.method, path)
             if fault is not None and fault.kind == "latency":
-                self._sleep(fault.seconds)
+                interrupted = self.state.interrupted
+                interrupted.wait(fault.seconds)
+                if interrupted.is_set():
+                    # The org was reset (or the server stops) while this request slept:
+                    # it belongs to a finished test, so it ends unanswered and unlogged.
+                    self._drop(environ)
+                    return []
             response = self._dispatch(request, fault)
         self.state.calls.append(
             Call(
@@ -298,7 +308,7 @@ class SalesforceApp:
             self._drop(environ)
             return []
         if fault is not None and fault.kind == "commit_then_hang":
-            self._sleep(fault.seconds)
+            self.state.interrupted.wait(fault.seconds)
         return response(environ, start_response)
 
     def _edge_check(self, environ: WSGIEnviron) -> Response | None:
@@ -320,9 +330,6 @@ class SalesforceApp:
                 content_type="text/html",
             )
         return None
-
-    def _sleep(self, seconds: float) -> None:
-        self.state.stopping.wait(seconds)
 
     @staticmethod
     def _drop(environ: WSGIEnviron) -> None:
@@ -441,7 +448,8 @@ class SalesforceApp:
         method = ctx.request.method
         head = parts[0] if parts else ""
         if not parts:
-            return self._allow(method, "GET") or _json_response(
+            self._require(method, "GET")
+            return _json_response(
                 200,
                 {
                     name: f"/services/data/v{ctx.version}/{name}"
@@ -449,9 +457,11 @@ class SalesforceApp:
                 },
             )
         if head == "limits" and len(parts) == 1:
-            return self._allow(method, "GET") or self._limits()
+            self._require(method, "GET")
+            return self._limits()
         if head in {"query", "queryAll"}:
-            return self._allow(method, "GET") or self._query(ctx, head, parts[1:])
+            self._require(method, "GET")
+            return self._query(ctx, head, parts[1:])
         if head == "sobjects":
             return self._sobjects(ctx, parts[1:])
         if parts[:2] == ["composite", "sobjects"]:
@@ -461,18 +471,14 @@ class SalesforceApp:
         raise not_found()
 
     @staticmethod
-    def _allow(method: str, *allowed: str) -> Response | None:
+    def _require(method: str, *allowed: str) -> None:
+        """Raise Salesforce's 405 unless ``method`` is one of ``allowed``."""
         if method in allowed or (method == "HEAD" and "GET" in allowed):
-            return None
-        return _json_response(
+            return
+        raise ApiError(
             405,
-            [
-                {
-                    "errorCode": "METHOD_NOT_ALLOWED",
-                    "message": f"HTTP Method '{method}' not allowed. "
-                    f"Allowed are {','.join(allowed)}",
-                }
-            ],
+            "METHOD_NOT_ALLOWED",
+            f"HTTP Method '{method}' not allowed. Allowed are {','.join(allowed)}",
         )
 
     @staticmethod
@@ -565,7 +571,8 @@ class SalesforceApp:
         org = self.state.org
         method = ctx.request.method
         if not parts:
-            return self._allow(method, "GET") or _json_response(
+            self._require(method, "GET")
+            return _json_response(
                 200,
                 {
                     "encoding": "UTF-8",
@@ -579,7 +586,8 @@ class SalesforceApp:
         if len(parts) == 1:
             if method == "POST":
                 return self._create_one(ctx, spec)
-            return self._allow(method, "GET", "POST") or _json_response(
+            self._require(method, "GET", "POST")
+            return _json_response(
                 200,
                 {
                     "objectDescribe": spec.summary(ctx.version),
@@ -587,7 +595,8 @@ class SalesforceApp:
                 },
             )
         if len(parts) == 2 and parts[1] == "describe":
-            return self._allow(method, "GET") or _json_response(200, spec.describe(ctx.version))
+            self._require(method, "GET")
+            return _json_response(200, spec.describe(ctx.version))
         if len(parts) == 2:
             return self._one_record(ctx, spec, parts[1])
         if len(parts) == 3:
@@ -616,9 +625,7 @@ class SalesforceApp:
 
     def _one_record(self, ctx: _Ctx, spec: SObjectSpec, raw_id: str) -> Response:
         method = ctx.request.method
-        not_allowed = self._allow(method, "GET", "PATCH", "DELETE")
-        if not_allowed:
-            return not_allowed
+        self._require(method, "GET", "PATCH", "DELETE")
         record = self._find(spec, raw_id)
         org = self.state.org
         if method in {"GET", "HEAD"}:
@@ -655,9 +662,7 @@ class SalesforceApp:
         self, ctx: _Ctx, spec: SObjectSpec, field_name: str, value: str
     ) -> Response:
         method = ctx.request.method
-        not_allowed = self._allow(method, "GET", "PATCH")
-        if not_allowed:
-            return not_allowed
+        self._require(method, "GET", "PATCH")
         name = self._external_field(spec, field_name)
         org = self.state.org
         if method in {"GET", "HEAD"}:
@@ -679,18 +684,14 @@ class SalesforceApp:
         if not parts:
             if method == "DELETE":
                 return self._collection_delete(ctx)
-            not_allowed = self._allow(method, "POST", "PATCH", "DELETE")
-            if not_allowed:
-                return not_allowed
+            self._require(method, "POST", "PATCH", "DELETE")
             records, all_or_none = self._collection_body(ctx)
             specs = [self._record_type(r, None) for r in records]
             if method == "POST":
                 return self._collection_save(ctx, records, specs, all_or_none, self._insert_item)
             return self._collection_save(ctx, records, specs, all_or_none, self._update_item)
         if len(parts) == 2:
-            not_allowed = self._allow(method, "PATCH")
-            if not_allowed:
-                return not_allowed
+            self._require(method, "PATCH")
             spec = self.state.org.sobject(parts[0])
             if spec is None:
                 raise not_found()
@@ -828,23 +829,19 @@ class SalesforceApp:
 
     # Bulk API 2.0 ---------------------------------------------------------------------------
 
-    def _jobs(self, ctx: _Ctx, parts: list[str]) -> Response:  # noqa: PLR0911 (one per route)
+    def _jobs(self, ctx: _Ctx, parts: list[str]) -> Response:
         bulk = self.state.bulk
         method = ctx.request.method
         user_id = self.state.org.user_id
         if not parts:
-            not_allowed = self._allow(method, "POST")
-            if not_allowed:
-                return not_allowed
+            self._require(method, "POST")
             body = self._body(ctx.request)
             if not isinstance(body, dict):
                 raise json_parser_error("Expected a JSON object for the job")
             return _json_response(200, bulk.create(body, ctx.version))
         job_id = parts[0]
         if len(parts) == 1:
-            not_allowed = self._allow(method, "GET", "PATCH", "DELETE")
-            if not_allowed:
-                return not_allowed
+            self._require(method, "GET", "PATCH", "DELETE")
             if method in {"GET", "HEAD"}:
                 return _json_response(200, bulk.job(job_id).info(user_id))
             if method == "DELETE":
@@ -854,15 +851,11 @@ class SalesforceApp:
             state = body.get("state") if isinstance(body, dict) else None
             return _json_response(200, bulk.set_state(job_id, str(state)))
         if len(parts) == 2 and parts[1] == "batches":
-            not_allowed = self._allow(method, "PUT")
-            if not_allowed:
-                return not_allowed
+            self._require(method, "PUT")
             bulk.upload(job_id, ctx.request.get_data(as_text=True))
             return Response(status=201)
         if len(parts) == 2:
-            not_allowed = self._allow(method, "GET")
-            if not_allowed:
-                return not_allowed
+            self._require(method, "GET")
             return Response(bulk.results(job_id, parts[1]), status=200, content_type="text/csv")
         raise not_found()
 

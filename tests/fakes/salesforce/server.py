@@ -112,6 +112,18 @@ class FakeSalesforce:
         """Path of the CA PEM to trust (``REQUESTS_CA_BUNDLE``)."""
         return str(self.state_dir / "ca.pem")
 
+    def combined_ca_bundle(self, base: str | None = None) -> str:
+        """Write the fake's CA plus the PEM bundle ``base`` to one file; return its path.
+
+        For ``REQUESTS_CA_BUNDLE`` when the process also talks to other TLS
+        servers (``base`` defaults to the current ``REQUESTS_CA_BUNDLE``).
+        """
+        base = base if base is not None else os.environ.get("REQUESTS_CA_BUNDLE")
+        extra = Path(base).read_text() if base and Path(base).is_file() else ""
+        combined = self.state_dir / "requests-ca-bundle.pem"
+        combined.write_text(Path(self.ca_bundle).read_text() + "\n" + extra)
+        return str(combined)
+
     def start(self) -> FakeSalesforce:
         if self._thread is None:
             self._write_server_info()
@@ -127,7 +139,7 @@ class FakeSalesforce:
         self._server.serve_forever()
 
     def stop(self) -> None:
-        self.state.stopping.set()  # wakes handlers held by latency/commit_then_hang
+        self.state.interrupted.set()  # wakes handlers held by latency/commit_then_hang
         self._server.shutdown()
         self._server.server_close()
         if self._thread is not None:
@@ -277,6 +289,7 @@ class FakeSalesforce:
         for host in LOGIN_HOSTS:
             session.mount(f"https://{host}", adapter)
         session.verify = self.ca_bundle
+        session.trust_env = False  # else a REQUESTS_CA_BUNDLE in the environment wins over verify
         return session
 
 
@@ -304,6 +317,7 @@ class AdminClient:
         self.ca_bundle = ca_bundle
         self._session = requests.Session()
         self._session.verify = ca_bundle
+        self._session.trust_env = False  # else a REQUESTS_CA_BUNDLE in the environment wins
 
     def call(self, method: str, route: str, body: Any = None, **params: str) -> Any:
         response = self._session.request(

@@ -421,27 +421,25 @@ def matches(condition: Condition, record: Record) -> bool:
     return all(results) if condition.op == "AND" else any(results)
 
 
-def _compare(condition: Comparison, record: Record) -> bool:  # noqa: PLR0911 (one per operator)
+def _compare(condition: Comparison, record: Record) -> bool:
     spec = condition.field
     actual = _comparable(spec, record.get(spec.name))
     wanted = [_comparable(spec, lit.value) for lit in condition.values]
     op = condition.op
     if op in {"IN", "NOT IN"}:
-        found = actual in wanted
-        return found if op == "IN" else not found
+        return (actual in wanted) == (op == "IN")
     if op in {"LIKE", "NOT LIKE"}:
         hit = isinstance(actual, str) and _like(str(condition.values[0].value), actual)
-        return hit if op == "LIKE" else not hit
+        return hit == (op == "LIKE")
     target = wanted[0]
-    if op == "=":
-        return bool(actual == target)
-    if op == "!=":
-        return bool(actual != target)
-    if actual is None or target is None:
-        return False
-    if isinstance(actual, datetime | date | float | str) and type(actual) is type(target):
-        return _ordered(op, actual, target)
-    return False
+    if op in {"=", "!="}:
+        return bool(actual == target) == (op == "=")
+    ordered = (
+        isinstance(actual, datetime | date | float | str)
+        and target is not None
+        and type(actual) is type(target)
+    )
+    return ordered and _ordered(op, actual, target)
 
 
 def _ordered(op: str, left: Any, right: Any) -> bool:

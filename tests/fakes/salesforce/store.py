@@ -515,6 +515,8 @@ def _coerce(field_spec: FieldSpec, raw: Any) -> Any:
                 ok = date.fromisoformat(raw[:10])
             except ValueError:
                 ok = None
+    elif kind in {"reference", "id"} and isinstance(raw, str):
+        ok = normalize_id(raw) or raw  # a 15-character id is stored in its 18-character form
     elif isinstance(raw, str):
         ok = raw
     elif isinstance(raw, int | float) and not isinstance(raw, bool):
