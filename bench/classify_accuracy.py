@@ -31,7 +31,8 @@ from worker.matching.classify import classify_message  # noqa: E402
 
 DEFAULT_CORPUS = REPO.parent / "shared" / "corpus" / "bounces"
 _DELAY = re.compile(
-    rb"(?im)^action:\s*delayed|warning message only|delayed \d+ hours|could not send message for past"
+    rb"(?im)^action:\s*delayed|warning message only|delayed \d+ hours"
+    rb"|could not send message for past"
 )
 
 

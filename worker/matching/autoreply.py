@@ -46,7 +46,7 @@ _SUBJECT = re.compile(
     r"|automatiskt svar|fr[åa]nvar(?:o|ande)|autosvar|automatisk svar|frav[æa]r|ferie"
     r"|automaattinen vastaus|poissa|lomalla"
     r"|odpowied[źz] automatyczna|automatyczna odpowied[źz]|nieobecno[śs][ćc]|poza biurem"
-    r"|automatick[áa] odpov[ěe]d|mimo kancel[áa][řr]|otomatik yan[ıi]t|ofis d[ıi][şs][ıi]nda"
+    r"|automatick[áa] odpov[ěe]d|mimo kancel[áa][řr]|otomatik yan[ıi]t|ofis d[ıi][şs][ıi]nda"  # noqa: RUF001 - foreign-language wording
     r"|автоматический ответ|автоответ|нет на месте|в отпуске"
     r"|自動応答|自動返信|不在|自动回复|자동 회신|부재중"
     r")",
@@ -82,7 +82,8 @@ for _number, _names in enumerate(
         " tammikuuta stycznia styczeń janv ene gen jänner",
         "february feb februar février fevrier febrero febbraio fevereiro februari"
         " helmikuu helmikuuta lutego luty févr fév",
-        "march mar märz maerz mars marzo março marco maart maaliskuu maaliskuuta marca marzec mrt",
+        "march mar märz maerz mars marts marzo março marco maart maaliskuu maaliskuuta marca"
+        " marzec mrt",
         "april apr avril abril aprile huhtikuu huhtikuuta kwietnia kwiecień avr abr",
         "may mai mayo maggio maio mei toukokuu toukokuuta maja maj mag",
         "june jun juni juin junio giugno junho kesäkuu kesäkuuta czerwca czerwiec giu",
@@ -94,7 +95,7 @@ for _number, _names in enumerate(
         " października październik okt ott out",
         "november nov novembre noviembre novembro marraskuu marraskuuta listopada listopad",
         "december dec dezember décembre decembre diciembre dicembre dezembro december"
-        " joulukuu joulukuuta grudnia grudzień déc dic dez",
+        " desember joulukuu joulukuuta grudnia grudzień déc dic dez",
     ],
     start=1,
 ):
@@ -154,10 +155,11 @@ def return_date(text: str, sent: dt.date | None) -> dt.date | None:
     found = _dates_in(text, reference)
     if not found:
         return None
+    # "back on 15 March", "ab dem 15.03. wieder zurück": the word may follow the date.
     after_keyword = [
         date
         for position, date in found
-        if _RETURN_WORD.search(text[max(0, position - 40) : position]) and date >= reference
+        if _RETURN_WORD.search(text[max(0, position - 40) : position + 30]) and date >= reference
     ]
     if after_keyword:
         return max(after_keyword)

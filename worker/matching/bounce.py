@@ -112,7 +112,8 @@ _STRONG_FAILURE_TEXT = re.compile(
 )
 _DELAY_TEXT = re.compile(
     r"warning message only|has been delayed|will (?:be retried|continue to try|keep trying)"
-    r"|still being retried|not yet been delivered|delivery (?:is )?delayed|delayed \d+ (?:hour|minute|day)"
+    r"|still being retried|not yet been delivered|delivery (?:is )?delayed"
+    r"|delayed \d+ (?:hour|minute|day)"
     r"|could not send message for past|delivery attempts will continue",
     re.IGNORECASE,
 )
@@ -127,9 +128,9 @@ _ORIGINAL_MARKER = re.compile(
     r"|returned message|unsent message follows|this is a copy of the message"
     r"|(?:the )?headers? of (?:the )?(?:original|returned) message|message headers? follows?"
     r"|original message headers|copy of the original message|returned mail follows"
-    r"|the original message was|content of the original message|original mail)\b.*$"
+    r"|content of the original message|original mail)\b.*$"
     r"|^(?:return-path|received|dkim-signature|domainkey-signature|x-original-to|delivered-to"
-    r"|authentication-results|message-id):\s",
+    r"|authentication-results|message-id):",
     re.IGNORECASE | re.MULTILINE,
 )
 _MESSAGE_ID_LINE = re.compile(
@@ -388,14 +389,29 @@ def _original_text(msg: Message) -> str:
 def _original_message_ids(msg: Message) -> list[str]:
     """The original message's Message-ID(s), then the bounce's own In-Reply-To/References."""
     ids: list[str] = []
-    original = _original_text(msg)
-    for match in _MESSAGE_ID_LINE.finditer(original):
-        ids.extend(parse_msgid_list(match.group(1))[:1])
-        break
+    for text in (_original_text(msg), _all_text(msg)):
+        # The second pass reads reports whose MIME structure is broken.
+        for match in _MESSAGE_ID_LINE.finditer(text):
+            found = parse_msgid_list(match.group(1))[:1]
+            if found:
+                ids.extend(found)
+                break
+        if ids:
+            break
     for name in ("In-Reply-To", "References"):
         for value in msg.get_all(name, []) or []:
             ids.extend(reversed(parse_msgid_list(str(value))))
     return list(dict.fromkeys(ids))
+
+
+def _all_text(msg: Message) -> str:
+    """Every undecoded text payload in ``msg``, attached messages included."""
+    chunks: list[str] = []
+    for part in msg.walk():
+        payload = part.get_payload()
+        if isinstance(payload, str):
+            chunks.append(payload)
+    return "\n".join(chunks)
 
 
 def _failed_addresses(msg: Message, report: str) -> list[str]:

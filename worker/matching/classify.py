@@ -33,8 +33,13 @@ from typing import Literal
 from worker.matching.autoreply import is_auto_reply, message_date, return_date
 from worker.matching.bounce import BouncedRecipient, BounceOutcome, read_bounce
 from worker.matching.complaint import Complaint, read_complaint
-from worker.matching.mimetext import body_text, decode_header, iter_own_parts, parse_bytes
-from worker.matching.mimetext import part_text
+from worker.matching.mimetext import (
+    body_text,
+    decode_header,
+    iter_own_parts,
+    parse_bytes,
+    part_text,
+)
 from worker.matching.msgid import parse_msgid_list, reference_candidates
 from worker.matching.replytext import is_unsubscribe_request, new_text
 
@@ -50,7 +55,7 @@ _MACHINE_SENDER = re.compile(
     re.IGNORECASE,
 )
 _REPLY_SUBJECT = re.compile(
-    r"^\s*(?:re|aw|sv|vs|antw|antwort|r|rif|res|odp|ynt|vá|atb|回复|答复)\s*(?:\[\d+\])?\s*[:：]",
+    r"^\s*(?:re|aw|sv|vs|antw|antwort|r|rif|res|odp|ynt|vá|atb|回复|答复)\s*(?:\[\d+\])?\s*[:：]",  # noqa: RUF001 - foreign-language wording
     re.IGNORECASE,
 )
 
@@ -107,7 +112,7 @@ def classify_message(raw: bytes) -> Classification:
     """Classify one raw RFC 5322 message. Never raises (see module docstring)."""
     try:
         return _classify(parse_bytes(raw))
-    except Exception as exc:  # the never-raise guarantee lives here, and only here
+    except Exception as exc:  # noqa: BLE001 - the never-raise guarantee lives here, and only here
         log.warning("classify_failed error=%s size=%d", type(exc).__name__, len(raw))
         return OTHER
 

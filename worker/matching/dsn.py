@@ -15,8 +15,8 @@ from dataclasses import dataclass
 __all__ = [
     "DsnRecipient",
     "best_status",
-    "parse_header_block",
     "parse_dsn_fields",
+    "parse_header_block",
     "reply_code",
 ]
 

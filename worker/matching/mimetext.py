@@ -136,7 +136,7 @@ def html_to_text(markup: str) -> str:
 
 class _TextExtractor(HTMLParser):
     _BLOCKS = frozenset(
-        "p div br li tr h1 h2 h3 h4 h5 h6 table blockquote pre hr section article".split()
+        "p div br li tr h1 h2 h3 h4 h5 h6 table blockquote pre hr section article".split()  # noqa: SIM905
     )
     _SKIP = frozenset(["script", "style", "head", "title"])
 

@@ -81,7 +81,8 @@ _TEXT_RULES: tuple[tuple[str, str], ...] = (
         r"|no such domain|domain (?:does not|doesn't) exist|unrouteable (?:mail )?domain"
         r"|name or service not known|nxdomain|all relevant mx records point|no mx (?:record|host)"
         r"|domain .{0,40}has no mx|host name lookup failure|unrouteable address"
-        r"|bad destination system|domain (?:is )?(?:invalid|unknown)|unknown domain|domain may not exist"
+        r"|bad destination system|domain (?:is )?(?:invalid|unknown)|unknown domain"
+        r"|domain may not exist"
         r"|domain (?:is )?not reachable|illegal host|invalid host|bad host|no such host"
         r"|(?<![@\w.-])[a-z0-9-]+(?:\.[a-z0-9-]+)+ does not exist"
         r"|dns error: domain|domain name not found|no valid host|couldn't find any host",
@@ -111,7 +112,7 @@ _TEXT_RULES: tuple[tuple[str, str], ...] = (
     ),
     (
         "spamdetected",
-        r"spam|junk mail|unsolicited|bulk mail|\bubc?e\b|content filter.{0,30}rejected"
+        r"spam(?!haus|cop)|junk mail|unsolicited|bulk mail|\bubc?e\b|content filter.{0,30}rejected"
         r"|message (?:looks|considered) suspicious",
     ),
     (
@@ -121,7 +122,8 @@ _TEXT_RULES: tuple[tuple[str, str], ...] = (
     (
         "blocked",
         r"black.?list|block.?list|blocked (?:using|by|due)|(?<!not )listed (?:at|in|on|by)|\brbl\b"
-        r"|\bdnsbl\b|client host .{0,60}(?:blocked|rejected|refused)|connection (?:refused|rejected)"
+        r"|\bdnsbl\b|client host .{0,60}(?:blocked|rejected|refused)"
+        r"|connection (?:refused|rejected)"
         r"|(?:ip|address|host|network).{0,40}(?:blocked|banned|blacklisted|denied)"
         r"|access denied|not allowed to send|refused to talk|your access to this mail system"
         r"|poor reputation|sender ip|ip .{0,30}(?:rejected|not allowed)|too many invalid",
@@ -166,7 +168,8 @@ _TEXT_RULES: tuple[tuple[str, str], ...] = (
     ),
     (
         "mailererror",
-        r"mailer error|command (?:died|failed|output)|procmail|\bx-unix\b|pipe to|exit (?:code|status)"
+        r"mailer error|command (?:died|failed|output)|procmail|\bx-unix\b|pipe to"
+        r"|exit (?:code|status)"
         r"|local delivery failed|unknown mailer",
     ),
     (

@@ -32,8 +32,8 @@ _ATTRIBUTION = re.compile(
     r"|.{0,250}\bkirjoitti\s*:"
     r"|w dniu\b.{0,250}\bnapisa[łl](?:a|\(a\))?\s*:"
     r"|.{0,250}\bnapsal(?:a|\(a\))?\s*:"
-    r"|.{0,250}\b(?:пишет|написал(?:а)?)\s*:"
-    r"|\d{4}年\d{1,2}月\d{1,2}日.{0,200}[:：]"
+    r"|.{0,250}\b(?:пишет|написал(?:а)?)\s*:"  # noqa: RUF001 - foreign-language wording
+    r"|\d{4}年\d{1,2}月\d{1,2}日.{0,200}[:：]"  # noqa: RUF001 - foreign-language wording
     r"|.{0,250}\bwrote\s*:"
     r")\s*$",
     re.IGNORECASE,
@@ -51,23 +51,24 @@ _SEPARATOR = re.compile(
 )
 _UNDERSCORE_RULE = re.compile(r"^\s*_{10,}\s*$")
 _HEADER_FROM = re.compile(
-    r"^\s*\*?(?:from|von|de|da|van|från|fra|lähettäjä|od|от|差出人|发件人|寄件者)\s*\*?\s*[:：]",
+    r"^\s*\*?(?:from|von|de|da|van|från|fra|lähettäjä|od|от|差出人|发件人|寄件者)\s*\*?\s*[:：]",  # noqa: RUF001 - foreign-language wording
     re.IGNORECASE,
 )
 _HEADER_OTHER = re.compile(
     r"^\s*\*?(?:sent|date|to|subject|cc|gesendet|datum|an|betreff|envoyé|date|à|objet|enviado"
     r"|fecha|para|asunto|inviato|data|a|oggetto|verzonden|aan|onderwerp|skickat|till|ämne"
     r"|sendt|til|emne|lähetetty|vastaanottaja|aihe|wysłano|do|temat|送信日時|宛先|件名"
-    r"|发送时间|收件人|主题)\s*\*?\s*[:：]",
+    r"|发送时间|收件人|主题)\s*\*?\s*[:：]",  # noqa: RUF001 - foreign-language wording
     re.IGNORECASE,
 )
 _SIGNATURE = re.compile(
     r"^\s*(?:--|-- |__)\s*$"
     r"|^\s*(?:sent from my|sent from (?:outlook|yahoo|mail for|samsung)|get outlook for"
+    r"|outlook (?:voor|für|pour|para|per) (?:ios|android)|obtenir outlook|outlook für ios"
     r"|sent via|sent with|von meinem .{1,40} gesendet|gesendet von|envoyé de mon|envoyé depuis"
     r"|enviado desde mi|enviado do meu|enviado de meu|inviato da|verzonden (?:vanaf|met) mijn"
     r"|skickat från min|sendt fra min|lähetetty (?:iphonesta|androidista|laitteesta)"
-    r"|wysłane z|отправлено с|iphoneから送信|android\S*から送信)",
+    r"|wysłane z|отправлено с|iphoneから送信|android\S*から送信)",  # noqa: RUF001 - foreign-language wording
     re.IGNORECASE,
 )
 _UNSUBSCRIBE = re.compile(

@@ -1,0 +1,264 @@
+"""classify_message and its command line, on our fixtures and the shared corpus."""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib.util
+import json
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from worker.matching.autoreply import return_date
+from worker.matching.classify import classify_message
+from worker.matching.dsn import best_status
+from worker.matching.reasons import is_hard, reason_for
+from worker.matching.replytext import is_unsubscribe_request, new_text
+
+REPO = Path(__file__).resolve().parents[3]
+FIXTURES = REPO / "tests" / "fixtures" / "mail"
+CORPUS = REPO.parent / "shared" / "corpus" / "bounces"
+FIXTURE_LABELS = json.loads((FIXTURES / "labels.json").read_text(encoding="utf-8"))
+
+
+def _corpus_or_skip() -> Path:
+    if not (CORPUS / "labels.json").is_file():
+        pytest.skip(f"shared bounce corpus not found at {CORPUS} (it lives beside the repo)")
+    return CORPUS
+
+
+@pytest.mark.parametrize("name", sorted(FIXTURE_LABELS))
+def test_fixture_classification(name):
+    expected = dict(FIXTURE_LABELS[name])
+    unsubscribe = expected.pop("unsubscribe_request")
+    result = classify_message((FIXTURES / name).read_bytes())
+    got = result.as_json(name)
+    assert got.pop("path") == name
+    assert got == expected
+    assert result.unsubscribe_request is unsubscribe
+
+
+def test_every_fixture_is_labelled():
+    files = {p.name for p in FIXTURES.glob("*.eml")}
+    assert files == set(FIXTURE_LABELS)
+
+
+def test_fixtures_cover_ten_languages_of_out_of_office():
+    ooo = [n for n, label in FIXTURE_LABELS.items() if label["kind"] == "auto_reply"]
+    languages = {n.removesuffix(".eml").split("-")[2] for n in ooo}
+    assert len(languages) >= 10, languages
+
+
+def _bench():
+    spec = importlib.util.spec_from_file_location(
+        "classify_accuracy", REPO / "bench" / "classify_accuracy.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while loading
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_shared_corpus_accuracy_meets_the_bars():
+    corpus = _corpus_or_skip()
+    scores = _bench().score(corpus)
+    # Delay notices are labelled "bounce" by the sisimai-derived labels but are
+    # "other" by our contract (issue 6); every one of them must come out "other".
+    assert scores.delay_as_other == scores.delay_notices
+    assert scores.bounce_accuracy_without_delays() >= 0.98
+    assert scores.status_accuracy >= 0.90
+    assert scores.hard_accuracy >= 0.90
+    assert scores.kind_accuracy("complaint") >= 0.90
+    assert scores.kind_accuracy("auto_reply") >= 0.90
+
+
+def test_bounce_refers_to_the_original_message_in_the_corpus():
+    corpus = _corpus_or_skip()
+    labels = json.loads((corpus / "labels.json").read_text())
+    bounces = [n for n, label in labels.items() if label["kind"] == "bounce"]
+    with_ids = [n for n in bounces if classify_message((corpus / n).read_bytes()).refers_to]
+    # Most reports carry the original's headers; some MTAs and carriers send none
+    # (34 of the 289 training files have no Message-ID of the original at all).
+    assert len(with_ids) / len(bounces) >= 0.85
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=4000))
+def test_classify_never_raises_on_arbitrary_bytes(raw):
+    result = classify_message(raw)
+    assert result.kind in ("reply", "auto_reply", "bounce", "complaint", "other")
+    json.dumps(result.as_json("x"), ensure_ascii=False).encode("utf-8")
+
+
+def _samples() -> list[bytes]:
+    paths = sorted(FIXTURES.glob("*.eml"))
+    if (CORPUS / "labels.json").is_file():
+        paths += sorted(CORPUS.glob("*.eml"))[::7]
+    return [p.read_bytes() for p in paths]
+
+
+SAMPLES = _samples()
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.sampled_from(SAMPLES),
+    st.lists(
+        st.tuples(st.floats(0, 1), st.sampled_from(["flip", "cut", "insert", "dup"])),
+        max_size=8,
+    ),
+    st.randoms(use_true_random=False),
+)
+def test_classify_never_raises_on_mutated_messages(raw, mutations, rnd: random.Random):
+    data = bytearray(raw)
+    for where, how in mutations:
+        if not data:
+            break
+        i = int(where * (len(data) - 1))
+        if how == "flip":
+            data[i] = rnd.randrange(256)
+        elif how == "cut":
+            del data[i:]
+        elif how == "insert":
+            data[i:i] = rnd.choice([b"\r\n", b"\n--", b"=?utf-8?b?", b"<", b"\x00", b"\xff\xfe"])
+        else:
+            data[i:i] = data[i : i + 200]
+    result = classify_message(bytes(data))
+    json.dumps(result.as_json("x"), ensure_ascii=False).encode("utf-8")
+
+
+def test_cli_prints_one_line_per_file_and_carries_on(tmp_path):
+    good = FIXTURES / "ooo-exchange-en.eml"
+    missing = tmp_path / "missing.eml"
+    garbage = tmp_path / "garbage.eml"
+    garbage.write_bytes(b"\x00\xff" * 100)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "worker.matching",
+            "classify",
+            str(good),
+            str(missing),
+            str(tmp_path),
+            str(garbage),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = [json.loads(line) for line in proc.stdout.decode("utf-8").splitlines()]
+    assert [line["path"] for line in lines] == [
+        str(good),
+        str(missing),
+        str(tmp_path),
+        str(garbage),
+    ]
+    assert lines[0]["kind"] == "auto_reply"
+    assert lines[0]["auto_reply"] == {"until": "2027-03-15"}
+    assert [line["kind"] for line in lines[1:3]] == ["other", "other"]
+    for line in lines:
+        assert list(line) == ["path", "kind", "refers_to", "bounce", "auto_reply", "text"]
+
+
+def test_cli_without_files_is_a_usage_error():
+    proc = subprocess.run(
+        [sys.executable, "-m", "worker.matching", "classify"],
+        cwd=REPO,
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 2
+
+
+@pytest.mark.parametrize(
+    ("text", "sent", "expected"),
+    [
+        ("I am back on Monday 15 March.", dt.date(2027, 3, 2), dt.date(2027, 3, 15)),
+        ("Out of office until 14/03/2027", dt.date(2027, 3, 2), dt.date(2027, 3, 14)),
+        ("Ich bin ab dem 03.03.2027 wieder zurück.", dt.date(2027, 3, 1), dt.date(2027, 3, 3)),
+        ("Je serai de retour le 3 mars.", dt.date(2027, 3, 1), dt.date(2027, 3, 3)),
+        ("Ik ben terug op 3 maart.", dt.date(2027, 2, 20), dt.date(2027, 3, 3)),
+        ("Estaré de vuelta el 3 de marzo de 2027.", dt.date(2027, 2, 20), dt.date(2027, 3, 3)),
+        ("I'm away until March 3rd.", dt.date(2027, 12, 20), dt.date(2028, 3, 3)),
+        ("Back 2027-03-03, meeting at 10.30", dt.date(2027, 3, 1), dt.date(2027, 3, 3)),
+        ("3月11日より対応いたします", dt.date(2027, 3, 2), dt.date(2027, 3, 11)),
+        ("I am out of the office.", dt.date(2027, 3, 2), None),
+        ("Back on 31 February.", dt.date(2027, 3, 2), None),
+    ],
+)
+def test_return_date(text, sent, expected):
+    assert return_date(text, sent) == expected
+
+
+def test_new_text_strips_outlook_header_block_and_signature():
+    body = (
+        "Works for me.\n\n-- \nDana\nContoso\n\n"
+        "From: Anna <anna@x.example>\nSent: Monday\nTo: Dana\nSubject: Hi\n\nOld text"
+    )
+    assert new_text(body) == "Works for me."
+
+
+def test_new_text_keeps_a_line_that_merely_mentions_writing():
+    assert (
+        new_text("On reflection, I wrote: yes.\nThanks") == "On reflection, I wrote: yes.\nThanks"
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Please unsubscribe me.", True),
+        ("Bitte keine weiteren E-Mails.", True),
+        ("Merci de me désinscrire.", True),
+        ("Graag uitschrijven.", True),
+        ("Sounds good, talk Friday.", False),
+    ],
+)
+def test_unsubscribe_request(text, expected):
+    assert is_unsubscribe_request(text) is expected
+
+
+@pytest.mark.parametrize(
+    ("texts", "expected"),
+    [
+        (("550 5.1.1 <a@b.example>... User unknown",), "5.1.1"),
+        (("554 4.4.7 Message expired <421 4.4.2 Connection timed out>",), "4.4.2"),
+        (("host 192.0.2.5.1.1 said no",), ""),
+        (("5.0.0", "said: 550 5.7.1 blocked"), "5.7.1"),
+        (("", "said: 550 5.7.1 blocked"), "5.7.1"),
+    ],
+)
+def test_best_status(texts, expected):
+    assert best_status(*texts) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "status", "reason", "hard"),
+    [
+        ("550 5.1.1 User unknown", "5.1.1", "userunknown", True),
+        ("552 5.2.2 Mailbox full", "5.2.2", "mailboxfull", False),
+        ("Host or domain name not found", "5.1.2", "hostunknown", True),
+        ("550 Host does not accept mail (null MX)", "5.7.27", "notaccept", True),
+        ("451 domain does not accept mail", "4.0.0", "notaccept", False),
+        ("550 Unknown user (in reply to end of DATA command)", "5.0.0", "filtered", False),
+        (
+            "554 5.7.1 Service unavailable; client host blocked using zen.spamhaus.org",
+            "5.7.1",
+            "blocked",
+            False,
+        ),
+    ],
+)
+def test_reason_and_hardness(text, status, reason, hard):
+    assert reason_for(text, status) == reason
+    assert is_hard(reason, status) is hard
