@@ -55,8 +55,9 @@ _SUBJECT = re.compile(
 # Wording of an absence notice in the body (first lines of new text).
 _BODY = re.compile(
     r"(?:i am|i'm|i will be|i'll be|i am currently|i'm currently) (?:currently )?"
-    r"(?:out of (?:the )?office|away|on (?:vacation|holiday|leave|annual leave|parental leave"
-    r"|sick leave|a business trip|maternity leave)|travell?ing|out until|ooo\b|absent)"
+    r"(?:out of (?:the )?office|away from (?:the|my) (?:office|desk)|on (?:vacation|holiday|leave"
+    r"|annual leave|parental leave|sick leave|a business trip|maternity leave)|out until"
+    r"|ooo\b|absent)"
     r"|(?:limited|no) access to (?:my )?e-?mail|will (?:respond|reply|get back to you)"
     r" (?:to your (?:e-?mail|message) )?(?:upon|when|after|on) (?:my )?return"
     r"|returning to the office|back in the office|currently out of the office"
@@ -125,8 +126,13 @@ _RETURN_WORD = re.compile(
 )
 
 
-def is_auto_reply(msg: Message, subject: str, new_text: str) -> bool:
-    """True if ``msg`` is an automatic reply (see module docstring for the signals)."""
+def is_auto_reply(msg: Message, subject: str, new_text: str, quotes_history: bool) -> bool:
+    """True if ``msg`` is an automatic reply (see module docstring for the signals).
+
+    ``quotes_history``: the body quotes an earlier message. Absence wording in
+    a body counts only without it: people write "I'm away next week" in real
+    replies, which quote what they answer; out-of-office notices rarely do.
+    """
     headers = {k.lower(): str(v).strip().lower() for k, v in msg.items()}
     auto_submitted = headers.get("auto-submitted", "")
     if auto_submitted.startswith("auto-replied"):
@@ -137,7 +143,8 @@ def is_auto_reply(msg: Message, subject: str, new_text: str) -> bool:
         return True
     if "vacation" in headers.get("x-apple-action", ""):
         return True
-    wording = bool(_SUBJECT.search(subject)) or bool(_BODY.search(" ".join(new_text.split())))
+    body_wording = not quotes_history and bool(_BODY.search(" ".join(new_text[:1500].split())))
+    wording = bool(_SUBJECT.search(subject)) or body_wording
     if auto_submitted and auto_submitted != "no":
         answers = "in-reply-to" in headers or "references" in headers
         return wording or answers
@@ -146,7 +153,7 @@ def is_auto_reply(msg: Message, subject: str, new_text: str) -> bool:
     # No header at all: the subject alone, or an absence notice short enough to be one.
     if _SUBJECT.search(subject):
         return True
-    return bool(_BODY.search(" ".join(new_text[:1500].split()))) and len(new_text) < 1500
+    return body_wording and len(new_text) < 1500
 
 
 def return_date(text: str, sent: dt.date | None) -> dt.date | None:

@@ -88,6 +88,11 @@ _TEXT_RULES: tuple[tuple[str, str], ...] = (
         r"|dns error: domain|domain name not found|no valid host|couldn't find any host",
     ),
     (
+        "filtered",
+        r"recipient(?:'s)? preferences|(?:refused|rejected|blocked) by (?:the )?(?:recipient|user)"
+        r"|recipient (?:has )?(?:refused|rejected|blocked)|user refused|mail filter|filtered",
+    ),
+    (
         "userunknown",
         r"user ?unknown|unknown (?:user|recipient|local.?part|address|mailbox)|no such (?:user"
         r"|mailbox|recipient|address|local user|account)|(?:user|mailbox|recipient|address"
@@ -347,6 +352,9 @@ def _after_command(reason: str, command: str, status: str) -> str:
     """Sisimai's reading of when an error came: after DATA a "user unknown" whose
     code does not itself say so is a content filter speaking (the recipient was
     accepted at RCPT); at MAIL FROM an unknown user or domain is the sender's."""
+    if reason == "userunknown" and status[2:4] == "7.":
+        # "550 5.7.1 User unknown": a policy code on a user error is a filter speaking.
+        return "filtered"
     if command == "DATA" and reason == "userunknown" and reason_from_status(status) != reason:
         return "filtered"
     if command == "MAIL" and reason in ("userunknown", "hostunknown"):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["QUOTE_MARKER", "is_unsubscribe_request", "new_text"]
+__all__ = ["QUOTE_MARKER", "is_unsubscribe_request", "new_text", "quotes_history"]
 
 QUOTE_MARKER = ">>QUOTE-START<<"
 """Placed by mimetext.html_to_text where an HTML quote container starts."""
@@ -105,6 +105,14 @@ def new_text(body: str) -> str:
         kept.append(line.rstrip())
     text = "\n".join(kept).strip()
     return re.sub(r"\n{3,}", "\n\n", text)
+
+
+def quotes_history(body: str) -> bool:
+    """True if ``body`` quotes an earlier message (attribution, header block or ``>`` lines)."""
+    lines = body.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    if _history_start(lines) < len(lines):
+        return True
+    return sum(1 for line in lines if line.lstrip().startswith(">")) >= 2
 
 
 def is_unsubscribe_request(text: str) -> bool:
