@@ -538,9 +538,25 @@ def test_upsert_refuses_duplicate_keys_within_one_request(
             task(Sightline_Key__c="other", Subject="c"),
         ],
     )
-    assert codes(results) == ["DUPLICATE_EXTERNAL_ID", "DUPLICATE_EXTERNAL_ID", None]
+    assert codes(results) == ["DUPLICATE_VALUE", "DUPLICATE_VALUE", None]
+    assert results[0]["errors"][0]["message"] == "Duplicate external id specified: k"
     assert results[0]["errors"][0]["fields"] == [EXT_ID_FIELD]
     assert [t[EXT_ID_FIELD] for t in fake_salesforce.tasks()] == ["other"]
+    fake_salesforce.configure(duplicate_key_code="DUPLICATE_EXTERNAL_ID")
+    again = upsert(salesforce_client, [task(Sightline_Key__c="z"), task(Sightline_Key__c="z")])
+    assert codes(again) == ["DUPLICATE_EXTERNAL_ID", "DUPLICATE_EXTERNAL_ID"]
+
+
+def test_a_second_record_with_a_used_key_is_duplicate_value(
+    fake_salesforce: FakeSalesforce, salesforce_client: Salesforce
+) -> None:
+    first = tasks_api(salesforce_client).create({EXT_ID_FIELD: "same"})
+    with pytest.raises(SalesforceMalformedRequest) as exc:
+        tasks_api(salesforce_client).create({EXT_ID_FIELD: "SAME"})
+    assert error_code(exc) == "DUPLICATE_VALUE"
+    assert body(exc)[0]["message"] == (
+        f"duplicate value found: {EXT_ID_FIELD} duplicates value on record with id: {first['id']}"
+    )
 
 
 def test_upsert_on_a_field_the_org_lacks(

@@ -706,7 +706,9 @@ class SalesforceApp:
                     raise RecordError("MISSING_ARGUMENT", f"{ext} not specified", [ext])
                 if str(key).lower() in duplicates:
                     raise RecordError(
-                        "DUPLICATE_EXTERNAL_ID", f"Duplicate external id specified: {key}", [ext]
+                        self.state.org.config.duplicate_key_code,
+                        f"Duplicate external id specified: {key}",
+                        [ext],
                     )
                 record_id, created = self.state.org.upsert(item_spec.name, ext, key, record)
                 return {"id": record_id, "success": True, "errors": [], "created": created}

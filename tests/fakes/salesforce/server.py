@@ -21,6 +21,7 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import ssl
 import subprocess
 import sys
@@ -48,7 +49,16 @@ LOGIN_HOSTS = ("login.salesforce.com", "test.salesforce.com")
 
 
 class _QuietHandler(WSGIRequestHandler):
-    """Werkzeug's handler without a stderr line per request."""
+    """Werkzeug's handler without a stderr line per request, and without Nagle's delay.
+
+    Werkzeug closes every connection after one answer and writes headers and
+    body separately; with Nagle's algorithm on, each call then waits on a
+    delayed ACK (about 13 ms a call here, 3 ms without).
+    """
+
+    def setup(self) -> None:
+        super().setup()
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         log.debug("fake salesforce request=%r code=%s", self.requestline, code)
