@@ -73,6 +73,8 @@ class Settings:
     sync_poll_seconds: int
     sequence_tick_seconds: int
     salesforce_flush_seconds: int
+    salesforce_lease_seconds: int
+    send_recovery_seconds: int
     listener_shards: int
     listener_shard: int
     max_inbound_bytes: int
@@ -291,6 +293,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         sync_poll_seconds=_int(env, "SIGHTLINE_SYNC_POLL_SECONDS", 60, 5, 86400),
         sequence_tick_seconds=_int(env, "SIGHTLINE_SEQUENCE_TICK_SECONDS", 10, 1, 3600),
         salesforce_flush_seconds=_int(env, "SIGHTLINE_SALESFORCE_FLUSH_SECONDS", 30, 1, 3600),
+        salesforce_lease_seconds=_int(env, "SIGHTLINE_SALESFORCE_LEASE_SECONDS", 600, 5, 86400),
+        send_recovery_seconds=_int(env, "SIGHTLINE_SEND_RECOVERY_SECONDS", 300, 5, 86400),
         listener_shards=shards,
         listener_shard=_listener_shard(env, shards),
         max_inbound_bytes=_int(

@@ -43,7 +43,6 @@ from worker.salesforce.client import COLLECTION_LIMIT, SalesforceApi, Salesforce
 log = logging.getLogger(__name__)
 
 CLAIM_BATCH = COLLECTION_LIMIT
-LEASE = timedelta(minutes=10)
 PARK_SECONDS = 3600
 MAX_ATTEMPTS = 8
 MAX_ROUNDS = 25  # claims per flush job; a busy team yields to others, then continues
@@ -92,6 +91,11 @@ def _backoff(attempts: int) -> timedelta:
     return timedelta(seconds=min(3600, 15 * 2 ** max(0, attempts - 1)))
 
 
+def _lease() -> timedelta:
+    """How long a claimed row is left alone before another flusher may take it."""
+    return timedelta(seconds=get_settings().salesforce_lease_seconds)
+
+
 def claim(
     session: Session, team_id: int, now: datetime, limit: int = CLAIM_BATCH
 ) -> list[SalesforceOutbox]:
@@ -103,7 +107,7 @@ def claim(
         ),
         and_(
             SalesforceOutbox.status == OutboxStatus.IN_FLIGHT,
-            SalesforceOutbox.claimed_at < now - LEASE,
+            SalesforceOutbox.claimed_at < now - _lease(),
         ),
     )
     candidates = (
@@ -216,7 +220,9 @@ def flush_team(team_id: int) -> FlushStats:
     redis = get_redis()
     if redis.exists(_parked_key(team_id)):
         return stats
-    lock = redis.lock(f"sightline:sf:flush:{team_id}", timeout=int(LEASE.total_seconds()))
+    lock = redis.lock(
+        f"sightline:sf:flush:{team_id}", timeout=get_settings().salesforce_lease_seconds
+    )
     if not lock.acquire(blocking=False):
         return stats  # another flusher of this team is at work
     api = SalesforceApi(settings)
@@ -293,22 +299,25 @@ def _write(
         results[row.id] = (OutboxStatus.WAITING_WHO, None, "no Contact or Lead with this email")
 
     key_field = _key_field(api, team_id) if ready else None
+    # A row tried before may have reached Salesforce before we heard back: find
+    # those first. (Upserting them again would be an *update*, and Salesforce
+    # refuses TaskSubtype on update, so looking first is also what keeps every
+    # Task an Email.)
+    already = _already_written(api, [r for r in ready if r.attempts > 1], who, key_field)
+    for row_id, sf_id in already.items():
+        results[row_id] = (OutboxStatus.DONE, sf_id, None)
+    fresh = [r for r in ready if r.id not in already]
     status = api.settings.task_status
-    if key_field is not None:
-        records = [
-            {**_task_record(r, str(who[r.who_email]), status), key_field: task_key(r.key)}
-            for r in ready
-        ]
-        answers = _with_session_retry(api, api.upsert, key_field, records) if records else []
-        to_settle = list(zip(ready, answers, strict=True))
+    records = [_task_record(r, str(who[r.who_email]), status) for r in fresh]
+    if not records:
+        answers = []
+    elif key_field is not None:
+        for row, record in zip(fresh, records, strict=True):
+            record[key_field] = task_key(row.key)
+        answers = _with_session_retry(api, api.upsert, key_field, records)
     else:
-        already = _already_written(api, [r for r in ready if r.attempts > 1], who)
-        fresh = [r for r in ready if r.id not in already]
-        for row_id, sf_id in already.items():
-            results[row_id] = (OutboxStatus.DONE, sf_id, None)
-        records = [_task_record(r, str(who[r.who_email]), status) for r in fresh]
-        answers = _with_session_retry(api, api.create, records) if records else []
-        to_settle = list(zip(fresh, answers, strict=True))
+        answers = _with_session_retry(api, api.create, records)
+    to_settle = list(zip(fresh, answers, strict=True))
 
     stale: list[str] = []
     for row, answer in to_settle:
@@ -329,15 +338,28 @@ def _write(
 
 
 def _already_written(
-    api: SalesforceApi, rows: list[SalesforceOutbox], who: dict[str, str | None]
+    api: SalesforceApi,
+    rows: list[SalesforceOutbox],
+    who: dict[str, str | None],
+    key_field: str | None,
 ) -> dict[int, str]:
-    """Rows (possibly written before a crash) whose Task exists, found by key line."""
+    """Rows whose Task already exists in Salesforce (a write we never heard back from).
+
+    Found by the external-id field when the org has it, else by the key line at
+    the end of each Task's Description (Descriptions cannot be filtered in SOQL,
+    so the candidates are the Tasks on those people created since the rows were).
+    """
     if not rows:
         return {}
     by_key = {task_key(r.key): r.id for r in rows}
+    found: dict[int, str] = {}
+    if key_field is not None:
+        template = f"SELECT Id, {key_field} FROM Task WHERE {key_field} IN {{}}"  # noqa: S608
+        for record in _with_session_retry(api, api.query_in, template, sorted(by_key)):
+            found[by_key[str(record[key_field])]] = str(record["Id"])
+        return found
     since = min(r.created_at for r in rows) - timedelta(minutes=5)
     who_ids = sorted({str(who[r.who_email]) for r in rows})
-    found: dict[int, str] = {}
     # Only our own timestamp is formatted in; the ids go through format_soql.
     created_after = since.strftime("%Y-%m-%dT%H:%M:%SZ")
     template = (
@@ -426,7 +448,7 @@ def flush_all() -> int:
                     ),
                     and_(
                         SalesforceOutbox.status == OutboxStatus.IN_FLIGHT,
-                        SalesforceOutbox.claimed_at < now - LEASE,
+                        SalesforceOutbox.claimed_at < now - _lease(),
                     ),
                 )
             )

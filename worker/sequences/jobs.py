@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
-from config import queues
+from config import get_settings, queues
 from core.db import session_scope
 from core.models import utcnow
 from worker.queueing import enqueue
@@ -14,7 +14,6 @@ from worker.sequences import engine
 log = logging.getLogger(__name__)
 
 DUE_BATCH = 1000
-STUCK_AFTER = timedelta(minutes=5)
 
 
 def enqueue_due_steps() -> int:
@@ -59,7 +58,8 @@ def deliver_message(sent_message_id: int) -> str:
 def recover_stuck_sends() -> int:
     """Cron: re-deliver claimed messages whose hand-over never finished."""
     with session_scope() as session:
-        ids = engine.stuck_sends(session, utcnow() - STUCK_AFTER, DUE_BATCH)
+        stuck_after = timedelta(seconds=get_settings().send_recovery_seconds)
+        ids = engine.stuck_sends(session, utcnow() - stuck_after, DUE_BATCH)
     return sum(
         enqueue(
             queues.SEND,

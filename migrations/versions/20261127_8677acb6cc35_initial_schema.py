@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: 97c2f5c978ae
+Revision ID: 8677acb6cc35
 Revises:
-Create Date: 2026-11-27 06:54:46.664876
+Create Date: 2026-11-27 07:07:56.812266
 """
 
 from collections.abc import Sequence
@@ -12,7 +12,7 @@ from alembic import op
 
 import core.models
 
-revision: str = "97c2f5c978ae"
+revision: str = "8677acb6cc35"
 down_revision: str | None = None
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
@@ -167,6 +167,7 @@ def upgrade() -> None:
         sa.Column("to_addrs", sa.JSON(), nullable=False),
         sa.Column("cc_addrs", sa.JSON(), nullable=False),
         sa.Column("status", sa.String(length=20), nullable=False),
+        sa.Column("send_attempts", sa.Integer(), nullable=False),
         sa.Column("error", sa.Text(), nullable=True),
         sa.Column("claimed_at", core.models.UTCDateTime(timezone=True), nullable=False),
         sa.Column("sent_at", core.models.UTCDateTime(timezone=True), nullable=True),

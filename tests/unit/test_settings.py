@@ -1,0 +1,108 @@
+"""Settings: defaults for a local run, strictness for production, clear errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from cryptography.fernet import Fernet
+
+from config.settings import ConfigError, load_settings
+
+KEY = Fernet.generate_key().decode()
+SECRET = "s" * 40
+
+
+def production(**extra: str) -> dict[str, str]:
+    return {
+        "SIGHTLINE_ENV": "production",
+        "DATABASE_URL": "postgres://u:dbpass123@db.example.com:5432/app",
+        "REDIS_URL": "rediss://:redispass1@redis.example.com:6380",
+        "SECRET_KEY": SECRET,
+        "SIGHTLINE_ENCRYPTION_KEY": KEY,
+        "PUBLIC_BASE_URL": "https://track.example.com/",
+        **extra,
+    }
+
+
+def test_local_defaults_need_no_configuration(tmp_path: Path) -> None:
+    settings = load_settings({"SIGHTLINE_VAR_DIR": str(tmp_path)})
+    assert settings.env == "development"
+    assert settings.database_url == f"sqlite:///{tmp_path / 'sightline.db'}"
+    assert settings.redis_embedded
+    assert settings.redis_url == f"unix://{tmp_path / 'redis' / 'redis.sock'}"
+    assert settings.public_base_url == "http://localhost:5000"
+    # Keys are generated once, kept private, and reused by the next process.
+    assert (tmp_path / "secret_key").stat().st_mode & 0o777 == 0o600
+    again = load_settings({"SIGHTLINE_VAR_DIR": str(tmp_path)})
+    assert again.secret_key == settings.secret_key
+    assert again.encryption_keys == settings.encryption_keys
+
+
+def test_production_converts_heroku_urls_and_strips_slash() -> None:
+    settings = load_settings(production())
+    assert settings.database_url == "postgresql+psycopg://u:dbpass123@db.example.com:5432/app"
+    assert settings.public_base_url == "https://track.example.com"
+    assert not settings.redis_embedded
+
+
+def test_heroku_dyno_implies_production_and_its_shard() -> None:
+    env = production(DYNO="listener.3", SIGHTLINE_LISTENER_SHARDS="4")
+    del env["SIGHTLINE_ENV"]
+    settings = load_settings(env)
+    assert settings.is_production
+    assert settings.listener_shard == 2
+
+
+@pytest.mark.parametrize(
+    "missing",
+    ["DATABASE_URL", "REDIS_URL", "SECRET_KEY", "SIGHTLINE_ENCRYPTION_KEY", "PUBLIC_BASE_URL"],
+)
+def test_production_refuses_to_start_without(missing: str) -> None:
+    env = production()
+    del env[missing]
+    with pytest.raises(ConfigError, match=f"^{missing}: required"):
+        load_settings(env)
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("DATABASE_URL", "mysql://x/y", "unsupported scheme"),
+        ("REDIS_URL", "http://x", "unsupported scheme"),
+        ("PORT", "eighty", "whole number"),
+        ("PORT", "70000", "between 1 and 65535"),
+        ("SIGHTLINE_ENCRYPTION_KEY", "not-a-key", "not a Fernet key"),
+        ("SECRET_KEY", "short", "at least 32"),
+        ("PUBLIC_BASE_URL", "track.example.com", "expected http"),
+        ("LOG_LEVEL", "LOUD", "expected DEBUG"),
+        ("REDIS_TLS_VERIFY", "maybe", "true or false"),
+        ("SIGHTLINE_ENV", "staging", "expected one of"),
+    ],
+)
+def test_bad_values_name_the_variable(name: str, value: str, message: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_settings(production(**{name: value}))
+    assert str(raised.value).startswith(f"{name}: ")
+    assert message in str(raised.value)
+
+
+def test_key_rotation_accepts_a_list_newest_first() -> None:
+    older = Fernet.generate_key().decode()
+    settings = load_settings(production(SIGHTLINE_ENCRYPTION_KEY=f"{KEY}, {older}"))
+    assert settings.encryption_keys == (KEY, older)
+
+
+def test_salesforce_token_needs_instance_url() -> None:
+    with pytest.raises(ConfigError, match="^SALESFORCE_INSTANCE_URL: required"):
+        load_settings(production(SALESFORCE_ACCESS_TOKEN="00Dxx!token"))
+
+
+def test_secrets_to_redact_cover_every_configured_secret() -> None:
+    settings = load_settings(
+        production(SALESFORCE_USERNAME="u@x.com", SALESFORCE_PASSWORD="sfpassword1")
+    )
+    redacted = settings.secrets_to_redact()
+    for secret in (SECRET, KEY, "sfpassword1", "dbpass123", "redispass1"):
+        assert secret in redacted
+    assert SECRET not in repr(settings)
