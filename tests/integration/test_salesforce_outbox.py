@@ -15,7 +15,7 @@ from sqlalchemy import select, update
 from config import Settings, get_settings
 from core.db import session_scope
 from core.events import queue_salesforce_task
-from core.models import OutboxStatus, SalesforceOutbox, Team, utcnow
+from core.models import SalesforceOutbox, Team, utcnow
 from core.redis import get_redis
 from tests.fakes.salesforce import FakeSalesforce
 from worker.salesforce.outbox import KEY_LINE, flush_team, replay_failed, task_key

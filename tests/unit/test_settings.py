@@ -61,7 +61,7 @@ def test_heroku_dyno_implies_production_and_its_shard() -> None:
 def test_production_refuses_to_start_without(missing: str) -> None:
     env = production()
     del env[missing]
-    with pytest.raises(ConfigError, match=f"^{missing}: required"):
+    with pytest.raises(ConfigError, match=rf"^{missing}: required"):
         load_settings(env)
 
 
@@ -94,7 +94,7 @@ def test_key_rotation_accepts_a_list_newest_first() -> None:
 
 
 def test_salesforce_token_needs_instance_url() -> None:
-    with pytest.raises(ConfigError, match="^SALESFORCE_INSTANCE_URL: required"):
+    with pytest.raises(ConfigError, match=r"^SALESFORCE_INSTANCE_URL: required"):
         load_settings(production(SALESFORCE_ACCESS_TOKEN="00Dxx!token"))
 
 
