@@ -183,6 +183,13 @@ def test_query_matches_email_case_insensitively_with_salesforce_shape(
     )
 
 
+def test_ids_use_salesforce_18_character_checksum() -> None:
+    # The case-safe suffix of a well-known 15-character Account id.
+    assert normalize_id("001A0000006Vm9r") == "001A0000006Vm9rIAC"
+    assert normalize_id("001A0000006Vm9rIAD") is None
+    assert normalize_id("not-an-id") is None
+
+
 def test_query_leads_by_conversion_state(
     fake_salesforce: FakeSalesforce, salesforce_client: Salesforce
 ) -> None:

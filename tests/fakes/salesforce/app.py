@@ -278,6 +278,7 @@ class SalesforceApp:
         if path.startswith("/__fake__/"):
             return AdminApi(self.state).handle(request)(environ, start_response)
         started = time.time()
+        interrupted = self.state.interrupted  # this org's; a reset replaces it
         fault: Fault | None = None
         too_long = self._edge_check(environ)
         if too_long is not None:
@@ -285,7 +286,6 @@ class SalesforceApp:
         else:
             fault = self.state.faults.pick(request.method, path)
             if fault is not None and fault.kind == "latency":
-                interrupted = self.state.interrupted
                 interrupted.wait(fault.seconds)
                 if interrupted.is_set():
                     # The org was reset (or the server stops) while this request slept:
@@ -308,7 +308,7 @@ class SalesforceApp:
             self._drop(environ)
             return []
         if fault is not None and fault.kind == "commit_then_hang":
-            self.state.interrupted.wait(fault.seconds)
+            interrupted.wait(fault.seconds)
         return response(environ, start_response)
 
     def _edge_check(self, environ: WSGIEnviron) -> Response | None:

@@ -102,6 +102,7 @@ class Org:
 
     def reset(self, config: OrgConfig | None = None) -> None:
         with self.lock:
+            self._clock = lambda: datetime.now(UTC)
             self.config = config or OrgConfig()
             self.schema = build_schema(
                 ext_id_field=self.config.ext_id_field, counter_fields=self.config.counter_fields
