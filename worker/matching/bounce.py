@@ -70,9 +70,13 @@ class BounceReport:
     original_message_ids: tuple[str, ...]
 
 
+# Local part bounded (RFC 5321: 64) so that long runs of address-like text, such
+# as base64 lines, cost linear time instead of quadratic.
 _ADDRESS = re.compile(
-    r"[A-Za-z0-9][A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+"
+    r"[A-Za-z0-9][A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{0,63}@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63})+"
 )
+# A report's own text is short; what is longer is a copy of something else.
+_MAX_REPORT_CHARS = 100_000
 _DAEMON_LOCAL = re.compile(
     r"^(?:mailer-daemon|postmaster|post_master|poostmaster|mail-daemon|mailerdaemon"
     r"|double-bounce|no-?reply|noreply|bounce[s]?|daemon|root|mail\.delivery\.system)$",
@@ -361,7 +365,7 @@ def _report_text(msg: Message) -> str:
             texts.append(part_text(part))
         elif ctype == "text/html" and not texts:
             texts.append(html_to_text(part_text(part)))
-    text = "\n".join(texts)
+    text = "\n".join(texts)[:_MAX_REPORT_CHARS]
     marker = _ORIGINAL_MARKER.search(text)
     if marker and marker.start() > 0:
         text = text[: marker.start()]

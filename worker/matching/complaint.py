@@ -21,7 +21,7 @@ from worker.matching.msgid import parse_msgid_list
 
 __all__ = ["Complaint", "read_complaint"]
 
-_ADDRESS = re.compile(r"[^\s<>\"';:,()]+@[^\s<>\"';:,()]+\.[A-Za-z0-9-]+")
+_ADDRESS = re.compile(r"[^\s<>\"';:,()@]{1,64}@[^\s<>\"';:,()@]{1,255}")
 
 
 @dataclass(frozen=True)

@@ -262,3 +262,19 @@ def test_best_status(texts, expected):
 def test_reason_and_hardness(text, status, reason, hard):
     assert reason_for(text, status) == reason
     assert is_hard(reason, status) is hard
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "x" * 300_000,  # one huge line of address-like characters
+        "a." * 150_000,
+        "a@" * 150_000,
+        "> quoted\r\n" * 50_000,
+    ],
+)
+def test_pathological_bounce_bodies_are_read(body):
+    # Before the address pattern was bounded these took minutes (quadratic
+    # backtracking); pytest-timeout turns a regression into a failure.
+    raw = f"From: MAILER-DAEMON@mx.example\r\nSubject: Undelivered Mail\r\n\r\nerror\r\n{body}\r\n"
+    assert classify_message(raw.encode()).kind == "bounce"
