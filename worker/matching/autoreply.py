@@ -21,7 +21,8 @@ carry it too) and ``X-Auto-Response-Suppress`` (it asks *others* not to reply).
 Return date: the dates written in the subject and new text are read in several
 languages and formats; a date right after "back / return / zurück / retour ..."
 wins, else the latest date that is not before the message's own Date. A date
-without a year is the next such day on or after the message's Date.
+without a year is the next such day on or after the message's Date; a bare
+weekday after such a word ("back on Monday") is the next such day after it.
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ __all__ = ["is_auto_reply", "return_date"]
 _SUBJECT = re.compile(
     r"^\s*(?:\[[^\]]*\]\s*)?(?:"
     r"out of (?:the )?office|automatic reply|auto(?:matic)?[- ]?(?:reply|response|responder)"
-    r"|autoreply|away from (?:the )?office|vacation|on leave|on holiday|absent"
+    r"|autoreply|auto:|ooo\b|away (?:from|until|till|through)\b|away:|vacation|on leave"
+    r"|on holiday|absent|.{1,60} is out of (?:the )?office"
     r"|abwesenheit|automatische antwort|nicht im b[üu]ro|urlaub"
     r"|r[ée]ponse automatique|absence|absent du bureau|message d'absence"
     r"|respuesta autom[áa]tica|fuera de la oficina|ausente|ausencia"
@@ -118,6 +120,30 @@ _MONTH_DAY = re.compile(
 _ISO = re.compile(r"\b(\d{4})-(\d{1,2})-(\d{1,2})\b")
 _NUMERIC = re.compile(r"(?<![\d.:/])(\d{1,2})([./-])(\d{1,2})(?:\2(\d{4}|\d{2}))?(?![\d:/]|\.\d)")
 _JAPANESE = re.compile(r"(?:(\d{4})年)?\s*(\d{1,2})月\s*(\d{1,2})日")
+_WEEKDAYS: dict[str, int] = {}
+for _number, _names in enumerate(
+    [
+        "monday montag lundi lunes lunedì lunedi segunda-feira segunda maandag måndag mandag"
+        " maanantaina maanantai poniedziałek",
+        "tuesday dienstag mardi martes martedì martedi terça-feira terça dinsdag tisdag tirsdag"
+        " tiistaina tiistai wtorek",
+        "wednesday mittwoch mercredi miércoles miercoles mercoledì mercoledi quarta-feira quarta"
+        " woensdag onsdag keskiviikkona keskiviikko środa",
+        "thursday donnerstag jeudi jueves giovedì giovedi quinta-feira quinta donderdag torsdag"
+        " torstaina torstai czwartek",
+        "friday freitag vendredi viernes venerdì venerdi sexta-feira sexta vrijdag fredag"
+        " perjantaina perjantai piątek",
+        "saturday samstag samedi sábado sabato zaterdag lördag lørdag lauantaina lauantai sobota",
+        "sunday sonntag dimanche domingo domenica zondag söndag søndag sunnuntaina sunnuntai"
+        " niedziela",
+    ]
+):
+    for _name in _names.split():
+        _WEEKDAYS.setdefault(_name, _number)
+_WEEKDAY = re.compile(
+    "\\b(" + "|".join(sorted((re.escape(w) for w in _WEEKDAYS), key=len, reverse=True)) + ")\\b",
+    re.IGNORECASE,
+)
 _RETURN_WORD = re.compile(
     r"back|return|until|till|through|zurück|wieder|bis|retour|jusqu|de vuelta|regres|hasta"
     r"|rientr|fino|ritorn|volta|regress|até|terug|tot en met|tot|tillbaka|åter|tilbake"
@@ -161,7 +187,7 @@ def return_date(text: str, sent: dt.date | None) -> dt.date | None:
     reference = sent or dt.datetime.now(dt.UTC).date()
     found = _dates_in(text, reference)
     if not found:
-        return None
+        return _weekday_return(text, reference)
     # "back on 15 March", "ab dem 15.03. wieder zurück": the word may follow the date.
     after_keyword = [
         date
@@ -172,6 +198,17 @@ def return_date(text: str, sent: dt.date | None) -> dt.date | None:
         return max(after_keyword)
     upcoming = [date for _, date in found if date >= reference]
     return max(upcoming) if upcoming else None
+
+
+def _weekday_return(text: str, reference: dt.date) -> dt.date | None:
+    """ "back on Monday": the next such weekday after ``reference``."""
+    for match in _WEEKDAY.finditer(text):
+        if not _RETURN_WORD.search(text[max(0, match.start() - 30) : match.end() + 15]):
+            continue
+        weekday = _WEEKDAYS[match.group(1).lower()]
+        days = (weekday - reference.weekday() - 1) % 7 + 1
+        return reference + dt.timedelta(days=days)
+    return None
 
 
 def message_date(msg: Message) -> dt.date | None:
