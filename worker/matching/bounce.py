@@ -34,12 +34,11 @@ from worker.matching.mimetext import (
     decode_header,
     html_to_text,
     iter_own_parts,
-    parse_bytes,
     part_text,
 )
 from worker.matching.msgid import parse_msgid_list
 
-__all__ = ["BounceOutcome", "BounceReport", "BouncedRecipient", "read_bounce"]
+__all__ = ["BounceOutcome", "BounceReport", "BouncedRecipient", "read_bounce", "ses_payload"]
 
 
 class BounceOutcome(enum.Enum):
@@ -233,7 +232,7 @@ def _recipient_from_dsn(entry: dsn.DsnRecipient, human: str, count: int) -> Boun
 
 def _read_ses_json(msg: Message, original_ids: tuple[str, ...]) -> BounceReport | None:
     """Amazon SES bounce/delivery notifications delivered by email as JSON."""
-    data = _ses_payload(msg)
+    data = ses_payload(msg)
     if data is None or str(data.get("notificationType", "")).lower() not in ("bounce", "delivery"):
         return None
     mail = data.get("mail") if isinstance(data.get("mail"), dict) else {}
@@ -244,8 +243,9 @@ def _read_ses_json(msg: Message, original_ids: tuple[str, ...]) -> BounceReport 
                 ids.extend(parse_msgid_list(str(header.get("value", ""))))
     if str(data.get("notificationType")).lower() == "delivery":
         return BounceReport(BounceOutcome.DELIVERED, (), tuple(dict.fromkeys(ids)))
-    bounce = data.get("bounce") if isinstance(data.get("bounce"), dict) else {}
-    assert isinstance(bounce, dict)
+    bounce = data.get("bounce")
+    if not isinstance(bounce, dict):
+        bounce = {}
     permanent = str(bounce.get("bounceType", "")).lower() == "permanent"
     recipients: list[BouncedRecipient] = []
     for item in bounce.get("bouncedRecipients", []) or []:
@@ -268,8 +268,8 @@ def _read_ses_json(msg: Message, original_ids: tuple[str, ...]) -> BounceReport 
     return BounceReport(BounceOutcome.FAILED, tuple(recipients), tuple(dict.fromkeys(ids)))
 
 
-def _ses_payload(msg: Message) -> dict[str, object] | None:
-    """The JSON object of an SES notification body, if the body is one."""
+def ses_payload(msg: Message) -> dict[str, object] | None:
+    """The JSON object of an Amazon SES notification body, if the body is one."""
     for part in iter_own_parts(msg):
         if part.get_content_maintype() != "text":
             continue
@@ -293,11 +293,6 @@ def _ses_payload(msg: Message) -> dict[str, object] | None:
     return None
 
 
-def ses_payload(msg: Message) -> dict[str, object] | None:
-    """Public alias for the complaint reader: the SES JSON object, if any."""
-    return _ses_payload(msg)
-
-
 def _read_free_form(msg: Message, original_ids: tuple[str, ...]) -> BounceReport | None:
     """Non-standard reports: decided on sender, subject and wording, read by rules."""
     sender = decode_header(msg.get("From", ""))
@@ -310,7 +305,7 @@ def _read_free_form(msg: Message, original_ids: tuple[str, ...]) -> BounceReport
     machine_sent = (
         str(msg.get("Return-Path", "")).strip() in ("<>", "") and msg.get("Return-Path") is not None
     ) or bool(re.search(r"no-?reply@", sender, re.IGNORECASE))
-    auto_replied = msg.get("Auto-Submitted", "").strip().lower().startswith("auto-replied")
+    auto_replied = str(msg.get("Auto-Submitted", "")).strip().lower().startswith("auto-replied")
     is_bounce = (
         (daemon and (bounce_subject or failure_text))
         # RFC 3834 auto-replies say so; a non-daemon saying it needs strong wording.
@@ -319,12 +314,9 @@ def _read_free_form(msg: Message, original_ids: tuple[str, ...]) -> BounceReport
     )
     if not is_bounce:
         return None
-    if _DELAY_TEXT.search(report) and not _PERMANENT_TEXT.search(report):
-        return BounceReport(BounceOutcome.DELAYED, (), original_ids)
-    if _DELAY_TEXT.search(subject) and not _PERMANENT_TEXT.search(report):
+    if _DELAY_TEXT.search(f"{subject}\n{report}") and not _PERMANENT_TEXT.search(report):
         return BounceReport(BounceOutcome.DELAYED, (), original_ids)
     addresses = _failed_addresses(msg, report)
-    temporary_default = False
     recipients = []
     for address in addresses:
         segment = _segment_for(address, report) if len(addresses) > 1 else report
@@ -334,7 +326,7 @@ def _read_free_form(msg: Message, original_ids: tuple[str, ...]) -> BounceReport
             status = dsn.best_status(report)
         reason = reasons.reason_for(own_lines, status, segment)
         if not status:
-            status = reasons.status_for_reason(reason, temporary_default or _temporary(segment))
+            status = reasons.status_for_reason(reason, _temporary(segment))
         recipients.append(
             BouncedRecipient(
                 address=address,
@@ -476,8 +468,3 @@ def _lines_about(address: str, text: str) -> str:
     lowered = address.lower()
     lines = [line for line in text.split("\n") if lowered in line.lower()]
     return "\n".join(re.sub(re.escape(address), " ", line, flags=re.IGNORECASE) for line in lines)
-
-
-def parse_report(raw: bytes) -> BounceReport | None:
-    """Convenience for tests and tools: ``read_bounce`` on raw bytes."""
-    return read_bounce(parse_bytes(raw))
