@@ -1,0 +1,348 @@
+"""A private Dovecot IMAP + LMTP server, one per test session.
+
+Owns: the config file, process, ports and maildirs of a Dovecot that lives in one
+temporary folder, plus the helpers tests use to put mail in (LMTP) and read it
+back (IMAP). Must never: read or change the system's /etc/dovecot, or use ports
+outside 127.0.0.1.
+
+Any username logs in with the one shared password (passdb static), and its
+mailbox is created on first use (userdb static, home per user), so a test makes
+up fresh addresses such as `prospect-<hex>@acme.test` and needs no setup.
+Usernames are full email addresses. Every user has INBOX plus Sent, Drafts, Trash
+and Junk with their RFC 6154 special-use flags, created and subscribed on first
+access. The server advertises IDLE, CONDSTORE, QRESYNC, UIDPLUS, MOVE, SPECIAL-USE.
+
+    temp folder (0755: Dovecot's auth and mail processes run as other users)
+    ├── dovecot.conf   dovecot.log   run/ (base_dir)   state/
+    └── mail/<user>/Maildir      owned by `vmail` (when run as root)
+
+As root, mail is stored as the system user `vmail` (scripts/test-prereqs.sh
+creates it). As another user, every Dovecot process runs as that user.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import email
+import email.policy
+import grp
+import os
+import pwd
+import shutil
+import smtplib
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from email.message import EmailMessage
+from pathlib import Path
+
+from imapclient import IMAPClient
+
+from tests.services import process
+from tests.services.process import ServiceError, ServiceUnavailableError
+
+SHARED_PASSWORD = "sightline-test-password"
+MAIL_USER = "vmail"
+# Special-use folders every user has (RFC 6154), created on first access.
+SPECIAL_FOLDERS = {"Sent": "\\Sent", "Drafts": "\\Drafts", "Trash": "\\Trash", "Junk": "\\Junk"}
+
+_CONFIG = """\
+# Written by tests/services/dovecot.py for one test session; see that module.
+instance_name = {instance}
+base_dir = {root}/run
+state_dir = {root}/state
+log_path = {root}/dovecot.log
+info_log_path = {root}/dovecot.log
+protocols = imap lmtp
+listen = 127.0.0.1
+ssl = no
+# Plaintext logins on loopback: the tests' clients speak plain IMAP.
+disable_plaintext_auth = no
+auth_mechanisms = plain login
+login_greeting = Sightline test IMAP ready.
+default_internal_user = {internal_user}
+default_internal_group = {internal_group}
+default_login_user = {login_user}
+first_valid_uid = {mail_uid}
+first_valid_gid = {mail_gid}
+mail_location = maildir:~/Maildir
+# Test mail: durability traded for speed.
+mail_fsync = never
+# IDLE relies on inotify; poll often in case it is unavailable.
+mailbox_idle_check_interval = 1 secs
+postmaster_address = postmaster@sightline.test
+lmtp_save_to_detail_mailbox = no
+{extra}
+
+passdb {{
+  driver = static
+  args = password={password}
+}}
+userdb {{
+  driver = static
+  # allow_all_users: LMTP may deliver to anyone, as IMAP lets anyone log in.
+  args = uid={mail_uid} gid={mail_gid} home={root}/mail/%Lu allow_all_users=yes
+}}
+
+namespace inbox {{
+  inbox = yes
+  separator = /
+{mailboxes}
+}}
+
+protocol imap {{
+  mail_max_userip_connections = 500
+}}
+
+service imap-login {{
+  inet_listener imap {{
+    address = 127.0.0.1
+    port = {imap_port}
+  }}
+  inet_listener imaps {{
+    port = 0
+  }}
+}}
+service lmtp {{
+  inet_listener lmtp {{
+    address = 127.0.0.1
+    port = {lmtp_port}
+  }}
+}}
+"""
+
+_MAILBOX = """\
+  mailbox {name} {{
+    special_use = {flag}
+    auto = subscribe
+  }}"""
+
+
+def dovecot_executable() -> str:
+    """Path of the dovecot binary.
+
+    Raises:
+        ServiceUnavailableError: Dovecot is not installed.
+    """
+    found = shutil.which("dovecot") or shutil.which("dovecot", path="/usr/sbin:/sbin")
+    if not found:
+        raise ServiceUnavailableError(
+            "Dovecot is not installed: run scripts/test-prereqs.sh as root (`make test` "
+            "does), or apt-get install dovecot-imapd dovecot-lmtpd"
+        )
+    return found
+
+
+def unique_address(domain: str = "acme.test", prefix: str = "prospect") -> str:
+    """A fresh address no other test uses, e.g. `prospect-1f2e3d4c5b6a@acme.test`."""
+    return f"{prefix}-{uuid.uuid4().hex[:12]}@{domain}"
+
+
+def has_message_id(message_id: str) -> Callable[[EmailMessage], bool]:
+    """Predicate for `wait_for_message`: the message carries exactly this Message-ID."""
+    wanted = message_id.strip()
+    return lambda message: str(message.get("Message-ID", "")).strip() == wanted
+
+
+def parse(raw: bytes) -> EmailMessage:
+    message = email.message_from_bytes(raw, policy=email.policy.default)
+    assert isinstance(message, EmailMessage)
+    return message
+
+
+class DovecotServer:
+    """Dovecot with IMAP and LMTP on free loopback ports; `start()`, then `stop()`."""
+
+    host = "127.0.0.1"
+
+    def __init__(self, password: str = SHARED_PASSWORD) -> None:
+        if not password or any(c.isspace() for c in password):
+            raise ValueError("the shared password must be non-empty and without whitespace")
+        self.password = password
+        self.imap_port = 0
+        self.lmtp_port = 0
+        self.root = Path()
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def log_path(self) -> Path:
+        return self.root / "dovecot.log"
+
+    @property
+    def config_path(self) -> Path:
+        return self.root / "dovecot.conf"
+
+    def _users(self) -> dict[str, str | int]:
+        if os.geteuid() != 0:
+            me = pwd.getpwuid(os.geteuid())
+            group = grp.getgrgid(os.getegid()).gr_name
+            return {
+                "internal_user": me.pw_name, "internal_group": group,
+                "login_user": me.pw_name, "mail_uid": me.pw_uid, "mail_gid": me.pw_gid,
+            }  # fmt: skip
+        try:
+            mail = pwd.getpwnam(MAIL_USER)
+        except KeyError:
+            raise ServiceUnavailableError(
+                f"the system user {MAIL_USER!r} that owns test mail is missing: run "
+                "scripts/test-prereqs.sh as root"
+            ) from None
+        return {
+            "internal_user": "dovecot", "internal_group": "dovecot",
+            "login_user": "dovenull", "mail_uid": mail.pw_uid, "mail_gid": mail.pw_gid,
+        }  # fmt: skip
+
+    def _write_config(self, users: dict[str, str | int]) -> None:
+        mailboxes = "\n".join(
+            _MAILBOX.format(name=name, flag=flag) for name, flag in SPECIAL_FOLDERS.items()
+        )
+        extra = ""
+        if os.geteuid() != 0:
+            # Unprivileged: nothing can change user, and chroot needs root.
+            extra = "login_chroot = no\nservice anvil {\n  chroot =\n}\n"
+        self.config_path.write_text(
+            _CONFIG.format(
+                instance=f"sightline-test-{self.root.name}",
+                root=self.root,
+                password=self.password,
+                imap_port=self.imap_port,
+                lmtp_port=self.lmtp_port,
+                mailboxes=mailboxes,
+                extra=extra,
+                **users,
+            )
+        )
+
+    def _greets(self) -> bool:
+        try:
+            with socket.create_connection((self.host, self.imap_port), timeout=1) as sock:
+                greeting = sock.recv(256)
+        except OSError:
+            return False
+        return greeting.startswith(b"* OK")
+
+    def start(self, timeout: float = 10.0) -> DovecotServer:
+        """Start Dovecot and wait until IMAP greets and LMTP accepts connections.
+
+        Raises:
+            ServiceUnavailableError: Dovecot or the `vmail` user is missing.
+            ServiceError: Dovecot did not start; the message ends with its log.
+        """
+        executable = dovecot_executable()
+        users = self._users()
+        for attempt in range(3):
+            self.root = process.service_dir("dovecot")
+            mail = self.root / "mail"
+            mail.mkdir()
+            os.chown(mail, int(users["mail_uid"]), int(users["mail_gid"]))
+            self.imap_port, self.lmtp_port = process.free_port(), process.free_port()
+            self._write_config(users)
+            self._proc = process.spawn(
+                [executable, "-F", "-c", str(self.config_path)], log_path=self.log_path
+            )
+            try:
+                process.wait_until(
+                    lambda: self._greets() and process.port_answers(self.host, self.lmtp_port),
+                    what="dovecot",
+                    proc=self._proc,
+                    log_path=self.log_path,
+                    timeout=timeout,
+                )
+            except ServiceError:
+                port_taken = "Address already in use" in process.log_tail(self.log_path)
+                self.stop()
+                if port_taken and attempt < 2:
+                    continue  # another process took a port we picked: pick again
+                raise
+            return self
+        raise AssertionError("unreachable")
+
+    def stop(self) -> None:
+        """Stop Dovecot and its children, and remove its folder."""
+        if self._proc is not None:
+            # Dovecot's orderly shutdown takes 1-6 s (its log and stats processes
+            # linger); nothing in a throwaway server is worth that wait.
+            process.stop(self._proc, timeout=0.2, group=True)
+            self._proc = None
+        if self.root != Path():
+            process.remove_dir(self.root)
+
+    def __enter__(self) -> DovecotServer:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def deliver(self, rcpt: str, raw: bytes, mail_from: str = "sender@sightline.test") -> None:
+        """Deliver a message into `rcpt`'s INBOX through LMTP, as a mail server would.
+
+        Raises:
+            smtplib.SMTPException: Dovecot refused the message.
+        """
+        # local_hostname: smtplib otherwise asks DNS for our FQDN, slowly when offline.
+        with smtplib.LMTP(self.host, self.lmtp_port, local_hostname="localhost") as lmtp:
+            lmtp.sendmail(mail_from, [rcpt], raw)
+
+    @contextlib.contextmanager
+    def imap(self, user: str) -> Iterator[IMAPClient]:
+        """An IMAP connection logged in as `user` (closed on exit)."""
+        client = IMAPClient(self.host, port=self.imap_port, ssl=False, timeout=10)
+        try:
+            client.login(user, self.password)
+            yield client
+        finally:
+            with contextlib.suppress(Exception):
+                client.logout()
+
+    def messages(self, user: str, folder: str = "INBOX") -> list[bytes]:
+        """Every message in `folder` of `user`'s mailbox, in UID order, read over IMAP."""
+        with self.imap(user) as client:
+            client.select_folder(folder, readonly=True)
+            return [raw for _, raw in _fetch(client, client.search("ALL"))]
+
+    def wait_for_message(
+        self,
+        user: str,
+        predicate: Callable[[EmailMessage], bool],
+        timeout: float = 10.0,
+        folder: str = "INBOX",
+    ) -> EmailMessage:
+        """Return the first message in `folder` for which `predicate` is true, waiting.
+
+        Polls one IMAP connection (NOOP, then fetches only new UIDs) until a message
+        matches.
+
+        Raises:
+            TimeoutError: nothing matched within `timeout` seconds; the message lists
+                what the folder holds.
+        """
+        seen: set[int] = set()
+        subjects: list[str] = []
+        deadline = time.monotonic() + timeout
+        with self.imap(user) as client:
+            client.select_folder(folder, readonly=True)
+            while True:
+                client.noop()
+                new = [uid for uid in client.search("ALL") if uid not in seen]
+                for uid, raw in _fetch(client, new):
+                    seen.add(uid)
+                    message = parse(raw)
+                    if predicate(message):
+                        return message
+                    subjects.append(f"{message['Message-ID']} {message['Subject']!r}")
+                if time.monotonic() > deadline:
+                    held = "\n  ".join(subjects) or "(nothing)"
+                    raise TimeoutError(
+                        f"no matching message in {folder} of {user} after {timeout:.0f} s; "
+                        f"it holds:\n  {held}"
+                    )
+                time.sleep(0.05)
+
+
+def _fetch(client: IMAPClient, uids: list[int]) -> list[tuple[int, bytes]]:
+    if not uids:
+        return []
+    response = client.fetch(uids, ["BODY.PEEK[]"])
+    return [(uid, response[uid][b"BODY[]"]) for uid in sorted(response)]
