@@ -1,7 +1,14 @@
-"""Enqueueing RQ jobs by id. Jobs take ids, not objects, and are safe to run twice.
+"""Enqueueing RQ jobs. Jobs take ids, not objects, and are safe to run twice.
 
 Job functions are referenced by dotted path so that web processes enqueue work
 without importing worker code (and its vendor SDKs).
+
+`enqueue_once` keeps at most one *waiting* job per key (a mailbox, a team, a
+step). It uses a marker set with NX rather than RQ's unique job ids on purpose:
+a unique id stays taken while a killed worker's job sits in RQ's started
+registry (until maintenance notices, minutes later), which would stall that
+mailbox or team. The marker is dropped by the job as it starts (`job_started`),
+so a job killed mid-way never blocks the next one; it also expires on its own.
 """
 
 from __future__ import annotations
@@ -11,7 +18,6 @@ from datetime import timedelta
 from typing import Any
 
 from rq import Queue, Retry
-from rq.exceptions import DuplicateJobError
 
 from core.redis import get_redis
 
@@ -29,32 +35,47 @@ def enqueue(
     queue: str,
     func: str,
     *args: Any,
-    job_id: str | None = None,
-    unique: bool = False,
     delay: timedelta | None = None,
     retry: Retry | None = DEFAULT_RETRY,
     timeout: int = 600,
     result_ttl: int = 0,
     failure_ttl: int = 7 * 24 * 3600,
-) -> bool:
-    """Enqueue `func(*args)`. Returns False when `unique` and the id is taken.
-
-    `result_ttl=0` deletes a finished job at once, which also frees its id for
-    the next unique enqueue.
-    """
+) -> None:
+    """Enqueue `func(*args)`; a finished job is deleted at once (`result_ttl=0`)."""
     q = get_queue(queue)
     options: dict[str, Any] = {
-        "job_id": job_id,
         "retry": retry,
         "job_timeout": timeout,
         "result_ttl": result_ttl,
         "failure_ttl": failure_ttl,
     }
-    try:
-        if delay is not None:
-            q.enqueue_in(delay, func, *args, **options)
-        else:
-            q.enqueue(func, *args, unique=unique, **options)
-    except DuplicateJobError:
+    if delay is not None:
+        q.enqueue_in(delay, func, *args, **options)
+    else:
+        q.enqueue(func, *args, **options)
+
+
+def _marker(key: str) -> str:
+    return f"sightline:queued:{key}"
+
+
+def enqueue_once(
+    key: str, queue: str, func: str, *args: Any, ttl: int = 600, **options: Any
+) -> bool:
+    """Enqueue unless a job for `key` is already waiting. True if enqueued.
+
+    The job must call `job_started(key)` before doing its work.
+    """
+    if not get_redis().set(_marker(key), 1, nx=True, ex=ttl):
         return False
+    try:
+        enqueue(queue, func, *args, **options)
+    except BaseException:
+        get_redis().delete(_marker(key))
+        raise
     return True
+
+
+def job_started(key: str) -> None:
+    """Let the next `enqueue_once(key)` through: this job has begun its work."""
+    get_redis().delete(_marker(key))

@@ -37,7 +37,7 @@ from config import get_settings, queues
 from core.db import session_scope
 from core.models import OutboxStatus, SalesforceOutbox, utcnow
 from core.redis import get_redis
-from worker.queueing import enqueue
+from worker.queueing import enqueue_once, job_started
 from worker.salesforce.client import COLLECTION_LIMIT, SalesforceApi, SalesforceError
 
 log = logging.getLogger(__name__)
@@ -455,20 +455,20 @@ def flush_all() -> int:
             .distinct()
         ).all()
     return sum(
-        enqueue(
+        enqueue_once(
+            f"sf-flush:{team_id}",
             queues.SALESFORCE,
             "worker.salesforce.outbox.flush_team_job",
             int(team_id),
-            job_id=f"sf-flush-{team_id}",
-            unique=True,
+            ttl=300,
             retry=None,
-            failure_ttl=300,
         )
         for team_id in team_ids
     )
 
 
 def flush_team_job(team_id: int) -> dict[str, object]:
+    job_started(f"sf-flush:{team_id}")
     stats = flush_team(team_id)
     return {
         "claimed": stats.claimed,

@@ -8,7 +8,7 @@ from datetime import timedelta
 from config import get_settings, queues
 from core.db import session_scope
 from core.models import utcnow
-from worker.queueing import enqueue
+from worker.queueing import enqueue_once, job_started
 from worker.sequences import engine
 
 log = logging.getLogger(__name__)
@@ -19,29 +19,30 @@ DUE_BATCH = 1000
 def enqueue_due_steps() -> int:
     """Cron: queue a send job for every enrolment whose next step is due.
 
-    The job id names the enrolment and step, so a tick that runs while the
+    One waiting job per enrolment and step, so a tick that runs while the
     previous tick's jobs are still queued adds nothing.
     """
     with session_scope() as session:
         due = engine.due_enrollments(session, utcnow(), DUE_BATCH)
     queued = 0
     for enrollment_id, step in due:
-        queued += enqueue(
+        queued += enqueue_once(
+            f"step:{enrollment_id}:{step}",
             queues.SEND,
             "worker.sequences.jobs.send_due_step",
             enrollment_id,
-            job_id=f"step-{enrollment_id}-{step}",
-            unique=True,
+            step,
+            ttl=600,
             retry=None,  # the claim is the retry point; stuck sends are recovered below
-            failure_ttl=600,
         )
     if queued:
         log.info("due_steps_queued count=%s", queued)
     return queued
 
 
-def send_due_step(enrollment_id: int) -> str:
+def send_due_step(enrollment_id: int, step: int) -> str:
     """Claim the enrolment's due step (if still due and active) and send it."""
+    job_started(f"step:{enrollment_id}:{step}")
     with session_scope() as session:
         sent = engine.claim_due_step(session, enrollment_id, utcnow())
         sent_id = sent.id if sent else None
@@ -52,6 +53,7 @@ def send_due_step(enrollment_id: int) -> str:
 
 def deliver_message(sent_message_id: int) -> str:
     """Hand over an already claimed message (retries and recovery)."""
+    job_started(f"deliver:{sent_message_id}")
     return engine.deliver(sent_message_id).status
 
 
@@ -61,13 +63,12 @@ def recover_stuck_sends() -> int:
         stuck_after = timedelta(seconds=get_settings().send_recovery_seconds)
         ids = engine.stuck_sends(session, utcnow() - stuck_after, DUE_BATCH)
     return sum(
-        enqueue(
+        enqueue_once(
+            f"deliver:{sent_id}",
             queues.SEND,
             "worker.sequences.jobs.deliver_message",
             sent_id,
-            job_id=f"deliver-{sent_id}",
-            unique=True,
-            failure_ttl=600,
+            ttl=600,
         )
         for sent_id in ids
     )

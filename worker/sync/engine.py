@@ -4,9 +4,9 @@ One sync per mailbox at a time (a Redis lock). A burst of pushes queues one
 sync, and a push during a running sync queues exactly one more, through a
 "queued" marker set with NX::
 
-    push/poll ──SET sync:queued:<id> NX──▶ enqueued?  yes: one job
-                                              no:  one is already waiting
-    job: DEL sync:queued:<id> → take lock → sync → release
+    push/poll ──enqueue_once("sync:<id>")──▶ enqueued?  yes: one job
+                                                no:  one is already waiting
+    job: job_started("sync:<id>") → take lock → sync → release
 
 Per batch: one lookup of every candidate Message-ID; only a match (or a likely
 bounce/complaint/auto-reply) is fetched whole and handled in its own
@@ -29,7 +29,7 @@ from core.db import session_scope
 from core.models import Mailbox, MailboxStatus, utcnow
 from core.redis import get_redis
 from worker.matching.matcher import find_sent_messages, may_be_report
-from worker.queueing import enqueue
+from worker.queueing import enqueue_once, job_started
 from worker.sync.base import ChangeBatch, MailboxProvider, ProviderError
 from worker.sync.inbound import MailboxRef, handle_inbound, quarantine
 from worker.sync.registry import open_provider
@@ -52,22 +52,17 @@ class SyncStats:
         self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
 
 
-def _queued_key(mailbox_id: int) -> str:
-    return f"sightline:sync:queued:{mailbox_id}"
-
-
 def request_sync(mailbox_id: int) -> bool:
     """Queue a sync of the mailbox unless one is already waiting. True if queued."""
-    if not get_redis().set(_queued_key(mailbox_id), 1, nx=True, ex=LOCK_TIMEOUT_SECONDS):
-        return False
-    enqueue(queues.SYNC, SYNC_JOB, mailbox_id)
-    return True
+    return enqueue_once(
+        f"sync:{mailbox_id}", queues.SYNC, SYNC_JOB, mailbox_id, ttl=LOCK_TIMEOUT_SECONDS
+    )
 
 
 def sync_mailbox_job(mailbox_id: int) -> dict[str, object]:
     """RQ entry point: sync one mailbox. Returns counts (for logs and tests)."""
+    job_started(f"sync:{mailbox_id}")
     redis = get_redis()
-    redis.delete(_queued_key(mailbox_id))
     lock = redis.lock(f"sightline:sync:lock:{mailbox_id}", timeout=LOCK_TIMEOUT_SECONDS)
     if not lock.acquire(blocking=True, blocking_timeout=LOCK_WAIT_SECONDS):
         # Another sync of this mailbox is running; make sure one follows it.

@@ -38,6 +38,7 @@ from typing import Any, ClassVar
 
 import imapclient
 from imapclient.exceptions import IMAPClientError, LoginError
+from imapclient.imapclient import SEEN, SENT
 
 from worker.sync.base import (
     ChangeBatch,
@@ -188,7 +189,7 @@ class ImapProvider(MailboxProvider):
         if self._sent_folder:
             return self._sent_folder
         client = self._imap()
-        found = client.find_special_folder(imapclient.SENT)
+        found = client.find_special_folder(SENT)
         if found is None:
             found = "Sent"
             with contextlib.suppress(IMAPClientError):  # it may exist without the flag
@@ -200,7 +201,7 @@ class ImapProvider(MailboxProvider):
         # The message is already delivered: failing to file a copy must not fail the
         # send (a retry would send it twice). It is logged for the user to see.
         try:
-            self._imap().append(self._sent_folder_name(), raw, flags=[imapclient.SEEN])
+            self._imap().append(self._sent_folder_name(), raw, flags=[SEEN])
         except (IMAPClientError, OSError, ProviderError) as exc:
             log.warning("append_sent_failed mailbox=%s error=%s", self.email, exc)
 

@@ -1,0 +1,261 @@
+"""The core loop, end to end, on real parts.
+
+Enrol a prospect → step 1 goes out through a real SMTP server and lands in the
+prospect's Dovecot INBOX → someone answers it (a colleague at another address, or
+a person on CC) → the answer is delivered to the sender's Dovecot mailbox → the
+listener's IDLE wakes, a worker syncs, the enrolment is `replied` → step 2 never
+goes out → Salesforce (the TLS fake, through simple-salesforce) holds exactly one
+Task for the send and one for the reply, even after extra syncs and a worker
+killed while Salesforce held its write.
+
+The worker, cron and listener are the Procfile's own commands in subprocesses.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from email.message import EmailMessage
+from email.utils import make_msgid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from config import Settings, get_settings
+from core.db import session_scope
+from core.models import Event, InboundMessage, SalesforceOutbox
+from tests.conftest import ApiClient, service_environment
+from tests.fakes.salesforce import FakeSalesforce
+from tests.services.dovecot import DovecotServer, has_message_id, unique_address
+from tests.stack import Stack
+from worker.sync.engine import request_sync
+
+pytestmark = pytest.mark.integration
+
+STEP_2_DELAY = 12
+
+
+@pytest.fixture
+def stack(
+    env: Settings,
+    database_url: str,
+    redis_url: str,
+    fake_salesforce: FakeSalesforce,
+    fake_salesforce_ca_bundle: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[Stack]:
+    extra = {
+        "SALESFORCE_INSTANCE_URL": fake_salesforce.instance_url,
+        "SALESFORCE_ACCESS_TOKEN": fake_salesforce.access_token,
+        "SIGHTLINE_SEQUENCE_TICK_SECONDS": "1",
+        "SIGHTLINE_SALESFORCE_FLUSH_SECONDS": "1",
+        "SIGHTLINE_SALESFORCE_LEASE_SECONDS": "5",
+        "SIGHTLINE_SEND_RECOVERY_SECONDS": "5",
+        "SIGHTLINE_SYNC_POLL_SECONDS": "5",
+    }
+    for name, value in extra.items():
+        monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+    environment = {
+        **service_environment(database_url, redis_url, env.var_dir),
+        **extra,
+        "REQUESTS_CA_BUNDLE": fake_salesforce_ca_bundle,
+    }
+    running = Stack(environment, tmp_path / "logs").start("worker", "cron", "listener")
+    yield running
+    running.stop()
+
+
+def server(host: str, port: int, user: str, password: str) -> dict[str, Any]:
+    return {"host": host, "port": port, "username": user, "password": password, "security": "none"}
+
+
+def start_sequence(
+    api: ApiClient, dovecot: DovecotServer, smtp_server: Any, sender: str, prospect: str
+) -> dict[str, Any]:
+    mailbox = api.post(
+        "/api/v1/mailboxes",
+        {
+            "kind": "imap",
+            "email": sender,
+            "imap": server(dovecot.host, dovecot.imap_port, sender, dovecot.password),
+            "smtp": server(smtp_server.host, smtp_server.port, sender, smtp_server.password),
+        },
+    )
+    assert mailbox.status_code == 201, mailbox.json
+    sequence = api.post(
+        "/api/v1/sequences",
+        {
+            "name": "Intro",
+            "mailbox_id": mailbox.json["id"],
+            "steps": [
+                {
+                    "delay_seconds": 0,
+                    "subject": "Hello {{first_name}}",
+                    "body_html": "<p>Hi {{first_name}}, a quick question.</p>",
+                },
+                {
+                    "delay_seconds": STEP_2_DELAY,
+                    "body_html": "<p>Just bumping this.</p>",
+                    "same_thread": True,
+                },
+            ],
+        },
+    )
+    assert sequence.status_code == 201, sequence.json
+    enrollment = api.post(
+        "/api/v1/enrollments",
+        {"sequence_id": sequence.json["id"], "email": prospect, "name": "Dana Scully"},
+    )
+    assert enrollment.status_code == 201, enrollment.json
+    return {"mailbox_id": mailbox.json["id"], "enrollment_id": enrollment.json["id"]}
+
+
+def sent_messages(api: ApiClient, enrollment_id: int) -> list[dict[str, Any]]:
+    response = api.get(f"/api/v1/messages?enrollment_id={enrollment_id}")
+    return [m for m in response.json["messages"] if m["status"] == "sent"]
+
+
+def reply(author: str, to: str, cc: list[str], message_id: str) -> EmailMessage:
+    msg = EmailMessage()
+    msg["From"] = author
+    msg["To"] = to
+    if cc:
+        msg["Cc"] = ", ".join(cc)
+    msg["Subject"] = "Re: Hello Dana"
+    msg["Message-ID"] = make_msgid(domain=author.rpartition("@")[2])
+    msg["In-Reply-To"] = message_id
+    msg["References"] = message_id
+    msg.set_content("Yes, happy to talk on Tuesday.\n\n> Hi Dana, a quick question.\n")
+    return msg
+
+
+def counts(enrollment_id: int) -> dict[str, int]:
+    with session_scope() as session:
+        rows = session.execute(
+            select(Event.kind, func.count())
+            .where(Event.enrollment_id == enrollment_id)
+            .group_by(Event.kind)
+        )
+        return {kind: int(n) for kind, n in rows}
+
+
+def task_subjects(fake: FakeSalesforce) -> list[str]:
+    return sorted(t["Subject"] for t in fake.tasks())
+
+
+@pytest.mark.parametrize("who_answers", ["colleague", "cc"])
+def test_a_reply_from_anyone_halts_the_sequence_and_logs_once(
+    api: ApiClient,
+    stack: Stack,
+    dovecot: DovecotServer,
+    smtp_server: Any,
+    fake_salesforce: FakeSalesforce,
+    who_answers: str,
+) -> None:
+    sender = unique_address("seller.test", "rep")
+    prospect = unique_address("acme.test", "dana")
+    contact_id = fake_salesforce.add_contact(prospect)
+    ids = start_sequence(api, dovecot, smtp_server, sender, prospect)
+    enrollment_id = ids["enrollment_id"]
+
+    step_1 = stack.wait_for("step 1 to be sent", lambda: sent_messages(api, enrollment_id))[0]
+    received = dovecot.wait_for_message(prospect, has_message_id(step_1["message_id"]))
+    assert received["Subject"] == "Hello Dana"
+
+    if who_answers == "colleague":  # another address at the prospect's company
+        author, to, cc = unique_address("acme.test", "boss"), sender, []
+    else:  # someone on CC answers for everyone
+        author, to, cc = unique_address("partner.test", "cc"), sender, [prospect]
+    with smtp_server.connect(login=author) as smtp:
+        smtp.send_message(reply(author, to, cc, step_1["message_id"]))
+
+    state = stack.wait_for(
+        "the enrolment to stop",
+        lambda: (
+            (e := api.get(f"/api/v1/enrollments/{enrollment_id}").json)["state"] != "active" and e
+        ),
+    )
+    assert state["state"] == "replied"
+    assert state["state_reason"] == f"reply from {author}"
+
+    stack.wait_for(
+        "a Task for the send and one for the reply",
+        lambda: len(fake_salesforce.tasks()) >= 2,
+        timeout=20,
+    )
+    # Step 2 falls due while we wait; it must never go out.
+    time.sleep(STEP_2_DELAY + 3)
+    assert len(sent_messages(api, enrollment_id)) == 1
+    from_us = [e.message_id for e in smtp_server.sent_to(prospect) if e.mail_from == sender]
+    assert from_us == [step_1["message_id"]]
+
+    # Extra syncs of the same mailbox record nothing twice.
+    before = counts(enrollment_id)
+    for _ in range(2):
+        assert request_sync(ids["mailbox_id"])
+        stack.wait_for("the extra sync", lambda: _sync_queue_empty(), timeout=20)
+    time.sleep(2)
+    assert counts(enrollment_id) == before == {"sent": 1, "reply": 1}
+    with session_scope() as session:
+        assert session.scalar(select(func.count()).select_from(InboundMessage)) == 1
+    tasks = fake_salesforce.tasks()
+    assert task_subjects(fake_salesforce) == ["Email: Hello Dana", "Reply: Re: Hello Dana"]
+    assert {t["WhoId"] for t in tasks} == {contact_id}
+    reply_task = next(t for t in tasks if t["Subject"].startswith("Reply"))
+    assert "Yes, happy to talk on Tuesday." in reply_task["Description"]
+    assert "> Hi Dana" not in reply_task["Description"]
+
+
+def outbox_statuses() -> set[str]:
+    with session_scope() as session:
+        return set(session.scalars(select(SalesforceOutbox.status)))
+
+
+def _sync_queue_empty() -> bool:
+    from core.redis import get_redis
+
+    redis = get_redis()
+    return redis.llen("rq:queue:sync") == 0 and not redis.keys("sightline:queued:sync:*")
+
+
+def test_worker_killed_while_salesforce_holds_the_write(
+    api: ApiClient,
+    stack: Stack,
+    dovecot: DovecotServer,
+    smtp_server: Any,
+    fake_salesforce: FakeSalesforce,
+) -> None:
+    """Salesforce stores the Task, then the worker dies before hearing back: still one Task."""
+    sender = unique_address("seller.test", "rep")
+    prospect = unique_address("acme.test", "dana")
+    fake_salesforce.add_contact(prospect)
+    fake_salesforce.faults.add("commit_then_hang", count=1, match="composite", seconds=60)
+    ids = start_sequence(api, dovecot, smtp_server, sender, prospect)
+    enrollment_id = ids["enrollment_id"]
+    step_1 = stack.wait_for("step 1 to be sent", lambda: sent_messages(api, enrollment_id))[0]
+    stack.wait_for(
+        "Salesforce to hold the write",
+        lambda: (
+            fake_salesforce.faults.fired_count("commit_then_hang") == 1
+            and len(fake_salesforce.tasks()) == 1
+        ),
+        timeout=20,
+    )
+    stack.restart("worker")  # SIGKILL mid-job, then a fresh dyno
+
+    author = unique_address("acme.test", "boss")
+    with smtp_server.connect(login=author) as smtp:
+        smtp.send_message(reply(author, sender, [], step_1["message_id"]))
+    stack.wait_for(
+        "the enrolment to stop",
+        lambda: api.get(f"/api/v1/enrollments/{enrollment_id}").json["state"] == "replied",
+    )
+    stack.wait_for("the reply's Task", lambda: len(fake_salesforce.tasks()) >= 2, timeout=30)
+    # The send's row is reclaimed after its lease, found in Salesforce, not re-written.
+    stack.wait_for("every outbox row to be done", lambda: outbox_statuses() == {"done"}, timeout=30)
+    time.sleep(2)
+    assert task_subjects(fake_salesforce) == ["Email: Hello Dana", "Reply: Re: Hello Dana"]
