@@ -197,7 +197,7 @@ def test_a_reply_from_anyone_halts_the_sequence_and_logs_once(
     before = counts(enrollment_id)
     for _ in range(2):
         assert request_sync(ids["mailbox_id"])
-        stack.wait_for("the extra sync", lambda: _sync_queue_empty(), timeout=20)
+        stack.wait_for("the extra sync", _sync_queue_empty, timeout=20)
     time.sleep(2)
     assert counts(enrollment_id) == before == {"sent": 1, "reply": 1}
     with session_scope() as session:
