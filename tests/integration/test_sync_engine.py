@@ -21,7 +21,6 @@ from core.models import (
     Mailbox,
     MailboxStatus,
     SendStatus,
-    SentMessage,
     Sequence,
     SequenceStep,
     Team,
