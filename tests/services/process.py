@@ -28,7 +28,9 @@ from pathlib import Path
 _LIBC = ctypes.CDLL(None, use_errno=True)
 _PR_SET_PDEATHSIG = 1
 
-_running: set[subprocess.Popen[bytes]] = set()
+# Each running child and the pid of the process that spawned it: a test may fork
+# this process, and a forked copy exiting must not stop its parent's servers.
+_running: dict[subprocess.Popen[bytes], int] = {}
 
 
 class ServiceError(RuntimeError):
@@ -118,7 +120,9 @@ def spawn(
     """Start a server process, its stdout and stderr appended to `log_path`.
 
     The child gets its own session, so a Ctrl-C in the terminal reaches pytest
-    only, and pytest's finalizers stop the servers in order.
+    only, and pytest's finalizers stop the servers in order. It receives SIGTERM
+    when the *thread* that spawned it ends (PR_SET_PDEATHSIG): spawn from the main
+    thread, as fixtures do, for servers meant to outlive a helper thread.
     """
     with log_path.open("ab") as log:
         proc = subprocess.Popen(
@@ -131,7 +135,7 @@ def spawn(
             start_new_session=True,
             preexec_fn=_die_with_parent,  # noqa: PLW1509 - only calls prctl
         )
-    _running.add(proc)
+    _running[proc] = os.getpid()
     return proc
 
 
@@ -141,7 +145,7 @@ def stop(proc: subprocess.Popen[bytes], timeout: float = 5.0, *, group: bool = F
     With `group`, the SIGKILL goes to the process group `spawn` created for it,
     so its children (forked, never re-grouped) end at the same moment.
     """
-    _running.discard(proc)
+    _running.pop(proc, None)
     if proc.poll() is None:
         proc.terminate()
         try:
@@ -157,7 +161,7 @@ def stop(proc: subprocess.Popen[bytes], timeout: float = 5.0, *, group: bool = F
 
 def kill(proc: subprocess.Popen[bytes]) -> None:
     """SIGKILL a process started by `spawn`, as a crash would end it."""
-    _running.discard(proc)
+    _running.pop(proc, None)
     if proc.poll() is None:
         proc.kill()
     proc.wait()
@@ -167,7 +171,9 @@ def kill(proc: subprocess.Popen[bytes]) -> None:
 def _stop_all() -> None:
     # Fixture finalizers normally stop everything; this covers interpreters that
     # exit without running them (an exception in pytest itself, a bare script).
-    for proc in list(_running):
+    for proc, spawner in list(_running.items()):
+        if spawner != os.getpid():
+            continue
         with contextlib.suppress(OSError):
             stop(proc, timeout=2.0)
 
