@@ -97,6 +97,7 @@ protocol imap {{
 }}
 
 service imap-login {{
+{login_chroot}
   inet_listener imap {{
     address = 127.0.0.1
     port = {imap_port}
@@ -198,10 +199,10 @@ class DovecotServer:
         mailboxes = "\n".join(
             _MAILBOX.format(name=name, flag=flag) for name, flag in SPECIAL_FOLDERS.items()
         )
-        extra = ""
-        if os.geteuid() != 0:
-            # Unprivileged: nothing can change user, and chroot needs root.
-            extra = "login_chroot = no\nservice anvil {\n  chroot =\n}\n"
+        # Unprivileged, nothing can chroot: the chrooting services run unchrooted.
+        unprivileged = os.geteuid() != 0
+        extra = "service anvil {\n  chroot =\n}\n" if unprivileged else ""
+        login_chroot = "  chroot =" if unprivileged else ""
         self.config_path.write_text(
             _CONFIG.format(
                 instance=f"sightline-test-{self.root.name}",
@@ -211,6 +212,7 @@ class DovecotServer:
                 lmtp_port=self.lmtp_port,
                 mailboxes=mailboxes,
                 extra=extra,
+                login_chroot=login_chroot,
                 **users,
             )
         )
