@@ -62,8 +62,9 @@ class _Timer:
     def __enter__(self) -> None:
         self.started = time.monotonic()
 
-    def __exit__(self, *exc_info: object) -> None:
-        _start_times[self.name] = time.monotonic() - self.started
+    def __exit__(self, exc_type: type[BaseException] | None, *exc_info: object) -> None:
+        if exc_type is None:
+            _start_times[self.name] = time.monotonic() - self.started
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
