@@ -167,8 +167,8 @@ check_postgres_trust() {
     command -v psql >/dev/null || return 0
     PGCONNECT_TIMEOUT=3 timeout 5 psql -w -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres \
         -Atqc "select 1" >/dev/null 2>&1 ||
-        die "something answers on 127.0.0.1:$PG_PORT but does not let user postgres in without
-  a password. Either allow it (pg_hba.conf: host all all 127.0.0.1/32 trust), point the
+        die "something answers on 127.0.0.1:$PG_PORT but is not a PostgreSQL that lets user
+  postgres in without a password. Either allow it (pg_hba.conf: host all all 127.0.0.1/32 trust), point the
   tests elsewhere with SIGHTLINE_TEST_PG_URL, or let this script start its own server on
   a free port: SIGHTLINE_TEST_PG_PORT=55432 $0"
 }
@@ -203,8 +203,8 @@ main() {
             port_answers "$REDIS_PORT" || need_redis=1
         fi
     done
-    ((need_pg)) && packages+=(postgresql)
-    ((need_redis)) && packages+=(redis-server)
+    if ((need_pg)); then packages+=(postgresql); fi
+    if ((need_redis)); then packages+=(redis-server); fi
 
     local missing
     mapfile -t missing < <(missing_packages "${packages[@]}" | awk '!seen[$0]++')
