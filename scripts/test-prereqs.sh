@@ -5,9 +5,10 @@
 #
 # Usage: scripts/test-prereqs.sh [GROUP...]          (no GROUP means: core)
 #
-#   core     Dovecot IMAP + LMTP and the unprivileged `vmail` user (tests start
-#            their own Dovecot with their own config); PostgreSQL and Redis
-#            answering on 127.0.0.1 — used as found, else installed and started here.
+#   core     Python's venv module; Dovecot IMAP + LMTP and the unprivileged `vmail`
+#            user (tests start their own Dovecot with their own config); PostgreSQL
+#            and Redis answering on 127.0.0.1: used as found, else installed and
+#            started here.
 #   browser  headless Chromium and its WebDriver, with metric-compatible fonts.
 #   office   LibreOffice without a GUI, for `soffice --headless --convert-to pdf`.
 #   bench    nginx and wrk, for the benchmarks under bench/.
@@ -39,7 +40,8 @@ POLICY_RC_D=/usr/sbin/policy-rc.d
 
 group_packages() {
     case "$1" in
-        core) echo "dovecot-imapd dovecot-lmtpd" ;;
+        # python3-venv: Debian ships `python3 -m venv` (ensurepip) separately.
+        core) echo "python3-venv dovecot-imapd dovecot-lmtpd" ;;
         browser) echo "chromium chromium-driver fonts-liberation" ;;
         office) echo "libreoffice-writer-nogui libreoffice-impress-nogui fonts-liberation" ;;
         bench) echo "nginx-light wrk" ;;
