@@ -9,7 +9,11 @@ PORT ?= 5000
 
 $(VENV)/.runtime: requirements.txt
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) is required (set PYTHON=...)"; exit 1; }
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || { \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			rm -rf $(VENV); apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null \
+			&& $(PYTHON) -m venv $(VENV); \
+		else echo "Python's venv module is missing: install python3-venv"; exit 1; fi; }
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements.txt
 	@touch $@
@@ -32,14 +36,16 @@ stop: $(VENV)/.runtime
 	$(BIN)/python -m core.redis stop
 
 ## test: set up, install and start the services the tests need, run every test
-test: $(VENV)/.dev
+test:
 	scripts/test-prereqs.sh core
+	$(MAKE) --no-print-directory $(VENV)/.dev
 	$(BIN)/python -m pytest
 
 lint: $(VENV)/.dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy .
+	command -v shellcheck >/dev/null && shellcheck scripts/*.sh .ci/run
 
 format: $(VENV)/.dev
 	$(BIN)/ruff format .

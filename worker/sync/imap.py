@@ -35,11 +35,13 @@ import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, ClassVar
+from urllib.parse import urlsplit
 
 import imapclient
 from imapclient.exceptions import IMAPClientError, LoginError
 from imapclient.imapclient import SEEN, SENT
 
+from config import get_settings
 from worker.sync.base import (
     ChangeBatch,
     HeaderSummary,
@@ -132,12 +134,20 @@ class ImapProvider(MailboxProvider):
         s = self._smtp_settings
         security = s.get("security", "starttls")
         try:
+            # The EHLO name is ours to give; without it smtplib asks DNS for an FQDN.
+            helo = urlsplit(get_settings().public_base_url).hostname or "localhost"
             if security == "tls":
                 smtp: smtplib.SMTP = smtplib.SMTP_SSL(
-                    s["host"], int(s["port"]), timeout=TIMEOUT_SECONDS, context=_ssl_context()
+                    s["host"],
+                    int(s["port"]),
+                    local_hostname=helo,
+                    timeout=TIMEOUT_SECONDS,
+                    context=_ssl_context(),
                 )
             else:
-                smtp = smtplib.SMTP(s["host"], int(s["port"]), timeout=TIMEOUT_SECONDS)
+                smtp = smtplib.SMTP(
+                    s["host"], int(s["port"]), local_hostname=helo, timeout=TIMEOUT_SECONDS
+                )
                 if security == "starttls":
                     smtp.starttls(context=_ssl_context())
             smtp.login(s["username"], s["password"])
