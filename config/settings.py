@@ -39,7 +39,13 @@ class ConfigError(Exception):
 
 @dataclass(frozen=True)
 class SalesforceSettings:
-    """The default Salesforce org. Either an access token or username/password."""
+    """Salesforce: the default org, the Connected App, and how the outbox paces itself.
+
+    The default (settings-level) org serves every team that connected none of
+    its own: an access token, username/password, or the JWT bearer flow. The
+    Connected App (`client_id`/`client_secret`) is what teams connect their own
+    org through (OAuth web-server flow), and what the JWT flow signs for.
+    """
 
     instance_url: str | None = None
     access_token: str | None = field(default=None, repr=False)
@@ -50,10 +56,26 @@ class SalesforceSettings:
     api_version: str = "62.0"
     task_key_field: str = "Sightline_Key__c"
     task_status: str = "Completed"
+    login_url: str = "https://login.salesforce.com"
+    client_id: str | None = None
+    client_secret: str | None = field(default=None, repr=False)
+    jwt_private_key: str | None = field(default=None, repr=False)
+    jwt_username: str | None = None
+    engagement_debounce_seconds: int = 300
+    park_seconds: int = 900
+    retry_base_seconds: int = 15
+    timeout_seconds: int = 60
+    bulk_threshold: int = 2000
+    who_retry_seconds: int = 3600
 
     @property
     def configured(self) -> bool:
-        return bool((self.instance_url and self.access_token) or (self.username and self.password))
+        """True when the default org can be reached."""
+        return bool(
+            (self.instance_url and self.access_token)
+            or (self.username and self.password)
+            or (self.jwt_username and self.client_id and self.jwt_private_key)
+        )
 
 
 @dataclass(frozen=True)
@@ -87,7 +109,17 @@ class Settings:
         """Values that must never appear in a log line."""
         values = [self.secret_key, *self.encryption_keys]
         sf = self.salesforce
-        values += [v for v in (sf.access_token, sf.password, sf.security_token) if v]
+        values += [
+            v
+            for v in (
+                sf.access_token,
+                sf.password,
+                sf.security_token,
+                sf.client_secret,
+                sf.jwt_private_key,
+            )
+            if v
+        ]
         redis_password = urlsplit(self.redis_url).password
         db_password = urlsplit(self.database_url).password
         values += [v for v in (redis_password, db_password) if v]
@@ -214,6 +246,36 @@ def _listener_shard(env: Mapping[str, str], shards: int) -> int:
     return _int(env, "SIGHTLINE_LISTENER_SHARD", 0, 0, shards - 1)
 
 
+def _salesforce_login_url(env: Mapping[str, str], domain: str) -> str:
+    """Where logins and token grants go: login/test.salesforce.com or a My Domain."""
+    raw = _get(env, "SALESFORCE_LOGIN_URL")
+    if raw is None:
+        return f"https://{domain}.salesforce.com"
+    parts = urlsplit(raw)
+    if parts.scheme != "https" or not parts.netloc or parts.path not in ("", "/"):
+        raise ConfigError(
+            f"SALESFORCE_LOGIN_URL: expected https://host (e.g. https://login.salesforce.com "
+            f"or your My Domain), got {raw!r}"
+        )
+    return raw.rstrip("/")
+
+
+def _jwt_private_key(env: Mapping[str, str]) -> str | None:
+    """The Connected App's RSA key for the JWT bearer flow, inline or from a file."""
+    key = _get(env, "SALESFORCE_JWT_PRIVATE_KEY")
+    name = "SALESFORCE_JWT_PRIVATE_KEY"
+    path = _get(env, "SALESFORCE_JWT_PRIVATE_KEY_FILE")
+    if key is None and path is not None:
+        name = "SALESFORCE_JWT_PRIVATE_KEY_FILE"
+        try:
+            key = Path(path).read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"{name}: cannot read {path}: {exc.strerror}") from None
+    if key is not None and not key.startswith("-----BEGIN"):
+        raise ConfigError(f"{name}: expected a PEM private key (-----BEGIN ... PRIVATE KEY-----)")
+    return key
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Read and validate every setting. Raises ConfigError naming the variable."""
     env = os.environ if env is None else env
@@ -260,6 +322,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     if sf_instance is not None and not sf_instance.startswith(("https://", "http://")):
         raise ConfigError(f"SALESFORCE_INSTANCE_URL: expected https://..., got {sf_instance!r}")
     sf_domain = _get(env, "SALESFORCE_DOMAIN") or "login"
+    sf_login_url = _salesforce_login_url(env, sf_domain)
+    sf_client_id = _get(env, "SALESFORCE_CLIENT_ID")
+    sf_jwt_key = _jwt_private_key(env)
     salesforce = SalesforceSettings(
         instance_url=sf_instance.rstrip("/") if sf_instance else None,
         access_token=_get(env, "SALESFORCE_ACCESS_TOKEN"),
@@ -270,7 +335,24 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         api_version=_get(env, "SALESFORCE_API_VERSION") or "62.0",
         task_key_field=_get(env, "SALESFORCE_TASK_KEY_FIELD") or "Sightline_Key__c",
         task_status=_get(env, "SALESFORCE_TASK_STATUS") or "Completed",
+        login_url=sf_login_url,
+        client_id=sf_client_id,
+        client_secret=_get(env, "SALESFORCE_CLIENT_SECRET"),
+        jwt_private_key=sf_jwt_key,
+        jwt_username=_get(env, "SALESFORCE_JWT_USERNAME"),
+        engagement_debounce_seconds=_int(
+            env, "SIGHTLINE_SALESFORCE_ENGAGEMENT_DEBOUNCE_SECONDS", 300, 0, 86400
+        ),
+        park_seconds=_int(env, "SIGHTLINE_SALESFORCE_PARK_SECONDS", 900, 1, 86400),
+        retry_base_seconds=_int(env, "SIGHTLINE_SALESFORCE_RETRY_BASE_SECONDS", 15, 1, 3600),
+        timeout_seconds=_int(env, "SIGHTLINE_SALESFORCE_TIMEOUT_SECONDS", 60, 1, 600),
+        bulk_threshold=_int(env, "SIGHTLINE_SALESFORCE_BULK_THRESHOLD", 2000, 201, 10_000_000),
+        who_retry_seconds=_int(env, "SIGHTLINE_SALESFORCE_WHO_RETRY_SECONDS", 3600, 1, 7 * 86400),
     )
+    if salesforce.jwt_username and not (sf_client_id and sf_jwt_key):
+        raise ConfigError(
+            "SALESFORCE_JWT_USERNAME: needs SALESFORCE_CLIENT_ID and SALESFORCE_JWT_PRIVATE_KEY"
+        )
     if salesforce.access_token and not salesforce.instance_url:
         raise ConfigError("SALESFORCE_INSTANCE_URL: required with SALESFORCE_ACCESS_TOKEN")
     if salesforce.username and not salesforce.password:

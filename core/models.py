@@ -378,7 +378,7 @@ class SalesforceOutbox(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     team_id: Mapped[int] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"))
     key: Mapped[str] = mapped_column(String(255), unique=True)
-    kind: Mapped[str] = mapped_column(String(30))  # task_sent, task_reply
+    kind: Mapped[str] = mapped_column(String(30))  # task_sent, task_reply, task_engagement
     event_id: Mapped[int | None] = mapped_column(
         BigId, ForeignKey("events.id", ondelete="SET NULL")
     )
@@ -393,3 +393,76 @@ class SalesforceOutbox(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     done_at: Mapped[datetime | None]
+    # The Contact/Lead the Task went to, and since when the row waited for one.
+    who_id: Mapped[str | None] = mapped_column(String(18))
+    waiting_since: Mapped[datetime | None]
+
+
+class SalesforceAuthKind(enum.StrEnum):
+    DEFAULT = "default"  # the settings-level org (SALESFORCE_*), shared by every such team
+    OAUTH = "oauth"  # web-server flow: a refresh token, rotated when the org says so
+    JWT = "jwt"  # JWT bearer: server-to-server, nothing stored but the username
+    PASSWORD = "password"  # noqa: S105 - username + password + security token (development)
+
+
+class SalesforceConnectionStatus(enum.StrEnum):
+    ACTIVE = "active"
+    NEEDS_RECONNECT = "needs_reconnect"  # the org refused our credentials: a person must act
+    DISCONNECTED = "disconnected"  # a person disconnected it; writes are held, never dropped
+
+
+class SalesforceConnection(Base):
+    """A team's Salesforce org and the team's Salesforce settings.
+
+    A team without a row uses the settings-level org with default settings.
+    Credentials (refresh/access token, password) are Fernet-encrypted;
+    `token_version` moves on every change so a rotated refresh token is saved
+    with a compare-and-set, never over a newer one.
+    """
+
+    __tablename__ = "salesforce_connections"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    team_id: Mapped[int] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"), unique=True)
+    auth_kind: Mapped[str] = mapped_column(String(20), default=SalesforceAuthKind.DEFAULT)
+    login_url: Mapped[str | None] = mapped_column(String(500))
+    instance_url: Mapped[str | None] = mapped_column(String(500))
+    org_id: Mapped[str | None] = mapped_column(String(18))
+    username: Mapped[str | None] = mapped_column(String(320))
+    credentials_encrypted: Mapped[str | None] = mapped_column(Text)
+    token_version: Mapped[int] = mapped_column(Integer, default=0)
+    status: Mapped[str] = mapped_column(String(20), default=SalesforceConnectionStatus.ACTIVE)
+    status_reason: Mapped[str | None] = mapped_column(Text)
+    # Above this share (percent) of the org's daily API allowance, engagement
+    # updates wait; sends and replies keep flowing.
+    budget_share: Mapped[int] = mapped_column(Integer, default=80)
+    create_leads: Mapped[bool] = mapped_column(Boolean, default=False)
+    connected_at: Mapped[datetime | None]
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class SalesforceEngagement(Base):
+    """Opens, clicks and document views of one sent email, summarised for its Task.
+
+    Counters move in the same transaction as the event that moved them (see
+    `worker.salesforce.engagement.queue_engagement`); the Salesforce write is
+    an outbox row that carries no numbers and reads these when it is sent.
+    """
+
+    __tablename__ = "salesforce_engagement"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    team_id: Mapped[int] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"), index=True)
+    sent_message_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("sent_messages.id", ondelete="CASCADE"), unique=True
+    )
+    opens: Mapped[int] = mapped_column(Integer, default=0)
+    clicks: Mapped[int] = mapped_column(Integer, default=0)
+    document_views: Mapped[int] = mapped_column(Integer, default=0)
+    first_opened_at: Mapped[datetime | None]
+    last_opened_at: Mapped[datetime | None]
+    first_clicked_at: Mapped[datetime | None]
+    last_clicked_at: Mapped[datetime | None]
+    first_viewed_at: Mapped[datetime | None]
+    last_viewed_at: Mapped[datetime | None]
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
