@@ -80,7 +80,9 @@ def test_send_delivers_the_exact_message_id_and_files_a_copy(
     received = dovecot.wait_for_message(prospect, has_message_id(message_id))
     assert received["In-Reply-To"] == "<earlier@seller.test>"
     assert received["Subject"] == "Quick question"
-    assert received.get_body(("html",)).get_content().strip() == "<p>Hi <b>Dana</b></p>"
+    html_part = received.get_body(("html",))
+    assert html_part is not None
+    assert html_part.get_content().strip() == "<p>Hi <b>Dana</b></p>"
     assert dovecot.wait_for_message(sender, has_message_id(message_id), folder="Sent")
     assert provider.find_sent(message_id) is not None
     assert provider.find_sent("<never-sent@seller.test>") is None
