@@ -398,6 +398,80 @@ class SalesforceOutbox(Base):
     waiting_since: Mapped[datetime | None]
 
 
+class Device(Base):
+    """A browser that signed in to the web app. Hits carrying its cookie are `self`.
+
+    `public_id` is what the signed device cookie names; revoking the row makes
+    the cookie count for nothing.
+    """
+
+    __tablename__ = "devices"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    public_id: Mapped[str] = mapped_column(String(32), unique=True)
+    team_id: Mapped[int] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"), index=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    user_agent: Mapped[str | None] = mapped_column(String(500))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(default=utcnow)
+    revoked_at: Mapped[datetime | None]
+
+
+class SignIn(Base):
+    """A successful sign-in. Its address marks the team's own hits for a while.
+
+    `ip` and `user_agent` are cleared after the tracking retention (README).
+    """
+
+    __tablename__ = "sign_ins"
+    __table_args__ = (Index("ix_sign_ins_team_at", "team_id", "at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    team_id: Mapped[int] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"))
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    device_id: Mapped[int | None] = mapped_column(ForeignKey("devices.id", ondelete="SET NULL"))
+    ip: Mapped[str | None] = mapped_column(String(45))
+    user_agent: Mapped[str | None] = mapped_column(String(500))
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class TrackingHit(Base):
+    """One pixel load or link click, labelled (person, self, apple_proxy, ...).
+
+    Keyed by the Redis stream entry it came from, so draining an entry twice
+    stores it once. Every hit is kept, whatever its label; `ip` and
+    `user_agent` are cleared after the tracking retention (README).
+    """
+
+    __tablename__ = "tracking_hits"
+    __table_args__ = (
+        Index("ix_tracking_hits_sent_at", "sent_message_id", "at"),
+        Index("ix_tracking_hits_at", "at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    stream_id: Mapped[str] = mapped_column(String(40), unique=True)
+    team_id: Mapped[int] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"), index=True)
+    sent_message_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("sent_messages.id", ondelete="CASCADE")
+    )
+    recipient: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(10))  # open, click
+    link: Mapped[int | None] = mapped_column(Integer)
+    url: Mapped[str | None] = mapped_column(Text)
+    hit_class: Mapped[str] = mapped_column(String(20))
+    reason: Mapped[str] = mapped_column(String(200), default="")
+    method: Mapped[str] = mapped_column(String(10))
+    ip: Mapped[str | None] = mapped_column(String(45))
+    user_agent: Mapped[str | None] = mapped_column(String(500))
+    device_id: Mapped[str | None] = mapped_column(String(32))
+    event_id: Mapped[int | None] = mapped_column(
+        BigId, ForeignKey("events.id", ondelete="SET NULL")
+    )
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class SalesforceAuthKind(enum.StrEnum):
     DEFAULT = "default"  # the settings-level org (SALESFORCE_*), shared by every such team
     OAUTH = "oauth"  # web-server flow: a refresh token, rotated when the org says so
