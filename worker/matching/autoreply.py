@@ -15,6 +15,10 @@ Signals, strongest first:
    "Réponse automatique", "I am out of the office" ...): many out-of-office
    messages carry no header at all.
 
+A headerless notice under a "Re:" subject must also say what happens to the
+message meanwhile ("I will reply upon my return", "for urgent matters ..."):
+people write "I'm out of the office until Monday, but yes" in real replies.
+
 Not signals on their own: ``X-MS-Exchange-Inbox-Rules-Loop`` (inbox-rule forwards
 carry it too) and ``X-Auto-Response-Suppress`` (it asks *others* not to reply).
 
@@ -31,6 +35,8 @@ import datetime as dt
 import email.utils
 import re
 from email.message import Message
+
+from worker.matching.replytext import REPLY_PREFIX
 
 __all__ = ["is_auto_reply", "return_date"]
 
@@ -75,6 +81,29 @@ _BODY = re.compile(
     r"|jeg er (?:på ferie|fraværende|ikke på kontoret|bortreist|på barsel)"
     r"|olen (?:lomalla|poissa|vuosilomalla)|jestem (?:na urlopie|nieobecn[ya]|poza biurem)"
     r"|不在にしております|休暇を取得|出張のため|外出しております|休暇中",
+    re.IGNORECASE,
+)
+
+# What only a notice adds to "I am away": what happens to the message meanwhile.
+_NOTICE_DETAIL = re.compile(
+    r"(?:will|shall|i'll) (?:respond|reply|get back to you|answer|read|deal with)\b.{0,60}"
+    r"\b(?:return|back)|upon my return|limited (?:or no )?access|no access to (?:my )?e-?mail"
+    r"|(?:urgent|immediate) (?:matters|issues|requests|enquiries|inquiries|assistance|queries)"
+    r"|in my absence|will not be (?:read|forwarded|monitored)|not (?:being )?monitored"
+    r"|checking (?:my )?e-?mails? (?:intermittently|periodically|occasionally)|delayed response"
+    r"|nach meiner r[üu]ckkehr|in dringenden f[äa]llen|eingeschr[äa]nkte?m? zugriff"
+    r"|keinen zugriff|wenden sie sich|nicht weitergeleitet|meine vertretung"
+    r"|[àa] mon retour|pour toute urgence|en cas d'urgence|acc[èe]s limit[ée]"
+    r"|a mi (?:regreso|vuelta)|en caso de urgencia|asuntos urgentes|acceso limitado"
+    r"|al mio (?:rientro|ritorno)|per urgenze|accesso limitato"
+    r"|no meu regresso|quando (?:eu )?(?:voltar|regressar|retornar)|em caso de urg[êe]ncia"
+    r"|acesso limitado|na mijn terugkomst|bij mijn terugkeer|in dringende gevallen"
+    r"|voor dringende zaken|beperkte? toegang|n[äa]r jag (?:[äa]r|kommer) tillbaka"
+    r"|(?:vid|i) br[åa]dskande [äa]renden|begr[äa]nsad tillg[åa]ng"
+    r"|n[åa]r jeg (?:er|kommer) tilba(?:ke|ge)|ved hastesaker|i hastende tilf[æa]lde"
+    r"|begrenset tilgang|begr[æa]nset adgang|palattuani|kiireellisiss[äa] asioissa"
+    r"|rajoitetusti|po (?:moim )?powrocie|w pilnych sprawach|ograniczony dost[ęe]p"
+    r"|急ぎの|緊急の|戻り次第",
     re.IGNORECASE,
 )
 
@@ -179,7 +208,14 @@ def is_auto_reply(msg: Message, subject: str, new_text: str, quotes_history: boo
     # No header at all: the subject alone, or an absence notice short enough to be one.
     if _SUBJECT.search(subject):
         return True
-    return body_wording and len(new_text) < 1500
+    if not body_wording or len(new_text) >= 1500:
+        return False
+    # "I'm out of the office until Monday, but yes - Tuesday at 10" is a person
+    # answering: under a "Re:" subject, a notice must also say what happens to
+    # the message meanwhile (read on return, urgent matters to a colleague ...).
+    return not REPLY_PREFIX.match(subject) or bool(
+        _NOTICE_DETAIL.search(" ".join(new_text[:1500].split()))
+    )
 
 
 def return_date(text: str, sent: dt.date | None) -> dt.date | None:

@@ -16,9 +16,12 @@ hard/soft) and the original message's Message-ID out of
 
 - Amazon SES notifications carried as JSON in a mail body.
 
-Delivery *delays* (every recipient ``Action: delayed``, or "warning, still
-retrying" texts) and success reports are not bounces: ``read_bounce`` says so
-with ``BounceOutcome.DELAYED`` / ``DELIVERED`` and no recipients.
+Delivery *delays* (``Action: delayed``, or "warning, still retrying" texts)
+are reported with ``BounceOutcome.DELAYED`` and their recipients, each marked
+``delayed`` and never hard: the mail server is still trying, so nothing about
+the address is known yet. A report that mixes failed and delayed recipients
+is ``FAILED`` and lists both, in the report's order. Success reports are
+``DELIVERED`` with no recipients.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from worker.matching.mimetext import (
     part_text,
 )
 from worker.matching.msgid import parse_msgid_list
+from worker.matching.replytext import REPLY_PREFIX
 
 __all__ = ["BounceOutcome", "BounceReport", "BouncedRecipient", "read_bounce", "ses_payload"]
 
@@ -58,6 +62,7 @@ class BouncedRecipient:
     hard: bool
     reason: str
     diagnostic: str
+    delayed: bool = False  # the server is still retrying: not a failure (yet)
 
 
 @dataclass(frozen=True)
@@ -103,7 +108,8 @@ _FAILURE_TEXT = re.compile(
     r"|permanent (?:fatal )?(?:error|failure)|did not reach|delivery to the following"
     r"|not be delivered|returned to sender|i'm afraid i wasn't able|following address(?:es)?"
     r" (?:had|failed)|message could not|rejected|user unknown|delivery error"
-    r"|not delivered|failure reasons|mailbox is full|error|delivery failure|fatal",
+    r"|not delivered|failure reasons|mailbox is full|error|delivery failure|fatal"
+    r"|duplicated message-id|mail loop|loop detected",
     re.IGNORECASE,
 )
 _STRONG_FAILURE_TEXT = re.compile(
@@ -143,6 +149,7 @@ _FROM_LINE = re.compile(
     r"^\s*(?:from|return-path|sender)\s*:\s*(.*)$", re.IGNORECASE | re.MULTILINE
 )
 _TO_LINE = re.compile(r"^\s*to\s*:\s*(.*)$", re.IGNORECASE | re.MULTILINE)
+_SUMMARY_TO_LINE = re.compile(r"^\s*(?:to|cc)\s*:[^@]*$", re.IGNORECASE)
 
 
 def read_bounce(msg: Message) -> BounceReport | None:
@@ -183,18 +190,17 @@ def _read_dsn(msg: Message, original_ids: tuple[str, ...]) -> BounceReport | Non
     if not entries:
         return None
     human = _report_text(msg)
-    failed: list[BouncedRecipient] = []
-    actions = {e.action for e in entries}
+    reported: list[BouncedRecipient] = []
     for entry in entries:
-        if entry.action in ("delayed", "delivered", "relayed", "expanded"):
+        if entry.action in ("delivered", "relayed", "expanded"):
             continue
         if not entry.action and entry.status[:1] == "2":
             continue
-        failed.append(_recipient_from_dsn(entry, human, len(entries)))
-    if failed:
-        return BounceReport(BounceOutcome.FAILED, tuple(failed), original_ids)
-    outcome = BounceOutcome.DELAYED if "delayed" in actions else BounceOutcome.DELIVERED
-    return BounceReport(outcome, (), original_ids)
+        reported.append(_recipient_from_dsn(entry, human, len(entries)))
+    if not reported:
+        return BounceReport(BounceOutcome.DELIVERED, (), original_ids)
+    outcome = BounceOutcome.DELAYED if all(r.delayed for r in reported) else BounceOutcome.FAILED
+    return BounceReport(outcome, tuple(reported), original_ids)
 
 
 def _forwarded_report(msg: Message) -> Message | None:
@@ -215,18 +221,24 @@ def _recipient_from_dsn(entry: dsn.DsnRecipient, human: str, count: int) -> Boun
     # The human-readable part often says more than a terse Diagnostic-Code.
     context = _segment_for(addr, human) if count > 1 else human
     status = dsn.best_status(entry.diagnostic) or entry.status
-    if not status or status.endswith(".0.0"):
+    if not status or (status.endswith(".0.0") and not dsn.best_status(entry.diagnostic)):
         # Some MTAs (OpenSMTPD) put the remote server's code only in the text part.
         status = dsn.best_status(_lines_about(addr, human), context) or status
-    reason = reasons.reason_for(entry.diagnostic, status, context)
+    delayed = entry.action == "delayed"
+    reason = reasons.reason_for_category(entry.category) or reasons.reason_for(
+        entry.diagnostic, status, context
+    )
+    if delayed and reason in ("onhold", "undefined"):
+        reason = "expired"
     if not status:
-        status = reasons.status_for_reason(reason, _temporary(entry.diagnostic))
+        status = reasons.status_for_reason(reason, delayed or _temporary(entry.diagnostic))
     return BouncedRecipient(
         address=addr.lower() if "@" in addr else addr,
         status=status,
-        hard=reasons.is_hard(reason, status),
+        hard=not delayed and reasons.is_hard(reason, status),
         reason=reason,
         diagnostic=" ".join(entry.diagnostic.split())[:500],
+        delayed=delayed,
     )
 
 
@@ -306,6 +318,10 @@ def _read_free_form(msg: Message, original_ids: tuple[str, ...]) -> BounceReport
         str(msg.get("Return-Path", "")).strip() in ("<>", "") and msg.get("Return-Path") is not None
     ) or bool(re.search(r"no-?reply@", sender, re.IGNORECASE))
     auto_replied = str(msg.get("Auto-Submitted", "")).strip().lower().startswith("auto-replied")
+    if REPLY_PREFIX.match(subject) and not daemon and not machine_sent:
+        # "Re: Cutting delivery failures" from a person: an answer about
+        # deliveries, not a delivery report (those never start with "Re:").
+        return None
     is_bounce = (
         (daemon and (bounce_subject or failure_text))
         # RFC 3834 auto-replies say so; a non-daemon saying it needs strong wording.
@@ -314,8 +330,9 @@ def _read_free_form(msg: Message, original_ids: tuple[str, ...]) -> BounceReport
     )
     if not is_bounce:
         return None
-    if _DELAY_TEXT.search(f"{subject}\n{report}") and not _PERMANENT_TEXT.search(report):
-        return BounceReport(BounceOutcome.DELAYED, (), original_ids)
+    delayed = bool(_DELAY_TEXT.search(f"{subject}\n{report}")) and not _PERMANENT_TEXT.search(
+        report
+    )
     addresses = _failed_addresses(msg, report)
     recipients = []
     for address in addresses:
@@ -325,18 +342,22 @@ def _read_free_form(msg: Message, original_ids: tuple[str, ...]) -> BounceReport
         if not status and len(addresses) == 1:
             status = dsn.best_status(report)
         reason = reasons.reason_for(own_lines, status, segment)
+        if delayed and reason in ("onhold", "undefined"):
+            reason = "expired"
         if not status:
-            status = reasons.status_for_reason(reason, _temporary(segment))
+            status = reasons.status_for_reason(reason, delayed or _temporary(segment))
         recipients.append(
             BouncedRecipient(
                 address=address,
                 status=status,
-                hard=reasons.is_hard(reason, status),
+                hard=not delayed and reasons.is_hard(reason, status),
                 reason=reason,
                 diagnostic=" ".join(segment.split())[:500],
+                delayed=delayed,
             )
         )
-    return BounceReport(BounceOutcome.FAILED, tuple(recipients), original_ids)
+    outcome = BounceOutcome.DELAYED if delayed else BounceOutcome.FAILED
+    return BounceReport(outcome, tuple(recipients), original_ids)
 
 
 def _temporary(text: str) -> bool:
@@ -414,6 +435,7 @@ def _failed_addresses(msg: Message, report: str) -> list[str]:
     """Recipient addresses named in a free-form report, in order of appearance."""
     excluded = _own_addresses(msg)
     found: list[str] = []
+    summarised: list[str] = []
     for match in _ADDRESS.finditer(report):
         address = match.group(0).rstrip(".").lower()
         local = address.split("@", 1)[0]
@@ -422,8 +444,14 @@ def _failed_addresses(msg: Message, report: str) -> list[str]:
             continue
         if re.search(r"(?:message-id|from|sender|envelope-from|mail from)\s*[:=]?\s*<?$", before):
             continue
-        if address not in found:
+        line_start = report.rfind("\n", 0, match.start()) + 1
+        if _SUMMARY_TO_LINE.match(report[line_start : match.start()]):
+            # "Your message  To: a@b  Subject: ...": the original's header, which
+            # may name other addresses than the one that failed.
+            summarised.append(address)
+        elif address not in found:
             found.append(address)
+    found = found or list(dict.fromkeys(summarised))
     if found:
         return found
     for value in msg.get_all("X-Failed-Recipients", []) or []:

@@ -38,6 +38,7 @@ class DsnRecipient:
     status: str
     diagnostic: str
     remote_mta: str
+    category: str = ""  # an MTA's own verdict field (PowerMTA's X-PowerMTA-BounceCategory)
 
     @property
     def address(self) -> str:
@@ -63,6 +64,7 @@ def parse_dsn_fields(text: str) -> list[DsnRecipient]:
             status=_first_status(fields.get("status", "")),
             diagnostic=fields.get("diagnostic-code", ""),
             remote_mta=_strip_type(fields.get("remote-mta", "")),
+            category=fields.get("x-powermta-bouncecategory", "").strip().lower(),
         )
         for fields in blocks
     ]

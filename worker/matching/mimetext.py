@@ -134,6 +134,13 @@ def html_to_text(markup: str) -> str:
     return re.sub(r"\n{3,}", "\n\n", text).strip()
 
 
+# Gmail, Outlook (web, Windows, Mac), Yahoo, Proton Mail, Thunderbird, Zoho.
+_QUOTE_CONTAINER = re.compile(
+    r"gmail_quote|divRplyFwdMsg|appendonsend|mail-editor-reference-message-container"
+    r"|yahoo_quoted|protonmail_quote|moz-cite-prefix|zmail_extra"
+)
+
+
 class _TextExtractor(HTMLParser):
     _BLOCKS = frozenset(
         "p div br li tr h1 h2 h3 h4 h5 h6 table blockquote pre hr section article".split()  # noqa: SIM905
@@ -154,9 +161,9 @@ class _TextExtractor(HTMLParser):
             self.chunks.append("\n")
         elif tag in self._BLOCKS:
             self.chunks.append("\n")
-        # Gmail and Apple Mail wrap quoted history in these: mark it as a quote.
+        # Webmail and desktop clients wrap quoted history in these: mark it as a quote.
         classes = " ".join(v or "" for k, v in attrs if k in ("class", "id"))
-        if tag == "div" and re.search(r"gmail_quote|divRplyFwdMsg|appendonsend", classes):
+        if tag == "div" and _QUOTE_CONTAINER.search(classes):
             self.chunks.append("\n>>QUOTE-START<<\n")
 
     def handle_endtag(self, tag: str) -> None:

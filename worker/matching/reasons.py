@@ -46,7 +46,7 @@ _TEXT_RULES: tuple[tuple[str, str], ...] = (
     (
         "suspend",
         r"(?:mailbox|account|address|user|recipient).{0,40}(?:is |has been )?"
-        r"(?:disabled|suspended|deactivated|inactive|frozen|locked|expired|closed)"
+        r"\b(?:disabled|suspended|deactivated|inactive|frozen|locked|expired|closed)\b"
         r"|(?:disabled|suspended|inactive|closed) (?:mailbox|account|recipient)|temporar\w* locked"
         r"|mailbox (?:is )?(?:temporarily )?unavailable.{0,20}(?:suspend|disabled)",
     ),
@@ -68,12 +68,45 @@ _TEXT_RULES: tuple[tuple[str, str], ...] = (
     (
         "notaccept",
         r"does not accept (?:any )?(?:e-?)?mail|not accepting (?:any )?(?:e-?)?mail|null mx"
+        r"|indicated no smtp service"
         r"|doesn't receive (?:e-?)?mail|couldn't find a mail exchanger",
     ),
     (
         "requireptr",
         r"reverse dns|reverse (?:dns )?lookup|\bptr\b|\brdns\b|no reverse|reverse mapping"
         r"|hostname (?:does not|doesn't) match|cannot find your hostname|ip name lookup",
+    ),
+    (
+        "filtered",
+        r"recipient(?:'s)? preferences|(?:refused|rejected|blocked) by (?:the )?(?:recipient|user)"
+        r"|recipient (?:has )?(?:refused|rejected|blocked)|user refused|mail filter"
+        r"|(?:message|mail|content) (?:was |has been |is )?filtered",
+    ),
+    (
+        "userunknown",
+        r"user ?unknown|unknown (?:user|recipient|local.?part|address|mailbox)|no such (?:user"
+        r"|mailbox|recipient|address|local user|account)|(?:user|mailbox|recipient|address"
+        r"|account|addressee)s? (?:name )?(?:is )?(?:not found|not exist|does not exist"
+        r"|doesn't exist|unknown|invalid|not listed|not valid|no longer (?:exists|valid))"
+        r"|(?:recipient|mailbox|address|user|account)(?: address)? (?:does not|doesn't) exist"
+        r"|invalid (?:recipient|mailbox|address|user)|(?:not a|isn't a) valid (?:user|mailbox"
+        r"|recipient|address)|recip(?:ient)?notfound|recipient not found|no mailbox here"
+        r"|bad destination mailbox|not our customer|not listed in|no valid recipients?"
+        r"|invalid .{0,20}userid|(?:user|recipient) (?:doesn't|does not) have an? .{0,40}account"
+        r"|user not (?:found|exist)|unknown address error|email account that you tried to"
+        r" reach does not exist|recipient address rejected: (?:user|undeliverable|access)"
+        r"|mailbox unavailable|address (?:is )?unavailable|not a known user"
+        r"|no (?:such )?(?:user|mailbox) (?:here|by that name)|unknown or illegal alias"
+        r"|(?:user|recipient) (?:lookup|verification) failed|unable to find (?:user|recipient)"
+        r"|addressee unknown|mailbox not found|destination (?:address|mailbox) (?:invalid|unknown)"
+        r"|is not a valid mailbox|non-?existent (?:user|mailbox|recipient|address)",
+    ),
+    (
+        "rejected",
+        r"sender (?:address )?(?:rejected|refused|denied|verify failed|is invalid|unknown)"
+        r"|domain of sender|sender domain|invalid sender|bad sender|sender verification"
+        r"|address of the sender|return path|envelope sender|from address|mail from"
+        r"|sender .{0,30}(?:not allowed|does not exist)|(?:provide )?a valid from:",
     ),
     (
         "hostunknown",
@@ -86,30 +119,6 @@ _TEXT_RULES: tuple[tuple[str, str], ...] = (
         r"|domain (?:is )?not reachable|illegal host|invalid host|bad host|no such host"
         r"|(?<![@\w.-])[a-z0-9-]+(?:\.[a-z0-9-]+)+ does not exist"
         r"|dns error: domain|domain name not found|no valid host|couldn't find any host",
-    ),
-    (
-        "filtered",
-        r"recipient(?:'s)? preferences|(?:refused|rejected|blocked) by (?:the )?(?:recipient|user)"
-        r"|recipient (?:has )?(?:refused|rejected|blocked)|user refused|mail filter|filtered",
-    ),
-    (
-        "userunknown",
-        r"user ?unknown|unknown (?:user|recipient|local.?part|address|mailbox)|no such (?:user"
-        r"|mailbox|recipient|address|local user|account)|(?:user|mailbox|recipient|address"
-        r"|account|addressee)s? (?:name )?(?:is )?(?:not found|not exist|does not exist"
-        r"|doesn't exist|unknown|invalid|not listed|not valid|no longer (?:exists|valid))"
-        r"|(?:recipient|mailbox|address|user|account)(?: address)? (?:does not|doesn't) exist"
-        r"|invalid (?:recipient|mailbox|address|user)|(?:not a|isn't a) valid (?:user|mailbox"
-        r"|recipient|address)|recipnotfound|recipient not found|no mailbox here"
-        r"|bad destination mailbox|not our customer|not listed in|no valid recipients?"
-        r"|invalid .{0,20}userid|(?:user|recipient) (?:doesn't|does not) have an? .{0,40}account"
-        r"|user not (?:found|exist)|unknown address error|email account that you tried to"
-        r" reach does not exist|recipient address rejected: (?:user|undeliverable|access)"
-        r"|mailbox unavailable|address (?:is )?unavailable|not a known user"
-        r"|no (?:such )?(?:user|mailbox) (?:here|by that name)|unknown or illegal alias"
-        r"|(?:user|recipient) (?:lookup|verification) failed|unable to find (?:user|recipient)"
-        r"|addressee unknown|mailbox not found|destination (?:address|mailbox) (?:invalid|unknown)"
-        r"|is not a valid mailbox|non-?existent (?:user|mailbox|recipient|address)",
     ),
     (
         "virusdetected",
@@ -132,13 +141,6 @@ _TEXT_RULES: tuple[tuple[str, str], ...] = (
         r"|(?:ip|address|host|network).{0,40}(?:blocked|banned|blacklisted|denied)"
         r"|access denied|not allowed to send|refused to talk|your access to this mail system"
         r"|poor reputation|sender ip|ip .{0,30}(?:rejected|not allowed)|too many invalid",
-    ),
-    (
-        "rejected",
-        r"sender (?:address )?(?:rejected|refused|denied|verify failed|is invalid|unknown)"
-        r"|domain of sender|sender domain|invalid sender|bad sender|sender verification"
-        r"|address of the sender|return path|envelope sender|from address|mail from"
-        r"|sender .{0,30}(?:not allowed|does not exist)",
     ),
     (
         "toomanyconn",
@@ -211,6 +213,13 @@ _COMMAND = re.compile(
 
 _TRANSCRIPT = re.compile(
     r">>> ?(data|rcpt to|mail from|rcpt|mail|ehlo|helo)\b[^\n]*\n\s*<<< ?[45]\d\d",
+    re.IGNORECASE,
+)
+
+_RELAYED_ANSWER = re.compile(r"(?<![\d.])5\d\d(?![\d.])", re.IGNORECASE)
+_RECIPIENT_STAGE = re.compile(
+    r"recipient address rejected|rejected (?:the )?(?:recipient )?address|like recipient"
+    r"|rcpt|recipient (?:was )?rejected",
     re.IGNORECASE,
 )
 
@@ -296,6 +305,31 @@ _REASON_STATUS = {
 }
 
 
+# PowerMTA writes its own verdict per recipient (X-PowerMTA-BounceCategory);
+# where it names one of our reasons it is more reliable than reading the text.
+_VENDOR_CATEGORY = {
+    "bad-mailbox": "userunknown",
+    "bad-domain": "hostunknown",
+    "inactive-mailbox": "suspend",
+    "quota-issues": "mailboxfull",
+    "message-expired": "expired",
+    "no-answer-from-host": "networkerror",
+    "bad-connection": "networkerror",
+    "spam-related": "spamdetected",
+    "virus-related": "virusdetected",
+    "policy-related": "policyviolation",
+    "content-related": "contenterror",
+    "relaying-issues": "norelaying",
+    "invalid-sender": "rejected",
+    "protocol-errors": "syntaxerror",
+}
+
+
+def reason_for_category(category: str) -> str | None:
+    """The reason an MTA's own bounce category names, or None."""
+    return _VENDOR_CATEGORY.get(category.strip().lower())
+
+
 def reason_for(text: str, status: str, context: str = "") -> str:
     """Sisimai-style reason name for an error text and its status code.
 
@@ -305,10 +339,24 @@ def reason_for(text: str, status: str, context: str = "") -> str:
     Returns ``"onhold"`` when there was text but nothing recognisable in it,
     ``"undefined"`` when there was nothing at all.
     """
-    reason = reason_from_text(text) or reason_from_text(context) or reason_from_status(status)
+    by_status = reason_from_status(status)
+    if by_status == "hasmoved":
+        # RFC 3463 X.1.6 / X.7.17 / X.7.18 say exactly what happened; MTAs'
+        # texts for it vary ("551 not our user") and read like other reasons.
+        return by_status
+    reason = reason_from_text(text) or reason_from_text(context) or by_status
     if reason is None:
         return "onhold" if (text + context).strip() else "undefined"
-    return _after_command(reason, smtp_command(text, context), status)
+    reason = _after_command(reason, smtp_command(text, context), status)
+    if (
+        reason == "userunknown"
+        and not smtp_command(text, context)
+        and status[1:3] != ".1"
+        and _RELAYED_ANSWER.search(" ".join((text or context).split()))
+        and not _RECIPIENT_STAGE.search(text + "\n" + context)
+    ):
+        return "filtered"
+    return reason
 
 
 def reason_from_text(text: str) -> str | None:
@@ -352,6 +400,10 @@ def _after_command(reason: str, command: str, status: str) -> str:
     """Sisimai's reading of when an error came: after DATA a "user unknown" whose
     code does not itself say so is a content filter speaking (the recipient was
     accepted at RCPT); at MAIL FROM an unknown user or domain is the sender's."""
+    if reason == "hostunknown" and status.startswith("4."):
+        # "Host not found" with a transient status is a DNS lookup that failed
+        # this time (SERVFAIL, timeout), not a domain that does not exist.
+        return "networkerror"
     if reason == "userunknown" and status[2:4] == "7.":
         # "550 5.7.1 User unknown": a policy code on a user error is a filter speaking.
         return "filtered"

@@ -12,7 +12,19 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["QUOTE_MARKER", "is_unsubscribe_request", "new_text", "quotes_history"]
+__all__ = [
+    "QUOTE_MARKER",
+    "REPLY_PREFIX",
+    "is_unsubscribe_request",
+    "new_text",
+    "quotes_history",
+]
+
+REPLY_PREFIX = re.compile(
+    r"^\s*(?:re|aw|sv|vs|antw|antwort|r|rif|res|odp|ynt|vá|atb|回复|答复)\s*(?:\[\d+\])?\s*[:：]",  # noqa: RUF001 - foreign-language wording
+    re.IGNORECASE,
+)
+"""A subject that answers another ("Re:", "AW:", "SV:", "Odp:" ...)."""
 
 QUOTE_MARKER = ">>QUOTE-START<<"
 """Placed by mimetext.html_to_text where an HTML quote container starts."""
