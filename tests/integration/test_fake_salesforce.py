@@ -973,6 +973,138 @@ def test_faults_only_hit_matching_requests_and_calls_are_logged(
         fake_salesforce.faults.add("http_418")
 
 
+# -- Composite ---------------------------------------------------------------------------------
+
+
+def composite(sf: Salesforce, subrequests: list[dict[str, Any]], all_or_none: bool = False) -> Any:
+    return sf.restful(
+        "composite",
+        method="POST",
+        json={"allOrNone": all_or_none, "compositeRequest": subrequests},
+    )
+
+
+def sub(ref: str, method: str, path: str, body: Any = None) -> dict[str, Any]:
+    request: dict[str, Any] = {
+        "method": method,
+        "url": f"/services/data/v62.0/{path}",
+        "referenceId": ref,
+    }
+    if body is not None:
+        request["body"] = body
+    return request
+
+
+def test_composite_runs_queries_and_collections_as_one_call(
+    fake_salesforce: FakeSalesforce, salesforce_client: Salesforce
+) -> None:
+    contact = fake_salesforce.add_contact("c@example.com")
+    used_before = fake_salesforce.api_usage[0]
+    answer = composite(
+        salesforce_client,
+        [
+            sub(
+                "who",
+                "GET",
+                "query/?q=SELECT+Id,Email+FROM+Contact+WHERE+Email+IN+('C@example.com')",
+            ),
+            sub(
+                "tasks",
+                "POST",
+                "composite/sobjects",
+                {"allOrNone": False, "records": [task(WhoId=contact), task(Status="Done")]},
+            ),
+            sub("bad", "GET", "query/?q=SELECT+Nope+FROM+Contact"),
+            sub("one", "GET", f"sobjects/Contact/{contact}"),
+        ],
+    )
+    results = answer["compositeResponse"]
+    assert [r["referenceId"] for r in results] == ["who", "tasks", "bad", "one"]
+    assert [r["httpStatusCode"] for r in results] == [200, 200, 400, 200]
+    assert results[0]["body"]["records"][0]["Id"] == contact
+    assert codes(results[1]["body"]) == [None, "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST"]
+    assert results[2]["body"][0]["errorCode"] == "INVALID_FIELD"
+    assert results[3]["body"]["Email"] == "c@example.com"
+    assert len(fake_salesforce.tasks()) == 1  # allOrNone false: the rest went through
+    assert fake_salesforce.api_usage[0] == used_before + 1
+
+
+def test_composite_all_or_none_halts_everything(
+    fake_salesforce: FakeSalesforce, salesforce_client: Salesforce
+) -> None:
+    contact = fake_salesforce.add_contact("c@example.com")
+    answer = composite(
+        salesforce_client,
+        [
+            sub("fine", "POST", "sobjects/Task/", {"WhoId": contact}),
+            sub("broken", "POST", "sobjects/Task/", {"WhoId": contact, "Status": "Done"}),
+        ],
+        all_or_none=True,
+    )
+    fine, broken = answer["compositeResponse"]
+    assert (fine["httpStatusCode"], fine["body"][0]["errorCode"]) == (400, "PROCESSING_HALTED")
+    assert broken["body"][0]["errorCode"] == "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST"
+    assert fake_salesforce.tasks() == []
+
+
+def test_composite_limits_are_refused_whole(
+    fake_salesforce: FakeSalesforce, salesforce_client: Salesforce
+) -> None:
+    query = "query/?q=SELECT+Id+FROM+Contact"
+    with pytest.raises(SalesforceMalformedRequest) as too_many:
+        composite(salesforce_client, [sub(f"q{n}", "GET", "sobjects/Contact/") for n in range(26)])
+    assert error_code(too_many) == "LIMIT_EXCEEDED"
+    with pytest.raises(SalesforceMalformedRequest) as heavy:
+        composite(salesforce_client, [sub(f"q{n}", "GET", query) for n in range(6)])
+    assert error_code(heavy) == "LIMIT_EXCEEDED"
+    with pytest.raises(SalesforceMalformedRequest) as duplicate:
+        composite(salesforce_client, [sub("q", "GET", query), sub("q", "GET", query)])
+    assert error_code(duplicate) == "INVALID_API_INPUT"
+    assert (
+        len(
+            composite(salesforce_client, [sub(f"q{n}", "GET", query) for n in range(5)])[
+                "compositeResponse"
+            ]
+        )
+        == 5
+    )
+
+
+def test_composite_lock_fault_hits_collection_items(
+    fake_salesforce: FakeSalesforce, salesforce_client: Salesforce
+) -> None:
+    contact = fake_salesforce.add_contact("c@example.com")
+    fake_salesforce.faults.add("unable_to_lock_row", match="composite", items=[0])
+    records = {"allOrNone": False, "records": [task(WhoId=contact), task(WhoId=contact)]}
+    answer = composite(salesforce_client, [sub("w", "POST", "composite/sobjects", records)])
+    assert codes(answer["compositeResponse"][0]["body"]) == ["UNABLE_TO_LOCK_ROW", None]
+
+
+def test_validation_rule_fails_the_record_with_custom_validation(
+    fake_salesforce: FakeSalesforce, salesforce_client: Salesforce
+) -> None:
+    fake_salesforce.configure(validation_rules=(("Task", "Subject", "[blocked]"),))
+    contact = fake_salesforce.add_contact("v@example.com")
+    results = collection(
+        salesforce_client,
+        [task(WhoId=contact, Subject="Email: [Blocked] offer"), task(WhoId=contact, Subject="ok")],
+    )
+    assert codes(results) == ["FIELD_CUSTOM_VALIDATION_EXCEPTION", None]
+    assert "validation rule" in results[0]["errors"][0]["message"]
+
+
+def test_http_502_comes_from_the_edge_uncharged(
+    fake_salesforce: FakeSalesforce, salesforce_client: Salesforce
+) -> None:
+    fake_salesforce.faults.add("http_502")
+    used_before = fake_salesforce.api_usage[0]
+    with pytest.raises(SalesforceGeneralError) as exc:
+        salesforce_client.query("SELECT Id FROM Contact")
+    assert exc.value.status == 502
+    assert "Bad Gateway" in str(body(exc))
+    assert fake_salesforce.api_usage[0] == used_before
+
+
 # -- Bulk API 2.0 ------------------------------------------------------------------------------
 
 

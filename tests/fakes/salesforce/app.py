@@ -19,14 +19,21 @@ nextRecordsUrl, ``Sforce-Query-Options: batchSize=``), limits/, sobjects/
 (global and per-object describe), sobjects/<T>/ create, sobjects/<T>/<id>
 GET/PATCH/DELETE, sobjects/<T>/<ExtField>/<value> GET/PATCH upsert,
 composite/sobjects POST/PATCH/DELETE (≤ 200 records, per-item results,
-allOrNone), composite/sobjects/<T>/<ExtField> PATCH upsert, jobs/ingest (Bulk
-API 2.0). Facts: Salesforce REST API Developer Guide (sObject Collections
+allOrNone), composite/sobjects/<T>/<ExtField> PATCH upsert, composite/ (≤ 25
+subrequests, ≤ 5 of them queries or sObject Collections, charged as one API
+call, a result per subrequest, allOrNone rolls all back with PROCESSING_HALTED),
+jobs/ingest (Bulk API 2.0). Facts: Salesforce REST API Developer Guide (sObject Collections
 create/update/upsert pages, "allOrNone" examples, status codes), Salesforce Help
 000386264 (URI limit, 2,000-row batches), shared/FIELD-NOTES.md.
 
-Not modelled: composite/, composite/batch, composite/tree, composite graph,
-SOSL search, sObject Collections GET, blob fields, ETag/If-Modified-Since,
-per-app usage in Sforce-Limit-Info, concurrent long-request limits, XML.
+Composite facts: REST API Developer Guide "Composite" and "Composite Request
+Body" pages (25 subrequests, 5 query/collections, one call toward limits). The
+error code for going over those limits (LIMIT_EXCEEDED here) is unconfirmed.
+
+Not modelled: composite @{reference} resolution and collation, composite/batch,
+composite/tree, composite graph, SOSL search, sObject Collections GET, blob
+fields, ETag/If-Modified-Since, per-app usage in Sforce-Limit-Info, concurrent
+long-request limits, XML.
 """
 
 from __future__ import annotations
@@ -43,6 +50,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 from urllib.parse import urlencode
 
+from werkzeug.test import EnvironBuilder
 from werkzeug.wrappers import Request, Response
 
 from .bulk import BulkIngest
@@ -81,6 +89,27 @@ _ROLLED_BACK = RecordError(
     "AllOrNone header",
 )
 _SERVER_UNAVAILABLE = ApiError(503, "SERVER_UNAVAILABLE", "Server Unavailable")
+MAX_SUBREQUESTS = 25
+MAX_HEAVY_SUBREQUESTS = 5  # queries and sObject Collections inside one composite
+_REFERENCE_ID_RE = re.compile(r"^[A-Za-z0-9_]{1,80}$")
+_PROCESSING_HALTED = [
+    {
+        "errorCode": "PROCESSING_HALTED",
+        "message": "The transaction was rolled back since another operation in the same "
+        "transaction failed.",
+    }
+]
+
+
+def _bad_gateway() -> Response:
+    """What the edge answers when the pod behind it is gone: HTML, no limit info, not charged."""
+    return Response(
+        "<html><head><title>502 Bad Gateway</title></head><body>Bad Gateway</body></html>",
+        status=502,
+        content_type="text/html",
+    )
+
+
 _UNKNOWN_EXCEPTION = ApiError(
     500,
     "UNKNOWN_EXCEPTION",
@@ -292,7 +321,10 @@ class SalesforceApp:
                     # it belongs to a finished test, so it ends unanswered and unlogged.
                     self._drop(environ)
                     return []
-            response = self._dispatch(request, fault)
+            if fault is not None and fault.kind == "http_502":
+                response = _bad_gateway()
+            else:
+                response = self._dispatch(request, fault)
         self.state.calls.append(
             Call(
                 method=request.method,
@@ -430,7 +462,7 @@ class SalesforceApp:
             return self._with_usage(_json_response(error.status, error.body()))
         ctx = _Ctx(request, version, fault)
         try:
-            if kind == "unable_to_lock_row" and not rest.startswith("/composite/sobjects"):
+            if kind == "unable_to_lock_row" and not rest.startswith("/composite"):
                 raise _lock_error().as_api_error()
             response = self._route(ctx, rest.strip("/"))
         except ApiError as exc:
@@ -466,6 +498,8 @@ class SalesforceApp:
             return self._sobjects(ctx, parts[1:])
         if parts[:2] == ["composite", "sobjects"]:
             return self._collections(ctx, parts[2:])
+        if parts == ["composite"]:
+            return self._composite(ctx)
         if parts[:2] == ["jobs", "ingest"]:
             return self._jobs(ctx, parts[2:])
         raise not_found()
@@ -828,6 +862,109 @@ class SalesforceApp:
                     for r in results
                 ]
         return _json_response(200, results)
+
+    # Composite ------------------------------------------------------------------------------
+
+    def _composite(self, ctx: _Ctx) -> Response:
+        """``POST composite``: up to 25 subrequests, one API call, a result for each."""
+        method = ctx.request.method
+        self._require(method, "GET", "POST")
+        if method in {"GET", "HEAD"}:
+            base = f"/services/data/v{ctx.version}/composite"
+            return _json_response(200, {"sobjects": f"{base}/sobjects"})
+        body = self._body(ctx.request)
+        subrequests = body.get("compositeRequest") if isinstance(body, dict) else None
+        if not isinstance(subrequests, list) or not subrequests:
+            raise json_parser_error("Expected a JSON object with a 'compositeRequest' array")
+        if len(subrequests) > MAX_SUBREQUESTS:
+            raise ApiError(
+                400,
+                "LIMIT_EXCEEDED",
+                f"Composite requests may contain at most {MAX_SUBREQUESTS} subrequests",
+            )
+        parsed = [self._subrequest(ctx, sub, index) for index, sub in enumerate(subrequests)]
+        references = [p[0] for p in parsed]
+        if len(set(references)) != len(references):
+            raise ApiError(400, "INVALID_API_INPUT", "Duplicate referenceId provided")
+        heavy = sum(
+            1 for _, _, rest, _, _ in parsed if rest.startswith(("query", "composite/sobjects"))
+        )
+        if heavy > MAX_HEAVY_SUBREQUESTS:
+            raise ApiError(
+                400,
+                "LIMIT_EXCEEDED",
+                f"Composite requests may contain at most {MAX_HEAVY_SUBREQUESTS} query or "
+                "sObject Collections subrequests",
+            )
+        all_or_none = bool(body.get("allOrNone", False)) if isinstance(body, dict) else False
+        org = self.state.org
+        results: list[Record] = []
+        with org.transaction() as rollback:
+            for reference, version, rest, request, _ in parsed:
+                status, answer = self._run_subrequest(ctx, request, version, rest)
+                results.append(
+                    {
+                        "body": answer,
+                        "httpHeaders": {},
+                        "httpStatusCode": status,
+                        "referenceId": reference,
+                    }
+                )
+            if all_or_none and any(r["httpStatusCode"] >= 400 for r in results):
+                rollback()
+                results = [
+                    r
+                    if r["httpStatusCode"] >= 400
+                    else {**r, "body": _PROCESSING_HALTED, "httpStatusCode": 400}
+                    for r in results
+                ]
+        return _json_response(200, {"compositeResponse": results})
+
+    def _subrequest(self, ctx: _Ctx, sub: Any, index: int) -> tuple[str, str, str, Request, str]:
+        """Check one subrequest; (referenceId, version, resource path, request, method)."""
+        if not isinstance(sub, dict):
+            raise json_parser_error(f"compositeRequest[{index}] must be a JSON object")
+        method, url, reference = sub.get("method"), sub.get("url"), sub.get("referenceId")
+        if method not in {"GET", "POST", "PATCH", "PUT", "DELETE"}:
+            raise ApiError(400, "INVALID_API_INPUT", f"Invalid method in subrequest {index}")
+        if not isinstance(reference, str) or not _REFERENCE_ID_RE.match(reference):
+            raise ApiError(400, "INVALID_API_INPUT", f"Invalid referenceId in subrequest {index}")
+        if not isinstance(url, str):
+            raise ApiError(400, "INVALID_API_INPUT", f"Missing url in subrequest {index}")
+        if "@{" in json.dumps(sub):
+            # Real orgs resolve @{ref.field} references; the fake does not model them.
+            raise ApiError(400, "INVALID_API_INPUT", "the fake does not model @{} references")
+        path, _, query = url.partition("?")
+        match = _API_RE.match(path)
+        if match is None:
+            raise ApiError(400, "INVALID_API_INPUT", f"Invalid url in subrequest {index}: {url}")
+        builder = EnvironBuilder(
+            method=method,
+            path=path,
+            query_string=query,
+            json=sub.get("body") if "body" in sub else None,
+            headers=[("Authorization", ctx.request.headers.get("Authorization", ""))],
+        )
+        try:
+            request = Request(builder.get_environ())
+        finally:
+            builder.close()
+        rest = (match.group("rest") or "/").strip("/")
+        return reference, match.group("version"), rest, request, method
+
+    def _run_subrequest(
+        self, ctx: _Ctx, request: Request, version: str, rest: str
+    ) -> tuple[int, Any]:
+        sub_ctx = _Ctx(request, version, ctx.fault)
+        try:
+            response = self._route(sub_ctx, rest)
+        except ApiError as exc:
+            return exc.status, exc.body()
+        except RecordError as exc:
+            return 400, exc.as_api_error().body()
+        if response.status_code == 204:
+            return 204, None
+        return response.status_code, json.loads(response.get_data(as_text=True))
 
     # Bulk API 2.0 ---------------------------------------------------------------------------
 

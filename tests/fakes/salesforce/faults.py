@@ -8,6 +8,7 @@ Kinds (wire shapes are Salesforce's, see ``app.py``):
 
 ``http_503``                 503 ``SERVER_UNAVAILABLE`` before the request is served
 ``http_500``                 500 ``UNKNOWN_EXCEPTION`` before the request is served
+``http_502``                 502 Bad Gateway from the edge (HTML, not charged, no limit info)
 ``unable_to_lock_row``       per-item ``UNABLE_TO_LOCK_ROW`` in sObject Collections
                              (``items``: which indexes; default all), 400 for other calls
 ``invalid_session``          401 ``INVALID_SESSION_ID``
@@ -33,6 +34,7 @@ from typing import Any
 KINDS = (
     "http_503",
     "http_500",
+    "http_502",
     "unable_to_lock_row",
     "invalid_session",
     "request_limit_exceeded",

@@ -16,11 +16,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 EXT_ID_FIELD = "Sightline_Key__c"
+# The engagement summary fields of salesforce/ (Number(18,0) counters, DateTimes).
 COUNTER_FIELDS = (
     "Sightline_Opens__c",
     "Sightline_Clicks__c",
+    "Sightline_Document_Views__c",
     "Sightline_First_Opened__c",
     "Sightline_Last_Opened__c",
+    "Sightline_First_Clicked__c",
+    "Sightline_Last_Clicked__c",
+    "Sightline_First_Viewed__c",
+    "Sightline_Last_Viewed__c",
 )
 TASK_STATUSES = ("Not Started", "In Progress", "Completed", "Waiting on someone else", "Deferred")
 CLOSED_TASK_STATUSES = frozenset({"Completed"})
@@ -328,12 +334,13 @@ def build_schema(*, ext_id_field: bool, counter_fields: bool) -> dict[str, SObje
         )
     if counter_fields:
         task_fields += [
-            FieldSpec("Sightline_Opens__c", "double", "Sightline Opens", custom=True),
-            FieldSpec("Sightline_Clicks__c", "double", "Sightline Clicks", custom=True),
             FieldSpec(
-                "Sightline_First_Opened__c", "datetime", "Sightline First Opened", custom=True
-            ),
-            FieldSpec("Sightline_Last_Opened__c", "datetime", "Sightline Last Opened", custom=True),
+                name,
+                "double" if name.endswith(("Opens__c", "Clicks__c", "Views__c")) else "datetime",
+                name.removesuffix("__c").replace("_", " "),
+                custom=True,
+            )
+            for name in COUNTER_FIELDS
         ]
     task = SObjectSpec("Task", "00T", "Task", _index(task_fields))
     return {s.name.lower(): s for s in (contact, lead, account, user, task)}

@@ -15,7 +15,8 @@ FIELD_INTEGRITY_EXCEPTION, a missing record → INVALID_CROSS_REFERENCE_KEY, a
 deleted one → ENTITY_IS_DELETED, a converted Lead → CANNOT_UPDATE_CONVERTED_LEAD;
 a second record with the same unique external id → DUPLICATE_VALUE (``fields``
 empty, as orgs answer it); a missing
-required field → REQUIRED_FIELD_MISSING. Closing a Task sets IsClosed and
+required field → REQUIRED_FIELD_MISSING; a configured validation rule (field
+contains a text) → FIELD_CUSTOM_VALIDATION_EXCEPTION. Closing a Task sets IsClosed and
 CompletedDateTime, as the platform does.
 
 Not modelled: triggers, validation rules, duplicate rules, sharing, the Recycle
@@ -61,6 +62,9 @@ class OrgConfig:
     # the SOAP StatusCode list documents DUPLICATE_EXTERNAL_ID as "matches more than one
     # record"; unconfirmed against a live org, so a test can play either.
     duplicate_key_code: str = "DUPLICATE_VALUE"
+    # Validation rules, as an admin writes them: (sObject, field, text). A record
+    # saved with `text` in `field` fails FIELD_CUSTOM_VALIDATION_EXCEPTION.
+    validation_rules: tuple[tuple[str, str, str], ...] = ()
 
 
 def format_datetime(value: datetime) -> str:
@@ -441,6 +445,19 @@ class Org:
             )
         for name, value in values.items():
             self._validate_value(spec, spec.fields[name.lower()], value, existing)
+        self._run_validation_rules(spec, merged)
+
+    def _run_validation_rules(self, spec: SObjectSpec, merged: Record) -> None:
+        for sobject, field_name, text in self.config.validation_rules:
+            field_spec = spec.field(field_name)
+            if sobject.lower() != spec.name.lower() or field_spec is None:
+                continue
+            if text.lower() in str(merged.get(field_spec.name) or "").lower():
+                raise RecordError(
+                    "FIELD_CUSTOM_VALIDATION_EXCEPTION",
+                    f"{field_spec.label} may not contain '{text}' (validation rule)",
+                    [],
+                )
 
     def _validate_value(
         self, spec: SObjectSpec, field_spec: FieldSpec, value: Any, existing: Record | None
