@@ -38,4 +38,11 @@ cron.register(
     result_ttl=0,
 )
 cron.register(recover_stuck_sends, queues.DEFAULT, interval=60, job_timeout=300, result_ttl=0)
-cron.register(resume_paused, queues.DEFAULT, interval=60, job_timeout=300, result_ttl=0)
+# Resuming a paused enrolment is due sequence work: it runs on the sequence tick.
+cron.register(
+    resume_paused,
+    queues.DEFAULT,
+    interval=settings.sequence_tick_seconds,
+    job_timeout=300,
+    result_ttl=0,
+)

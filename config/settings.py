@@ -100,6 +100,12 @@ class Settings:
     listener_shards: int
     listener_shard: int
     max_inbound_bytes: int
+    # Inbound signals (issue 6): see worker/sequences/rules.py.
+    auto_reply_pause_seconds: int = 3 * 86400
+    auto_reply_max_pause_days: int = 90
+    soft_bounce_limit: int = 3
+    soft_bounce_window_days: int = 7
+    soft_bounce_retry_seconds: int = 4 * 3600
 
     @property
     def is_production(self) -> bool:
@@ -381,6 +387,15 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         listener_shard=_listener_shard(env, shards),
         max_inbound_bytes=_int(
             env, "SIGHTLINE_MAX_INBOUND_BYTES", 25 * 1024 * 1024, 1024, 200 * 1024 * 1024
+        ),
+        auto_reply_pause_seconds=_int(
+            env, "SIGHTLINE_AUTO_REPLY_PAUSE_SECONDS", 3 * 86400, 1, 90 * 86400
+        ),
+        auto_reply_max_pause_days=_int(env, "SIGHTLINE_AUTO_REPLY_MAX_PAUSE_DAYS", 90, 1, 365),
+        soft_bounce_limit=_int(env, "SIGHTLINE_SOFT_BOUNCE_LIMIT", 3, 1, 20),
+        soft_bounce_window_days=_int(env, "SIGHTLINE_SOFT_BOUNCE_WINDOW_DAYS", 7, 1, 90),
+        soft_bounce_retry_seconds=_int(
+            env, "SIGHTLINE_SOFT_BOUNCE_RETRY_SECONDS", 4 * 3600, 1, 7 * 86400
         ),
     )
 

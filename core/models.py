@@ -4,8 +4,9 @@ Natural keys make every write idempotent:
 
 - `SentMessage.message_id` is unique: the Message-ID as actually sent, in the
   canonical form of `worker.matching.msgid` (angle brackets, domain lower-cased).
-  `(enrollment_id, step_position)` is unique too: inserting that row *is* the
-  claim on a sequence step, so a step can be sent at most once.
+  `(enrollment_id, step_position, attempt)` is unique too: inserting that row
+  *is* the claim on a sequence step, so a step is sent at most once per attempt
+  (a new attempt only after a soft bounce, see worker.sequences.rules).
 - `InboundMessage` is unique per `(mailbox_id, provider_id)`.
 - `Event.key` is unique: kind + what it is about + the thing that caused it
   (e.g. `reply:<sent id>:<inbound Message-ID>`), so re-running a sync, or seeing
@@ -15,12 +16,13 @@ Natural keys make every write idempotent:
 Enrollment states::
 
     active ──reply──────────▶ replied
-      │  ├──hard bounce─────▶ bounced
+      │  ├──hard bounce─────▶ bounced   (also: too many soft bounces)
       │  ├──complaint/unsub─▶ opted_out
       │  ├──last step sent──▶ finished
       │  └──auto-reply/hand─▶ paused ──resume_at / hand──▶ active
 
-    replied, bounced, opted_out, finished are final.
+    replied, bounced, opted_out are final; finished is final too, except that
+    a soft bounce of the last step re-opens it (active) for that step's retry.
 
 Every change writes an `EnrollmentTransition` with its reason and time.
 """
@@ -279,7 +281,7 @@ class EnrollmentTransition(Base):
 class SentMessage(Base):
     __tablename__ = "sent_messages"
     __table_args__ = (
-        UniqueConstraint("enrollment_id", "step_position", name="uq_sent_step"),
+        UniqueConstraint("enrollment_id", "step_position", "attempt", name="uq_sent_step_attempt"),
         Index("ix_sent_status_claimed", "status", "claimed_at"),
     )
 
@@ -305,6 +307,8 @@ class SentMessage(Base):
     # Hand-overs attempted. Above zero, a retry first asks the provider whether the
     # message already went out (a crash may have come after the provider took it).
     send_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # 0 for a step's first send; n for its n-th re-send after a soft bounce.
+    attempt: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     error: Mapped[str | None] = mapped_column(Text)
     claimed_at: Mapped[datetime] = mapped_column(default=utcnow)
     sent_at: Mapped[datetime | None]

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from core.crypto import decrypt_json
@@ -200,6 +200,12 @@ def claim_due_step(session: Session, enrollment_id: int, now: datetime) -> SentM
     mailbox = session.get_one(Mailbox, sequence.mailbox_id)
     prospect = session.get_one(Prospect, enrollment.prospect_id)
     previous = _previous_sent(session, enrollment.id, position) if step.same_thread else None
+    # A step re-scheduled after a soft bounce goes out again as a new attempt.
+    attempt = session.scalar(
+        select(func.count())
+        .select_from(SentMessage)
+        .where(SentMessage.enrollment_id == enrollment.id, SentMessage.step_position == position)
+    )
     first_subject = sequence.steps[0].subject
     subject = render_template(step.subject, prospect, mailbox).strip()
     references: list[str] = []
@@ -215,6 +221,7 @@ def claim_due_step(session: Session, enrollment_id: int, now: datetime) -> SentM
         mailbox_id=mailbox.id,
         enrollment_id=enrollment.id,
         step_position=position,
+        attempt=attempt or 0,
         prospect_id=prospect.id,
         message_id=new_message_id(mailbox.email),
         thread_id=previous.thread_id if previous else None,
@@ -239,7 +246,7 @@ def _previous_sent(session: Session, enrollment_id: int, position: int) -> SentM
             SentMessage.step_position < position,
             SentMessage.status == SendStatus.SENT,
         )
-        .order_by(SentMessage.step_position.desc())
+        .order_by(SentMessage.step_position.desc(), SentMessage.attempt.desc())
         .limit(1)
     )
 

@@ -1,0 +1,437 @@
+"""What an inbound signal does to sequences: every rule in one place.
+
+What this module owns: turning a classified message that answers one of ours
+(``worker.matching``) into enrolment state changes, prospect flags and the
+Salesforce Tasks they are owed. It never reads mail, never decides what a
+message *is* (that is ``worker.matching.classify``) and never sends anything:
+a retried step goes out through the normal claim in ``worker.sequences.engine``.
+
+    signal (event kind)      enrolments                          prospect          Salesforce
+    reply                    this one → replied                  -                 Task (reply)
+    reply "remove me"        every live one → opted_out          opted_out_at      Task (reply)
+    complaint                every live one → opted_out          opted_out_at      Task
+    bounce (hard)            every live one → bounced            undeliverable_at  Task
+    soft_bounce              the step is re-sent after a back-off
+      n-th within window     every live one → bounced            -                 Task
+    delayed                  nothing: the server is still trying
+    auto_reply               this one → paused until the return date (or the
+                             default pause), then resumed by cron; never ended
+
+"Every live one" is every active or paused enrolment of that prospect in the
+team, whatever the sequence: a complaint or a dead address is about the
+person, not about one sequence. A hard bounce marks the address undeliverable,
+so enrolling it again is refused; too many soft bounces stop the enrolments
+but leave the address usable later (a full mailbox empties).
+
+Soft bounces: the n-th soft bounce of an address within
+``SIGHTLINE_SOFT_BOUNCE_WINDOW_DAYS`` re-schedules the bounced step after
+``SIGHTLINE_SOFT_BOUNCE_RETRY_SECONDS * 2^(n-1)`` as a new attempt (its own
+Message-ID), unless a later step already went out; the
+``SIGHTLINE_SOFT_BOUNCE_LIMIT``-th ends the enrolments as bounced. Delay notices
+never count.
+
+The caller (``worker.sync.inbound``) records the event under its natural key
+first and calls ``apply_signal`` only for a new event, in the same
+transaction: a signal seen twice changes nothing twice.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+
+from sqlalchemy import case, func, select, update
+from sqlalchemy.orm import Session
+
+from config import Settings, get_settings
+from core.events import natural_key, queue_salesforce_task
+from core.models import (
+    Enrollment,
+    EnrollmentState,
+    EnrollmentTransition,
+    Event,
+    Prospect,
+    SentMessage,
+)
+from worker.matching.bounce import BouncedRecipient
+from worker.matching.classify import Classification
+from worker.sequences.engine import DESCRIPTION_LIMIT, transition
+
+log = logging.getLogger(__name__)
+
+LIVE = frozenset({EnrollmentState.ACTIVE, EnrollmentState.PAUSED})
+RESUME_HOUR_UTC = 8  # a stated return date resumes the sequence that morning
+
+
+@dataclass(frozen=True)
+class Signal:
+    """What an inbound message means for the sequence, decided before it is recorded.
+
+    ``kind`` is the event kind (part of the event's natural key); ``data`` is
+    what the event stores about why; ``recipient`` is the bounce entry about
+    the prospect's address, for bounces.
+    """
+
+    kind: str
+    data: dict[str, Any]
+    recipient: BouncedRecipient | None = None
+
+
+def read_signal(
+    classification: Classification,
+    prospect_email: str | None,
+    now: datetime,
+    settings: Settings | None = None,
+) -> Signal:
+    """The signal a classified message carries for the prospect we wrote to."""
+    kind = classification.kind
+    if kind == "bounce":
+        return _bounce_signal(classification, prospect_email)
+    data: dict[str, Any] = {}
+    if kind == "auto_reply":
+        until = classification.auto_reply_until
+        data["until"] = until.isoformat() if until else None
+        data["resume_at"] = resume_time(until, now, settings or get_settings()).isoformat()
+    elif kind == "complaint" and classification.complaint is not None:
+        data["feedback_type"] = classification.complaint.feedback_type
+        data["complainant"] = classification.complaint.complainant
+    elif kind == "reply" and classification.unsubscribe_request:
+        data["unsubscribe"] = True
+    return Signal(kind, data)
+
+
+def _bounce_signal(classification: Classification, prospect_email: str | None) -> Signal:
+    recipients = classification.bounce_recipients
+    everyone = [_recipient_data(r) for r in recipients]
+    about_prospect = [r for r in recipients if prospect_email and r.address == prospect_email]
+    # A report about our message names the prospect, or (forwarding, aliases)
+    # some address it was delivered on to: then every entry is about it.
+    candidates = about_prospect or list(recipients)
+    failed = [r for r in candidates if not r.delayed]
+    if candidates and not failed:
+        chosen = candidates[0]
+        return Signal("delayed", {**_recipient_data(chosen), "bounce": everyone}, chosen)
+    hard = [r for r in failed if r.hard]
+    if hard:
+        return Signal("bounce", {**_recipient_data(hard[0]), "bounce": everyone}, hard[0])
+    if failed:
+        return Signal("soft_bounce", {**_recipient_data(failed[0]), "bounce": everyone}, failed[0])
+    # A failure report we could not read a recipient from: soft, so the retry
+    # policy decides, rather than declaring a person's address dead on a guess.
+    return Signal("soft_bounce", {"reason": "undefined", "status": "", "bounce": everyone})
+
+
+def _recipient_data(recipient: BouncedRecipient) -> dict[str, Any]:
+    return {
+        "recipient": recipient.address,
+        "status": recipient.status,
+        "reason": recipient.reason,
+        "hard": recipient.hard,
+        "delayed": recipient.delayed,
+        "diagnostic": recipient.diagnostic[:500],
+    }
+
+
+def apply_signal(
+    session: Session,
+    signal: Signal,
+    sent: SentMessage,
+    event_id: int,
+    *,
+    who: str,
+    now: datetime,
+    settings: Settings | None = None,
+) -> None:
+    """Apply the rule for a newly recorded signal. The caller owns the transaction."""
+    settings = settings or get_settings()
+    kind = signal.kind
+    if kind == "reply" and signal.data.get("unsubscribe"):
+        _opt_out(session, sent, event_id, f"asked to be removed ({who})", now)
+    elif kind == "reply":
+        if sent.enrollment_id is not None:
+            transition(
+                session,
+                sent.enrollment_id,
+                EnrollmentState.REPLIED,
+                f"reply from {who}",
+                from_states=LIVE,
+                event_id=event_id,
+                now=now,
+                next_step_at=None,
+            )
+    elif kind == "complaint":
+        feedback = signal.data.get("feedback_type") or "abuse"
+        reason = f"spam complaint ({feedback}) via {who}"
+        _opt_out(session, sent, event_id, reason, now)
+        _owe_task(session, sent, event_id, "task_complaint", "Spam complaint", reason, now)
+    elif kind == "bounce":
+        reason = f"hard bounce {_describe(signal)}"
+        _mark_undeliverable(session, sent, now)
+        _stop_all(session, sent, EnrollmentState.BOUNCED, reason, event_id, now)
+        _owe_task(session, sent, event_id, "task_bounce", "Email bounced", reason, now)
+    elif kind == "soft_bounce":
+        _soft_bounce(session, signal, sent, event_id, now, settings)
+    elif kind == "auto_reply":
+        _pause(session, signal, sent, event_id, who, now, settings)
+    # "delayed": recorded as an event only; the server is still trying.
+
+
+def _describe(signal: Signal) -> str:
+    parts = [signal.data.get("status") or "", signal.data.get("reason") or ""]
+    recipient = signal.data.get("recipient")
+    text = " ".join(p for p in parts if p)
+    return f"{text} ({recipient})" if recipient else text
+
+
+def _live_enrollments(session: Session, prospect_id: int) -> list[int]:
+    return [
+        int(i)
+        for i in session.scalars(
+            select(Enrollment.id).where(
+                Enrollment.prospect_id == prospect_id, Enrollment.state.in_(list(LIVE))
+            )
+        )
+    ]
+
+
+def _stop_all(
+    session: Session,
+    sent: SentMessage,
+    to_state: EnrollmentState,
+    reason: str,
+    event_id: int,
+    now: datetime,
+) -> None:
+    """Every live enrolment of the prospect (team-wide) to ``to_state``."""
+    ids = _live_enrollments(session, sent.prospect_id) if sent.prospect_id is not None else []
+    if sent.enrollment_id is not None and sent.enrollment_id not in ids:
+        ids.append(sent.enrollment_id)  # finished but re-opened for a retry, say
+    for enrollment_id in ids:
+        transition(
+            session,
+            enrollment_id,
+            to_state,
+            reason,
+            from_states=LIVE,
+            event_id=event_id,
+            now=now,
+            next_step_at=None,
+        )
+
+
+def _opt_out(
+    session: Session, sent: SentMessage, event_id: int, reason: str, now: datetime
+) -> None:
+    if sent.prospect_id is not None:
+        session.execute(
+            update(Prospect)
+            .where(Prospect.id == sent.prospect_id, Prospect.opted_out_at.is_(None))
+            .values(opted_out_at=now)
+        )
+    _stop_all(session, sent, EnrollmentState.OPTED_OUT, reason, event_id, now)
+
+
+def _mark_undeliverable(session: Session, sent: SentMessage, now: datetime) -> None:
+    if sent.prospect_id is not None:
+        session.execute(
+            update(Prospect)
+            .where(Prospect.id == sent.prospect_id, Prospect.undeliverable_at.is_(None))
+            .values(undeliverable_at=now)
+        )
+
+
+def _soft_bounce(
+    session: Session,
+    signal: Signal,
+    sent: SentMessage,
+    event_id: int,
+    now: datetime,
+    settings: Settings,
+) -> None:
+    if sent.prospect_id is None:
+        return
+    window = timedelta(days=settings.soft_bounce_window_days)
+    # The event just recorded is counted: this is the n-th soft bounce.
+    count = int(
+        session.scalar(
+            select(func.count())
+            .select_from(Event)
+            .where(
+                Event.prospect_id == sent.prospect_id,
+                Event.kind == "soft_bounce",
+                Event.created_at >= now - window,
+            )
+        )
+        or 0
+    )
+    described = _describe(signal)
+    if count >= settings.soft_bounce_limit:
+        reason = (
+            f"{count} soft bounces in {settings.soft_bounce_window_days} days; last {described}"
+        )
+        _stop_all(session, sent, EnrollmentState.BOUNCED, reason, event_id, now)
+        _owe_task(session, sent, event_id, "task_bounce", "Email bounced", reason, now)
+        return
+    if sent.enrollment_id is None or sent.step_position is None:
+        return
+    retry_at = now + timedelta(seconds=settings.soft_bounce_retry_seconds * 2 ** (count - 1))
+    _retry_step(session, sent, event_id, f"soft bounce {count} {described}", retry_at, now)
+
+
+def _retry_step(
+    session: Session,
+    sent: SentMessage,
+    event_id: int,
+    why: str,
+    retry_at: datetime,
+    now: datetime,
+) -> None:
+    """Schedule the bounced step again, if nothing after it has been claimed."""
+    assert sent.enrollment_id is not None and sent.step_position is not None
+    position = sent.step_position
+    enrollment = session.get_one(Enrollment, sent.enrollment_id)
+    step = position + 1
+    reason = f"step {step} {why}; re-sending at {retry_at:%Y-%m-%d %H:%M} UTC"
+    rewind = (
+        update(Enrollment)
+        .where(Enrollment.id == enrollment.id, Enrollment.next_step == position + 1)
+        # The bounced step was not delivered: it is sent (and counted) again.
+        .values(
+            next_step=position,
+            steps_sent=case((Enrollment.steps_sent > 0, Enrollment.steps_sent - 1), else_=0),
+        )
+        .execution_options(synchronize_session=False)
+    )
+    if enrollment.state == EnrollmentState.FINISHED:
+        # The last step soft-bounced: the sequence is not finished until it lands.
+        if enrollment.next_step == position + 1 and transition(
+            session,
+            enrollment.id,
+            EnrollmentState.ACTIVE,
+            reason,
+            from_states={EnrollmentState.FINISHED},
+            event_id=event_id,
+            now=now,
+            next_step=position,
+            next_step_at=retry_at,
+            steps_sent=max(enrollment.steps_sent - 1, 0),
+        ):
+            log.info("soft_bounce_retry enrollment_id=%s step=%s", enrollment.id, step)
+        return
+    if enrollment.state not in LIVE:
+        return
+    if enrollment.state == EnrollmentState.ACTIVE:
+        rewind = rewind.where(Enrollment.state == EnrollmentState.ACTIVE).values(
+            next_step_at=retry_at
+        )
+    else:  # paused: the resume sets the time
+        rewind = rewind.where(Enrollment.state == EnrollmentState.PAUSED)
+    if session.execute(rewind).rowcount != 1:  # type: ignore[attr-defined]
+        log.info(
+            "soft_bounce_no_retry enrollment_id=%s step=%s reason=later_step_claimed",
+            enrollment.id,
+            step,
+        )
+        return
+    state = str(enrollment.state)
+    session.add(
+        EnrollmentTransition(
+            enrollment_id=enrollment.id,
+            from_state=state,
+            to_state=state,
+            reason=reason[:2000],
+            event_id=event_id,
+            at=now,
+        )
+    )
+    log.info(
+        "soft_bounce_retry enrollment_id=%s step=%s retry_at=%s", enrollment.id, step, retry_at
+    )
+
+
+def resume_time(until: date | None, now: datetime, settings: Settings) -> datetime:
+    """When an enrolment paused by an auto-reply resumes.
+
+    The morning (08:00 UTC) of a stated return date still to come, else the
+    default pause; never later than the longest pause (a misread year must
+    not silence a prospect for ever).
+    """
+    latest = now + timedelta(days=settings.auto_reply_max_pause_days)
+    if until is not None and until > now.date():
+        return min(datetime.combine(until, time(RESUME_HOUR_UTC), tzinfo=UTC), latest)
+    return min(now + timedelta(seconds=settings.auto_reply_pause_seconds), latest)
+
+
+def _pause(
+    session: Session,
+    signal: Signal,
+    sent: SentMessage,
+    event_id: int,
+    who: str,
+    now: datetime,
+    settings: Settings,
+) -> None:
+    if sent.enrollment_id is None:
+        return
+    until_text = signal.data.get("until")
+    until = date.fromisoformat(until_text) if until_text else None
+    resume = resume_time(until, now, settings)
+    stated = f"back {until_text}" if until_text else "no return date"
+    if transition(
+        session,
+        sent.enrollment_id,
+        EnrollmentState.PAUSED,
+        f"auto-reply from {who} ({stated}); resumes {resume:%Y-%m-%d %H:%M} UTC",
+        from_states={EnrollmentState.ACTIVE},
+        event_id=event_id,
+        now=now,
+        resume_at=resume,
+    ):
+        return
+    # Already paused by an earlier auto-reply: a later return date extends it.
+    session.execute(
+        update(Enrollment)
+        .where(
+            Enrollment.id == sent.enrollment_id,
+            Enrollment.state == EnrollmentState.PAUSED,
+            Enrollment.resume_at.is_not(None),
+            Enrollment.resume_at < resume,
+        )
+        .values(resume_at=resume)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def _owe_task(
+    session: Session,
+    sent: SentMessage,
+    event_id: int,
+    kind: str,
+    title: str,
+    reason: str,
+    now: datetime,
+) -> None:
+    """One Salesforce Task for a bounce or a complaint, keyed by its event."""
+    prospect = session.get(Prospect, sent.prospect_id) if sent.prospect_id else None
+    if prospect is None:
+        return
+    description = (
+        f"{title}: {reason}\nEmail: {sent.subject}\nTo: {prospect.email}\n"
+        f"Message-ID: {sent.message_id}"
+    )
+    queue_salesforce_task(
+        session,
+        team_id=sent.team_id,
+        key=natural_key("task", kind, event_id),
+        kind=kind,
+        who_email=prospect.email,
+        event_id=event_id,
+        payload={
+            "subject": f"{title}: {sent.subject}"[:255],
+            "description": description[:DESCRIPTION_LIMIT],
+            "activity_date": now.date().isoformat(),
+            "message_id": sent.message_id,
+        },
+    )
