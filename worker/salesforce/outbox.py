@@ -1,23 +1,40 @@
-"""Draining the Salesforce outbox: one Task per row, exactly once.
+"""Draining the Salesforce outbox: every activity exactly once, in as few calls as it takes.
 
-A flush claims up to `CLAIM_BATCH` due rows of one team with a conditional
-UPDATE (another flusher gets the rest), resolves each recipient to a Contact
-(else an unconverted Lead) with batched SOQL, writes the Tasks through sObject
-Collections and settles every row by its own result::
+Rows are Tasks we owe (`task_sent`, `task_reply`: one Task each) and
+engagement updates (`task_engagement`: the counters of a sent email's Task,
+see `engagement`). A flush takes a team's due rows with a conditional UPDATE
+(another flusher gets the rest) and settles each row by its own result::
 
-    pending ──claim──▶ in_flight ──success──────────────▶ done
-       ▲                  │ ├──no Lead/Contact yet───────▶ waiting_who ──later──▶ (claimed again)
-       │                  │ ├──transient (5xx, lock)─────▶ pending, backed off
-       └──lease expired───┘ └──rejected item / too many──▶ failed (dead letter, replayable)
+    pending ──claim──▶ in_flight ──written, or found written before──────▶ done
+       ▲                  │ ├──nobody with that email (even after Leads)─▶ waiting_who
+       │                  │ │          (claimed again every SIGHTLINE_SALESFORCE_WHO_RETRY_SECONDS)
+       │                  │ ├──transient: 5xx, lock, timeout, stale Who──▶ pending, back-off, jitter
+       │                  │ ├──limit, or the org refused our login───────▶ pending, no attempt spent
+       └──lease expired───┘ └──rejected item, or 8 transient failures────▶ failed: a dead letter,
+                                                                             replayed by a person
 
-Exactly once: when the org has the external-id field (`Sightline_Key__c` by
-default, see `salesforce/README.md`), Tasks are *upserted* by a key derived from
-the row, so a write that reached Salesforce before a crash is matched, not
-duplicated. Without it, rows that were in flight before (attempts > 1) are first
-looked up by the key line written at the end of every Task's Description.
+One round handles up to 1,000 rows in two or three API calls:
 
-A 403 REQUEST_LIMIT_EXCEEDED parks the team's queue for `PARK_SECONDS`; the rows
-go back to pending untouched, and sends and replies are never dropped.
+1. *reads*, one composite call: Contact/Lead lookups for addresses not in the
+   cache, and, for rows tried before, the Tasks that already carry their key;
+2. *Leads* for unknown addresses, one call, only when the team opted in;
+3. *writes*, one composite call: up to five sObject Collections of 200 —
+   new Tasks (upserted by `Sightline_Key__c`, engagement counters included
+   when there are some already) and engagement updates of existing Tasks.
+
+Exactly once: a Task is upserted by a key derived from its row, so a write
+that reached Salesforce before a crash is matched, not duplicated. A row tried
+before is first looked up by that key, because an upsert that matches becomes
+an update and Salesforce refuses TaskSubtype on update. Orgs without the key
+field get a key line at the end of each Task's Description and the lookup reads
+those instead. Engagement updates carry absolute values, so repeating one is
+harmless.
+
+Budget: above the team's share of the org's daily allowance, engagement rows
+are not claimed; sends and replies keep flowing. A 403 REQUEST_LIMIT_EXCEEDED
+parks the org (no call at all) for SIGHTLINE_SALESFORCE_PARK_SECONDS. A backlog
+above SIGHTLINE_SALESFORCE_BULK_THRESHOLD Tasks goes through Bulk API 2.0
+(`bulk`).
 """
 
 from __future__ import annotations
@@ -25,31 +42,53 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import random
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from redis.exceptions import LockError
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from config import get_settings, queues
 from core.db import session_scope
-from core.models import OutboxStatus, SalesforceOutbox, utcnow
+from core.models import OutboxStatus, Prospect, SalesforceEngagement, SalesforceOutbox, utcnow
 from core.redis import get_redis
 from worker.queueing import enqueue_once, job_started
-from worker.salesforce.client import COLLECTION_LIMIT, SalesforceApi, SalesforceError
+from worker.salesforce.budget import OrgBudget
+from worker.salesforce.client import (
+    COLLECTION_LIMIT,
+    COMPOSITE_HEAVY_LIMIT,
+    CollectionOp,
+    OpResult,
+    SalesforceApi,
+    SalesforceError,
+    soql_in,
+)
+from worker.salesforce.connections import OrgProfile, load_profile, open_api
+from worker.salesforce.engagement import (
+    TASK_ENGAGEMENT,
+    TASK_FIELDS,
+    engagement_fields,
+    sent_task_key,
+)
+from worker.salesforce.resolver import Prospective, WhoResolver
 
 log = logging.getLogger(__name__)
 
-CLAIM_BATCH = COLLECTION_LIMIT
-PARK_SECONDS = 3600
-MAX_ATTEMPTS = 8
-MAX_ROUNDS = 25  # claims per flush job; a busy team yields to others, then continues
-WHO_CACHE_SECONDS = 3600
-NO_WHO_RETRY = timedelta(hours=1)
+CLAIM_BATCH = COMPOSITE_HEAVY_LIMIT * COLLECTION_LIMIT  # what one write call can carry
+MAX_ROUNDS = 10  # rounds per flush job: a busy team yields to others, then continues
+MAX_ATTEMPTS = 8  # per-row failures before a transient item error becomes a dead letter
+SCHEMA_CACHE_SECONDS = 3600
+ENGAGEMENT_WAIT = timedelta(minutes=10)  # an update waiting for its email's Task
 KEY_LINE = "Sightline-Key: "
-# Per-item errors worth another try; anything else is a dead letter.
+TASK_KINDS = ("task_sent", "task_reply")
+SUBJECT_LIMIT = 255
+DESCRIPTION_LIMIT = 32_000
+# Per-item errors worth another try.
 TRANSIENT_ITEM_CODES = frozenset(
     {
         "UNABLE_TO_LOCK_ROW",
@@ -60,7 +99,11 @@ TRANSIENT_ITEM_CODES = frozenset(
     }
 )
 # Per-item errors that mean our cached WhoId is stale.
-STALE_WHO_CODES = frozenset({"ENTITY_IS_DELETED", "INVALID_CROSS_REFERENCE_KEY"})
+STALE_WHO_CODES = frozenset(
+    {"ENTITY_IS_DELETED", "INVALID_CROSS_REFERENCE_KEY", "CANNOT_UPDATE_CONVERTED_LEAD"}
+)
+# An engagement update whose Task is gone: a person deleted it; we do not re-create it.
+TASK_GONE_CODES = frozenset({"ENTITY_IS_DELETED", "INVALID_CROSS_REFERENCE_KEY", "NOT_FOUND"})
 
 
 @dataclass
@@ -70,8 +113,31 @@ class FlushStats:
     waiting_who: int = 0
     retried: int = 0
     failed: int = 0
+    deferred: bool = False
+    leads_created: int = 0
+    bulk_rows: int = 0
     calls: int = 0
     errors: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a row settles after a round."""
+
+    status: str
+    salesforce_id: str | None = None
+    error: str | None = None
+    who_id: str | None = None
+    retry_in: timedelta | None = None  # pending: when to try again (default: back-off)
+    refund: bool = False  # pending: the attempt was not the row's fault
+
+
+@dataclass(frozen=True)
+class TaskSchema:
+    """What the org's Task object has of ours."""
+
+    key_field: str | None
+    engagement: frozenset[str]
 
 
 def task_key(row_key: str) -> str:
@@ -79,16 +145,22 @@ def task_key(row_key: str) -> str:
     return "sl-" + hashlib.sha256(row_key.encode()).hexdigest()[:40]
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
-def _parked_key(team_id: int) -> str:
-    return f"sightline:sf:parked:{team_id}"
+def sent_id_of(row: SalesforceOutbox) -> int | None:
+    """The sent message a `task_sent` or `task_engagement` row is about."""
+    if row.kind == TASK_ENGAGEMENT:
+        value = row.payload.get("sent_message_id")
+        return int(value) if value is not None else None
+    if row.kind == "task_sent":
+        tail = row.key.rpartition(":")[2]
+        return int(tail) if tail.isdigit() and row.key == sent_task_key(int(tail)) else None
+    return None
 
 
 def _backoff(attempts: int) -> timedelta:
-    return timedelta(seconds=min(3600, 15 * 2 ** max(0, attempts - 1)))
+    """Exponential, capped at an hour, with ±20 % jitter so retries do not arrive together."""
+    base = get_settings().salesforce.retry_base_seconds
+    seconds = min(3600.0, base * 2 ** max(0, attempts - 1))
+    return timedelta(seconds=seconds * random.uniform(0.8, 1.2))  # noqa: S311 - not a secret
 
 
 def _lease() -> timedelta:
@@ -96,11 +168,8 @@ def _lease() -> timedelta:
     return timedelta(seconds=get_settings().salesforce_lease_seconds)
 
 
-def claim(
-    session: Session, team_id: int, now: datetime, limit: int = CLAIM_BATCH
-) -> list[SalesforceOutbox]:
-    """Claim up to `limit` due rows of a team. The caller commits."""
-    due = or_(
+def _due(now: datetime) -> Any:
+    return or_(
         and_(
             SalesforceOutbox.status.in_([OutboxStatus.PENDING, OutboxStatus.WAITING_WHO]),
             SalesforceOutbox.next_attempt_at <= now,
@@ -110,6 +179,19 @@ def claim(
             SalesforceOutbox.claimed_at < now - _lease(),
         ),
     )
+
+
+def claim(
+    session: Session,
+    team_id: int,
+    now: datetime,
+    limit: int = CLAIM_BATCH,
+    kinds: Sequence[str] | None = None,
+) -> list[SalesforceOutbox]:
+    """Claim up to `limit` due rows of a team (of `kinds`, if given). The caller commits."""
+    due = _due(now)
+    if kinds is not None:
+        due = and_(due, SalesforceOutbox.kind.in_(list(kinds)))
     candidates = (
         select(SalesforceOutbox.id)
         .where(SalesforceOutbox.team_id == team_id, due)
@@ -140,70 +222,163 @@ def claim(
     )
 
 
-class WhoResolver:
-    """Email → Contact id, else unconverted Lead id, cached in Redis per team."""
-
-    def __init__(self, api: SalesforceApi, team_id: int) -> None:
-        self.api = api
-        self.team_id = team_id
-        self.redis = get_redis()
-
-    def _cache_key(self, email: str) -> str:
-        return f"sightline:sf:who:{self.team_id}:{email}"
-
-    def resolve(self, emails: list[str]) -> dict[str, str | None]:
-        wanted = sorted(set(emails))
-        cached = self.redis.mget([self._cache_key(e) for e in wanted]) if wanted else []
-        found: dict[str, str | None] = {}
-        missing = []
-        for email, value in zip(wanted, cached, strict=True):
-            if value is None:
-                missing.append(email)
-            else:
-                found[email] = _text(value) or None
-        if missing:
-            fresh = self._lookup(missing)
-            with self.redis.pipeline() as pipe:
-                for email in missing:
-                    who = fresh.get(email)
-                    found[email] = who
-                    # A miss is cached briefly: the Lead may be created any minute.
-                    pipe.set(
-                        self._cache_key(email), who or "", ex=WHO_CACHE_SECONDS if who else 300
-                    )
-                pipe.execute()
-        return found
-
-    def forget(self, emails: list[str]) -> None:
-        if emails:
-            self.redis.delete(*[self._cache_key(e) for e in emails])
-
-    def _lookup(self, emails: list[str]) -> dict[str, str]:
-        who: dict[str, str] = {}
-        for record in self.api.query_in(
-            "SELECT Id, Email FROM Contact WHERE Email IN {} ORDER BY LastModifiedDate DESC",
-            emails,
-        ):
-            who.setdefault(str(record["Email"]).lower(), str(record["Id"]))
-        leads_wanted = [e for e in emails if e not in who]
-        if leads_wanted:
-            for record in self.api.query_in(
-                "SELECT Id, Email FROM Lead WHERE Email IN {} AND IsConverted = false "
-                "ORDER BY LastModifiedDate DESC",
-                leads_wanted,
-            ):
-                who.setdefault(str(record["Email"]).lower(), str(record["Id"]))
-        return who
+def due_task_count(team_id: int, now: datetime) -> int:
+    with session_scope() as session:
+        return int(
+            session.scalar(
+                select(func.count())
+                .select_from(SalesforceOutbox)
+                .where(
+                    SalesforceOutbox.team_id == team_id,
+                    SalesforceOutbox.kind.in_(TASK_KINDS),
+                    _due(now),
+                )
+            )
+            or 0
+        )
 
 
-def _task_record(row: SalesforceOutbox, who_id: str, status: str) -> dict[str, Any]:
+# -- the flush ------------------------------------------------------------------------
+
+
+def flush_team(team_id: int) -> FlushStats:
+    """Write the team's due outbox rows to Salesforce. Safe to run concurrently."""
+    stats = FlushStats()
+    profile = load_profile(team_id)
+    if not profile.ready:
+        return stats  # rows are held until the org is reachable
+    budget = OrgBudget(profile.org_key)
+    if budget.parked() is not None:
+        return stats
+    redis = get_redis()
+    lock = redis.lock(
+        f"sightline:sf:flush:{team_id}", timeout=get_settings().salesforce_lease_seconds
+    )
+    if not lock.acquire(blocking=False):
+        return stats  # another flusher of this team is at work
+    api = open_api(profile, budget)
+    try:
+        _flush_rounds(api, profile, budget, stats)
+    finally:
+        stats.calls = api.calls
+        try:
+            lock.release()
+        except LockError:  # the lease ran out during a long round; rows are guarded by claim
+            log.warning("salesforce_flush_lock_lost team_id=%s", team_id)
+    log.info(
+        "salesforce_flush team_id=%s org=%s claimed=%s done=%s waiting_who=%s retried=%s "
+        "failed=%s deferred=%s leads_created=%s bulk_rows=%s calls=%s",
+        team_id,
+        profile.org_key,
+        stats.claimed,
+        stats.done,
+        stats.waiting_who,
+        stats.retried,
+        stats.failed,
+        stats.deferred,
+        stats.leads_created,
+        stats.bulk_rows,
+        stats.calls,
+    )
+    return stats
+
+
+def _flush_rounds(
+    api: SalesforceApi, profile: OrgProfile, budget: OrgBudget, stats: FlushStats
+) -> None:
+    from worker.salesforce import bulk  # bulk imports this module
+
+    settings = get_settings().salesforce
+    bulk_first = due_task_count(profile.team_id, utcnow()) > settings.bulk_threshold
+    for _ in range(MAX_ROUNDS):
+        deferred = budget.over_share(profile.budget_share)
+        if deferred and not stats.deferred:
+            usage = budget.usage()
+            log.info(
+                "salesforce_engagement_deferred team_id=%s org=%s used=%s max=%s share=%s",
+                profile.team_id,
+                profile.org_key,
+                usage.used if usage else None,
+                usage.max if usage else None,
+                profile.budget_share,
+            )
+        stats.deferred = stats.deferred or deferred
+        try:
+            if bulk_first:
+                bulk_first = False
+                if bulk.backfill(api, profile, stats):
+                    continue
+            with session_scope() as session:
+                rows = claim(
+                    session, profile.team_id, utcnow(), kinds=TASK_KINDS if deferred else None
+                )
+            if not rows:
+                return
+            stats.claimed += len(rows)
+            try:
+                write_rows(api, profile, rows, stats)
+            except SalesforceError as exc:
+                release(rows, exc, stats)
+                raise
+        except SalesforceError as exc:
+            if exc.kind in ("limit", "auth"):
+                seconds = settings.park_seconds
+                budget.park(seconds, exc.kind)
+                log.warning(
+                    "salesforce_parked team_id=%s org=%s reason=%s seconds=%s",
+                    profile.team_id,
+                    profile.org_key,
+                    exc.kind,
+                    seconds,
+                )
+            return
+
+
+def task_schema(api: SalesforceApi, org_key: str) -> TaskSchema:
+    """The key field and engagement fields the org's Task has (cached for an hour)."""
+    redis = get_redis()
+    cache = f"sightline:sf:schema:{org_key}"
+    cached = redis.get(cache)
+    if cached is not None:
+        data = json.loads(cached)
+        return TaskSchema(data["key"] or None, frozenset(data["engagement"]))
+    wanted = get_settings().salesforce.task_key_field
+    fields = api.describe("Task")
+    info = fields.get(wanted)
+    key_field = wanted if info and info.get("externalId") and info.get("createable") else None
+    engagement = frozenset(
+        name
+        for name in TASK_FIELDS.values()
+        if fields.get(name, {}).get("createable") and fields.get(name, {}).get("updateable")
+    )
+    redis.set(
+        cache,
+        json.dumps({"key": key_field or "", "engagement": sorted(engagement)}),
+        ex=SCHEMA_CACHE_SECONDS,
+    )
+    if key_field is None:
+        log.warning(
+            "salesforce_no_key_field org=%s field=%s fallback=description_key", org_key, wanted
+        )
+    if len(engagement) < len(TASK_FIELDS):
+        log.warning(
+            "salesforce_engagement_fields_missing org=%s missing=%s",
+            org_key,
+            ",".join(sorted(set(TASK_FIELDS.values()) - engagement)),
+        )
+    return TaskSchema(key_field, engagement)
+
+
+def task_record(row: SalesforceOutbox, who_id: str, status: str) -> dict[str, Any]:
+    """A new Task, truncated to Salesforce's lengths so STRING_TOO_LONG cannot happen."""
     payload = row.payload
     description = str(payload.get("description") or "")
     key_line = f"\n\n{KEY_LINE}{task_key(row.key)}"
-    description = description[: 32_000 - len(key_line)] + key_line
+    description = description[: DESCRIPTION_LIMIT - len(key_line)] + key_line
     return {
+        "attributes": {"type": "Task"},
         "WhoId": who_id,
-        "Subject": str(payload.get("subject") or "Email")[:255],
+        "Subject": str(payload.get("subject") or "Email")[:SUBJECT_LIMIT],
         "Description": description,
         "ActivityDate": payload.get("activity_date"),
         "Status": status,
@@ -211,195 +386,348 @@ def _task_record(row: SalesforceOutbox, who_id: str, status: str) -> dict[str, A
     }
 
 
-def flush_team(team_id: int) -> FlushStats:
-    """Write the team's due outbox rows to Salesforce. Safe to run concurrently."""
-    stats = FlushStats()
-    settings = get_settings().salesforce
-    if not settings.configured:
-        return stats
-    redis = get_redis()
-    if redis.exists(_parked_key(team_id)):
-        return stats
-    lock = redis.lock(
-        f"sightline:sf:flush:{team_id}", timeout=get_settings().salesforce_lease_seconds
-    )
-    if not lock.acquire(blocking=False):
-        return stats  # another flusher of this team is at work
-    api = SalesforceApi(settings)
-    try:
-        for _ in range(MAX_ROUNDS):
-            with session_scope() as session:
-                rows = claim(session, team_id, utcnow())
-            if not rows:
-                break
-            stats.claimed += len(rows)
-            try:
-                _write(api, team_id, rows, stats)
-            except SalesforceError as exc:
-                _release(rows, exc, stats)
-                if exc.kind == "limit":
-                    redis.set(_parked_key(team_id), 1, ex=PARK_SECONDS)
-                    log.warning("salesforce_parked team_id=%s seconds=%s", team_id, PARK_SECONDS)
-                break
-    finally:
-        stats.calls = api.calls
-        lock.release()
-    log.info(
-        "salesforce_flush team_id=%s claimed=%s done=%s waiting_who=%s retried=%s "
-        "failed=%s calls=%s",
-        team_id,
-        stats.claimed,
-        stats.done,
-        stats.waiting_who,
-        stats.retried,
-        stats.failed,
-        stats.calls,
-    )
-    return stats
-
-
-def _with_session_retry(api: SalesforceApi, call: Any, *args: Any) -> Any:
-    """Run an API call; on an expired session, log in again and retry once."""
-    try:
-        return call(*args)
-    except SalesforceError as exc:
-        if exc.kind != "session" or not api.reauthenticate():
-            raise
-        return call(*args)
-
-
-def _key_field(api: SalesforceApi, team_id: int) -> str | None:
-    """The external-id field to upsert on, if the org has it (cached for an hour)."""
-    redis = get_redis()
-    cache = f"sightline:sf:keyfield:{team_id}"
-    cached = redis.get(cache)
-    if cached is not None:
-        return _text(cached) or None
-    wanted = api.settings.task_key_field
-    fields = _with_session_retry(api, api.task_fields)
-    info = fields.get(wanted)
-    usable = bool(info and info.get("externalId") and info.get("createable"))
-    redis.set(cache, wanted if usable else "", ex=3600)
-    if not usable:
-        log.warning(
-            "salesforce_no_key_field team_id=%s field=%s fallback=description_key", team_id, wanted
-        )
-    return wanted if usable else None
-
-
-def _write(
-    api: SalesforceApi, team_id: int, rows: list[SalesforceOutbox], stats: FlushStats
+def write_rows(
+    api: SalesforceApi, profile: OrgProfile, rows: list[SalesforceOutbox], stats: FlushStats
 ) -> None:
-    resolver = WhoResolver(api, team_id)
-    who = _with_session_retry(api, resolver.resolve, [r.who_email for r in rows])
-    ready = [r for r in rows if who.get(r.who_email)]
-    unresolved = [r for r in rows if not who.get(r.who_email)]
-    results: dict[int, tuple[str, str | None, str | None]] = {}
-    for row in unresolved:
-        results[row.id] = (OutboxStatus.WAITING_WHO, None, "no Contact or Lead with this email")
+    """One round: resolve, look up, write, settle. Whole-call failures raise SalesforceError."""
+    tasks = [r for r in rows if r.kind != TASK_ENGAGEMENT]
+    engagements = [r for r in rows if r.kind == TASK_ENGAGEMENT]
+    schema = task_schema(api, profile.org_key)
+    resolver = WhoResolver(profile.org_key)
+    outcomes: dict[int, Outcome] = {}
+    who, fresh = resolve_tasks(api, profile, resolver, schema, tasks, outcomes, stats)
+    by_sent = summaries([sid for r in [*fresh, *engagements] if (sid := sent_id_of(r))])
+    new_tasks = [(row, new_task(row, who, schema, by_sent)) for row in fresh]
+    merged, updates = _engagement_updates(engagements, fresh, schema, by_sent, outcomes)
 
-    key_field = _key_field(api, team_id) if ready else None
-    # A row tried before may have reached Salesforce before we heard back: find
-    # those first. (Upserting them again would be an *update*, and Salesforce
-    # refuses TaskSubtype on update, so looking first is also what keeps every
-    # Task an Email.)
-    already = _already_written(api, [r for r in ready if r.attempts > 1], who, key_field)
-    for row_id, sf_id in already.items():
-        results[row_id] = (OutboxStatus.DONE, sf_id, None)
-    fresh = [r for r in ready if r.id not in already]
-    status = api.settings.task_status
-    records = [_task_record(r, str(who[r.who_email]), status) for r in fresh]
-    if not records:
-        answers = []
-    elif key_field is not None:
-        for row, record in zip(fresh, records, strict=True):
-            record[key_field] = task_key(row.key)
-        answers = _with_session_retry(api, api.upsert, key_field, records)
-    else:
-        answers = _with_session_retry(api, api.create, records)
-    to_settle = list(zip(fresh, answers, strict=True))
-
+    ops = _chunks(_new_task_op(schema), new_tasks, "new")
+    ops += _chunks(CollectionOp("PATCH", "composite/sobjects", []), updates, "update")
+    results = api.write_many([op for op, _, _ in ops]) if ops else []
     stale: list[str] = []
-    for row, answer in to_settle:
-        if answer.get("success"):
-            results[row.id] = (OutboxStatus.DONE, answer.get("id"), None)
-            continue
-        codes = [str(e.get("statusCode")) for e in answer.get("errors", [])]
-        message = json.dumps(answer.get("errors", []))[:2000]
-        if STALE_WHO_CODES.intersection(codes):
-            stale.append(row.who_email)
-            results[row.id] = (OutboxStatus.PENDING, None, message)
-        elif TRANSIENT_ITEM_CODES.intersection(codes) and row.attempts < MAX_ATTEMPTS:
-            results[row.id] = (OutboxStatus.PENDING, None, message)
+    for (_, op_rows, what), result in zip(ops, results, strict=True):
+        _settle_op(op_rows, result, what, who, schema, outcomes, stale)
+    for engagement_id, task_row_id in merged.items():
+        written = outcomes.get(task_row_id)
+        if written is not None and written.status == OutboxStatus.DONE:
+            outcomes[engagement_id] = Outcome(OutboxStatus.DONE, written.salesforce_id)
         else:
-            results[row.id] = (OutboxStatus.FAILED, None, message)
+            outcomes[engagement_id] = Outcome(
+                OutboxStatus.PENDING, error="its email's Task was not written", refund=True
+            )
     resolver.forget(stale)
-    _settle(rows, results, stats)
+    settle(rows, outcomes, stats)
 
 
-def _already_written(
+def resolve_tasks(
     api: SalesforceApi,
-    rows: list[SalesforceOutbox],
-    who: dict[str, str | None],
-    key_field: str | None,
-) -> dict[int, str]:
-    """Rows whose Task already exists in Salesforce (a write we never heard back from).
+    profile: OrgProfile,
+    resolver: WhoResolver,
+    schema: TaskSchema,
+    tasks: list[SalesforceOutbox],
+    outcomes: dict[int, Outcome],
+    stats: FlushStats,
+) -> tuple[dict[str, str | None], list[SalesforceOutbox]]:
+    """(email → Who id, the rows to write). Settles in `outcomes` the rows already in
+    Salesforce and those with nobody to log against (after creating Leads, if opted in)."""
+    who, already = read_state(api, resolver, schema, tasks)
+    unknown = [r for r in tasks if r.id not in already and not who.get(r.who_email)]
+    if unknown and profile.create_leads:
+        created = resolver.create_leads(api, prospectives(profile.team_id, unknown))
+        who.update(created)
+        stats.leads_created += len(created)
+    fresh = []
+    for row in tasks:
+        if row.id in already:
+            outcomes[row.id] = Outcome(
+                OutboxStatus.DONE, already[row.id], who_id=who.get(row.who_email)
+            )
+        elif not who.get(row.who_email):
+            outcomes[row.id] = Outcome(
+                OutboxStatus.WAITING_WHO, error="no Contact or Lead with this email"
+            )
+        else:
+            fresh.append(row)
+    return who, fresh
 
-    Found by the external-id field when the org has it, else by the key line at
-    the end of each Task's Description (Descriptions cannot be filtered in SOQL,
-    so the candidates are the Tasks on those people created since the rows were).
+
+def new_task(
+    row: SalesforceOutbox,
+    who: dict[str, str | None],
+    schema: TaskSchema,
+    by_sent: dict[int, SalesforceEngagement],
+) -> dict[str, Any]:
+    """The record for a new Task: its key, and the email's engagement so far."""
+    record = task_record(row, str(who[row.who_email]), get_settings().salesforce.task_status)
+    sid = sent_id_of(row)
+    if sid is not None:
+        record.update(engagement_fields(by_sent.get(sid), set(schema.engagement)))
+    if schema.key_field is not None:
+        record[schema.key_field] = task_key(row.key)
+    return record
+
+
+def _engagement_updates(
+    engagements: list[SalesforceOutbox],
+    fresh: list[SalesforceOutbox],
+    schema: TaskSchema,
+    by_sent: dict[int, SalesforceEngagement],
+    outcomes: dict[int, Outcome],
+) -> tuple[dict[int, int], list[tuple[SalesforceOutbox, dict[str, Any]]]]:
+    """(engagement row → send row written with its numbers this round, updates of written Tasks)."""
+    fresh_by_sent = {sid: r for r in fresh if (sid := sent_id_of(r)) is not None}
+    task_ids = _written_task_ids([sid for r in engagements if (sid := sent_id_of(r))])
+    merged: dict[int, int] = {}
+    updates: list[tuple[SalesforceOutbox, dict[str, Any]]] = []
+    for row in engagements:
+        sid = sent_id_of(row)
+        if sid is not None and sid in fresh_by_sent:
+            merged[row.id] = fresh_by_sent[sid].id
+            continue
+        task_id = task_ids.get(sid) if sid is not None else None
+        if sid is None or task_id is None:
+            outcomes[row.id] = Outcome(
+                OutboxStatus.PENDING,
+                error="waiting for the email's Task",
+                retry_in=ENGAGEMENT_WAIT,
+                refund=True,
+            )
+            continue
+        values = engagement_fields(by_sent.get(sid), set(schema.engagement))
+        if not values:
+            outcomes[row.id] = Outcome(
+                OutboxStatus.DONE, task_id, error="the org has no Sightline engagement fields"
+            )
+            continue
+        updates.append((row, {"attributes": {"type": "Task"}, "Id": task_id, **values}))
+    return merged, updates
+
+
+def _new_task_op(schema: TaskSchema) -> CollectionOp:
+    if schema.key_field is None:
+        return CollectionOp("POST", "composite/sobjects", [])
+    return CollectionOp("PATCH", f"composite/sobjects/Task/{schema.key_field}", [])
+
+
+def _chunks(
+    shape: CollectionOp, items: list[tuple[SalesforceOutbox, dict[str, Any]]], what: str
+) -> list[tuple[CollectionOp, list[SalesforceOutbox], str]]:
+    """`items` as ops of `shape`, 200 records each, with the rows behind each op."""
+    ops = []
+    for start in range(0, len(items), COLLECTION_LIMIT):
+        chunk = items[start : start + COLLECTION_LIMIT]
+        op = CollectionOp(shape.method, shape.path, [record for _, record in chunk])
+        ops.append((op, [row for row, _ in chunk], what))
+    return ops
+
+
+def read_state(
+    api: SalesforceApi, resolver: WhoResolver, schema: TaskSchema, tasks: list[SalesforceOutbox]
+) -> tuple[dict[str, str | None], dict[int, str]]:
+    """(email → Who id, row id → Task id already in Salesforce), in as few calls as possible."""
+    who, missing = resolver.cached([r.who_email for r in tasks])
+    retried = [r for r in tasks if r.attempts > 1]
+    who_queries = resolver.queries(missing)
+    by_key = {task_key(r.key): r.id for r in retried}
+    key_queries: list[str] = []
+    if schema.key_field is not None and by_key:
+        template = f"SELECT Id, {schema.key_field} FROM Task WHERE {schema.key_field} IN {{}}"  # noqa: S608
+        key_queries = soql_in(template, sorted(by_key))
+    answers = api.query_many(who_queries + key_queries) if who_queries or key_queries else []
+    if missing:
+        who.update(resolver.absorb(missing, answers[: len(who_queries)]))
+    already: dict[int, str] = {}
+    for page in answers[len(who_queries) :]:
+        for record in page:
+            row_id = by_key.get(str(record.get(schema.key_field or "")))
+            if row_id is not None:
+                already[row_id] = str(record["Id"])
+    if schema.key_field is None and retried:
+        already.update(_found_by_description(api, retried, who))
+    return who, already
+
+
+def _found_by_description(
+    api: SalesforceApi, rows: list[SalesforceOutbox], who: dict[str, str | None]
+) -> dict[int, str]:
+    """Tasks written for `rows` before, found by the key line their Description ends with.
+
+    Descriptions cannot be filtered in SOQL, so the candidates are the Tasks on
+    those people created since the rows were.
     """
-    if not rows:
-        return {}
     by_key = {task_key(r.key): r.id for r in rows}
-    found: dict[int, str] = {}
-    if key_field is not None:
-        template = f"SELECT Id, {key_field} FROM Task WHERE {key_field} IN {{}}"  # noqa: S608
-        for record in _with_session_retry(api, api.query_in, template, sorted(by_key)):
-            found[by_key[str(record[key_field])]] = str(record["Id"])
-        return found
+    who_ids = sorted({w for r in rows if (w := r.who_id or who.get(r.who_email))})
+    if not who_ids:
+        return {}
     since = min(r.created_at for r in rows) - timedelta(minutes=5)
-    who_ids = sorted({str(who[r.who_email]) for r in rows})
     # Only our own timestamp is formatted in; the ids go through format_soql.
     created_after = since.strftime("%Y-%m-%dT%H:%M:%SZ")
     template = (
         f"SELECT Id, Description FROM Task WHERE WhoId IN {{}} AND CreatedDate >= {created_after}"  # noqa: S608
     )
-    for record in _with_session_retry(api, api.query_in, template, who_ids):
-        description = str(record.get("Description") or "")
-        marker = description.rpartition(KEY_LINE)[2].strip()
-        if marker in by_key:
-            found[by_key[marker]] = str(record["Id"])
+    found: dict[int, str] = {}
+    for page in api.query_many(soql_in(template, who_ids)):
+        for record in page:
+            marker = str(record.get("Description") or "").rpartition(KEY_LINE)[2].strip()
+            if marker in by_key:
+                found[by_key[marker]] = str(record["Id"])
     return found
 
 
-def _settle(
+def prospectives(team_id: int, rows: list[SalesforceOutbox]) -> list[Prospective]:
+    emails = sorted({r.who_email for r in rows})
+    with session_scope() as session:
+        known = {
+            p.email: p
+            for p in session.scalars(
+                select(Prospect).where(Prospect.team_id == team_id, Prospect.email.in_(emails))
+            )
+        }
+        return [
+            Prospective(
+                e,
+                known[e].name if e in known else None,
+                known[e].company if e in known else None,
+            )
+            for e in emails
+        ]
+
+
+def summaries(sent_ids: list[int]) -> dict[int, SalesforceEngagement]:
+    if not sent_ids:
+        return {}
+    with session_scope() as session:
+        rows = session.scalars(
+            select(SalesforceEngagement).where(
+                SalesforceEngagement.sent_message_id.in_(sorted(set(sent_ids)))
+            )
+        ).all()
+        for row in rows:
+            session.expunge(row)
+    return {row.sent_message_id: row for row in rows}
+
+
+def _written_task_ids(sent_ids: list[int]) -> dict[int, str]:
+    """sent message id → its Task's Salesforce id, for the sends already written."""
+    if not sent_ids:
+        return {}
+    keys = {sent_task_key(sid): sid for sid in set(sent_ids)}
+    with session_scope() as session:
+        found = session.execute(
+            select(SalesforceOutbox.key, SalesforceOutbox.salesforce_id).where(
+                SalesforceOutbox.key.in_(list(keys)),
+                SalesforceOutbox.status == OutboxStatus.DONE,
+                SalesforceOutbox.salesforce_id.is_not(None),
+            )
+        ).all()
+    return {keys[key]: str(sf_id) for key, sf_id in found}
+
+
+def retryable(row: SalesforceOutbox, message: str) -> Outcome:
+    if row.attempts >= MAX_ATTEMPTS:
+        return Outcome(
+            OutboxStatus.FAILED, error=f"gave up after {row.attempts} attempts: {message}"
+        )
+    return Outcome(OutboxStatus.PENDING, error=message)
+
+
+def _settle_op(
     rows: list[SalesforceOutbox],
-    results: dict[int, tuple[str, str | None, str | None]],
-    stats: FlushStats,
+    result: OpResult,
+    what: str,
+    who: dict[str, str | None],
+    schema: TaskSchema,
+    outcomes: dict[int, Outcome],
+    stale: list[str],
 ) -> None:
+    error = result.error
+    if error is not None:
+        # One collection failed whole (a bad field fails all its records); the
+        # others in the call stand, so these rows settle on their own.
+        for row in rows:
+            outcomes[row.id] = (
+                Outcome(OutboxStatus.FAILED, error=str(error))
+                if error.permanent
+                else retryable(row, str(error))
+            )
+        return
+    for row, item in zip(rows, result.items, strict=True):
+        who_id = who.get(row.who_email) if what == "new" else None
+        if item.get("success"):
+            outcomes[row.id] = Outcome(OutboxStatus.DONE, item.get("id"), who_id=who_id)
+            continue
+        errors = item.get("errors") or []
+        codes = {str(e.get("statusCode")) for e in errors}
+        message = json.dumps(errors)[:2000]
+        if what == "update":
+            if codes & TASK_GONE_CODES:
+                outcomes[row.id] = Outcome(
+                    OutboxStatus.DONE, error="the email's Task was deleted in Salesforce"
+                )
+            elif codes & TRANSIENT_ITEM_CODES:
+                outcomes[row.id] = retryable(row, message)
+            else:
+                outcomes[row.id] = Outcome(OutboxStatus.FAILED, error=message)
+            continue
+        already_there = (
+            schema.key_field is not None
+            and "INVALID_FIELD_FOR_INSERT_UPDATE" in codes
+            and any("TaskSubtype" in (e.get("fields") or []) for e in errors)
+        )
+        if codes & STALE_WHO_CODES:
+            stale.append(row.who_email)
+            outcomes[row.id] = retryable(row, message)
+        elif already_there or codes & TRANSIENT_ITEM_CODES:
+            # already_there: the upsert matched a Task we wrote and never heard of;
+            # the next attempt finds it by key.
+            outcomes[row.id] = retryable(row, message)
+        else:
+            outcomes[row.id] = Outcome(OutboxStatus.FAILED, error=message)
+
+
+def settle(rows: list[SalesforceOutbox], outcomes: dict[int, Outcome], stats: FlushStats) -> None:
+    """Write each row's outcome, if its claim is still ours."""
     now = utcnow()
+    who_retry = timedelta(seconds=get_settings().salesforce.who_retry_seconds)
     with session_scope() as session:
         for row in rows:
-            status, sf_id, error = results.get(
-                row.id, (OutboxStatus.PENDING, None, "no result for this row")
+            outcome = outcomes.get(row.id) or Outcome(
+                OutboxStatus.PENDING, error="no result for this row", refund=True
             )
-            values: dict[str, Any] = {"status": status, "last_error": error, "claim_token": None}
-            if status == OutboxStatus.DONE:
-                values.update(salesforce_id=sf_id, done_at=now)
+            values: dict[str, Any] = {
+                "status": outcome.status,
+                "last_error": outcome.error,
+                "claim_token": None,
+            }
+            if outcome.status == OutboxStatus.DONE:
+                values.update(salesforce_id=outcome.salesforce_id, done_at=now)
+                if outcome.who_id:
+                    values["who_id"] = outcome.who_id
                 stats.done += 1
-            elif status == OutboxStatus.WAITING_WHO:
-                values["next_attempt_at"] = now + NO_WHO_RETRY
+                if row.waiting_since is not None:
+                    log.info(
+                        "salesforce_who_appeared outbox_id=%s who_id=%s waited_seconds=%d",
+                        row.id,
+                        outcome.who_id,
+                        (now - row.waiting_since).total_seconds(),
+                    )
+            elif outcome.status == OutboxStatus.WAITING_WHO:
+                values["next_attempt_at"] = now + who_retry
+                values["waiting_since"] = row.waiting_since or now
+                values["attempts"] = SalesforceOutbox.attempts - 1  # nobody's fault
                 stats.waiting_who += 1
-            elif status == OutboxStatus.PENDING:
-                values["next_attempt_at"] = now + _backoff(row.attempts)
+            elif outcome.status == OutboxStatus.PENDING:
+                values["next_attempt_at"] = now + (outcome.retry_in or _backoff(row.attempts))
+                if outcome.refund:
+                    values["attempts"] = SalesforceOutbox.attempts - 1
                 stats.retried += 1
             else:
                 stats.failed += 1
                 log.error(
-                    "salesforce_dead_letter outbox_id=%s key=%s error=%s", row.id, row.key, error
+                    "salesforce_dead_letter outbox_id=%s key=%s error=%s",
+                    row.id,
+                    row.key,
+                    outcome.error,
                 )
-            # Only the claim that owns the row may settle it.
             session.execute(
                 update(SalesforceOutbox)
                 .where(
@@ -409,27 +737,27 @@ def _settle(
             )
 
 
-def _release(rows: list[SalesforceOutbox], exc: SalesforceError, stats: FlushStats) -> None:
-    """A whole call failed: rows go back to pending (or to failed if rejected)."""
+def release(rows: list[SalesforceOutbox], exc: SalesforceError, stats: FlushStats) -> None:
+    """A whole call failed: the rows go back, or to the dead letters if Salesforce refused it."""
     stats.errors.append(str(exc))
     log.warning("salesforce_call_failed kind=%s error=%s rows=%s", exc.kind, exc, len(rows))
-    status = OutboxStatus.FAILED if exc.permanent else OutboxStatus.PENDING
-    results: dict[int, tuple[str, str | None, str | None]] = {
-        r.id: (status, None, str(exc)) for r in rows
-    }
-    if exc.kind == "limit":
-        # Not the rows' fault: no attempt is spent on them.
-        with session_scope() as session:
-            for row in rows:
-                session.execute(
-                    update(SalesforceOutbox)
-                    .where(
-                        SalesforceOutbox.id == row.id,
-                        SalesforceOutbox.claim_token == row.claim_token,
-                    )
-                    .values(attempts=SalesforceOutbox.attempts - 1)
-                )
-    _settle(rows, results, stats)
+    park = timedelta(seconds=get_settings().salesforce.park_seconds)
+    outcomes: dict[int, Outcome] = {}
+    for row in rows:
+        if exc.kind in ("limit", "auth"):
+            # Not the rows' fault, and not theirs to fix: no attempt is spent.
+            outcomes[row.id] = Outcome(
+                OutboxStatus.PENDING, error=str(exc), retry_in=park, refund=True
+            )
+        elif exc.kind == "rejected":
+            outcomes[row.id] = Outcome(OutboxStatus.FAILED, error=str(exc))
+        else:
+            # An outage is not a reason to give up on a row: back off, never dead-letter.
+            outcomes[row.id] = Outcome(OutboxStatus.PENDING, error=str(exc))
+    settle(rows, outcomes, stats)
+
+
+# -- jobs -----------------------------------------------------------------------------
 
 
 def flush_all() -> int:
@@ -437,22 +765,7 @@ def flush_all() -> int:
     now = utcnow()
     with session_scope() as session:
         team_ids = session.scalars(
-            select(SalesforceOutbox.team_id)
-            .where(
-                or_(
-                    and_(
-                        SalesforceOutbox.status.in_(
-                            [OutboxStatus.PENDING, OutboxStatus.WAITING_WHO]
-                        ),
-                        SalesforceOutbox.next_attempt_at <= now,
-                    ),
-                    and_(
-                        SalesforceOutbox.status == OutboxStatus.IN_FLIGHT,
-                        SalesforceOutbox.claimed_at < now - _lease(),
-                    ),
-                )
-            )
-            .distinct()
+            select(SalesforceOutbox.team_id).where(_due(now)).distinct()
         ).all()
     return sum(
         enqueue_once(
@@ -478,6 +791,26 @@ def flush_team_job(team_id: int) -> dict[str, object]:
     }
 
 
+# -- dead letters -----------------------------------------------------------------------
+
+
+def dead_letters(
+    session: Session, team_id: int, *, after_id: int = 0, limit: int = 100
+) -> list[SalesforceOutbox]:
+    return list(
+        session.scalars(
+            select(SalesforceOutbox)
+            .where(
+                SalesforceOutbox.team_id == team_id,
+                SalesforceOutbox.status == OutboxStatus.FAILED,
+                SalesforceOutbox.id > after_id,
+            )
+            .order_by(SalesforceOutbox.id)
+            .limit(limit)
+        )
+    )
+
+
 def replay_failed(session: Session, team_id: int, outbox_ids: list[int] | None = None) -> int:
     """Put dead letters back in the queue (after a person fixed the cause)."""
     stmt = update(SalesforceOutbox).where(
@@ -488,4 +821,7 @@ def replay_failed(session: Session, team_id: int, outbox_ids: list[int] | None =
     result = session.execute(
         stmt.values(status=OutboxStatus.PENDING, attempts=0, next_attempt_at=utcnow())
     )
-    return int(result.rowcount)  # type: ignore[attr-defined]
+    replayed = int(result.rowcount)  # type: ignore[attr-defined]
+    if replayed:
+        log.info("salesforce_replayed team_id=%s rows=%s", team_id, replayed)
+    return replayed

@@ -55,6 +55,7 @@ class Fault:
     seconds: float = 0.0
     expires_at: float | None = None  # time.monotonic() deadline
     items: tuple[int, ...] | None = None
+    skip: int = 0  # matching requests to let through before the fault starts
     id: int = 0
 
     def applies_to(self, method: str, path: str) -> bool:
@@ -99,6 +100,7 @@ class Faults:
         seconds: float | None = None,
         duration: float | None = None,
         items: list[int] | tuple[int, ...] | None = None,
+        skip: int = 0,
     ) -> Fault:
         """Arm ``kind`` for the next ``count`` matching requests.
 
@@ -111,6 +113,8 @@ class Faults:
             duration: seconds from now after which the fault no longer applies.
             items: for ``unable_to_lock_row`` in a collection, which record
                 indexes fail (default: all of them).
+            skip: let this many matching requests through first (e.g. the
+                reads of a flush, to hit its write).
 
         Raises:
             ValueError: unknown kind or a count below 1.
@@ -130,6 +134,7 @@ class Faults:
                 seconds=seconds if seconds is not None else _DEFAULT_SECONDS.get(kind, 0.0),
                 expires_at=time.monotonic() + duration if duration is not None else None,
                 items=tuple(items) if items is not None else None,
+                skip=skip,
                 id=self._next_id,
             )
             self._next_id += 1
@@ -177,6 +182,9 @@ class Faults:
             self._drop_expired()
             for fault in self._armed:
                 if fault.applies_to(method, path):
+                    if fault.skip > 0:
+                        fault.skip -= 1
+                        continue
                     if fault.remaining is not None:
                         fault.remaining -= 1
                         if fault.remaining == 0:

@@ -1,0 +1,389 @@
+"""Which org a team writes to, how it connects, and the team's Salesforce settings.
+
+A team without a `SalesforceConnection` row (or with one of kind `default`)
+writes to the settings-level org (`SALESFORCE_*`): the simple install. A team
+that connects its own org gets a row of kind `oauth` (web-server flow with a
+refresh token), `jwt` (server-to-server, JWT bearer) or `password`
+(development only). The row also carries the team's settings: the share of
+the org's daily API allowance above which engagement updates wait
+(`budget_share`, default 80 %), and whether unknown recipients become Leads
+(`create_leads`, off by default).
+
+OAuth web-server flow::
+
+    POST /api/v1/salesforce/connect {"kind": "oauth"}
+        → authorize_url (state = signed team/user/login URL, 15 minutes)
+    person approves in Salesforce → GET /api/v1/salesforce/oauth/callback?code&state
+        → code exchanged at the login URL, signature checked, tokens saved encrypted
+
+`OrgProfile` is what a flush reads once: where the org is, its budget key
+(`org_key`: the org id when known, so teams sharing an org share its
+allowance), and whether it can be written to now. Disconnecting or a refused
+refresh holds the team's outbox rows; they are written after a reconnect.
+
+This module never logs a token, a password or a code.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import requests
+from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
+from sqlalchemy import select, update
+
+from config import get_settings
+from core.crypto import CredentialsError, decrypt_json, encrypt_json
+from core.db import session_scope
+from core.events import insert_ignore
+from core.models import (
+    SalesforceAuthKind,
+    SalesforceConnection,
+    SalesforceConnectionStatus,
+    utcnow,
+)
+from worker.salesforce.auth import (
+    ConnectionTokens,
+    SettingsTokens,
+    authorize_url,
+    jwt_grant,
+    org_id_from_identity,
+    password_login,
+    signature_ok,
+    token_grant,
+)
+from worker.salesforce.budget import OrgBudget, parse_limit_info
+from worker.salesforce.client import SalesforceApi, SalesforceError, TokenSource
+
+log = logging.getLogger(__name__)
+
+STATE_MAX_AGE = 15 * 60
+DEFAULT_BUDGET_SHARE = 80
+CALLBACK_PATH = "/api/v1/salesforce/oauth/callback"
+
+
+class ConnectError(ValueError):
+    """A connect request cannot be honoured. The message starts with the field's name."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.reason = message
+
+
+@dataclass(frozen=True)
+class OrgProfile:
+    team_id: int
+    org_key: str
+    auth_kind: str
+    connection_id: int | None
+    budget_share: int
+    create_leads: bool
+    ready: bool
+    reason: str | None = None
+
+
+def load_profile(team_id: int) -> OrgProfile:
+    """The team's org and settings, as a flush needs them."""
+    settings = get_settings().salesforce
+    with session_scope() as session:
+        row = session.scalar(
+            select(SalesforceConnection).where(SalesforceConnection.team_id == team_id)
+        )
+        if row is not None:
+            session.expunge(row)
+    share = row.budget_share if row is not None else DEFAULT_BUDGET_SHARE
+    create_leads = bool(row.create_leads) if row is not None else False
+    if row is None or row.auth_kind == SalesforceAuthKind.DEFAULT:
+        ready = settings.configured
+        return OrgProfile(
+            team_id,
+            "default",
+            SalesforceAuthKind.DEFAULT,
+            None,
+            share,
+            create_leads,
+            ready,
+            None if ready else "no Salesforce org: connect one or set SALESFORCE_* settings",
+        )
+    ready = row.status == SalesforceConnectionStatus.ACTIVE
+    return OrgProfile(
+        team_id,
+        f"org:{row.org_id}" if row.org_id else f"conn:{row.id}",
+        row.auth_kind,
+        row.id,
+        share,
+        create_leads,
+        ready,
+        None if ready else f"Salesforce connection {row.status}: {row.status_reason or ''}".strip(),
+    )
+
+
+def token_source(profile: OrgProfile) -> TokenSource:
+    settings = get_settings().salesforce
+    if profile.connection_id is None:
+        return SettingsTokens(settings)
+    return ConnectionTokens(profile.connection_id, settings)
+
+
+def open_api(profile: OrgProfile, budget: OrgBudget | None = None) -> SalesforceApi:
+    """A client for the team's org that feeds every response's usage to the org's budget."""
+    settings = get_settings().salesforce
+    budget = budget or OrgBudget(profile.org_key)
+
+    def on_response(response: requests.Response) -> None:
+        budget.count_call()
+        usage = parse_limit_info(response.headers.get("Sforce-Limit-Info"))
+        if usage is not None:
+            budget.record(*usage)
+
+    return SalesforceApi(
+        token_source(profile),
+        api_version=settings.api_version,
+        timeout=settings.timeout_seconds,
+        on_response=on_response,
+    )
+
+
+# -- connecting -----------------------------------------------------------------------
+
+
+def redirect_uri() -> str:
+    return get_settings().public_base_url + CALLBACK_PATH
+
+
+def _serializer() -> URLSafeTimedSerializer:
+    return URLSafeTimedSerializer(get_settings().secret_key, salt="sightline-salesforce-oauth")
+
+
+def _login_url(given: str | None) -> str:
+    settings = get_settings().salesforce
+    if given is None:
+        return settings.login_url
+    url = given.rstrip("/")
+    if not url.startswith("https://") or "/" in url.removeprefix("https://"):
+        raise ConnectError("login_url", "expected https://host, e.g. https://test.salesforce.com")
+    return url
+
+
+def start_oauth(team_id: int, user_id: int, login_url: str | None) -> str:
+    """The URL to send a person to, to connect the team's org."""
+    settings = get_settings().salesforce
+    if not (settings.client_id and settings.client_secret):
+        raise ConnectError(
+            "kind",
+            "oauth needs SALESFORCE_CLIENT_ID and SALESFORCE_CLIENT_SECRET (a Connected App)",
+        )
+    url = _login_url(login_url)
+    state = _serializer().dumps({"team": team_id, "user": user_id, "login": url})
+    return authorize_url(url, settings.client_id, redirect_uri(), state)
+
+
+def finish_oauth(code: str, state: str) -> SalesforceConnection:
+    """Exchange the authorization code and save the connection. Raises ConnectError or
+    SalesforceError (kind auth when Salesforce refused the code)."""
+    settings = get_settings().salesforce
+    try:
+        data = _serializer().loads(state, max_age=STATE_MAX_AGE)
+    except SignatureExpired:
+        raise ConnectError("state", "the connect link expired; start again") from None
+    except BadSignature:
+        raise ConnectError("state", "not a state this server issued") from None
+    if not code:
+        raise ConnectError("code", "missing")
+    assert settings.client_id and settings.client_secret
+    answer = token_grant(
+        str(data["login"]),
+        {
+            "grant_type": "authorization_code",
+            "code": code,
+            "client_id": settings.client_id,
+            "client_secret": settings.client_secret,
+            "redirect_uri": redirect_uri(),
+        },
+    )
+    if not signature_ok(answer, settings.client_secret):
+        raise SalesforceError("Salesforce's token answer has a bad signature", kind="auth")
+    if not answer.get("refresh_token"):
+        raise ConnectError(
+            "scope", "Salesforce issued no refresh token: allow the refresh_token scope"
+        )
+    return _save_connection(
+        int(data["team"]),
+        kind=SalesforceAuthKind.OAUTH,
+        login_url=str(data["login"]),
+        instance_url=str(answer["instance_url"]),
+        org_id=org_id_from_identity(answer.get("id")),
+        username=None,
+        credentials={
+            "access_token": str(answer["access_token"]),
+            "refresh_token": str(answer["refresh_token"]),
+        },
+    )
+
+
+def connect_jwt(team_id: int, username: str, login_url: str | None) -> SalesforceConnection:
+    settings = get_settings().salesforce
+    if not (settings.client_id and settings.jwt_private_key):
+        raise ConnectError(
+            "kind",
+            "jwt needs SALESFORCE_CLIENT_ID and SALESFORCE_JWT_PRIVATE_KEY (a Connected App)",
+        )
+    url = _login_url(login_url)
+    answer = jwt_grant(url, settings.client_id, settings.jwt_private_key, username)
+    return _save_connection(
+        team_id,
+        kind=SalesforceAuthKind.JWT,
+        login_url=url,
+        instance_url=str(answer["instance_url"]),
+        org_id=org_id_from_identity(answer.get("id")),
+        username=username,
+        credentials={"access_token": str(answer["access_token"])},
+    )
+
+
+def connect_password(
+    team_id: int, username: str, password: str, security_token: str, login_url: str | None
+) -> SalesforceConnection:
+    """Development only: production installs connect with OAuth or JWT."""
+    if get_settings().is_production:
+        raise ConnectError("kind", "password login is for development; use oauth or jwt")
+    url = _login_url(login_url)
+    session = password_login(get_settings().salesforce, url, username, password, security_token)
+    return _save_connection(
+        team_id,
+        kind=SalesforceAuthKind.PASSWORD,
+        login_url=url,
+        instance_url=session.instance_url,
+        org_id=None,
+        username=username,
+        credentials={
+            "access_token": session.access_token,
+            "password": password,
+            "security_token": security_token,
+        },
+    )
+
+
+def _ensure_row(team_id: int) -> None:
+    now = utcnow()
+    with session_scope() as session:
+        insert_ignore(
+            session,
+            SalesforceConnection.__table__,  # type: ignore[arg-type]
+            {
+                "team_id": team_id,
+                "auth_kind": SalesforceAuthKind.DEFAULT,
+                "token_version": 0,
+                "status": SalesforceConnectionStatus.ACTIVE,
+                "budget_share": DEFAULT_BUDGET_SHARE,
+                "create_leads": False,
+                "updated_at": now,
+            },
+            "team_id",
+        )
+
+
+def _save_connection(
+    team_id: int,
+    *,
+    kind: str,
+    login_url: str,
+    instance_url: str,
+    org_id: str | None,
+    username: str | None,
+    credentials: dict[str, Any],
+) -> SalesforceConnection:
+    _ensure_row(team_id)
+    now = utcnow()
+    with session_scope() as session:
+        session.execute(
+            update(SalesforceConnection)
+            .where(SalesforceConnection.team_id == team_id)
+            .values(
+                auth_kind=kind,
+                login_url=login_url,
+                instance_url=instance_url,
+                org_id=org_id,
+                username=username,
+                credentials_encrypted=encrypt_json(credentials),
+                # A renewal in flight for the old credentials must not overwrite these.
+                token_version=SalesforceConnection.token_version + 1,
+                status=SalesforceConnectionStatus.ACTIVE,
+                status_reason=None,
+                connected_at=now,
+                updated_at=now,
+            )
+        )
+        row = session.scalars(
+            select(SalesforceConnection).where(SalesforceConnection.team_id == team_id)
+        ).one()
+        session.expunge(row)
+    log.info(
+        "salesforce_connected team_id=%s kind=%s org_id=%s instance_url=%s",
+        team_id,
+        kind,
+        org_id,
+        instance_url,
+    )
+    return row
+
+
+def disconnect(team_id: int) -> bool:
+    """Forget the team's own org (revoking its refresh token). Its rows are held, not lost."""
+    with session_scope() as session:
+        row = session.scalar(
+            select(SalesforceConnection).where(SalesforceConnection.team_id == team_id)
+        )
+        if row is None or row.auth_kind == SalesforceAuthKind.DEFAULT:
+            return False
+        credentials: dict[str, Any] = {}
+        if row.credentials_encrypted:
+            try:
+                credentials = decrypt_json(row.credentials_encrypted)
+            except CredentialsError:
+                credentials = {}
+        login_url = row.login_url or get_settings().salesforce.login_url
+        row.status = SalesforceConnectionStatus.DISCONNECTED
+        row.status_reason = "disconnected by a person"
+        row.credentials_encrypted = None
+        row.token_version = row.token_version + 1
+        row.updated_at = utcnow()
+    token = credentials.get("refresh_token") or credentials.get("access_token")
+    if token:
+        try:
+            requests.post(
+                f"{login_url}/services/oauth2/revoke",
+                data={"token": token},
+                timeout=get_settings().salesforce.timeout_seconds,
+            )
+        except requests.RequestException as exc:
+            log.warning("salesforce_revoke_failed team_id=%s error=%s", team_id, type(exc).__name__)
+    log.info("salesforce_disconnected team_id=%s", team_id)
+    return True
+
+
+def update_settings(
+    team_id: int, *, budget_share: int | None = None, create_leads: bool | None = None
+) -> SalesforceConnection:
+    if budget_share is not None and not 1 <= budget_share <= 100:
+        raise ConnectError("budget_share", "must be between 1 and 100 (percent)")
+    _ensure_row(team_id)
+    values: dict[str, Any] = {"updated_at": utcnow()}
+    if budget_share is not None:
+        values["budget_share"] = budget_share
+    if create_leads is not None:
+        values["create_leads"] = create_leads
+    with session_scope() as session:
+        session.execute(
+            update(SalesforceConnection)
+            .where(SalesforceConnection.team_id == team_id)
+            .values(**values)
+        )
+        row = session.scalars(
+            select(SalesforceConnection).where(SalesforceConnection.team_id == team_id)
+        ).one()
+        session.expunge(row)
+    return row
