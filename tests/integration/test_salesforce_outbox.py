@@ -15,10 +15,11 @@ from sqlalchemy import select, update
 from config import Settings, get_settings
 from core.db import session_scope
 from core.events import queue_salesforce_task
-from core.models import SalesforceOutbox, Team, utcnow
+from core.models import Prospect, SalesforceOutbox, Team, utcnow
 from core.redis import get_redis
 from tests.fakes.salesforce import FakeSalesforce
 from worker.salesforce.budget import OrgBudget
+from worker.salesforce.connections import update_settings
 from worker.salesforce.outbox import KEY_LINE, flush_team, replay_failed, task_key
 
 
@@ -246,3 +247,183 @@ def test_expired_token_keeps_rows_pending(salesforce: FakeSalesforce, team_id: i
     with session_scope() as session:
         assert session.scalar(select(SalesforceOutbox.attempts)) == 0
     assert OrgBudget("default").parked() is not None
+
+
+def owe_many(team_id: int, emails: list[str], per_email: int = 1) -> None:
+    with session_scope() as session:
+        for n, email in enumerate(emails):
+            for k in range(per_email):
+                queue_salesforce_task(
+                    session,
+                    team_id=team_id,
+                    key=f"task:reply:{n}:{k}",
+                    kind="task_reply",
+                    who_email=email,
+                    event_id=None,
+                    payload={"subject": f"Reply {n}.{k}", "description": "Thanks"},
+                )
+
+
+def test_a_thousand_tasks_for_new_people_cost_four_calls(
+    salesforce: FakeSalesforce, team_id: int
+) -> None:
+    """Lookups pack five queries a call, writes five collections of 200: 1,000 rows, 4 calls."""
+    emails = [f"person.number.{n:04d}@a-rather-long-company-name.test" for n in range(500)]
+    for n, email in enumerate(emails):
+        if n % 2:
+            salesforce.add_contact(email)
+        else:
+            salesforce.add_lead(email)
+    owe_many(team_id, emails, per_email=2)
+    used = salesforce.api_usage[0]
+    stats = flush_team(team_id)
+    assert stats.done == 1000
+    # Describe Task; 500 long addresses make 3 Contact + 3 Lead queries of ≤ 12,000
+    # characters, two read calls; one write call of five collections.
+    assert salesforce.api_usage[0] - used == 4
+    assert len(salesforce.tasks()) == 1000
+    queries = [c for c in salesforce.calls if c.status == 414]
+    assert queries == []  # every SOQL stayed under the URI limit
+    for n, email in enumerate(emails[:10]):
+        owe(team_id, 1, email=email, start=9000 + n)
+    used = salesforce.api_usage[0]
+    assert flush_team(team_id).done == 10
+    assert salesforce.api_usage[0] - used == 1  # people known, schema known: one write
+
+
+def test_a_validation_rule_makes_a_dead_letter_and_the_rest_lands(
+    salesforce: FakeSalesforce, team_id: int
+) -> None:
+    salesforce.configure(validation_rules=(("Task", "Subject", "hello 1"),))
+    salesforce.add_contact("dana@acme.test")
+    owe(team_id, 3)
+    stats = flush_team(team_id)
+    assert (stats.done, stats.failed) == (2, 1)
+    with session_scope() as session:
+        failed = session.scalars(
+            select(SalesforceOutbox).where(SalesforceOutbox.status == "failed")
+        ).one()
+    assert failed.key == "task:sent:1"
+    assert "FIELD_CUSTOM_VALIDATION_EXCEPTION" in (failed.last_error or "")
+    assert sorted(t["Subject"] for t in salesforce.tasks()) == ["Email: hello 0", "Email: hello 2"]
+
+
+def test_long_text_is_cut_to_salesforce_lengths_before_sending(
+    salesforce: FakeSalesforce, team_id: int
+) -> None:
+    salesforce.add_contact("dana@acme.test")
+    with session_scope() as session:
+        queue_salesforce_task(
+            session,
+            team_id=team_id,
+            key="task:reply:long",
+            kind="task_reply",
+            who_email="dana@acme.test",
+            event_id=None,
+            payload={"subject": "S" * 400, "description": "D" * 40_000},
+        )
+    assert flush_team(team_id).done == 1
+    task = salesforce.tasks()[0]
+    assert len(task["Subject"]) == 255
+    assert len(task["Description"]) == 32_000
+    assert task["Description"].endswith(KEY_LINE + task_key("task:reply:long"))
+
+
+def test_unknown_people_wait_then_are_logged_when_they_appear(
+    salesforce: FakeSalesforce, team_id: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    owe(team_id, 1, email="new@acme.test")
+    flush_team(team_id)
+    with session_scope() as session:
+        row = session.scalars(select(SalesforceOutbox)).one()
+    assert row.status == "waiting_who" and row.waiting_since is not None
+    assert row.attempts == 0 and row.next_attempt_at > utcnow() + timedelta(minutes=50)
+    contact = salesforce.add_contact("new@acme.test")
+    get_redis().delete(*get_redis().keys("sightline:sf:who:*"))  # the miss has expired
+    make_due_now()
+    with caplog.at_level("INFO", logger="worker.salesforce.outbox"):
+        assert flush_team(team_id).done == 1
+    assert [t["WhoId"] for t in salesforce.tasks()] == [contact]
+    assert any("salesforce_who_appeared" in r.getMessage() for r in caplog.records)
+
+
+def test_teams_that_opt_in_get_a_lead_for_unknown_people(
+    salesforce: FakeSalesforce, team_id: int
+) -> None:
+    with session_scope() as session:
+        session.add(
+            Prospect(team_id=team_id, email="fox@mulder.test", name="Fox Mulder", company="FBI")
+        )
+    update_settings(team_id, create_leads=True)
+    owe(team_id, 2, email="fox@mulder.test")
+    owe(team_id, 1, email="anon@x-files.test", start=10)
+    stats = flush_team(team_id)
+    assert (stats.done, stats.leads_created) == (3, 2)
+    leads = {lead["Email"]: lead for lead in salesforce.records("Lead")}
+    assert (leads["fox@mulder.test"]["FirstName"], leads["fox@mulder.test"]["LastName"]) == (
+        "Fox",
+        "Mulder",
+    )
+    assert leads["fox@mulder.test"]["Company"] == "FBI"
+    assert (leads["anon@x-files.test"]["LastName"], leads["anon@x-files.test"]["Company"]) == (
+        "anon",
+        "x-files.test",
+    )
+    owe(team_id, 1, email="fox@mulder.test", start=20)
+    assert flush_team(team_id).leads_created == 0  # known now: never a second Lead
+    assert len(salesforce.records("Lead")) == 2
+    assert {t["WhoId"] for t in salesforce.tasks()} == {lead["Id"] for lead in leads.values()}
+
+
+@pytest.mark.parametrize("fault", ["http_502", "http_500", "http_503"])
+def test_server_errors_back_off_with_jitter(
+    salesforce: FakeSalesforce, team_id: int, fault: str
+) -> None:
+    salesforce.add_contact("dana@acme.test")
+    owe(team_id, 3)
+    salesforce.faults.add(fault, count=1)
+    flush_team(team_id)
+    with session_scope() as session:
+        waits = {
+            (r.next_attempt_at - utcnow()).total_seconds()
+            for r in session.scalars(select(SalesforceOutbox))
+        }
+    assert statuses() == {"pending": 3}
+    assert all(10 < w < 20 for w in waits)  # 15 s base, ±20 %
+    make_due_now()
+    assert flush_team(team_id).done == 3
+
+
+def test_a_large_backlog_goes_through_bulk_api_2(
+    salesforce: FakeSalesforce, team_id: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SIGHTLINE_SALESFORCE_BULK_THRESHOLD", "300")
+    get_settings.cache_clear()
+    emails = [f"p{n}@acme.test" for n in range(150)]
+    for email in emails:
+        salesforce.add_contact(email)
+    owe_many(team_id, emails, per_email=3)  # 450 Tasks
+    stats = flush_team(team_id)
+    assert (stats.done, stats.bulk_rows) == (450, 450)
+    assert salesforce.call_count("jobs/ingest", method="POST") == 1
+    assert keys_in_salesforce(salesforce) == Counter(
+        task_key(f"task:reply:{n}:{k}") for n in range(150) for k in range(3)
+    )
+    assert {t["TaskSubtype"] for t in salesforce.tasks()} == {"Email"}
+
+
+def test_replay_writes_a_dead_letter_once_its_cause_is_fixed(
+    salesforce: FakeSalesforce, team_id: int
+) -> None:
+    salesforce.configure(validation_rules=(("Task", "Subject", "hello"),))
+    salesforce.add_contact("dana@acme.test")
+    owe(team_id, 1)
+    assert flush_team(team_id).failed == 1
+    salesforce.configure(validation_rules=())
+    with session_scope() as session:
+        assert replay_failed(session, team_id, [999]) == 0
+        assert replay_failed(session, team_id + 1) == 0  # another team's list
+    with session_scope() as session:
+        assert replay_failed(session, team_id) == 1
+    assert flush_team(team_id).done == 1
+    assert len(salesforce.tasks()) == 1

@@ -169,4 +169,4 @@ def require_token(view: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-from web.api import openapi, routes  # noqa: E402, F401 - registers the routes on bp
+from web.api import openapi, routes, salesforce  # noqa: E402, F401 - registers the routes on bp

@@ -13,6 +13,7 @@ from flask.typing import ResponseReturnValue
 from pydantic import BaseModel
 
 from web.api import bp
+from web.api.salesforce import extend_document
 from web.api.schemas import (
     EnrollmentCreate,
     EnrollmentOut,
@@ -115,7 +116,7 @@ def build_document() -> dict[str, Any]:
         schemas[model.__name__] = schema
     mailboxes = _create("Connect a mailbox", MailboxCreate, MailboxOut, 409)
     mailboxes["get"] = _get("List the team's mailboxes", MailboxList, [])
-    return {
+    document: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {"title": "Sightline API", "version": "1"},
         "servers": [{"url": "/api/v1"}],
@@ -169,6 +170,8 @@ def build_document() -> dict[str, Any]:
             },
         },
     }
+    # Salesforce routes document themselves (web/api/salesforce.py).
+    return extend_document(document)
 
 
 @bp.get("/openapi.json")

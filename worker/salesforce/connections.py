@@ -39,9 +39,11 @@ from core.crypto import CredentialsError, decrypt_json, encrypt_json
 from core.db import session_scope
 from core.events import insert_ignore
 from core.models import (
+    OutboxStatus,
     SalesforceAuthKind,
     SalesforceConnection,
     SalesforceConnectionStatus,
+    SalesforceOutbox,
     utcnow,
 )
 from worker.salesforce.auth import (
@@ -321,6 +323,19 @@ def _save_connection(
             select(SalesforceConnection).where(SalesforceConnection.team_id == team_id)
         ).one()
         session.expunge(row)
+    for org_key in (f"org:{org_id}", f"conn:{row.id}"):
+        OrgBudget(org_key).unpark()  # whatever held the old connection is gone
+    with session_scope() as session:
+        # Writes held while the team had no working org go now.
+        session.execute(
+            update(SalesforceOutbox)
+            .where(
+                SalesforceOutbox.team_id == team_id,
+                SalesforceOutbox.status.in_([OutboxStatus.PENDING, OutboxStatus.WAITING_WHO]),
+                SalesforceOutbox.next_attempt_at > now,
+            )
+            .values(next_attempt_at=now)
+        )
     log.info(
         "salesforce_connected team_id=%s kind=%s org_id=%s instance_url=%s",
         team_id,

@@ -43,6 +43,7 @@ import hashlib
 import json
 import logging
 import random
+import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -84,6 +85,7 @@ MAX_ROUNDS = 10  # rounds per flush job: a busy team yields to others, then cont
 MAX_ATTEMPTS = 8  # per-row failures before a transient item error becomes a dead letter
 SCHEMA_CACHE_SECONDS = 3600
 ENGAGEMENT_WAIT = timedelta(minutes=10)  # an update waiting for its email's Task
+USAGE_STALE_SECONDS = 600  # an "over the share" older than this is checked again
 KEY_LINE = "Sightline-Key: "
 TASK_KINDS = ("task_sent", "task_reply")
 SUBJECT_LIMIT = 255
@@ -291,7 +293,11 @@ def _flush_rounds(
     settings = get_settings().salesforce
     bulk_first = due_task_count(profile.team_id, utcnow()) > settings.bulk_threshold
     for _ in range(MAX_ROUNDS):
-        deferred = budget.over_share(profile.budget_share)
+        try:
+            deferred = _engagement_deferred(api, profile, budget)
+        except SalesforceError as exc:
+            stats.errors.append(str(exc))
+            return
         if deferred and not stats.deferred:
             usage = budget.usage()
             log.info(
@@ -321,7 +327,9 @@ def _flush_rounds(
                 release(rows, exc, stats)
                 raise
         except SalesforceError as exc:
-            if exc.kind in ("limit", "auth"):
+            # A team's own org that refused us is marked needs_reconnect (not ready)
+            # by `auth`; the shared default org has no such flag, so it is parked.
+            if exc.kind == "limit" or (exc.kind == "auth" and profile.connection_id is None):
                 seconds = settings.park_seconds
                 budget.park(seconds, exc.kind)
                 log.warning(
@@ -332,6 +340,18 @@ def _flush_rounds(
                     seconds,
                 )
             return
+
+
+def _engagement_deferred(api: SalesforceApi, profile: OrgProfile, budget: OrgBudget) -> bool:
+    """Is the org above the team's share? A stale "yes" is checked with one cheap call,
+    since only our own calls refresh it and deferred work makes none."""
+    if not budget.over_share(profile.budget_share):
+        return False
+    usage = budget.usage()
+    if usage is not None and time.time() - usage.at > USAGE_STALE_SECONDS:
+        api.call("GET", "limits/")  # its Sforce-Limit-Info refreshes the budget
+        return budget.over_share(profile.budget_share)
+    return True
 
 
 def task_schema(api: SalesforceApi, org_key: str) -> TaskSchema:

@@ -1,0 +1,453 @@
+"""API v1 for Salesforce: connect an org, settings, API usage, dead letters and replay.
+
+    POST   /salesforce/connect              oauth → authorize_url; jwt, password → connection
+    GET    /salesforce/oauth/callback       where Salesforce sends the person back (no token:
+                                            the signed `state` names the team)
+    GET    /salesforce/connection           the team's org (or the default one) and settings
+    DELETE /salesforce/connection           disconnect the team's own org (writes are held)
+    PATCH  /salesforce/settings             budget_share (1-100 %), create_leads
+    GET    /salesforce/usage                the org's daily API usage as Salesforce reports it,
+                                            whether engagement is deferred, the queue
+    GET    /salesforce/dead-letters         what Salesforce refused, with its error
+    POST   /salesforce/dead-letters/replay  put them back in the queue
+
+The web UI (a later issue) shows these; until then this is where a person
+looks. Errors follow the API's conventions: 422 names the field; a refusal by
+Salesforce is 422 `salesforce_refused`; Salesforce unreachable is 502. No
+route returns a token, a password or a secret.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from flask import g, request
+from flask.typing import ResponseReturnValue
+from pydantic import Field, model_validator
+from sqlalchemy import func, select
+
+from core.models import OutboxStatus, SalesforceConnection, SalesforceOutbox
+from web.api import ApiError, bp, int_arg, parse_body, require_token
+from web.api.schemas import Request, Response
+from web.db import db
+
+DEAD_LETTER_PAGE = 500
+
+
+class SalesforceConnect(Request):
+    kind: Literal["oauth", "jwt", "password"]
+    login_url: str | None = Field(
+        default=None,
+        max_length=500,
+        description="https://login.salesforce.com (default), https://test.salesforce.com "
+        "for a sandbox, or the org's My Domain",
+    )
+    username: str | None = Field(default=None, max_length=320)
+    password: str | None = Field(default=None, max_length=1000)
+    security_token: str | None = Field(default=None, max_length=200)
+
+    @model_validator(mode="after")
+    def _needs(self) -> SalesforceConnect:
+        if self.kind in ("jwt", "password") and not self.username:
+            raise ValueError(f"username: required for kind {self.kind}")
+        if self.kind == "password" and not self.password:
+            raise ValueError("password: required for kind password")
+        return self
+
+
+class SalesforceSettingsUpdate(Request):
+    budget_share: int | None = Field(
+        default=None,
+        ge=1,
+        le=100,
+        description="Percent of the org's daily API allowance above which engagement "
+        "updates wait (sends and replies never do)",
+    )
+    create_leads: bool | None = Field(
+        default=None, description="Create a Lead for a recipient Salesforce does not know"
+    )
+
+
+class ReplayRequest(Request):
+    ids: list[int] | None = Field(default=None, min_length=1, max_length=1000)
+    all: bool = False
+
+    @model_validator(mode="after")
+    def _one_of(self) -> ReplayRequest:
+        if (self.ids is None) == (not self.all):
+            raise ValueError('ids: give the dead letters\' ids, or "all": true')
+        return self
+
+
+class AuthorizeOut(Response):
+    authorize_url: str
+
+
+class SalesforceConnectionOut(Response):
+    kind: str
+    status: str
+    status_reason: str | None
+    ready: bool
+    login_url: str | None
+    instance_url: str | None
+    org_id: str | None
+    username: str | None
+    connected_at: datetime | None
+    budget_share: int
+    create_leads: bool
+
+
+class ApiUsageOut(Response):
+    used: int
+    max: int
+    share_percent: float
+    as_of: datetime
+
+
+class SalesforceUsageOut(Response):
+    org: str
+    api_usage: ApiUsageOut | None = Field(
+        description="From the Sforce-Limit-Info header of the latest response (whole org, "
+        "rolling 24 hours); null until Sightline has called the org"
+    )
+    budget_share: int
+    engagement_deferred: bool
+    parked_until: datetime | None
+    parked_reason: str | None
+    calls_today: int = Field(description="API calls Sightline made to this org today (UTC)")
+    outbox: dict[str, int]
+
+
+class DeadLetterOut(Response):
+    id: int
+    kind: str
+    who_email: str
+    subject: str | None
+    last_error: str | None
+    attempts: int
+    created_at: datetime
+
+
+class DeadLetterList(Response):
+    dead_letters: list[DeadLetterOut]
+    next_after_id: int | None
+
+
+class ReplayOut(Response):
+    replayed: int
+
+
+MODELS: list[type[Request] | type[Response]] = [
+    SalesforceConnect,
+    SalesforceSettingsUpdate,
+    ReplayRequest,
+    AuthorizeOut,
+    SalesforceConnectionOut,
+    SalesforceUsageOut,
+    DeadLetterList,
+    ReplayOut,
+]
+
+
+def _salesforce_error(exc: Exception) -> ApiError:
+    from worker.salesforce.client import SalesforceError
+
+    assert isinstance(exc, SalesforceError)
+    if exc.kind in ("auth", "rejected"):
+        return ApiError(422, "salesforce_refused", str(exc), {"credentials": str(exc)})
+    return ApiError(502, "salesforce_unreachable", str(exc))
+
+
+def _connection_out(team_id: int) -> dict[str, Any]:
+    from worker.salesforce.connections import DEFAULT_BUDGET_SHARE, load_profile
+
+    row = db().scalar(select(SalesforceConnection).where(SalesforceConnection.team_id == team_id))
+    profile = load_profile(team_id)
+    out = SalesforceConnectionOut(
+        kind=profile.auth_kind,
+        status=row.status if row is not None else "active",
+        status_reason=profile.reason,
+        ready=profile.ready,
+        login_url=row.login_url if row is not None else None,
+        instance_url=row.instance_url if row is not None else None,
+        org_id=row.org_id if row is not None else None,
+        username=row.username if row is not None else None,
+        connected_at=row.connected_at if row is not None else None,
+        budget_share=row.budget_share if row is not None else DEFAULT_BUDGET_SHARE,
+        create_leads=bool(row.create_leads) if row is not None else False,
+    )
+    return out.model_dump(mode="json")
+
+
+@bp.post("/salesforce/connect")
+@require_token
+def salesforce_connect() -> ResponseReturnValue:
+    from worker.salesforce.client import SalesforceError
+    from worker.salesforce.connections import (
+        ConnectError,
+        connect_jwt,
+        connect_password,
+        start_oauth,
+    )
+
+    body = parse_body(SalesforceConnect)
+    try:
+        if body.kind == "oauth":
+            url = start_oauth(g.team_id, g.user.id, body.login_url)
+            return AuthorizeOut(authorize_url=url).model_dump(mode="json")
+        if body.kind == "jwt":
+            assert body.username is not None
+            connect_jwt(g.team_id, body.username, body.login_url)
+        else:
+            assert body.username is not None and body.password is not None
+            connect_password(
+                g.team_id, body.username, body.password, body.security_token or "", body.login_url
+            )
+    except ConnectError as exc:
+        raise ApiError(422, "invalid_request", str(exc), {exc.field: exc.reason}) from None
+    except SalesforceError as exc:
+        raise _salesforce_error(exc) from None
+    return _connection_out(g.team_id), 201
+
+
+@bp.get("/salesforce/oauth/callback")
+def salesforce_oauth_callback() -> ResponseReturnValue:
+    """Salesforce sends the person here after they approve (or refuse) the connection."""
+    from worker.salesforce.client import SalesforceError
+    from worker.salesforce.connections import ConnectError, finish_oauth
+
+    if request.args.get("error"):
+        message = request.args.get("error_description") or request.args["error"]
+        raise ApiError(400, "salesforce_refused", f"Salesforce: {message}", {"code": message})
+    try:
+        row = finish_oauth(request.args.get("code", ""), request.args.get("state", ""))
+    except ConnectError as exc:
+        raise ApiError(400, "invalid_request", str(exc), {exc.field: exc.reason}) from None
+    except SalesforceError as exc:
+        raise _salesforce_error(exc) from None
+    return _connection_out(row.team_id)
+
+
+@bp.get("/salesforce/connection")
+@require_token
+def salesforce_connection() -> ResponseReturnValue:
+    return _connection_out(g.team_id)
+
+
+@bp.delete("/salesforce/connection")
+@require_token
+def salesforce_disconnect() -> ResponseReturnValue:
+    from worker.salesforce.connections import disconnect
+
+    if not disconnect(g.team_id):
+        raise ApiError(404, "not_found", "this team has not connected an org of its own")
+    return "", 204
+
+
+@bp.patch("/salesforce/settings")
+@require_token
+def salesforce_settings() -> ResponseReturnValue:
+    from worker.salesforce.connections import update_settings
+
+    body = parse_body(SalesforceSettingsUpdate)
+    update_settings(g.team_id, budget_share=body.budget_share, create_leads=body.create_leads)
+    return _connection_out(g.team_id)
+
+
+@bp.get("/salesforce/usage")
+@require_token
+def salesforce_usage() -> ResponseReturnValue:
+    from worker.salesforce.budget import OrgBudget
+    from worker.salesforce.connections import load_profile
+
+    profile = load_profile(g.team_id)
+    budget = OrgBudget(profile.org_key)
+    usage = budget.usage()
+    parked = budget.parked()
+    counts = dict.fromkeys(
+        [s.value for s in OutboxStatus],
+        0,
+    )
+    for status, count in db().execute(
+        select(SalesforceOutbox.status, func.count())
+        .where(SalesforceOutbox.team_id == g.team_id)
+        .group_by(SalesforceOutbox.status)
+    ):
+        counts[str(status)] = int(count)
+    out = SalesforceUsageOut(
+        org=profile.org_key,
+        api_usage=ApiUsageOut(
+            used=usage.used,
+            max=usage.max,
+            share_percent=round(usage.share * 100, 2),
+            as_of=datetime.fromtimestamp(usage.at, UTC),
+        )
+        if usage is not None
+        else None,
+        budget_share=profile.budget_share,
+        engagement_deferred=usage is not None and usage.share * 100 >= profile.budget_share,
+        parked_until=datetime.fromtimestamp(parked.until, UTC) if parked else None,
+        parked_reason=parked.reason if parked else None,
+        calls_today=budget.calls_today(),
+        outbox=counts,
+    )
+    return out.model_dump(mode="json")
+
+
+@bp.get("/salesforce/dead-letters")
+@require_token
+def salesforce_dead_letters() -> ResponseReturnValue:
+    from worker.salesforce.outbox import dead_letters
+
+    after_id = int_arg("after_id", default=0, minimum=0) or 0
+    limit = int_arg("limit", default=100, minimum=1, maximum=DEAD_LETTER_PAGE) or 100
+    rows = dead_letters(db(), g.team_id, after_id=after_id, limit=limit + 1)
+    more = len(rows) > limit
+    rows = rows[:limit]
+    out = DeadLetterList(
+        dead_letters=[
+            DeadLetterOut(
+                id=r.id,
+                kind=r.kind,
+                who_email=r.who_email,
+                subject=str(r.payload.get("subject")) if r.payload.get("subject") else None,
+                last_error=r.last_error,
+                attempts=r.attempts,
+                created_at=r.created_at,
+            )
+            for r in rows
+        ],
+        next_after_id=rows[-1].id if more and rows else None,
+    )
+    return out.model_dump(mode="json")
+
+
+@bp.post("/salesforce/dead-letters/replay")
+@require_token
+def salesforce_replay() -> ResponseReturnValue:
+    from worker.salesforce.outbox import replay_failed
+
+    body = parse_body(ReplayRequest)
+    replayed = replay_failed(db(), g.team_id, None if body.all else body.ids)
+    db().commit()
+    return ReplayOut(replayed=replayed).model_dump(mode="json")
+
+
+def extend_document(document: dict[str, Any]) -> dict[str, Any]:
+    """Add these routes and their schemas to the OpenAPI document."""
+    ref = "#/components/schemas/{model}"
+    schemas = document["components"]["schemas"]
+    for model in MODELS:
+        schema = model.model_json_schema(
+            ref_template=ref,
+            mode="serialization" if issubclass(model, Response) else "validation",
+        )
+        schemas.update(schema.pop("$defs", {}))
+        schemas[model.__name__] = schema
+
+    def content(name: str) -> dict[str, Any]:
+        return {"application/json": {"schema": {"$ref": ref.format(model=name)}}}
+
+    def errors(*statuses: int) -> dict[str, Any]:
+        text = {
+            400: "Bad callback parameters, or Salesforce refused",
+            401: "Missing or unknown API token",
+            404: "Nothing to act on",
+            415: "Body is not JSON",
+            422: "Invalid field (named in error.fields), or Salesforce refused",
+            502: "Salesforce unreachable",
+        }
+        return {str(s): {"description": text[s], "content": content("ErrorOut")} for s in statuses}
+
+    def query(name: str, minimum: int, maximum: int = 2**31 - 1) -> dict[str, Any]:
+        return {
+            "name": name,
+            "in": "query",
+            "required": False,
+            "schema": {"type": "integer", "minimum": minimum, "maximum": maximum},
+        }
+
+    def body(name: str) -> dict[str, Any]:
+        return {"required": True, "content": content(name)}
+
+    connection = {
+        "description": "The team's org and settings",
+        "content": content("SalesforceConnectionOut"),
+    }
+    document["paths"].update(
+        {
+            "/salesforce/connect": {
+                "post": {
+                    "summary": "Connect the team's own Salesforce org",
+                    "requestBody": body("SalesforceConnect"),
+                    "responses": {
+                        "200": {
+                            "description": "oauth: send the person to authorize_url",
+                            "content": content("AuthorizeOut"),
+                        },
+                        "201": connection,
+                        **errors(400, 401, 415, 422, 502),
+                    },
+                }
+            },
+            "/salesforce/oauth/callback": {
+                "get": {
+                    "summary": "Salesforce's redirect after approval (the state names the team)",
+                    "security": [],
+                    "parameters": [
+                        {"name": n, "in": "query", "required": False, "schema": {"type": "string"}}
+                        for n in ("code", "state", "error", "error_description")
+                    ],
+                    "responses": {"200": connection, **errors(400, 422, 502)},
+                }
+            },
+            "/salesforce/connection": {
+                "get": {
+                    "summary": "The team's Salesforce org and settings",
+                    "responses": {"200": connection, **errors(401)},
+                },
+                "delete": {
+                    "summary": "Disconnect the team's own org (its writes are held, not lost)",
+                    "responses": {"204": {"description": "Disconnected"}, **errors(401, 404)},
+                },
+            },
+            "/salesforce/settings": {
+                "patch": {
+                    "summary": "Budget share and lead creation",
+                    "requestBody": body("SalesforceSettingsUpdate"),
+                    "responses": {"200": connection, **errors(400, 401, 415, 422)},
+                }
+            },
+            "/salesforce/usage": {
+                "get": {
+                    "summary": "The org's daily API usage, deferral, parking and the queue",
+                    "responses": {
+                        "200": {"description": "OK", "content": content("SalesforceUsageOut")},
+                        **errors(401),
+                    },
+                }
+            },
+            "/salesforce/dead-letters": {
+                "get": {
+                    "summary": "Writes Salesforce refused, oldest first",
+                    "parameters": [query("after_id", 0), query("limit", 1, DEAD_LETTER_PAGE)],
+                    "responses": {
+                        "200": {"description": "OK", "content": content("DeadLetterList")},
+                        **errors(401, 422),
+                    },
+                }
+            },
+            "/salesforce/dead-letters/replay": {
+                "post": {
+                    "summary": "Queue dead letters again (after fixing the cause)",
+                    "requestBody": body("ReplayRequest"),
+                    "responses": {
+                        "200": {"description": "OK", "content": content("ReplayOut")},
+                        **errors(400, 401, 415, 422),
+                    },
+                }
+            },
+        }
+    )
+    return document
