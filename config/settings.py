@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import binascii
 import fcntl
+import ipaddress
 import os
 import secrets
 from collections.abc import Callable, Mapping
@@ -100,6 +101,12 @@ class Settings:
     listener_shards: int
     listener_shard: int
     max_inbound_bytes: int
+    web_concurrency: int = 2
+    # Who may set X-Forwarded-For: "*" (behind Heroku's router) or comma-separated IPs.
+    forwarded_allow_ips: tuple[str, ...] = ("127.0.0.1",)
+    tracking_self_window_hours: int = 168
+    tracking_scanner_seconds: int = 10
+    tracking_pii_days: int = 7
     # Inbound signals (issue 6): see worker/sequences/rules.py.
     auto_reply_pause_seconds: int = 3 * 86400
     auto_reply_max_pause_days: int = 90
@@ -282,6 +289,21 @@ def _jwt_private_key(env: Mapping[str, str]) -> str | None:
     return key
 
 
+def _forwarded_allow_ips(env: Mapping[str, str]) -> tuple[str, ...]:
+    raw = _get(env, "FORWARDED_ALLOW_IPS") or ("*" if _get(env, "DYNO") else "127.0.0.1")
+    values = tuple(v.strip() for v in raw.split(",") if v.strip())
+    for value in values:
+        if value == "*":
+            continue
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            raise ConfigError(
+                f"FORWARDED_ALLOW_IPS: expected * or comma-separated IP addresses, got {value!r}"
+            ) from None
+    return values
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Read and validate every setting. Raises ConfigError naming the variable."""
     env = os.environ if env is None else env
@@ -388,6 +410,13 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         max_inbound_bytes=_int(
             env, "SIGHTLINE_MAX_INBOUND_BYTES", 25 * 1024 * 1024, 1024, 200 * 1024 * 1024
         ),
+        web_concurrency=_int(env, "WEB_CONCURRENCY", 2, 1, 64),
+        forwarded_allow_ips=_forwarded_allow_ips(env),
+        tracking_self_window_hours=_int(
+            env, "SIGHTLINE_TRACKING_SELF_WINDOW_HOURS", 168, 0, 24 * 365
+        ),
+        tracking_scanner_seconds=_int(env, "SIGHTLINE_TRACKING_SCANNER_SECONDS", 10, 0, 3600),
+        tracking_pii_days=_int(env, "SIGHTLINE_TRACKING_PII_DAYS", 7, 1, 3650),
         auto_reply_pause_seconds=_int(
             env, "SIGHTLINE_AUTO_REPLY_PAUSE_SECONDS", 3 * 86400, 1, 90 * 86400
         ),
