@@ -20,6 +20,7 @@ import binascii
 import fcntl
 import ipaddress
 import os
+import re
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -80,6 +81,43 @@ class SalesforceSettings:
 
 
 @dataclass(frozen=True)
+class MailProviderSettings:
+    """Gmail (Google OAuth, Pub/Sub push), Microsoft 365 (MSAL, Graph) and Exchange on-premises.
+
+    The endpoints default to Google's and Microsoft's; they are settings so a
+    deployment can use a sovereign cloud (and the tests their local fakes).
+    `gmail_push_token` is the shared-secret alternative to Pub/Sub's signed push
+    token for self-hosters who cannot configure push authentication.
+    """
+
+    google_client_id: str | None = None
+    google_client_secret: str | None = field(default=None, repr=False)
+    google_auth_uri: str = "https://accounts.google.com/o/oauth2/auth"
+    google_token_uri: str = "https://oauth2.googleapis.com/token"  # noqa: S105 - a URL
+    google_revoke_uri: str = "https://oauth2.googleapis.com/revoke"
+    gmail_api_endpoint: str = "https://gmail.googleapis.com/"
+    gmail_pubsub_topic: str | None = None
+    gmail_push_audience: str | None = None
+    gmail_push_service_account: str | None = None
+    gmail_push_token: str | None = field(default=None, repr=False)
+    gmail_push_certs_url: str = "https://www.googleapis.com/oauth2/v1/certs"
+    microsoft_client_id: str | None = None
+    microsoft_client_secret: str | None = field(default=None, repr=False)
+    microsoft_authority: str = "https://login.microsoftonline.com/common"
+    graph_endpoint: str = "https://graph.microsoft.com/v1.0"
+    graph_notification_url: str | None = None
+    exchange_stream_minutes: int = 29
+
+    @property
+    def google_configured(self) -> bool:
+        return bool(self.google_client_id and self.google_client_secret)
+
+    @property
+    def microsoft_configured(self) -> bool:
+        return bool(self.microsoft_client_id and self.microsoft_client_secret)
+
+
+@dataclass(frozen=True)
 class Settings:
     env: str
     var_dir: Path
@@ -101,6 +139,7 @@ class Settings:
     listener_shards: int
     listener_shard: int
     max_inbound_bytes: int
+    providers: MailProviderSettings = field(default_factory=MailProviderSettings)
     web_concurrency: int = 2
     # Who may set X-Forwarded-For: "*" (behind Heroku's router) or comma-separated IPs.
     forwarded_allow_ips: tuple[str, ...] = ("127.0.0.1",)
@@ -131,6 +170,12 @@ class Settings:
                 sf.client_secret,
                 sf.jwt_private_key,
             )
+            if v
+        ]
+        mp = self.providers
+        values += [
+            v
+            for v in (mp.google_client_secret, mp.gmail_push_token, mp.microsoft_client_secret)
             if v
         ]
         redis_password = urlsplit(self.redis_url).password
@@ -304,6 +349,73 @@ def _forwarded_allow_ips(env: Mapping[str, str]) -> tuple[str, ...]:
     return values
 
 
+def _url(env: Mapping[str, str], name: str, default: str, *, https_only: bool = False) -> str:
+    raw = _get(env, name)
+    if raw is None:
+        return default
+    parts = urlsplit(raw)
+    schemes = ("https",) if https_only else ("http", "https")
+    if parts.scheme not in schemes or not parts.netloc:
+        expected = "https://host/..." if https_only else "http(s)://host/..."
+        raise ConfigError(f"{name}: expected {expected}, got {raw!r}")
+    return raw
+
+
+def _mail_providers(env: Mapping[str, str], public_base_url: str) -> MailProviderSettings:
+    google_id, google_secret = _get(env, "GOOGLE_CLIENT_ID"), _get(env, "GOOGLE_CLIENT_SECRET")
+    if bool(google_id) != bool(google_secret):
+        raise ConfigError(
+            "GOOGLE_CLIENT_SECRET: GOOGLE_CLIENT_ID and GOOGLE_CLIENT_SECRET go together"
+        )
+    topic = _get(env, "GMAIL_PUBSUB_TOPIC")
+    if topic is not None and not re.fullmatch(r"projects/[^/\s]+/topics/[^/\s]+", topic):
+        raise ConfigError(
+            f"GMAIL_PUBSUB_TOPIC: expected projects/<project>/topics/<topic>, got {topic!r}"
+        )
+    push_token = _get(env, "GMAIL_PUSH_TOKEN")
+    if push_token is not None and len(push_token) < 24:
+        raise ConfigError("GMAIL_PUSH_TOKEN: must be at least 24 characters (use a random value)")
+    ms_id, ms_secret = _get(env, "MICROSOFT_CLIENT_ID"), _get(env, "MICROSOFT_CLIENT_SECRET")
+    if bool(ms_id) != bool(ms_secret):
+        raise ConfigError(
+            "MICROSOFT_CLIENT_SECRET: MICROSOFT_CLIENT_ID and MICROSOFT_CLIENT_SECRET go together"
+        )
+    authority = _url(
+        env, "MICROSOFT_AUTHORITY", "https://login.microsoftonline.com/common", https_only=True
+    )
+    if len([p for p in urlsplit(authority).path.split("/") if p]) != 1:
+        raise ConfigError(
+            "MICROSOFT_AUTHORITY: expected https://login.microsoftonline.com/<tenant or common>, "
+            f"got {authority!r}"
+        )
+    api_endpoint = _url(env, "GMAIL_API_ENDPOINT", "https://gmail.googleapis.com/")
+    return MailProviderSettings(
+        google_client_id=google_id,
+        google_client_secret=google_secret,
+        google_auth_uri=_url(env, "GOOGLE_AUTH_URI", "https://accounts.google.com/o/oauth2/auth"),
+        google_token_uri=_url(env, "GOOGLE_TOKEN_URI", "https://oauth2.googleapis.com/token"),
+        google_revoke_uri=_url(env, "GOOGLE_REVOKE_URI", "https://oauth2.googleapis.com/revoke"),
+        gmail_api_endpoint=api_endpoint.rstrip("/") + "/",
+        gmail_pubsub_topic=topic,
+        gmail_push_audience=_get(env, "GMAIL_PUSH_AUDIENCE") or f"{public_base_url}/webhooks/gmail",
+        gmail_push_service_account=_get(env, "GMAIL_PUSH_SERVICE_ACCOUNT"),
+        gmail_push_token=push_token,
+        gmail_push_certs_url=_url(
+            env, "GMAIL_PUSH_CERTS_URL", "https://www.googleapis.com/oauth2/v1/certs"
+        ),
+        microsoft_client_id=ms_id,
+        microsoft_client_secret=ms_secret,
+        microsoft_authority=authority.rstrip("/"),
+        graph_endpoint=_url(
+            env, "MICROSOFT_GRAPH_ENDPOINT", "https://graph.microsoft.com/v1.0"
+        ).rstrip("/"),
+        graph_notification_url=_url(
+            env, "GRAPH_NOTIFICATION_URL", f"{public_base_url}/webhooks/graph", https_only=False
+        ),
+        exchange_stream_minutes=_int(env, "SIGHTLINE_EXCHANGE_STREAM_MINUTES", 29, 1, 30),
+    )
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Read and validate every setting. Raises ConfigError naming the variable."""
     env = os.environ if env is None else env
@@ -407,6 +519,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         send_recovery_seconds=_int(env, "SIGHTLINE_SEND_RECOVERY_SECONDS", 300, 5, 86400),
         listener_shards=shards,
         listener_shard=_listener_shard(env, shards),
+        providers=_mail_providers(env, _public_base_url(_get(env, "PUBLIC_BASE_URL"), port)),
         max_inbound_bytes=_int(
             env, "SIGHTLINE_MAX_INBOUND_BYTES", 25 * 1024 * 1024, 1024, 200 * 1024 * 1024
         ),

@@ -31,7 +31,11 @@ from core import db as core_db
 from core import redis as core_redis
 from core.models import Base
 
-pytest_plugins = ["tests.services.fixtures", "tests.fakes.salesforce_plugin"]
+pytest_plugins = [
+    "tests.services.fixtures",
+    "tests.fakes.salesforce_plugin",
+    "tests.fakes.providers_plugin",
+]
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_SECRET_KEY = "test-secret-key-0123456789-abcdefghijklmnopqrstuvwxyz"

@@ -51,6 +51,7 @@ from core.models import (
 )
 from worker.sequences.render import html_to_text, render_template
 from worker.sync.base import OutgoingMessage, ProviderError, SendResult
+from worker.sync.credentials import credential_saver
 from worker.sync.mime import new_message_id
 from worker.sync.registry import open_provider
 
@@ -288,10 +289,13 @@ def deliver(sent_message_id: int) -> DeliveryOutcome:
         first_attempt = sent.send_attempts == 0
         sent.send_attempts += 1
         credentials = decrypt_json(mailbox.credentials_encrypted)
+        saver = credential_saver(mailbox.id, mailbox.credentials_encrypted)
         mailbox_kind, mailbox_email = mailbox.kind, mailbox.email
 
     try:
-        with open_provider(mailbox_kind, mailbox_email, credentials) as provider:
+        with open_provider(
+            mailbox_kind, mailbox_email, credentials, save_credentials=saver
+        ) as provider:
             result = None if first_attempt else provider.find_sent(outgoing.message_id)
             if result is not None:
                 log.info("send_found_already_sent sent_id=%s", sent_message_id)

@@ -1,4 +1,4 @@
-"""The contract every mailbox provider implements (IMAP now; Gmail, Exchange, Graph next).
+"""The contract every mailbox provider implements: IMAP, Gmail, Exchange (EWS), Microsoft Graph.
 
 A provider is a thin adapter over one vendor SDK. It knows how to send a message
 and how to list what changed in the mailbox since a cursor. It knows nothing of
@@ -22,14 +22,25 @@ Sync contract::
 - A batch's messages are in the provider's order; the engine saves a batch's cursor
   only after handling every message in it, so a crash re-lists, never skips.
 
+- `provider_id` is stable across cursor resets: the RFC Message-ID (IMAP, EWS,
+  Graph, whose item ids change when a message moves) or the Gmail message id.
+
 Errors: a provider raises `ProviderError` only, saying whether retrying can help
-(`permanent`) and whether a person must reconnect the mailbox (`needs_reconnect`).
+(`permanent`), whether a person must reconnect the mailbox (`needs_reconnect`),
+and how long the provider asked us to wait (`retry_after`: Gmail quota, Graph
+429 Retry-After, EWS ErrorServerBusy BackOffMilliseconds); the engine backs off
+that one mailbox, never the others.
+
+Tokens: OAuth providers (Gmail, Graph) refresh their own access tokens and hand
+the new credentials to `save_credentials` at once (Microsoft rotates refresh
+tokens: a token left unsaved may be the only valid one).
 """
 
 from __future__ import annotations
 
+import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar
@@ -107,6 +118,10 @@ class MailboxProvider(ABC):
     """One connected mailbox. Instances are short-lived: one per job."""
 
     kind: ClassVar[str]
+    #: Called with the whole credentials JSON as soon as the provider refreshed or
+    #: was handed new tokens (`worker.sync.credentials.credential_saver`). None:
+    #: nothing is saved (e.g. the one-off check when a mailbox is connected).
+    save_credentials: Callable[[dict[str, Any]], None] | None = None
 
     @abstractmethod
     def __init__(self, email_address: str, credentials: dict[str, Any]) -> None:
@@ -131,6 +146,17 @@ class MailboxProvider(ABC):
     @abstractmethod
     def fetch(self, fetch_ref: str, max_bytes: int) -> bytes:
         """The whole message, or its first `max_bytes` when larger."""
+
+    def watch(self, stop: threading.Event, on_change: Callable[[], None]) -> None:
+        """Hold a push connection (IMAP IDLE, EWS streaming) for the `listener` until `stop`.
+
+        Calls `on_change` when new mail may have arrived; raises ProviderError
+        when the connection fails (the listener reconnects with back-off).
+        Providers whose push goes to `web` instead (Gmail, Graph) do not override it.
+        """
+        raise ProviderError(
+            f"{self.kind} mailboxes are not watched by the listener", permanent=True
+        )
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""

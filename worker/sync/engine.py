@@ -13,11 +13,21 @@ bounce/complaint/auto-reply) is fetched whole and handled in its own
 transaction; a message that fails to parse is quarantined and the sync goes on;
 the batch's cursor is saved last. A crash re-lists the batch; the natural keys
 make that harmless.
+
+Throttling is per mailbox: a `ProviderError` with `retry_after` (Gmail quota,
+Graph 429, EWS ErrorServerBusy) sets a back-off key for that mailbox only and
+schedules its next sync for then; a push during the wait finds that job waiting::
+
+    job ─▶ back-off key set? ── yes ─▶ schedule sync at its end, return
+             │ no
+             ▼
+           sync ── ProviderError(retry_after=s) ─▶ key for s seconds, sync scheduled in s
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -31,6 +41,7 @@ from core.redis import get_redis
 from worker.matching.matcher import find_sent_messages, may_be_report
 from worker.queueing import enqueue_once, job_started
 from worker.sync.base import ChangeBatch, MailboxProvider, ProviderError
+from worker.sync.credentials import credential_saver
 from worker.sync.inbound import MailboxRef, handle_inbound, quarantine
 from worker.sync.registry import open_provider
 
@@ -38,6 +49,9 @@ log = logging.getLogger(__name__)
 
 LOCK_TIMEOUT_SECONDS = 15 * 60
 LOCK_WAIT_SECONDS = 20
+BACKOFF_KEY = "sightline:sync:backoff:{mailbox_id}"
+MIN_BACKOFF_SECONDS = 1.0
+MAX_BACKOFF_SECONDS = 3600.0
 SYNC_JOB = "worker.sync.engine.sync_mailbox_job"
 
 
@@ -52,16 +66,59 @@ class SyncStats:
         self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
 
 
-def request_sync(mailbox_id: int) -> bool:
-    """Queue a sync of the mailbox unless one is already waiting. True if queued."""
+def request_sync(mailbox_id: int, *, delay: float | None = None) -> bool:
+    """Queue a sync of the mailbox unless one is already waiting. True if queued.
+
+    With `delay` (seconds) the sync is scheduled for later (a provider asked us
+    to back off); pushes meanwhile find it waiting and add nothing.
+    """
+    if delay is not None and delay > 0:
+        return enqueue_once(
+            f"sync:{mailbox_id}",
+            queues.SYNC,
+            SYNC_JOB,
+            mailbox_id,
+            ttl=LOCK_TIMEOUT_SECONDS + math.ceil(delay),
+            delay=timedelta(seconds=delay),
+        )
     return enqueue_once(
         f"sync:{mailbox_id}", queues.SYNC, SYNC_JOB, mailbox_id, ttl=LOCK_TIMEOUT_SECONDS
     )
 
 
+def backoff_remaining(mailbox_id: int) -> float:
+    """Seconds until the provider lets this mailbox be synced again (0: now)."""
+    ttl = get_redis().pttl(BACKOFF_KEY.format(mailbox_id=mailbox_id))
+    return ttl / 1000 if isinstance(ttl, int) and ttl > 0 else 0.0
+
+
+def back_off(mailbox_id: int, seconds: float, reason: str) -> float:
+    """Hold this mailbox's syncs for `seconds` (clamped) and schedule the one that follows.
+
+    Only this mailbox waits: the provider's quota is per user, and so is ours.
+    The wait shows in the mailbox's status reason until a sync succeeds.
+    """
+    wait = min(max(seconds, MIN_BACKOFF_SECONDS), MAX_BACKOFF_SECONDS)
+    get_redis().set(BACKOFF_KEY.format(mailbox_id=mailbox_id), 1, px=int(wait * 1000))
+    until = utcnow() + timedelta(seconds=wait)
+    _set_status(
+        mailbox_id,
+        MailboxStatus.ACTIVE,
+        f"throttled by the provider; next sync after {until:%H:%M:%S} UTC ({reason})",
+    )
+    request_sync(mailbox_id, delay=wait)
+    log.warning("sync_backoff mailbox_id=%s seconds=%.1f reason=%s", mailbox_id, wait, reason)
+    return wait
+
+
 def sync_mailbox_job(mailbox_id: int) -> dict[str, object]:
     """RQ entry point: sync one mailbox. Returns counts (for logs and tests)."""
     job_started(f"sync:{mailbox_id}")
+    waiting = backoff_remaining(mailbox_id)
+    if waiting > 0:
+        # A push arrived while the provider wants us to wait: come back then.
+        request_sync(mailbox_id, delay=waiting)
+        return {"status": "backoff", "retry_in": round(waiting, 1)}
     redis = get_redis()
     lock = redis.lock(f"sightline:sync:lock:{mailbox_id}", timeout=LOCK_TIMEOUT_SECONDS)
     if not lock.acquire(blocking=True, blocking_timeout=LOCK_WAIT_SECONDS):
@@ -71,6 +128,11 @@ def sync_mailbox_job(mailbox_id: int) -> dict[str, object]:
         return {"status": "busy"}
     try:
         stats = sync_mailbox(mailbox_id)
+    except ProviderError as exc:
+        if exc.retry_after is None:
+            raise
+        wait = back_off(mailbox_id, exc.retry_after, str(exc))
+        return {"status": "throttled", "retry_in": round(wait, 1)}
     finally:
         lock.release()
     return {"status": "done", "listed": stats.listed, "fetched": stats.fetched, **stats.outcomes}
@@ -80,7 +142,8 @@ def sync_mailbox(mailbox_id: int) -> SyncStats:
     """Sync one mailbox from its cursor. The caller holds the mailbox's lock.
 
     Raises:
-        ProviderError: a transient provider failure (the job is retried).
+        ProviderError: a transient provider failure (the job is retried), or one
+            with `retry_after` (the job backs this mailbox off instead).
     """
     stats = SyncStats()
     with session_scope() as session:
@@ -92,13 +155,14 @@ def sync_mailbox(mailbox_id: int) -> SyncStats:
             return stats
         ref = MailboxRef(id=mailbox.id, team_id=mailbox.team_id, email=mailbox.email)
         kind, cursor, since = mailbox.kind, mailbox.sync_cursor, mailbox.created_at
+        saver = credential_saver(mailbox.id, mailbox.credentials_encrypted)
         try:
             credentials = decrypt_json(mailbox.credentials_encrypted)
         except CredentialsError as exc:
             _set_status(mailbox_id, MailboxStatus.NEEDS_RECONNECT, str(exc))
             return stats
     try:
-        with open_provider(kind, ref.email, credentials) as provider:
+        with open_provider(kind, ref.email, credentials, save_credentials=saver) as provider:
             # Start a little before the connection time: clocks differ.
             for batch in provider.changes(cursor, since - timedelta(days=1)):
                 _handle_batch(provider, ref, batch, stats)
@@ -138,12 +202,17 @@ def _handle_batch(
         except ProviderError as exc:
             if not exc.permanent or exc.needs_reconnect:
                 raise
+            # The provider cannot hand this one over (corrupt, converted badly,
+            # gone): keep what we know where a person can see it, and go on.
             log.warning(
-                "inbound_skipped mailbox_id=%s provider_id=%s reason=%s",
+                "inbound_unfetchable mailbox_id=%s provider_id=%s reason=%s",
                 mailbox.id,
                 summary.provider_id,
                 exc,
             )
+            with session_scope() as session:
+                quarantine(session, mailbox, summary, f"provider could not fetch it: {exc}")
+            stats.quarantined += 1
             continue
         stats.fetched += 1
         try:

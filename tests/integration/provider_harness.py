@@ -1,0 +1,164 @@
+"""One interface over the four mailbox back-ends, for the provider contract suite.
+
+Each harness owns the server side of one provider kind — Dovecot + the SMTP
+server for IMAP, the fake Gmail, the fake EWS, the fake Graph — and offers what
+the contract needs: fresh mailbox addresses with working credentials, mail
+arriving, the sent copies as the provider stored them, and the provider's
+failure modes (refused credentials, an expired cursor, throttling, a message it
+cannot hand over).
+
+Where a back-end has no such failure, the harness says so (`None`/False) and
+the test is skipped with that reason: IMAP servers do not throttle with a wait,
+and Dovecot cannot corrupt one message.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from email import message_from_bytes
+from typing import Any, Protocol
+
+from sqlalchemy import update
+
+from core.db import session_scope
+from core.models import Mailbox
+from tests.services.dovecot import DovecotServer, unique_address
+
+
+@dataclass(frozen=True)
+class StoredCopy:
+    message_id: str | None
+    thread_id: str | None
+    raw: bytes
+
+
+class Harness(Protocol):
+    kind: str
+    has_threads: bool
+
+    def new_address(self) -> str: ...
+
+    def credentials(self, address: str) -> dict[str, Any]: ...
+
+    def deliver(self, address: str, raw: bytes) -> str | None:
+        """Put `raw` in the mailbox's inbox; returns the provider's id for it if it has one."""
+
+    def sent_copies(self, address: str) -> list[StoredCopy]: ...
+
+    def revoke(self, address: str, mailbox_id: int) -> None: ...
+
+    def expire_cursor(self, address: str, mailbox_id: int) -> None: ...
+
+    def throttle(self, address: str, calls: int) -> bool: ...
+
+    def corrupt(self, address: str, provider_ref: str | None) -> bool: ...
+
+
+class ImapHarness:
+    kind = "imap"
+    has_threads = False
+
+    def __init__(self, dovecot: DovecotServer, smtp_server: Any) -> None:
+        self.dovecot = dovecot
+        self.smtp = smtp_server
+
+    def new_address(self) -> str:
+        return unique_address("seller.test", "rep")
+
+    def credentials(self, address: str) -> dict[str, Any]:
+        server = {"username": address, "security": "none"}
+        return {
+            "imap": {
+                **server,
+                "host": self.dovecot.host,
+                "port": self.dovecot.imap_port,
+                "password": self.dovecot.password,
+            },
+            "smtp": {
+                **server,
+                "host": self.smtp.host,
+                "port": self.smtp.port,
+                "password": self.smtp.password,
+            },
+        }
+
+    def deliver(self, address: str, raw: bytes) -> str | None:
+        self.dovecot.deliver(address, raw)
+        return None
+
+    def sent_copies(self, address: str) -> list[StoredCopy]:
+        copies = []
+        for raw in self.dovecot.messages(address, folder="Sent"):
+            parsed = message_from_bytes(raw)
+            copies.append(StoredCopy(str(parsed.get("Message-ID") or "") or None, None, raw))
+        return copies
+
+    def revoke(self, address: str, mailbox_id: int) -> None:
+        # Dovecot here has one shared password; a changed password looks like this.
+        from core.crypto import encrypt_json
+
+        creds = self.credentials(address)
+        creds["imap"]["password"] = "changed-by-the-user"
+        with session_scope() as session:
+            session.execute(
+                update(Mailbox)
+                .where(Mailbox.id == mailbox_id)
+                .values(credentials_encrypted=encrypt_json(creds))
+            )
+
+    def expire_cursor(self, address: str, mailbox_id: int) -> None:
+        # A server that renumbered INBOX: the stored UIDVALIDITY no longer matches.
+        with session_scope() as session:
+            mailbox = session.get_one(Mailbox, mailbox_id)
+            cursor = dict(mailbox.sync_cursor or {})
+            inbox = dict(cursor.get("INBOX") or {})
+            inbox["uidvalidity"] = int(inbox.get("uidvalidity", 1)) + 1000
+            cursor["INBOX"] = inbox
+            mailbox.sync_cursor = cursor
+
+    def throttle(self, address: str, calls: int) -> bool:
+        return False
+
+    def corrupt(self, address: str, provider_ref: str | None) -> bool:
+        return False
+
+
+class GmailHarness:
+    kind = "gmail"
+    has_threads = True
+
+    def __init__(self, fake: Any) -> None:
+        self.fake = fake
+
+    def new_address(self) -> str:
+        address = unique_address("seller.test", "rep")
+        self.fake.add_user(address)
+        return address
+
+    def credentials(self, address: str) -> dict[str, Any]:
+        creds: dict[str, Any] = self.fake.grant(address)
+        return creds
+
+    def deliver(self, address: str, raw: bytes) -> str | None:
+        return str(self.fake.deliver(address, raw).id)
+
+    def sent_copies(self, address: str) -> list[StoredCopy]:
+        return [
+            StoredCopy(m.header("Message-ID"), m.thread_id, m.raw)
+            for m in self.fake.messages(address, "SENT")
+        ]
+
+    def revoke(self, address: str, mailbox_id: int) -> None:
+        self.fake.revoke_user(address)
+
+    def expire_cursor(self, address: str, mailbox_id: int) -> None:
+        self.fake.expire_history(address)
+
+    def throttle(self, address: str, calls: int) -> bool:
+        self.fake.rate_limit(address, calls)
+        return True
+
+    def corrupt(self, address: str, provider_ref: str | None) -> bool:
+        assert provider_ref is not None
+        self.fake.store.faults.corrupt_message_ids.add(provider_ref)
+        return True

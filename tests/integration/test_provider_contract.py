@@ -1,0 +1,362 @@
+"""One contract, four providers: IMAP (Dovecot), Gmail, Exchange (EWS) and Microsoft Graph.
+
+Every test runs against each provider's back-end through the real client
+library (imapclient/smtplib, google-api-python-client, exchangelib,
+requests + MSAL) and the real engine, on SQLite and PostgreSQL:
+
+- send, then read back the ids the provider stored (Message-ID, thread);
+- a reply from a colleague at another address, and from a person on CC, ends
+  the sequence;
+- incremental sync lists only new mail, and fetches only what answers us;
+- an expired cursor re-lists a bounded window without recording anything twice;
+- throttling backs that mailbox off (and only that one) until the provider's time;
+- revoked credentials mark *that* mailbox "needs reconnect", visibly in the API;
+- a message that cannot be handled is quarantined and the mailbox goes on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from email.message import EmailMessage
+from email.utils import make_msgid
+
+import pytest
+from rq.registry import ScheduledJobRegistry
+from sqlalchemy import func, select
+
+from config import Settings, queues
+from core.crypto import encrypt_json
+from core.db import session_scope
+from core.models import (
+    Enrollment,
+    Event,
+    InboundMessage,
+    Mailbox,
+    MailboxStatus,
+    SentMessage,
+    Sequence,
+    SequenceStep,
+    Team,
+    utcnow,
+)
+from core.redis import get_redis
+from tests.conftest import ApiClient
+from tests.integration.provider_harness import GmailHarness, Harness, ImapHarness
+from worker.sequences import engine as sequences
+from worker.sync.base import OutgoingMessage
+from worker.sync.engine import backoff_remaining, sync_mailbox, sync_mailbox_job
+from worker.sync.mime import new_message_id
+from worker.sync.registry import open_provider
+
+KINDS = ["imap", "gmail"]
+
+
+@pytest.fixture(params=KINDS)
+def harness(request: pytest.FixtureRequest) -> Harness:
+    if request.param == "imap":
+        return ImapHarness(
+            request.getfixturevalue("dovecot"), request.getfixturevalue("smtp_server")
+        )
+    if request.param == "gmail":
+        return GmailHarness(request.getfixturevalue("fake_gmail"))
+    raise AssertionError(request.param)
+
+
+@dataclass
+class Seller:
+    team_id: int
+    mailbox_id: int
+    address: str
+    sequence_id: int
+
+
+def make_mailbox(harness: Harness, team_id: int, address: str | None = None) -> tuple[int, str]:
+    address = address or harness.new_address()
+    with session_scope() as session:
+        mailbox = Mailbox(
+            team_id=team_id,
+            kind=harness.kind,
+            email=address,
+            credentials_encrypted=encrypt_json(harness.credentials(address)),
+            created_at=utcnow(),
+        )
+        session.add(mailbox)
+        session.flush()
+        return mailbox.id, address
+
+
+def make_seller(harness: Harness, team_name: str = "Sales") -> Seller:
+    with session_scope() as session:
+        team = session.scalar(select(Team).where(Team.name == team_name))
+        if team is None:
+            team = Team(name=team_name)
+            session.add(team)
+            session.flush()
+        team_id = team.id
+    mailbox_id, address = make_mailbox(harness, team_id)
+    with session_scope() as session:
+        sequence = Sequence(team_id=team_id, mailbox_id=mailbox_id, name="Intro")
+        sequence.steps = [
+            SequenceStep(
+                position=0, delay_seconds=0, subject="Quick question", body_html="<p>Hi</p>"
+            ),
+            SequenceStep(position=1, delay_seconds=3600, subject="Again", body_html="<p>Bump</p>"),
+        ]
+        session.add(sequence)
+        session.flush()
+        return Seller(team_id, mailbox_id, address, sequence.id)
+
+
+def send_first_step(seller: Seller, prospect: str) -> tuple[int, str]:
+    """Enrol `prospect` and send step 1 through the real provider. (enrollment id, Message-ID)."""
+    now = utcnow()
+    with session_scope() as session:
+        sequence = session.get_one(Sequence, seller.sequence_id)
+        enrollment = sequences.enroll(
+            session, sequence=sequence, email=prospect, name=None, now=now - timedelta(seconds=1)
+        )
+        session.flush()
+        sent = sequences.claim_due_step(session, enrollment.id, now)
+        assert sent is not None
+        enrollment_id, sent_id = enrollment.id, sent.id
+    outcome = sequences.deliver(sent_id)
+    assert outcome.status == "sent", outcome
+    with session_scope() as session:
+        message_id = session.get_one(SentMessage, sent_id).message_id
+    return enrollment_id, message_id
+
+
+def inbound(
+    author: str,
+    to: str,
+    in_reply_to: str | None = None,
+    *,
+    cc: list[str] | None = None,
+    subject: str = "Re: Quick question",
+    body: str = "Sounds good, let's talk.\n",
+) -> bytes:
+    msg = EmailMessage()
+    msg["From"] = author
+    msg["To"] = to
+    if cc:
+        msg["Cc"] = ", ".join(cc)
+    msg["Subject"] = subject
+    msg["Message-ID"] = make_msgid(domain=author.rpartition("@")[2])
+    if in_reply_to:
+        msg["In-Reply-To"] = in_reply_to
+        msg["References"] = in_reply_to
+    msg.set_content(body)
+    return msg.as_bytes()
+
+
+def newsletter(to: str, n: int) -> bytes:
+    return inbound(
+        f"news{n}@shop.test", to, subject=f"Deals of the week {n}", body="Buy now.\n" * 40
+    )
+
+
+def event_counts() -> dict[str, int]:
+    with session_scope() as session:
+        rows = session.execute(select(Event.kind, func.count()).group_by(Event.kind))
+        return {kind: int(n) for kind, n in rows}
+
+
+def state_of(enrollment_id: int) -> tuple[str, str | None]:
+    with session_scope() as session:
+        enrollment = session.get_one(Enrollment, enrollment_id)
+        return enrollment.state, enrollment.state_reason
+
+
+def mailbox_row(mailbox_id: int) -> Mailbox:
+    with session_scope() as session:
+        mailbox = session.get_one(Mailbox, mailbox_id)
+        session.expunge(mailbox)
+        return mailbox
+
+
+@pytest.fixture
+def clean_backoff(env: Settings) -> Iterator[None]:
+    yield
+    for key in get_redis().scan_iter("sightline:sync:backoff:*"):
+        get_redis().delete(key)
+
+
+# -- send ------------------------------------------------------------------------------
+
+
+def test_send_reads_back_the_ids_the_provider_stored(env: Settings, harness: Harness) -> None:
+    address = harness.new_address()
+    prospect = unique_prospect()
+    ours = new_message_id(address)
+    with open_provider(harness.kind, address, harness.credentials(address)) as provider:
+        result = provider.send(
+            OutgoingMessage(
+                from_addr=address,
+                to=[prospect],
+                subject="Quick question",
+                html="<p>Hi <b>Dana</b></p>",
+                text="Hi Dana\n",
+                message_id=ours,
+            )
+        )
+        stored = harness.sent_copies(address)
+        assert [c.message_id for c in stored] == [result.message_id]
+        assert result.message_id == ours  # well-formed ids are kept by every provider
+        if harness.has_threads:
+            assert result.thread_id and result.thread_id == stored[0].thread_id
+        again = provider.find_sent(result.message_id)
+        assert again is not None and again.message_id == result.message_id
+        assert provider.find_sent(new_message_id(address)) is None
+
+
+# -- matching --------------------------------------------------------------------------
+
+
+def test_a_reply_from_a_colleague_or_a_cc_ends_the_sequence(
+    env: Settings, harness: Harness
+) -> None:
+    seller = make_seller(harness)
+    first, first_id = send_first_step(seller, "dana@acme.test")
+    second, second_id = send_first_step(seller, "lee@globex.test")
+    sync_mailbox(seller.mailbox_id)  # the cursor starts after our own sends
+
+    colleague = "boss@acme.test"  # another address at the prospect's company
+    harness.deliver(seller.address, inbound(colleague, seller.address, first_id))
+    on_cc = "assistant@partner.test"  # a person copied in answers for everyone
+    harness.deliver(
+        seller.address, inbound(on_cc, seller.address, second_id, cc=["lee@globex.test"])
+    )
+    stats = sync_mailbox(seller.mailbox_id)
+
+    assert stats.outcomes == {"recorded": 2}
+    assert state_of(first) == ("replied", f"reply from {colleague}")
+    assert state_of(second) == ("replied", f"reply from {on_cc}")
+    assert event_counts()["reply"] == 2
+
+
+def test_sync_lists_only_new_mail_and_fetches_only_what_answers_us(
+    env: Settings, harness: Harness
+) -> None:
+    seller = make_seller(harness)
+    enrollment, message_id = send_first_step(seller, "dana@acme.test")
+    sync_mailbox(seller.mailbox_id)
+    for n in range(5):
+        harness.deliver(seller.address, newsletter(seller.address, n))
+    harness.deliver(seller.address, inbound("dana@acme.test", seller.address, message_id))
+
+    stats = sync_mailbox(seller.mailbox_id)
+    assert (stats.listed, stats.fetched, stats.outcomes) == (6, 1, {"recorded": 1})
+    assert sync_mailbox(seller.mailbox_id).listed == 0
+
+    harness.deliver(seller.address, newsletter(seller.address, 9))
+    again = sync_mailbox(seller.mailbox_id)
+    assert (again.listed, again.fetched) == (1, 0)
+    assert state_of(enrollment)[0] == "replied"
+    assert mailbox_row(seller.mailbox_id).last_synced_at is not None
+
+
+def test_an_expired_cursor_relists_without_recording_twice(env: Settings, harness: Harness) -> None:
+    seller = make_seller(harness)
+    _, message_id = send_first_step(seller, "dana@acme.test")
+    sync_mailbox(seller.mailbox_id)
+    harness.deliver(seller.address, inbound("dana@acme.test", seller.address, message_id))
+    assert sync_mailbox(seller.mailbox_id).outcomes == {"recorded": 1}
+
+    harness.expire_cursor(seller.address, seller.mailbox_id)
+    harness.deliver(seller.address, newsletter(seller.address, 1))
+    relisted = sync_mailbox(seller.mailbox_id)
+
+    assert relisted.listed >= 2  # the bounded window: the old reply and the new mail
+    assert relisted.outcomes == {"duplicate": 1}
+    assert event_counts() == {"sent": 1, "reply": 1}
+    with session_scope() as session:
+        assert session.scalar(select(func.count()).select_from(InboundMessage)) == 1
+    assert sync_mailbox(seller.mailbox_id).listed == 0  # and a fresh cursor again
+
+
+# -- failures --------------------------------------------------------------------------
+
+
+def test_throttling_backs_off_that_mailbox_only(
+    env: Settings, harness: Harness, clean_backoff: None
+) -> None:
+    seller = make_seller(harness)
+    other_id, _ = make_mailbox(harness, seller.team_id)
+    sync_mailbox(seller.mailbox_id)
+    if not harness.throttle(seller.address, calls=1):
+        pytest.skip(f"{harness.kind} servers do not throttle with a retry time")
+
+    result = sync_mailbox_job(seller.mailbox_id)
+    assert result["status"] == "throttled"
+    wait = backoff_remaining(seller.mailbox_id)
+    assert 0 < wait <= 3600
+    assert "throttled" in (mailbox_row(seller.mailbox_id).status_reason or "")
+    scheduled = ScheduledJobRegistry(queues.SYNC, connection=get_redis())
+    assert len(scheduled.get_job_ids()) == 1  # the next sync waits for the provider's time
+
+    # A push meanwhile does not touch the provider; another mailbox syncs normally.
+    assert sync_mailbox_job(seller.mailbox_id)["status"] == "backoff"
+    assert sync_mailbox_job(other_id)["status"] == "done"
+
+    get_redis().delete(f"sightline:sync:backoff:{seller.mailbox_id}")  # the time has come
+    assert sync_mailbox_job(seller.mailbox_id)["status"] == "done"
+    row = mailbox_row(seller.mailbox_id)
+    assert (row.status, row.status_reason) == (MailboxStatus.ACTIVE, None)
+
+
+def test_revoked_credentials_mark_only_that_mailbox(
+    env: Settings, harness: Harness, api: ApiClient
+) -> None:
+    with session_scope() as session:
+        team_id = session.scalar(select(Team.id).where(Team.name == "Team A"))
+    assert team_id is not None
+    revoked_id, revoked = make_mailbox(harness, team_id)
+    fine_id, _ = make_mailbox(harness, team_id)
+    harness.revoke(revoked, revoked_id)
+
+    sync_mailbox(revoked_id)
+    sync_mailbox(fine_id)
+
+    listed = {m["id"]: m for m in api.get("/api/v1/mailboxes").json["mailboxes"]}
+    assert listed[revoked_id]["status"] == "needs_reconnect"
+    assert listed[revoked_id]["status_reason"]
+    assert listed[revoked_id]["kind"] == harness.kind
+    assert listed[fine_id]["status"] == "active"
+    assert listed[fine_id]["last_synced_at"] is not None
+    assert listed[fine_id]["status_reason"] is None
+    # A mailbox waiting for a person is not synced again on its own.
+    assert sync_mailbox(revoked_id).listed == 0
+
+
+def test_a_message_that_cannot_be_handled_is_quarantined_and_the_mailbox_goes_on(
+    env: Settings, harness: Harness
+) -> None:
+    seller = make_seller(harness)
+    _, first_id = send_first_step(seller, "dana@acme.test")
+    second, second_id = send_first_step(seller, "lee@globex.test")
+    sync_mailbox(seller.mailbox_id)
+    poison = inbound("dana@acme.test", seller.address, first_id, body="It is fine.\n")
+    ref = harness.deliver(seller.address, poison)
+    if not harness.corrupt(seller.address, ref):
+        pytest.skip(f"{harness.kind}: the server cannot make one message unreadable")
+    harness.deliver(seller.address, inbound("lee@globex.test", seller.address, second_id))
+
+    stats = sync_mailbox(seller.mailbox_id)
+
+    assert stats.quarantined == 1
+    assert state_of(second)[0] == "replied"
+    with session_scope() as session:
+        kept = session.scalars(select(InboundMessage).where(InboundMessage.quarantined)).all()
+    assert len(kept) == 1 and kept[0].from_addr == "dana@acme.test"
+    assert "could not fetch" in (kept[0].error or "")
+    assert mailbox_row(seller.mailbox_id).status == MailboxStatus.ACTIVE
+    assert sync_mailbox(seller.mailbox_id).listed == 0  # the cursor moved past it
+
+
+_counter = iter(range(10**9))
+
+
+def unique_prospect() -> str:
+    return f"prospect{next(_counter)}@acme.test"
