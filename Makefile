@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 5000
 
-.PHONY: run test lint format bench bench-reply bench-salesforce stop clean setup setup-dev
+.PHONY: run test lint format bench bench-reply bench-salesforce bench-pixel stop clean setup setup-dev
 
 $(VENV)/.runtime: requirements.txt
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) is required (set PYTHON=...)"; exit 1; }
@@ -29,7 +29,7 @@ setup-dev: $(VENV)/.dev
 run: $(VENV)/.runtime
 	$(BIN)/python -m core.redis start
 	$(BIN)/alembic upgrade head
-	PATH="$(abspath $(BIN)):$$PATH" PORT=$(PORT) $(BIN)/honcho start --port $(PORT) web worker cron listener
+	PATH="$(abspath $(BIN)):$$PATH" PORT=$(PORT) $(BIN)/honcho start --port $(PORT) web worker cron listener events
 
 ## stop: stop the embedded Redis server that `make run` started
 stop: $(VENV)/.runtime
@@ -37,7 +37,7 @@ stop: $(VENV)/.runtime
 
 ## test: set up, install and start the services the tests need, run every test
 test:
-	scripts/test-prereqs.sh core
+	scripts/test-prereqs.sh core browser
 	$(MAKE) --no-print-directory $(VENV)/.dev
 	$(BIN)/python -m pytest
 
@@ -51,7 +51,7 @@ format: $(VENV)/.dev
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-bench: bench-reply bench-salesforce
+bench: bench-reply bench-salesforce bench-pixel
 
 bench-reply: $(VENV)/.dev
 	scripts/test-prereqs.sh core
@@ -59,6 +59,11 @@ bench-reply: $(VENV)/.dev
 
 bench-salesforce: $(VENV)/.dev
 	$(BIN)/python -m bench.salesforce_calls
+
+## bench-pixel: wrk against the pixel endpoint and nginx serving the same GIF
+bench-pixel: $(VENV)/.dev
+	scripts/test-prereqs.sh bench
+	$(BIN)/python -m bench.pixel
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,7 +1,8 @@
-"""The Flask application: API v1, health check, and (as issues land) tracking and UI.
+"""The Flask application: API v1, health check, sign-in, Live Feed (and, as issues land, UI).
 
-`create_app(config=None)` is the factory (the Flask tutorial's shape); gunicorn
-serves `web:create_app()`, and `flask --app web …` runs the CLI commands.
+`create_app(config=None)` is the factory (the Flask tutorial's shape). The `web`
+process serves it behind the ASGI front door `web.tracking.app` (which answers
+the pixel, clicks and the feed stream itself); `flask --app web …` runs the CLI.
 """
 
 from __future__ import annotations
@@ -29,11 +30,13 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     if config:
         app.config.update(config)
 
-    from web import cli, db, health
+    from web import auth, cli, db, feed, health
     from web.api import bp as api_bp
 
     db.init_app(app)
     app.register_blueprint(health.bp)
     app.register_blueprint(api_bp)
+    auth.init_app(app)
+    app.register_blueprint(feed.bp)
     cli.init_app(app)
     return app

@@ -1,0 +1,297 @@
+"""The ASGI app: pixel, click and Live Feed stream natively; everything else to Flask.
+
+Pixel ``GET|HEAD /o/<token>.gif``::
+
+    token verified (signature only) ──bad──▶ the GIF, nothing recorded, never a 5xx
+        │ good
+        ▼
+    XADD sightline:hits ──failed──▶ 503 (the hit was not kept: we never claim it was)
+        │ ok
+        ▼
+    the 43-byte GIF, no-store
+
+Click ``GET|HEAD /c/<token>``: the destination comes from the signed token only.
+Bad token: 404 page. Good token: XADD, then 302 to the destination — also when
+Redis is down (logged as a lost hit): a prospect's click is never blocked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any, cast
+from urllib.parse import quote
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from config import get_settings
+from config.logging import configure_logging
+from core.redis import client_url
+from core.tracking import hits as hit_stream
+from core.tracking.classify import client_ip, is_prefetch
+from core.tracking.tokens import (
+    DEVICE_COOKIE,
+    DeviceRef,
+    OpenToken,
+    read_click_token,
+    read_device_cookie,
+    read_open_token,
+)
+
+log = logging.getLogger(__name__)
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+AsgiApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+PIXEL = (
+    b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff!\xf9\x04\x01\x00\x00\x00"
+    b"\x00,\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;"
+)
+NO_STORE = b"no-store, no-cache, must-revalidate, max-age=0, private"
+_PIXEL_HEADERS = [
+    (b"content-type", b"image/gif"),
+    (b"content-length", str(len(PIXEL)).encode()),
+    (b"cache-control", NO_STORE),
+    (b"pragma", b"no-cache"),
+    (b"expires", b"0"),
+    (b"x-content-type-options", b"nosniff"),
+]
+_BAD_LINK_PAGE = (
+    b"<!doctype html><html lang=en><meta charset=utf-8><title>Link not valid</title>"
+    b"<p>This link is not valid. It may have been copied incompletely.</p></html>"
+)
+# Everything legal in a URL stays as written (including existing %-escapes).
+_URL_SAFE = ":/?#[]@!$&'()*+,;=%~-._"
+_HTML_HEADERS = [
+    (b"content-type", b"text/html; charset=utf-8"),
+    (b"cache-control", NO_STORE),
+]
+
+
+def header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return bytes(value).decode("latin-1")
+    return None
+
+
+def _device(scope: Scope) -> DeviceRef | None:
+    cookies = header(scope, b"cookie")
+    if not cookies or DEVICE_COOKIE not in cookies:
+        return None
+    for part in cookies.split(";"):
+        name, _, value = part.strip().partition("=")
+        if name == DEVICE_COOKIE:
+            return read_device_cookie(value.strip().strip('"'))
+    return None
+
+
+class HitWriter:
+    """Appends hits to the stream, many XADDs per round trip.
+
+    Requests that arrive while a pipeline is in flight wait for the next one, so
+    under load each round trip carries a batch and a quiet server sends one
+    XADD at a time. Each caller gets its own entry's result (or error): a hit is
+    acknowledged only after its XADD succeeded.
+    """
+
+    def __init__(self, client: aioredis.Redis) -> None:
+        self.client = client
+        self.pending: list[tuple[dict[str, str], asyncio.Future[Any]]] = []
+        self.flushing = False
+        self.task: asyncio.Future[None] | None = None  # kept: the loop holds tasks weakly
+
+    async def append(self, fields: dict[str, str]) -> None:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.pending.append((fields, future))
+        if not self.flushing:
+            self.flushing = True
+            self.task = asyncio.ensure_future(self._flush())
+        await future
+
+    async def _flush(self) -> None:
+        try:
+            while self.pending:
+                batch, self.pending = self.pending, []
+                try:
+                    async with self.client.pipeline(transaction=False) as pipe:
+                        for fields, _ in batch:
+                            pipe.xadd(hit_stream.STREAM, fields)  # type: ignore[arg-type]
+                        results = await pipe.execute(raise_on_error=False)
+                except Exception as exc:  # noqa: BLE001 - handed to every waiting caller
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(exc)
+                    continue
+                for (_, future), result in zip(batch, results, strict=True):
+                    if future.done():
+                        continue
+                    if isinstance(result, Exception):
+                        future.set_exception(result)
+                    else:
+                        future.set_result(result)
+        finally:
+            self.flushing = False
+
+
+class SightlineAsgi:
+    """The `web` process's ASGI callable. Flask is built at lifespan start-up."""
+
+    def __init__(self) -> None:
+        self.redis: aioredis.Redis | None = None
+        self.writer: HitWriter | None = None
+        self.flask: AsgiApp | None = None
+        self.flask_app: Any = None
+        self.trusted: tuple[str, ...] = ()
+        self.live: Any = None
+
+    # -- lifespan ---------------------------------------------------------------
+
+    def start(self) -> None:
+        from a2wsgi import WSGIMiddleware
+
+        from web import create_app
+        from web.tracking.live import LiveFeed
+
+        settings = get_settings()
+        configure_logging(settings)
+        self.redis = aioredis.Redis.from_url(client_url(settings))
+        self.writer = HitWriter(self.redis)
+        self.trusted = settings.forwarded_allow_ips
+        self.flask_app = create_app()
+        self.flask = cast(AsgiApp, WSGIMiddleware(self.flask_app, workers=16))
+        self.live = LiveFeed(self.flask_app, self.redis)
+
+    async def stop(self) -> None:
+        if self.live is not None:
+            await self.live.close()
+        if self.redis is not None:
+            await self.redis.aclose()
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await asyncio.to_thread(self.start)
+                except Exception as exc:
+                    log.exception("web_startup_failed")
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.stop()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    # -- routing ----------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if kind != "http":
+            return
+        if self.flask is None:
+            # No lifespan (a server that skips it): build everything on first use.
+            await asyncio.to_thread(self.start)
+        path: str = scope["path"]
+        if path.startswith("/o/"):
+            await self.pixel(scope, send, path[3:])
+        elif path.startswith("/c/"):
+            await self.click(scope, send, path[3:])
+        elif path == "/feed/stream":
+            await self.live.stream(scope, receive, send)
+        else:
+            assert self.flask is not None
+            await self.flask(scope, receive, send)
+
+    # -- hot paths --------------------------------------------------------------
+
+    async def _append(self, scope: Scope, token: OpenToken) -> None:
+        assert self.writer is not None
+        peer = scope.get("client")
+        fields = hit_stream.encode(
+            token,
+            method=scope["method"],
+            ip=client_ip(
+                peer[0] if peer else None, header(scope, b"x-forwarded-for"), self.trusted
+            ),
+            user_agent=header(scope, b"user-agent") or "",
+            prefetch=is_prefetch(
+                (bytes(k).decode("latin-1"), bytes(v).decode("latin-1"))
+                for k, v in scope["headers"]
+                if k in (b"purpose", b"sec-purpose", b"x-moz", b"x-purpose")
+            ),
+            device=_device(scope),
+        )
+        await self.writer.append(fields)
+
+    async def pixel(self, scope: Scope, send: Send, name: str) -> None:
+        method = scope["method"]
+        if method not in ("GET", "HEAD"):
+            await _respond(send, 405, b"", [(b"allow", b"GET, HEAD")])
+            return
+        token = read_open_token(name.removesuffix(".gif"))
+        status = 200
+        if token is not None:
+            try:
+                await self._append(scope, token)
+            except (RedisError, OSError) as exc:
+                # Not acknowledged: this hit is lost and we say so.
+                log.error("hit_not_recorded kind=open error=%s", type(exc).__name__)
+                status = 503
+        body = b"" if method == "HEAD" else PIXEL
+        await _respond(send, status, body, _PIXEL_HEADERS)
+
+    async def click(self, scope: Scope, send: Send, name: str) -> None:
+        method = scope["method"]
+        if method not in ("GET", "HEAD"):
+            await _respond(send, 405, b"", [(b"allow", b"GET, HEAD")])
+            return
+        token = read_click_token(name)
+        if token is None:
+            await _respond(send, 404, b"" if method == "HEAD" else _BAD_LINK_PAGE, _HTML_HEADERS)
+            return
+        try:
+            await self._append(scope, token)
+        except (RedisError, OSError) as exc:
+            log.error(
+                "hit_not_recorded kind=click sent_id=%s error=%s",
+                token.sent_message_id,
+                type(exc).__name__,
+            )
+        await _respond(
+            send,
+            302,
+            b"",
+            [
+                (b"location", safe_location(token.url)),
+                (b"cache-control", NO_STORE),
+                (b"referrer-policy", b"no-referrer"),
+                (b"content-length", b"0"),
+            ],
+        )
+
+
+def safe_location(url: str) -> bytes:
+    """The URL as an ASCII header value: non-ASCII and control characters percent-encoded."""
+    return quote(url, safe=_URL_SAFE).encode("ascii")
+
+
+async def _respond(
+    send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]
+) -> None:
+    if not any(k == b"content-length" for k, _ in headers):
+        headers = [*headers, (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+app = SightlineAsgi()
