@@ -126,7 +126,8 @@ def step_1(
     """Step 1's Message-ID and its bytes as they arrived in the prospect's inbox."""
     sent = stack.wait_for("step 1 to be sent", lambda: sent_messages(api, enrollment_id))[0]
     received = dovecot.wait_for_message(prospect, has_message_id(sent["message_id"]))
-    return sent["message_id"], received.as_bytes()
+    # CRLF line ends: these bytes are re-sent over SMTP, which takes bare LFs as one long line.
+    return sent["message_id"], received.as_bytes(policy=received.policy.clone(linesep="\r\n"))
 
 
 def state_of(api: ApiClient, enrollment_id: int) -> dict[str, Any]:

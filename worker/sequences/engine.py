@@ -32,6 +32,7 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from config import get_settings
 from core.crypto import decrypt_json
 from core.db import session_scope
 from core.events import natural_key, queue_salesforce_task, record_event
@@ -47,8 +48,11 @@ from core.models import (
     SentMessage,
     Sequence,
     SequenceStep,
+    Team,
     utcnow,
 )
+from core.tracking.html import apply_tracking
+from core.tracking.tokens import now_seconds
 from worker.sequences.render import html_to_text, render_template
 from worker.sync.base import OutgoingMessage, ProviderError, SendResult
 from worker.sync.credentials import credential_saver
@@ -285,7 +289,7 @@ def deliver(sent_message_id: int) -> DeliveryOutcome:
         mailbox = session.get_one(Mailbox, sent.mailbox_id)
         if mailbox.status == MailboxStatus.NEEDS_RECONNECT:
             return DeliveryOutcome("waiting", "mailbox needs reconnecting")
-        outgoing = _outgoing(session, sent, mailbox)
+        outgoing = _outgoing(session, sent, mailbox, tracked=True)
         first_attempt = sent.send_attempts == 0
         sent.send_attempts += 1
         credentials = decrypt_json(mailbox.credentials_encrypted)
@@ -309,7 +313,15 @@ def deliver(sent_message_id: int) -> DeliveryOutcome:
     return DeliveryOutcome("sent")
 
 
-def _outgoing(session: Session, sent: SentMessage, mailbox: Mailbox) -> OutgoingMessage:
+def _outgoing(
+    session: Session, sent: SentMessage, mailbox: Mailbox, *, tracked: bool = False
+) -> OutgoingMessage:
+    """The message as handed over; `tracked` applies the pixel and click links.
+
+    Tracking is applied only to what is actually sent (never to the copy in a
+    Salesforce description), only when the team has it on, and only to an HTML
+    body. The plain-text part keeps the real links.
+    """
     prospect = session.get(Prospect, sent.prospect_id) if sent.prospect_id else None
     body_html = ""
     if sent.enrollment_id is not None and sent.step_position is not None:
@@ -322,12 +334,22 @@ def _outgoing(session: Session, sent: SentMessage, mailbox: Mailbox) -> Outgoing
         )
         if step is not None:
             body_html = render_template(step.body_html, prospect, mailbox, html=True)
+    sent_html = body_html
+    if tracked and body_html.strip() and session.get_one(Team, sent.team_id).tracking_enabled:
+        sent_html = apply_tracking(
+            body_html,
+            base_url=get_settings().public_base_url,
+            sent_message_id=sent.id,
+            team_id=sent.team_id,
+            recipient=0,  # a step goes to one prospect: to_addrs[0]
+            issued_at=now_seconds(),
+        ).html
     return OutgoingMessage(
         from_addr=mailbox.email,
         to=list(sent.to_addrs),
         cc=list(sent.cc_addrs),
         subject=sent.subject,
-        html=body_html,
+        html=sent_html,
         text=html_to_text(body_html),
         message_id=sent.message_id,
         in_reply_to=sent.in_reply_to,
