@@ -25,7 +25,7 @@ $(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt
 setup: $(VENV)/.runtime
 setup-dev: $(VENV)/.dev
 
-## run: set up, migrate, and start web + worker + cron + listener (Ctrl-C stops them)
+## run: set up, migrate, and start web + worker + cron + listener + events (Ctrl-C stops them)
 run: $(VENV)/.runtime
 	$(BIN)/python -m core.redis start
 	$(BIN)/alembic upgrade head
@@ -37,7 +37,7 @@ stop: $(VENV)/.runtime
 
 ## test: set up, install and start the services the tests need, run every test
 test:
-	scripts/test-prereqs.sh core browser
+	scripts/test-prereqs.sh core browser office
 	$(MAKE) --no-print-directory $(VENV)/.dev
 	$(BIN)/python -m pytest
 
