@@ -159,7 +159,7 @@ def test_opens_and_clicks_appear_live_and_the_senders_own_views_do_not(
     expect(opened).to_have_count(1)
     expect(feed.locator("#feed .feed-item")).to_have_count(2)
     feed.screenshot(path=str(ARTIFACTS / "live-feed-after-own-view.png"), full_page=True)
+    # A number to read, not a timed assertion (speed is measured, never asserted).
     print(f"open appeared in the feed {open_seen_after:.2f} s after the pixel was requested")
-    assert open_seen_after < 3  # generous: the target is 1 s (see the feed test)
     seller.close()
     prospect.close()
