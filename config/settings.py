@@ -118,6 +118,23 @@ class MailProviderSettings:
 
 
 @dataclass(frozen=True)
+class DocumentSettings:
+    """Trackable attachments: where files live and how far a document may go.
+
+    `storage` is "database" (the default: blobs in the database, which every
+    process reaches, so it works on Heroku where web and worker dynos share no
+    disk) or an absolute folder path (one machine only).
+    """
+
+    storage: str = "database"
+    max_bytes: int = 50 * 1024 * 1024
+    max_pages: int = 500
+    convert_seconds: int = 120
+    render_seconds: int = 600
+    render_processes: int = 2
+
+
+@dataclass(frozen=True)
 class Settings:
     env: str
     var_dir: Path
@@ -139,6 +156,7 @@ class Settings:
     listener_shards: int
     listener_shard: int
     max_inbound_bytes: int
+    documents: DocumentSettings = field(default_factory=DocumentSettings)
     providers: MailProviderSettings = field(default_factory=MailProviderSettings)
     web_concurrency: int = 2
     # Who may set X-Forwarded-For: "*" (behind Heroku's router) or comma-separated IPs.
@@ -302,6 +320,27 @@ def _listener_shard(env: Mapping[str, str], shards: int) -> int:
             return (int(number) - 1) % shards
         return 0
     return _int(env, "SIGHTLINE_LISTENER_SHARD", 0, 0, shards - 1)
+
+
+def _document_settings(env: Mapping[str, str], var_dir: Path) -> DocumentSettings:
+    raw = _get(env, "SIGHTLINE_DOCUMENT_STORAGE") or "database"
+    if raw == "filesystem":
+        storage = str(var_dir / "documents")
+    elif raw == "database" or raw.startswith("/"):
+        storage = raw
+    else:
+        raise ConfigError(
+            "SIGHTLINE_DOCUMENT_STORAGE: expected database, filesystem or an absolute "
+            f"folder path, got {raw!r}"
+        )
+    return DocumentSettings(
+        storage=storage,
+        max_bytes=_int(env, "SIGHTLINE_DOCUMENT_MAX_MB", 50, 1, 500) * 1024 * 1024,
+        max_pages=_int(env, "SIGHTLINE_DOCUMENT_MAX_PAGES", 500, 1, 5000),
+        convert_seconds=_int(env, "SIGHTLINE_DOCUMENT_CONVERT_SECONDS", 120, 5, 3600),
+        render_seconds=_int(env, "SIGHTLINE_DOCUMENT_RENDER_SECONDS", 600, 5, 7200),
+        render_processes=_int(env, "SIGHTLINE_DOCUMENT_RENDER_PROCESSES", 2, 1, 16),
+    )
 
 
 def _salesforce_login_url(env: Mapping[str, str], domain: str) -> str:
@@ -523,6 +562,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         max_inbound_bytes=_int(
             env, "SIGHTLINE_MAX_INBOUND_BYTES", 25 * 1024 * 1024, 1024, 200 * 1024 * 1024
         ),
+        documents=_document_settings(env, var_dir),
         web_concurrency=_int(env, "WEB_CONCURRENCY", 2, 1, 64),
         forwarded_allow_ips=_forwarded_allow_ips(env),
         tracking_self_window_hours=_int(

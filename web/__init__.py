@@ -30,7 +30,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     if config:
         app.config.update(config)
 
-    from web import auth, cli, db, feed, health
+    from web import auth, cli, db, documents, feed, health
     from web.api import bp as api_bp
 
     db.init_app(app)
@@ -38,5 +38,6 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(api_bp)
     auth.init_app(app)
     app.register_blueprint(feed.bp)
+    documents.init_app(app)
     cli.init_app(app)
     return app

@@ -53,6 +53,7 @@ from core.models import (
 )
 from core.tracking.html import apply_tracking
 from core.tracking.tokens import now_seconds
+from worker.documents.outgoing import documents_for_message
 from worker.sequences.render import html_to_text, render_template
 from worker.sync.base import OutgoingMessage, ProviderError, SendResult
 from worker.sync.credentials import credential_saver
@@ -334,6 +335,11 @@ def _outgoing(
         )
         if step is not None:
             body_html = render_template(step.body_html, prospect, mailbox, html=True)
+    # Documents on the step: tracked links (made per recipient only when sending) and files.
+    documents = documents_for_message(
+        session, sent, base_url=get_settings().public_base_url, sending=tracked
+    )
+    body_html = documents.add_to(body_html)
     sent_html = body_html
     if tracked and body_html.strip() and session.get_one(Team, sent.team_id).tracking_enabled:
         sent_html = apply_tracking(
@@ -355,6 +361,7 @@ def _outgoing(
         in_reply_to=sent.in_reply_to,
         references=(sent.references or "").split(),
         thread_id=sent.thread_id,
+        attachments=documents.attachments,
     )
 
 

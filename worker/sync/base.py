@@ -71,6 +71,15 @@ class ProviderError(Exception):
 
 
 @dataclass(frozen=True)
+class Attachment:
+    """A file sent as an ordinary MIME attachment (never tracked)."""
+
+    filename: str
+    content_type: str
+    data: bytes = field(repr=False)
+
+
+@dataclass(frozen=True)
 class OutgoingMessage:
     from_addr: str
     to: list[str]
@@ -84,6 +93,7 @@ class OutgoingMessage:
     references: list[str] = field(default_factory=list)
     thread_id: str | None = None  # the provider's thread, for in-thread steps
     extra_headers: dict[str, str] = field(default_factory=dict)
+    attachments: list[Attachment] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

@@ -59,6 +59,15 @@ def build_mime(message: OutgoingMessage) -> bytes:
         msg[name] = value
     msg.set_content(message.text)
     msg.add_alternative(message.html, subtype="html")
+    # Adding a file turns the body into multipart/mixed around the alternatives.
+    for attachment in message.attachments:
+        maintype, _, subtype = attachment.content_type.partition("/")
+        msg.add_attachment(
+            attachment.data,
+            maintype=maintype or "application",
+            subtype=subtype or "octet-stream",
+            filename=attachment.filename,
+        )
     return msg.as_bytes()
 
 

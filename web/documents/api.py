@@ -1,0 +1,349 @@
+"""Content library API: ``/api/v1/documents…`` and the documents on a sequence step.
+
+Bearer-token authenticated like the rest of API v1, with its error shape
+(`{"error": {"code", "message", "fields"}}`). A team not on the team plan gets
+403 ``plan_required`` with the reason on every route here.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from flask import Blueprint, Response, g, jsonify, request
+from flask.typing import ResponseReturnValue
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import delete, func, select
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+from config import get_settings
+from core.documents.storage import get_blob_store
+from core.models import (
+    Document,
+    DocumentLink,
+    DocumentPage,
+    DocumentStatus,
+    MessageDocument,
+    Sequence,
+    SequenceStep,
+    Team,
+    utcnow,
+)
+from web.api import ApiError, error_response, parse_body, require_token
+from web.db import db
+from web.documents.common import (
+    PLAN_MESSAGE,
+    UploadError,
+    create_document,
+    document_json,
+    enqueue_processing,
+    has_plan,
+    link_json,
+    megabytes,
+    recipients,
+    seconds_per_page,
+    team_document,
+)
+
+bp = Blueprint("documents_api", __name__, url_prefix="/api/v1")
+
+# Mail systems refuse messages much past 25 MB; base64 adds a third.
+MAX_ATTACHMENT_BYTES = 18 * 1024 * 1024
+
+
+class Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DocumentUpdate(Request):
+    allow_download: bool | None = None
+    expires_after_days: int | None = Field(default=None, ge=1, le=3650)
+    never_expires: bool = Field(default=False, description="Links made from now on do not expire.")
+
+
+class LinkUpdate(Request):
+    allow_download: bool | None = None
+    expires_at: datetime | None = None
+    never_expires: bool = False
+    revoked: bool | None = None
+
+
+class StepDocument(Request):
+    document_id: int = Field(ge=1)
+    tracked: bool = True
+
+
+class StepDocuments(Request):
+    documents: list[StepDocument] = Field(max_length=10)
+
+
+@bp.errorhandler(ApiError)
+def _api_error(exc: ApiError) -> Response:
+    return error_response(exc.status, exc.code, exc.message, exc.fields)
+
+
+@bp.errorhandler(RequestEntityTooLarge)
+def _too_large(_exc: RequestEntityTooLarge) -> Response:
+    limit = get_settings().documents.max_bytes
+    return error_response(
+        413, "file_too_large", f"the largest file Sightline takes is {megabytes(limit)}"
+    )
+
+
+@bp.errorhandler(HTTPException)
+def _http_error(exc: HTTPException) -> Response:
+    code = (exc.name or "error").lower().replace(" ", "_")
+    return error_response(exc.code or 500, code, exc.description or exc.name or "error")
+
+
+def _team() -> Team:
+    team = db().get_one(Team, g.team_id)
+    if not has_plan(team):
+        raise ApiError(403, "plan_required", PLAN_MESSAGE)
+    return team
+
+
+def _document(document_id: int) -> Document:
+    document = team_document(db(), g.team_id, document_id)
+    if document is None:
+        raise ApiError(404, "not_found", f"document {document_id} not found")
+    return document
+
+
+@bp.post("/documents")
+@require_token
+def upload() -> ResponseReturnValue:
+    _team()
+    request.max_content_length = get_settings().documents.max_bytes + 1024 * 1024
+    upload_file = request.files.get("file")
+    if upload_file is None:
+        raise ApiError(
+            422,
+            "invalid_request",
+            "file: send the document as multipart/form-data field 'file'",
+            {"file": "required"},
+        )
+    try:
+        document = create_document(
+            db(), g.user, upload_file.stream, request.form.get("name") or upload_file.filename
+        )
+    except UploadError as exc:
+        code = "file_too_large" if exc.status == 413 else "unsupported_file"
+        raise ApiError(exc.status, code, str(exc), {"file": str(exc)}) from None
+    db().commit()
+    enqueue_processing(document.id)
+    response = jsonify(document_json(db(), document))
+    response.status_code = 202
+    response.headers["Location"] = f"/api/v1/documents/{document.id}"
+    return response
+
+
+@bp.get("/documents")
+@require_token
+def list_documents() -> ResponseReturnValue:
+    _team()
+    rows = db().scalars(
+        select(Document)
+        .where(Document.team_id == g.team_id, Document.deleted_at.is_(None))
+        .order_by(Document.created_at.desc(), Document.id.desc())
+        .limit(500)
+    )
+    return jsonify({"documents": [document_json(db(), d) for d in rows]})
+
+
+@bp.get("/documents/<int:document_id>")
+@require_token
+def get_document(document_id: int) -> ResponseReturnValue:
+    _team()
+    document = _document(document_id)
+    body = document_json(db(), document)
+    body["pages"] = [
+        {"number": p.number, "width": p.width, "height": p.height, "text": p.text}
+        for p in db().scalars(
+            select(DocumentPage)
+            .where(DocumentPage.document_id == document.id)
+            .order_by(DocumentPage.number)
+        )
+    ]
+    return jsonify(body)
+
+
+@bp.patch("/documents/<int:document_id>")
+@require_token
+def update_document(document_id: int) -> ResponseReturnValue:
+    _team()
+    document = _document(document_id)
+    body = parse_body(DocumentUpdate)
+    if body.allow_download is not None:
+        document.allow_download = body.allow_download
+    if body.never_expires:
+        document.expires_after_days = None
+    elif body.expires_after_days is not None:
+        document.expires_after_days = body.expires_after_days
+    document.updated_at = utcnow()
+    db().commit()
+    return jsonify(document_json(db(), document))
+
+
+@bp.delete("/documents/<int:document_id>")
+@require_token
+def delete_document(document_id: int) -> ResponseReturnValue:
+    _team()
+    document = _document(document_id)
+    in_steps = db().scalar(
+        select(func.count())
+        .select_from(MessageDocument)
+        .where(MessageDocument.document_id == document.id, MessageDocument.step_id.is_not(None))
+    )
+    if in_steps:
+        raise ApiError(
+            409,
+            "document_in_use",
+            f"{document.name} is in {in_steps} sequence step(s); remove it from them first",
+        )
+    now = utcnow()
+    document.deleted_at = now
+    db().execute(delete(DocumentPage).where(DocumentPage.document_id == document.id))
+    get_blob_store().delete_document(db(), document.id)
+    db().commit()
+    return Response(status=204)
+
+
+@bp.get("/documents/<int:document_id>/links")
+@require_token
+def list_links(document_id: int) -> ResponseReturnValue:
+    _team()
+    document = _document(document_id)
+    return jsonify({"links": [link_json(row) for row in recipients(db(), document)]})
+
+
+@bp.get("/documents/<int:document_id>/views")
+@require_token
+def views(document_id: int) -> ResponseReturnValue:
+    _team()
+    document = _document(document_id)
+    rows = recipients(db(), document)
+    return jsonify(
+        {
+            "document_id": document.id,
+            "seconds_per_page": seconds_per_page(db(), document),
+            "recipients": [
+                {
+                    **link_json(row),
+                    "seconds_per_page": seconds_per_page(db(), document, row.link.id),
+                }
+                for row in rows
+            ],
+        }
+    )
+
+
+@bp.patch("/document-links/<int:link_id>")
+@require_token
+def update_link(link_id: int) -> ResponseReturnValue:
+    _team()
+    link = db().get(DocumentLink, link_id)
+    if link is None or link.team_id != g.team_id:
+        raise ApiError(404, "not_found", f"document link {link_id} not found")
+    body = parse_body(LinkUpdate)
+    apply_link_update(link, body)
+    db().commit()
+    document = db().get_one(Document, link.document_id)
+    row = next(r for r in recipients(db(), document) if r.link.id == link.id)
+    return jsonify(link_json(row))
+
+
+def apply_link_update(link: DocumentLink, body: LinkUpdate) -> None:
+    if body.allow_download is not None:
+        link.allow_download = body.allow_download
+    if body.never_expires:
+        link.expires_at = None
+    elif body.expires_at is not None:
+        if body.expires_at.tzinfo is None:
+            raise ApiError(
+                422,
+                "invalid_request",
+                "expires_at: give a time zone (e.g. 2026-12-31T17:00:00Z)",
+                {"expires_at": "give a time zone"},
+            )
+        link.expires_at = body.expires_at
+    if body.revoked is True and link.revoked_at is None:
+        link.revoked_at = utcnow()
+    elif body.revoked is False:
+        link.revoked_at = None
+
+
+def _step(sequence_id: int, position: int) -> SequenceStep:
+    sequence = db().get(Sequence, sequence_id)
+    if sequence is None or sequence.team_id != g.team_id:
+        raise ApiError(404, "not_found", f"sequence {sequence_id} not found")
+    step = next((s for s in sequence.steps if s.position == position), None)
+    if step is None:
+        raise ApiError(404, "not_found", f"sequence {sequence_id} has no step {position}")
+    return step
+
+
+def _step_documents(step: SequenceStep) -> list[dict[str, Any]]:
+    rows = db().execute(
+        select(MessageDocument, Document)
+        .join(Document, Document.id == MessageDocument.document_id)
+        .where(MessageDocument.step_id == step.id)
+        .order_by(MessageDocument.position)
+    )
+    return [
+        {"document_id": d.id, "name": d.name, "tracked": m.tracked, "status": d.status}
+        for m, d in rows
+    ]
+
+
+@bp.get("/sequences/<int:sequence_id>/steps/<int:position>/documents")
+@require_token
+def get_step_documents(sequence_id: int, position: int) -> ResponseReturnValue:
+    _team()
+    return jsonify({"documents": _step_documents(_step(sequence_id, position))})
+
+
+@bp.put("/sequences/<int:sequence_id>/steps/<int:position>/documents")
+@require_token
+def put_step_documents(sequence_id: int, position: int) -> ResponseReturnValue:
+    _team()
+    step = _step(sequence_id, position)
+    body = parse_body(StepDocuments)
+    seen: set[int] = set()
+    plain_bytes = 0
+    for index, item in enumerate(body.documents):
+        field = f"documents.{index}.document_id"
+        if item.document_id in seen:
+            message = "listed twice"
+            raise ApiError(422, "invalid_request", f"{field}: {message}", {field: message})
+        seen.add(item.document_id)
+        document = team_document(db(), g.team_id, item.document_id)
+        if document is None:
+            raise ApiError(
+                422, "invalid_request", f"{field}: no such document", {field: "no such document"}
+            )
+        if document.status != DocumentStatus.READY:
+            message = f"{document.name} is {document.status}; only ready documents can be added"
+            raise ApiError(422, "invalid_request", f"{field}: {message}", {field: message})
+        if not item.tracked:
+            plain_bytes += document.size_bytes
+    if plain_bytes > MAX_ATTACHMENT_BYTES:
+        message = (
+            f"plain attachments add up to {megabytes(plain_bytes)}; mail systems refuse "
+            f"messages much larger than {megabytes(MAX_ATTACHMENT_BYTES)}: send the large "
+            "ones as tracked links"
+        )
+        raise ApiError(422, "invalid_request", f"documents: {message}", {"documents": message})
+    db().execute(delete(MessageDocument).where(MessageDocument.step_id == step.id))
+    for index, item in enumerate(body.documents):
+        db().add(
+            MessageDocument(
+                team_id=g.team_id,
+                document_id=item.document_id,
+                step_id=step.id,
+                tracked=item.tracked,
+                position=index,
+            )
+        )
+    db().commit()
+    return jsonify({"documents": _step_documents(step)})

@@ -1,0 +1,305 @@
+"""What the library pages and the API share: uploads, plan checks, summaries."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import unicodedata
+from dataclasses import dataclass
+from datetime import datetime
+from typing import IO, Any
+
+from redis.exceptions import RedisError
+from sqlalchemy import and_, func, select
+from sqlalchemy.orm import Session
+
+from config import get_settings
+from core.documents.sniff import UnsupportedFileError, sniff
+from core.documents.storage import get_blob_store
+from core.models import (
+    Document,
+    DocumentLink,
+    DocumentPageView,
+    DocumentStatus,
+    DocumentVisit,
+    Plan,
+    Prospect,
+    SentMessage,
+    Team,
+    User,
+    utcnow,
+)
+
+log = logging.getLogger(__name__)
+
+PLAN_MESSAGE = (
+    "Trackable attachments are part of the Team plan, and your team is on the Solo plan. "
+    "On the Team plan you upload a PDF, Word or PowerPoint file once, add it to emails as a "
+    "link, and see when each recipient opens it, which pages they read and for how long. "
+    "Plain attachments are not affected. Ask whoever runs your Sightline to move your team "
+    "to the Team plan."
+)
+COUNTED_CLASS = "person"
+PROCESSING = (DocumentStatus.QUEUED, DocumentStatus.CONVERTING, DocumentStatus.RENDERING)
+
+
+class UploadError(ValueError):
+    """An upload we refuse; `status` is the HTTP status, the message says why."""
+
+    def __init__(self, message: str, status: int = 422) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def has_plan(team: Team) -> bool:
+    return team.plan == Plan.TEAM
+
+
+def megabytes(size: int) -> str:
+    return f"{size / (1024 * 1024):.1f} MB"
+
+
+def clean_name(raw: str | None) -> str:
+    """A display file name: no folders, no control characters, at most 255 characters."""
+    name = (raw or "").replace("\\", "/").rsplit("/", 1)[-1]
+    name = unicodedata.normalize("NFC", name)
+    name = "".join(ch for ch in name if unicodedata.category(ch)[0] != "C").strip()
+    name = re.sub(r"\s+", " ", name)
+    if not name or name in (".", ".."):
+        name = "document"
+    if len(name) > 255:
+        stem, dot, ext = name.rpartition(".")
+        name = (stem[: 250 - len(ext)] + dot + ext) if dot and len(ext) <= 10 else name[:255]
+    return name
+
+
+def _size(stream: IO[bytes]) -> int:
+    stream.seek(0, os.SEEK_END)
+    size = stream.tell()
+    stream.seek(0)
+    return size
+
+
+def create_document(
+    session: Session, user: User, stream: IO[bytes], filename: str | None
+) -> Document:
+    """Check an upload and keep it as a queued document. The caller commits, then enqueues.
+
+    Raises:
+        UploadError: empty, too large, or not a kind we accept (the message says which).
+    """
+    limit = get_settings().documents.max_bytes
+    name = clean_name(filename)
+    size = _size(stream)
+    if size == 0:
+        raise UploadError(f"{name} is empty.")
+    if size > limit:
+        raise UploadError(
+            f"{name} is {megabytes(size)}; the largest file Sightline takes is "
+            f"{megabytes(limit)}. Compress its images or split it, and upload it again.",
+            413,
+        )
+    try:
+        file_type = sniff(stream, name)
+    except UnsupportedFileError as exc:
+        raise UploadError(str(exc)) from None
+    digest = hashlib.sha256()
+    while chunk := stream.read(1024 * 1024):
+        digest.update(chunk)
+    stream.seek(0)
+    now = utcnow()
+    document = Document(
+        team_id=user.team_id,
+        user_id=user.id,
+        name=name,
+        kind=file_type.kind,
+        content_type=file_type.content_type,
+        size_bytes=size,
+        sha256=digest.hexdigest(),
+        status=DocumentStatus.QUEUED,
+        progress=0,
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(document)
+    session.flush()
+    get_blob_store().put_file(session, document.id, "original", stream)
+    log.info(
+        "document_uploaded document_id=%s team_id=%s kind=%s bytes=%s",
+        document.id,
+        user.team_id,
+        file_type.kind,
+        size,
+    )
+    return document
+
+
+def enqueue_processing(document_id: int) -> None:
+    """Queue the job; if Redis is away, the recovery tick queues it later (nothing lost)."""
+    from worker.documents.jobs import request_processing
+
+    try:
+        request_processing(document_id)
+    except (RedisError, OSError) as exc:
+        log.warning(
+            "document_enqueue_failed document_id=%s error=%s", document_id, type(exc).__name__
+        )
+
+
+def team_document(session: Session, team_id: int, document_id: int) -> Document | None:
+    document = session.get(Document, document_id)
+    if document is None or document.team_id != team_id or document.deleted_at is not None:
+        return None
+    return document
+
+
+def counted() -> Any:
+    """The visits that count: a person, in a page that reported visible time."""
+    return and_(DocumentVisit.hit_class == COUNTED_CLASS, DocumentVisit.confirmed_at.is_not(None))
+
+
+def seconds_per_page(
+    session: Session, document: Document, link_id: int | None = None
+) -> list[float]:
+    """Seconds on each page (index 0 = page 1) over counted visits."""
+    query = (
+        select(DocumentPageView.page, func.sum(DocumentPageView.ms))
+        .join(DocumentVisit, DocumentVisit.id == DocumentPageView.visit_id)
+        .where(DocumentVisit.document_id == document.id, counted())
+        .group_by(DocumentPageView.page)
+    )
+    if link_id is not None:
+        query = query.where(DocumentVisit.link_id == link_id)
+    values = [0.0] * (document.page_count or 0)
+    for page, ms in session.execute(query):
+        if 1 <= page <= len(values):
+            values[page - 1] = round(float(ms or 0) / 1000, 1)
+    return values
+
+
+@dataclass(frozen=True)
+class VisitSummary:
+    visits: int
+    seconds: float
+    last_at: datetime | None
+    downloads: int
+
+
+def visit_summary(session: Session, document_id: int, link_id: int | None = None) -> VisitSummary:
+    query = select(
+        func.count(DocumentVisit.id),
+        func.coalesce(func.sum(DocumentVisit.total_ms), 0),
+        func.max(DocumentVisit.last_seen_at),
+        func.count(DocumentVisit.downloaded_at),
+    ).where(DocumentVisit.document_id == document_id, counted())
+    if link_id is not None:
+        query = query.where(DocumentVisit.link_id == link_id)
+    visits, ms, last_at, downloads = session.execute(query).one()
+    return VisitSummary(int(visits), round(float(ms) / 1000, 1), last_at, int(downloads))
+
+
+def link_state(link: DocumentLink, now: datetime | None = None) -> str:
+    now = now or utcnow()
+    if link.revoked_at is not None:
+        return "revoked"
+    if link.expires_at is not None and link.expires_at <= now:
+        return "expired"
+    return "active"
+
+
+@dataclass(frozen=True)
+class RecipientRow:
+    link: DocumentLink
+    email: str | None
+    name: str | None
+    subject: str
+    sent_at: datetime | None
+    summary: VisitSummary
+    state: str
+
+
+def recipients(session: Session, document: Document) -> list[RecipientRow]:
+    rows = session.execute(
+        select(
+            DocumentLink, Prospect.email, Prospect.name, SentMessage.subject, SentMessage.sent_at
+        )
+        .join(SentMessage, SentMessage.id == DocumentLink.sent_message_id)
+        .outerjoin(Prospect, Prospect.id == DocumentLink.prospect_id)
+        .where(DocumentLink.document_id == document.id)
+        .order_by(DocumentLink.created_at.desc(), DocumentLink.id.desc())
+    )
+    now = utcnow()
+    out = []
+    for link, prospect_email, name, subject, sent_at in rows:
+        email = prospect_email
+        if email is None:
+            sent = session.get_one(SentMessage, link.sent_message_id)
+            addresses = [*sent.to_addrs, *sent.cc_addrs]
+            email = addresses[link.recipient] if link.recipient < len(addresses) else None
+        out.append(
+            RecipientRow(
+                link=link,
+                email=email,
+                name=name,
+                subject=subject,
+                sent_at=sent_at,
+                summary=visit_summary(session, document.id, link.id),
+                state=link_state(link, now),
+            )
+        )
+    return out
+
+
+def iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def document_json(session: Session, document: Document) -> dict[str, Any]:
+    summary = visit_summary(session, document.id)
+    return {
+        "id": document.id,
+        "name": document.name,
+        "kind": document.kind,
+        "content_type": document.content_type,
+        "size_bytes": document.size_bytes,
+        "sha256": document.sha256,
+        "status": document.status,
+        "progress": document.progress,
+        "error": document.error,
+        "page_count": document.page_count,
+        "allow_download": document.allow_download,
+        "expires_after_days": document.expires_after_days,
+        "created_at": iso(document.created_at),
+        "ready_at": iso(document.ready_at),
+        "views": {
+            "visits": summary.visits,
+            "seconds": summary.seconds,
+            "downloads": summary.downloads,
+            "last_viewed_at": iso(summary.last_at),
+        },
+    }
+
+
+def link_json(row: RecipientRow) -> dict[str, Any]:
+    link = row.link
+    return {
+        "id": link.id,
+        "document_id": link.document_id,
+        "sent_message_id": link.sent_message_id,
+        "recipient": {"index": link.recipient, "email": row.email, "name": row.name},
+        "subject": row.subject,
+        "sent_at": iso(row.sent_at),
+        "state": row.state,
+        "tracked": link.tracked,
+        "allow_download": link.allow_download,
+        "expires_at": iso(link.expires_at),
+        "revoked_at": iso(link.revoked_at),
+        "views": {
+            "visits": row.summary.visits,
+            "seconds": row.summary.seconds,
+            "downloads": row.summary.downloads,
+            "last_viewed_at": iso(row.summary.last_at),
+        },
+    }

@@ -1,0 +1,70 @@
+"""RQ entry points for documents, and the tick that recovers stalled ones.
+
+Importing this module is cheap (no PyMuPDF, no LibreOffice): the web process
+imports it to enqueue, by dotted path, on the `documents` queue.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from sqlalchemy import select
+
+from config import queues
+from core.db import session_scope
+from core.models import Document, DocumentStatus, utcnow
+from worker.queueing import enqueue_once, job_started
+
+log = logging.getLogger(__name__)
+
+JOB_TIMEOUT = 1800
+QUEUED_GRACE_SECONDS = 60
+
+
+def _key(document_id: int) -> str:
+    return f"document:{document_id}"
+
+
+def request_processing(document_id: int) -> bool:
+    """Queue the document's processing unless a job for it is already waiting."""
+    return enqueue_once(
+        _key(document_id),
+        queues.DOCUMENTS,
+        "worker.documents.jobs.process_document_job",
+        document_id,
+        timeout=JOB_TIMEOUT,
+        ttl=JOB_TIMEOUT,
+    )
+
+
+def process_document_job(document_id: int) -> str:
+    from worker.documents.pipeline import process_document
+
+    job_started(_key(document_id))
+    return process_document(document_id).status
+
+
+def recover_documents() -> int:
+    """Re-queue documents whose job was lost: queued long ago, or a stale heartbeat."""
+    from worker.documents.pipeline import LEASE_SECONDS
+
+    now = utcnow()
+    with session_scope() as session:
+        ids = session.scalars(
+            select(Document.id).where(
+                Document.deleted_at.is_(None),
+                (
+                    (Document.status == DocumentStatus.QUEUED)
+                    & (Document.updated_at < now - timedelta(seconds=QUEUED_GRACE_SECONDS))
+                )
+                | (
+                    Document.status.in_([DocumentStatus.CONVERTING, DocumentStatus.RENDERING])
+                    & (Document.heartbeat_at < now - timedelta(seconds=LEASE_SECONDS))
+                ),
+            )
+        ).all()
+    queued = sum(1 for document_id in ids if request_processing(int(document_id)))
+    if ids:
+        log.info("documents_recovered found=%s queued=%s", len(ids), queued)
+    return queued
