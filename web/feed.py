@@ -23,7 +23,7 @@ from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
 from core.models import Enrollment, Event, Prospect, SentMessage, Sequence
-from web.auth import current_user, login_required, protect
+from web.auth import current_user, login_required, login_required_json, protect
 from web.db import db
 
 bp = Blueprint("feed", __name__)
@@ -219,7 +219,7 @@ def page() -> ResponseReturnValue:
 
 
 @bp.get("/feed/items")
-@login_required
+@login_required_json
 def items_json() -> ResponseReturnValue:
     user = current_user()
     assert user is not None
