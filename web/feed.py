@@ -1,10 +1,11 @@
 """The Live Feed: what happened to the team's emails, newest first, live.
 
 Owns the feed's items (one per event: sent, open, click, reply, auto-reply,
-bounce, complaint), the page `/feed`, and the JSON endpoint `/feed/items` that
-returns the same items. The live part (server-sent events at `/feed/stream`)
-is served by the ASGI front door (`web.tracking.live`) from the same
-`feed_items` query.
+bounce, complaint), the page `/feed`, the JSON endpoint `/feed/items` that
+returns the same items, and `/feed/messages/<id>/hits`: every hit on one email
+counted by label (own devices, proxies, scanners and bots included). The live
+part (server-sent events at `/feed/stream`) is served by the ASGI front door
+(`web.tracking.live`) from the same `feed_items` query.
 
 Must never: return another team's items (every query here is filtered by the
 signed-in user's team; the stream filters by team before it sends), or show a
@@ -19,10 +20,10 @@ from typing import Any
 
 from flask import Blueprint, abort, jsonify, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
-from sqlalchemy import Select, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
-from core.models import Enrollment, Event, Prospect, SentMessage, Sequence
+from core.models import Enrollment, Event, Prospect, SentMessage, Sequence, TrackingHit
 from web.auth import current_user, login_required, login_required_json, protect
 from web.db import db
 
@@ -246,3 +247,27 @@ def items_json() -> ResponseReturnValue:
     for item in items:
         item.pop("team_id")
     return jsonify({"items": items, "next_before_id": items[-1]["id"] if more and items else None})
+
+
+@bp.get("/feed/messages/<int:sent_message_id>/hits")
+@login_required_json
+def message_hits(sent_message_id: int) -> ResponseReturnValue:
+    """Every hit on one sent email, counted by label: what the feed leaves out is here."""
+    user = current_user()
+    assert user is not None
+    sent = db().get(SentMessage, sent_message_id)
+    if sent is None or sent.team_id != user.team_id:
+        response = jsonify(
+            {"error": {"code": "not_found", "message": f"message {sent_message_id} not found"}}
+        )
+        response.status_code = 404
+        return response
+    rows = db().execute(
+        select(TrackingHit.kind, TrackingHit.hit_class, func.count())
+        .where(TrackingHit.sent_message_id == sent.id)
+        .group_by(TrackingHit.kind, TrackingHit.hit_class)
+    )
+    counts: dict[str, dict[str, int]] = {"open": {}, "click": {}}
+    for kind, hit_class, count in rows:
+        counts.setdefault(str(kind), {})[str(hit_class)] = int(count)
+    return jsonify({"sent_message_id": sent.id, "subject": sent.subject, "hits": counts})

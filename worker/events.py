@@ -42,7 +42,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import redis
-from crawlerdetect import CrawlerDetect  # type: ignore[import-untyped]
+from crawlerdetect import CrawlerDetect
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 

@@ -28,13 +28,15 @@ from flask.testing import FlaskClient
 from sqlalchemy import select
 
 from config import Settings
+from core import redis as core_redis
 from core.db import session_scope
 from core.events import record_event
 from core.models import Device, SignIn
 from tests.conftest import create_user, service_environment
-from tests.integration.test_events_worker import Sent, make_sent
+from tests.integration.test_events_worker import Sent, drain, hit, make_sent
 from tests.services import process
 from tests.stack import Stack
+from worker import events
 
 PASSWORD = "correct horse battery staple"
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
@@ -210,6 +212,32 @@ def test_team_b_never_sees_team_a(client: FlaskClient, teams: tuple[Sent, Sent])
     assert "dana@acme.test" not in client.get("/feed").get_data(as_text=True)
     for after in (0, 1):
         assert data(client.get(f"/feed/items?after_id={after}"))["items"] == []
+
+
+def test_every_hit_on_a_message_is_counted_by_label_for_its_team_only(
+    app: Flask, teams: tuple[Sent, Sent]
+) -> None:
+    a, _ = teams
+    client = core_redis.get_redis()
+    events.ensure_group(client)
+    hit(client, a)
+    hit(client, a, method="HEAD")
+    hit(client, a, ua="curl/8.5.0")
+    hit(client, a, ua="Mozilla/5.0")
+    hit(client, a, kind="click")
+    drain(client)
+    alice, bob = app.test_client(), app.test_client()
+    assert alice.get(f"/feed/messages/{a.id}/hits").status_code == 401
+    sign_in(alice, "owner@team-a.test")
+    sign_in(bob, "owner@team-b.test")
+    body = data(alice.get(f"/feed/messages/{a.id}/hits"))
+    assert body["hits"] == {
+        "open": {"person": 1, "scanner": 1, "bot": 1, "apple_proxy": 1},
+        "click": {"person": 1},
+    }
+    refused = bob.get(f"/feed/messages/{a.id}/hits")
+    assert refused.status_code == 404
+    assert "Hello" not in refused.get_data(as_text=True)
 
 
 # -- the live stream, through the real web process -----------------------------------
