@@ -10,12 +10,15 @@ environment already trusted into one file and points `REQUESTS_CA_BUNDLE`
 
 `FakeHttpServer` serves a WSGI app on 127.0.0.1 in a background thread, with
 HTTP/1.1 keep-alive (the clients reuse connections, as they do with the real
-services) and a `CallLog` that counts every answer's bytes: the benchmarks'
-"bytes fetched per message" are read from it.
+services, and NTLM authenticates a connection: werkzeug's development server
+closes every connection, so a small threaded server runs the apps) and a
+`CallLog` that counts every answer's bytes: the benchmarks' "bytes fetched per
+message" are read from it.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import socket
 import ssl
@@ -23,11 +26,13 @@ import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
+from socketserver import ThreadingMixIn
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
 import trustme
-from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
@@ -116,20 +121,148 @@ class CallLog:
         return sum(1 for c in self.all() if match is None or match(c))
 
 
-class _Handler(WSGIRequestHandler):
-    """Keep-alive, no Nagle delay, no stderr line per request."""
+class _Handler(BaseHTTPRequestHandler):
+    """HTTP/1.1 with keep-alive in front of a WSGI app.
+
+    A response without Content-Length is sent chunked, one chunk per item the
+    app yields, so a streaming answer (EWS GetStreamingEvents) streams.
+    """
 
     protocol_version = "HTTP/1.1"
+    server: _Server
 
     def setup(self) -> None:
         super().setup()
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
-    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
-    def log_error(self, format: str, *args: Any) -> None:
-        pass
+    def do_GET(self) -> None:
+        self._run()
+
+    def do_POST(self) -> None:
+        self._run()
+
+    def do_PUT(self) -> None:
+        self._run()
+
+    def do_PATCH(self) -> None:
+        self._run()
+
+    def do_DELETE(self) -> None:
+        self._run()
+
+    def _body(self) -> bytes:
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            parts: list[bytes] = []
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    self.rfile.readline()
+                    return b"".join(parts)
+                parts.append(self.rfile.read(size))
+                self.rfile.readline()
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length else b""
+
+    def _environ(self, body: bytes) -> dict[str, Any]:
+        path, _, query = self.path.partition("?")
+        environ: dict[str, Any] = {
+            "REQUEST_METHOD": self.command,
+            "SCRIPT_NAME": "",
+            "PATH_INFO": unquote_to_bytes(path).decode("latin-1"),
+            "QUERY_STRING": query,
+            "SERVER_NAME": "127.0.0.1",
+            "SERVER_PORT": str(self.server.server_address[1]),
+            "SERVER_PROTOCOL": self.request_version,
+            "REMOTE_ADDR": self.client_address[0],
+            "REMOTE_PORT": str(self.client_address[1]),
+            "CONTENT_LENGTH": str(len(body)),
+            "wsgi.version": (1, 0),
+            "wsgi.url_scheme": self.server.scheme,
+            "wsgi.input": io.BytesIO(body),
+            "wsgi.errors": io.StringIO(),
+            "wsgi.multithread": True,
+            "wsgi.multiprocess": False,
+            "wsgi.run_once": False,
+            "fake.connection": id(self.connection),
+        }
+        for key, value in self.headers.items():
+            name = key.upper().replace("-", "_")
+            if name == "CONTENT_TYPE":
+                environ["CONTENT_TYPE"] = value
+            elif name != "CONTENT_LENGTH":
+                existing = environ.get(f"HTTP_{name}")
+                environ[f"HTTP_{name}"] = f"{existing}, {value}" if existing else value
+        return environ
+
+    def _run(self) -> None:
+        environ = self._environ(self._body())
+        started: dict[str, Any] = {}
+
+        def start_response(
+            status: str, headers: list[tuple[str, str]], exc_info: Any = None
+        ) -> Any:
+            started["status"], started["headers"] = status, headers
+            return lambda data: None
+
+        result = self.server.app(environ, start_response)
+        try:
+            chunked: bool | None = None
+            for chunk in result:
+                if chunked is None:
+                    chunked = self._head(started)
+                if chunk:
+                    self._write(chunk, chunked)
+            if chunked is None:
+                chunked = self._head(started)
+            if chunked:
+                self.wfile.write(b"0\r\n\r\n")
+            self.wfile.flush()
+        finally:
+            close = getattr(result, "close", None)
+            if close is not None:
+                close()
+
+    def _head(self, started: dict[str, Any]) -> bool:
+        code, _, reason = str(started["status"]).partition(" ")
+        self.send_response(int(code), reason)
+        names = {k.lower() for k, _ in started["headers"]}
+        chunked = "content-length" not in names and int(code) not in (204, 304)
+        for key, value in started["headers"]:
+            self.send_header(key, value)
+        if chunked:
+            self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        return chunked
+
+    def _write(self, data: bytes, chunked: bool) -> None:
+        if chunked:
+            self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+            self.wfile.flush()
+        else:
+            self.wfile.write(data)
+
+
+class _Server(ThreadingMixIn, HTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 128
+
+    def __init__(self, port: int, app: WSGIApp, context: ssl.SSLContext | None) -> None:
+        super().__init__(("127.0.0.1", port), _Handler)
+        self.app = app
+        self.context = context
+        self.scheme = "https" if context is not None else "http"
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        if self.context is not None:
+            try:
+                request = self.context.wrap_socket(request, server_side=True)
+            except (ssl.SSLError, OSError):
+                return
+        super().finish_request(request, client_address)
 
 
 class _Metered:
@@ -176,7 +309,7 @@ class _Metered:
 
 
 class FakeHttpServer:
-    """A WSGI app on https://127.0.0.1:<port>, served by threads."""
+    """A WSGI app on https://127.0.0.1:<port>, served by threads, connections kept alive."""
 
     def __init__(self, app: WSGIApp, *, name: str, port: int = 0, tls: bool = True) -> None:
         self.calls = CallLog()
@@ -184,18 +317,9 @@ class FakeHttpServer:
         if tls:
             context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             provider_ca().issue_cert("127.0.0.1", "localhost").configure_cert(context)
-        self._server: BaseWSGIServer = make_server(
-            "127.0.0.1",
-            port,
-            _Metered(app, self.calls),
-            threaded=True,
-            ssl_context=context,
-            request_handler=_Handler,
-        )
-        self._server.daemon_threads = True  # type: ignore[attr-defined]
-        self.port = self._server.server_port
-        scheme = "https" if tls else "http"
-        self.url = f"{scheme}://127.0.0.1:{self.port}"
+        self._server = _Server(port, _Metered(app, self.calls), context)
+        self.port = int(self._server.server_address[1])
+        self.url = f"{self._server.scheme}://127.0.0.1:{self.port}"
         self.name = name
         self._thread: threading.Thread | None = None
 

@@ -41,3 +41,39 @@ def fake_gmail(fake_gmail_server: Any, monkeypatch: pytest.MonkeyPatch) -> Itera
     yield fake_gmail_server
     fake_gmail_server.store.faults.clear()
     get_settings.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def fake_graph_server() -> Iterator[Any]:
+    from tests.fakes.graph import FakeGraph
+
+    with FakeGraph() as fake:
+        yield fake
+
+
+@pytest.fixture
+def fake_graph(fake_graph_server: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    fake_graph_server.reset()
+    for name, value in fake_graph_server.environment().items():
+        monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+    yield fake_graph_server
+    get_settings.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def fake_ews_server() -> Iterator[Any]:
+    from tests.fakes.ews import FakeEws
+
+    with FakeEws() as fake:
+        yield fake
+
+
+@pytest.fixture
+def fake_ews(fake_ews_server: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    fake_ews_server.reset()
+    monkeypatch.setenv("SIGHTLINE_EXCHANGE_STREAM_MINUTES", "1")
+    get_settings.cache_clear()
+    yield fake_ews_server
+    fake_ews_server.close_streams()
+    get_settings.cache_clear()

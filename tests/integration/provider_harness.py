@@ -14,6 +14,8 @@ and Dovecot cannot corrupt one message.
 
 from __future__ import annotations
 
+import html
+import re
 from dataclasses import dataclass
 from email import message_from_bytes
 from typing import Any, Protocol
@@ -161,4 +163,110 @@ class GmailHarness:
     def corrupt(self, address: str, provider_ref: str | None) -> bool:
         assert provider_ref is not None
         self.fake.store.faults.corrupt_message_ids.add(provider_ref)
+        return True
+
+
+def form_post_fields(page: str) -> dict[str, str]:
+    """The hidden fields of a response_mode=form_post page (what the browser would POST)."""
+    fields = re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"/>', page)
+    return {html.unescape(k): html.unescape(v) for k, v in fields}
+
+
+def graph_sign_in(fake: Any, address: str) -> dict[str, Any]:
+    """Connect `address` through the real MSAL auth-code flow against the fake."""
+    import requests
+
+    from worker.sync import graph
+
+    fake.store.consenting_user = address
+    try:
+        url, flow = graph.authorization_url("https://sightline.test/connect/graph/callback", "s1")
+        answer = requests.get(url, allow_redirects=False, timeout=10)
+        params = form_post_fields(answer.text)
+        connected, credentials = graph.exchange_code(flow, params)
+    finally:
+        fake.store.consenting_user = None
+    assert connected == address
+    return credentials
+
+
+class GraphHarness:
+    kind = "graph"
+    has_threads = True
+
+    def __init__(self, fake: Any) -> None:
+        self.fake = fake
+
+    def new_address(self) -> str:
+        address = unique_address("seller.test", "rep")
+        self.fake.add_user(address)
+        return address
+
+    def credentials(self, address: str) -> dict[str, Any]:
+        return graph_sign_in(self.fake, address)
+
+    def deliver(self, address: str, raw: bytes) -> str | None:
+        return str(self.fake.deliver(address, raw).id)
+
+    def sent_copies(self, address: str) -> list[StoredCopy]:
+        return [
+            StoredCopy(m.internet_message_id, m.conversation_id, m.raw)
+            for m in self.fake.messages(address, "sentitems")
+        ]
+
+    def revoke(self, address: str, mailbox_id: int) -> None:
+        self.fake.revoke_user(address)
+
+    def expire_cursor(self, address: str, mailbox_id: int) -> None:
+        self.fake.expire_delta(address)
+
+    def throttle(self, address: str, calls: int) -> bool:
+        self.fake.throttle(address, calls)
+        return True
+
+    def corrupt(self, address: str, provider_ref: str | None) -> bool:
+        assert provider_ref is not None
+        self.fake.corrupt(provider_ref)
+        return True
+
+
+class ExchangeHarness:
+    kind = "exchange"
+    has_threads = True
+
+    def __init__(self, fake: Any, auth: str = "ntlm") -> None:
+        self.fake = fake
+        self.auth = auth
+
+    def new_address(self) -> str:
+        address = unique_address("seller.test", "rep")
+        self.fake.add_mailbox(address)
+        return address
+
+    def credentials(self, address: str) -> dict[str, Any]:
+        creds: dict[str, Any] = self.fake.credentials(address, self.auth)
+        return creds
+
+    def deliver(self, address: str, raw: bytes) -> str | None:
+        return str(self.fake.deliver(address, raw).id)
+
+    def sent_copies(self, address: str) -> list[StoredCopy]:
+        return [
+            StoredCopy(i.internet_message_id, i.conversation_id, i.raw)
+            for i in self.fake.items(address, "sentitems")
+        ]
+
+    def revoke(self, address: str, mailbox_id: int) -> None:
+        self.fake.change_password(address)
+
+    def expire_cursor(self, address: str, mailbox_id: int) -> None:
+        self.fake.invalidate_sync_states(address)
+
+    def throttle(self, address: str, calls: int) -> bool:
+        self.fake.busy(address, calls)
+        return True
+
+    def corrupt(self, address: str, provider_ref: str | None) -> bool:
+        assert provider_ref is not None
+        self.fake.corrupt(provider_ref)
         return True

@@ -43,14 +43,20 @@ from core.models import (
 )
 from core.redis import get_redis
 from tests.conftest import ApiClient
-from tests.integration.provider_harness import GmailHarness, Harness, ImapHarness
+from tests.integration.provider_harness import (
+    ExchangeHarness,
+    GmailHarness,
+    GraphHarness,
+    Harness,
+    ImapHarness,
+)
 from worker.sequences import engine as sequences
 from worker.sync.base import OutgoingMessage
 from worker.sync.engine import backoff_remaining, sync_mailbox, sync_mailbox_job
 from worker.sync.mime import new_message_id
 from worker.sync.registry import open_provider
 
-KINDS = ["imap", "gmail"]
+KINDS = ["imap", "gmail", "exchange", "graph"]
 
 
 @pytest.fixture(params=KINDS)
@@ -61,6 +67,10 @@ def harness(request: pytest.FixtureRequest) -> Harness:
         )
     if request.param == "gmail":
         return GmailHarness(request.getfixturevalue("fake_gmail"))
+    if request.param == "exchange":
+        return ExchangeHarness(request.getfixturevalue("fake_ews"))
+    if request.param == "graph":
+        return GraphHarness(request.getfixturevalue("fake_graph"))
     raise AssertionError(request.param)
 
 

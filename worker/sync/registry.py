@@ -11,7 +11,7 @@ from typing import Any
 from worker.sync.base import MailboxProvider, ProviderError
 from worker.sync.credentials import SaveCredentials
 
-KINDS = ("imap", "gmail")
+KINDS = ("imap", "gmail", "exchange", "graph")
 
 
 def provider_class(kind: str) -> type[MailboxProvider]:
@@ -23,6 +23,14 @@ def provider_class(kind: str) -> type[MailboxProvider]:
         from worker.sync.gmail import GmailProvider
 
         return GmailProvider
+    if kind == "exchange":
+        from worker.sync.exchange import ExchangeProvider
+
+        return ExchangeProvider
+    if kind == "graph":
+        from worker.sync.graph import GraphProvider
+
+        return GraphProvider
     raise ProviderError(f"no provider for mailbox kind {kind!r}", permanent=True)
 
 

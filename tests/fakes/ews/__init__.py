@@ -1,0 +1,136 @@
+"""A fake on-premises Exchange server (EWS SOAP) for exchangelib.
+
+``FakeEws`` serves `tests.fakes.ews.app` at ``https://127.0.0.1:<port>/EWS/Exchange.asmx``.
+Test-side operations: ``add_mailbox`` (address + password), ``deliver``,
+``items``, ``change_password`` (credentials refused from now on),
+``invalidate_sync_states``, ``busy`` (the next calls answer ErrorServerBusy
+with BackOffMilliseconds), ``corrupt``, ``issue_token`` (OAuth bearer),
+``close_streams`` / ``stream_seconds`` (how long GetStreamingEvents holds on).
+"""
+
+from __future__ import annotations
+
+import secrets
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from tests.fakes.httpfake import FakeHttpServer
+
+from .app import EwsApp
+from .store import EwsItem, EwsMailbox, EwsStore
+
+PASSWORD = "Exchange-Passw0rd!"
+DOMAIN = "FAKECORP"
+
+
+class FakeEws:
+    def __init__(self) -> None:
+        self.store = EwsStore()
+        self.app = EwsApp(self.store)
+        self.server = FakeHttpServer(self.app, name="fake-ews")
+        self.url = self.server.url
+        self._ntlm_dir = Path(tempfile.mkdtemp(prefix="fake-ews-ntlm-"))
+        self.app.ntlm_users_file = str(self._ntlm_dir / "users")
+        self.reset()
+
+    @property
+    def endpoint(self) -> str:
+        return f"{self.url}/EWS/Exchange.asmx"
+
+    def start(self) -> FakeEws:
+        self.server.start()
+        return self
+
+    def stop(self) -> None:
+        self.app.closing.set()
+        self.server.stop()
+
+    def __enter__(self) -> FakeEws:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def reset(self) -> None:
+        with self.store.lock:
+            self.store.mailboxes.clear()
+            self.store.subscriptions.clear()
+            self.store.bearer_tokens.clear()
+            self.store.faults.clear()
+        self.app.stream_seconds = None
+        self.app.closing.clear()
+        self._write_ntlm_users()
+        self.server.calls.clear()
+
+    def _write_ntlm_users(self) -> None:
+        lines = [
+            f"{DOMAIN}:{m.email.split('@')[0]}:{m.password}" for m in self.store.mailboxes.values()
+        ]
+        (self._ntlm_dir / "users").write_text("\n".join(lines) + "\n")
+
+    def add_mailbox(self, email: str, password: str = PASSWORD) -> EwsMailbox:
+        mailbox = self.store.add_mailbox(email, password)
+        self._write_ntlm_users()
+        return mailbox
+
+    def credentials(self, email: str, auth: str = "basic") -> dict[str, Any]:
+        mailbox = self.store.mailbox(email)
+        assert mailbox is not None
+        if auth == "oauth":
+            token = self.issue_token(email)
+            return {"ews_url": self.endpoint, "auth": "oauth", "access_token": token}
+        username = email if auth == "basic" else f"{DOMAIN}\\{email.split('@', maxsplit=1)[0]}"
+        return {
+            "ews_url": self.endpoint,
+            "auth": auth,
+            "username": username,
+            "password": mailbox.password,
+        }
+
+    def issue_token(self, email: str) -> str:
+        token = secrets.token_urlsafe(32)
+        self.store.bearer_tokens[token] = email.lower()
+        return token
+
+    def deliver(self, email: str, raw: bytes) -> EwsItem:
+        return self.store.add_item(email, raw, "inbox")
+
+    def items(self, email: str, folder: str | None = None) -> list[EwsItem]:
+        mailbox = self.store.mailbox(email)
+        assert mailbox is not None
+        with self.store.lock:
+            found = list(mailbox.items.values())
+        return [i for i in found if folder is None or i.folder == folder]
+
+    def change_password(self, email: str) -> None:
+        mailbox = self.store.mailbox(email)
+        assert mailbox is not None
+        mailbox.password = "changed-" + secrets.token_hex(4)
+        with self.store.lock:
+            for token, owner in list(self.store.bearer_tokens.items()):
+                if owner == mailbox.email:
+                    del self.store.bearer_tokens[token]
+        self._write_ntlm_users()
+
+    def invalidate_sync_states(self, email: str) -> None:
+        self.store.invalidate_sync_states(email)
+
+    def busy(self, email: str, calls: int = 1, back_off_ms: int = 1500) -> None:
+        mailbox = self.store.mailbox(email)
+        assert mailbox is not None
+        mailbox.busy_calls = calls
+        mailbox.back_off_ms = back_off_ms
+
+    def corrupt(self, item_id: str) -> None:
+        self.store.faults.corrupt_ids.add(item_id)
+
+    def close_streams(self) -> None:
+        self.app.closing.set()
+
+    @property
+    def calls(self) -> Any:
+        return self.server.calls
+
+
+__all__ = ["PASSWORD", "FakeEws"]

@@ -1,0 +1,231 @@
+"""A fake Microsoft 365 (identity platform + Graph mail) for MSAL and requests.
+
+``FakeGraph`` serves `tests.fakes.graph.app` over TLS (MSAL accepts only an https
+authority). Point MSAL at ``fake.authority`` (with ``instance_discovery=False``)
+and Graph calls at ``fake.graph_endpoint``.
+
+Test-side operations: ``add_user``, ``deliver`` (a message arrives in Inbox and
+subscriptions are notified), ``consenting_user`` (who signs in at the consent
+screen), ``revoke_user``, ``expire_delta``, ``throttle``, ``corrupt``,
+``subscriptions``, ``notifications`` (what was POSTed to notification URLs).
+Change notifications are POSTed by a background thread, like Graph does, through
+``transport`` (requests by default; tests may route them to a Flask test client).
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import requests
+
+from tests.fakes.httpfake import FakeHttpServer
+
+from .app import GraphApp
+from .store import GraphMessage, GraphStore, GraphUser, Subscription
+
+SCOPES = ["https://graph.microsoft.com/Mail.ReadWrite", "https://graph.microsoft.com/Mail.Send"]
+Transport = Callable[[str, dict[str, str], bytes], tuple[int, str]]
+
+
+def _requests_transport(url: str, headers: dict[str, str], body: bytes) -> tuple[int, str]:
+    answer = requests.post(url, data=body, headers=headers, timeout=10)
+    return answer.status_code, answer.text
+
+
+@dataclass
+class Notification:
+    subscription_id: str
+    url: str
+    payload: dict[str, Any]
+    queued_at: float
+    status: int | None = None
+    delivered_at: float | None = None
+
+
+class FakeGraph:
+    client_id = "5d3e2c1a-0b9f-4e8d-a7c6-1f2e3d4c5b6a"
+    client_secret = "fake~graph~secret"
+    tenant = "common"
+
+    def __init__(self) -> None:
+        self.store = GraphStore()
+        self.transport: Transport = _requests_transport
+        self.app = GraphApp(self.store, lambda: self.url, self._transport)
+        self.server = FakeHttpServer(self.app, name="fake-graph")
+        self.url = self.server.url
+        self.notifications: list[Notification] = []
+        self._queue: queue.Queue[Notification] = queue.Queue()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._deliver_loop, name="fake-graph-notify", daemon=True
+        )
+        self.store.on_new_inbox_message = self._notify_new
+        self.reset()
+
+    def _transport(self, url: str, headers: dict[str, str], body: bytes) -> tuple[int, str]:
+        return self.transport(url, headers, body)
+
+    # -- life cycle --------------------------------------------------------------------
+
+    def start(self) -> FakeGraph:
+        self.server.start()
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self.server.stop()
+
+    def __enter__(self) -> FakeGraph:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def reset(self) -> None:
+        store = self.store
+        with store.lock:
+            store.users.clear()
+            store.codes.clear()
+            store.refresh_tokens.clear()
+            store.access_tokens.clear()
+            store.subscriptions.clear()
+            store.clients = {self.client_id: self.client_secret}
+            store.strict_rotation = True
+            store.consenting_user = None
+            store.corrupt_ids.clear()
+        self.notifications.clear()
+        self.transport = _requests_transport
+        self.server.calls.clear()
+
+    # -- endpoints ---------------------------------------------------------------------
+
+    @property
+    def authority(self) -> str:
+        return f"{self.url}/{self.tenant}"
+
+    @property
+    def graph_endpoint(self) -> str:
+        return f"{self.url}/v1.0"
+
+    def environment(self) -> dict[str, str]:
+        return {
+            "MICROSOFT_CLIENT_ID": self.client_id,
+            "MICROSOFT_CLIENT_SECRET": self.client_secret,
+            "MICROSOFT_AUTHORITY": self.authority,
+            "MICROSOFT_GRAPH_ENDPOINT": self.graph_endpoint,
+        }
+
+    # -- mailboxes ---------------------------------------------------------------------
+
+    def add_user(self, email: str) -> GraphUser:
+        return self.store.add_user(email)
+
+    def deliver(self, email: str, raw: bytes) -> GraphMessage:
+        return self.store.deliver(email, raw)
+
+    def messages(self, email: str, folder: str | None = None) -> list[GraphMessage]:
+        user = self.store.user(email)
+        with self.store.lock:
+            found = list(user.messages.values())
+        return [m for m in found if folder is None or m.folder == folder]
+
+    def revoke_user(self, email: str) -> None:
+        self.store.revoke_user(email)
+
+    def expire_access_tokens(self, email: str | None = None) -> None:
+        self.store.expire_access_tokens(email)
+
+    def expire_delta(self, email: str) -> None:
+        self.store.expire_delta(email)
+
+    def throttle(self, email: str, calls: int = 1, retry_after: int = 3) -> None:
+        user = self.store.user(email)
+        with self.store.lock:
+            user.throttle_calls = calls
+            user.retry_after = retry_after
+
+    def corrupt(self, message_id: str) -> None:
+        self.store.corrupt_ids.add(message_id)
+
+    def subscriptions(self, email: str | None = None) -> list[Subscription]:
+        with self.store.lock:
+            found = list(self.store.subscriptions.values())
+        return [s for s in found if email is None or s.email == email.lower()]
+
+    @property
+    def calls(self) -> Any:
+        return self.server.calls
+
+    # -- change notifications ----------------------------------------------------------
+
+    def _notify_new(self, user: GraphUser, message: GraphMessage) -> None:
+        now = datetime.now(UTC)
+        for subscription in self.subscriptions(user.email):
+            if subscription.expiration <= now or "created" not in subscription.change_type:
+                continue
+            if "inbox" not in subscription.resource.lower():
+                continue
+            resource = f"Users/{user.oid}/Messages/{message.id}"
+            payload = {
+                "value": [
+                    {
+                        "subscriptionId": subscription.id,
+                        "subscriptionExpirationDateTime": subscription.expiration.strftime(
+                            "%Y-%m-%dT%H:%M:%S.0000000+00:00"
+                        ),
+                        "changeType": "created",
+                        "resource": resource,
+                        "resourceData": {
+                            "@odata.type": "#Microsoft.Graph.Message",
+                            "@odata.id": resource,
+                            "@odata.etag": f'W/"{message.change_key}"',
+                            "id": message.id,
+                        },
+                        "clientState": subscription.client_state,
+                        "tenantId": self.store.tenant_id,
+                    }
+                ]
+            }
+            note = Notification(
+                subscription.id, subscription.notification_url, payload, time.monotonic()
+            )
+            self.notifications.append(note)
+            self._queue.put(note)
+
+    def _deliver_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                note = self._queue.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            try:
+                status, _ = self.transport(
+                    note.url,
+                    {"Content-Type": "application/json"},
+                    json.dumps(note.payload).encode(),
+                )
+            except requests.RequestException:
+                status = 0
+            note.status = status
+            if 200 <= status < 300:
+                note.delivered_at = time.monotonic()
+
+    def wait_notified(self, timeout: float = 10.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if all(n.status is not None for n in self.notifications):
+                return True
+            time.sleep(0.02)
+        return False
+
+
+__all__ = ["SCOPES", "FakeGraph"]

@@ -1,0 +1,309 @@
+"""The fake Microsoft 365 tenant: users, mail folders, delta state, tokens, subscriptions.
+
+Facts modelled (Microsoft Graph v1.0 and Microsoft identity platform docs):
+
+- A message's `id` changes when it moves between folders (a draft that is
+  sent becomes a new item in Sent Items); `internetMessageId` and
+  `conversationId` do not.
+- Delta on a folder: a first round lists what is in the folder (optionally
+  `receivedDateTime ge` a time) page by page, ending in a deltaLink whose
+  token remembers where the folder's change log stood; later rounds return
+  what was added since, and `@removed` rows for what left. A token the
+  service no longer keeps answers 410 Gone.
+- Access tokens last about an hour; refresh tokens rotate on use (with
+  `strict_rotation` the previous one stops working at once, the strictest
+  reading), revoked grants answer `invalid_grant` (AADSTS50173/AADSTS700082).
+- Throttling answers 429 with `Retry-After` (seconds).
+- Change-notification subscriptions on messages live at most 10,080 minutes.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email import policy
+from email.parser import BytesHeaderParser
+from email.utils import getaddresses, parseaddr
+from typing import Any
+
+MAX_SUBSCRIPTION_MINUTES = 10_080
+ACCESS_TOKEN_SECONDS = 3600
+
+
+class GraphError(Exception):
+    def __init__(
+        self, status: int, code: str, message: str, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = headers or {}
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "error": {
+                "code": self.code,
+                "message": self.message,
+                "innerError": {
+                    "date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S"),
+                    "request-id": str(uuid.uuid4()),
+                    "client-request-id": str(uuid.uuid4()),
+                },
+            }
+        }
+
+
+def item_id() -> str:
+    return "AAMkAGI2" + base64.urlsafe_b64encode(secrets.token_bytes(105)).decode()
+
+
+def conversation_id() -> str:
+    return "AAQkAGI2" + base64.urlsafe_b64encode(secrets.token_bytes(24)).decode()
+
+
+@dataclass
+class GraphMessage:
+    id: str
+    folder: str  # inbox, sentitems, drafts
+    raw: bytes
+    internet_message_id: str
+    conversation_id: str
+    received: datetime
+    change_key: str = field(default_factory=lambda: secrets.token_urlsafe(12))
+
+    def header(self, name: str) -> str | None:
+        parsed = BytesHeaderParser(policy=policy.compat32).parsebytes(self.raw)
+        value = parsed.get(name)
+        return None if value is None else str(value)
+
+    def sender(self) -> tuple[str, str]:
+        name, address = parseaddr(self.header("From") or "")
+        return name, address
+
+    def recipients(self, *headers: str) -> list[str]:
+        values = [self.header(h) or "" for h in headers]
+        return [a.lower() for _, a in getaddresses(values) if a]
+
+
+@dataclass
+class Change:
+    seq: int
+    message_id: str
+    folder: str
+    removed: bool = False
+
+
+@dataclass
+class GraphUser:
+    email: str
+    oid: str
+    messages: dict[str, GraphMessage] = field(default_factory=dict)
+    changes: list[Change] = field(default_factory=list)
+    seq: int = 0
+    oldest_seq: int = 0  # delta tokens older than this answer 410
+    throttle_calls: int = 0
+    retry_after: int = 3
+    conversations: dict[str, str] = field(default_factory=dict)  # internet id -> conversation
+    calls: int = 0
+
+
+@dataclass
+class RefreshToken:
+    email: str
+    client_id: str
+    scopes: list[str]
+    revoked: bool = False
+    used: bool = False
+
+
+@dataclass
+class AccessToken:
+    email: str
+    expires_at: float
+    revoked: bool = False
+
+
+@dataclass
+class AuthCode:
+    email: str
+    client_id: str
+    redirect_uri: str
+    scopes: list[str]
+    challenge: str | None
+    method: str | None
+    nonce: str | None
+
+
+@dataclass
+class Subscription:
+    id: str
+    email: str
+    resource: str
+    change_type: str
+    notification_url: str
+    client_state: str | None
+    expiration: datetime
+    lifecycle_url: str | None = None
+
+
+class GraphStore:
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self.tenant_id = str(uuid.uuid4())
+        self.users: dict[str, GraphUser] = {}
+        self.codes: dict[str, AuthCode] = {}
+        self.refresh_tokens: dict[str, RefreshToken] = {}
+        self.access_tokens: dict[str, AccessToken] = {}
+        self.clients: dict[str, str] = {}
+        self.subscriptions: dict[str, Subscription] = {}
+        self.strict_rotation = True
+        self.consenting_user: str | None = None
+        self.corrupt_ids: set[str] = set()  # $value answers 500 ErrorMimeContentConversionFailed
+        self.on_new_inbox_message: Callable[[GraphUser, GraphMessage], None] | None = None
+
+    # -- users and mail ----------------------------------------------------------------
+
+    def add_user(self, email: str) -> GraphUser:
+        email = email.lower()
+        with self.lock:
+            user = self.users.get(email)
+            if user is None:
+                user = GraphUser(email=email, oid=str(uuid.uuid4()))
+                self.users[email] = user
+            return user
+
+    def user(self, email: str) -> GraphUser:
+        user = self.users.get(email.lower())
+        if user is None:
+            raise GraphError(
+                404, "ErrorItemNotFound", "The specified object was not found in the store."
+            )
+        return user
+
+    def _record(self, user: GraphUser, message: GraphMessage, removed: bool = False) -> None:
+        user.seq += 1
+        user.changes.append(Change(user.seq, message.id, message.folder, removed))
+
+    def _conversation(self, user: GraphUser, raw: bytes) -> str:
+        parsed = BytesHeaderParser(policy=policy.compat32).parsebytes(raw)
+        refs = " ".join(str(parsed.get(h) or "") for h in ("In-Reply-To", "References")).split()
+        for ref in reversed(refs):
+            found = user.conversations.get(ref.strip().lower())
+            if found:
+                return found
+        return conversation_id()
+
+    def add_message(self, email: str, raw: bytes, folder: str) -> GraphMessage:
+        with self.lock:
+            user = self.user(email)
+            parsed = BytesHeaderParser(policy=policy.compat32).parsebytes(raw)
+            internet_id = str(parsed.get("Message-ID") or "").strip()
+            if not internet_id:
+                internet_id = f"<{uuid.uuid4().hex.upper()}@fake.prod.outlook.com>"
+            message = GraphMessage(
+                id=item_id(),
+                folder=folder,
+                raw=raw,
+                internet_message_id=internet_id,
+                conversation_id=self._conversation(user, raw),
+                received=datetime.now(UTC),
+            )
+            user.messages[message.id] = message
+            user.conversations.setdefault(internet_id.lower(), message.conversation_id)
+            self._record(user, message)
+            callback = self.on_new_inbox_message if folder == "inbox" else None
+        if callback is not None:
+            callback(user, message)
+        return message
+
+    def deliver(self, email: str, raw: bytes) -> GraphMessage:
+        return self.add_message(email, raw, "inbox")
+
+    def move(self, email: str, message_id: str, folder: str) -> GraphMessage:
+        """Move a message: it gets a new id, as Exchange gives it."""
+        with self.lock:
+            user = self.user(email)
+            message = user.messages.pop(message_id)
+            self._record(user, message, removed=True)
+            message.id = item_id()
+            message.folder = folder
+            user.messages[message.id] = message
+            self._record(user, message)
+            callback = self.on_new_inbox_message if folder == "inbox" else None
+        if callback is not None:
+            callback(user, message)
+        return message
+
+    def send_draft(self, email: str, draft_id: str) -> GraphMessage:
+        with self.lock:
+            user = self.user(email)
+            draft = user.messages.get(draft_id)
+            if draft is None or draft.folder != "drafts":
+                raise GraphError(
+                    404, "ErrorItemNotFound", "The specified object was not found in the store."
+                )
+        sent = self.move(email, draft_id, "sentitems")
+        for recipient in dict.fromkeys(sent.recipients("To", "Cc", "Bcc")):
+            if recipient in self.users and recipient != email.lower():
+                self.deliver(recipient, sent.raw)
+        return sent
+
+    def expire_delta(self, email: str) -> None:
+        with self.lock:
+            user = self.user(email)
+            user.oldest_seq = user.seq + 1
+
+    # -- tokens ------------------------------------------------------------------------
+
+    def issue_tokens(self, email: str, client_id: str, scopes: list[str]) -> tuple[str, str]:
+        access = "eyJ0eXAiOiJKV1Qi." + secrets.token_urlsafe(60)
+        refresh = "0.AX" + secrets.token_urlsafe(90)
+        with self.lock:
+            self.access_tokens[access] = AccessToken(
+                email.lower(), time.time() + ACCESS_TOKEN_SECONDS
+            )
+            self.refresh_tokens[refresh] = RefreshToken(email.lower(), client_id, scopes)
+        return access, refresh
+
+    def authenticate(self, header: str | None) -> GraphUser:
+        if not header or not header.lower().startswith("bearer "):
+            raise GraphError(401, "InvalidAuthenticationToken", "Access token is empty.")
+        token = self.access_tokens.get(header[7:].strip())
+        if token is None or token.revoked:
+            raise GraphError(401, "InvalidAuthenticationToken", "IDX14100: JWT is not well formed.")
+        if token.expires_at <= time.time():
+            raise GraphError(
+                401,
+                "InvalidAuthenticationToken",
+                "Lifetime validation failed, the token is expired.",
+            )
+        return self.user(token.email)
+
+    def revoke_user(self, email: str) -> None:
+        email = email.lower()
+        with self.lock:
+            for token in self.refresh_tokens.values():
+                if token.email == email:
+                    token.revoked = True
+            for access in self.access_tokens.values():
+                if access.email == email:
+                    access.revoked = True
+
+    def expire_access_tokens(self, email: str | None = None) -> None:
+        with self.lock:
+            for access in self.access_tokens.values():
+                if email is None or access.email == email.lower():
+                    access.expires_at = 0
+
+
+def client_info(user: GraphUser, tenant_id: str) -> str:
+    raw = json.dumps({"uid": user.oid, "utid": tenant_id}).encode()
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()

@@ -1,0 +1,453 @@
+"""Exchange on-premises mailboxes (2016, 2019, Subscription Edition) through EWS, with exchangelib.
+
+Exchange Online closed EWS to third-party apps from 1 October 2026 (unless a
+tenant admin allow-lists the app); Microsoft 365 mailboxes use
+`worker.sync.graph`. This module owns everything EWS and must never touch the
+database or sequences; the engine and the listener drive it.
+
+Credentials JSON (encrypted at rest): ``{"ews_url", "auth": "ntlm" | "basic" |
+"oauth", "username", "password"}`` or, for OAuth where the server supports it,
+``{"ews_url", "auth": "oauth", "access_token"}``. No autodiscover: the EWS URL
+is given, and the server version is pinned (Exchange 2016 schema, which 2019
+and SE accept), so no request is spent guessing.
+
+Sending is draft + send: CreateItem (SaveOnly, from our MIME: our Message-ID,
+In-Reply-To and References are kept) → GetItem reads back InternetMessageId
+and ConversationId → SendItem (a copy saved to Sent Items).
+
+Sync uses SyncFolderItems on Inbox, one page of ≤ 512 changes at a time, IdOnly
+plus DateTimeReceived; the new items' headers come from one GetItem per ≤ 100
+items (InternetMessageId, InReplyTo, References, From, Subject, ItemClass) —
+SyncFolderItems returns no body, and neither do we ask for one::
+
+    no cursor ───────────▶ SyncFolderItems (no state): the folder, newest kept ─▶ {sync_state}
+    {sync_state} ────────▶ SyncFolderItems(state): what changed                 ─▶ {sync_state}
+      ErrorInvalidSyncStateData ─▶ a new first sync, items from <synced_at - 2 days>
+
+Item ids change when an item moves, so the engine's `provider_id` is the
+Message-ID (``mid:<id>``). Throttling (ErrorServerBusy) becomes
+`ProviderError(retry_after=BackOffMilliseconds)`: exchangelib runs fail-fast,
+so a throttled mailbox never holds a worker asleep; the engine backs it off.
+
+`watch()` holds a streaming subscription on Inbox for the `listener`
+(Subscribe + GetStreamingEvents, re-issued every `SIGHTLINE_EXCHANGE_STREAM_MINUTES`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import email.utils
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any, ClassVar, TypeVar
+
+import requests
+from exchangelib import (
+    BASIC,
+    DELEGATE,
+    NTLM,
+    OAUTH2,
+    Account,
+    Build,
+    Configuration,
+    Credentials,
+    FailFast,
+    Message,
+    Version,
+)
+from exchangelib.credentials import OAuth2AuthorizationCodeCredentials
+from exchangelib.errors import (
+    ErrorAccessDenied,
+    ErrorInternalServerTransientError,
+    ErrorInvalidSyncStateData,
+    ErrorNonExistentMailbox,
+    ErrorServerBusy,
+    ErrorTimeoutExpired,
+    EWSError,
+    RateLimitError,
+    TransportError,
+    UnauthorizedError,
+)
+from exchangelib.fields import FieldPath
+from exchangelib.items import ID_ONLY
+from exchangelib.properties import CreatedEvent, NewMailEvent
+from exchangelib.services import GetStreamingEvents, SyncFolderItems
+
+from config import get_settings
+from worker.matching.msgid import normalize_msgid
+from worker.sync.base import (
+    ChangeBatch,
+    HeaderSummary,
+    MailboxProvider,
+    OutgoingMessage,
+    ProviderError,
+    SendResult,
+)
+from worker.sync.headers import summary_from_headers
+from worker.sync.mime import build_mime
+
+log = logging.getLogger(__name__)
+
+AUTH_TYPES = {"ntlm": NTLM, "basic": BASIC, "oauth": OAUTH2}
+SERVER_VERSION = Version(build=Build(15, 1), api_version="Exchange2016")
+MAX_CHANGES = 512  # the most SyncFolderItems returns per call
+HEADER_FIELDS = (
+    "message_id",
+    "in_reply_to",
+    "references",
+    "author",
+    "subject",
+    "datetime_received",
+    "size",
+    "item_class",
+)
+REBUILD_WINDOW = timedelta(days=2)
+DEFAULT_BACK_OFF = 30.0
+
+T = TypeVar("T")
+
+
+def _translate(exc: Exception, doing: str) -> ProviderError:
+    if isinstance(exc, ErrorServerBusy):
+        wait = exc.back_off if exc.back_off else DEFAULT_BACK_OFF
+        return ProviderError(f"Exchange is busy ({doing}): back off {wait:.0f} s", retry_after=wait)
+    if isinstance(exc, RateLimitError):
+        return ProviderError(f"Exchange throttled {doing}", retry_after=DEFAULT_BACK_OFF)
+    if isinstance(exc, UnauthorizedError | ErrorAccessDenied):
+        return ProviderError(f"Exchange refused the login ({doing})", needs_reconnect=True)
+    if isinstance(exc, ErrorNonExistentMailbox):
+        return ProviderError(f"Exchange has no such mailbox ({doing})", permanent=True)
+    if isinstance(
+        exc,
+        ErrorTimeoutExpired
+        | ErrorInternalServerTransientError
+        | TransportError
+        | requests.RequestException
+        | OSError,
+    ):
+        return ProviderError(f"Exchange unreachable while {doing}: {exc}")
+    if isinstance(exc, EWSError):
+        return ProviderError(
+            f"Exchange answered {type(exc).__name__} while {doing}: {exc}", permanent=True
+        )
+    return ProviderError(f"Exchange call failed while {doing}: {type(exc).__name__}: {exc}")
+
+
+def _call(doing: str, fn: Callable[[], T]) -> T:
+    try:
+        return fn()
+    except ProviderError:
+        raise
+    except (EWSError, TransportError, requests.RequestException, OSError) as exc:
+        raise _translate(exc, doing) from exc
+
+
+class _SyncStateExpiredError(Exception):
+    """The server no longer accepts the stored sync state."""
+
+
+def _header_fields() -> list[FieldPath]:
+    return [FieldPath(field=Message.get_field_by_fieldname("datetime_received"))]
+
+
+class ExchangeProvider(MailboxProvider):
+    kind: ClassVar[str] = "exchange"
+
+    def __init__(self, email_address: str, credentials: dict[str, Any]) -> None:
+        self.email = email_address
+        url = str(credentials.get("ews_url") or "")
+        if not url.startswith(("https://", "http://")):
+            raise ProviderError("Exchange mailbox has no EWS URL", permanent=True)
+        auth = str(credentials.get("auth") or "ntlm")
+        if auth not in AUTH_TYPES:
+            raise ProviderError(f"unknown Exchange auth {auth!r}", permanent=True)
+        self._url = url
+        self._auth = auth
+        self._credentials = dict(credentials)
+        self._account: Account | None = None
+
+    # -- connection ----------------------------------------------------------------------
+
+    @property
+    def account(self) -> Account:
+        if self._account is None:
+            if self._auth == "oauth":
+                token = self._credentials.get("access_token")
+                if not token:
+                    raise ProviderError(
+                        "Exchange mailbox has no access token", needs_reconnect=True
+                    )
+                creds: Any = OAuth2AuthorizationCodeCredentials(
+                    access_token={"access_token": token, "token_type": "Bearer"}
+                )
+            else:
+                username, password = (
+                    self._credentials.get("username"),
+                    self._credentials.get("password"),
+                )
+                if not username or not password:
+                    raise ProviderError(
+                        "Exchange mailbox has no username or password", needs_reconnect=True
+                    )
+                creds = Credentials(str(username), str(password))
+            config = Configuration(
+                service_endpoint=self._url,
+                credentials=creds,
+                auth_type=AUTH_TYPES[self._auth],
+                version=SERVER_VERSION,
+                retry_policy=FailFast(),
+                max_connections=2,
+            )
+            self._account = Account(
+                primary_smtp_address=self.email,
+                config=config,
+                autodiscover=False,
+                access_type=DELEGATE,
+                default_timezone=None,
+            )
+        return self._account
+
+    def close(self) -> None:
+        if self._account is not None:
+            with contextlib.suppress(Exception):
+                self._account.protocol.close()
+            self._account = None
+
+    def verify(self) -> None:
+        _call("opening Inbox", lambda: self.account.inbox)
+        _call("opening Drafts", lambda: self.account.drafts)
+
+    # -- sending -------------------------------------------------------------------------
+
+    def send(self, message: OutgoingMessage) -> SendResult:
+        raw = build_mime(message)
+        account = self.account
+        draft = Message(
+            account=account,
+            folder=_call("opening Drafts", lambda: account.drafts),
+            mime_content=raw,
+        )
+        _call("creating the draft", draft.save)
+        draft_id = str(draft.id)
+        stored = self._read_ids(draft_id, str(draft.changekey))
+        _call(
+            "sending",
+            lambda: draft.send(save_copy=True, copy_to_folder=account.sent),
+        )
+        message_id = normalize_msgid(stored.get("message_id") or "") or message.message_id
+        if message_id != message.message_id:
+            log.info(
+                "exchange_message_id_replaced ours=%s stored=%s", message.message_id, message_id
+            )
+        return SendResult(
+            message_id=message_id,
+            provider_message_id=draft_id,
+            thread_id=stored.get("conversation_id"),
+        )
+
+    def _read_ids(self, item_id: str, changekey: str) -> dict[str, str | None]:
+        items = _call(
+            "reading the draft back",
+            lambda: list(
+                self.account.fetch(
+                    ids=[(item_id, changekey)], only_fields=["message_id", "conversation_id"]
+                )
+            ),
+        )
+        item = items[0] if items else None
+        if item is None or isinstance(item, Exception):
+            raise ProviderError(f"Exchange lost the draft it just saved: {item}")
+        conversation = getattr(item.conversation_id, "id", None)
+        return {"message_id": item.message_id, "conversation_id": conversation}
+
+    def find_sent(self, message_id: str) -> SendResult | None:
+        def search() -> list[Any]:
+            sent = self.account.sent
+            return list(
+                sent.filter(message_id=message_id).only("message_id", "conversation_id")[:1]
+            )
+
+        found = _call("searching Sent Items", search)
+        if not found:
+            return None
+        item = found[0]
+        return SendResult(
+            message_id=normalize_msgid(item.message_id or "") or message_id,
+            provider_message_id=str(item.id),
+            thread_id=getattr(item.conversation_id, "id", None),
+        )
+
+    # -- sync ----------------------------------------------------------------------------
+
+    def changes(self, cursor: dict[str, Any] | None, since: datetime) -> Iterator[ChangeBatch]:
+        state = dict(cursor or {})
+        sync_state = state.get("sync_state")
+        if not isinstance(sync_state, str):
+            yield from self._sync(None, since)
+            return
+        try:
+            yield from self._sync(sync_state, None)
+        except _SyncStateExpiredError:
+            synced = state.get("synced_at")
+            window = datetime.fromisoformat(synced) if isinstance(synced, str) else since
+            log.warning(
+                "exchange_sync_state_expired mailbox=%s relisting_from=%s",
+                self.email,
+                (window - REBUILD_WINDOW).isoformat(),
+            )
+            yield from self._sync(None, window - REBUILD_WINDOW)
+
+    def _sync(self, sync_state: str | None, not_before: datetime | None) -> Iterator[ChangeBatch]:
+        inbox = _call("opening Inbox", lambda: self.account.inbox)
+        service = SyncFolderItems(account=self.account)
+        while True:
+            try:
+                changes = list(
+                    service.call(
+                        folder=inbox,
+                        shape=ID_ONLY,
+                        additional_fields=_header_fields(),
+                        sync_state=sync_state,
+                        ignore=None,
+                        max_changes_returned=MAX_CHANGES,
+                        sync_scope=None,
+                    )
+                )
+            except ErrorInvalidSyncStateData as exc:
+                raise _SyncStateExpiredError from exc
+            except (EWSError, TransportError, requests.RequestException, OSError) as exc:
+                raise _translate(exc, "reading changes") from exc
+            new_items = [
+                item
+                for change, item in changes
+                if change == SyncFolderItems.CREATE
+                and isinstance(item, Message)
+                and (
+                    not_before is None
+                    or item.datetime_received is None
+                    or item.datetime_received >= not_before
+                )
+            ]
+            summaries = self._summaries([(str(i.id), str(i.changekey)) for i in new_items])
+            new_state = str(service.sync_state)
+            cursor = {"sync_state": new_state, "synced_at": datetime.now(UTC).isoformat()}
+            yield ChangeBatch(messages=summaries, cursor=cursor)
+            if service.includes_last_item_in_range or new_state == sync_state:
+                return
+            sync_state = new_state
+
+    def _summaries(self, ids: list[tuple[str, str]]) -> list[HeaderSummary]:
+        if not ids:
+            return []
+        fetched = _call(
+            "reading headers",
+            lambda: list(self.account.fetch(ids=ids, only_fields=list(HEADER_FIELDS))),
+        )
+        summaries = []
+        for item in fetched:
+            if isinstance(item, Exception) or not isinstance(item, Message):
+                continue  # deleted since it was listed
+            summaries.append(_summary(item))
+        return summaries
+
+    def fetch(self, fetch_ref: str, max_bytes: int) -> bytes:
+        item_id, changekey, message_id = [*fetch_ref.split("|", 2), "", ""][:3]
+        item = self._fetch_mime(item_id, changekey)
+        if isinstance(item, Exception) and message_id:
+            moved = _call(
+                "looking a moved message up",
+                lambda: list(
+                    self.account.inbox.filter(message_id=message_id).only("message_id")[:1]
+                ),
+            )
+            if moved:
+                item = self._fetch_mime(str(moved[0].id), str(moved[0].changekey))
+        if isinstance(item, Exception):
+            raise ProviderError(f"Exchange cannot hand the message over: {item}", permanent=True)
+        return bytes(item.mime_content or b"")[:max_bytes]
+
+    def _fetch_mime(self, item_id: str, changekey: str) -> Any:
+        found = _call(
+            "fetching a message",
+            lambda: list(
+                self.account.fetch(ids=[(item_id, changekey)], only_fields=["mime_content"])
+            ),
+        )
+        return found[0] if found else ProviderError("Exchange returned nothing")
+
+    # -- streaming -----------------------------------------------------------------------
+
+    def watch(self, stop: threading.Event, on_change: Callable[[], None]) -> None:
+        """Hold a streaming subscription on Inbox until `stop`, calling `on_change` on new mail."""
+        minutes = get_settings().providers.exchange_stream_minutes
+        inbox = _call("opening Inbox", lambda: self.account.inbox)
+        subscription = _call(
+            "subscribing to Inbox",
+            lambda: inbox.subscribe_to_streaming(event_types=("NewMailEvent", "CreatedEvent")),
+        )
+        try:
+            while not stop.is_set():
+                service = GetStreamingEvents(account=self.account)
+                stopper = threading.Thread(
+                    target=_stop_when, args=(stop, service), name="ews-stream-stop", daemon=True
+                )
+                stopper.start()
+                try:
+                    for notification in service.call(
+                        subscription_ids=[subscription], connection_timeout=minutes
+                    ):
+                        if stop.is_set():
+                            break
+                        if any(
+                            isinstance(e, NewMailEvent | CreatedEvent) for e in notification.events
+                        ):
+                            on_change()
+                except (EWSError, TransportError, requests.RequestException, OSError) as exc:
+                    if stop.is_set():
+                        return
+                    raise _translate(exc, "streaming Inbox events") from exc
+                except AttributeError:
+                    if stop.is_set():  # the stream was closed under exchangelib by stop
+                        return
+                    raise
+        finally:
+            with contextlib.suppress(Exception):
+                inbox.unsubscribe(subscription)
+
+
+def _stop_when(stop: threading.Event, service: GetStreamingEvents) -> None:
+    stop.wait()
+    with contextlib.suppress(Exception):
+        service.stop_streaming()
+
+
+def _summary(item: Message) -> HeaderSummary:
+    headers: dict[str, str] = {}
+    if item.message_id:
+        headers["message-id"] = str(item.message_id)
+    author = item.author
+    if author is not None and author.email_address:
+        headers["from"] = email.utils.formataddr(
+            (str(author.name or ""), str(author.email_address))
+        )
+    if item.subject is not None:
+        headers["subject"] = str(item.subject)
+    if item.in_reply_to:
+        headers["in-reply-to"] = str(item.in_reply_to)
+    if item.references:
+        headers["references"] = str(item.references)
+    item_class = str(item.item_class or "")
+    if item_class.upper().startswith("REPORT."):
+        headers["content-type"] = "multipart/report; report-type=delivery-status"
+    elif item_class.startswith("IPM.Note.Rules.OofTemplate"):
+        headers["auto-submitted"] = "auto-replied"
+    received = item.datetime_received
+    return summary_from_headers(
+        headers,
+        provider_id=None,
+        fetch_ref=f"{item.id}|{item.changekey}|{item.message_id or ''}",
+        size=int(item.size) if item.size is not None else None,
+        received_at=datetime.fromtimestamp(received.timestamp(), UTC) if received else None,
+    )

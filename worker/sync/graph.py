@@ -1,0 +1,598 @@
+"""Microsoft 365 mailboxes through Microsoft Graph, with MSAL tokens.
+
+Owns everything Graph: the OAuth connect flow (MSAL auth-code flow with PKCE;
+scopes Mail.ReadWrite, Mail.Send, User.Read), token refresh (MSAL's token
+cache, saved back through `save_credentials` the moment it changes: Microsoft
+rotates refresh tokens), sending, delta sync, change-notification
+subscriptions. It must never touch the database or sequences; the engine and
+`worker.sync.push` drive it. HTTP goes through `requests`; links the service
+hands back (nextLink, deltaLink) are only followed on the configured Graph host.
+
+Credentials JSON (encrypted at rest): ``{"token_cache": <MSAL cache>,
+"home_account_id", "username"}``; the app's client id/secret come from settings.
+
+Sending is draft + send: the draft is created from our MIME (so our Message-ID,
+In-Reply-To and References are kept), its `internetMessageId` and
+`conversationId` are read from the create answer, then it is sent. Graph item
+ids change when a message moves (the sent draft becomes a new item), so the
+engine's `provider_id` is the Message-ID (``mid:<id>``) and `fetch()` falls back
+to a lookup by Message-ID when the id it was given is gone.
+
+Sync is a delta query on Inbox::
+
+    no cursor ──────────▶ delta?$filter=receivedDateTime ge <since>  ─ pages ─▶ {delta_link}
+    {next_link} ────────▶ the round goes on from its page             (resumable)
+    {delta_link} ───────▶ what arrived since                          ─ pages ─▶ {delta_link}
+      410 Gone ─────────▶ a new round from <synced_at - 2 days>
+
+Each row carries only a few properties and, as single-value extended
+properties, PidTagInReplyToId (0x1042), PidTagInternetReferences (0x1039) and
+the message class (0x001A, to tell NDRs): the headers the matcher needs, about
+a kilobyte a message, never a body. 429 (and 503) with Retry-After become
+`ProviderError(retry_after=…)`.
+"""
+
+from __future__ import annotations
+
+import base64
+import email.utils
+import logging
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any, ClassVar
+from urllib.parse import quote
+
+import msal
+import requests
+
+from config import get_settings
+from worker.matching.msgid import normalize_msgid
+from worker.sync.base import (
+    ChangeBatch,
+    HeaderSummary,
+    MailboxProvider,
+    OutgoingMessage,
+    ProviderError,
+    SendResult,
+)
+from worker.sync.headers import summary_from_headers
+from worker.sync.mime import build_mime
+
+log = logging.getLogger(__name__)
+
+SCOPES = (
+    "https://graph.microsoft.com/Mail.ReadWrite",
+    "https://graph.microsoft.com/Mail.Send",
+    "https://graph.microsoft.com/User.Read",
+)
+IN_REPLY_TO = "String 0x1042"
+REFERENCES = "String 0x1039"
+MESSAGE_CLASS = "String 0x001A"
+DELTA_SELECT = "internetMessageId,conversationId,subject,from,receivedDateTime"
+DELTA_EXPAND = (
+    "singleValueExtendedProperties($filter="
+    f"id eq '{IN_REPLY_TO}' or id eq '{REFERENCES}' or id eq '{MESSAGE_CLASS}')"
+)
+PAGE_SIZE = 100
+REBUILD_WINDOW = timedelta(days=2)
+TIMEOUT_SECONDS = 60
+SUBSCRIPTION_RESOURCE = "me/mailFolders('Inbox')/messages"
+# Outlook message subscriptions live at most 10,080 minutes; ask for a little less.
+SUBSCRIPTION_LIFETIME = timedelta(minutes=10_000)
+
+# MSAL caches tenant discovery here, so each job does not fetch it again.
+_HTTP_CACHE: dict[Any, Any] = {}
+
+
+# -- tokens ------------------------------------------------------------------------------
+
+
+def _app(cache: msal.SerializableTokenCache | None = None) -> msal.ConfidentialClientApplication:
+    settings = get_settings().providers
+    if not settings.microsoft_configured:
+        raise ProviderError(
+            "Microsoft 365 is not configured: set MICROSOFT_CLIENT_ID and MICROSOFT_CLIENT_SECRET",
+            permanent=True,
+        )
+    try:
+        return msal.ConfidentialClientApplication(
+            settings.microsoft_client_id,
+            client_credential=settings.microsoft_client_secret,
+            authority=settings.microsoft_authority,
+            token_cache=cache,
+            http_cache=_HTTP_CACHE,
+            instance_discovery=False,
+            timeout=TIMEOUT_SECONDS,
+        )
+    except ValueError as exc:  # the authority's discovery document failed
+        raise ProviderError(f"Microsoft sign-in is unreachable: {exc}") from exc
+    except requests.RequestException as exc:
+        raise ProviderError(f"Microsoft sign-in is unreachable: {exc}") from exc
+
+
+def _token_error(result: dict[str, Any] | None) -> ProviderError:
+    if not result:
+        return ProviderError(
+            "Microsoft has no usable sign-in for this mailbox: reconnect it", needs_reconnect=True
+        )
+    error = str(result.get("error", ""))
+    description = str(result.get("error_description", "")).split("\r\n")[0]
+    if error in ("invalid_grant", "interaction_required", "consent_required", "login_required"):
+        return ProviderError(
+            f"Microsoft refused the stored sign-in ({description}): reconnect the mailbox",
+            needs_reconnect=True,
+        )
+    if error in ("invalid_client", "unauthorized_client"):
+        return ProviderError(f"Microsoft refused this app: {description}", permanent=True)
+    return ProviderError(f"Microsoft token request failed: {error} {description}")
+
+
+class _MsalToken:
+    """Access tokens from the mailbox's MSAL cache; the cache is saved whenever MSAL changes it."""
+
+    def __init__(
+        self, credentials: dict[str, Any], save: Callable[[dict[str, Any]], None] | None
+    ) -> None:
+        if not credentials.get("token_cache") or not credentials.get("home_account_id"):
+            raise ProviderError("Microsoft 365 mailbox has no stored sign-in", needs_reconnect=True)
+        self.stored = dict(credentials)
+        self.save = save
+        self.cache = msal.SerializableTokenCache()
+        self.cache.deserialize(str(credentials["token_cache"]))
+        self._app: msal.ConfidentialClientApplication | None = None
+        self._token: str | None = None
+
+    def get(self, *, force: bool = False) -> str:
+        if self._token is not None and not force:
+            return self._token
+        if self._app is None:
+            self._app = _app(self.cache)
+        account = next(
+            (
+                a
+                for a in self._app.get_accounts()
+                if a.get("home_account_id") == self.stored["home_account_id"]
+            ),
+            None,
+        )
+        if account is None:
+            raise _token_error(None)
+        try:
+            result = self._app.acquire_token_silent_with_error(
+                list(SCOPES), account, force_refresh=force
+            )
+        except requests.RequestException as exc:
+            raise ProviderError(f"Microsoft sign-in is unreachable: {exc}") from exc
+        if self.cache.has_state_changed:
+            self._persist()
+        if not result or "access_token" not in result:
+            raise _token_error(result)
+        self._token = str(result["access_token"])
+        return self._token
+
+    def _persist(self) -> None:
+        self.stored["token_cache"] = self.cache.serialize()
+        self.cache.has_state_changed = False
+        if self.save is not None:
+            self.save(dict(self.stored))
+
+
+# -- errors ------------------------------------------------------------------------------
+
+
+def _retry_after(response: requests.Response) -> float | None:
+    value = response.headers.get("Retry-After")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        try:
+            return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - time.time())
+        except (TypeError, ValueError):
+            return None
+
+
+def _error_text(response: requests.Response) -> tuple[str, str]:
+    try:
+        error = response.json().get("error", {})
+        return str(error.get("code", "")), str(error.get("message", ""))
+    except ValueError:
+        return "", response.text[:200]
+
+
+# Exchange item errors Graph passes on (often as 500): the item itself is broken.
+BROKEN_ITEM_CODES = frozenset(
+    {"ErrorMimeContentConversionFailed", "ErrorItemCorrupt", "ErrorCorruptData"}
+)
+
+
+def translate(response: requests.Response, doing: str) -> ProviderError:
+    code, message = _error_text(response)
+    status = response.status_code
+    detail = f"{code}: {message}" if code else message
+    if code in BROKEN_ITEM_CODES:
+        return ProviderError(f"Microsoft Graph cannot read the item ({detail})", permanent=True)
+    if status == 429 or (status in (503, 504) and "Retry-After" in response.headers):
+        wait = _retry_after(response)
+        return ProviderError(
+            f"Microsoft Graph throttled {doing}: {detail}",
+            retry_after=wait if wait is not None else 30.0,
+        )
+    if status == 401:
+        return ProviderError(
+            f"Microsoft Graph refused our token while {doing}: {detail}", needs_reconnect=True
+        )
+    if status == 403:
+        return ProviderError(
+            f"Microsoft Graph denied {doing}: {detail} (reconnect and grant access)",
+            needs_reconnect=True,
+        )
+    if 400 <= status < 500:
+        return ProviderError(
+            f"Microsoft Graph answered {status} while {doing}: {detail}", permanent=True
+        )
+    return ProviderError(f"Microsoft Graph answered {status} while {doing}: {detail}")
+
+
+class _DeltaExpiredError(Exception):
+    """The delta or skip token is no longer kept (410 Gone)."""
+
+
+# -- the provider ------------------------------------------------------------------------
+
+
+class GraphProvider(MailboxProvider):
+    kind: ClassVar[str] = "graph"
+
+    def __init__(
+        self,
+        email_address: str,
+        credentials: dict[str, Any],
+        *,
+        get_token: Callable[[], str] | None = None,
+    ) -> None:
+        self.email = email_address
+        self.endpoint = get_settings().providers.graph_endpoint
+        self._credentials = dict(credentials)
+        self._get_token = get_token
+        self._msal: _MsalToken | None = None
+        self.session = requests.Session()
+
+    def _token(self, *, force: bool = False) -> str:
+        if self._get_token is not None:
+            return self._get_token()
+        if self._msal is None:
+            self._msal = _MsalToken(self._credentials, self.save_credentials)
+        return self._msal.get(force=force)
+
+    def close(self) -> None:
+        self.session.close()
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        doing: str,
+        *,
+        expect: tuple[int, ...] = (200,),
+        **kwargs: Any,
+    ) -> requests.Response:
+        """One Graph call: our token, one retry after a refresh on 401, errors translated."""
+        if url.startswith("/"):
+            url = self.endpoint + url
+        elif not url.startswith(self.endpoint + "/"):
+            raise ProviderError(
+                f"Microsoft Graph sent a link outside {self.endpoint}", permanent=True
+            )
+        headers = dict(kwargs.pop("headers", None) or {})
+        for attempt in range(2):
+            headers["Authorization"] = f"Bearer {self._token(force=attempt > 0)}"
+            try:
+                response = self.session.request(
+                    method, url, headers=headers, timeout=TIMEOUT_SECONDS, **kwargs
+                )
+            except requests.RequestException as exc:
+                raise ProviderError(f"Microsoft Graph unreachable while {doing}: {exc}") from exc
+            if response.status_code == 401 and attempt == 0 and self._get_token is None:
+                continue
+            if response.status_code in expect:
+                return response
+            if response.status_code == 410:
+                raise _DeltaExpiredError
+            raise translate(response, doing)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # -- checks --------------------------------------------------------------------------
+
+    def verify(self) -> None:
+        me = self.request("GET", "/me?$select=mail,userPrincipalName", "reading the profile").json()
+        addresses = {
+            str(me.get("mail") or "").lower(),
+            str(me.get("userPrincipalName") or "").lower(),
+        }
+        if self.email.lower() not in addresses:
+            shown = me.get("mail") or me.get("userPrincipalName")
+            raise ProviderError(
+                f"signed in to Microsoft as {shown}, not {self.email}", permanent=True
+            )
+        self.request("GET", "/me/mailFolders/inbox?$select=id", "opening Inbox")
+
+    # -- sending -------------------------------------------------------------------------
+
+    def send(self, message: OutgoingMessage) -> SendResult:
+        mime = base64.b64encode(build_mime(message))
+        draft = self.request(
+            "POST",
+            "/me/messages",
+            "creating the draft",
+            expect=(201,),
+            data=mime,
+            headers={"Content-Type": "text/plain"},
+        ).json()
+        stored = normalize_msgid(str(draft.get("internetMessageId") or "")) or message.message_id
+        self.request(
+            "POST",
+            f"/me/messages/{quote(str(draft['id']), safe='')}/send",
+            "sending",
+            expect=(202,),
+        )
+        if stored != message.message_id:
+            log.info("graph_message_id_replaced ours=%s stored=%s", message.message_id, stored)
+        return SendResult(
+            message_id=stored,
+            provider_message_id=str(draft["id"]),
+            thread_id=str(draft.get("conversationId") or "") or None,
+        )
+
+    def _by_message_id(
+        self, message_id: str, folder: str | None, select: str
+    ) -> list[dict[str, Any]]:
+        literal = message_id.replace("'", "''")
+        base = f"/me/mailFolders/{folder}/messages" if folder else "/me/messages"
+        answer = self.request(
+            "GET",
+            base,
+            "looking a message up",
+            params={"$filter": f"internetMessageId eq '{literal}'", "$select": select, "$top": "5"},
+        ).json()
+        return list(answer.get("value") or [])
+
+    def find_sent(self, message_id: str) -> SendResult | None:
+        found = self._by_message_id(message_id, "sentitems", "id,internetMessageId,conversationId")
+        if not found:
+            return None
+        item = found[0]
+        return SendResult(
+            message_id=normalize_msgid(str(item.get("internetMessageId") or "")) or message_id,
+            provider_message_id=str(item["id"]),
+            thread_id=str(item.get("conversationId") or "") or None,
+        )
+
+    # -- sync ----------------------------------------------------------------------------
+
+    def _first_round(self, since: datetime) -> str:
+        stamp = since.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        query = (
+            f"$select={DELTA_SELECT}&$expand={quote(DELTA_EXPAND, safe='(),=')}"
+            f"&$filter={quote(f'receivedDateTime ge {stamp}', safe='')}"
+        )
+        return f"{self.endpoint}/me/mailFolders/inbox/messages/delta?{query}"
+
+    def changes(self, cursor: dict[str, Any] | None, since: datetime) -> Iterator[ChangeBatch]:
+        state = dict(cursor or {})
+        link = state.get("next_link") or state.get("delta_link")
+        if not isinstance(link, str):
+            link = self._first_round(since)
+        try:
+            yield from self._rounds(link, state)
+        except _DeltaExpiredError:
+            synced = state.get("synced_at")
+            window = datetime.fromisoformat(synced) if isinstance(synced, str) else since
+            start = window - REBUILD_WINDOW
+            log.warning(
+                "graph_delta_expired mailbox=%s relisting_from=%s", self.email, start.isoformat()
+            )
+            yield from self._rounds(self._first_round(start), {"synced_at": window.isoformat()})
+
+    def _rounds(self, link: str, state: dict[str, Any]) -> Iterator[ChangeBatch]:
+        synced_at = state.get("synced_at") or datetime.now(UTC).isoformat()
+        while True:
+            page = self.request(
+                "GET",
+                link,
+                "reading changes",
+                headers={"Prefer": f"odata.maxpagesize={PAGE_SIZE}"},
+            ).json()
+            summaries = [_summary(row) for row in page.get("value") or [] if "@removed" not in row]
+            next_link = page.get("@odata.nextLink")
+            if isinstance(next_link, str):
+                yield ChangeBatch(summaries, {"next_link": next_link, "synced_at": synced_at})
+                link = next_link
+                continue
+            delta_link = page.get("@odata.deltaLink")
+            if not isinstance(delta_link, str):
+                raise ProviderError("Microsoft Graph ended a delta round without a deltaLink")
+            now = datetime.now(UTC).isoformat()
+            yield ChangeBatch(summaries, {"delta_link": delta_link, "synced_at": now})
+            return
+
+    def fetch(self, fetch_ref: str, max_bytes: int) -> bytes:
+        item_id, _, message_id = fetch_ref.partition("|")
+        try:
+            return self._value(item_id, max_bytes)
+        except ProviderError as exc:
+            if not exc.permanent or exc.needs_reconnect or not message_id:
+                raise
+            # Moved since it was listed: it has a new id now.
+            moved = self._by_message_id(message_id, None, "id")
+            if not moved:
+                raise
+            return self._value(str(moved[0]["id"]), max_bytes)
+
+    def _value(self, item_id: str, max_bytes: int) -> bytes:
+        response = self.request(
+            "GET",
+            f"/me/messages/{quote(item_id, safe='')}/$value",
+            "fetching a message",
+            stream=True,
+        )
+        data = bytearray()
+        for chunk in response.iter_content(65536):
+            data.extend(chunk)
+            if len(data) >= max_bytes:
+                break
+        response.close()
+        return bytes(data[:max_bytes])
+
+    # -- change notifications --------------------------------------------------------------
+
+    def subscribe(self, notification_url: str, client_state: str) -> tuple[str, datetime]:
+        """A `created` subscription on Inbox; Graph validates `notification_url` first."""
+        expires = datetime.now(UTC) + SUBSCRIPTION_LIFETIME
+        body = {
+            "changeType": "created",
+            "notificationUrl": notification_url,
+            "lifecycleNotificationUrl": notification_url,
+            "resource": SUBSCRIPTION_RESOURCE,
+            "expirationDateTime": expires.strftime("%Y-%m-%dT%H:%M:%S.0000000Z"),
+            "clientState": client_state,
+        }
+        answer = self.request(
+            "POST", "/subscriptions", "subscribing to Inbox", expect=(201,), json=body
+        ).json()
+        return str(answer["id"]), _parse_time(answer.get("expirationDateTime"), expires)
+
+    def renew(self, subscription_id: str) -> datetime:
+        expires = datetime.now(UTC) + SUBSCRIPTION_LIFETIME
+        answer = self.request(
+            "PATCH",
+            f"/subscriptions/{quote(subscription_id, safe='')}",
+            "renewing the subscription",
+            json={"expirationDateTime": expires.strftime("%Y-%m-%dT%H:%M:%S.0000000Z")},
+        ).json()
+        return _parse_time(answer.get("expirationDateTime"), expires)
+
+    def unsubscribe(self, subscription_id: str) -> None:
+        try:
+            self.request(
+                "DELETE",
+                f"/subscriptions/{quote(subscription_id, safe='')}",
+                "removing the subscription",
+                expect=(204, 404),
+            )
+        except ProviderError as exc:
+            log.warning("graph_unsubscribe_failed mailbox=%s error=%s", self.email, exc)
+
+
+def _parse_time(value: Any, fallback: datetime) -> datetime:
+    if not isinstance(value, str):
+        return fallback
+    text = value.replace("Z", "+00:00")
+    head, dot, rest = text.partition(".")
+    if dot:  # Graph gives seven fractional digits; Python takes six
+        digits = "".join(c for c in rest if c.isdigit())
+        zone = rest[len(digits) :]
+        text = f"{head}.{digits[:6]}{zone}"
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        return fallback
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _summary(row: dict[str, Any]) -> HeaderSummary:
+    properties = {
+        str(p.get("id", "")).lower(): str(p.get("value", ""))
+        for p in row.get("singleValueExtendedProperties") or []
+    }
+    sender = (row.get("from") or {}).get("emailAddress") or {}
+    headers: dict[str, str] = {}
+    message_id = str(row.get("internetMessageId") or "")
+    if message_id:
+        headers["message-id"] = message_id
+    if sender.get("address"):
+        headers["from"] = email.utils.formataddr(
+            (str(sender.get("name") or ""), str(sender["address"]))
+        )
+    if row.get("subject") is not None:
+        headers["subject"] = str(row["subject"])
+    if properties.get(IN_REPLY_TO.lower()):
+        headers["in-reply-to"] = properties[IN_REPLY_TO.lower()]
+    if properties.get(REFERENCES.lower()):
+        headers["references"] = properties[REFERENCES.lower()]
+    message_class = properties.get(MESSAGE_CLASS.lower(), "")
+    if message_class.upper().startswith("REPORT."):
+        # NDRs and delivery reports: what the matcher knows as a report.
+        headers["content-type"] = "multipart/report; report-type=delivery-status"
+    elif message_class.startswith("IPM.Note.Rules.OofTemplate"):
+        headers["auto-submitted"] = "auto-replied"
+    received = _parse_time(row.get("receivedDateTime"), datetime.now(UTC))
+    return summary_from_headers(
+        headers,
+        provider_id=None,
+        fetch_ref=f"{row['id']}|{message_id}",
+        received_at=received,
+    )
+
+
+# -- the OAuth connect flow ------------------------------------------------------------
+
+
+def authorization_url(
+    redirect_uri: str, state: str, login_hint: str | None = None
+) -> tuple[str, dict[str, Any]]:
+    """Microsoft's consent URL, and MSAL's flow (PKCE verifier, nonce) to keep for the callback."""
+    flow: dict[str, Any] = _app().initiate_auth_code_flow(
+        list(SCOPES),
+        redirect_uri=redirect_uri,
+        state=state,
+        login_hint=login_hint,
+        response_mode="form_post",  # the code arrives in a POST body, never in a URL
+    )
+    if "auth_uri" not in flow:
+        raise ProviderError(
+            f"Microsoft sign-in could not start: {flow.get('error')}", permanent=True
+        )
+    return str(flow["auth_uri"]), flow
+
+
+def exchange_code(
+    flow: dict[str, Any], auth_response: dict[str, str]
+) -> tuple[str, dict[str, Any]]:
+    """Finish the flow with the callback's query. Returns the mailbox address and credentials."""
+    cache = msal.SerializableTokenCache()
+    app = _app(cache)
+    try:
+        result = app.acquire_token_by_auth_code_flow(flow, auth_response, scopes=list(SCOPES))
+    except ValueError as exc:  # state mismatch: not the flow we started
+        raise ProviderError(
+            f"Microsoft sign-in answer did not match: {exc}", permanent=True
+        ) from exc
+    except requests.RequestException as exc:
+        raise ProviderError(f"Microsoft sign-in is unreachable: {exc}") from exc
+    if "access_token" not in result:
+        error = _token_error(result)
+        raise ProviderError(str(error), permanent=True)
+    accounts = app.get_accounts()
+    if not accounts:
+        raise ProviderError("Microsoft returned no account for this sign-in", permanent=True)
+    account = accounts[0]
+    credentials = {
+        "token_cache": cache.serialize(),
+        "home_account_id": account["home_account_id"],
+        "username": account.get("username"),
+    }
+    token = str(result["access_token"])
+    provider = GraphProvider("", credentials, get_token=lambda: token)
+    try:
+        me = provider.request(
+            "GET", "/me?$select=mail,userPrincipalName", "reading the profile"
+        ).json()
+    finally:
+        provider.close()
+    address = str(me.get("mail") or me.get("userPrincipalName") or "").lower()
+    if not address:
+        raise ProviderError("Microsoft did not say which mailbox was connected", permanent=True)
+    return address, credentials
