@@ -69,6 +69,7 @@ class SalesforceSettings:
     timeout_seconds: int = 60
     bulk_threshold: int = 2000
     who_retry_seconds: int = 3600
+    batch_seconds: int = 300
 
     @property
     def configured(self) -> bool:
@@ -527,6 +528,15 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         timeout_seconds=_int(env, "SIGHTLINE_SALESFORCE_TIMEOUT_SECONDS", 60, 1, 600),
         bulk_threshold=_int(env, "SIGHTLINE_SALESFORCE_BULK_THRESHOLD", 2000, 201, 10_000_000),
         who_retry_seconds=_int(env, "SIGHTLINE_SALESFORCE_WHO_RETRY_SECONDS", 3600, 1, 7 * 86400),
+        # A team is flushed when a full batch is due or its oldest due row has waited
+        # this long: fewer, fuller calls. Default: ten cron ticks (5 minutes).
+        batch_seconds=_int(
+            env,
+            "SIGHTLINE_SALESFORCE_BATCH_SECONDS",
+            10 * _int(env, "SIGHTLINE_SALESFORCE_FLUSH_SECONDS", 30, 1, 3600),
+            0,
+            86400,
+        ),
     )
     if salesforce.jwt_username and not (sf_client_id and sf_jwt_key):
         raise ConfigError(

@@ -20,7 +20,13 @@ from core.redis import get_redis
 from tests.fakes.salesforce import FakeSalesforce
 from worker.salesforce.budget import OrgBudget
 from worker.salesforce.connections import update_settings
-from worker.salesforce.outbox import KEY_LINE, flush_team, replay_failed, task_key
+from worker.salesforce.outbox import (
+    KEY_LINE,
+    flush_team,
+    replay_failed,
+    task_key,
+    teams_to_flush,
+)
 
 
 @pytest.fixture
@@ -427,3 +433,20 @@ def test_replay_writes_a_dead_letter_once_its_cause_is_fixed(
         assert replay_failed(session, team_id) == 1
     assert flush_team(team_id).done == 1
     assert len(salesforce.tasks()) == 1
+
+
+def test_a_team_is_flushed_when_its_batch_is_full_or_has_waited(
+    salesforce: FakeSalesforce, team_id: int
+) -> None:
+    owe(team_id, 3)
+    now = utcnow()
+    assert get_settings().salesforce.batch_seconds == 300  # ten 30-second cron ticks
+    assert teams_to_flush(now) == []  # three rows can wait for company
+    assert teams_to_flush(now + timedelta(seconds=301)) == [team_id]
+    with session_scope() as session:
+        busy = Team(name="Busy")
+        session.add(busy)
+        session.flush()
+        busy_id = busy.id
+    owe_many(busy_id, [f"p{n}@acme.test" for n in range(500)], per_email=2)
+    assert teams_to_flush(utcnow()) == [busy_id]  # a full write call is ready now

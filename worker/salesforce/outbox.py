@@ -47,7 +47,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from redis.exceptions import LockError
@@ -780,13 +780,36 @@ def release(rows: list[SalesforceOutbox], exc: SalesforceError, stats: FlushStat
 # -- jobs -----------------------------------------------------------------------------
 
 
-def flush_all() -> int:
-    """Cron: queue one flush per team that has due rows."""
-    now = utcnow()
+def teams_to_flush(now: datetime) -> list[int]:
+    """Teams with a full batch due, or whose oldest due row has waited the batch window.
+
+    Writing every cron tick would spend a call pair on a handful of rows; waiting
+    up to SIGHTLINE_SALESFORCE_BATCH_SECONDS fills the calls instead.
+    """
+    window = timedelta(seconds=get_settings().salesforce.batch_seconds)
     with session_scope() as session:
-        team_ids = session.scalars(
-            select(SalesforceOutbox.team_id).where(_due(now)).distinct()
+        due = session.execute(
+            select(
+                SalesforceOutbox.team_id,
+                func.count(),
+                func.min(SalesforceOutbox.next_attempt_at),
+            )
+            .where(_due(now))
+            .group_by(SalesforceOutbox.team_id)
         ).all()
+    ready = []
+    for team_id, count, oldest in due:
+        oldest_at = oldest if isinstance(oldest, datetime) else None
+        if oldest_at is not None and oldest_at.tzinfo is None:
+            oldest_at = oldest_at.replace(tzinfo=UTC)  # SQLite's aggregate skips the column type
+        if count >= CLAIM_BATCH or oldest_at is None or oldest_at <= now - window:
+            ready.append(int(team_id))
+    return ready
+
+
+def flush_all() -> int:
+    """Cron: queue one flush per team that is ready (see `teams_to_flush`)."""
+    team_ids = teams_to_flush(utcnow())
     return sum(
         enqueue_once(
             f"sf-flush:{team_id}",
