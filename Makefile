@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 5000
 
-.PHONY: run test lint format bench bench-reply bench-salesforce bench-pixel stop clean setup setup-dev
+.PHONY: run test lint format bench bench-reply bench-salesforce bench-pixel bench-documents stop clean setup setup-dev
 
 $(VENV)/.runtime: requirements.txt
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) is required (set PYTHON=...)"; exit 1; }
@@ -51,7 +51,7 @@ format: $(VENV)/.dev
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-bench: bench-reply bench-salesforce bench-pixel
+bench: bench-reply bench-salesforce bench-pixel bench-documents
 
 bench-reply: $(VENV)/.dev
 	scripts/test-prereqs.sh core
@@ -64,6 +64,11 @@ bench-salesforce: $(VENV)/.dev
 bench-pixel: $(VENV)/.dev
 	scripts/test-prereqs.sh bench
 	$(BIN)/python -m bench.pixel
+
+## bench-documents: pages/s of the document pipeline vs PyMuPDF alone; first page painted in Chromium
+bench-documents: $(VENV)/.dev
+	scripts/test-prereqs.sh core browser
+	$(BIN)/python -m bench.documents
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

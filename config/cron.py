@@ -9,6 +9,7 @@ from rq import cron
 from config import get_settings, queues
 from config.logging import configure_logging
 from config.rqsettings import REDIS_URL  # noqa: F401 - starts the embedded Redis if needed
+from worker.documents.jobs import recover_documents
 from worker.salesforce.outbox import flush_all
 from worker.sequences.jobs import enqueue_due_steps, recover_stuck_sends, resume_paused
 from worker.sync.engine import poll_mailboxes
@@ -46,3 +47,6 @@ cron.register(
     job_timeout=300,
     result_ttl=0,
 )
+
+# Documents whose job was lost (Redis failover, a killed worker) are queued again.
+cron.register(recover_documents, queues.DEFAULT, interval=60, job_timeout=300, result_ttl=0)

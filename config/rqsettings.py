@@ -16,6 +16,7 @@ QUEUES = list(queues.ALL)
 
 # Imported once in the worker's parent process so each forked job starts warm
 # (otherwise every job pays for importing SQLAlchemy and the vendor SDKs).
+import worker.documents.pipeline  # noqa: E402
 import worker.salesforce.outbox  # noqa: E402
 import worker.sequences.jobs  # noqa: E402
 import worker.sync.engine  # noqa: E402, F401

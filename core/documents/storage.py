@@ -36,7 +36,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import IO
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, insert, select
 from sqlalchemy.orm import Session
 
 from config import get_settings
@@ -70,6 +70,11 @@ class BlobStore(ABC):
 
     def put(self, session: Session, document_id: int, name: str, data: bytes) -> int:
         return self.put_file(session, document_id, name, io.BytesIO(data))
+
+    def put_many(self, session: Session, document_id: int, blobs: dict[str, bytes]) -> None:
+        """Store several small blobs (page images) at once."""
+        for name, data in blobs.items():
+            self.put(session, document_id, name, data)
 
     @abstractmethod
     def iter_chunks(self, document_id: int, name: str) -> Iterator[bytes]:
@@ -113,6 +118,27 @@ class DatabaseBlobStore(BlobStore):
                 break
         session.flush()
         return size
+
+    def put_many(self, session: Session, document_id: int, blobs: dict[str, bytes]) -> None:
+        # One DELETE and one multi-row INSERT for the lot: round trips, not bytes, dominate.
+        names = [check_name(name) for name in blobs]
+        session.execute(
+            delete(DocumentBlob).where(
+                DocumentBlob.document_id == document_id, DocumentBlob.name.in_(names)
+            )
+        )
+        rows = [
+            {
+                "document_id": document_id,
+                "name": name,
+                "seq": seq,
+                "data": data[at : at + CHUNK_BYTES],
+            }
+            for name, data in blobs.items()
+            for seq, at in enumerate(range(0, max(len(data), 1), CHUNK_BYTES))
+        ]
+        if rows:
+            session.execute(insert(DocumentBlob), rows)
 
     def iter_chunks(self, document_id: int, name: str) -> Iterator[bytes]:
         check_name(name)

@@ -170,8 +170,11 @@ def build_document() -> dict[str, Any]:
             },
         },
     }
-    # Salesforce routes document themselves (web/api/salesforce.py).
-    return extend_document(document)
+    # Salesforce routes document themselves (web/api/salesforce.py), and so do the
+    # content library's (web/documents/api.py).
+    from web.documents.api import extend_document as document_routes
+
+    return document_routes(extend_document(document))
 
 
 @bp.get("/openapi.json")

@@ -52,6 +52,13 @@ def _duration(seconds: float) -> str:
     return duration(seconds)
 
 
+@bp.app_template_filter("filesize")
+def _filesize(size: int) -> str:
+    if size < 1024 * 1024:
+        return f"{max(1, round(size / 1024))} KB"
+    return megabytes(size)
+
+
 @bp.app_template_filter("when")
 def _when(value: datetime | None) -> str:
     return value.strftime("%Y-%m-%d %H:%M UTC") if value else "—"

@@ -411,15 +411,17 @@ def _store(
     page_count: int,
 ) -> int:
     """Store a batch of rendered pages (images and rows) and move the progress."""
-    store = get_blob_store()
+    images: dict[str, bytes] = {}
+    for item in batch:
+        number = int(item["page"])
+        for width in IMAGE_WIDTHS:
+            path = out / page_image_name(number, width)
+            images[path.name] = path.read_bytes()
+            path.unlink()
     with session_scope() as session:
+        get_blob_store().put_many(session, document_id, images)
         for item in batch:
             number = int(item["page"])
-            for width in IMAGE_WIDTHS:
-                path = out / page_image_name(number, width)
-                with path.open("rb") as handle:
-                    store.put_file(session, document_id, page_image_name(number, width), handle)
-                path.unlink()
             session.add(
                 DocumentPage(
                     document_id=document_id,
