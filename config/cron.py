@@ -13,6 +13,7 @@ from worker.documents.jobs import recover_documents
 from worker.salesforce.outbox import flush_all
 from worker.sequences.jobs import enqueue_due_steps, recover_stuck_sends, resume_paused
 from worker.sync.engine import poll_mailboxes
+from worker.sync.push import renew_due as renew_push
 
 settings = get_settings()
 configure_logging(settings)
@@ -39,6 +40,8 @@ cron.register(
     result_ttl=0,
 )
 cron.register(recover_stuck_sends, queues.DEFAULT, interval=60, job_timeout=300, result_ttl=0)
+# Gmail watches and Graph subscriptions renewed a day before they lapse (worker/sync/push.py).
+cron.register(renew_push, queues.DEFAULT, interval=900, job_timeout=300, result_ttl=0)
 # Resuming a paused enrolment is due sequence work: it runs on the sequence tick.
 cron.register(
     resume_paused,

@@ -108,6 +108,8 @@ class MailProviderSettings:
     graph_endpoint: str = "https://graph.microsoft.com/v1.0"
     graph_notification_url: str | None = None
     exchange_stream_minutes: int = 29
+    # How often a mailbox whose push is live is polled anyway (the backstop).
+    push_poll_seconds: int = 1800
 
     @property
     def google_configured(self) -> bool:
@@ -453,6 +455,7 @@ def _mail_providers(env: Mapping[str, str], public_base_url: str) -> MailProvide
             env, "GRAPH_NOTIFICATION_URL", f"{public_base_url}/webhooks/graph", https_only=False
         ),
         exchange_stream_minutes=_int(env, "SIGHTLINE_EXCHANGE_STREAM_MINUTES", 29, 1, 30),
+        push_poll_seconds=_int(env, "SIGHTLINE_PUSH_POLL_SECONDS", 1800, 5, 86400),
     )
 
 

@@ -547,6 +547,38 @@ class SalesforceEngagement(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class PushKind(enum.StrEnum):
+    GMAIL_WATCH = "gmail_watch"  # users.watch to a Pub/Sub topic; external_id = the Gmail address
+    GRAPH_SUBSCRIPTION = "graph_subscription"  # external_id = Graph's subscription id
+
+
+class MailboxPush(Base):
+    """How a mailbox tells us about new mail without being polled, and until when.
+
+    One row per Gmail or Microsoft 365 mailbox. `external_id` is what a push
+    names (the Gmail address in a Pub/Sub notification, the subscription id in
+    a Graph change notification), so the webhook finds the mailbox with one
+    indexed lookup. Renewed by cron before `expires_at`
+    (`worker.sync.push.renew_due`); Exchange streaming lives in the listener
+    and needs no row.
+    """
+
+    __tablename__ = "mailbox_push"
+    __table_args__ = (Index("ix_mailbox_push_kind_external", "kind", "external_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    mailbox_id: Mapped[int] = mapped_column(
+        ForeignKey("mailboxes.id", ondelete="CASCADE"), unique=True
+    )
+    kind: Mapped[str] = mapped_column(String(30))
+    external_id: Mapped[str | None] = mapped_column(String(320))
+    expires_at: Mapped[datetime | None]
+    renewed_at: Mapped[datetime | None]
+    last_push_at: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 # -- trackable attachments (issue 4) ---------------------------------------------
 
 

@@ -39,5 +39,9 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     auth.init_app(app)
     app.register_blueprint(feed.bp)
     documents.init_app(app)
+    from web import connect, webhooks
+
+    app.register_blueprint(webhooks.bp)
+    connect.init_app(app)
     cli.init_app(app)
     return app

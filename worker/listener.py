@@ -1,4 +1,4 @@
-"""The `listener` process: holds IMAP IDLE for its shard of mailboxes.
+"""The `listener` process: holds IMAP IDLE and Exchange streaming subscriptions for its shard.
 
 Each listener dyno owns the mailboxes with ``shard_of(id, N) == K`` (N =
 `SIGHTLINE_LISTENER_SHARDS`, K from `SIGHTLINE_LISTENER_SHARD` or the dyno
@@ -10,7 +10,10 @@ stopping those removed, reconnected (credentials changed) or disabled.
 
 A dropped connection is retried with exponential backoff (1 s … 5 min); refused
 credentials stop that mailbox's thread (the sync job marks it "needs
-reconnect"). Gmail and Microsoft 365 push to `web`; they need no listener.
+reconnect"). Exchange mailboxes get the same treatment with an EWS streaming
+subscription (`ExchangeProvider.watch`: Subscribe + GetStreamingEvents, re-issued
+before the server's connection timeout). Gmail and Microsoft 365 push to `web`;
+they need no listener.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import time
 import zlib
 from dataclasses import dataclass
 from types import FrameType
+from typing import Any
 
 import redis
 from sqlalchemy import select
@@ -35,11 +39,13 @@ from core.models import Mailbox, MailboxKind, MailboxStatus
 from core.redis import get_redis
 from worker.sync.base import ProviderError
 from worker.sync.engine import request_sync
-from worker.sync.imap import ImapProvider
+from worker.sync.registry import open_provider
 
 log = logging.getLogger(__name__)
 
 REFRESH_SECONDS = 30
+# The mailbox kinds whose push a listener holds (the others push to `web`).
+WATCHED_KINDS = [MailboxKind.IMAP, MailboxKind.EXCHANGE]
 MAX_BACKOFF_SECONDS = 300
 HEARTBEAT_KEY = "sightline:listener:{shard}"
 # Published when a mailbox is connected or changed, so IDLE starts at once.
@@ -69,11 +75,15 @@ def _on_new_mail(mailbox_id: int) -> None:
 
 
 def _watch_mailbox(
-    mailbox_id: int, email: str, credentials: dict[str, object], stop: threading.Event
+    mailbox_id: int, kind: str, email: str, credentials: dict[str, Any], stop: threading.Event
 ) -> None:
     backoff = 1.0
     while not stop.is_set():
-        provider = ImapProvider(email, credentials)
+        try:
+            provider = open_provider(kind, email, credentials)
+        except ProviderError as exc:
+            log.warning("watch_stopped mailbox_id=%s reason=%s", mailbox_id, exc)
+            return
         try:
             # Whatever arrived while we were not idling is caught up first.
             request_sync(mailbox_id)
@@ -84,8 +94,9 @@ def _watch_mailbox(
                 log.warning("idle_stopped mailbox_id=%s reason=%s", mailbox_id, exc)
                 request_sync(mailbox_id)  # the sync records the mailbox's status
                 return
-            log.info("idle_reconnect mailbox_id=%s in=%.0fs reason=%s", mailbox_id, backoff, exc)
-            stop.wait(backoff)
+            wait = max(backoff, exc.retry_after or 0.0)  # e.g. EWS ErrorServerBusy
+            log.info("idle_reconnect mailbox_id=%s in=%.0fs reason=%s", mailbox_id, wait, exc)
+            stop.wait(wait)
             backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
         finally:
             provider.close()
@@ -99,11 +110,11 @@ class Listener:
         self.stopping = threading.Event()
 
     def refresh(self) -> None:
-        wanted: dict[int, tuple[str, dict[str, object], str]] = {}
+        wanted: dict[int, tuple[str, str, dict[str, Any], str]] = {}
         with session_scope() as session:
             for mailbox in session.scalars(
                 select(Mailbox).where(
-                    Mailbox.kind == MailboxKind.IMAP, Mailbox.status == MailboxStatus.ACTIVE
+                    Mailbox.kind.in_(WATCHED_KINDS), Mailbox.status == MailboxStatus.ACTIVE
                 )
             ):
                 if shard_of(mailbox.id, self.shards) != self.shard:
@@ -114,20 +125,20 @@ class Listener:
                     log.error("listener_credentials mailbox_id=%s error=%s", mailbox.id, exc)
                     continue
                 fingerprint = hashlib.sha256(mailbox.credentials_encrypted.encode()).hexdigest()
-                wanted[mailbox.id] = (mailbox.email, credentials, fingerprint)
+                wanted[mailbox.id] = (mailbox.kind, mailbox.email, credentials, fingerprint)
         for mailbox_id, watch in list(self.watches.items()):
-            gone = mailbox_id not in wanted or wanted[mailbox_id][2] != watch.fingerprint
+            gone = mailbox_id not in wanted or wanted[mailbox_id][3] != watch.fingerprint
             if gone or not watch.thread.is_alive():
                 watch.stop.set()
                 del self.watches[mailbox_id]
-        for mailbox_id, (email, credentials, fingerprint) in wanted.items():
+        for mailbox_id, (kind, email, credentials, fingerprint) in wanted.items():
             if mailbox_id in self.watches:
                 continue
             stop = threading.Event()
             thread = threading.Thread(
                 target=_watch_mailbox,
-                args=(mailbox_id, email, credentials, stop),
-                name=f"idle-{mailbox_id}",
+                args=(mailbox_id, kind, email, credentials, stop),
+                name=f"watch-{kind}-{mailbox_id}",
                 daemon=True,
             )
             thread.start()

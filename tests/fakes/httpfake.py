@@ -19,6 +19,7 @@ message" are read from it.
 from __future__ import annotations
 
 import io
+import itertools
 import os
 import socket
 import ssl
@@ -37,6 +38,7 @@ import trustme
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 _LOCK = threading.Lock()
+_CONNECTIONS = itertools.count(1)
 
 
 @dataclass
@@ -134,6 +136,7 @@ class _Handler(BaseHTTPRequestHandler):
     def setup(self) -> None:
         super().setup()
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.serial = next(_CONNECTIONS)  # unique per connection, unlike id() of the socket
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
@@ -186,7 +189,7 @@ class _Handler(BaseHTTPRequestHandler):
             "wsgi.multithread": True,
             "wsgi.multiprocess": False,
             "wsgi.run_once": False,
-            "fake.connection": id(self.connection),
+            "fake.connection": self.serial,
         }
         for key, value in self.headers.items():
             name = key.upper().replace("-", "_")

@@ -270,3 +270,29 @@ class ExchangeHarness:
         assert provider_ref is not None
         self.fake.corrupt(provider_ref)
         return True
+
+
+def run_jobs(*queue_names: str) -> int:
+    """Run what is queued with RQ's own in-process worker, as `worker` would. Returns jobs run."""
+    from rq import Queue, SimpleWorker
+
+    from config import queues
+    from core.redis import get_redis
+
+    names = queue_names or (queues.SYNC, queues.DEFAULT)
+    redis = get_redis()
+    pending = sum(len(Queue(n, connection=redis)) for n in names)
+    if pending:
+        worker = SimpleWorker([Queue(n, connection=redis) for n in names], connection=redis)
+        worker.work(burst=True, with_scheduler=False)
+    return pending
+
+
+def queued(queue_name: str, function: str) -> list[tuple[Any, ...]]:
+    """The argument tuples of the jobs of `function` waiting on `queue_name`."""
+    from rq import Queue
+
+    from core.redis import get_redis
+
+    queue = Queue(queue_name, connection=get_redis())
+    return [tuple(j.args) for j in queue.get_jobs() if j.func_name == function]

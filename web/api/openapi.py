@@ -170,11 +170,13 @@ def build_document() -> dict[str, Any]:
             },
         },
     }
-    # Salesforce routes document themselves (web/api/salesforce.py), and so do the
-    # content library's (web/documents/api.py).
+    # Salesforce routes document themselves (web/api/salesforce.py).
+    # Mailbox connect routes likewise (web/connect.py), and the content library's
+    # (web/documents/api.py).
+    from web.connect import extend_document as connect_routes
     from web.documents.api import extend_document as document_routes
 
-    return document_routes(extend_document(document))
+    return document_routes(connect_routes(extend_document(document)))
 
 
 @bp.get("/openapi.json")

@@ -51,6 +51,67 @@ class MailboxCreate(Request):
     _email = field_validator("email")(check_email)
 
 
+class OAuthConnect(Request):
+    """Start connecting (or reconnecting) a Gmail or Microsoft 365 mailbox with OAuth."""
+
+    kind: Literal["gmail", "graph"]
+    login_hint: str | None = Field(default=None, max_length=320)
+    return_to: str | None = Field(
+        default=None, max_length=500, description="A path on this site to return to afterwards."
+    )
+
+    @field_validator("login_hint")
+    @classmethod
+    def _hint(cls, value: str | None) -> str | None:
+        return check_email(value) if value else None
+
+    @field_validator("return_to")
+    @classmethod
+    def _return_to(cls, value: str | None) -> str | None:
+        if value and (not value.startswith("/") or value.startswith("//")):
+            raise ValueError("must be a path on this site, starting with one /")
+        return value or None
+
+
+class OAuthStarted(BaseModel):
+    authorization_url: str
+    expires_in: int = Field(description="Seconds the link stays valid.")
+
+
+class ExchangeMailboxCreate(Request):
+    """An Exchange on-premises mailbox (EWS): NTLM or basic with a password, or an OAuth token."""
+
+    kind: Literal["exchange"] = "exchange"
+    email: str = Field(max_length=320)
+    ews_url: str = Field(
+        min_length=1, max_length=500, description="https://mail.example.com/EWS/Exchange.asmx"
+    )
+    auth: Literal["ntlm", "basic", "oauth"] = "ntlm"
+    username: str | None = Field(default=None, max_length=320)
+    password: str | None = Field(default=None, max_length=1000)
+    access_token: str | None = Field(default=None, max_length=8000)
+    verify: bool = Field(
+        default=True, description="Open Inbox and Drafts before saving (recommended)."
+    )
+
+    _email = field_validator("email")(check_email)
+
+    @field_validator("ews_url")
+    @classmethod
+    def _ews_url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^/\s]+/", value):
+            raise ValueError("expected https://host/EWS/Exchange.asmx")
+        return value
+
+    @model_validator(mode="after")
+    def _secret(self) -> ExchangeMailboxCreate:
+        if self.auth == "oauth" and not self.access_token:
+            raise ValueError("access_token: required with auth oauth")
+        if self.auth != "oauth" and not (self.username and self.password):
+            raise ValueError(f"password: username and password are required with auth {self.auth}")
+        return self
+
+
 class StepCreate(Request):
     delay_seconds: int = Field(ge=0, le=365 * 24 * 3600)
     subject: str = Field(default="", max_length=998)

@@ -36,7 +36,7 @@ from sqlalchemy import select, update
 from config import get_settings, queues
 from core.crypto import CredentialsError, decrypt_json
 from core.db import session_scope
-from core.models import Mailbox, MailboxStatus, utcnow
+from core.models import Mailbox, MailboxPush, MailboxStatus, utcnow
 from core.redis import get_redis
 from worker.matching.matcher import find_sent_messages, may_be_report
 from worker.queueing import enqueue_once, job_started
@@ -252,15 +252,31 @@ def poll_mailboxes() -> int:
 
     The push paths (IDLE, webhooks) keep most mailboxes fresh; this is the
     backstop. Mailboxes fall due at their own times (their last sync), so polls
-    spread out instead of firing together.
+    spread out instead of firing together. A Gmail or Microsoft 365 mailbox whose
+    push is live (renewed, not expired, no error) is polled only every
+    SIGHTLINE_PUSH_POLL_SECONDS: at 10,000 mailboxes a minute's poll would cost
+    as much as the pushes themselves.
     """
     settings = get_settings()
-    due_before = utcnow() - timedelta(seconds=settings.sync_poll_seconds)
+    now = utcnow()
+    due_before = now - timedelta(seconds=settings.sync_poll_seconds)
+    push_due_before = now - timedelta(seconds=settings.providers.push_poll_seconds)
+    live_push = (
+        select(MailboxPush.id)
+        .where(
+            MailboxPush.mailbox_id == Mailbox.id,
+            MailboxPush.last_error.is_(None),
+            MailboxPush.expires_at > now,
+        )
+        .exists()
+    )
     with session_scope() as session:
         ids = session.scalars(
             select(Mailbox.id).where(
                 Mailbox.status.in_([MailboxStatus.ACTIVE, MailboxStatus.ERROR]),
-                (Mailbox.last_synced_at.is_(None)) | (Mailbox.last_synced_at < due_before),
+                (Mailbox.last_synced_at.is_(None))
+                | ((Mailbox.last_synced_at < due_before) & ~live_push)
+                | (Mailbox.last_synced_at < push_due_before),
             )
         ).all()
     return sum(request_sync(int(mailbox_id)) for mailbox_id in ids)

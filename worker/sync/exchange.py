@@ -38,6 +38,7 @@ from __future__ import annotations
 import contextlib
 import email.utils
 import logging
+import socket
 import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -418,7 +419,14 @@ class ExchangeProvider(MailboxProvider):
 
 
 def _stop_when(stop: threading.Event, service: GetStreamingEvents) -> None:
+    """Unblock the streaming read when `stop` is set (closing the response alone does not)."""
     stop.wait()
+    response = getattr(service, "_streaming_response", None)
+    connection = getattr(getattr(response, "raw", None), "connection", None)
+    sock = getattr(connection, "sock", None)
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
     with contextlib.suppress(Exception):
         service.stop_streaming()
 

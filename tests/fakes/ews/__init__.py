@@ -59,6 +59,7 @@ class FakeEws:
             self.store.bearer_tokens.clear()
             self.store.faults.clear()
         self.app.stream_seconds = None
+        self.app.forget_connections()
         self.app.closing.clear()
         self._write_ntlm_users()
         self.server.calls.clear()

@@ -304,6 +304,10 @@ class EwsApp:
             return self.store.mailbox(self._ntlm[connection][1]), None
         return None, self._challenge()
 
+    def forget_connections(self) -> None:
+        """Drop every NTLM-authenticated connection (a reset server)."""
+        self._ntlm.clear()
+
     def _challenge(self) -> Response:
         answer = Response(b"", status=401)
         answer.headers.add("WWW-Authenticate", "Negotiate")
@@ -611,7 +615,8 @@ class EwsApp:
                 ],
             )
         folders: set[str] = set()
-        for child in streaming.find("t:FolderIds", NS) or []:
+        folder_ids = streaming.find("t:FolderIds", NS)
+        for child in folder_ids if folder_ids is not None else []:
             holder = etree.Element("x")
             holder.append(child.__copy__())
             name = self._folder_name(mailbox, holder)

@@ -1,0 +1,253 @@
+"""Push for Gmail and Microsoft 365: starting, renewing and stopping it, and what a push names.
+
+Owns the `mailbox_push` rows (`core.models.MailboxPush`) and the jobs that keep
+them alive; it never reads mail (the engine does) and never answers HTTP (the
+webhooks in `web.webhooks` do, and look mailboxes up with `mailbox_for_*`).
+
+    connect / cron tick ─▶ renew_push_job(mailbox)  (one waiting per mailbox)
+        gmail: users.watch(topic, INBOX)           ─▶ row: external_id = address, expires_at
+        graph: PATCH subscription, or POST a new one ─▶ row: external_id = subscription id
+               (clientState = HMAC(SECRET_KEY, mailbox id): checked on every notification)
+    cron renew_due: rows expiring within RENEW_BEFORE, failed rows, and push-capable
+        mailboxes without a row → renew_push_job
+    disconnect ─▶ disconnect_job: stop the watch / delete the subscription, revoke
+        (Gmail), wipe the stored tokens. The mailbox row stays (its history is kept).
+
+A Gmail watch lasts 7 days and Google advises renewing it daily; a Graph
+subscription on messages lasts at most 10,080 minutes. Renewing a day ahead
+covers both, and a failed renewal is retried on the next tick while the
+poll keeps the mailbox fresh.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import logging
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+
+from sqlalchemy import delete, select, update
+
+from config import get_settings, queues
+from core.crypto import CredentialsError, decrypt_json, encrypt_json
+from core.db import session_scope
+from core.events import insert_ignore
+from core.models import Mailbox, MailboxKind, MailboxPush, MailboxStatus, PushKind, utcnow
+from worker.queueing import enqueue_once, job_started
+from worker.sync.base import MailboxProvider, ProviderError
+from worker.sync.credentials import credential_saver
+from worker.sync.registry import open_provider
+
+if TYPE_CHECKING:
+    from worker.sync.graph import GraphProvider
+
+log = logging.getLogger(__name__)
+
+RENEW_BEFORE = timedelta(days=1)
+RENEW_JOB = "worker.sync.push.renew_push_job"
+DISCONNECT_JOB = "worker.sync.push.disconnect_job"
+PUSH_KINDS = {
+    MailboxKind.GMAIL: PushKind.GMAIL_WATCH,
+    MailboxKind.GRAPH: PushKind.GRAPH_SUBSCRIPTION,
+}
+
+
+def client_state(mailbox_id: int) -> str:
+    """The secret Graph echoes in every notification for this mailbox's subscription."""
+    key = get_settings().secret_key.encode()
+    digest = hmac.new(key, f"graph-client-state:{mailbox_id}".encode(), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest).decode().rstrip("=")
+
+
+def request_renewal(mailbox_id: int) -> bool:
+    return enqueue_once(f"push:{mailbox_id}", queues.DEFAULT, RENEW_JOB, mailbox_id, ttl=3600)
+
+
+def renew_due() -> int:
+    """Cron: queue a renewal for every push that expires soon, failed, or was never started."""
+    cutoff = utcnow() + RENEW_BEFORE
+    with session_scope() as session:
+        rows = session.execute(
+            select(Mailbox.id, MailboxPush.id, MailboxPush.expires_at, MailboxPush.last_error)
+            .outerjoin(MailboxPush, MailboxPush.mailbox_id == Mailbox.id)
+            .where(
+                Mailbox.kind.in_(list(PUSH_KINDS)),
+                Mailbox.status.in_([MailboxStatus.ACTIVE, MailboxStatus.ERROR]),
+            )
+        ).all()
+    due = [
+        mailbox_id
+        for mailbox_id, push_id, expires_at, last_error in rows
+        if push_id is None or last_error is not None or expires_at is None or expires_at <= cutoff
+    ]
+    return sum(request_renewal(int(mailbox_id)) for mailbox_id in due)
+
+
+def renew_push_job(mailbox_id: int) -> dict[str, object]:
+    """RQ job: start or renew the mailbox's push. Safe to run twice."""
+    job_started(f"push:{mailbox_id}")
+    with session_scope() as session:
+        mailbox = session.get(Mailbox, mailbox_id)
+        if mailbox is None or mailbox.kind not in PUSH_KINDS:
+            return {"status": "none"}
+        if mailbox.status in (MailboxStatus.NEEDS_RECONNECT, MailboxStatus.DISABLED):
+            return {"status": "skipped", "mailbox_status": mailbox.status}
+        kind, email = mailbox.kind, mailbox.email
+        push = session.scalar(select(MailboxPush).where(MailboxPush.mailbox_id == mailbox_id))
+        subscription_id = push.external_id if push is not None else None
+        saver = credential_saver(mailbox.id, mailbox.credentials_encrypted)
+        try:
+            credentials = decrypt_json(mailbox.credentials_encrypted)
+        except CredentialsError as exc:
+            _record(mailbox_id, kind, None, None, str(exc))
+            return {"status": "failed"}
+    providers = get_settings().providers
+    topic, url = providers.gmail_pubsub_topic, providers.graph_notification_url
+    if (kind == MailboxKind.GMAIL and not topic) or (kind == MailboxKind.GRAPH and not url):
+        missing = "GMAIL_PUBSUB_TOPIC" if kind == MailboxKind.GMAIL else "GRAPH_NOTIFICATION_URL"
+        _record(mailbox_id, kind, None, None, f"{missing} is not set: this mailbox is polled only")
+        return {"status": "unconfigured"}
+    try:
+        with open_provider(kind, email, credentials, save_credentials=saver) as provider:
+            if kind == MailboxKind.GMAIL:
+                from worker.sync.gmail import GmailProvider
+
+                assert isinstance(provider, GmailProvider) and topic
+                expires = provider.start_watch(topic)
+                external: str | None = email.lower()
+            else:
+                from worker.sync.graph import GraphProvider
+
+                assert isinstance(provider, GraphProvider) and url
+                external, expires = _subscribe(provider, mailbox_id, subscription_id, url)
+    except ProviderError as exc:
+        _record(mailbox_id, kind, None, None, str(exc), keep_external=True)
+        if exc.needs_reconnect:
+            with session_scope() as session:
+                session.execute(
+                    update(Mailbox)
+                    .where(Mailbox.id == mailbox_id)
+                    .values(status=MailboxStatus.NEEDS_RECONNECT, status_reason=str(exc))
+                )
+            return {"status": "needs_reconnect"}
+        if exc.permanent:
+            return {"status": "failed"}
+        raise
+    _record(mailbox_id, kind, external, expires, None)
+    log.info("push_renewed mailbox_id=%s kind=%s expires_at=%s", mailbox_id, kind, expires)
+    return {"status": "renewed", "expires_at": expires.isoformat() if expires else None}
+
+
+def _subscribe(
+    provider: GraphProvider, mailbox_id: int, subscription_id: str | None, url: str
+) -> tuple[str, datetime]:
+    """Renew the Graph subscription, or make a new one when it is gone."""
+    if subscription_id:
+        try:
+            return subscription_id, provider.renew(subscription_id)
+        except ProviderError as exc:
+            if not exc.permanent or exc.needs_reconnect:
+                raise
+            log.info("graph_subscription_gone mailbox_id=%s reason=%s", mailbox_id, exc)
+    return provider.subscribe(url, client_state(mailbox_id))
+
+
+def _record(
+    mailbox_id: int,
+    kind: str,
+    external_id: str | None,
+    expires_at: datetime | None,
+    error: str | None,
+    *,
+    keep_external: bool = False,
+) -> None:
+    push_kind = PUSH_KINDS[MailboxKind(kind)]
+    now = utcnow()
+    with session_scope() as session:
+        insert_ignore(
+            session,
+            MailboxPush.__table__,  # type: ignore[arg-type]
+            {"mailbox_id": mailbox_id, "kind": push_kind, "created_at": now},
+            "mailbox_id",
+        )
+        values: dict[str, object] = {"kind": push_kind, "last_error": error}
+        if not keep_external:
+            values["external_id"] = external_id
+            values["expires_at"] = expires_at
+            values["renewed_at"] = now if error is None else None
+        session.execute(
+            update(MailboxPush).where(MailboxPush.mailbox_id == mailbox_id).values(**values)
+        )
+    if error is not None:
+        log.warning("push_failed mailbox_id=%s kind=%s error=%s", mailbox_id, kind, error)
+
+
+def disconnect_job(mailbox_id: int) -> dict[str, object]:
+    """RQ job: stop the push, give the grant back where the provider allows, wipe the tokens."""
+    with session_scope() as session:
+        mailbox = session.get(Mailbox, mailbox_id)
+        if mailbox is None:
+            return {"status": "none"}
+        kind, email = mailbox.kind, mailbox.email
+        push = session.scalar(select(MailboxPush).where(MailboxPush.mailbox_id == mailbox_id))
+        subscription_id = push.external_id if push is not None else None
+        try:
+            credentials = decrypt_json(mailbox.credentials_encrypted)
+        except CredentialsError:
+            credentials = {}
+    if credentials and kind in PUSH_KINDS:
+        try:
+            with open_provider(kind, email, credentials) as provider:
+                _stop(provider, subscription_id)
+        except ProviderError as exc:
+            # The tokens are wiped below either way; a watch left behind expires by itself.
+            log.warning("disconnect_cleanup_failed mailbox_id=%s error=%s", mailbox_id, exc)
+    with session_scope() as session:
+        session.execute(
+            update(Mailbox)
+            .where(Mailbox.id == mailbox_id, Mailbox.status == MailboxStatus.DISABLED)
+            .values(credentials_encrypted=encrypt_json({}), sync_cursor=None)
+        )
+        session.execute(delete(MailboxPush).where(MailboxPush.mailbox_id == mailbox_id))
+    log.info("mailbox_disconnected mailbox_id=%s kind=%s", mailbox_id, kind)
+    return {"status": "disconnected"}
+
+
+def _stop(provider: MailboxProvider, subscription_id: str | None) -> None:
+    from worker.sync.gmail import GmailProvider
+    from worker.sync.graph import GraphProvider
+
+    if isinstance(provider, GmailProvider):
+        provider.stop_watch()
+        provider.revoke()
+    elif isinstance(provider, GraphProvider) and subscription_id:
+        provider.unsubscribe(subscription_id)
+
+
+def mailboxes_for_gmail_push(address: str) -> list[tuple[int, dict[str, object] | None]]:
+    """(mailbox id, sync cursor) of the active Gmail mailboxes a push for `address` is about."""
+    with session_scope() as session:
+        rows = session.execute(
+            select(Mailbox.id, Mailbox.sync_cursor)
+            .join(MailboxPush, MailboxPush.mailbox_id == Mailbox.id)
+            .where(
+                MailboxPush.kind == PushKind.GMAIL_WATCH,
+                MailboxPush.external_id == address.lower(),
+                Mailbox.status.in_([MailboxStatus.ACTIVE, MailboxStatus.ERROR]),
+            )
+        ).all()
+    return [(int(i), c) for i, c in rows]
+
+
+def mailbox_for_subscription(subscription_id: str) -> int | None:
+    """The mailbox whose Graph subscription this is (any status: the caller decides)."""
+    with session_scope() as session:
+        found = session.scalar(
+            select(MailboxPush.mailbox_id).where(
+                MailboxPush.kind == PushKind.GRAPH_SUBSCRIPTION,
+                MailboxPush.external_id == subscription_id,
+            )
+        )
+    return int(found) if found is not None else None
