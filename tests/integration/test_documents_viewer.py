@@ -359,12 +359,20 @@ def test_downloads_can_be_withheld(app: Flask, client: FlaskClient) -> None:
 def test_a_team_that_left_the_team_plan_keeps_links_working_but_untracked(
     client: FlaskClient, shared: Shared
 ) -> None:
+    _response, opened_before = open_viewer(client, shared.token)
     with session_scope() as session:
         session.execute(update(Team).values(plan=Plan.SOLO))
-    _response, visit = open_viewer(client, shared.token)
-    started_ago(visit, 20)
-    assert beacon(client, shared.token, visit, 1, {"1": 5000}).status_code == 204
+    response, visit = open_viewer(client, shared.token)
+    assert response.status_code == 200 and visit == ""  # readable, and nothing recorded
+    assert len(re.findall(r"<img ", response.get_data(as_text=True))) == 4
+    # A page opened before the switch keeps reporting: it is answered, and not kept.
+    started_ago(opened_before, 20)
+    assert beacon(client, shared.token, opened_before, 1, {"1": 5000}).status_code == 204
+    assert client.get(f"/d/{shared.token}/download").status_code == 200
+    assert page_ms() == {}
     assert events() == []
+    with session_scope() as session:
+        assert len(session.scalars(select(DocumentVisit)).all()) == 1  # the one from before
 
 
 def test_the_library_explains_the_plan_to_a_solo_team(app: Flask, client: FlaskClient) -> None:

@@ -36,7 +36,6 @@ from core.models import (
     DocumentStatus,
     DocumentVisit,
     SentMessage,
-    utcnow,
 )
 from web.db import db
 from web.documents import visits
@@ -158,9 +157,12 @@ def view(token: str) -> ResponseReturnValue:
     if isinstance(resolved, Refusal):
         return resolved.page()
     link, document = resolved.link, resolved.document
-    sent = db().get_one(SentMessage, link.sent_message_id)
-    visit = visits.start_visit(db(), link, sent)
-    db().commit()
+    visit = None
+    if visits.tracking_on(db(), link):
+        visit = visits.start_visit(db(), link, db().get_one(SentMessage, link.sent_message_id))
+        db().commit()
+    own_device = visits.device_of_team(db(), link.team_id) is not None
+    visit_value = visit_token(visit.id, link.id) if visit is not None else ""
     pages = (
         db()
         .scalars(
@@ -179,11 +181,11 @@ def view(token: str) -> ResponseReturnValue:
         document=document,
         pages=pages,
         image=image,
-        own_device=visit.hit_class == "self" and visit.device_id is not None,
+        own_device=own_device,
         allow_download=link.allow_download,
-        download_url=url_for("viewer.download", token=token, v=visit_token(visit.id, link.id)),
+        download_url=url_for("viewer.download", token=token, v=visit_value or None),
         beacon_url=url_for("viewer.beacon", token=token),
-        visit=visit_token(visit.id, link.id),
+        visit=visit_value,
     )
 
 
@@ -236,6 +238,8 @@ def beacon(token: str) -> ResponseReturnValue:
     if document.deleted_at is not None or link_state(link) != "active":
         # The link stopped working while the page was open: stop counting.
         return _error(410, "this link no longer works")
+    if not visits.tracking_on(db(), link):
+        return Response(status=204)  # tracking was switched off while the page was open
     try:
         report = visits.BeaconReport.parse(body, document.page_count or 0)
     except visits.ReportError as exc:
@@ -265,15 +269,17 @@ def download(token: str) -> ResponseReturnValue:
             "still read it online.",
             403,
         ).page()
-    visit_ref = read_visit_token(request.args.get("v", ""))
-    visit = db().get(DocumentVisit, visit_ref.visit_id) if visit_ref else None
-    if visit is None or visit.link_id != link.id:
-        # Downloaded without opening the viewer first (or the visit token was lost).
-        visit = visits.start_visit(db(), link, db().get_one(SentMessage, link.sent_message_id))
-    made = visits.record_download(db(), visit, link, document)
-    db().commit()
-    if made:
-        visits.nudge_feed()
+    if visits.tracking_on(db(), link):
+        visit_ref = read_visit_token(request.args.get("v", ""))
+        visit = db().get(DocumentVisit, visit_ref.visit_id) if visit_ref else None
+        if visit is None or visit.link_id != link.id:
+            # Downloaded without opening the viewer first (or the visit token was lost).
+            sent = db().get_one(SentMessage, link.sent_message_id)
+            visit = visits.start_visit(db(), link, sent)
+        made = visits.record_download(db(), visit, link, document)
+        db().commit()
+        if made:
+            visits.nudge_feed()
     try:
         chunks = get_blob_store().iter_chunks(document.id, "original")
     except BlobNotFoundError:
@@ -282,5 +288,5 @@ def download(token: str) -> ResponseReturnValue:
     response = Response(stream_with_context(chunks), mimetype=document.content_type)
     response.headers["Content-Disposition"] = _content_disposition(document.name)
     response.headers["Content-Length"] = str(document.size_bytes)
-    log.info("document_download link_id=%s visit_id=%s at=%s", link.id, visit.id, utcnow())
+    log.info("document_download link_id=%s", link.id)
     return response

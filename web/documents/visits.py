@@ -208,12 +208,20 @@ def start_visit(session: Session, link: DocumentLink, sent: SentMessage) -> Docu
 # -- what counts ----------------------------------------------------------------------
 
 
-def counts(session: Session, visit: DocumentVisit, link: DocumentLink) -> bool:
-    """A person's visit, on a link of a team that tracks documents now."""
-    if visit.hit_class != COUNTED_CLASS or not link.tracked:
+def tracking_on(session: Session, link: DocumentLink) -> bool:
+    """The link was made tracked and its team tracks documents now (team plan, tracking on).
+
+    When it is off, the viewer works and records nothing at all.
+    """
+    if not link.tracked:
         return False
     team = session.get_one(Team, link.team_id)
     return team.plan == Plan.TEAM and team.tracking_enabled
+
+
+def counts(session: Session, visit: DocumentVisit, link: DocumentLink) -> bool:
+    """A person's visit, on a link of a team that tracks documents now."""
+    return visit.hit_class == COUNTED_CLASS and tracking_on(session, link)
 
 
 def feed_text(kind: str, data: dict[str, Any]) -> str | None:

@@ -12,6 +12,7 @@
   var pages = Array.prototype.slice.call(root.querySelectorAll(".page"));
   var count = pages.length;
   var beaconUrl = root.dataset.beacon, visit = root.dataset.visit;
+  var tracking = Boolean(visit); // no visit: this link records nothing, paging still works
   var currentLabel = document.getElementById("current");
   var prev = document.getElementById("prev"), next = document.getElementById("next");
   var current = 1, ms = {}, dirty = false, stopped = false;
@@ -36,7 +37,7 @@
   }
 
   function flush(final) {
-    if (stopped) return;
+    if (stopped || !tracking) return;
     tick();
     if (!dirty && !final) return;
     dirty = false;
