@@ -65,6 +65,7 @@ class Shared:
     sent_id: int
     team_id: int
     original: bytes
+    api_token: str
 
 
 def share(
@@ -117,7 +118,7 @@ def share(
         from core.documents.tokens import link_token
 
         token = link_token(link.id, document_id, sent.id, 0)
-        return Shared(token, link.id, document_id, sent.id, team.id, original)
+        return Shared(token, link.id, document_id, sent.id, team.id, original, api_token)
 
 
 @pytest.fixture
@@ -414,3 +415,32 @@ def test_revoking_from_the_library_stops_the_link(client: FlaskClient, shared: S
     assert client.get(f"/d/{shared.token}").status_code == 410
     no_csrf = client.post(f"/documents/links/{shared.link_id}", data={"action": "restore"})
     assert no_csrf.status_code == 400
+
+
+def test_the_api_reports_views_per_page_and_recipient_and_manages_links(
+    client: FlaskClient, shared: Shared
+) -> None:
+    headers = {"Authorization": f"Bearer {shared.api_token}"}
+    _response, visit = open_viewer(client, shared.token)
+    started_ago(visit, 60)
+    beacon(client, shared.token, visit, 2, {"1": 12000, "2": 30000, "4": 3000})
+    views = js(client.get(f"/api/v1/documents/{shared.document_id}/views", headers=headers))
+    assert views["seconds_per_page"] == [12.0, 30.0, 0.0, 3.0]
+    (recipient,) = views["recipients"]
+    assert recipient["recipient"]["email"] == "dana@prospect.test"
+    assert recipient["seconds_per_page"] == [12.0, 30.0, 0.0, 3.0]
+    assert recipient["views"]["visits"] == 1 and recipient["state"] == "active"
+    revoked = client.patch(
+        f"/api/v1/document-links/{shared.link_id}", json={"revoked": True}, headers=headers
+    )
+    assert revoked.status_code == 200 and js(revoked)["state"] == "revoked"
+    assert client.get(f"/d/{shared.token}").status_code == 410
+    naive = client.patch(
+        f"/api/v1/document-links/{shared.link_id}",
+        json={"expires_at": "2030-01-01T00:00:00"},
+        headers=headers,
+    )
+    assert naive.status_code == 422 and "time zone" in js(naive)["error"]["message"]
+    in_use = client.delete(f"/api/v1/documents/{shared.document_id}", headers=headers)
+    assert in_use.status_code == 204  # on no step: removed; its links now say so
+    assert client.get(f"/d/{shared.token}").status_code == 410

@@ -42,6 +42,7 @@ from web.documents.common import (
     megabytes,
     recipients,
     seconds_per_page,
+    seconds_per_page_by_link,
     team_document,
 )
 
@@ -415,6 +416,8 @@ def views(document_id: int) -> ResponseReturnValue:
     _team()
     document = _document(document_id)
     rows = recipients(db(), document)
+    per_link = seconds_per_page_by_link(db(), document)
+    empty = [0.0] * (document.page_count or 0)
     return jsonify(
         {
             "document_id": document.id,
@@ -422,7 +425,7 @@ def views(document_id: int) -> ResponseReturnValue:
             "recipients": [
                 {
                     **link_json(row),
-                    "seconds_per_page": seconds_per_page(db(), document, row.link.id),
+                    "seconds_per_page": per_link.get(row.link.id, empty),
                 }
                 for row in rows
             ],

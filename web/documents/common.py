@@ -209,6 +209,42 @@ def link_state(link: DocumentLink, now: datetime | None = None) -> str:
     return "active"
 
 
+def summaries_by_link(session: Session, document_id: int) -> dict[int, VisitSummary]:
+    """`visit_summary` for every link of a document, in one query."""
+    rows = session.execute(
+        select(
+            DocumentVisit.link_id,
+            func.count(DocumentVisit.id),
+            func.coalesce(func.sum(DocumentVisit.total_ms), 0),
+            func.max(DocumentVisit.last_seen_at),
+            func.count(DocumentVisit.downloaded_at),
+        )
+        .where(DocumentVisit.document_id == document_id, counted())
+        .group_by(DocumentVisit.link_id)
+    )
+    return {
+        int(link_id): VisitSummary(int(visits), round(float(ms) / 1000, 1), last_at, int(downloads))
+        for link_id, visits, ms, last_at, downloads in rows
+    }
+
+
+def seconds_per_page_by_link(session: Session, document: Document) -> dict[int, list[float]]:
+    """`seconds_per_page` for every link with counted visits, in one query."""
+    rows = session.execute(
+        select(DocumentVisit.link_id, DocumentPageView.page, func.sum(DocumentPageView.ms))
+        .join(DocumentVisit, DocumentVisit.id == DocumentPageView.visit_id)
+        .where(DocumentVisit.document_id == document.id, counted())
+        .group_by(DocumentVisit.link_id, DocumentPageView.page)
+    )
+    pages = document.page_count or 0
+    found: dict[int, list[float]] = {}
+    for link_id, page, ms in rows:
+        values = found.setdefault(int(link_id), [0.0] * pages)
+        if 1 <= page <= pages:
+            values[page - 1] = round(float(ms or 0) / 1000, 1)
+    return found
+
+
 @dataclass(frozen=True)
 class RecipientRow:
     link: DocumentLink
@@ -231,6 +267,8 @@ def recipients(session: Session, document: Document) -> list[RecipientRow]:
         .order_by(DocumentLink.created_at.desc(), DocumentLink.id.desc())
     )
     now = utcnow()
+    summaries = summaries_by_link(session, document.id)
+    nothing = VisitSummary(0, 0.0, None, 0)
     out = []
     for link, prospect_email, name, subject, sent_at in rows:
         email = prospect_email
@@ -245,7 +283,7 @@ def recipients(session: Session, document: Document) -> list[RecipientRow]:
                 name=name,
                 subject=subject,
                 sent_at=sent_at,
-                summary=visit_summary(session, document.id, link.id),
+                summary=summaries.get(link.id, nothing),
                 state=link_state(link, now),
             )
         )

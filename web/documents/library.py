@@ -36,6 +36,7 @@ from web.documents.common import (
     megabytes,
     recipients,
     seconds_per_page,
+    seconds_per_page_by_link,
     team_document,
     visit_summary,
 )
@@ -180,10 +181,10 @@ def detail(document_id: int) -> ResponseReturnValue:
     values = seconds_per_page(db(), document)
     summary = visit_summary(db(), document.id)
     rows = recipients(db(), document)
+    per_link = seconds_per_page_by_link(db(), document)
     charts = {
         row.link.id: seconds_per_page_svg(
-            seconds_per_page(db(), document, row.link.id),
-            f"Seconds per page for {row.name or row.email}",
+            per_link.get(row.link.id, []), f"Seconds per page for {row.name or row.email}"
         )
         for row in rows
         if row.summary.visits
