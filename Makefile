@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 5000
 
-.PHONY: run test lint format bench bench-reply bench-salesforce bench-pixel bench-documents stop clean setup setup-dev
+.PHONY: run test lint format bench bench-reply bench-salesforce bench-salesforce-faults bench-pixel bench-documents stop clean setup setup-dev
 
 $(VENV)/.runtime: requirements.txt
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) is required (set PYTHON=...)"; exit 1; }
@@ -57,8 +57,15 @@ bench-reply: $(VENV)/.dev
 	scripts/test-prereqs.sh core
 	$(BIN)/python -m bench.reply_latency
 
+## bench-salesforce: Salesforce API calls per 1,000 activities (the outbox against the fake org)
 bench-salesforce: $(VENV)/.dev
+	scripts/test-prereqs.sh core
 	$(BIN)/python -m bench.salesforce_calls
+
+## bench-salesforce-faults: 5,000 activities through 10 % injected faults and killed workers
+bench-salesforce-faults: $(VENV)/.dev
+	scripts/test-prereqs.sh core
+	$(BIN)/python -m bench.salesforce_faults
 
 ## bench-pixel: wrk against the pixel endpoint and nginx serving the same GIF
 bench-pixel: $(VENV)/.dev

@@ -74,6 +74,7 @@ from worker.salesforce.engagement import (
     TASK_ENGAGEMENT,
     TASK_FIELDS,
     engagement_fields,
+    engagement_key,
     sent_task_key,
 )
 from worker.salesforce.resolver import Prospective, WhoResolver
@@ -755,6 +756,24 @@ def settle(rows: list[SalesforceOutbox], outcomes: dict[int, Outcome], stats: Fl
                 )
                 .values(**values)
             )
+        written = [
+            engagement_key(sid)
+            for row in rows
+            if outcomes.get(row.id, Outcome("")).status == OutboxStatus.DONE
+            and (sid := sent_id_of(row)) is not None
+            and row.kind == "task_sent"
+        ]
+        if written:
+            # Engagement that waited for these emails' Tasks can go now.
+            session.execute(
+                update(SalesforceOutbox)
+                .where(
+                    SalesforceOutbox.key.in_(written),
+                    SalesforceOutbox.status == OutboxStatus.PENDING,
+                    SalesforceOutbox.next_attempt_at > now,
+                )
+                .values(next_attempt_at=now)
+            )
 
 
 def release(rows: list[SalesforceOutbox], exc: SalesforceError, stats: FlushStats) -> None:
@@ -816,7 +835,10 @@ def flush_all() -> int:
             queues.SALESFORCE,
             "worker.salesforce.outbox.flush_team_job",
             int(team_id),
-            ttl=300,
+            # Short: a job lost between dequeue and `job_started` (its worker killed
+            # while forking) holds this marker until it expires. A duplicate flush
+            # job is harmless: the team's lock turns it away.
+            ttl=max(10, 2 * get_settings().salesforce_flush_seconds),
             retry=None,
         )
         for team_id in team_ids
