@@ -14,6 +14,9 @@ from worker.sequences import engine
 log = logging.getLogger(__name__)
 
 DUE_BATCH = 1000
+# A marker outlives a job killed before it started only this long (see
+# worker/sync/engine.py QUEUED_MARKER_SECONDS); claims make a spare job harmless.
+STEP_MARKER_SECONDS = 120
 
 
 def enqueue_due_steps() -> int:
@@ -32,7 +35,7 @@ def enqueue_due_steps() -> int:
             "worker.sequences.jobs.send_due_step",
             enrollment_id,
             step,
-            ttl=600,
+            ttl=STEP_MARKER_SECONDS,
             retry=None,  # the claim is the retry point; stuck sends are recovered below
         )
     if queued:
@@ -68,7 +71,7 @@ def recover_stuck_sends() -> int:
             queues.SEND,
             "worker.sequences.jobs.deliver_message",
             sent_id,
-            ttl=600,
+            ttl=STEP_MARKER_SECONDS,
         )
         for sent_id in ids
     )

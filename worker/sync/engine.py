@@ -53,6 +53,11 @@ BACKOFF_KEY = "sightline:sync:backoff:{mailbox_id}"
 MIN_BACKOFF_SECONDS = 1.0
 MAX_BACKOFF_SECONDS = 3600.0
 SYNC_JOB = "worker.sync.engine.sync_mailbox_job"
+# How long a "sync queued" marker may outlive its job. Short on purpose: a worker
+# killed after taking the job but before it starts leaves the marker behind, and
+# until it expires no push can queue a sync. A spare sync, the price of a marker
+# that expired early, is harmless (one sync at a time per mailbox, idempotent).
+QUEUED_MARKER_SECONDS = 120
 
 
 @dataclass
@@ -78,11 +83,11 @@ def request_sync(mailbox_id: int, *, delay: float | None = None) -> bool:
             queues.SYNC,
             SYNC_JOB,
             mailbox_id,
-            ttl=LOCK_TIMEOUT_SECONDS + math.ceil(delay),
+            ttl=QUEUED_MARKER_SECONDS + math.ceil(delay),
             delay=timedelta(seconds=delay),
         )
     return enqueue_once(
-        f"sync:{mailbox_id}", queues.SYNC, SYNC_JOB, mailbox_id, ttl=LOCK_TIMEOUT_SECONDS
+        f"sync:{mailbox_id}", queues.SYNC, SYNC_JOB, mailbox_id, ttl=QUEUED_MARKER_SECONDS
     )
 
 
