@@ -3,7 +3,8 @@
 Reproduce: `make bench-pixel` (or `python -m bench.pixel --duration 10 --connections 50`).
 
 Starts a private redis-server (unix socket, AOF with fsync every second: the
-production setting), the Procfile's `web` process (uvicorn, WEB_CONCURRENCY=2)
+production setting), the Procfile's `web` process (gunicorn with uvicorn
+workers, WEB_CONCURRENCY=2)
 and nginx (2 workers) serving the 43-byte GIF as a static file. wrk (2 threads)
 loads nginx first, then the pixel with a valid signed token, each for the same
 time. Then it counts the hits durable in the stream (XLEN; no consumer runs)
@@ -138,6 +139,7 @@ def main() -> None:
 
     from tests.services import process
     from tests.services.redis import PrivateRedisServer
+    from tests.stack import procfile
 
     work = Path(tempfile.mkdtemp(prefix="sightline-bench-pixel-", dir="/tmp"))
     work.chmod(0o755)
@@ -177,6 +179,8 @@ def main() -> None:
         NGINX_CONF.format(dir=work, port=nginx_port, workers=args.web_workers)
     )
     nginx_bin = shutil.which("nginx") or "/usr/sbin/nginx"
+    # Exactly what the Procfile runs, with this interpreter's bin on PATH.
+    web_command = procfile()["web"]
     procs = []
     try:
         procs.append(
@@ -187,7 +191,7 @@ def main() -> None:
         )
         procs.append(
             process.spawn(
-                [sys.executable, "-m", "web.tracking.serve"],
+                web_command,
                 log_path=work / "web.log",
                 env=env,
                 cwd=ROOT,

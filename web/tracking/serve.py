@@ -1,17 +1,33 @@
-"""`python -m web.tracking.serve`: the `web` process (uvicorn, binding $PORT).
+"""How the `web` process serves the ASGI front door: gunicorn with uvicorn workers.
 
-uvloop and httptools carry the hot paths; `WEB_CONCURRENCY` worker processes
-(default 2) share the port. No access log: a line per pixel load would cost more
-than the hit itself and would put addresses in the logs; Flask requests are few
-and log what matters themselves.
+The Procfile runs `gunicorn --config config/gunicorn.py web.tracking.app:app`;
+`Worker` is the gunicorn worker class: uvicorn on uvloop and httptools, no
+access log, no server header, and no proxy-header rewriting (client addresses
+are read by core.tracking.classify.client_ip, which knows which hops to trust).
+`python -m web.tracking.serve` runs the same app under plain uvicorn, for
+debugging without gunicorn.
 """
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 import uvicorn
+from uvicorn_worker import UvicornWorker  # type: ignore[import-untyped]
 
 from config import get_settings
 from config.logging import configure_logging
+
+
+class Worker(UvicornWorker):  # type: ignore[misc]
+    CONFIG_KWARGS: ClassVar[dict[str, Any]] = {
+        "loop": "uvloop",
+        "http": "httptools",
+        "lifespan": "on",
+        "access_log": False,
+        "proxy_headers": False,
+        "server_header": False,
+    }
 
 
 def main() -> None:
