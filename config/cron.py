@@ -12,6 +12,7 @@ from config.rqsettings import REDIS_URL  # noqa: F401 - starts the embedded Redi
 from worker.documents.jobs import recover_documents
 from worker.salesforce.outbox import flush_all
 from worker.sequences.jobs import enqueue_due_steps, recover_stuck_sends, resume_paused
+from worker.sequences.oneoff import enqueue_due_one_offs
 from worker.sync.engine import poll_mailboxes
 from worker.sync.push import renew_due as renew_push
 
@@ -20,6 +21,14 @@ configure_logging(settings)
 
 cron.register(
     enqueue_due_steps,
+    queues.DEFAULT,
+    interval=settings.sequence_tick_seconds,
+    job_timeout=300,
+    result_ttl=0,
+)
+# One-off emails scheduled for later go out on the same tick as sequence steps.
+cron.register(
+    enqueue_due_one_offs,
     queues.DEFAULT,
     interval=settings.sequence_tick_seconds,
     job_timeout=300,

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
 from config import get_settings
@@ -49,13 +49,15 @@ from core.models import (
     Sequence,
     SequenceStep,
     Team,
+    User,
     utcnow,
 )
+from core.templates import render_all
 from core.tracking.html import apply_tracking
 from core.tracking.tokens import now_seconds
 from worker.documents.outgoing import documents_for_message
-from worker.sequences.render import html_to_text, render_template
-from worker.sync.base import OutgoingMessage, ProviderError, SendResult
+from worker.sequences.render import html_to_text, placeholder_values, render_template
+from worker.sync.base import Attachment, OutgoingMessage, ProviderError, SendResult
 from worker.sync.credentials import credential_saver
 from worker.sync.mime import new_message_id
 from worker.sync.registry import open_provider
@@ -126,6 +128,128 @@ def enroll(
         )
     )
     return enrollment
+
+
+def enroll_many(
+    session: Session,
+    *,
+    sequence: Sequence,
+    people: list[tuple[str, str | None, str | None]],
+    now: datetime,
+) -> int:
+    """Enrol (email, name, company) people in `sequence` at once: a CSV import.
+
+    The same rules as `enroll`, in a few statements rather than a few per person,
+    all in the caller's transaction: all of them are enrolled, or (an error) none.
+    New prospects are created; known ones keep their name and company, blanks
+    filled in. Returns how many were enrolled.
+
+    Raises:
+        EnrollmentError: no steps, or the first address that is opted out,
+            undeliverable, or already enrolled in this sequence.
+    """
+    if not sequence.steps:
+        raise EnrollmentError("sequence has no steps")
+    wanted = {email.strip().lower(): (name, company) for email, name, company in people}
+    if not wanted:
+        return 0
+    addresses = list(wanted)
+    known = _known_prospects(session, sequence.team_id, addresses)
+    for email, prospect in known.items():
+        _check_enrollable(prospect)
+        name, company = wanted[email]
+        if name and not prospect.name:
+            prospect.name = name
+        if company and not prospect.company:
+            prospect.company = company
+    new = [
+        {"team_id": sequence.team_id, "email": e, "name": n, "company": c, "created_at": now}
+        for e, (n, c) in wanted.items()
+        if e not in known
+    ]
+    if new:
+        session.execute(insert(Prospect), new)
+    ids: dict[int, str] = {}
+    for start in range(0, len(addresses), 500):
+        chunk = addresses[start : start + 500]
+        rows = session.execute(
+            select(Prospect.id, Prospect.email).where(
+                Prospect.team_id == sequence.team_id, Prospect.email.in_(chunk)
+            )
+        )
+        ids.update({int(i): str(e) for i, e in rows})
+        already = session.scalar(
+            select(Prospect.email)
+            .join(Enrollment, Enrollment.prospect_id == Prospect.id)
+            .where(Enrollment.sequence_id == sequence.id, Prospect.email.in_(chunk))
+            .limit(1)
+        )
+        if already is not None:
+            raise EnrollmentError(f"{already} is already enrolled in this sequence")
+    first_due = now + timedelta(seconds=sequence.steps[0].delay_seconds)
+    session.execute(
+        insert(Enrollment),
+        [
+            {
+                "team_id": sequence.team_id,
+                "sequence_id": sequence.id,
+                "prospect_id": prospect_id,
+                "state": EnrollmentState.ACTIVE,
+                "state_reason": "enrolled",
+                "state_changed_at": now,
+                "next_step": 0,
+                "next_step_at": first_due,
+                "steps_sent": 0,
+                "created_at": now,
+            }
+            for prospect_id in ids
+        ],
+    )
+    prospect_ids = list(ids)
+    enrollment_ids: list[int] = []
+    for start in range(0, len(prospect_ids), 500):
+        enrollment_ids.extend(
+            int(i)
+            for i in session.scalars(
+                select(Enrollment.id).where(
+                    Enrollment.sequence_id == sequence.id,
+                    Enrollment.prospect_id.in_(prospect_ids[start : start + 500]),
+                )
+            )
+        )
+    session.execute(
+        insert(EnrollmentTransition),
+        [
+            {
+                "enrollment_id": enrollment_id,
+                "from_state": "new",
+                "to_state": "active",
+                "reason": "enrolled",
+                "at": now,
+            }
+            for enrollment_id in enrollment_ids
+        ],
+    )
+    log.info("enrolled_many sequence_id=%s count=%s", sequence.id, len(enrollment_ids))
+    return len(enrollment_ids)
+
+
+def _known_prospects(session: Session, team_id: int, emails: list[str]) -> dict[str, Prospect]:
+    known: dict[str, Prospect] = {}
+    for start in range(0, len(emails), 500):
+        chunk = emails[start : start + 500]
+        for prospect in session.scalars(
+            select(Prospect).where(Prospect.team_id == team_id, Prospect.email.in_(chunk))
+        ):
+            known[prospect.email] = prospect
+    return known
+
+
+def _check_enrollable(prospect: Prospect) -> None:
+    if prospect.opted_out_at is not None:
+        raise EnrollmentError(f"{prospect.email} opted out on {prospect.opted_out_at:%Y-%m-%d}")
+    if prospect.undeliverable_at is not None:
+        raise EnrollmentError(f"{prospect.email} is undeliverable (hard bounce)")
 
 
 def transition(
@@ -205,6 +329,14 @@ def claim_due_step(session: Session, enrollment_id: int, now: datetime) -> SentM
         return None
     mailbox = session.get_one(Mailbox, sequence.mailbox_id)
     prospect = session.get_one(Prospect, enrollment.prospect_id)
+    sender_name = _sender_name(session, mailbox)
+    # A value the step needs and the prospect lacks is never sent as a gap or as
+    # raw braces: the enrolment waits, paused, with the reason (core.templates).
+    values = placeholder_values(prospect, mailbox, sender_name)
+    _, blocked = render_all([(step.subject, False), (step.body_html, True)], values)
+    if blocked:
+        _hold_for_missing_values(session, enrollment.id, position, blocked, now)
+        return None
     previous = _previous_sent(session, enrollment.id, position) if step.same_thread else None
     # A step re-scheduled after a soft bounce goes out again as a new attempt.
     attempt = session.scalar(
@@ -213,14 +345,16 @@ def claim_due_step(session: Session, enrollment_id: int, now: datetime) -> SentM
         .where(SentMessage.enrollment_id == enrollment.id, SentMessage.step_position == position)
     )
     first_subject = sequence.steps[0].subject
-    subject = render_template(step.subject, prospect, mailbox).strip()
+    subject = render_template(step.subject, prospect, mailbox, sender_name=sender_name).strip()
     references: list[str] = []
     in_reply_to = None
     if previous is not None:
         in_reply_to = previous.message_id
         references = [*(previous.references or "").split(), previous.message_id]
         if not subject:
-            base = previous.subject or render_template(first_subject, prospect, mailbox)
+            base = previous.subject or render_template(
+                first_subject, prospect, mailbox, sender_name=sender_name
+            )
             subject = base if base.lower().startswith("re:") else f"Re: {base}"
     sent = SentMessage(
         team_id=enrollment.team_id,
@@ -242,6 +376,41 @@ def claim_due_step(session: Session, enrollment_id: int, now: datetime) -> SentM
     session.add(sent)
     session.flush()
     return sent
+
+
+def _sender_name(session: Session, mailbox: Mailbox) -> str | None:
+    """The mailbox owner's name, for ``{{sender_name}}``."""
+    if mailbox.user_id is None:
+        return None
+    return session.scalar(select(User.name).where(User.id == mailbox.user_id))
+
+
+def _hold_for_missing_values(
+    session: Session, enrollment_id: int, position: int, blocked: tuple[str, ...], now: datetime
+) -> None:
+    """Give the claimed step back and pause: a person fills the value in, then resumes."""
+    session.execute(
+        update(Enrollment)
+        .where(Enrollment.id == enrollment_id)
+        .values(next_step=position, next_step_at=None)
+        .execution_options(synchronize_session=False)
+    )
+    names = ", ".join(f"{{{{{b}}}}}" if not b.startswith("{{") else b for b in blocked)
+    transition(
+        session,
+        enrollment_id,
+        EnrollmentState.PAUSED,
+        f"step {position + 1} needs a value for {names}: fill it in on the prospect "
+        "(or give the placeholder a fallback, e.g. {{first_name|there}}), then resume",
+        from_states={EnrollmentState.ACTIVE},
+        now=now,
+    )
+    log.info(
+        "step_held_missing_values enrollment_id=%s step=%s missing=%s",
+        enrollment_id,
+        position,
+        ",".join(blocked),
+    )
 
 
 def _previous_sent(session: Session, enrollment_id: int, position: int) -> SentMessage | None:
@@ -325,6 +494,8 @@ def _outgoing(
     """
     prospect = session.get(Prospect, sent.prospect_id) if sent.prospect_id else None
     body_html = ""
+    track_this = True  # a one-off email may be sent untracked
+    extra_attachments: list[Attachment] = []
     if sent.enrollment_id is not None and sent.step_position is not None:
         enrollment = session.get_one(Enrollment, sent.enrollment_id)
         step = session.scalar(
@@ -334,14 +505,28 @@ def _outgoing(
             )
         )
         if step is not None:
-            body_html = render_template(step.body_html, prospect, mailbox, html=True)
+            body_html = render_template(
+                step.body_html,
+                prospect,
+                mailbox,
+                html=True,
+                sender_name=_sender_name(session, mailbox),
+            )
+    else:
+        # A one-off email: its body was written, filled in and checked when composed.
+        from worker.sequences.oneoff import composed_body
+
+        composed = composed_body(session, sent, with_files=tracked)
+        if composed is not None:
+            body_html, track_this, extra_attachments = composed
     # Documents on the step: tracked links (made per recipient only when sending) and files.
     documents = documents_for_message(
         session, sent, base_url=get_settings().public_base_url, sending=tracked
     )
     body_html = documents.add_to(body_html)
     sent_html = body_html
-    if tracked and body_html.strip() and session.get_one(Team, sent.team_id).tracking_enabled:
+    tracking_on = track_this and session.get_one(Team, sent.team_id).tracking_enabled
+    if tracked and body_html.strip() and tracking_on:
         sent_html = apply_tracking(
             body_html,
             base_url=get_settings().public_base_url,
@@ -361,7 +546,7 @@ def _outgoing(
         in_reply_to=sent.in_reply_to,
         references=(sent.references or "").split(),
         thread_id=sent.thread_id,
-        attachments=documents.attachments,
+        attachments=[*documents.attachments, *extra_attachments],
     )
 
 

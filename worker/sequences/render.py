@@ -1,19 +1,20 @@
 """Filling a step's placeholders, and the plain-text part of an HTML body.
 
-Placeholders are ``{{first_name}}``, ``{{name}}``, ``{{email}}``, ``{{company}}``,
-``{{sender_email}}``. An unknown placeholder or a missing value renders as empty
-text, never as the raw ``{{…}}`` a prospect would see. Values are HTML-escaped
-in HTML bodies.
+The placeholders and the missing-value rule live in `core.templates`
+(``{{first_name}}``, ``{{company|fallback}}``, …). Here a missing value or an
+unknown placeholder renders as empty text, never as the raw ``{{…}}`` a prospect
+would see; the sequence engine checks for them before it claims a step
+(`core.templates.render_all`) and holds the enrolment instead of sending.
+Values are HTML-escaped in HTML bodies.
 """
 
 from __future__ import annotations
 
-import html
 import re
 from html.parser import HTMLParser
 from typing import Protocol
 
-_PLACEHOLDER = re.compile(r"\{\{\s*([a-zA-Z_]+)\s*\}\}")
+from core.templates import render, values_for
 
 
 class _Person(Protocol):
@@ -26,31 +27,24 @@ class _Sender(Protocol):
     email: str
 
 
-def placeholder_values(prospect: _Person | None, mailbox: _Sender | None) -> dict[str, str]:
-    name = (prospect.name or "").strip() if prospect else ""
-    return {
-        "name": name,
-        "first_name": name.split()[0] if name else "",
-        "email": prospect.email if prospect else "",
-        "company": (prospect.company or "") if prospect else "",
-        "sender_email": mailbox.email if mailbox else "",
-    }
+def placeholder_values(
+    prospect: _Person | None, mailbox: _Sender | None, sender_name: str | None = None
+) -> dict[str, str]:
+    return values_for(
+        prospect, sender_email=mailbox.email if mailbox else None, sender_name=sender_name
+    )
 
 
 def render_template(
-    template: str, prospect: _Person | None, mailbox: _Sender | None, *, html: bool = False
+    template: str,
+    prospect: _Person | None,
+    mailbox: _Sender | None,
+    *,
+    html: bool = False,
+    sender_name: str | None = None,
 ) -> str:
-    values = placeholder_values(prospect, mailbox)
-
-    def substitute(match: re.Match[str]) -> str:
-        value = values.get(match.group(1).lower(), "")
-        return _escape(value) if html else value
-
-    return _PLACEHOLDER.sub(substitute, template)
-
-
-def _escape(value: str) -> str:
-    return html.escape(value, quote=True)
+    values = placeholder_values(prospect, mailbox, sender_name)
+    return render(template, values, html_mode=html).text
 
 
 class _TextExtractor(HTMLParser):
