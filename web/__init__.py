@@ -39,6 +39,9 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     auth.init_app(app)
     app.register_blueprint(feed.bp)
     documents.init_app(app)
+    from web import app as app_pages
+
+    app_pages.init_app(app)
     from web import connect, webhooks
 
     app.register_blueprint(webhooks.bp)

@@ -1,0 +1,69 @@
+"""The web app a salesperson uses: compose and send, templates, sequences, prospects, reports.
+
+One blueprint per concept, each registered by `init_app`:
+
+    emails       /emails, /emails/new, /emails/<id>       compose, sent and scheduled, one email
+    templates    /templates…                              saved subjects and bodies
+    sequences    /sequences…                              steps, enrolling, CSV import
+    enrollments  /enrollments/<id>…                       history; pause, resume, finish
+    prospects    /prospects…                              list, search, one prospect
+    reports      /reports…                                funnel by step, seconds per page
+    preview      /preview                                 the editors' live preview (JSON)
+    imap         /mailboxes/imap                          connect an IMAP mailbox
+
+Pages are server-rendered (Jinja, autoescaped) with a light touch of JavaScript
+(`web/static/app/`): the rich-text editor, the live preview, small helpers; every
+form works without it. Every page requires sign-in and shows only the signed-in
+user's team's rows (`web.app.common.owned`); every state change carries the CSRF
+token (`web.auth.protect`); every answer carries the security headers of
+`web.app.common.SECURITY_HEADERS`. Bodies written here are sanitized with an
+allow-list and previewed only inside sandboxed iframes.
+
+Must never: show one team's data to another, put user data into a page unescaped,
+or run a send anywhere but through the workers' claim (`worker.sequences`).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from flask import Flask
+
+
+def _when(value: datetime | None) -> str:
+    return value.strftime("%Y-%m-%d %H:%M UTC") if value else "\u2014"
+
+
+def _clean_html(value: str | None) -> str:
+    """A body as the editor may load it: what the allow-list keeps (escaped again by Jinja)."""
+    from core.templates import plain_to_html, sanitize_html
+
+    return sanitize_html(plain_to_html(value or ""))
+
+
+def init_app(app: Flask) -> None:
+    from web.app import (
+        email_templates,
+        emails,
+        enrollments,
+        imap,
+        preview,
+        prospects,
+        reports,
+        sequences,
+    )
+
+    for module in (
+        emails,
+        email_templates,
+        sequences,
+        enrollments,
+        prospects,
+        reports,
+        preview,
+        imap,
+    ):
+        app.register_blueprint(module.bp)
+    app.jinja_env.filters["utc"] = _when
+    app.jinja_env.filters["clean_html"] = _clean_html
+    app.jinja_env.globals["has_endpoint"] = lambda name: name in app.view_functions

@@ -1,0 +1,166 @@
+"""Prospects: the team's list with search, and one prospect's page.
+
+The page shows who they are (name and company can be fixed here: a step that
+needs a missing value waits until they are filled in), their enrolments, the
+one-off emails sent to them, everything that happened (the timeline), and the
+link to their Contact or Lead in Salesforce once the Salesforce outbox has
+resolved them (`salesforce_outbox.who_id`, on the team's org's instance URL).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from flask import flash, redirect, render_template, request, url_for
+from flask.typing import ResponseReturnValue
+from sqlalchemy import ColumnElement, func, or_, select
+
+from config import get_settings
+from core.models import (
+    Enrollment,
+    Event,
+    Prospect,
+    SalesforceConnection,
+    SalesforceOutbox,
+    Sequence,
+)
+from web.app.common import (
+    FormErrors,
+    app_blueprint,
+    form_str,
+    keyset_page,
+    owned,
+    team_id,
+)
+from web.app.timeline import history
+from web.auth import login_required
+from web.db import db
+
+bp = app_blueprint("prospects", __name__)
+
+NAME_LIMIT = 200
+SEARCH_LIMIT = 200
+
+
+def salesforce_link(prospect: Prospect) -> tuple[str, str] | None:
+    """(URL, record id) of the prospect's Contact or Lead, once Salesforce resolved it."""
+    who_id = db().scalar(
+        select(SalesforceOutbox.who_id)
+        .where(
+            SalesforceOutbox.team_id == prospect.team_id,
+            SalesforceOutbox.who_email == prospect.email,
+            SalesforceOutbox.who_id.is_not(None),
+        )
+        .order_by(SalesforceOutbox.id.desc())
+        .limit(1)
+    )
+    if not who_id:
+        return None
+    instance = db().scalar(
+        select(SalesforceConnection.instance_url).where(
+            SalesforceConnection.team_id == prospect.team_id
+        )
+    )
+    instance = instance or get_settings().salesforce.instance_url
+    if not instance:
+        return None
+    return f"{instance.rstrip('/')}/{who_id}", str(who_id)
+
+
+def _search_filter(q: str) -> ColumnElement[bool]:
+    needle = q.lower()
+    return or_(
+        func.lower(Prospect.email).contains(needle, autoescape=True),
+        func.lower(func.coalesce(Prospect.name, "")).contains(needle, autoescape=True),
+        func.lower(func.coalesce(Prospect.company, "")).contains(needle, autoescape=True),
+    )
+
+
+@bp.get("/prospects")
+@login_required
+def index() -> ResponseReturnValue:
+    q = (request.args.get("q") or "").strip()[:SEARCH_LIMIT]
+    query = select(Prospect).where(Prospect.team_id == team_id())
+    if q:
+        query = query.where(_search_filter(q))
+    page = keyset_page(query, Prospect.id)
+    ids = [p.id for p in page.items]
+    counts: dict[int, int] = dict(
+        db()
+        .execute(
+            select(Enrollment.prospect_id, func.count())
+            .where(Enrollment.prospect_id.in_(ids))
+            .group_by(Enrollment.prospect_id)
+        )
+        .all()
+    )
+    return render_template("app/prospects.html", page=page, q=q, counts=counts)
+
+
+def _parse_before() -> datetime | None:
+    raw = request.args.get("before_time") or ""
+    if not raw:
+        return None
+    try:
+        return datetime.fromisoformat(raw)
+    except ValueError:
+        return None
+
+
+def _page(
+    prospect: Prospect, errors: FormErrors | None = None, status: int = 200
+) -> ResponseReturnValue:
+    enrollments = keyset_page(
+        select(Enrollment, Sequence.name)
+        .join(Sequence, Sequence.id == Enrollment.sequence_id)
+        .where(Enrollment.prospect_id == prospect.id, Enrollment.team_id == prospect.team_id),
+        Enrollment.id,
+        scalars=False,
+        key=lambda row: int(row[0].id),
+    )
+    enrollment_ids = list(
+        db().scalars(select(Enrollment.id).where(Enrollment.prospect_id == prospect.id))
+    )
+    timeline = history(
+        event_filter=(Event.prospect_id == prospect.id) & (Event.team_id == prospect.team_id),
+        enrollment_ids=enrollment_ids,
+        before=_parse_before(),
+    )
+    return (
+        render_template(
+            "app/prospect.html",
+            prospect=prospect,
+            enrollments=enrollments,
+            timeline=timeline,
+            salesforce=salesforce_link(prospect),
+            errors=errors or FormErrors(),
+            form=request.form if errors else None,
+        ),
+        status,
+    )
+
+
+@bp.get("/prospects/<int:prospect_id>")
+@login_required
+def detail(prospect_id: int) -> ResponseReturnValue:
+    return _page(owned(Prospect, prospect_id))
+
+
+@bp.post("/prospects/<int:prospect_id>")
+@login_required
+def update(prospect_id: int) -> ResponseReturnValue:
+    prospect = owned(Prospect, prospect_id)
+    errors = FormErrors()
+    name = " ".join(form_str("name").split())
+    company = " ".join(form_str("company").split())
+    if len(name) > NAME_LIMIT:
+        errors.add("name", f"Name: at most {NAME_LIMIT} characters ({len(name)} given).")
+    if len(company) > NAME_LIMIT:
+        errors.add("company", f"Company: at most {NAME_LIMIT} characters ({len(company)} given).")
+    if errors:
+        return _page(prospect, errors, 422)
+    prospect.name = name or None
+    prospect.company = company or None
+    db().commit()
+    flash(f"Saved {prospect.email}.", "ok")
+    return redirect(url_for("prospects.detail", prospect_id=prospect.id))
