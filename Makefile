@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 5000
 
-.PHONY: run test lint format bench bench-reply bench-salesforce bench-salesforce-faults bench-pixel bench-documents stop clean setup setup-dev
+.PHONY: run test lint format bench bench-reply bench-salesforce bench-salesforce-faults bench-pixel bench-documents bench-ui stop clean setup setup-dev
 
 $(VENV)/.runtime: requirements.txt
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) is required (set PYTHON=...)"; exit 1; }
@@ -51,7 +51,7 @@ format: $(VENV)/.dev
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-bench: bench-reply bench-salesforce bench-pixel bench-documents
+bench: bench-reply bench-salesforce bench-pixel bench-documents bench-ui
 
 bench-reply: $(VENV)/.dev
 	scripts/test-prereqs.sh core
@@ -76,6 +76,10 @@ bench-pixel: $(VENV)/.dev
 bench-documents: $(VENV)/.dev
 	scripts/test-prereqs.sh core browser
 	$(BIN)/python -m bench.documents
+
+## bench-ui: page render times and sizes with 5,000 enrolments; CSV import of 1,000 and 5,000 rows
+bench-ui: $(VENV)/.dev
+	$(BIN)/python -m bench.ui
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
