@@ -31,6 +31,7 @@ from core.events import natural_key, record_event
 from core.models import (
     Event,
     Mailbox,
+    MessageDocument,
     OneOffAttachment,
     OneOffEmail,
     Prospect,
@@ -190,6 +191,35 @@ def test_a_composed_email_is_delivered_tracked_with_content_and_a_plain_file(
     listing = client.get("/emails").get_data(as_text=True)
     assert 'data-shared="opened"' in listing
     assert f'data-recipient="{prospect}" data-state="sent"' in listing
+
+    # The document's seconds per page are on the reports page (team plan).
+    reports = client.get("/reports").get_data(as_text=True)
+    assert 'aria-label="Seconds per page of pricing.pdf"' in reports
+    # A sequence step can carry the same document from the library.
+    created = client.post(
+        "/sequences/new",
+        data={"csrf_token": csrf(client), "name": "Deck", "mailbox_id": str(mailbox_id)},
+    )
+    sequence_id = int(re.findall(r"/sequences/(\d+)", created.headers["Location"])[0])
+    step = client.post(
+        f"/sequences/{sequence_id}/steps/new",
+        data={
+            "csrf_token": csrf(client),
+            "delay": "0",
+            "unit": "minutes",
+            "subject": "The deck",
+            "body_html": "<p>Here it is.</p>",
+            "documents": str(document_id),
+        },
+    )
+    assert step.status_code == 302, step.get_data(as_text=True)
+    with session_scope() as session:
+        attached = session.execute(
+            select(MessageDocument.document_id, MessageDocument.tracked).where(
+                MessageDocument.step_id.is_not(None)
+            )
+        ).all()
+        assert [tuple(a) for a in attached] == [(document_id, True)]
 
     # The same again with tracking off for this email: untouched HTML.
     response = compose(

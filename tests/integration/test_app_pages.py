@@ -293,6 +293,12 @@ def test_signed_out_visitors_are_sent_to_sign_in_and_forms_need_the_csrf_token(
     assert refused.status_code == 400
     refused = signed.post("/preview", data={"subject": "x"})
     assert refused.status_code == 400
+    too_large = signed.post(
+        "/preview",
+        data={"body_html": "x" * 200_001},
+        headers={"X-CSRF-Token": csrf(signed)},
+    )
+    assert too_large.status_code == 413
 
 
 def test_user_data_is_escaped_and_bodies_are_only_previewed_in_a_sandbox(

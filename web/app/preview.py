@@ -170,6 +170,9 @@ def preview_json() -> ResponseReturnValue:
     if prospect is None and form.get("to"):
         prospect = person_for(form.get("to", ""))
     body = form.get("body_html") or ""
+    if len(body) > BODY_LIMIT or len(form.get("subject") or "") > SUBJECT_LIMIT:
+        error = {"code": "too_large", "message": f"body_html: at most {BODY_LIMIT:,} characters"}
+        return jsonify({"error": error}), 413
     result = build_preview(form.get("subject") or "", plain_to_html(body), prospect, mailbox)
     return jsonify(result.as_json())
 
