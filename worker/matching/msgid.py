@@ -113,8 +113,10 @@ def _as_text(value: str | bytes | None) -> str:
     if isinstance(value, bytes):
         text = value[: _MAX_INPUT_CHARS * 4].decode("utf-8", errors="replace")
     else:
-        # The email package keeps undecodable bytes as lone surrogates.
-        text = value.encode("utf-8", errors="surrogateescape").decode("utf-8", errors="replace")
+        # compat32 hands over an email.header.Header when a value has 8-bit bytes
+        # (str() is its text); the email package keeps undecodable bytes as lone
+        # surrogates.
+        text = str(value).encode("utf-8", errors="surrogateescape").decode("utf-8", "replace")
     text = text[:_MAX_INPUT_CHARS]
     # Folding is CRLF + whitespace; a bare CR or LF in a value is noise too.
     return text.replace("\r", " ").replace("\n", " ")

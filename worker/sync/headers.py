@@ -11,6 +11,7 @@ values: a header that cannot be decoded is kept as it came.
 
 from __future__ import annotations
 
+import email.errors
 import email.utils
 from datetime import datetime
 from email.header import decode_header, make_header
@@ -26,7 +27,8 @@ def decode_words(value: str) -> str:
         return value
     try:
         return str(make_header(decode_header(value)))
-    except (ValueError, LookupError, UnicodeError):
+    except (ValueError, LookupError, UnicodeError, email.errors.HeaderParseError):
+        # HeaderParseError: a broken base64 encoded-word (found by tests/fuzz).
         return value
 
 

@@ -25,7 +25,7 @@ recipient (bounce) within 30 days.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -72,9 +72,11 @@ def handle_inbound(
     session: Session, mailbox: MailboxRef, summary: HeaderSummary, raw: bytes
 ) -> Outcome:
     """Classify `raw` and record what it means. The caller owns the transaction."""
+    summary = storable_summary(summary)
     if summary.from_addr and summary.from_addr == mailbox.email.lower():
         return Outcome("own")
     classification = classify_message(raw)
+    classification = replace(classification, text=_storable(classification.text))
     refs = list(dict.fromkeys([*classification.refers_to, *summary.candidates]))
     known = find_sent_messages(session, mailbox.team_id, [*refs, *_own_id(summary)])
     if summary.rfc_message_id and summary.rfc_message_id in known:
@@ -92,6 +94,32 @@ def handle_inbound(
     if classification.kind == "other":
         return Outcome("ignored", "other", sent.id)
     return _record(session, mailbox, summary, classification, sent)
+
+
+def _storable(value: Any) -> Any:
+    """`value` with every NUL character removed, in nested dicts and lists too.
+
+    Mail from the internet may carry NUL bytes (a broken mailer, a mislabelled
+    UTF-16 part). PostgreSQL refuses them in text columns, and a reply that
+    cannot be stored is a reply that does not stop its sequence.
+    """
+    if isinstance(value, str):
+        return value.replace("\x00", "")
+    if isinstance(value, dict):
+        return {_storable(k): _storable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_storable(v) for v in value)
+    return value
+
+
+def storable_summary(summary: HeaderSummary) -> HeaderSummary:
+    """The summary with the text we store (subject, sender) free of NUL characters."""
+    return replace(
+        summary,
+        subject=_storable(summary.subject),
+        from_addr=_storable(summary.from_addr),
+        provider_id=_storable(summary.provider_id),
+    )
 
 
 def _own_id(summary: HeaderSummary) -> list[str]:
@@ -127,6 +155,7 @@ def _record(
     now = utcnow()
     prospect = session.get(Prospect, sent.prospect_id) if sent.prospect_id else None
     signal = read_signal(classification, prospect.email if prospect else None, now)
+    signal = replace(signal, data=_storable(signal.data))
     inbound_id = _insert_inbound(session, mailbox, summary, classification, sent, signal, now)
     event_key = natural_key(signal.kind, sent.id, summary.rfc_message_id or summary.provider_id)
     event_id = record_event(
@@ -235,6 +264,8 @@ def _owe_reply_task(
 
 def quarantine(session: Session, mailbox: MailboxRef, summary: HeaderSummary, error: str) -> None:
     """Keep a message we could not handle where a person can see it."""
+    summary = storable_summary(summary)
+    error = _storable(error)
     insert_ignore(
         session,
         InboundMessage.__table__,  # type: ignore[arg-type]

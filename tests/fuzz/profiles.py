@@ -1,0 +1,48 @@
+"""How hard the property tests (fuzzing) in this folder push: `fuzz(n)` settings.
+
+- `ci` (the default, what `make test` runs): `n` examples per property,
+  derandomized so a run is reproducible, no deadline.
+- `long` (`HYPOTHESIS_PROFILE=long`): 40 times `n` fresh random examples per
+  property, the fuzzing run documented in SECURITY.md:
+
+      HYPOTHESIS_PROFILE=long python -m pytest tests/fuzz -p no:cacheprovider \\
+          --hypothesis-show-statistics -q
+
+The profiles are applied per test (`@fuzz(n)`), never loaded globally, so the
+rest of the suite keeps its own Hypothesis settings.
+"""
+
+from __future__ import annotations
+
+import os
+
+from hypothesis import HealthCheck, settings
+
+LONG_FACTOR = 40
+PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "ci")
+
+settings.register_profile(
+    "ci",
+    derandomize=True,
+    deadline=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+settings.register_profile(
+    "long",
+    derandomize=False,
+    deadline=None,
+    print_blob=True,
+    suppress_health_check=[
+        HealthCheck.too_slow,
+        HealthCheck.function_scoped_fixture,
+        HealthCheck.data_too_large,
+    ],
+)
+
+
+def fuzz(examples: int) -> settings:
+    """Settings for a property: `examples` in CI, `LONG_FACTOR` times as many in the long run."""
+    profile = PROFILE if PROFILE in ("ci", "long") else "ci"
+    factor = LONG_FACTOR if profile == "long" else 1
+    return settings(settings.get_profile(profile), max_examples=examples * factor)
