@@ -8,6 +8,12 @@ daemonised and outlives the process that started it, so a restarted web or
 worker process finds its queues where it left them; `make stop` (or
 `python -m core.redis stop`) shuts it down. It never listens on TCP, so it cannot
 collide with a system Redis on 6379.
+
+Every client (ours, and RQ's worker and cron through `--connection-class
+core.redis.ResilientRedis`) retries a command that met a refused or dropped
+connection with back-off for about 16 s: a Redis restart or failover costs
+latency, not a crashed worker (RQ's worker quits on a connection error outside
+its dequeue loop, and on Heroku a crashed dyno is restarted with growing delays).
 """
 
 from __future__ import annotations
@@ -20,8 +26,11 @@ import sys
 import time
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 
 from config import Settings, get_settings
 
@@ -118,9 +127,29 @@ def client_url(settings: Settings) -> str:
     return url
 
 
+# 0.05 + 0.1 + ... + 0.8, then 1 s a try: about 16 s in all before a command gives up.
+RETRIES = 20
+
+
+def resilient_retry() -> Retry:
+    """Back-off for commands whose connection was refused or dropped (a Redis restart)."""
+    return Retry(ExponentialBackoff(cap=1.0, base=0.05), RETRIES)
+
+
+class ResilientRedis(redis.Redis):
+    """`redis.Redis` with `resilient_retry()`; `from_url` is what RQ's command line calls."""
+
+    @classmethod
+    def from_url(cls, url: str, **kwargs: Any) -> ResilientRedis:
+        kwargs.setdefault("retry", resilient_retry())
+        client = super().from_url(url, **kwargs)
+        assert isinstance(client, ResilientRedis)  # redis-py builds `cls`
+        return client
+
+
 def connect(settings: Settings) -> redis.Redis:
     """A new client for the configured server, starting the embedded one if needed."""
-    return redis.Redis.from_url(client_url(settings), health_check_interval=30)
+    return ResilientRedis.from_url(client_url(settings), health_check_interval=30)
 
 
 @lru_cache(maxsize=1)
