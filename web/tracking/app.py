@@ -13,6 +13,11 @@ Pixel ``GET|HEAD /o/<token>.gif``::
 Click ``GET|HEAD /c/<token>``: the destination comes from the signed token only.
 Bad token: 404 page. Good token: XADD, then 302 to the destination — also when
 Redis is down (logged as a lost hit): a prospect's click is never blocked.
+
+A failed XADD (Redis restarting, a failover) is retried for up to
+`APPEND_RETRY_SECONDS` before a pixel answers 503, so a brief outage costs a
+little latency, not opens. A valid token hammered from one address is shed by
+a per-copy token bucket (`web.tracking.limits`): answered, counted, not kept.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from typing import Any, cast
 from urllib.parse import quote
 
 import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from config import get_settings
@@ -33,12 +39,14 @@ from core.tracking import hits as hit_stream
 from core.tracking.classify import client_ip, is_prefetch
 from core.tracking.tokens import (
     DEVICE_COOKIE,
+    ClickToken,
     DeviceRef,
     OpenToken,
     read_click_token,
     read_device_cookie,
     read_open_token,
 )
+from web.tracking.limits import FLUSH_SECONDS, SHED_KEY, HitLimiter
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +79,9 @@ _HTML_HEADERS = [
     (b"content-type", b"text/html; charset=utf-8"),
     (b"cache-control", NO_STORE),
 ]
+_SHED_HEADER = (b"x-sightline-hit", b"shed")
+# How long a failed XADD is retried (Redis restarting) before the hit is given up.
+APPEND_RETRY_SECONDS = 3.0
 
 
 def header(scope: Scope, name: bytes) -> str | None:
@@ -114,15 +125,47 @@ class HitWriter:
             self.task = asyncio.ensure_future(self._flush())
         await future
 
+    async def _execute(self, batch: list[tuple[dict[str, str], asyncio.Future[Any]]]) -> list[Any]:
+        """XADD the batch in one round trip, retrying while Redis cannot take it.
+
+        A refused connection, a dropped one or Redis still loading its data
+        (LOADING) is retried with back-off for up to `APPEND_RETRY_SECONDS`:
+        a restart or a failover then costs latency, not hits. Any other error,
+        or the time running out, is raised.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + APPEND_RETRY_SECONDS
+        delay = 0.05
+        attempt = 1
+        while True:
+            try:
+                async with self.client.pipeline(transaction=False) as pipe:
+                    for fields, _ in batch:
+                        pipe.xadd(hit_stream.STREAM, fields)  # type: ignore[arg-type]
+                    results: list[Any] = await pipe.execute(raise_on_error=False)
+                if not any(isinstance(r, RedisConnectionError) for r in results):
+                    return results
+                error: BaseException = next(r for r in results if isinstance(r, Exception))
+            except (RedisConnectionError, OSError) as exc:
+                error = exc
+            if loop.time() + delay > deadline:
+                raise error
+            log.warning(
+                "hit_append_retry attempt=%s entries=%s error=%s",
+                attempt,
+                len(batch),
+                type(error).__name__,
+            )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.5)
+            attempt += 1
+
     async def _flush(self) -> None:
         try:
             while self.pending:
                 batch, self.pending = self.pending, []
                 try:
-                    async with self.client.pipeline(transaction=False) as pipe:
-                        for fields, _ in batch:
-                            pipe.xadd(hit_stream.STREAM, fields)  # type: ignore[arg-type]
-                        results = await pipe.execute(raise_on_error=False)
+                    results = await self._execute(batch)
                 except Exception as exc:  # noqa: BLE001 - handed to every waiting caller
                     for _, future in batch:
                         if not future.done():
@@ -149,6 +192,8 @@ class SightlineAsgi:
         self.flask_app: Any = None
         self.trusted: tuple[str, ...] = ()
         self.live: Any = None
+        self.limiter = HitLimiter()
+        self.shed_flush: asyncio.Future[None] | None = None
 
     # -- lifespan ---------------------------------------------------------------
 
@@ -170,6 +215,7 @@ class SightlineAsgi:
     async def stop(self) -> None:
         if self.live is not None:
             await self.live.close()
+        await self._flush_shed()
         if self.redis is not None:
             await self.redis.aclose()
 
@@ -214,15 +260,49 @@ class SightlineAsgi:
 
     # -- hot paths --------------------------------------------------------------
 
-    async def _append(self, scope: Scope, token: OpenToken) -> None:
-        assert self.writer is not None
+    def _client_ip(self, scope: Scope) -> str | None:
         peer = scope.get("client")
+        return client_ip(peer[0] if peer else None, header(scope, b"x-forwarded-for"), self.trusted)
+
+    def _allowed(self, ip: str | None, token: OpenToken) -> bool:
+        """The per-copy rate limit (`web.tracking.limits`); a shed hit is counted."""
+        link = token.link if isinstance(token, ClickToken) else -1
+        kind = "click" if isinstance(token, ClickToken) else "open"
+        key = (ip or "", kind, token.sent_message_id, token.recipient, link)
+        if self.limiter.allow(key, asyncio.get_running_loop().time()):
+            return True
+        if self.shed_flush is None:
+            self.shed_flush = asyncio.ensure_future(self._flush_shed_later())
+        return False
+
+    async def _flush_shed_later(self) -> None:
+        await asyncio.sleep(FLUSH_SECONDS)
+        self.shed_flush = None
+        await self._flush_shed()
+
+    async def _flush_shed(self) -> None:
+        """Count what was shed where an operator sees it: the log and a Redis hash."""
+        shed = self.limiter.take_shed()
+        if not shed:
+            return
+        for kind, count in sorted(shed.items()):
+            log.warning("tracking_shed kind=%s count=%s", kind, count)
+        if self.redis is None:
+            return
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for kind, count in shed.items():
+                    pipe.hincrby(SHED_KEY, kind, count)
+                await pipe.execute()
+        except (RedisError, OSError) as exc:
+            log.error("tracking_shed_not_counted error=%s", type(exc).__name__)
+
+    async def _append(self, scope: Scope, token: OpenToken, ip: str | None) -> None:
+        assert self.writer is not None
         fields = hit_stream.encode(
             token,
             method=scope["method"],
-            ip=client_ip(
-                peer[0] if peer else None, header(scope, b"x-forwarded-for"), self.trusted
-            ),
+            ip=ip,
             user_agent=header(scope, b"user-agent") or "",
             prefetch=is_prefetch(
                 (bytes(k).decode("latin-1"), bytes(v).decode("latin-1"))
@@ -240,15 +320,20 @@ class SightlineAsgi:
             return
         token = read_open_token(name.removesuffix(".gif"))
         status = 200
+        headers = _PIXEL_HEADERS
         if token is not None:
-            try:
-                await self._append(scope, token)
-            except (RedisError, OSError) as exc:
-                # Not acknowledged: this hit is lost and we say so.
-                log.error("hit_not_recorded kind=open error=%s", type(exc).__name__)
-                status = 503
+            ip = self._client_ip(scope)
+            if not self._allowed(ip, token):
+                headers = [*_PIXEL_HEADERS, _SHED_HEADER]
+            else:
+                try:
+                    await self._append(scope, token, ip)
+                except (RedisError, OSError) as exc:
+                    # Not acknowledged: this hit is lost and we say so.
+                    log.error("hit_not_recorded kind=open error=%s", type(exc).__name__)
+                    status = 503
         body = b"" if method == "HEAD" else PIXEL
-        await _respond(send, status, body, _PIXEL_HEADERS)
+        await _respond(send, status, body, headers)
 
     async def click(self, scope: Scope, send: Send, name: str) -> None:
         method = scope["method"]
@@ -259,14 +344,19 @@ class SightlineAsgi:
         if token is None:
             await _respond(send, 404, b"" if method == "HEAD" else _BAD_LINK_PAGE, _HTML_HEADERS)
             return
-        try:
-            await self._append(scope, token)
-        except (RedisError, OSError) as exc:
-            log.error(
-                "hit_not_recorded kind=click sent_id=%s error=%s",
-                token.sent_message_id,
-                type(exc).__name__,
-            )
+        ip = self._client_ip(scope)
+        extra: list[tuple[bytes, bytes]] = []
+        if not self._allowed(ip, token):
+            extra.append(_SHED_HEADER)
+        else:
+            try:
+                await self._append(scope, token, ip)
+            except (RedisError, OSError) as exc:
+                log.error(
+                    "hit_not_recorded kind=click sent_id=%s error=%s",
+                    token.sent_message_id,
+                    type(exc).__name__,
+                )
         await _respond(
             send,
             302,
@@ -276,6 +366,7 @@ class SightlineAsgi:
                 (b"cache-control", NO_STORE),
                 (b"referrer-policy", b"no-referrer"),
                 (b"content-length", b"0"),
+                *extra,
             ],
         )
 
