@@ -16,6 +16,7 @@ from core.crypto import encrypt_json
 from core.db import get_sessionmaker, session_scope
 from core.models import (
     Enrollment,
+    EnrollmentState,
     EnrollmentTransition,
     Mailbox,
     SendStatus,
@@ -215,3 +216,27 @@ def test_many_racing_claims_and_a_reply(enrollment_id: int) -> None:
             sent = session.get_one(SentMessage, won[0])
             assert sent.claimed_at <= replied_at
             assert engine.deliver(won[0]).status == "cancelled"
+
+
+def test_a_pause_after_the_claim_gives_the_step_back(enrollment_id: int) -> None:
+    """An out-of-office lands between the claim and the hand-over: the step waits, not lost."""
+    first = claim(enrollment_id)
+    assert first is not None
+    with session_scope() as session:
+        assert engine.transition(
+            session,
+            enrollment_id,
+            EnrollmentState.PAUSED,
+            "auto-reply",
+            from_states={EnrollmentState.ACTIVE},
+            resume_at=utcnow() - timedelta(seconds=1),
+        )
+    assert engine.deliver(first).status == "cancelled"
+    with session_scope() as session:
+        assert session.get_one(Enrollment, enrollment_id).next_step == 0
+        assert engine.resume_due(session, utcnow()) == 1
+    again = claim(enrollment_id)
+    assert again is not None
+    with session_scope() as session:
+        retry = session.get_one(SentMessage, again)
+        assert (retry.step_position, retry.attempt) == (0, 1)

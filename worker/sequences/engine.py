@@ -449,6 +449,19 @@ def deliver(sent_message_id: int) -> DeliveryOutcome:
                 .where(SentMessage.id == sent.id, SentMessage.status == SendStatus.SENDING)
                 .values(status=SendStatus.CANCELLED, error=f"enrollment {enrollment.state}")
             )
+            if enrollment.state == EnrollmentState.PAUSED and sent.step_position is not None:
+                # Paused (an out-of-office) between the claim and now: give the step
+                # back, so it goes out when the enrolment resumes instead of being
+                # skipped. A final state keeps it claimed: nothing more is sent.
+                session.execute(
+                    update(Enrollment)
+                    .where(
+                        Enrollment.id == enrollment.id,
+                        Enrollment.state == EnrollmentState.PAUSED,
+                        Enrollment.next_step == sent.step_position + 1,
+                    )
+                    .values(next_step=sent.step_position)
+                )
             log.info(
                 "send_cancelled sent_id=%s enrollment_id=%s state=%s",
                 sent.id,
