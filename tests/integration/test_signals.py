@@ -583,3 +583,15 @@ def test_every_signal_is_in_the_enrolment_history(team: dict[str, int]) -> None:
         )
     assert kinds == ["sent", "delayed", "bounce"]
     assert linked == 2  # both enrolments' transitions point at the bounce event
+
+
+def test_bounce_of_a_cc_address_is_recorded_and_halts_nothing(team: dict[str, int]) -> None:
+    sent_id, original = send_step(team["intro"])
+    with session_scope() as session:
+        session.get_one(SentMessage, sent_id).cc_addrs = ["boss@acme.test"]
+    outcome = deliver_inbound(hard_bounce(original, SENDER, "boss@acme.test"), "uid-cc")
+    assert (outcome.status, outcome.kind) == ("recorded", "other_bounce")
+    assert enrollment(team["intro"]).state == "active"
+    assert prospect().undeliverable_at is None
+    [event] = events("other_bounce")
+    assert event.data["bounce"][0]["recipient"] == "boss@acme.test"

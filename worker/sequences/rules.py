@@ -84,11 +84,17 @@ def read_signal(
     prospect_email: str | None,
     now: datetime,
     settings: Settings | None = None,
+    *,
+    other_recipients: frozenset[str] = frozenset(),
 ) -> Signal:
-    """The signal a classified message carries for the prospect we wrote to."""
+    """The signal a classified message carries for the prospect we wrote to.
+
+    `other_recipients` are the message's other To/Cc addresses: a bounce about
+    one of them (a CC'd colleague's full mailbox) says nothing about the prospect.
+    """
     kind = classification.kind
     if kind == "bounce":
-        return _bounce_signal(classification, prospect_email)
+        return _bounce_signal(classification, prospect_email, other_recipients)
     data: dict[str, Any] = {}
     if kind == "auto_reply":
         until = classification.auto_reply_until
@@ -102,13 +108,20 @@ def read_signal(
     return Signal(kind, data)
 
 
-def _bounce_signal(classification: Classification, prospect_email: str | None) -> Signal:
+def _bounce_signal(
+    classification: Classification, prospect_email: str | None, other_recipients: frozenset[str]
+) -> Signal:
     recipients = classification.bounce_recipients
     everyone = [_recipient_data(r) for r in recipients]
     about_prospect = [r for r in recipients if prospect_email and r.address == prospect_email]
     # A report about our message names the prospect, or (forwarding, aliases)
-    # some address it was delivered on to: then every entry is about it.
-    candidates = about_prospect or list(recipients)
+    # some address it was delivered on to: then every entry is about it — except
+    # entries naming the message's other recipients, which are about them.
+    others = {a.lower() for a in other_recipients} - {(prospect_email or "").lower()}
+    candidates = about_prospect or [r for r in recipients if r.address.lower() not in others]
+    if recipients and not candidates:
+        # Only a CC'd (or other To) address failed: recorded, nothing halted.
+        return Signal("other_bounce", {"bounce": everyone})
     failed = [r for r in candidates if not r.delayed]
     if candidates and not failed:
         chosen = candidates[0]

@@ -154,7 +154,10 @@ def _record(
 ) -> Outcome:
     now = utcnow()
     prospect = session.get(Prospect, sent.prospect_id) if sent.prospect_id else None
-    signal = read_signal(classification, prospect.email if prospect else None, now)
+    others = frozenset(a.lower() for a in [*sent.to_addrs, *sent.cc_addrs])
+    signal = read_signal(
+        classification, prospect.email if prospect else None, now, other_recipients=others
+    )
     signal = replace(signal, data=_storable(signal.data))
     inbound_id = _insert_inbound(session, mailbox, summary, classification, sent, signal, now)
     event_key = natural_key(signal.kind, sent.id, summary.rfc_message_id or summary.provider_id)
