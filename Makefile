@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 5000
 
-.PHONY: run test lint format bench bench-reply bench-salesforce bench-salesforce-faults bench-pixel bench-documents bench-ui stop clean setup setup-dev
+.PHONY: run test lint format bench bench-reply bench-salesforce bench-salesforce-faults bench-pixel bench-documents bench-ui bench-providers bench-providers-scale stop clean setup setup-dev
 
 $(VENV)/.runtime: requirements.txt
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) is required (set PYTHON=...)"; exit 1; }
@@ -25,11 +25,11 @@ $(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt
 setup: $(VENV)/.runtime
 setup-dev: $(VENV)/.dev
 
-## run: set up, migrate, and start web + worker + cron + listener + events (Ctrl-C stops them)
+## run: set up, migrate, and start web + worker + sync + cron + listener + events (Ctrl-C stops them)
 run: $(VENV)/.runtime
 	$(BIN)/python -m core.redis start
 	$(BIN)/alembic upgrade head
-	PATH="$(abspath $(BIN)):$$PATH" PORT=$(PORT) $(BIN)/honcho start --port $(PORT) web worker cron listener events
+	PATH="$(abspath $(BIN)):$$PATH" PORT=$(PORT) $(BIN)/honcho start --port $(PORT) web worker sync cron listener events
 
 ## stop: stop the embedded Redis server that `make run` started
 stop: $(VENV)/.runtime
@@ -51,7 +51,19 @@ format: $(VENV)/.dev
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-bench: bench-reply bench-salesforce bench-pixel bench-documents bench-ui
+bench: bench-reply bench-salesforce bench-pixel bench-documents bench-ui bench-providers bench-providers-scale
+
+## bench-providers: bytes per unrelated message, Gmail quota units, reply -> halt with push (all providers)
+bench-providers: $(VENV)/.dev
+	scripts/test-prereqs.sh core
+	$(BIN)/python -m bench.providers bytes
+	$(BIN)/python -m bench.providers quota
+	$(BIN)/python -m bench.providers latency
+
+## bench-providers-scale: 10,000 Gmail mailboxes, a message a minute each: CPU per role, reply -> halt
+bench-providers-scale: $(VENV)/.dev
+	scripts/test-prereqs.sh core
+	$(BIN)/python -m bench.providers_scale --mailboxes 10000 --seconds 120 --workers 8 --process sync
 
 bench-reply: $(VENV)/.dev
 	scripts/test-prereqs.sh core

@@ -4,6 +4,8 @@ RQ reads the upper-case names. Importing this starts the embedded Redis server
 when REDIS_URL is unset, and installs Sightline's key=value logging.
 """
 
+import gc
+
 from config import get_settings, queues
 from config.logging import configure_logging
 from core.redis import client_url
@@ -19,4 +21,15 @@ QUEUES = list(queues.ALL)
 import worker.documents.pipeline  # noqa: E402
 import worker.salesforce.outbox  # noqa: E402
 import worker.sequences.jobs  # noqa: E402
-import worker.sync.engine  # noqa: E402, F401
+import worker.sync.engine  # noqa: E402
+import worker.sync.push  # noqa: E402, F401
+
+# The provider modules and their SDKs (google-api-python-client, exchangelib, msal)
+# cost ~150 ms to import and the Gmail client ~10 ms to build: once here, not per job.
+from worker.sync import exchange, gmail, graph  # noqa: E402, F401
+
+gmail.warm()
+
+# Forked jobs share these pages copy-on-write; a garbage collection in the child
+# would touch (and so copy) every object. Freezing them leaves them alone.
+gc.freeze()

@@ -23,6 +23,7 @@ import itertools
 import os
 import socket
 import ssl
+import sys
 import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -258,6 +259,11 @@ class _Server(ThreadingMixIn, HTTPServer):
         self.app = app
         self.context = context
         self.scheme = "https" if context is not None else "http"
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that hangs up mid-answer (a stream closed on purpose) is not an error here.
+        if not isinstance(sys.exc_info()[1], ConnectionError | ssl.SSLError | TimeoutError):
+            super().handle_error(request, client_address)
 
     def finish_request(self, request: Any, client_address: Any) -> None:
         if self.context is not None:

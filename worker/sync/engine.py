@@ -166,13 +166,23 @@ def sync_mailbox(mailbox_id: int) -> SyncStats:
         except CredentialsError as exc:
             _set_status(mailbox_id, MailboxStatus.NEEDS_RECONNECT, str(exc))
             return stats
+    # A handled batch's cursor is written when the next batch is in hand, the last
+    # one together with the sync's status: one commit fewer per sync (most syncs
+    # are one batch), and a crash still re-lists at most one batch.
+    handled: dict[str, object] | None = None
     try:
         with open_provider(kind, ref.email, credentials, save_credentials=saver) as provider:
             # Start a little before the connection time: clocks differ.
             for batch in provider.changes(cursor, since - timedelta(days=1)):
                 _handle_batch(provider, ref, batch, stats)
-                _save_cursor(mailbox_id, batch.cursor)
-    except ProviderError as exc:
+                if handled is not None:
+                    _save_cursor(mailbox_id, handled)
+                handled = batch.cursor
+    except BaseException as exc:
+        if handled is not None:
+            _save_cursor(mailbox_id, handled)
+        if not isinstance(exc, ProviderError):
+            raise
         if exc.needs_reconnect:
             _set_status(mailbox_id, MailboxStatus.NEEDS_RECONNECT, str(exc))
             return stats
@@ -180,7 +190,7 @@ def sync_mailbox(mailbox_id: int) -> SyncStats:
             _set_status(mailbox_id, MailboxStatus.ERROR, str(exc))
             return stats
         raise
-    _set_status(mailbox_id, MailboxStatus.ACTIVE, None, synced=True)
+    _set_status(mailbox_id, MailboxStatus.ACTIVE, None, synced=True, cursor=handled)
     log.info(
         "sync_done mailbox_id=%s listed=%s fetched=%s outcomes=%s",
         mailbox_id,
@@ -241,11 +251,18 @@ def _save_cursor(mailbox_id: int, cursor: dict[str, object]) -> None:
 
 
 def _set_status(
-    mailbox_id: int, status: MailboxStatus, reason: str | None, *, synced: bool = False
+    mailbox_id: int,
+    status: MailboxStatus,
+    reason: str | None,
+    *,
+    synced: bool = False,
+    cursor: dict[str, object] | None = None,
 ) -> None:
     values: dict[str, object] = {"status": status, "status_reason": reason}
     if synced:
         values["last_synced_at"] = utcnow()
+    if cursor is not None:
+        values["sync_cursor"] = cursor
     with session_scope() as session:
         session.execute(update(Mailbox).where(Mailbox.id == mailbox_id).values(**values))
     if status != MailboxStatus.ACTIVE:

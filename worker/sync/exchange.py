@@ -29,7 +29,8 @@ Message-ID (``mid:<id>``). Throttling (ErrorServerBusy) becomes
 `ProviderError(retry_after=BackOffMilliseconds)`: exchangelib runs fail-fast,
 so a throttled mailbox never holds a worker asleep; the engine backs it off.
 
-`watch()` holds a streaming subscription on Inbox for the `listener`
+Inbox is named by its distinguished id, never looked up, so a sync is two
+calls. `watch()` holds a streaming subscription on Inbox for the `listener`
 (Subscribe + GetStreamingEvents, re-issued every `SIGHTLINE_EXCHANGE_STREAM_MINUTES`).
 """
 
@@ -73,8 +74,15 @@ from exchangelib.errors import (
 )
 from exchangelib.fields import FieldPath
 from exchangelib.items import ID_ONLY
-from exchangelib.properties import CreatedEvent, NewMailEvent
-from exchangelib.services import GetStreamingEvents, SyncFolderItems
+from exchangelib.properties import CreatedEvent, DistinguishedFolderId, NewMailEvent
+from exchangelib.properties import Mailbox as ExchangeMailbox
+from exchangelib.services import (
+    GetItem,
+    GetStreamingEvents,
+    SubscribeToStreaming,
+    SyncFolderItems,
+    Unsubscribe,
+)
 
 from config import get_settings
 from worker.matching.msgid import normalize_msgid
@@ -211,6 +219,8 @@ class ExchangeProvider(MailboxProvider):
         return self._account
 
     def close(self) -> None:
+        # Close the pool: NTLM authenticates a connection, and one kept open would keep
+        # working after the password changed, hiding a mailbox that needs reconnecting.
         if self._account is not None:
             with contextlib.suppress(Exception):
                 self._account.protocol.close()
@@ -248,14 +258,23 @@ class ExchangeProvider(MailboxProvider):
             thread_id=stored.get("conversation_id"),
         )
 
-    def _read_ids(self, item_id: str, changekey: str) -> dict[str, str | None]:
-        items = _call(
-            "reading the draft back",
+    def _get_items(
+        self, doing: str, ids: list[tuple[str, str]], fields: tuple[str, ...]
+    ) -> list[Any]:
+        """GetItem with exactly `fields` (never the root-folder lookup `Account.fetch` makes)."""
+        paths = [FieldPath(field=Message.get_field_by_fieldname(f)) for f in fields]
+        return _call(
+            doing,
             lambda: list(
-                self.account.fetch(
-                    ids=[(item_id, changekey)], only_fields=["message_id", "conversation_id"]
+                GetItem(account=self.account).call(
+                    items=ids, additional_fields=paths, shape=ID_ONLY
                 )
             ),
+        )
+
+    def _read_ids(self, item_id: str, changekey: str) -> dict[str, str | None]:
+        items = self._get_items(
+            "reading the draft back", [(item_id, changekey)], ("message_id", "conversation_id")
         )
         item = items[0] if items else None
         if item is None or isinstance(item, Exception):
@@ -300,8 +319,12 @@ class ExchangeProvider(MailboxProvider):
             )
             yield from self._sync(None, window - REBUILD_WINDOW)
 
+    def _inbox(self) -> DistinguishedFolderId:
+        # Named, not looked up: saves the two GetFolder calls (root, inbox) a sync would cost.
+        return DistinguishedFolderId(id="inbox", mailbox=ExchangeMailbox(email_address=self.email))
+
     def _sync(self, sync_state: str | None, not_before: datetime | None) -> Iterator[ChangeBatch]:
-        inbox = _call("opening Inbox", lambda: self.account.inbox)
+        inbox = self._inbox()
         service = SyncFolderItems(account=self.account)
         while True:
             try:
@@ -342,10 +365,7 @@ class ExchangeProvider(MailboxProvider):
     def _summaries(self, ids: list[tuple[str, str]]) -> list[HeaderSummary]:
         if not ids:
             return []
-        fetched = _call(
-            "reading headers",
-            lambda: list(self.account.fetch(ids=ids, only_fields=list(HEADER_FIELDS))),
-        )
+        fetched = self._get_items("reading headers", ids, HEADER_FIELDS)
         summaries = []
         for item in fetched:
             if isinstance(item, Exception) or not isinstance(item, Message):
@@ -383,10 +403,11 @@ class ExchangeProvider(MailboxProvider):
     def watch(self, stop: threading.Event, on_change: Callable[[], None]) -> None:
         """Hold a streaming subscription on Inbox until `stop`, calling `on_change` on new mail."""
         minutes = get_settings().providers.exchange_stream_minutes
-        inbox = _call("opening Inbox", lambda: self.account.inbox)
         subscription = _call(
             "subscribing to Inbox",
-            lambda: inbox.subscribe_to_streaming(event_types=("NewMailEvent", "CreatedEvent")),
+            lambda: SubscribeToStreaming(account=self.account).get(
+                folders=[self._inbox()], event_types=("NewMailEvent", "CreatedEvent")
+            ),
         )
         try:
             while not stop.is_set():
@@ -415,7 +436,7 @@ class ExchangeProvider(MailboxProvider):
                     raise
         finally:
             with contextlib.suppress(Exception):
-                inbox.unsubscribe(subscription)
+                Unsubscribe(account=self.account).get(subscription_id=subscription)
 
 
 def _stop_when(stop: threading.Event, service: GetStreamingEvents) -> None:

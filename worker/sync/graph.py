@@ -37,6 +37,7 @@ from __future__ import annotations
 import base64
 import email.utils
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -83,6 +84,15 @@ SUBSCRIPTION_LIFETIME = timedelta(minutes=10_000)
 
 # MSAL caches tenant discovery here, so each job does not fetch it again.
 _HTTP_CACHE: dict[Any, Any] = {}
+_LOCAL = threading.local()
+
+
+def _shared_session() -> requests.Session:
+    """This thread's connection pool to Graph, kept alive from one job to the next."""
+    session = getattr(_LOCAL, "session", None)
+    if session is None:
+        session = _LOCAL.session = requests.Session()
+    return session
 
 
 # -- tokens ------------------------------------------------------------------------------
@@ -258,7 +268,7 @@ class GraphProvider(MailboxProvider):
         self._credentials = dict(credentials)
         self._get_token = get_token
         self._msal: _MsalToken | None = None
-        self.session = requests.Session()
+        self.session = _shared_session()
 
     def _token(self, *, force: bool = False) -> str:
         if self._get_token is not None:
@@ -268,7 +278,7 @@ class GraphProvider(MailboxProvider):
         return self._msal.get(force=force)
 
     def close(self) -> None:
-        self.session.close()
+        """Nothing to release: the connection pool is the thread's, kept for the next job."""
 
     def request(
         self,

@@ -32,10 +32,10 @@ class FakeGmail:
     client_secret = "GOCSPX-fake-secret"
     topic = "projects/sightline-test/topics/gmail"
 
-    def __init__(self, *, port: int = 0) -> None:
+    def __init__(self, *, port: int = 0, push_threads: int = 1) -> None:
         self.store = GmailStore()
         self.key = SigningKey()
-        self.pubsub = PubSub(self.key)
+        self.pubsub = PubSub(self.key, threads=push_threads)
         self.store.on_change = self._changed
         self.app = GmailApp(self.store, self.pubsub, {self.key.kid: self.key.cert_pem})
         self.server = FakeHttpServer(self.app, name="fake-gmail", port=port)

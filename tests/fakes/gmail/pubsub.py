@@ -125,14 +125,21 @@ def oidc_token(
     )
 
 
+_SESSIONS = threading.local()
+
+
 def _post(url: str, headers: dict[str, str], body: bytes) -> int:
-    return requests.post(url, data=body, headers=headers, timeout=30).status_code
+    # One kept-alive connection per delivery thread, as Pub/Sub's pushers hold theirs.
+    session = getattr(_SESSIONS, "session", None)
+    if session is None:
+        session = _SESSIONS.session = requests.Session()
+    return int(session.post(url, data=body, headers=headers, timeout=30).status_code)
 
 
 class PubSub:
     """Topics, push subscriptions and a delivery thread."""
 
-    def __init__(self, key: SigningKey, project: str = "sightline-test") -> None:
+    def __init__(self, key: SigningKey, project: str = "sightline-test", threads: int = 1) -> None:
         self.key = key
         self.project = project
         self.subscriptions: dict[str, PushSubscription] = {}
@@ -142,12 +149,17 @@ class PubSub:
         self.max_backoff = 600.0
         self.paused = threading.Event()  # set: hold deliveries (the endpoint is "down")
         self.failures_to_inject = 0
+        self._tokens: dict[str, tuple[str, float]] = {}
         self._queue: queue.PriorityQueue[tuple[float, int, _Job]] = queue.PriorityQueue()
         self._seq = 0
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="fake-pubsub", daemon=True)
-        self._thread.start()
+        self._threads = [
+            threading.Thread(target=self._run, name=f"fake-pubsub-{n}", daemon=True)
+            for n in range(threads)
+        ]
+        for thread in self._threads:
+            thread.start()
 
     def topic_name(self, name: str) -> str:
         return f"projects/{self.project}/topics/{name}"
@@ -185,8 +197,14 @@ class PubSub:
     def headers_for(self, subscription: PushSubscription) -> dict[str, str]:
         headers = {"Content-Type": "application/json", "User-Agent": "APIs-Google"}
         if subscription.audience is not None:
-            token = oidc_token(self.key, subscription.audience, subscription.service_account)
-            headers["Authorization"] = f"Bearer {token}"
+            # Google reuses a push token for most of its hour, as does this fake.
+            key = f"{subscription.name}|{subscription.audience}|{subscription.service_account}"
+            cached = self._tokens.get(key)
+            if cached is None or cached[1] < time.time() + 300:
+                token = oidc_token(self.key, subscription.audience, subscription.service_account)
+                cached = (token, time.time() + 3600)
+                self._tokens[key] = cached
+            headers["Authorization"] = f"Bearer {cached[0]}"
         return headers
 
     def publish(self, topic: str, email: str, history_id: int) -> None:
@@ -217,9 +235,11 @@ class PubSub:
     def _attempt(self, job: _Job, seq: int) -> None:
         job.record.attempts += 1
         status = 0
-        if self.failures_to_inject > 0:
-            self.failures_to_inject -= 1
-        else:
+        with self._lock:
+            failing = self.failures_to_inject > 0
+            if failing:
+                self.failures_to_inject -= 1
+        if not failing:
             try:
                 status = self.deliver(
                     job.subscription.endpoint, self.headers_for(job.subscription), job.body
@@ -248,4 +268,5 @@ class PubSub:
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=5)
+        for thread in self._threads:
+            thread.join(timeout=5)

@@ -21,6 +21,7 @@ Facts modelled (Gmail API reference, shared/FIELD-NOTES.md):
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import re
 import secrets
@@ -120,6 +121,22 @@ def rate_limited(retry_at: float) -> GmailApiError:
     )
 
 
+@functools.lru_cache(maxsize=4096)
+def parse_headers(raw: bytes) -> list[tuple[str, str]]:
+    """The header fields of `raw`, parsed once (bulk mail repeats the same bytes)."""
+    head = raw.split(b"\r\n\r\n", 1)[0] if b"\r\n\r\n" in raw else raw.split(b"\n\n", 1)[0]
+    parsed = BytesHeaderParser(policy=policy.compat32).parsebytes(head + b"\r\n\r\n")
+    return [(k, str(v)) for k, v in parsed.items()]
+
+
+def _header(raw: bytes, name: str) -> str | None:
+    lowered = name.lower()
+    for key, value in parse_headers(raw):
+        if key.lower() == lowered:
+            return value
+    return None
+
+
 @dataclass
 class StoredMessage:
     id: str
@@ -130,8 +147,7 @@ class StoredMessage:
     history_id: int
 
     def headers(self) -> list[tuple[str, str]]:
-        parsed = BytesHeaderParser(policy=policy.compat32).parsebytes(self.raw)
-        return [(k, str(v)) for k, v in parsed.items()]
+        return parse_headers(self.raw)
 
     def header(self, name: str) -> str | None:
         for key, value in self.headers():
@@ -256,9 +272,8 @@ class GmailStore:
                 return candidate
 
     def _thread_for(self, user: GmailUser, raw: bytes, message_id: str) -> str:
-        parsed = BytesHeaderParser(policy=policy.compat32).parsebytes(raw)
         refs = _MSGID.findall(
-            " ".join(str(parsed.get(h) or "") for h in ("In-Reply-To", "References"))
+            " ".join(_header(raw, h) or "" for h in ("In-Reply-To", "References"))
         )
         for ref in reversed(refs):
             thread = user.threads.get(ref.lower())
@@ -299,12 +314,11 @@ class GmailStore:
 
     def send(self, email: str, raw: bytes, thread_id: str | None) -> StoredMessage:
         """messages.send: keep (or replace) the Message-ID, file under SENT, deliver locally."""
-        parsed = BytesHeaderParser(policy=policy.compat32).parsebytes(raw)
-        given = str(parsed.get("Message-ID") or "").strip()
+        given = (_header(raw, "Message-ID") or "").strip()
         if self.message_id_policy == "replace" or not _MSGID.fullmatch(given):
             token = base64.b32encode(secrets.token_bytes(20)).decode().rstrip("=")
             assigned = f"<CA+{token}@mail.gmail.com>"
-            if "Message-ID" in parsed:
+            if _header(raw, "Message-ID") is not None:
                 raw = re.sub(
                     rb"(?im)^Message-ID:[^\r\n]*(\r?\n[ \t][^\r\n]*)*",
                     b"Message-ID: " + assigned.encode(),
@@ -319,7 +333,7 @@ class GmailStore:
                 stored.thread_id = thread_id
         recipients = [
             addr.lower()
-            for _, addr in getaddresses([str(parsed.get(h) or "") for h in ("To", "Cc", "Bcc")])
+            for _, addr in getaddresses([_header(raw, h) or "" for h in ("To", "Cc", "Bcc")])
             if addr
         ]
         delivered = re.sub(rb"(?im)^Bcc:[^\r\n]*\r?\n", b"", raw)
