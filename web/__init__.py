@@ -30,9 +30,10 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     if config:
         app.config.update(config)
 
-    from web import auth, cli, db, documents, feed, health
+    from web import auth, cli, db, documents, feed, health, security
     from web.api import bp as api_bp
 
+    security.init_app(app)  # first: its URL converter applies to the rules added below
     db.init_app(app)
     app.register_blueprint(health.bp)
     app.register_blueprint(api_bp)

@@ -564,7 +564,7 @@ def extend_document(document: dict[str, Any]) -> dict[str, Any]:
         "name": "mailbox_id",
         "in": "path",
         "required": True,
-        "schema": {"type": "integer", "minimum": 1},
+        "schema": {"type": "integer", "minimum": 1, "maximum": 2**31 - 1},
     }
     started = {
         "description": "Send the user to authorization_url",

@@ -249,7 +249,7 @@ def items_json() -> ResponseReturnValue:
     return jsonify({"items": items, "next_before_id": items[-1]["id"] if more and items else None})
 
 
-@bp.get("/feed/messages/<int:sent_message_id>/hits")
+@bp.get("/feed/messages/<int(max=9223372036854775807):sent_message_id>/hits")  # a 64-bit id
 @login_required_json
 def message_hits(sent_message_id: int) -> ResponseReturnValue:
     """Every hit on one sent email, counted by label: what the feed leaves out is here."""

@@ -34,6 +34,7 @@ pytestmark = pytest.mark.integration
 def database_url(sqlite_database_url: str) -> str:
     return sqlite_database_url  # the edge never touches the database
 
+
 GOOGLE_PROXY = (
     "Mozilla/5.0 (Windows NT 5.1; rv:11.0) Gecko Firefox/11.0 (via ggpht.com GoogleImageProxy)"
 )

@@ -9,8 +9,9 @@ do not exist, so ids cannot be probed across teams.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
-from functools import wraps
+from functools import lru_cache, wraps
 from typing import Any, TypeVar
 
 from flask import Blueprint, Response, g, jsonify, request
@@ -23,7 +24,8 @@ from core.models import ApiToken, User, utcnow
 from core.tokens import hash_api_token
 from web.db import db
 
-bp = Blueprint("api", __name__, url_prefix="/api/v1")
+API_PREFIX = "/api/v1"
+bp = Blueprint("api", __name__, url_prefix=API_PREFIX)
 log = logging.getLogger(__name__)
 
 M = TypeVar("M", bound=BaseModel)
@@ -64,6 +66,62 @@ def _http_error(exc: HTTPException) -> Response:
     return error_response(status, code, exc.description or exc.name or "error")
 
 
+@bp.app_errorhandler(404)
+@bp.app_errorhandler(405)
+def _unrouted(exc: HTTPException) -> ResponseReturnValue:
+    """A path or method under /api/ that matches no route is a JSON error too.
+
+    Routing fails before any blueprint is chosen, so the handler above never sees
+    these; pages elsewhere keep Flask's own error page.
+    """
+    if request.path == API_PREFIX or request.path.startswith(f"{API_PREFIX}/"):
+        response = _http_error(exc)
+        allow = exc.get_response().headers.get("Allow")
+        if allow:  # a 405 says which methods would do
+            response.headers["Allow"] = allow
+        return response
+    return exc
+
+
+@lru_cache(maxsize=1)
+def _documented_queries() -> dict[tuple[str, str], frozenset[str]]:
+    """(OpenAPI path, method) → the query parameters that operation documents.
+
+    Only operations that require a token: public ones (the OAuth callbacks) are
+    called by third parties who add parameters of their own.
+    """
+    from web.api.openapi import build_document
+
+    found: dict[tuple[str, str], frozenset[str]] = {}
+    for path, operations in build_document()["paths"].items():
+        for method, operation in operations.items():
+            if not isinstance(operation, dict) or operation.get("security") == []:
+                continue
+            names = {p["name"] for p in operation.get("parameters", []) if p["in"] == "query"}
+            found[(path, method.upper())] = frozenset(names)
+    return found
+
+
+@bp.before_app_request
+def _refuse_unknown_query_parameters() -> ResponseReturnValue | None:
+    """A query parameter the operation does not document is an error, as an unknown
+    body field is: `?enrolment_id=4` must not quietly list every message."""
+    rule = request.url_rule
+    if rule is None or not rule.rule.startswith(f"{API_PREFIX}/"):
+        return None
+    path = re.sub(r"<(?:[^:>]+:)?([^>]+)>", r"{\1}", rule.rule.removeprefix(API_PREFIX))
+    allowed = _documented_queries().get((path, request.method))
+    if allowed is None:
+        return None
+    unknown = sorted(set(request.args) - allowed)
+    if not unknown:
+        return None
+    fields = {name[:100]: "unknown query parameter" for name in unknown}
+    return error_response(
+        422, "invalid_request", f"{unknown[0][:100]}: unknown query parameter", fields
+    )
+
+
 def _field_errors(exc: ValidationError) -> dict[str, str]:
     fields: dict[str, str] = {}
     for error in exc.errors():
@@ -76,8 +134,28 @@ def _field_errors(exc: ValidationError) -> dict[str, str]:
     return fields
 
 
+def _nul_field(value: Any, at: str = "") -> str | None:
+    """The dotted name of the first string (or key) in `value` holding a NUL, else None."""
+    if isinstance(value, str):
+        return (at or "(body)") if "\x00" in value else None
+    if isinstance(value, dict):
+        items: Any = value.items()
+    elif isinstance(value, list):
+        items = enumerate(value)
+    else:
+        return None
+    for key, item in items:
+        name = f"{at}.{key}" if at else str(key)
+        if isinstance(key, str) and "\x00" in key:
+            return name
+        found = _nul_field(item, name)
+        if found is not None:
+            return found
+    return None
+
+
 def parse_body(model: type[M]) -> M:
-    """The request's JSON body validated as `model`, or a 400/415/422 ApiError."""
+    """The request's JSON body validated (strictly) as `model`, or a 400/415/422 ApiError."""
     if not request.is_json:
         raise ApiError(
             415, "unsupported_media_type", "send a JSON body with Content-Type: application/json"
@@ -92,8 +170,15 @@ def parse_body(model: type[M]) -> M:
             "the request body must be a JSON object",
             {"(body)": "expected an object"},
         )
+    nul = _nul_field(payload)
+    if nul is not None:
+        # PostgreSQL cannot store it in a text column; no real value holds one.
+        message = "must not contain a NUL character (\\u0000)"
+        raise ApiError(422, "invalid_request", f"{nul}: {message}", {nul: message})
     try:
-        return model.model_validate(payload)
+        # Strict, as JSON: `0` is not false and `"1"` is not 1 (the schema says so); an
+        # ISO 8601 string is still a date-time, JSON having no other way to write one.
+        return model.model_validate_json(request.get_data(), strict=True)
     except ValidationError as exc:
         fields = _field_errors(exc)
         summary = "; ".join(f"{name}: {message}" for name, message in fields.items())

@@ -20,7 +20,7 @@ route returns a token, a password or a secret.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from flask import g, request
 from flask.typing import ResponseReturnValue
@@ -29,7 +29,7 @@ from sqlalchemy import func, select
 
 from core.models import OutboxStatus, SalesforceConnection, SalesforceOutbox
 from web.api import ApiError, bp, int_arg, parse_body, require_token
-from web.api.schemas import Request, Response
+from web.api.schemas import MAX_ID, Request, Response
 from web.db import db
 
 DEAD_LETTER_PAGE = 500
@@ -70,7 +70,9 @@ class SalesforceSettingsUpdate(Request):
 
 
 class ReplayRequest(Request):
-    ids: list[int] | None = Field(default=None, min_length=1, max_length=1000)
+    ids: list[Annotated[int, Field(ge=1, le=MAX_ID)]] | None = Field(
+        default=None, min_length=1, max_length=1000
+    )
     all: bool = False
 
     @model_validator(mode="after")

@@ -17,6 +17,10 @@ _EMAIL = re.compile(
 )
 
 
+# Ids are PostgreSQL integers: a larger one names nothing (web.security bounds path ids too).
+MAX_ID = 2**31 - 1
+
+
 def check_email(value: str) -> str:
     value = value.strip()
     if len(value) > 320 or not _EMAIL.match(value):
@@ -121,7 +125,7 @@ class StepCreate(Request):
 
 class SequenceCreate(Request):
     name: str = Field(min_length=1, max_length=200)
-    mailbox_id: int = Field(ge=1)
+    mailbox_id: int = Field(ge=1, le=MAX_ID)
     steps: list[StepCreate] = Field(min_length=1, max_length=50)
 
     @model_validator(mode="after")
@@ -135,7 +139,7 @@ class SequenceCreate(Request):
 
 
 class EnrollmentCreate(Request):
-    sequence_id: int = Field(ge=1)
+    sequence_id: int = Field(ge=1, le=MAX_ID)
     email: str = Field(max_length=320)
     name: str | None = Field(default=None, max_length=200)
 

@@ -70,7 +70,7 @@ class LinkUpdate(Request):
 
 
 class StepDocument(Request):
-    document_id: int = Field(ge=1)
+    document_id: int = Field(ge=1, le=2**31 - 1)
     tracked: bool = True
 
 

@@ -78,6 +78,8 @@ _URL_SAFE = ":/?#[]@!$&'()*+,;=%~-._"
 _HTML_HEADERS = [
     (b"content-type", b"text/html; charset=utf-8"),
     (b"cache-control", NO_STORE),
+    (b"x-content-type-options", b"nosniff"),
+    (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'"),
 ]
 _SHED_HEADER = (b"x-sightline-hit", b"shed")
 # How long a failed XADD is retried (Redis restarting) before the hit is given up.
