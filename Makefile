@@ -45,7 +45,7 @@ lint: $(VENV)/.dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy .
-	command -v shellcheck >/dev/null && shellcheck scripts/*.sh .ci/run
+	$(BIN)/shellcheck scripts/*.sh .ci/run
 
 format: $(VENV)/.dev
 	$(BIN)/ruff format .
