@@ -1032,6 +1032,7 @@ class AdminApi:
             ("POST", "faults"): lambda: state.faults.add(**body).public(),
             ("POST", "faults/rate"): lambda: state.faults.rate(**body),
             ("DELETE", "faults"): state.faults.clear,
+            ("GET", "faults/fired"): lambda: [list(f) for f in state.faults.fired_list()],
             ("GET", "calls"): lambda: [asdict(c) for c in state.calls.all()],
             ("DELETE", "calls"): state.calls.clear,
             ("GET", "usage"): lambda: {"used": org.api_used, "max": org.config.api_max},

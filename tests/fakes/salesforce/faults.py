@@ -172,6 +172,11 @@ class Faults:
             self._drop_expired()
             return list(self._armed)
 
+    def fired_list(self) -> list[tuple[str, str, str]]:
+        """Every fault that fired so far: (kind, method, path)."""
+        with self._lock:
+            return list(self.fired)
+
     def fired_count(self, kind: str | None = None) -> int:
         with self._lock:
             return sum(1 for k, _, _ in self.fired if kind is None or k == kind)

@@ -368,6 +368,18 @@ class AdminClient:
     def clear_faults(self) -> None:
         self.call("DELETE", "faults")
 
+    def fired_faults(self) -> list[tuple[str, str, str]]:
+        """Every fault that fired so far: (kind, method, path)."""
+        return [(str(k), str(m), str(p)) for k, m, p in self.call("GET", "faults/fired")]
+
+    def oauth(self) -> dict[str, str]:
+        """The default connected app and user: client_id, client_secret, username, ..."""
+        return {str(k): str(v) for k, v in self.call("GET", "oauth").items()}
+
+    def api_usage(self) -> tuple[int, int]:
+        usage = self.call("GET", "usage")
+        return int(usage["used"]), int(usage["max"])
+
     def calls(self) -> list[dict[str, Any]]:
         return list(self.call("GET", "calls"))
 
