@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 5000
 
-.PHONY: run test lint format bench bench-reply bench-salesforce bench-salesforce-faults bench-pixel bench-documents bench-ui bench-providers bench-providers-scale stop clean setup setup-dev
+.PHONY: run test lint format chaos chaos-crash bench bench-reply bench-salesforce bench-salesforce-faults bench-pixel bench-documents bench-ui bench-providers bench-providers-scale stop clean setup setup-dev
 
 $(VENV)/.runtime: requirements.txt
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) is required (set PYTHON=...)"; exit 1; }
@@ -50,6 +50,18 @@ lint: $(VENV)/.dev
 format: $(VENV)/.dev
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+## chaos: 10,000 hits, ~1,000 sends, 500 answers while processes are SIGKILLed, Redis restarts
+## and Salesforce fails 10 % of calls; prints the figures (a short form runs in `make test`)
+chaos: $(VENV)/.dev
+	scripts/test-prereqs.sh core
+	$(BIN)/python -m tests.chaos
+
+## chaos-crash: the same with Redis SIGKILLed instead of restarted: the AOF everysec window
+chaos-crash: $(VENV)/.dev
+	scripts/test-prereqs.sh core
+	$(BIN)/python -m tests.chaos --redis-crash
+
 
 bench: bench-reply bench-salesforce bench-pixel bench-documents bench-ui bench-providers bench-providers-scale
 

@@ -1,0 +1,55 @@
+"""The chaos run's short form, in every `make test`: real parts failing, every promise checked.
+
+`tests.chaos.harness.CI`: 70 enrolments (~100 sends), 30 replies, 20
+out-of-offices, bounces and delay notices, 1,000 tracking hits, workers, the
+events consumer and the listener SIGKILLed every few seconds, Redis restarted
+once, Salesforce failing 10 % of calls with every kind of error. `make chaos`
+runs the full size (10,000 hits, ~1,000 sends) and prints the figures.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.chaos.harness import CI, run_chaos
+from tests.fakes.salesforce import FAULT_KINDS
+
+# The run has its own deadlines (load, then drain) and reports what did not settle;
+# pytest's 300 s default would cut it off with nothing but a stack trace.
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(480)]
+
+
+def test_nothing_lost_nothing_doubled_through_kills_a_redis_restart_and_salesforce_faults(
+    dovecot: Any, smtp_server: Any, tmp_path: Path
+) -> None:
+    lines: list[str] = []
+    started = time.monotonic()
+
+    def say(line: str) -> None:
+        lines.append(f"[{time.monotonic() - started:6.1f} s] {line}")
+
+    result = run_chaos(CI, work_dir=tmp_path, dovecot=dovecot, smtp=smtp_server, say=say)
+    report = "\n".join(lines + result.report())
+    print(report)
+    assert result.line() == "chaos: lost 0, duplicated 0, missing tasks 0, wrong halts 0", report
+    assert result.problems == [], report
+    assert result.engagement_mismatches == 0, report
+    assert result.secrets_in_logs == [], report
+    assert result.unexpected_exits == [], report
+    # The storm really happened: every killable process died, every fault kind fired,
+    # and the traffic went through (a run that did nothing would pass the checks above).
+    assert {"events", "listener"} <= set(result.kills), report
+    assert result.kills["worker"] + result.kills["worker-2"] + result.kills["sync"] >= 1, report
+    assert set(result.faults) == set(FAULT_KINDS), report
+    assert result.hits_acknowledged >= 0.95 * CI.hits, report
+    assert (
+        sum(result.matched.values())
+        == sum(result.delivered.values())
+        == (CI.replies + CI.auto_replies + CI.hard_bounces + CI.delays)
+    ), report
+    assert result.states["replied"] == CI.replies and result.states["bounced"] == CI.hard_bounces
+    assert result.paused_and_resumed == CI.auto_replies, report
