@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 5000
 
-.PHONY: run test lint format chaos chaos-crash bench bench-reply bench-salesforce bench-salesforce-faults bench-pixel bench-documents bench-ui bench-providers bench-providers-scale stop clean setup setup-dev
+.PHONY: run test lint format chaos chaos-crash fuzz bench bench-reply bench-salesforce bench-salesforce-faults bench-pixel bench-documents bench-ui bench-providers bench-providers-scale stop clean setup setup-dev
 
 $(VENV)/.runtime: requirements.txt
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) is required (set PYTHON=...)"; exit 1; }
@@ -62,6 +62,13 @@ chaos-crash: $(VENV)/.dev
 	scripts/test-prereqs.sh core
 	$(BIN)/python -m tests.chaos --redis-crash
 
+## fuzz: the property tests with 40 times the examples, fresh random ones (tests/fuzz/profiles.py)
+fuzz: $(VENV)/.dev
+	scripts/test-prereqs.sh core
+	HYPOTHESIS_PROFILE=long $(BIN)/python -m pytest -p no:cacheprovider -q tests/fuzz \
+		--hypothesis-show-statistics
+	SCHEMATHESIS_EXAMPLES=500 $(BIN)/python -m pytest -p no:cacheprovider -q \
+		tests/integration/test_schemathesis.py
 
 bench: bench-reply bench-salesforce bench-pixel bench-documents bench-ui bench-providers bench-providers-scale
 
