@@ -1,11 +1,13 @@
 """The Live Feed: what happened to the team's emails, newest first, live.
 
 Owns the feed's items (one per event: sent, open, click, reply, auto-reply,
-bounce, complaint), the page `/feed`, the JSON endpoint `/feed/items` that
-returns the same items, and `/feed/messages/<id>/hits`: every hit on one email
-counted by label (own devices, proxies, scanners and bots included). The live
-part (server-sent events at `/feed/stream`) is served by the ASGI front door
-(`web.tracking.live`) from the same `feed_items` query.
+bounce, complaint, and a recipient opening, paging through or downloading a
+tracked document: "Dana Scully opened pricing.pdf — now on page 4 of 12"),
+the page `/feed`, the JSON endpoint `/feed/items` that returns the same items,
+and `/feed/messages/<id>/hits`: every hit on one email counted by label (own
+devices, proxies, scanners and bots included). The live part (server-sent
+events at `/feed/stream`) is served by the ASGI front door (`web.tracking.live`)
+from the same `feed_items` query, so it carries the same words.
 
 Must never: return another team's items (every query here is filtered by the
 signed-in user's team; the stream filters by team before it sends), or show a
@@ -30,7 +32,18 @@ from web.db import db
 bp = Blueprint("feed", __name__)
 protect(bp)
 
-FEED_KINDS = ("sent", "open", "click", "reply", "auto_reply", "bounce", "complaint")
+# Recorded by `web.documents.visits` for a person's visits only; their data names the document.
+DOCUMENT_KINDS = ("document_view", "document_page", "document_download")
+FEED_KINDS = (
+    "sent",
+    "open",
+    "click",
+    "reply",
+    "auto_reply",
+    "bounce",
+    "complaint",
+    *DOCUMENT_KINDS,
+)
 PAGE_SIZE = 50
 MAX_LIMIT = 200
 
@@ -41,6 +54,16 @@ _LABELS = {
     "auto_reply": "Auto-replied",
     "bounce": "Bounced",
     "complaint": "Marked as spam",
+    "document_view": "Opened a document",
+    "document_page": "Reading a document",
+    "document_download": "Downloaded a document",
+}
+# What the filter's checkboxes say; a kind not named here shows as its words.
+KIND_NAMES = {
+    "auto_reply": "auto-reply",
+    "document_view": "document opened",
+    "document_page": "document page",
+    "document_download": "document download",
 }
 
 
@@ -111,6 +134,32 @@ def _label(kind: str, data: dict[str, Any]) -> str:
     return "Opened"
 
 
+def _document(kind: str, data: dict[str, Any]) -> dict[str, Any] | None:
+    if kind not in DOCUMENT_KINDS:
+        return None
+    return {
+        "id": data.get("document_id"),
+        "name": data.get("document") or "a document",
+        "page": data.get("page"),
+        "pages": data.get("pages"),
+    }
+
+
+def document_sentence(kind: str, who: str, document: dict[str, Any]) -> str:
+    """What a document event says in the feed, e.g. "Dana opened pricing.pdf — now on page 4".
+
+    Plain text: the page and the stream escape it (names and file names are user input).
+    """
+    name = document["name"]
+    if kind == "document_download":
+        return f"{who} downloaded {name}"
+    page, pages = document.get("page"), document.get("pages")
+    if kind == "document_page" and page:
+        of = f" of {pages}" if pages else ""
+        return f"{who} opened {name} — now on page {page}{of}"
+    return f"{who} opened {name}"
+
+
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
 
@@ -161,6 +210,8 @@ def feed_items(
     items = []
     for event, email, name, subject, sequence_id, sequence_name in session.execute(query):
         data = dict(event.data or {})
+        document = _document(event.kind, data)
+        who = name or email or data.get("recipient") or "Someone"
         items.append(
             {
                 "id": event.id,
@@ -177,6 +228,8 @@ def feed_items(
                 "inferred": bool(data.get("inferred")),
                 "url": data.get("url"),
                 "from": data.get("from"),
+                "document": document,
+                "text": document_sentence(event.kind, who, document) if document else None,
             }
         )
     return items
@@ -213,6 +266,7 @@ def page() -> ResponseReturnValue:
         "feed.html",
         items=items,
         kinds=FEED_KINDS,
+        kind_names=KIND_NAMES,
         sequences=team_sequences(db(), user.team_id),
         feed_filter=feed_filter,
         stream_url=f"{url_for('feed.page')}/stream?{stream_query}",

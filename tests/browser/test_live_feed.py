@@ -4,7 +4,9 @@ A salesperson signs in and opens the Live Feed. From another browser (another
 context: no cookies, another address) the prospect loads the email's pixel and
 follows its link: both appear in the feed without a reload. Then the
 salesperson's own browser loads the same pixel: it is recorded as `self` (by
-the device cookie) and never shown as a reader. Screenshots go to artifacts/.
+the device cookie) and never shown as a reader. A prospect reading a tracked
+document shows up the same way: "Dana Scully opened pricing.pdf", then "— now
+on page 3 of 5" as they turn the pages. Screenshots go to artifacts/.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 import pytest
 import requests
 from flask import Flask
+from flask.testing import FlaskClient
 from sqlalchemy import select
 
 from config import Settings
@@ -163,3 +166,59 @@ def test_opens_and_clicks_appear_live_and_the_senders_own_views_do_not(
     print(f"open appeared in the feed {open_seen_after:.2f} s after the pixel was requested")
     seller.close()
     prospect.close()
+
+
+# One database is enough: the feed's words are checked on both in tests/integration.
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_a_prospect_reading_a_document_appears_live_page_by_page(
+    browser: Any,
+    env: Settings,
+    database_url: str,
+    redis_url: str,
+    tmp_path: Path,
+    app: Flask,
+    client: FlaskClient,
+) -> None:
+    from playwright.sync_api import expect
+
+    from tests.browser.test_viewer import PROSPECT, start_web
+    from tests.integration.test_documents_viewer import PASSWORD as DOCUMENTS_PASSWORD
+    from tests.integration.test_documents_viewer import share
+
+    shared = share(app, client, pages=5)
+    ARTIFACTS.mkdir(exist_ok=True)
+    base, stack = start_web(env, database_url, redis_url, tmp_path)
+    try:
+        seller = browser.new_context()
+        feed = seller.new_page()
+        feed.goto(f"{base}/signin?next=/feed")
+        feed.get_by_label("Email").fill("rep@seller.test")
+        feed.get_by_label("Password").fill(DOCUMENTS_PASSWORD)
+        feed.get_by_role("button", name="Sign in").click()
+        expect(feed).to_have_url(f"{base}/feed")
+        expect(feed.locator("#feed-status")).to_have_text("Live")
+
+        # The prospect opens their link in another browser and turns to page 3.
+        prospect = browser.new_context(**PROSPECT)
+        reader = prospect.new_page()
+        reader.goto(f"{base}/d/{shared.token}")
+        expect(reader.locator("#current")).to_have_text("1")
+        opened = feed.locator("#feed .feed-item.kind-document_view")
+        expect(opened).to_have_count(1, timeout=10000)
+        expect(opened.first.locator(".text")).to_have_text("Dana Scully opened pricing.pdf")
+        reader.keyboard.press("ArrowRight")
+        reader.keyboard.press("ArrowRight")
+        expect(reader.locator("#current")).to_have_text("3")
+        on_page = feed.locator("#feed .feed-item.kind-document_page")
+        expect(on_page.first.locator(".text")).to_have_text(
+            "Dana Scully opened pricing.pdf — now on page 3 of 5", timeout=10000
+        )
+        # Newest on top: the page item sits above the open.
+        expect(feed.locator("#feed .feed-item").first).to_have_attribute(
+            "data-kind", "document_page"
+        )
+        feed.screenshot(path=str(ARTIFACTS / "live-feed-document.png"), full_page=True)
+        seller.close()
+        prospect.close()
+    finally:
+        stack.stop()

@@ -21,8 +21,13 @@
     li.dataset.id = item.id;
     li.dataset.kind = item.kind;
     li.appendChild(span("badge", item.label));
-    var who = item.prospect ? (item.prospect.name || item.prospect.email) : (item.from || "");
-    li.appendChild(span("who", who));
+    if (item.text) {
+      // A document event's whole sentence ("Dana opened pricing.pdf — now on page 4").
+      li.appendChild(span("text", item.text));
+    } else {
+      var who = item.prospect ? (item.prospect.name || item.prospect.email) : (item.from || "");
+      li.appendChild(span("who", who));
+    }
     if (item.subject) li.appendChild(span("subject", item.subject));
     if (item.url) li.appendChild(span("url", item.url));
     if (item.sequence) li.appendChild(span("sequence", item.sequence.name));
