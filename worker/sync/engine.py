@@ -1,6 +1,8 @@
 """Mailbox sync: drive a provider from the stored cursor, handle what matches.
 
-One sync per mailbox at a time (a Redis lock). A burst of pushes queues one
+One sync per mailbox at a time: a Redis lock held as a lease, renewed by a
+thread while the sync runs, so a worker killed mid-sync frees its mailbox
+within `LOCK_LEASE_SECONDS`. A burst of pushes queues one
 sync, and a push during a running sync queues exactly one more, through a
 "queued" marker set with NX::
 
@@ -28,9 +30,14 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+from redis.exceptions import LockError, RedisError
+from redis.lock import Lock
 from sqlalchemy import select, update
 
 from config import get_settings, queues
@@ -47,7 +54,12 @@ from worker.sync.registry import open_provider
 
 log = logging.getLogger(__name__)
 
-LOCK_TIMEOUT_SECONDS = 15 * 60
+LOCK_KEY = "sightline:sync:lock:{mailbox_id}"
+# The lock is a lease renewed every third of it while the sync runs. It used to be
+# one 15-minute lock (as long as the longest sync): the chaos run SIGKILLed a
+# worker mid-sync and that mailbox's replies went unrecorded for 15 minutes, while
+# every sync of it held a worker for LOCK_WAIT_SECONDS and said "busy".
+LOCK_LEASE_SECONDS = 30.0
 LOCK_WAIT_SECONDS = 20
 BACKOFF_KEY = "sightline:sync:backoff:{mailbox_id}"
 MIN_BACKOFF_SECONDS = 1.0
@@ -124,23 +136,67 @@ def sync_mailbox_job(mailbox_id: int) -> dict[str, object]:
         # A push arrived while the provider wants us to wait: come back then.
         request_sync(mailbox_id, delay=waiting)
         return {"status": "backoff", "retry_in": round(waiting, 1)}
-    redis = get_redis()
-    lock = redis.lock(f"sightline:sync:lock:{mailbox_id}", timeout=LOCK_TIMEOUT_SECONDS)
-    if not lock.acquire(blocking=True, blocking_timeout=LOCK_WAIT_SECONDS):
-        # Another sync of this mailbox is running; make sure one follows it.
-        log.info("sync_busy mailbox_id=%s", mailbox_id)
-        request_sync(mailbox_id)
-        return {"status": "busy"}
-    try:
-        stats = sync_mailbox(mailbox_id)
-    except ProviderError as exc:
-        if exc.retry_after is None:
-            raise
-        wait = back_off(mailbox_id, exc.retry_after, str(exc))
-        return {"status": "throttled", "retry_in": round(wait, 1)}
-    finally:
-        lock.release()
+    with mailbox_lock(mailbox_id) as locked:
+        if not locked:
+            # Another sync of this mailbox is running; make sure one follows it.
+            log.info("sync_busy mailbox_id=%s", mailbox_id)
+            request_sync(mailbox_id)
+            return {"status": "busy"}
+        try:
+            stats = sync_mailbox(mailbox_id)
+        except ProviderError as exc:
+            if exc.retry_after is None:
+                raise
+            wait = back_off(mailbox_id, exc.retry_after, str(exc))
+            return {"status": "throttled", "retry_in": round(wait, 1)}
     return {"status": "done", "listed": stats.listed, "fetched": stats.fetched, **stats.outcomes}
+
+
+@contextmanager
+def mailbox_lock(mailbox_id: int) -> Iterator[bool]:
+    """Hold the mailbox's sync lock for the block; yield False if another sync has it.
+
+    Waits up to `LOCK_WAIT_SECONDS` for it. While the block runs a thread renews
+    the lease, so a sync may take as long as it needs; a process that dies
+    leaves the lock for at most `LOCK_LEASE_SECONDS`.
+    """
+    # thread_local=False: the token must be visible to the renewing thread.
+    lock = get_redis().lock(
+        LOCK_KEY.format(mailbox_id=mailbox_id), timeout=LOCK_LEASE_SECONDS, thread_local=False
+    )
+    if not lock.acquire(blocking=True, blocking_timeout=LOCK_WAIT_SECONDS):
+        yield False
+        return
+    stop = threading.Event()
+    renewer = threading.Thread(
+        target=_renew_lease,
+        args=(lock, stop, mailbox_id),
+        name=f"sync-lock-{mailbox_id}",
+        daemon=True,
+    )
+    renewer.start()
+    try:
+        yield True
+    finally:
+        stop.set()
+        renewer.join()
+        try:
+            lock.release()
+        except LockError:  # the lease lapsed (Redis lost it); the cursor guards the work
+            log.warning("sync_lock_lost mailbox_id=%s", mailbox_id)
+
+
+def _renew_lease(lock: Lock, stop: threading.Event, mailbox_id: int) -> None:
+    while not stop.wait(LOCK_LEASE_SECONDS / 3):
+        try:
+            lock.reacquire()
+        except LockError:
+            # Someone else holds it now: a second sync may overlap this one. Harmless
+            # (natural keys), but worth seeing; renewing would take it from them.
+            log.warning("sync_lock_lost mailbox_id=%s", mailbox_id)
+            return
+        except RedisError as exc:  # Redis restarting: the next round tries again
+            log.warning("sync_lock_renew_failed mailbox_id=%s error=%r", mailbox_id, exc)
 
 
 def sync_mailbox(mailbox_id: int) -> SyncStats:
