@@ -138,6 +138,22 @@ class DocumentSettings:
 
 
 @dataclass(frozen=True)
+class SigninLimitSettings:
+    """How many failed sign-ins a fixed window allows (web/signin_limit.py).
+
+    Per email and client address: one person guessing one account. Per address:
+    one address trying many accounts. Per email: many addresses guessing one
+    account (set it high: reaching it locks the account's owner out too, for
+    what is left of the window).
+    """
+
+    window_seconds: int = 900
+    per_email_ip: int = 10
+    per_ip: int = 100
+    per_email: int = 50
+
+
+@dataclass(frozen=True)
 class Settings:
     env: str
     var_dir: Path
@@ -173,14 +189,24 @@ class Settings:
     soft_bounce_limit: int = 3
     soft_bounce_window_days: int = 7
     soft_bounce_retry_seconds: int = 4 * 3600
+    # Former SECRET_KEYs, newest first: still accepted when checking a signature, never
+    # used to sign. Pixels, links and document links in emails already sent carry
+    # tokens signed with the key of their day; without this a rotation breaks them all.
+    secret_key_fallbacks: tuple[str, ...] = field(default=(), repr=False)
+    signin_limits: SigninLimitSettings = field(default_factory=SigninLimitSettings)
 
     @property
     def is_production(self) -> bool:
         return self.env == "production"
 
+    @property
+    def signing_keys(self) -> list[str]:
+        """For itsdangerous: every key a signature may be checked with, the signing key last."""
+        return [*reversed(self.secret_key_fallbacks), self.secret_key]
+
     def secrets_to_redact(self) -> tuple[str, ...]:
         """Values that must never appear in a log line."""
-        values = [self.secret_key, *self.encryption_keys]
+        values = [self.secret_key, *self.secret_key_fallbacks, *self.encryption_keys]
         sf = self.salesforce
         values += [
             v
@@ -311,6 +337,32 @@ def _fernet_keys(raw: str) -> tuple[str, ...]:
                 'print(Fernet.generate_key().decode())"`)'
             )
     return keys
+
+
+def _secret_key_fallbacks(env: Mapping[str, str], secret_key: str) -> tuple[str, ...]:
+    raw = _get(env, "SECRET_KEY_FALLBACKS") or ""
+    keys = tuple(k.strip() for k in raw.split(",") if k.strip())
+    for index, key in enumerate(keys):
+        if len(key) < 32:
+            raise ConfigError(
+                f"SECRET_KEY_FALLBACKS: key #{index + 1} is shorter than 32 characters "
+                "(it must be a former SECRET_KEY, exactly as it was)"
+            )
+        if key == secret_key:
+            raise ConfigError(
+                f"SECRET_KEY_FALLBACKS: key #{index + 1} is the current SECRET_KEY; "
+                "list only former keys"
+            )
+    return keys
+
+
+def _signin_limits(env: Mapping[str, str]) -> SigninLimitSettings:
+    return SigninLimitSettings(
+        window_seconds=_int(env, "SIGHTLINE_SIGNIN_WINDOW_SECONDS", 900, 10, 86400),
+        per_email_ip=_int(env, "SIGHTLINE_SIGNIN_MAX_FAILURES", 10, 1, 10_000),
+        per_ip=_int(env, "SIGHTLINE_SIGNIN_MAX_FAILURES_PER_IP", 100, 1, 1_000_000),
+        per_email=_int(env, "SIGHTLINE_SIGNIN_MAX_FAILURES_PER_EMAIL", 50, 1, 1_000_000),
+    )
 
 
 def _listener_shard(env: Mapping[str, str], shards: int) -> int:
@@ -592,6 +644,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         soft_bounce_retry_seconds=_int(
             env, "SIGHTLINE_SOFT_BOUNCE_RETRY_SECONDS", 4 * 3600, 1, 7 * 86400
         ),
+        secret_key_fallbacks=_secret_key_fallbacks(env, secret_key),
+        signin_limits=_signin_limits(env),
     )
 
 

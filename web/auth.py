@@ -11,6 +11,9 @@ Signing in also marks the browser as one of the team's own devices: a row in
 `sign_ins` with the address and user agent. Tracking hits that carry the cookie,
 or come from a recent sign-in's address, are labelled `self` and never counted.
 
+Failed sign-ins are limited per email and address, per address and per email
+(`web.signin_limit`): past the limit `/signin` answers 429 with Retry-After.
+
 Must never: store or log a password, say whether an email has an account
 (one message for every failed sign-in), or accept a state-changing request
 without the session's CSRF token.
@@ -48,6 +51,7 @@ from config import get_settings
 from core.models import Device, SignIn, User, utcnow
 from core.tracking.classify import client_ip
 from core.tracking.tokens import DEVICE_COOKIE, device_cookie, read_device_cookie
+from web import signin_limit
 from web.db import db
 
 bp = Blueprint("auth", __name__)
@@ -196,6 +200,9 @@ def signin() -> ResponseReturnValue:
         password = request.form.get("password") or ""
         if not email or not password:
             error = "Enter your email and password."
+        elif (wait := signin_limit.retry_after(email, request_ip())) is not None:
+            log.warning("signin_limited retry_after=%s", wait)
+            return _too_many(email, wait)
         else:
             user = db().scalar(select(User).where(User.email == email))
             has_password = user is not None and bool(user.password_hash)
@@ -203,7 +210,9 @@ def signin() -> ResponseReturnValue:
             # Always one hash check, so a wrong email answers as slowly as a wrong password.
             matches = check_password_hash(stored, password)
             if user is not None and has_password and matches:
+                signin_limit.record_success(email, request_ip())
                 return _sign_in(user)
+            signin_limit.record_failure(email, request_ip())
             log.info("signin_failed")
             error = "That email and password do not match an account."
     status = 200 if error is None else 401
@@ -211,6 +220,18 @@ def signin() -> ResponseReturnValue:
         render_template("signin.html", error=error, email=email, next=request.args.get("next", "")),
         status,
     )
+
+
+def _too_many(email: str, wait: int) -> ResponseReturnValue:
+    minutes = max(1, -(-wait // 60))
+    error = (
+        "Too many failed sign-ins. For your account's safety, signing in is paused here "
+        f"for {minutes} minute{'s' if minutes != 1 else ''}; try again then."
+    )
+    page = render_template(
+        "signin.html", error=error, email=email, next=request.args.get("next", "")
+    )
+    return page, 429, {"Retry-After": str(wait)}
 
 
 def _sign_in(user: User) -> BaseResponse:
