@@ -49,5 +49,10 @@ def decrypt_json(token: str) -> dict[str, Any]:
 
 
 def rotate(token: str) -> str:
-    """Re-encrypt under the newest key."""
-    return _current().rotate(token.encode()).decode()
+    """Re-encrypt under the newest key. Raises CredentialsError if no key opens `token`."""
+    try:
+        return _current().rotate(token.encode()).decode()
+    except InvalidToken:
+        raise CredentialsError(
+            "stored credentials cannot be decrypted with any key in SIGHTLINE_ENCRYPTION_KEY"
+        ) from None

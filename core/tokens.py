@@ -4,7 +4,9 @@ API tokens are random, shown once, and stored only as a SHA-256 digest (a fast
 hash is right here: the token has 256 bits of entropy, unlike a password).
 
 Signed tokens (itsdangerous, keyed by SECRET_KEY with a per-purpose salt) carry
-ids in URLs so a hot endpoint can trust them without a database read.
+ids in URLs so a hot endpoint can trust them without a database read. They are
+signed with SECRET_KEY and checked against it and every key in
+SECRET_KEY_FALLBACKS, so links in emails sent before a key rotation keep working.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ def display_prefix(token: str) -> str:
 
 
 def _serializer(purpose: str) -> URLSafeSerializer:
-    return URLSafeSerializer(get_settings().secret_key, salt=f"sightline.{purpose}")
+    return URLSafeSerializer(get_settings().signing_keys, salt=f"sightline.{purpose}")
 
 
 def sign(purpose: str, payload: Any) -> str:

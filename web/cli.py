@@ -8,9 +8,9 @@ from flask.cli import AppGroup
 from sqlalchemy import select
 from werkzeug.security import generate_password_hash
 
-from core.crypto import rotate
+from core.crypto import CredentialsError, rotate
 from core.db import session_scope
-from core.models import ApiToken, Mailbox, Plan, Team, User
+from core.models import ApiToken, Mailbox, Plan, SalesforceConnection, Team, User
 from core.tokens import display_prefix, hash_api_token, new_api_token
 from web.api.schemas import check_email
 
@@ -68,13 +68,41 @@ def create_user(
 
 @click.command("rotate-credentials")
 def rotate_credentials() -> None:
-    """Re-encrypt every stored credential under the newest SIGHTLINE_ENCRYPTION_KEY."""
-    count = 0
+    """Re-encrypt every stored credential under the newest SIGHTLINE_ENCRYPTION_KEY.
+
+    Mailboxes and team Salesforce connections. Safe to run twice, and while the
+    app runs (each row is one small update). A row no configured key opens is
+    left as it is and named; the command then exits with status 1, so the old
+    key is not dropped while something still needs it.
+    """
+    done: dict[str, int] = {"mailbox": 0, "salesforce connection": 0}
+    unreadable: list[str] = []
     with session_scope() as session:
-        for mailbox in session.scalars(select(Mailbox)):
-            mailbox.credentials_encrypted = rotate(mailbox.credentials_encrypted)
-            count += 1
-    click.echo(f"re-encrypted credentials of {count} mailbox(es)")
+        for mailbox in session.scalars(select(Mailbox).order_by(Mailbox.id)):
+            try:
+                mailbox.credentials_encrypted = rotate(mailbox.credentials_encrypted)
+                done["mailbox"] += 1
+            except CredentialsError:
+                unreadable.append(f"mailbox id={mailbox.id}")
+        connections = select(SalesforceConnection).order_by(SalesforceConnection.id)
+        for connection in session.scalars(connections):
+            if not connection.credentials_encrypted:
+                continue
+            try:
+                connection.credentials_encrypted = rotate(connection.credentials_encrypted)
+                done["salesforce connection"] += 1
+            except CredentialsError:
+                unreadable.append(f"salesforce connection id={connection.id}")
+    click.echo(
+        f"re-encrypted credentials of {done['mailbox']} mailbox(es) and "
+        f"{done['salesforce connection']} Salesforce connection(s)"
+    )
+    if unreadable:
+        raise click.ClickException(
+            "no key in SIGHTLINE_ENCRYPTION_KEY opens the credentials of "
+            + ", ".join(unreadable)
+            + ": put the key they were encrypted with back in the list (after the new one)"
+        )
 
 
 def init_app(app: Flask) -> None:

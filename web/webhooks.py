@@ -34,7 +34,7 @@ from flask.typing import ResponseReturnValue
 from config import get_settings
 from worker.sync.engine import request_sync
 from worker.sync.push import (
-    client_state,
+    client_state_matches,
     mailbox_for_subscription,
     mailboxes_for_gmail_push,
     request_renewal,
@@ -112,7 +112,7 @@ def graph_notification() -> ResponseReturnValue:
         if mailbox_id is None:
             continue
         given = str(notification.get("clientState") or "")
-        if not hmac.compare_digest(given.encode(), client_state(mailbox_id).encode()):
+        if not client_state_matches(mailbox_id, given):
             log.warning("graph_notification_refused mailbox_id=%s reason=client_state", mailbox_id)
             continue
         event = notification.get("lifecycleEvent")

@@ -2,7 +2,8 @@
 
 Every token is signed with SECRET_KEY (itsdangerous, one salt per purpose), so
 the web edge trusts what it names without a database read, and anything forged,
-truncated or mangled reads as None.
+truncated or mangled reads as None. Former keys (SECRET_KEY_FALLBACKS) still
+verify: the pixel and links of an email sent before a rotation keep counting.
 
 - Open token: ``[sent message id, team id, recipient index, issued at]``.
 - Click token: the same, plus the link's index in the body and its destination
@@ -54,12 +55,12 @@ class DeviceRef:
 
 
 @lru_cache(maxsize=8)
-def _serializer(secret_key: str, salt: str) -> URLSafeSerializer:
-    return URLSafeSerializer(secret_key, salt=salt)
+def _serializer(keys: tuple[str, ...], salt: str) -> URLSafeSerializer:
+    return URLSafeSerializer(list(keys), salt=salt)
 
 
 def _signer(salt: str) -> URLSafeSerializer:
-    return _serializer(get_settings().secret_key, salt)
+    return _serializer(tuple(get_settings().signing_keys), salt)
 
 
 def _loads(salt: str, token: str) -> Any:

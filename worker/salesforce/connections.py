@@ -157,7 +157,7 @@ def redirect_uri() -> str:
 
 
 def _serializer() -> URLSafeTimedSerializer:
-    return URLSafeTimedSerializer(get_settings().secret_key, salt="sightline-salesforce-oauth")
+    return URLSafeTimedSerializer(get_settings().signing_keys, salt="sightline-salesforce-oauth")
 
 
 def _login_url(given: str | None) -> str:

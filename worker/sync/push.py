@@ -54,11 +54,27 @@ PUSH_KINDS = {
 }
 
 
+def _client_state(key: str, mailbox_id: int) -> str:
+    message = f"graph-client-state:{mailbox_id}".encode()
+    digest = hmac.new(key.encode(), message, hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest).decode().rstrip("=")
+
+
 def client_state(mailbox_id: int) -> str:
     """The secret Graph echoes in every notification for this mailbox's subscription."""
-    key = get_settings().secret_key.encode()
-    digest = hmac.new(key, f"graph-client-state:{mailbox_id}".encode(), hashlib.sha256).digest()
-    return base64.urlsafe_b64encode(digest).decode().rstrip("=")
+    return _client_state(get_settings().secret_key, mailbox_id)
+
+
+def client_state_matches(mailbox_id: int, given: str) -> bool:
+    """True if `given` is this mailbox's client state under SECRET_KEY or a former key.
+
+    A subscription keeps the client state it was created with until it is
+    renewed, so after a SECRET_KEY rotation its notifications still carry the old one.
+    """
+    return any(
+        hmac.compare_digest(given.encode(), _client_state(key, mailbox_id).encode())
+        for key in get_settings().signing_keys
+    )
 
 
 def request_renewal(mailbox_id: int) -> bool:
