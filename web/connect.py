@@ -12,6 +12,10 @@ Owns three blueprints:
 - `pages` (`/mailboxes`, signed-in users): the mailboxes page with the same
   actions as forms (CSRF-protected).
 
+`connect_imap` is the one way an IMAP mailbox is connected: the API's
+`POST /api/v1/mailboxes` and the web form `/mailboxes/imap` (`web.app.imap`)
+both call it.
+
 OAuth flow::
 
     POST …/connect {kind} ─▶ state + verifier in Redis ─▶ consent URL
@@ -44,7 +48,13 @@ from core.crypto import decrypt_json, encrypt_json
 from core.models import Mailbox, MailboxKind, MailboxStatus, utcnow
 from core.redis import get_redis
 from web.api import ApiError, error_response, parse_body, require_token
-from web.api.schemas import ExchangeMailboxCreate, MailboxOut, OAuthConnect, OAuthStarted
+from web.api.schemas import (
+    ExchangeMailboxCreate,
+    MailboxCreate,
+    MailboxOut,
+    OAuthConnect,
+    OAuthStarted,
+)
 from web.auth import current_user, login_required, protect
 from web.db import db
 from worker.sync.base import ProviderError
@@ -201,6 +211,53 @@ def save_mailbox(
         raise ApiError(409, "conflict", f"mailbox {email} is already connected") from None
     _after_connect(mailbox)
     log.info("mailbox_connected mailbox_id=%s kind=%s", mailbox.id, kind)
+    return mailbox
+
+
+def connect_imap(*, team_id: int, user_id: int | None, body: MailboxCreate) -> Mailbox:
+    """Connect an IMAP + SMTP mailbox: the API's `POST /mailboxes` and the web form's one path.
+
+    Logs in to both servers first (unless `body.verify` is false), then stores
+    the credentials Fernet-encrypted and queues the first sync.
+
+    Raises:
+        ApiError: 422 ``mailbox_unreachable`` (``fields`` names ``imap`` or ``smtp``:
+            the server that refused, and why; never the password), 409 ``conflict``
+            when the team already has this address.
+    """
+    credentials = {
+        "imap": body.imap.model_dump(),
+        "smtp": body.smtp.model_dump(),
+        "folders": body.folders,
+        "append_to_sent": body.append_to_sent,
+    }
+    if body.verify:
+        from worker.sync.registry import open_provider
+
+        try:
+            with open_provider(body.kind, body.email, credentials) as provider:
+                provider.verify()
+        except ProviderError as exc:
+            server = "smtp" if str(exc).startswith("SMTP") else "imap"
+            raise ApiError(422, "mailbox_unreachable", str(exc), {server: str(exc)}) from None
+    mailbox = Mailbox(
+        team_id=team_id,
+        user_id=user_id,
+        kind=body.kind,
+        email=body.email.lower(),
+        credentials_encrypted=encrypt_json(credentials),
+        status=MailboxStatus.ACTIVE,
+        created_at=utcnow(),
+    )
+    session = db()
+    session.add(mailbox)
+    try:
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+        raise ApiError(409, "conflict", f"mailbox {body.email} is already connected") from None
+    _after_connect(mailbox)
+    log.info("mailbox_connected mailbox_id=%s kind=%s team_id=%s", mailbox.id, body.kind, team_id)
     return mailbox
 
 

@@ -9,13 +9,11 @@ from flask.typing import ResponseReturnValue
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from core.crypto import encrypt_json
 from core.models import (
     Enrollment,
     EnrollmentTransition,
     Event,
     Mailbox,
-    MailboxStatus,
     Prospect,
     SentMessage,
     Sequence,
@@ -55,47 +53,10 @@ def _owned(model: type[T], object_id: int, what: str) -> T:
 @bp.post("/mailboxes")
 @require_token
 def create_mailbox() -> ResponseReturnValue:
+    from web.connect import connect_imap
+
     body = parse_body(MailboxCreate)
-    credentials = {
-        "imap": body.imap.model_dump(),
-        "smtp": body.smtp.model_dump(),
-        "folders": body.folders,
-        "append_to_sent": body.append_to_sent,
-    }
-    if body.verify:
-        from worker.sync.base import ProviderError
-        from worker.sync.registry import open_provider
-
-        try:
-            with open_provider(body.kind, body.email, credentials) as provider:
-                provider.verify()
-        except ProviderError as exc:
-            raise ApiError(
-                422,
-                "mailbox_unreachable",
-                str(exc),
-                {"imap" if "IMAP" in str(exc) else "smtp": str(exc)},
-            ) from None
-    mailbox = Mailbox(
-        team_id=g.team_id,
-        user_id=g.user.id,
-        kind=body.kind,
-        email=body.email.lower(),
-        credentials_encrypted=encrypt_json(credentials),
-        status=MailboxStatus.ACTIVE,
-        created_at=utcnow(),
-    )
-    db().add(mailbox)
-    try:
-        db().commit()
-    except IntegrityError:
-        db().rollback()
-        raise ApiError(409, "conflict", f"mailbox {body.email} is already connected") from None
-    from worker.listener import announce_mailbox_change
-    from worker.sync.engine import request_sync
-
-    request_sync(mailbox.id)  # records the starting cursor right away
-    announce_mailbox_change()
+    mailbox = connect_imap(team_id=g.team_id, user_id=g.user.id, body=body)
     return MailboxOut.model_validate(mailbox).model_dump(mode="json"), 201
 
 

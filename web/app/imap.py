@@ -1,8 +1,10 @@
 """Connecting an IMAP mailbox from the web app (host, port, security, login).
 
-Owns `/mailboxes/imap`: the same checks as `POST /api/v1/mailboxes` (the
-`MailboxCreate` schema; an IMAP and an SMTP login before anything is saved),
-as a form whose errors name the field. The mailboxes page (`web.connect`) lists
+Owns `/mailboxes/imap`: `POST /api/v1/mailboxes` as a form. Both validate the
+`MailboxCreate` schema and then call `web.connect.connect_imap` (an IMAP and an
+SMTP login before anything is saved, credentials stored encrypted); here the
+errors name the form's field and the server that refused. Empty SMTP user name
+and password mean "the same as IMAP". The mailboxes page (`web.connect`) lists
 the result; Gmail, Microsoft 365 and Exchange connect there.
 
 Must never: echo a password back into the page, or log one.
@@ -10,23 +12,17 @@ Must never: echo a password back into the page, or log one.
 
 from __future__ import annotations
 
-import logging
-
 from flask import flash, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 from pydantic import ValidationError
-from sqlalchemy.exc import IntegrityError
 from werkzeug.routing import BuildError
 
-from core.crypto import encrypt_json
-from core.models import Mailbox, MailboxStatus, utcnow
+from web.api import ApiError
 from web.api.schemas import MailboxCreate
 from web.app.common import FormErrors, app_blueprint, form_str, team_id, user
 from web.auth import login_required
-from web.db import db
 
 bp = app_blueprint("imap", __name__)
-log = logging.getLogger(__name__)
 
 LABELS = {
     "email": "Email address",
@@ -61,12 +57,15 @@ def _page(errors: FormErrors, status: int = 200) -> ResponseReturnValue:
 
 def _server(prefix: str, email: str) -> dict[str, object]:
     password = request.form.get(f"{prefix}_password") or ""
-    if prefix == "smtp" and not password:
-        password = request.form.get("imap_password") or ""  # most providers use one password
+    username = form_str(f"{prefix}_username")
+    if prefix == "smtp":
+        # Most providers use one login for both: empty SMTP fields mean "same as IMAP".
+        password = password or request.form.get("imap_password") or ""
+        username = username or form_str("imap_username")
     return {
         "host": form_str(f"{prefix}_host"),
         "port": form_str(f"{prefix}_port") or "0",
-        "username": form_str(f"{prefix}_username") or email,
+        "username": username or email,
         "password": password,
         "security": form_str(f"{prefix}_security"),
     }
@@ -109,43 +108,19 @@ def connect() -> ResponseReturnValue:
             errors.add(field, f"{label}: {message}.")
     if body is None or errors:
         return _page(errors, 422)
-    credentials = {
-        "imap": body.imap.model_dump(),
-        "smtp": body.smtp.model_dump(),
-        "folders": body.folders,
-        "append_to_sent": body.append_to_sent,
-    }
-    from worker.sync.base import ProviderError
-    from worker.sync.registry import open_provider
+    from web.connect import connect_imap
 
     try:
-        with open_provider(body.kind, body.email, credentials) as provider:
-            provider.verify()
-    except ProviderError as exc:
-        field = "smtp_host" if "SMTP" in str(exc) else "imap_host"
-        label = "SMTP" if field == "smtp_host" else "IMAP"
-        errors.add(field, f"{label}: {exc} (check the server, port, security and password).")
-        return _page(errors, 422)
-    mailbox = Mailbox(
-        team_id=team_id(),
-        user_id=user().id,
-        kind=body.kind,
-        email=body.email.lower(),
-        credentials_encrypted=encrypt_json(credentials),
-        status=MailboxStatus.ACTIVE,
-        created_at=utcnow(),
-    )
-    db().add(mailbox)
-    try:
-        db().commit()
-    except IntegrityError:
-        db().rollback()
+        mailbox = connect_imap(team_id=team_id(), user_id=user().id, body=body)
+    except ApiError as exc:
+        if exc.code == "mailbox_unreachable":
+            server = "smtp" if "smtp" in (exc.fields or {}) else "imap"
+            errors.add(
+                f"{server}_host",
+                f"{server.upper()}: {exc.message} "
+                "(check the server, port, security, user name and password).",
+            )
+            return _page(errors, 422)
         errors.add("email", f"Email address: {body.email} is already connected.")
         return _page(errors, 409)
-    from worker.listener import announce_mailbox_change
-    from worker.sync.engine import request_sync
-
-    request_sync(mailbox.id)  # records the starting cursor right away
-    announce_mailbox_change()
-    log.info("mailbox_connected mailbox_id=%s kind=imap team_id=%s", mailbox.id, mailbox.team_id)
     return redirect(_done_url(f"{mailbox.email} is connected."))

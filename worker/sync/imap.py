@@ -83,6 +83,21 @@ def _folder_cursor(cursor: dict[str, Any], folder: str) -> dict[str, Any] | None
     return value if isinstance(value, dict) else None
 
 
+def _server_words(said: object, password: object) -> str:
+    """What a server said when it refused a login, as ": <words>" (or "" if nothing).
+
+    Shown to the user and stored as the mailbox's status reason, so it is cut
+    short, and the password is blanked out should a server ever echo it.
+    """
+    text = said.decode("utf-8", "replace") if isinstance(said, bytes) else str(said)
+    if len(text) > 2 and text[:2] in ("b'", 'b"') and text[-1] == text[1]:
+        text = text[2:-1]  # imapclient's LoginError holds the repr of the server's bytes
+    text = " ".join(text.split())[:200]
+    if isinstance(password, str) and password:
+        text = text.replace(password, "[password]")
+    return f": {text}" if text else ""
+
+
 class ImapProvider(MailboxProvider):
     kind: ClassVar[str] = "imap"
 
@@ -115,8 +130,10 @@ class ImapProvider(MailboxProvider):
                 client.starttls(_ssl_context())
             client.login(s["username"], s["password"])
         except LoginError as exc:
+            reason = _server_words(exc, s.get("password"))
             raise ProviderError(
-                f"IMAP server refused the login for {s.get('username')}", needs_reconnect=True
+                f"IMAP server refused the login for {s.get('username')}{reason}",
+                needs_reconnect=True,
             ) from exc
         except (IMAPClientError, OSError, ssl.SSLError) as exc:
             raise ProviderError(f"IMAP connection to {s.get('host')} failed: {exc}") from exc
@@ -152,8 +169,10 @@ class ImapProvider(MailboxProvider):
                     smtp.starttls(context=_ssl_context())
             smtp.login(s["username"], s["password"])
         except smtplib.SMTPAuthenticationError as exc:
+            reason = _server_words(exc.smtp_error, s.get("password"))
             raise ProviderError(
-                f"SMTP server refused the login for {s.get('username')}", needs_reconnect=True
+                f"SMTP server refused the login for {s.get('username')}{reason}",
+                needs_reconnect=True,
             ) from exc
         except (smtplib.SMTPException, OSError, ssl.SSLError) as exc:
             raise ProviderError(f"SMTP connection to {s.get('host')} failed: {exc}") from exc

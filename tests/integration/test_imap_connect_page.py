@@ -1,0 +1,172 @@
+"""Connecting an IMAP mailbox from the web app, against the real Dovecot and SMTP servers.
+
+The form at `/mailboxes/imap` and `POST /api/v1/mailboxes` share one code path
+(`web.connect.connect_imap`): both log in to IMAP and SMTP before saving, and
+store the credentials encrypted. Here a salesperson fills the form: a wrong
+password is refused by the server named in the message, the password is never
+shown back, nothing is saved; the right one connects and lands on the mailboxes
+page. The main navigation's Content link is checked here too.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import select
+
+from core.crypto import decrypt_json
+from core.db import session_scope
+from core.models import Mailbox
+from tests.conftest import create_user
+from tests.integration.test_feed import PASSWORD, csrf_from, sign_in
+from tests.services.dovecot import DovecotServer, unique_address
+
+pytestmark = pytest.mark.integration
+
+WRONG = "not-the-password-7f3a"
+
+
+@pytest.fixture
+def seller(app: Flask, client: FlaskClient) -> str:
+    create_user(app, "rep@seller.test", "Sellers", "--password", PASSWORD)
+    sign_in(client, "rep@seller.test")
+    return unique_address("seller.test", "rep")
+
+
+def form(dovecot: DovecotServer, smtp_server: Any, email: str, **changes: str) -> dict[str, str]:
+    values = {
+        "email": email,
+        "imap_host": dovecot.host,
+        "imap_port": str(dovecot.imap_port),
+        "imap_security": "none",
+        "imap_username": "",
+        "imap_password": dovecot.password,
+        "smtp_host": smtp_server.host,
+        "smtp_port": str(smtp_server.port),
+        "smtp_security": "none",
+        "smtp_username": "",
+        "smtp_password": "",  # "same as IMAP"
+    }
+    return {**values, **changes}
+
+
+def post(client: FlaskClient, values: dict[str, str]) -> Any:
+    token = csrf_from(client.get("/mailboxes/imap").get_data(as_text=True))
+    return client.post("/mailboxes/imap", data={**values, "csrf_token": token})
+
+
+def problems(response: Any) -> list[str]:
+    page = response.get_data(as_text=True)
+    summary = page.split('class="error-summary"', 1)[1].split("</div>", 1)[0]
+    return [html.unescape(m) for m in re.findall(r'<a href="#f-\w+">([^<]*)</a>', summary)]
+
+
+def mailboxes() -> list[Mailbox]:
+    with session_scope() as session:
+        rows = session.scalars(select(Mailbox).order_by(Mailbox.id)).all()
+        session.expunge_all()
+        return list(rows)
+
+
+def test_the_right_password_connects_and_stores_it_encrypted(
+    client: FlaskClient, seller: str, dovecot: DovecotServer, smtp_server: Any
+) -> None:
+    listing = client.get("/mailboxes").get_data(as_text=True)
+    assert '<a href="/mailboxes/imap">Connect an IMAP mailbox</a>' in listing
+    response = post(client, form(dovecot, smtp_server, seller))
+    assert response.status_code == 302, problems(response)
+    assert response.headers["Location"].startswith("/mailboxes?message=")
+    page = client.get(response.headers["Location"]).get_data(as_text=True)
+    assert f"{seller} is connected." in page
+    assert f"<td>{seller}</td>" in page
+    [mailbox] = mailboxes()
+    assert (mailbox.kind, mailbox.email, mailbox.status) == ("imap", seller, "active")
+    assert dovecot.password not in mailbox.credentials_encrypted
+    stored = decrypt_json(mailbox.credentials_encrypted)
+    # Empty SMTP fields took the IMAP login; an empty user name is the address.
+    assert stored["smtp"]["password"] == stored["imap"]["password"] == dovecot.password
+    assert stored["smtp"]["username"] == stored["imap"]["username"] == seller
+    # The same address again is refused on the email field, not saved twice.
+    again = post(client, form(dovecot, smtp_server, seller))
+    assert again.status_code == 409
+    assert problems(again) == [f"Email address: {seller} is already connected."]
+    assert len(mailboxes()) == 1
+
+
+@pytest.mark.parametrize(
+    ("changes", "server", "why"),
+    [
+        ({"imap_password": WRONG}, "IMAP", "[AUTHENTICATIONFAILED] Authentication failed."),
+        ({"smtp_password": WRONG}, "SMTP", "5.7.8 Authentication credentials invalid"),
+    ],
+)
+def test_a_wrong_password_names_the_server_that_refused_and_is_never_shown(
+    client: FlaskClient,
+    seller: str,
+    dovecot: DovecotServer,
+    smtp_server: Any,
+    changes: dict[str, str],
+    server: str,
+    why: str,
+) -> None:
+    response = post(client, form(dovecot, smtp_server, seller, **changes))
+    assert response.status_code == 422
+    [message] = problems(response)
+    refused = f"{server}: {server} server refused the login for {seller}: {why} "
+    assert message.startswith(refused), message
+    assert "check the server, port, security, user name and password" in message
+    page = response.get_data(as_text=True)
+    assert WRONG not in page and dovecot.password not in page
+    # What was typed is kept, passwords excepted; the field is marked.
+    assert f'value="{dovecot.host}"' in page
+    assert re.search(rf'id="f-{server.lower()}_host"[^>]*aria-invalid="true"', page), page
+    assert mailboxes() == []
+
+
+def test_an_unreachable_server_and_missing_fields_are_explained(
+    client: FlaskClient, seller: str, dovecot: DovecotServer, smtp_server: Any
+) -> None:
+    closed = post(client, form(dovecot, smtp_server, seller, imap_port="1"))
+    assert closed.status_code == 422
+    [message] = problems(closed)
+    assert message.startswith(f"IMAP: IMAP connection to {dovecot.host} failed"), message
+    missing = post(
+        client, form(dovecot, smtp_server, "not an address", imap_host="", imap_password="")
+    )
+    assert missing.status_code == 422
+    said = problems(missing)
+    assert any(m.startswith("Email address:") for m in said), said
+    assert any(m.startswith("IMAP server:") for m in said), said
+    assert "IMAP password: required." in said
+    assert mailboxes() == []
+
+
+def test_the_form_refuses_anonymous_callers_and_forged_posts(
+    app: Flask, seller: str, dovecot: DovecotServer, smtp_server: Any
+) -> None:
+    anonymous = app.test_client()
+    assert anonymous.get("/mailboxes/imap").status_code == 302
+    refused = anonymous.post("/mailboxes/imap", data=form(dovecot, smtp_server, seller))
+    assert refused.status_code in (302, 400)
+    signed_in = app.test_client()
+    sign_in(signed_in, "rep@seller.test")
+    forged = signed_in.post(
+        "/mailboxes/imap", data={**form(dovecot, smtp_server, seller), "csrf_token": "forged"}
+    )
+    assert forged.status_code == 400
+    assert mailboxes() == []
+
+
+def test_the_main_navigation_links_the_content_library(client: FlaskClient, seller: str) -> None:
+    feed = client.get("/feed").get_data(as_text=True)
+    nav = feed.split('<nav aria-label="Main">', 1)[1].split("</nav>", 1)[0]
+    assert re.search(r'<a href="/documents"\s*>Content</a>', nav), nav
+    library = client.get("/documents").get_data(as_text=True)
+    nav = library.split('<nav aria-label="Main">', 1)[1].split("</nav>", 1)[0]
+    assert re.search(r'<a href="/documents" aria-current="page">Content</a>', nav), nav
+    assert nav.count('aria-current="page"') == 1
