@@ -552,15 +552,28 @@ def bench_latency(args: argparse.Namespace) -> None:
             stack.stop()
 
 
-def _wait_http(port: int, timeout: float = 30) -> None:
+def _wait_http(port: int, timeout: float = 60) -> None:
+    """Wait until web answers /healthz, not merely accepts connections.
+
+    gunicorn listens before its worker has imported the app; under load that
+    took over 10 s, and Graph's validation handshake (the fake's 10 s timeout,
+    like the real one's) failed against a port that was open but not answering.
+    """
+    import http.client
+
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
+            connection.request("GET", "/healthz")
+            if connection.getresponse().status == 200:
                 return
-        except OSError:
-            time.sleep(0.2)
-    raise RuntimeError(f"web did not listen on {port}")
+        except (OSError, http.client.HTTPException):
+            pass
+        finally:
+            connection.close()
+        time.sleep(0.2)
+    raise RuntimeError(f"web did not answer /healthz on {port}")
 
 
 def main() -> None:
