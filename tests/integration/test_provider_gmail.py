@@ -20,13 +20,14 @@ from sqlalchemy import select
 from config import Settings, queues
 from core.crypto import decrypt_json
 from core.db import session_scope
-from core.models import Mailbox, MailboxPush, SentMessage
+from core.models import Mailbox, MailboxPush, MailboxStatus, SentMessage
 from tests.conftest import ApiClient
 from tests.fakes.gmail import FakeGmail
 from tests.fakes.gmail.pubsub import oidc_token
 from tests.integration.provider_harness import GmailHarness, queued, run_jobs
 from tests.integration.test_provider_contract import (
     inbound,
+    mailbox_row,
     make_seller,
     newsletter,
     send_first_step,
@@ -293,6 +294,24 @@ def test_quota_answer_says_how_long_to_wait(env: Settings, fake_gmail: FakeGmail
     result = sync_mailbox_job(seller.mailbox_id)
     assert result["status"] == "throttled"
     assert 50 <= float(str(result["retry_in"])) <= 61  # until the minute has passed
+
+
+@pytest.mark.parametrize(
+    ("status", "reason"),
+    [(429, "rateLimitExceeded"), (403, "userRateLimitExceeded"), (403, "rateLimitExceeded")],
+)
+def test_every_rate_limit_answer_backs_off_and_none_asks_for_a_reconnect(
+    env: Settings, fake_gmail: FakeGmail, status: int, reason: str
+) -> None:
+    harness = GmailHarness(fake_gmail)
+    seller = make_seller(harness)
+    sync_mailbox(seller.mailbox_id)
+    fake_gmail.rate_limit(seller.address, calls=1, status=status, reason=reason)
+    result = sync_mailbox_job(seller.mailbox_id)
+    assert result["status"] == "throttled"
+    assert 0 < float(str(result["retry_in"])) <= 3  # the time the answer named
+    row = mailbox_row(seller.mailbox_id)
+    assert row.status == MailboxStatus.ACTIVE and "throttled" in (row.status_reason or "")
 
 
 def test_gmail_replacing_our_message_id_is_what_we_store_and_match(

@@ -148,9 +148,13 @@ class FakeGmail:
     def expire_history(self, email: str) -> None:
         self.store.expire_history(email)
 
-    def rate_limit(self, email: str, calls: int = 1) -> None:
-        """The next `calls` API calls of this user answer 429 rateLimitExceeded."""
+    def rate_limit(
+        self, email: str, calls: int = 1, status: int = 429, reason: str = "rateLimitExceeded"
+    ) -> None:
+        """The next `calls` API calls of this user answer `status` `reason` (Gmail uses
+        429 rateLimitExceeded, and 403 userRateLimitExceeded or rateLimitExceeded)."""
         self.store.faults.rate_limit_calls[email.lower()] = calls
+        self.store.faults.rate_limit_answer[email.lower()] = (status, reason)
 
     def units_used(self, email: str) -> int:
         return self.store.user(email).units_used

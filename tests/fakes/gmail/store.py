@@ -107,16 +107,19 @@ def bad_request(message: str, reason: str = "invalidArgument") -> GmailApiError:
     return GmailApiError(400, message, reason, "INVALID_ARGUMENT")
 
 
-def rate_limited(retry_at: float) -> GmailApiError:
+def rate_limited(
+    retry_at: float, code: int = 429, reason: str = "rateLimitExceeded"
+) -> GmailApiError:
+    """Gmail's "slow down": 429 rateLimitExceeded, or the older 403 userRateLimitExceeded."""
     stamp = (
         time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(retry_at))
         + f".{int(retry_at % 1 * 1000):03d}Z"
     )
     return GmailApiError(
-        429,
+        code,
         f"User-rate limit exceeded.  Retry after {stamp}",
-        "rateLimitExceeded",
-        "RESOURCE_EXHAUSTED",
+        reason,
+        "RESOURCE_EXHAUSTED" if code == 429 else "PERMISSION_DENIED",
         domain="usageLimits",
     )
 
@@ -215,6 +218,8 @@ class GmailFaults:
     """Steering for tests: each counter is consumed by the API calls it applies to."""
 
     rate_limit_calls: dict[str, int] = field(default_factory=dict)  # email -> next N calls 429
+    # email -> (status, reason) those calls answer, when not 429 rateLimitExceeded
+    rate_limit_answer: dict[str, tuple[int, str]] = field(default_factory=dict)
     server_error_calls: dict[str, int] = field(default_factory=dict)  # email -> next N calls 503
     fail_message_ids: set[str] = field(default_factory=set)  # messages.get answers 500 for these
     corrupt_message_ids: set[str] = field(default_factory=set)  # format=raw answers 400
@@ -222,6 +227,7 @@ class GmailFaults:
 
     def clear(self) -> None:
         self.rate_limit_calls.clear()
+        self.rate_limit_answer.clear()
         self.server_error_calls.clear()
         self.fail_message_ids.clear()
         self.corrupt_message_ids.clear()
@@ -360,7 +366,8 @@ class GmailStore:
             forced = self.faults.rate_limit_calls.get(user.email, 0)
             if forced:
                 self.faults.rate_limit_calls[user.email] = forced - 1
-                raise rate_limited(now + 2)
+                answer = self.faults.rate_limit_answer.get(user.email, (429, "rateLimitExceeded"))
+                raise rate_limited(now + 2, *answer)
             while user.quota and user.quota[0][0] <= now - 60:
                 user.quota.popleft()
             used = sum(u for _, u in user.quota)
