@@ -47,7 +47,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import urlencode
 
 from werkzeug.test import EnvironBuilder
@@ -320,7 +320,6 @@ class SalesforceApp:
                     # The org was reset (or the server stops) while this request slept:
                     # it belongs to a finished test, so it ends unanswered and unlogged.
                     self._drop(environ)
-                    return []
             if fault is not None and fault.kind == "http_502":
                 response = _bad_gateway()
             else:
@@ -338,7 +337,6 @@ class SalesforceApp:
         )
         if fault is not None and fault.kind == "commit_then_drop":
             self._drop(environ)
-            return []
         if fault is not None and fault.kind == "commit_then_hang":
             interrupted.wait(fault.seconds)
         return response(environ, start_response)
@@ -364,12 +362,21 @@ class SalesforceApp:
         return None
 
     @staticmethod
-    def _drop(environ: WSGIEnviron) -> None:
+    def _drop(environ: WSGIEnviron) -> NoReturn:
+        """Close the connection without an answer.
+
+        Raises:
+            ConnectionAbortedError: always. Werkzeug's server takes it for a client
+                that went away and says nothing; returning no answer instead makes it
+                log "write() before start_response" with a traceback, which reads as
+                a crash of the fake in every run that uses this fault.
+        """
         sock = environ.get("werkzeug.socket")
         if isinstance(sock, socket.socket):
             # OSError: the client went first; the connection is gone either way.
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
+        raise ConnectionAbortedError("fake salesforce: connection dropped on purpose")
 
     def _dispatch(self, request: Request, fault: Fault | None) -> Response:
         path = request.path
