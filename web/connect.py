@@ -218,12 +218,16 @@ def connect_imap(*, team_id: int, user_id: int | None, body: MailboxCreate) -> M
     """Connect an IMAP + SMTP mailbox: the API's `POST /mailboxes` and the web form's one path.
 
     Logs in to both servers first (unless `body.verify` is false), then stores
-    the credentials Fernet-encrypted and queues the first sync.
+    the credentials Fernet-encrypted and queues the first sync. The team's IMAP
+    mailbox at the same address that needs reconnecting, failed or was
+    disconnected is reconnected: it gets the new credentials and keeps its
+    history. A working one is left alone.
 
     Raises:
         ApiError: 422 ``mailbox_unreachable`` (``fields`` names ``imap`` or ``smtp``:
             the server that refused, and why; never the password), 409 ``conflict``
-            when the team already has this address.
+            when the team already has this address connected and working, or
+            connected with another provider.
     """
     credentials = {
         "imap": body.imap.model_dump(),
@@ -231,31 +235,38 @@ def connect_imap(*, team_id: int, user_id: int | None, body: MailboxCreate) -> M
         "folders": body.folders,
         "append_to_sent": body.append_to_sent,
     }
+    email = body.email.lower()
+    session = db()
+    mailbox = session.scalar(
+        select(Mailbox).where(Mailbox.team_id == team_id, Mailbox.email == email)
+    )
+    if mailbox is not None and mailbox.kind != body.kind:
+        existing = PROVIDER_NAMES.get(mailbox.kind, mailbox.kind)
+        raise ApiError(409, "conflict", f"{email} is already connected as a {existing} mailbox")
+    if mailbox is not None and mailbox.status == MailboxStatus.ACTIVE:
+        raise ApiError(409, "conflict", f"{email} is already connected")
     if body.verify:
         from worker.sync.registry import open_provider
 
         try:
-            with open_provider(body.kind, body.email, credentials) as provider:
+            with open_provider(body.kind, email, credentials) as provider:
                 provider.verify()
         except ProviderError as exc:
             server = "smtp" if str(exc).startswith("SMTP") else "imap"
             raise ApiError(422, "mailbox_unreachable", str(exc), {server: str(exc)}) from None
-    mailbox = Mailbox(
-        team_id=team_id,
-        user_id=user_id,
-        kind=body.kind,
-        email=body.email.lower(),
-        credentials_encrypted=encrypt_json(credentials),
-        status=MailboxStatus.ACTIVE,
-        created_at=utcnow(),
-    )
-    session = db()
-    session.add(mailbox)
+    if mailbox is None:
+        mailbox = Mailbox(
+            team_id=team_id, user_id=user_id, kind=body.kind, email=email, created_at=utcnow()
+        )
+        session.add(mailbox)
+    mailbox.credentials_encrypted = encrypt_json(credentials)
+    mailbox.status = MailboxStatus.ACTIVE
+    mailbox.status_reason = None
     try:
         session.commit()
     except IntegrityError:
-        session.rollback()
-        raise ApiError(409, "conflict", f"mailbox {body.email} is already connected") from None
+        session.rollback()  # another request connected it between our read and our write
+        raise ApiError(409, "conflict", f"{email} is already connected") from None
     _after_connect(mailbox)
     log.info("mailbox_connected mailbox_id=%s kind=%s team_id=%s", mailbox.id, body.kind, team_id)
     return mailbox
@@ -413,7 +424,8 @@ def api_reconnect(mailbox_id: int) -> ResponseReturnValue:
     raise ApiError(
         422,
         "invalid_request",
-        "kind: IMAP mailboxes are reconnected by connecting them again with POST /api/v1/mailboxes",
+        "kind: IMAP mailboxes are reconnected by connecting them again with POST /api/v1/mailboxes"
+        " (the same address, new credentials)",
         {"kind": "imap"},
     )
 
@@ -562,9 +574,8 @@ def page_reconnect(mailbox_id: int) -> ResponseReturnValue:
     except (ApiError, ProviderError) as exc:
         message = exc.message if isinstance(exc, ApiError) else str(exc)
         return redirect(url_for("mailboxes.page", message=message))
-    return redirect(
-        url_for("mailboxes.page", message="Connect IMAP mailboxes again through the API.")
-    )
+    # IMAP: the connect form, filled in with the stored servers (never the passwords).
+    return redirect(url_for("imap.connect", mailbox_id=mailbox_id))
 
 
 @pages.post("/mailboxes/<int:mailbox_id>/disconnect")

@@ -170,3 +170,78 @@ def test_the_main_navigation_links_the_content_library(client: FlaskClient, sell
     nav = library.split('<nav aria-label="Main">', 1)[1].split("</nav>", 1)[0]
     assert re.search(r'<a href="/documents" aria-current="page">Content</a>', nav), nav
     assert nav.count('aria-current="page"') == 1
+
+
+def needs_reconnect(mailbox_id: int) -> None:
+    """What a sync records when the server refuses the stored password."""
+    with session_scope() as session:
+        mailbox = session.get_one(Mailbox, mailbox_id)
+        mailbox.status = "needs_reconnect"
+        mailbox.status_reason = "IMAP server refused the login"
+
+
+def test_a_mailbox_that_needs_reconnecting_is_reconnected_from_the_page(
+    app: Flask, client: FlaskClient, seller: str, dovecot: DovecotServer, smtp_server: Any
+) -> None:
+    assert post(client, form(dovecot, smtp_server, seller)).status_code == 302
+    [mailbox] = mailboxes()
+    needs_reconnect(mailbox.id)
+    listing = client.get("/mailboxes").get_data(as_text=True)
+    row = listing.split(f'id="mailbox-{mailbox.id}"', 1)[1].split("</tr>", 1)[0]
+    assert "Needs reconnecting" in row
+    assert f'<a href="/mailboxes/imap?mailbox_id={mailbox.id}">Reconnect</a>' in row
+    # The page's Reconnect button (a POST, as for the other providers) leads to the form.
+    token = csrf_from(listing)
+    moved = client.post(f"/mailboxes/{mailbox.id}/reconnect", data={"csrf_token": token})
+    assert moved.headers["Location"] == f"/mailboxes/imap?mailbox_id={mailbox.id}"
+    # The form comes filled in with the stored servers, never the password.
+    page = client.get(moved.headers["Location"]).get_data(as_text=True)
+    assert f'value="{seller}"' in page and f'value="{dovecot.imap_port}"' in page
+    assert f'value="{smtp_server.port}"' in page
+    assert dovecot.password not in page
+    # Another team's mailbox is not there to fill anything in.
+    other = app.test_client()
+    create_user(app, "rep@other.test", "Others", "--password", PASSWORD)
+    sign_in(other, "rep@other.test")
+    assert other.get(f"/mailboxes/imap?mailbox_id={mailbox.id}").status_code == 404
+
+    wrong = post(client, form(dovecot, smtp_server, seller, imap_password=WRONG))
+    assert wrong.status_code == 422
+    assert mailboxes()[0].status == "needs_reconnect"
+    right = post(client, form(dovecot, smtp_server, seller))
+    assert right.status_code == 302, problems(right)
+    [again] = mailboxes()
+    assert (again.id, again.status, again.status_reason) == (mailbox.id, "active", None)
+
+
+def test_the_api_reconnects_an_imap_mailbox_by_connecting_it_again(
+    client: FlaskClient, seller: str, dovecot: DovecotServer, smtp_server: Any
+) -> None:
+    from tests.conftest import ApiClient
+
+    api = ApiClient(client, create_user(client.application, "ops@seller.test", "Sellers"))
+    values = form(dovecot, smtp_server, seller)
+    server = {"host": dovecot.host, "port": dovecot.imap_port, "security": "none"}
+    body: dict[str, Any] = {
+        "kind": "imap",
+        "email": seller,
+        "imap": {**server, "username": seller, "password": values["imap_password"]},
+        "smtp": {
+            "host": smtp_server.host,
+            "port": smtp_server.port,
+            "security": "none",
+            "username": seller,
+            "password": smtp_server.password,
+        },
+    }
+    created = api.post("/api/v1/mailboxes", body)
+    assert created.status_code == 201, created.json
+    assert api.post("/api/v1/mailboxes", body).status_code == 409  # working: left alone
+    needs_reconnect(created.json["id"])
+    refused = api.post("/api/v1/mailboxes", {**body, "imap": {**body["imap"], "password": WRONG}})
+    assert refused.status_code == 422 and refused.json["error"]["fields"].keys() == {"imap"}
+    assert WRONG not in refused.get_data(as_text=True)
+    again = api.post("/api/v1/mailboxes", body)
+    assert again.status_code == 201, again.json
+    assert (again.json["id"], again.json["status"]) == (created.json["id"], "active")
+    assert len(mailboxes()) == 1

@@ -4,25 +4,33 @@ Owns `/mailboxes/imap`: `POST /api/v1/mailboxes` as a form. Both validate the
 `MailboxCreate` schema and then call `web.connect.connect_imap` (an IMAP and an
 SMTP login before anything is saved, credentials stored encrypted); here the
 errors name the form's field and the server that refused. Empty SMTP user name
-and password mean "the same as IMAP". The mailboxes page (`web.connect`) lists
-the result; Gmail, Microsoft 365 and Exchange connect there.
+and password mean "the same as IMAP". With `?mailbox_id=` (the mailboxes page's
+Reconnect) the form is filled in with that mailbox's stored servers and user
+names, never its passwords; connecting the same address again reconnects it.
+The mailboxes page (`web.connect`) lists the result; Gmail, Microsoft 365 and
+Exchange connect there.
 
 Must never: echo a password back into the page, or log one.
 """
 
 from __future__ import annotations
 
+import logging
+
 from flask import flash, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 from pydantic import ValidationError
 from werkzeug.routing import BuildError
 
+from core.crypto import CredentialsError, decrypt_json
+from core.models import Mailbox, MailboxKind
 from web.api import ApiError
 from web.api.schemas import MailboxCreate
-from web.app.common import FormErrors, app_blueprint, form_str, team_id, user
+from web.app.common import FormErrors, app_blueprint, form_str, owned, team_id, user
 from web.auth import login_required
 
 bp = app_blueprint("imap", __name__)
+log = logging.getLogger(__name__)
 
 LABELS = {
     "email": "Email address",
@@ -45,9 +53,29 @@ DEFAULTS = {
 }
 
 
+def _stored_values(mailbox_id: int) -> dict[str, str]:
+    """A mailbox's servers and user names as form values, to reconnect it (no passwords)."""
+    mailbox = owned(Mailbox, mailbox_id)
+    values = {**DEFAULTS, "email": mailbox.email}
+    if mailbox.kind != MailboxKind.IMAP:
+        return values
+    try:
+        stored = decrypt_json(mailbox.credentials_encrypted)
+    except CredentialsError as exc:  # the key changed: the user types everything again
+        log.warning("imap_form_prefill_failed mailbox_id=%s error=%s", mailbox.id, exc)
+        stored = {}
+    for prefix in ("imap", "smtp"):
+        server = stored.get(prefix) or {}
+        for name in ("host", "port", "security", "username"):
+            if server.get(name) not in (None, ""):
+                values[f"{prefix}_{name}"] = str(server[name])
+    return values
+
+
 def _values() -> dict[str, str]:
     if request.method != "POST":
-        return dict(DEFAULTS)
+        mailbox_id = request.args.get("mailbox_id", type=int)
+        return _stored_values(mailbox_id) if mailbox_id else dict(DEFAULTS)
     return {k: form_str(k) for k in request.form if "password" not in k and k != "csrf_token"}
 
 
@@ -121,6 +149,6 @@ def connect() -> ResponseReturnValue:
                 "(check the server, port, security, user name and password).",
             )
             return _page(errors, 422)
-        errors.add("email", f"Email address: {body.email} is already connected.")
+        errors.add("email", f"Email address: {exc.message}.")
         return _page(errors, 409)
     return redirect(_done_url(f"{mailbox.email} is connected."))
