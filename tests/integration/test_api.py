@@ -250,6 +250,7 @@ def test_healthz_reports_database_redis_and_workers(client: FlaskClient) -> None
     assert response.status_code == 200
     health = json_of(response)
     assert (health["database"], health["redis"], health["workers"]) == ("ok", "ok", 0)
+    assert health["hits_backlog"] == 0
 
 
 def test_messages_list_shows_message_ids(api: ApiClient) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import redis
+from flask.testing import FlaskClient
 
 from config import Settings, get_settings
 from core import redis as core_redis
@@ -92,6 +93,21 @@ def entries(client: redis.Redis) -> list[dict[str, str]]:
 @pytest.fixture
 def stream(env: Settings) -> redis.Redis:
     return core_redis.get_redis()
+
+
+def test_healthz_counts_the_hits_waiting_for_the_events_consumer(
+    stream: redis.Redis, client: FlaskClient
+) -> None:
+    # No `events` consumer runs here: what the edge accepted waits in the stream.
+    async def scenario(app: SightlineAsgi) -> None:
+        for recipient in range(3):
+            token = open_token(41, 7, recipient, 1_800_000_000)
+            assert (await call(app, "GET", f"/o/{token}.gif", {"User-Agent": CHROME})).status == 200
+        assert (await call(app, "GET", "/o/forged.gif")).status == 200  # records nothing
+
+    assert client.get("/healthz").get_json()["hits_backlog"] == 0
+    run(scenario)
+    assert client.get("/healthz").get_json()["hits_backlog"] == 3
 
 
 def test_a_valid_pixel_is_recorded_and_answered_with_the_gif(stream: redis.Redis) -> None:
