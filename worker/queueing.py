@@ -13,10 +13,11 @@ so a job killed mid-way never blocks the next one; it also expires on its own.
 The marker holds the job's id. A worker killed after taking the job from its
 queue but before the job started (RQ's BLPOP, then a fork) loses the job and
 leaves the marker; the next `enqueue_once` finds the marked job neither in its
-queue nor scheduled, takes the marker over and enqueues. Without that, the
-chaos run's SIGKILLs held a step or a mailbox's sync back for the marker's
-whole TTL (two minutes). A job in that window that was *not* lost may then run
-twice, which every job must tolerate anyway.
+queue nor scheduled, takes the marker over and enqueues (logged as
+`queued_marker_taken_over`). Without that, the chaos run's SIGKILLs held a step
+or a mailbox's sync back for the marker's whole TTL (two minutes). A job in that
+window that was *not* lost (merely starting) then runs alongside the new one,
+which every job must tolerate anyway.
 """
 
 from __future__ import annotations
@@ -121,7 +122,11 @@ def _take_over_lost(redis: Redis, marker: str, queue: str, job_id: str, ttl: int
             pipe.execute()
         except WatchError:
             return False  # another process got there first, and enqueued
-    log.warning("queued_job_lost marker=%s job_id=%s queue=%s", marker, marked, queue)
+    # Not a warning: most often the job is merely starting (taken from its queue, the
+    # work horse not yet forked) and runs alongside the new one, which jobs tolerate.
+    log.info(
+        "queued_marker_taken_over marker=%s previous_job_id=%s queue=%s", marker, marked, queue
+    )
     return True
 
 
