@@ -184,6 +184,10 @@ class ChaosResult:
     paused_and_resumed: int = 0
     wrong_halts: int = 0
     handover_window: int = 0
+    # A reply or bounce recorded only after the enrolment had sent its last step
+    # (the mailbox's sync was held back by a kill for longer than the step delay):
+    # the enrolment rightly stays finished, and the follow-up had gone out.
+    halted_after_last_step: Counter[str] = field(default_factory=Counter)
     sends: Counter[int] = field(default_factory=Counter)
     sends_duplicated: int = 0
     # Salesforce
@@ -254,7 +258,8 @@ class ChaosResult:
             f"enrolments: {sum(self.states.values())} ({counts(self.states)}); paused by an "
             f"out-of-office and resumed {self.paused_and_resumed}; wrong halts "
             f"{self.wrong_halts}; steps handed over while a reply was being recorded "
-            f"{self.handover_window}",
+            f"{self.handover_window}; answers recorded only after the last step went "
+            f"({counts(self.halted_after_last_step)})",
             f"sends: {counts(self.sends)} (by step); sent twice {self.sends_duplicated}",
             f"salesforce Tasks: expected {self.tasks_expected}, in the org {self.tasks_in_org}, "
             f"missing {self.tasks_missing}, duplicated {self.tasks_duplicated}; engagement "
@@ -1134,6 +1139,8 @@ class Run:
             in_window = [s for s in mine if s[3] == "sent" and s[5] and s[5] > recorded]
             self.result.handover_window += len(in_window)
             finished_before = any(to == "finished" and at <= recorded for at, _, to in history)
+            if finished_before:
+                self.result.halted_after_last_step[prospect.outcome] += 1
             want = {"reply": "replied", "bounce": "bounced"}.get(prospect.outcome)
             if want and not finished_before and state != want:
                 return f"{prospect.outcome} recorded while live, yet the enrolment is {state}"
