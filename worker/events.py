@@ -44,6 +44,7 @@ from typing import Any
 import redis
 from crawlerdetect import CrawlerDetect
 from sqlalchemy import or_, select, update
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from config import get_settings
@@ -409,6 +410,18 @@ class Consumer:
             except (redis.ConnectionError, redis.TimeoutError) as exc:
                 log.warning("events_redis_unavailable error=%s", type(exc).__name__)
                 self.stopping.wait(2)
+            except OperationalError as exc:
+                # A deadlock (a Salesforce flusher claiming the outbox rows this batch
+                # upserts, in another order) or the database going away: the batch's
+                # transaction rolled back and nothing was acknowledged, so the next
+                # step drains the same entries again (own pending first). The chaos
+                # run found the consumer dying of this instead.
+                log.warning(
+                    "events_database_error error=%s detail=%s",
+                    type(exc.orig).__name__,
+                    str(exc.orig).splitlines()[0] if exc.orig else "",
+                )
+                self.stopping.wait(1)
             except redis.ResponseError as exc:
                 if "NOGROUP" in str(exc):  # the stream was deleted under us
                     ensure_group(self.client)

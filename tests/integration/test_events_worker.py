@@ -7,6 +7,7 @@ that "dies" holding entries and another that claims them.
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass
 from datetime import timedelta
@@ -15,9 +16,10 @@ from typing import Any
 import pytest
 import redis
 from flask import Flask
-from sqlalchemy import func, select
+from sqlalchemy import Table, func, select, text
 
 from config import Settings, get_settings
+from core import db as core_db
 from core import redis as core_redis
 from core.db import session_scope
 from core.models import (
@@ -349,3 +351,74 @@ def test_addresses_and_user_agents_are_cleared_after_the_retention(
         assert (h.ip, h.user_agent, h.hit_class) == (None, None, "person")
         s = session.scalars(select(SignIn)).one()
         assert (s.ip, s.user_agent) == (None, None)
+
+
+def test_a_deadlock_rolls_the_batch_back_and_the_consumer_drains_it_again(
+    two_teams: tuple[Sent, Sent], stream: redis.Redis, database_url: str
+) -> None:
+    """Found by the chaos run: the consumer died of a deadlock with a Salesforce flusher.
+
+    Here the other transaction is this test's: it holds Team B's engagement row
+    while the batch (A's hit, then B's) waits for it, then asks for A's, which
+    the batch holds. PostgreSQL aborts the batch (it waited first); the consumer
+    must live on and store the batch once the other transaction is done.
+    """
+    if not database_url.startswith("postgresql"):
+        pytest.skip("the deadlock needs PostgreSQL's row locks (SQLite locks the whole file)")
+    from sqlalchemy.dialects.postgresql import insert
+
+    sent, other = two_teams
+    hit(stream, sent)
+    hit(stream, other)
+    table = SalesforceEngagement.__table__
+    assert isinstance(table, Table)
+
+    def bump(connection: Any, target: Sent) -> None:
+        stmt = insert(table).values(
+            team_id=target.team_id,
+            sent_message_id=target.id,
+            opens=1,
+            clicks=0,
+            document_views=0,
+            updated_at=utcnow(),
+        )
+        connection.execute(
+            stmt.on_conflict_do_update(
+                index_elements=["sent_message_id"], set_={"opens": table.c.opens + 1}
+            )
+        )
+
+    consumer = events.Consumer(stream, "deadlocked")
+    runner = threading.Thread(target=consumer.run, daemon=True)
+    with core_db.get_engine().connect() as blocker:
+        blocker_tx = blocker.begin()
+        bump(blocker, other)  # B's row, uncommitted: the batch will wait on it
+        runner.start()
+        deadline = time.monotonic() + 10
+        while not _waiting_on_a_lock() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _waiting_on_a_lock(), "the batch never reached B's row"
+        bump(blocker, sent)  # A's row, which the batch holds: a deadlock; the batch loses
+        blocker_tx.commit()
+    try:
+        deadline = time.monotonic() + 15
+        while len(stored()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert runner.is_alive(), "the consumer died of the deadlock"
+        assert len(stored()) == 2
+        assert stream.xpending(hit_stream.STREAM, hit_stream.GROUP)["pending"] == 0
+        assert engagement(sent.id) == (2, 0) and engagement(other.id) == (2, 0)
+    finally:
+        consumer.stopping.set()
+        runner.join(timeout=10)
+
+
+def _waiting_on_a_lock() -> bool:
+    with core_db.get_engine().connect() as connection:
+        waiting = connection.execute(
+            text(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND wait_event_type = 'Lock'"
+            )
+        ).scalar()
+    return bool(waiting)
