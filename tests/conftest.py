@@ -35,6 +35,7 @@ pytest_plugins = [
     "tests.services.fixtures",
     "tests.fakes.salesforce_plugin",
     "tests.fakes.providers_plugin",
+    "tests.security.log_scan",
 ]
 
 ROOT = Path(__file__).resolve().parent.parent
