@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 5000
 
-.PHONY: run test lint format chaos chaos-crash fuzz bench bench-reply bench-salesforce bench-salesforce-faults bench-pixel bench-documents bench-ui bench-providers bench-providers-scale stop clean setup setup-dev
+.PHONY: run test lint format chaos chaos-crash fuzz bench bench-reply bench-salesforce bench-salesforce-faults bench-pixel bench-documents bench-ui bench-providers bench-providers-scale bench-sync-cpu stop clean setup setup-dev
 
 $(VENV)/.runtime: requirements.txt
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) is required (set PYTHON=...)"; exit 1; }
@@ -83,6 +83,11 @@ bench-providers: $(VENV)/.dev
 bench-providers-scale: $(VENV)/.dev
 	scripts/test-prereqs.sh core
 	$(BIN)/python -m bench.providers_scale --mailboxes 10000 --seconds 120 --workers 8 --process sync
+
+## bench-sync-cpu: CPU per Gmail push sync in the Procfile `sync` process (--profile: where it goes)
+bench-sync-cpu: $(VENV)/.dev
+	scripts/test-prereqs.sh core
+	$(BIN)/python -m bench.sync_cpu --mailboxes 200 --rounds 4
 
 bench-reply: $(VENV)/.dev
 	scripts/test-prereqs.sh core
