@@ -67,7 +67,7 @@ fuzz: $(VENV)/.dev
 	scripts/test-prereqs.sh core
 	HYPOTHESIS_PROFILE=long $(BIN)/python -m pytest -p no:cacheprovider -q tests/fuzz \
 		--hypothesis-show-statistics
-	SCHEMATHESIS_EXAMPLES=500 $(BIN)/python -m pytest -p no:cacheprovider -q \
+	SCHEMATHESIS_EXAMPLES=500 $(BIN)/python -m pytest -p no:cacheprovider -q --timeout 0 \
 		tests/integration/test_schemathesis.py
 
 bench: bench-reply bench-salesforce bench-pixel bench-documents bench-ui bench-providers bench-providers-scale
