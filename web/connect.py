@@ -193,24 +193,37 @@ def save_mailbox(
         mailbox = session.scalar(
             select(Mailbox).where(Mailbox.team_id == team_id, Mailbox.email == email)
         )
+    if mailbox is not None and mailbox.kind != kind:
+        existing = PROVIDER_NAMES.get(mailbox.kind, mailbox.kind)
+        raise ApiError(409, "conflict", f"{email} is already connected as a {existing} mailbox")
+    return _store(mailbox, team_id, user_id, kind, email, credentials)
+
+
+def _store(
+    mailbox: Mailbox | None,
+    team_id: int,
+    user_id: int | None,
+    kind: str,
+    email: str,
+    credentials: dict[str, Any],
+) -> Mailbox:
+    """Save `credentials` (encrypted) on `mailbox`, or on a new one; mark it active; sync it."""
+    session = db()
     if mailbox is None:
         mailbox = Mailbox(
             team_id=team_id, user_id=user_id, kind=kind, email=email, created_at=utcnow()
         )
         session.add(mailbox)
-    elif mailbox.kind != kind:
-        existing = PROVIDER_NAMES.get(mailbox.kind, mailbox.kind)
-        raise ApiError(409, "conflict", f"{email} is already connected as a {existing} mailbox")
     mailbox.credentials_encrypted = encrypt_json(credentials)
     mailbox.status = MailboxStatus.ACTIVE
     mailbox.status_reason = None
     try:
         session.commit()
     except IntegrityError:
-        session.rollback()
-        raise ApiError(409, "conflict", f"mailbox {email} is already connected") from None
+        session.rollback()  # another request connected it between our read and our write
+        raise ApiError(409, "conflict", f"{email} is already connected") from None
     _after_connect(mailbox)
-    log.info("mailbox_connected mailbox_id=%s kind=%s", mailbox.id, kind)
+    log.info("mailbox_connected mailbox_id=%s kind=%s team_id=%s", mailbox.id, kind, team_id)
     return mailbox
 
 
@@ -254,22 +267,7 @@ def connect_imap(*, team_id: int, user_id: int | None, body: MailboxCreate) -> M
         except ProviderError as exc:
             server = "smtp" if str(exc).startswith("SMTP") else "imap"
             raise ApiError(422, "mailbox_unreachable", str(exc), {server: str(exc)}) from None
-    if mailbox is None:
-        mailbox = Mailbox(
-            team_id=team_id, user_id=user_id, kind=body.kind, email=email, created_at=utcnow()
-        )
-        session.add(mailbox)
-    mailbox.credentials_encrypted = encrypt_json(credentials)
-    mailbox.status = MailboxStatus.ACTIVE
-    mailbox.status_reason = None
-    try:
-        session.commit()
-    except IntegrityError:
-        session.rollback()  # another request connected it between our read and our write
-        raise ApiError(409, "conflict", f"{email} is already connected") from None
-    _after_connect(mailbox)
-    log.info("mailbox_connected mailbox_id=%s kind=%s team_id=%s", mailbox.id, body.kind, team_id)
-    return mailbox
+    return _store(mailbox, team_id, user_id, body.kind, email, credentials)
 
 
 def finish_oauth(pending: Pending, values: dict[str, str]) -> Mailbox:
