@@ -207,6 +207,43 @@ def test_transient_errors_back_off(salesforce: FakeSalesforce, team_id: int) -> 
     assert flush_team(team_id).done == 2
 
 
+def test_an_outage_spends_no_attempt_and_its_back_off_grows_until_a_call_works(
+    salesforce: FakeSalesforce, team_id: int
+) -> None:
+    salesforce.add_contact("dana@acme.test")
+    owe(team_id, 2)
+
+    def after_a_failed_flush() -> tuple[set[int], list[float]]:
+        flush_team(team_id)
+        with session_scope() as session:
+            rows = list(
+                session.scalars(
+                    select(SalesforceOutbox).where(SalesforceOutbox.status == "pending")
+                )
+            )
+            attempts = {r.attempts for r in rows}
+            waits = [(r.next_attempt_at - utcnow()).total_seconds() for r in rows]
+        make_due_now()
+        return attempts, waits
+
+    # Ten outages in a row (more than the 8 attempts that make a dead letter):
+    # no row spends an attempt, and each wait is about twice the one before.
+    seen = []
+    for _ in range(10):
+        salesforce.faults.add("http_503", count=1)
+        attempts, waits = after_a_failed_flush()
+        assert attempts == {0} and statuses() == {"pending": 2}
+        seen.append(min(waits))
+    assert 10 < seen[0] < 20 and 20 < seen[1] < 40 and 45 < seen[2] < 75  # 15 s base, ±20 %
+    assert 2880 < seen[-1] < 4320  # capped at an hour, ±20 %
+    assert flush_team(team_id).done == 2
+    # The call that worked ended the outage: the next one starts from the base again.
+    owe(team_id, 1, email="dana@acme.test", start=2)
+    salesforce.faults.add("http_503", count=1)
+    _, waits = after_a_failed_flush()
+    assert 10 < min(waits) < 20
+
+
 def test_rejected_rows_become_dead_letters_and_can_be_replayed(
     salesforce: FakeSalesforce, team_id: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:

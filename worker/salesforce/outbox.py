@@ -8,10 +8,17 @@ see `engagement`). A flush takes a team's due rows with a conditional UPDATE
     pending ──claim──▶ in_flight ──written, or found written before──────▶ done
        ▲                  │ ├──nobody with that email (even after Leads)─▶ waiting_who
        │                  │ │          (claimed again every SIGHTLINE_SALESFORCE_WHO_RETRY_SECONDS)
-       │                  │ ├──transient: 5xx, lock, timeout, stale Who──▶ pending, back-off, jitter
+       │                  │ ├──transient item: lock, stale Who───────────▶ pending, back-off, jitter
+       │                  │ ├──the whole call failed: 5xx, timeout───────▶ pending, no attempt
+       │                  │ │      spent, back-off by the team's consecutive outages
        │                  │ ├──limit, or the org refused our login───────▶ pending, no attempt spent
        └──lease expired───┘ └──rejected item, or 8 transient failures────▶ failed: a dead letter,
                                                                              replayed by a person
+
+Attempts count what went wrong with a row itself: an outage of Salesforce
+(or of the network) is nobody's row's fault, so however long it lasts it
+brings no row nearer the dead letters; its back-off grows with the number of
+outages in a row, kept per team in Redis and cleared by a call that worked.
 
 One round handles up to 1,000 rows in two or three API calls:
 
@@ -327,6 +334,7 @@ def _flush_rounds(
             except SalesforceError as exc:
                 release(rows, exc, stats)
                 raise
+            _outage_over(profile.team_id)
         except SalesforceError as exc:
             # A team's own org that refused us is marked needs_reconnect (not ready)
             # by `auth`; the shared default org has no such flag, so it is parked.
@@ -546,7 +554,9 @@ def read_state(
 ) -> tuple[dict[str, str | None], dict[int, str]]:
     """(email → Who id, row id → Task id already in Salesforce), in as few calls as possible."""
     who, missing = resolver.cached([r.who_email for r in tasks])
-    retried = [r for r in tasks if r.attempts > 1]
+    # Tried before: an attempt spent, or one refunded after a call that may have
+    # reached Salesforce all the same (an outage leaves its error on the row).
+    retried = [r for r in tasks if r.attempts > 1 or r.last_error is not None]
     who_queries = resolver.queries(missing)
     by_key = {task_key(r.key): r.id for r in retried}
     key_queries: list[str] = []
@@ -776,11 +786,32 @@ def settle(rows: list[SalesforceOutbox], outcomes: dict[int, Outcome], stats: Fl
             )
 
 
+def _outages_key(team_id: int) -> str:
+    return f"sightline:sf:outages:{team_id}"
+
+
+def _count_outage(team_id: int) -> int:
+    """One more whole-call failure in a row for this team; how many so far."""
+    redis = get_redis()
+    with redis.pipeline(transaction=True) as pipe:
+        pipe.incr(_outages_key(team_id))
+        pipe.expire(_outages_key(team_id), 6 * 3600)
+        count, _ = pipe.execute()
+    return int(count)
+
+
+def _outage_over(team_id: int) -> None:
+    get_redis().delete(_outages_key(team_id))
+
+
 def release(rows: list[SalesforceOutbox], exc: SalesforceError, stats: FlushStats) -> None:
     """A whole call failed: the rows go back, or to the dead letters if Salesforce refused it."""
     stats.errors.append(str(exc))
     log.warning("salesforce_call_failed kind=%s error=%s rows=%s", exc.kind, exc, len(rows))
     park = timedelta(seconds=get_settings().salesforce.park_seconds)
+    outage: timedelta | None = None
+    if rows and exc.kind not in ("limit", "auth", "rejected"):
+        outage = _backoff(_count_outage(rows[0].team_id))
     outcomes: dict[int, Outcome] = {}
     for row in rows:
         if exc.kind in ("limit", "auth"):
@@ -791,8 +822,10 @@ def release(rows: list[SalesforceOutbox], exc: SalesforceError, stats: FlushStat
         elif exc.kind == "rejected":
             outcomes[row.id] = Outcome(OutboxStatus.FAILED, error=str(exc))
         else:
-            # An outage is not a reason to give up on a row: back off, never dead-letter.
-            outcomes[row.id] = Outcome(OutboxStatus.PENDING, error=str(exc))
+            # An outage is not the row's fault: back off by the team's outages, spend nothing.
+            outcomes[row.id] = Outcome(
+                OutboxStatus.PENDING, error=str(exc), retry_in=outage, refund=True
+            )
     settle(rows, outcomes, stats)
 
 
