@@ -70,7 +70,7 @@ fuzz: $(VENV)/.dev
 	SCHEMATHESIS_EXAMPLES=500 $(BIN)/python -m pytest -p no:cacheprovider -q --timeout 0 \
 		tests/integration/test_schemathesis.py
 
-bench: bench-reply bench-salesforce bench-pixel bench-documents bench-ui bench-providers bench-providers-scale
+bench: bench-reply bench-salesforce bench-pixel bench-documents bench-ui bench-providers bench-providers-scale bench-sync-cpu
 
 ## bench-providers: bytes per unrelated message, Gmail quota units, reply -> halt with push (all providers)
 bench-providers: $(VENV)/.dev
