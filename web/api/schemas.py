@@ -12,6 +12,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from web.redirects import is_safe_redirect_path
+
 _EMAIL = re.compile(
     r"^[^@\s<>(),;:\"\[\]]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+$"
 )
@@ -72,8 +74,11 @@ class OAuthConnect(Request):
     @field_validator("return_to")
     @classmethod
     def _return_to(cls, value: str | None) -> str | None:
-        if value and (not value.startswith("/") or value.startswith("//")):
-            raise ValueError("must be a path on this site, starting with one /")
+        if value and not is_safe_redirect_path(value):
+            raise ValueError(
+                "must be a path on this site: one leading /, printable ASCII, no backslash, "
+                "no // or dot segments"
+            )
         return value or None
 
 
