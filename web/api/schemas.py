@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from core.header_text import check_header_text, header_text_problem
 from web.redirects import is_safe_redirect_path
 
 _EMAIL = re.compile(
@@ -25,7 +26,8 @@ MAX_ID = 2**31 - 1
 
 def check_email(value: str) -> str:
     value = value.strip()
-    if len(value) > 320 or not _EMAIL.match(value):
+    # The pattern's [^…\s] lets other control characters (NUL, BEL) into the local part.
+    if len(value) > 320 or not _EMAIL.match(value) or header_text_problem(value):
         raise ValueError("not a valid email address")
     local, _, domain = value.rpartition("@")
     return f"{local}@{domain.lower()}"
@@ -123,9 +125,11 @@ class ExchangeMailboxCreate(Request):
 
 class StepCreate(Request):
     delay_seconds: int = Field(ge=0, le=365 * 24 * 3600)
-    subject: str = Field(default="", max_length=998)
+    subject: str = Field(default="", max_length=998, description="One line (a mail header).")
     body_html: str = Field(min_length=1, max_length=1_000_000)
     same_thread: bool = False
+
+    _subject = field_validator("subject")(check_header_text)
 
 
 class SequenceCreate(Request):
@@ -149,6 +153,12 @@ class EnrollmentCreate(Request):
     name: str | None = Field(default=None, max_length=200)
 
     _email = field_validator("email")(check_email)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str | None) -> str | None:
+        # Filled into subjects ({{first_name}}): one line, like any header text.
+        return check_header_text(value) if value else value
 
 
 class Response(BaseModel):

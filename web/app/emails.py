@@ -34,6 +34,7 @@ from flask.typing import ResponseReturnValue
 from redis.exceptions import RedisError
 from sqlalchemy import func, select
 
+from core.header_text import flatten_header_text, header_text_problem
 from core.models import (
     Document,
     DocumentStatus,
@@ -238,7 +239,11 @@ def _keep(name: str, content_type: str, data: bytes) -> str:
 def clean_filename(raw: str | None) -> str:
     name = (raw or "").replace("\\", "/").rsplit("/", 1)[-1]
     name = unicodedata.normalize("NFC", name)
-    name = "".join(ch for ch in name if unicodedata.category(ch)[0] != "C").strip()
+    # Controls and format characters go, and line/paragraph separators too: the name
+    # is written into the attachment's Content-Disposition header.
+    name = "".join(
+        ch for ch in name if unicodedata.category(ch)[0] != "C" and ch not in "\u2028\u2029"
+    ).strip()
     return (name or "attachment")[:255]
 
 
@@ -257,6 +262,9 @@ def _parse_recipients(
             checked = check_email(address).lower()
         except ValueError:
             errors.add(field, f"{label}: “{address}” is not a valid email address.")
+            return []
+        if (problem := header_text_problem(name)) is not None:
+            errors.add(field, f"{label}: the name given for {checked} {problem}.")
             return []
         if checked not in [a for _, a in out]:
             out.append((name.strip(), checked))
@@ -516,7 +524,8 @@ def _create(
         template_id=template_id,
         to_addrs=[a for _, a in to],
         cc_addrs=[a for _, a in cc],
-        subject=render(subject, filled).text,
+        # The subject was checked as typed; a filled-in value (a stored name) may not be.
+        subject=flatten_header_text(render(subject, filled).text),
         body_html=render(body, filled, html_mode=True).text,
         tracked=bool(values["tracked"]) and team().tracking_enabled,
         document_ids=[int(d) for d in documents],

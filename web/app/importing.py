@@ -23,6 +23,7 @@ import io
 import re
 from dataclasses import dataclass, field
 
+from core.header_text import flatten_header_text
 from web.api.schemas import check_email
 
 MAX_BYTES = 2 * 1024 * 1024
@@ -179,7 +180,8 @@ def _read_row(
         position = index.get(name)
         if position is None or position >= len(record):
             return ""
-        return " ".join(record[position].split())
+        # One line, no control characters: names end up in subjects ({{first_name}}).
+        return " ".join(flatten_header_text(record[position]).split())
 
     if len(record) > len(header) and any(c.strip() for c in record[len(header) :]):
         parsed.bad.append(

@@ -19,6 +19,7 @@ from flask import jsonify, request
 from flask.typing import ResponseReturnValue
 from sqlalchemy import select
 
+from core.header_text import header_text_problem
 from core.models import Mailbox, MailboxStatus, Prospect, User
 from core.templates import (
     PLACEHOLDERS,
@@ -198,8 +199,8 @@ def clean_content(
         errors.add(
             "subject", f"Subject: at most {SUBJECT_LIMIT} characters ({len(subject)} given)."
         )
-    elif "\n" in subject or "\r" in subject:
-        errors.add("subject", "Subject: one line only.")
+    elif (problem := header_text_problem(subject)) is not None:
+        errors.add("subject", f"Subject: {problem}.")
     else:
         unknown = unknown_placeholders(subject)
         if unknown:

@@ -16,6 +16,7 @@ from flask.typing import ResponseReturnValue
 from sqlalchemy import ColumnElement, func, or_, select
 
 from config import get_settings
+from core.header_text import header_text_problem
 from core.models import (
     Enrollment,
     Event,
@@ -157,6 +158,10 @@ def update(prospect_id: int) -> ResponseReturnValue:
         errors.add("name", f"Name: at most {NAME_LIMIT} characters ({len(name)} given).")
     if len(company) > NAME_LIMIT:
         errors.add("company", f"Company: at most {NAME_LIMIT} characters ({len(company)} given).")
+    # Line breaks were folded into spaces above; what is left would reach subjects raw.
+    for field, label, value in (("name", "Name", name), ("company", "Company", company)):
+        if (problem := header_text_problem(value)) is not None:
+            errors.add(field, f"{label}: {problem}.")
     if errors:
         return _page(prospect, errors, 422)
     prospect.name = name or None

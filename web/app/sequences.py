@@ -27,6 +27,7 @@ from flask.typing import ResponseReturnValue
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
+from core.header_text import header_text_problem
 from core.models import (
     Document,
     DocumentStatus,
@@ -518,6 +519,9 @@ def enroll(sequence_id: int) -> ResponseReturnValue:
         errors.add("name", f"Name: at most {NAME_LIMIT} characters.")
     if len(company) > NAME_LIMIT:
         errors.add("company", f"Company: at most {NAME_LIMIT} characters.")
+    for field, label, value in (("name", "Name", name), ("company", "Company", company)):
+        if (problem := header_text_problem(value)) is not None:
+            errors.add(field, f"{label}: {problem}.")
     if not sequence.steps:
         errors.add("email", "Email: this sequence has no steps yet; add one first.")
     if not errors:

@@ -29,13 +29,17 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from redis.exceptions import RedisError
+from rq.timeouts import JobTimeoutException
 from sqlalchemy import func, insert, select, update
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from config import get_settings
 from core.crypto import decrypt_json
 from core.db import session_scope
 from core.events import natural_key, queue_salesforce_task, record_event
+from core.header_text import flatten_header_text
 from core.models import (
     FINAL_STATES,
     Enrollment,
@@ -59,7 +63,7 @@ from worker.documents.outgoing import documents_for_message
 from worker.sequences.render import html_to_text, placeholder_values, render_template
 from worker.sync.base import Attachment, OutgoingMessage, ProviderError, SendResult
 from worker.sync.credentials import credential_saver
-from worker.sync.mime import new_message_id
+from worker.sync.mime import MessageBuildError, check_message, new_message_id
 from worker.sync.registry import open_provider
 
 log = logging.getLogger(__name__)
@@ -345,15 +349,19 @@ def claim_due_step(session: Session, enrollment_id: int, now: datetime) -> SentM
         .where(SentMessage.enrollment_id == enrollment.id, SentMessage.step_position == position)
     )
     first_subject = sequence.steps[0].subject
-    subject = render_template(step.subject, prospect, mailbox, sender_name=sender_name).strip()
+    # A filled-in value (a prospect's name with a line break, from an import or
+    # Salesforce) is made one line here rather than breaking the message later.
+    subject = flatten_header_text(
+        render_template(step.subject, prospect, mailbox, sender_name=sender_name)
+    ).strip()
     references: list[str] = []
     in_reply_to = None
     if previous is not None:
         in_reply_to = previous.message_id
         references = [*(previous.references or "").split(), previous.message_id]
         if not subject:
-            base = previous.subject or render_template(
-                first_subject, prospect, mailbox, sender_name=sender_name
+            base = previous.subject or flatten_header_text(
+                render_template(first_subject, prospect, mailbox, sender_name=sender_name)
             )
             subject = base if base.lower().startswith("re:") else f"Re: {base}"
     sent = SentMessage(
@@ -472,7 +480,11 @@ def deliver(sent_message_id: int) -> DeliveryOutcome:
         mailbox = session.get_one(Mailbox, sent.mailbox_id)
         if mailbox.status == MailboxStatus.NEEDS_RECONNECT:
             return DeliveryOutcome("waiting", "mailbox needs reconnecting")
-        outgoing = _outgoing(session, sent, mailbox, tracked=True)
+        prepared = _prepare(session, sent, mailbox)
+        if isinstance(prepared, str):
+            session.rollback()  # nothing half-made is kept (tracked document links)
+            return _record_send_failure(sent_message_id, prepared)
+        outgoing = prepared
         first_attempt = sent.send_attempts == 0
         sent.send_attempts += 1
         credentials = decrypt_json(mailbox.credentials_encrypted)
@@ -491,9 +503,36 @@ def deliver(sent_message_id: int) -> DeliveryOutcome:
     except ProviderError as exc:
         if not exc.permanent:
             raise
-        return _record_send_failure(sent_message_id, exc)
+        return _record_send_failure(sent_message_id, str(exc), needs_reconnect=exc.needs_reconnect)
+    except MessageBuildError as exc:  # what the email package refused beyond check_message
+        return _record_send_failure(sent_message_id, str(exc))
     _record_sent(sent_message_id, result)
     return DeliveryOutcome("sent")
+
+
+# What may pass when tried again: the database, Redis, a file or a socket, the job's
+# own timeout (RQ's JobTimeoutException is an Exception). Anything else raised while
+# making a message is the message's own fault and fails the same way every time.
+_RETRYABLE = (SQLAlchemyError, RedisError, OSError, JobTimeoutException)
+
+
+def _prepare(session: Session, sent: SentMessage, mailbox: Mailbox) -> OutgoingMessage | str:
+    """The message to hand over, or why it can never be made (a failed send, not a retry).
+
+    Raises:
+        SQLAlchemyError, RedisError, OSError, JobTimeoutException: retrying may help.
+    """
+    try:
+        outgoing = _outgoing(session, sent, mailbox, tracked=True)
+        check_message(outgoing)
+    except MessageBuildError as exc:
+        return str(exc)
+    except _RETRYABLE:
+        raise
+    except Exception as exc:  # rendering or tracking refused this message's content
+        log.exception("send_unbuildable sent_id=%s", sent.id)
+        return f"the message could not be made ({type(exc).__name__}: {exc})"
+    return outgoing
 
 
 def _outgoing(
@@ -656,36 +695,42 @@ def _schedule_next(session: Session, enrollment: Enrollment, now: datetime) -> N
     )
 
 
-def _record_send_failure(sent_message_id: int, exc: ProviderError) -> DeliveryOutcome:
+def _record_send_failure(
+    sent_message_id: int, reason: str, *, needs_reconnect: bool = False
+) -> DeliveryOutcome:
+    """A send that retrying cannot fix: failed with `reason`, and its enrolment paused.
+
+    With `needs_reconnect` the step stays claimed and waits for the mailbox instead.
+    """
     now = utcnow()
     with session_scope() as session:
         sent = session.get_one(SentMessage, sent_message_id)
-        if exc.needs_reconnect:
+        if needs_reconnect:
             # The step stays claimed; it goes out once the mailbox is reconnected.
             session.execute(
                 update(Mailbox)
                 .where(Mailbox.id == sent.mailbox_id)
-                .values(status=MailboxStatus.NEEDS_RECONNECT, status_reason=str(exc))
+                .values(status=MailboxStatus.NEEDS_RECONNECT, status_reason=reason)
             )
-            sent.error = str(exc)
+            sent.error = reason
             log.warning("send_waiting_reconnect sent_id=%s mailbox_id=%s", sent.id, sent.mailbox_id)
-            return DeliveryOutcome("waiting", str(exc))
+            return DeliveryOutcome("waiting", reason)
         session.execute(
             update(SentMessage)
             .where(SentMessage.id == sent.id, SentMessage.status == SendStatus.SENDING)
-            .values(status=SendStatus.FAILED, error=str(exc))
+            .values(status=SendStatus.FAILED, error=reason)
         )
         if sent.enrollment_id is not None:
             transition(
                 session,
                 sent.enrollment_id,
                 EnrollmentState.PAUSED,
-                f"send failed: {exc}",
+                f"send failed: {reason}",
                 from_states={EnrollmentState.ACTIVE},
                 now=now,
             )
-        log.error("send_failed sent_id=%s error=%s", sent.id, exc)
-        return DeliveryOutcome("failed", str(exc))
+        log.error("send_failed sent_id=%s error=%s", sent.id, reason)
+        return DeliveryOutcome("failed", reason)
 
 
 def due_enrollments(session: Session, now: datetime, limit: int) -> list[tuple[int, int]]:

@@ -12,9 +12,11 @@ import secrets
 import time
 from datetime import UTC, datetime
 from email import policy
+from email.errors import HeaderParseError
 from email.message import EmailMessage, Message
 from email.parser import BytesHeaderParser
 
+from core.header_text import flatten_header_text, header_text_problem
 from worker.matching.msgid import normalize_msgid, parse_msgid_list, reference_candidates
 from worker.sync.base import HeaderSummary, OutgoingMessage
 
@@ -41,8 +43,54 @@ def summarize_headers(raw_headers: bytes, provider_fallback: str) -> HeaderSumma
     )
 
 
+class MessageBuildError(ValueError):
+    """The message cannot be written as MIME (a header with a line break, say).
+
+    Permanent: the same message fails the same way every time, so the sender
+    records a failed send with this reason instead of retrying.
+    """
+
+
+def check_message(message: OutgoingMessage) -> None:
+    """Refuse header text no input check let through (legacy rows, stored data).
+
+    Cheap (no MIME is built): the sender calls it before opening a mailbox.
+
+    Raises:
+        MessageBuildError: naming the field and the character.
+    """
+    fields: list[tuple[str, str]] = [
+        ("subject", message.subject),
+        ("from name", message.from_name or ""),
+        ("from address", message.from_addr),
+        ("message id", message.message_id),
+        ("in-reply-to", message.in_reply_to or ""),
+        *(("to address", a) for a in message.to),
+        *(("cc address", a) for a in message.cc),
+        *(("reference", r) for r in message.references),
+        *((f"header {name}", f"{name}{value}") for name, value in message.extra_headers.items()),
+    ]
+    for field, value in fields:
+        problem = header_text_problem(value)
+        if problem is not None:
+            raise MessageBuildError(f"the {field} {problem}")
+
+
 def build_mime(message: OutgoingMessage) -> bytes:
-    """The exact bytes we hand to SMTP and file in Sent."""
+    """The exact bytes we hand to SMTP and file in Sent.
+
+    Raises:
+        MessageBuildError: the message cannot be written (its reason says why).
+    """
+    check_message(message)
+    try:
+        return _build(message)
+    except (ValueError, TypeError, LookupError, UnicodeError, HeaderParseError) as exc:
+        # Whatever the email package refuses, it refuses every time: not worth a retry.
+        raise MessageBuildError(f"the message cannot be written as MIME: {exc}") from exc
+
+
+def _build(message: OutgoingMessage) -> bytes:
     msg = EmailMessage(policy=policy.SMTP)
     msg["From"] = email.utils.formataddr((message.from_name or "", message.from_addr))
     msg["To"] = ", ".join(message.to)
@@ -66,7 +114,8 @@ def build_mime(message: OutgoingMessage) -> bytes:
             attachment.data,
             maintype=maintype or "application",
             subtype=subtype or "octet-stream",
-            filename=attachment.filename,
+            # An attachment's name is only a label: made one line rather than refused.
+            filename=flatten_header_text(attachment.filename) or "attachment",
         )
     return msg.as_bytes()
 
