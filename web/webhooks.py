@@ -13,10 +13,14 @@ trust a push it could not verify.
                            204 acknowledges (even for an unknown address: Pub/Sub
                            would otherwise redeliver for a week); 401/403 refuse.
     POST /webhooks/graph   ?validationToken=… → 200 text/plain echo (Graph's handshake);
-                           notifications → each one's clientState must be the HMAC
-                           for its mailbox, else it is dropped; lifecycle events
-                           (reauthorizationRequired, subscriptionRemoved) renew the
-                           subscription, `missed` syncs; 202 acknowledges.
+                           notifications → body ≤ 1 MiB and ≤ 1,000 notifications (413),
+                           shape checked, each clientState's HMAC checked (it names its
+                           mailbox: no database access), repeats collapsed, then ONE
+                           query maps the subscriptions to mailboxes; a notification
+                           whose subscription is not its state's mailbox's is dropped;
+                           lifecycle events (reauthorizationRequired,
+                           subscriptionRemoved) renew the subscription, `missed` and
+                           changes sync; 202 acknowledges.
 """
 
 from __future__ import annotations
@@ -34,9 +38,9 @@ from flask.typing import ResponseReturnValue
 from config import get_settings
 from worker.sync.engine import request_sync
 from worker.sync.push import (
-    client_state_matches,
-    mailbox_for_subscription,
+    mailbox_for_client_state,
     mailboxes_for_gmail_push,
+    mailboxes_for_subscriptions,
     request_renewal,
 )
 
@@ -44,6 +48,19 @@ bp = Blueprint("webhooks", __name__, url_prefix="/webhooks")
 log = logging.getLogger(__name__)
 
 MAX_VALIDATION_TOKEN = 1024
+# Graph change notifications (learn.microsoft.com/graph/api/resources/
+# changenotificationcollection, .../changenotification, and /graph/
+# change-notifications-delivery-webhooks): a POST carries {"value": [changeNotification]};
+# subscriptionId is a GUID (36 characters), clientState at most 255 characters; Graph
+# wants an answer within 3 seconds and retries anything but a 2xx for up to 4 hours.
+# Graph documents no maximum batch size; a basic notification (no resource data, all
+# we subscribe to) is under 1 KB, so 1 MiB and 1,000 notifications leave real batches
+# room while a forged one costs us at most that much parsing and no query per element.
+MAX_GRAPH_BODY = 1024 * 1024
+MAX_GRAPH_NOTIFICATIONS = 1000
+MAX_SUBSCRIPTION_ID = 64
+MAX_CLIENT_STATE = 255
+RENEWING_EVENTS = ("reauthorizationRequired", "subscriptionRemoved")
 
 
 def _gmail_push_allowed() -> bool:
@@ -100,26 +117,102 @@ def graph_notification() -> ResponseReturnValue:
         if len(token) > MAX_VALIDATION_TOKEN:
             return Response("validation token too long", status=400, mimetype="text/plain")
         return Response(token, status=200, mimetype="text/plain")
-    body = request.get_json(force=True, silent=True)
+    data = _bounded_body(MAX_GRAPH_BODY)
+    if data is None:
+        return Response(
+            f"at most {MAX_GRAPH_BODY} bytes per request", status=413, mimetype="text/plain"
+        )
+    try:
+        body = json.loads(data)
+    except ValueError:  # not JSON, or not UTF-8
+        body = None
     notifications = body.get("value") if isinstance(body, dict) else None
     if not isinstance(notifications, list):
         return Response('expected {"value": [...]}', status=400, mimetype="text/plain")
-    accepted = 0
+    if len(notifications) > MAX_GRAPH_NOTIFICATIONS:
+        return Response(
+            f"at most {MAX_GRAPH_NOTIFICATIONS} notifications per request",
+            status=413,
+            mimetype="text/plain",
+        )
+    wanted = _verified_wants(notifications)
+    owners = mailboxes_for_subscriptions({subscription for subscription, _ in wanted})
+    renew: set[int] = set()
+    sync: set[int] = set()
+    for (subscription, mailbox_id), action in wanted.items():
+        if owners.get(subscription) != mailbox_id:
+            continue  # a state of ours on a subscription that is not (or no longer) its
+        (renew if action == "renew" else sync).add(mailbox_id)
+    for mailbox_id in sorted(renew):
+        request_renewal(mailbox_id)
+    for mailbox_id in sorted(sync):
+        request_sync(mailbox_id)
+    log.info(
+        "graph_notifications received=%s verified=%s synced=%s renewed=%s",
+        len(notifications),
+        len(wanted),
+        len(sync),
+        len(renew),
+    )
+    return Response(status=202)
+
+
+def _bounded_body(limit: int) -> bytes | None:
+    """The request body, or None when it is longer than `limit` (declared or streamed).
+
+    Reads at most `limit` + 1 bytes: a chunked body has no Content-Length to refuse
+    by, and Werkzeug's own limit would cut such a body short silently.
+    """
+    if (request.content_length or 0) > limit:
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    while size <= limit:
+        chunk = request.stream.read(min(65536, limit + 1 - size))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks) if size <= limit else None
+
+
+def _verified_wants(notifications: list[Any]) -> dict[tuple[str, int], str]:
+    """(subscription id, mailbox) → "sync" or "renew", for notifications whose clientState is ours.
+
+    Cheap checks first (shape, lengths), then one HMAC per distinct clientState;
+    nothing here asks the database per notification (`mailbox_for_client_state`).
+    Repeats collapse: a batch of a thousand notices for one mailbox is one entry.
+    """
+    wanted: dict[tuple[str, int], str] = {}
+    checked: dict[str, int | None] = {}
+    refused = 0
     for notification in notifications:
         if not isinstance(notification, dict):
+            refused += 1
             continue
-        mailbox_id = mailbox_for_subscription(str(notification.get("subscriptionId", "")))
-        if mailbox_id is None:
-            continue
-        given = str(notification.get("clientState") or "")
-        if not client_state_matches(mailbox_id, given):
-            log.warning("graph_notification_refused mailbox_id=%s reason=client_state", mailbox_id)
-            continue
+        subscription = notification.get("subscriptionId")
+        given = notification.get("clientState")
         event = notification.get("lifecycleEvent")
-        if event in ("reauthorizationRequired", "subscriptionRemoved"):
-            request_renewal(mailbox_id)
-        else:  # a change, or "missed": either way, read what is new
-            request_sync(mailbox_id)
-        accepted += 1
-    log.info("graph_notifications received=%s accepted=%s", len(notifications), accepted)
-    return Response(status=202)
+        if (
+            not isinstance(subscription, str)
+            or not 0 < len(subscription) <= MAX_SUBSCRIPTION_ID
+            or not isinstance(given, str)
+            or not 0 < len(given) <= MAX_CLIENT_STATE
+            or not (event is None or isinstance(event, str))
+        ):
+            refused += 1
+            continue
+        if given not in checked:
+            checked[given] = mailbox_for_client_state(given)
+        mailbox_id = checked[given]
+        if mailbox_id is None:
+            refused += 1
+            continue
+        # A change, or "missed": either way, read what is new. Renewal wins over a sync
+        # for the same subscription: the renewal job's own sync follows.
+        action = "renew" if event in RENEWING_EVENTS else "sync"
+        if wanted.get((subscription, mailbox_id)) != "renew":
+            wanted[(subscription, mailbox_id)] = action
+    if refused:
+        log.warning("graph_notifications_refused count=%s reason=shape_or_client_state", refused)
+    return wanted

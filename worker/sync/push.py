@@ -7,7 +7,8 @@ webhooks in `web.webhooks` do, and look mailboxes up with `mailbox_for_*`).
     connect / cron tick ─▶ renew_push_job(mailbox)  (one waiting per mailbox)
         gmail: users.watch(topic, INBOX)           ─▶ row: external_id = address, expires_at
         graph: PATCH subscription, or POST a new one ─▶ row: external_id = subscription id
-               (clientState = HMAC(SECRET_KEY, mailbox id): checked on every notification)
+               (clientState = "<mailbox id>.<HMAC(SECRET_KEY, mailbox id)>": checked on
+               every notification before the database is asked anything)
     cron renew_due: rows expiring within RENEW_BEFORE, failed rows, and push-capable
         mailboxes without a row → renew_push_job
     disconnect ─▶ disconnect_job: stop the watch / delete the subscription, revoke
@@ -25,6 +26,9 @@ import base64
 import hashlib
 import hmac
 import logging
+import threading
+import time
+from collections.abc import Collection
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -54,10 +58,30 @@ PUSH_KINDS = {
 }
 
 
-def _client_state(key: str, mailbox_id: int) -> str:
+# -- Graph's clientState ----------------------------------------------------------------
+#
+# A subscription's clientState is "<mailbox id>.<mac>", mac = HMAC-SHA256(key,
+# "graph-client-state:<id>") in unpadded base64url (43 characters): the webhook
+# reads the mailbox from it and checks the mac with no database access, so a
+# flood of forged notifications costs HMACs, not queries. Subscriptions made
+# before this format carry the bare mac ("legacy"); Graph's PATCH renews only a
+# subscription's expiry, never its clientState, so those are recognised from a
+# table of every Graph mailbox's bare macs, built with one query and rebuilt at
+# most once per LEGACY_REFRESH_SECONDS per process (and only when a legacy-shaped
+# state is not in it).
+
+MAC_LENGTH = 43
+LEGACY_REFRESH_SECONDS = 60.0
+
+
+def _mac(key: str, mailbox_id: int) -> str:
     message = f"graph-client-state:{mailbox_id}".encode()
     digest = hmac.new(key.encode(), message, hashlib.sha256).digest()
     return base64.urlsafe_b64encode(digest).decode().rstrip("=")
+
+
+def _client_state(key: str, mailbox_id: int) -> str:
+    return f"{mailbox_id}.{_mac(key, mailbox_id)}"
 
 
 def client_state(mailbox_id: int) -> str:
@@ -65,14 +89,86 @@ def client_state(mailbox_id: int) -> str:
     return _client_state(get_settings().secret_key, mailbox_id)
 
 
-def client_state_matches(mailbox_id: int, given: str) -> bool:
-    """True if `given` is this mailbox's client state under SECRET_KEY or a former key.
+def _mailbox_in_state(given: str) -> int | None:
+    """The mailbox a current-format clientState names, if its mac is ours (any signing key).
 
-    A subscription keeps the client state it was created with until it is
-    renewed, so after a SECRET_KEY rotation its notifications still carry the old one.
+    A subscription keeps the client state it was created with, so after a
+    SECRET_KEY rotation its notifications still carry one made with a former key.
     """
+    head, dot, mac = given.partition(".")
+    if not dot or len(mac) != MAC_LENGTH or not head.isascii() or not head.isdigit():
+        return None
+    if len(head) > 10 or head.startswith("0"):
+        return None
+    mailbox_id = int(head)
+    for key in get_settings().signing_keys:
+        if hmac.compare_digest(mac.encode(), _mac(key, mailbox_id).encode()):
+            return mailbox_id
+    return None
+
+
+class _LegacyStates:
+    """Bare mac → mailbox for every Graph push row, rebuilt at most once a minute."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.table: dict[str, int] = {}
+        self.built_at: float | None = None
+
+    def mailbox(self, given: str) -> int | None:
+        if len(given) != MAC_LENGTH:
+            return None
+        now = time.monotonic()
+        with self.lock:
+            found = self.table.get(given)
+            fresh = self.built_at is not None and now - self.built_at < LEGACY_REFRESH_SECONDS
+            if found is not None or fresh:
+                return found
+            self.built_at = now  # claimed before the query: one rebuild at a time
+        with session_scope() as session:
+            ids = session.scalars(
+                select(MailboxPush.mailbox_id).where(
+                    MailboxPush.kind == PushKind.GRAPH_SUBSCRIPTION
+                )
+            ).all()
+        keys = get_settings().signing_keys
+        table = {_mac(key, int(i)): int(i) for i in ids for key in keys}
+        with self.lock:
+            self.table = table
+        log.info("graph_legacy_client_states mailboxes=%s", len(ids))
+        return table.get(given)
+
+    def forget(self) -> None:
+        with self.lock:
+            self.table = {}
+            self.built_at = None
+
+
+_legacy = _LegacyStates()
+
+
+def forget_legacy_client_states() -> None:
+    """Drop the legacy table (a test's new database, a key rotation in tests)."""
+    _legacy.forget()
+
+
+def mailbox_for_client_state(given: str) -> int | None:
+    """The mailbox `given` is the clientState of, or None if it is not one of ours.
+
+    Current-format states are checked with HMACs only; legacy ones with the table
+    (at most one query per LEGACY_REFRESH_SECONDS per process).
+    """
+    if "." in given:
+        return _mailbox_in_state(given)
+    return _legacy.mailbox(given)
+
+
+def client_state_matches(mailbox_id: int, given: str) -> bool:
+    """True if `given` is this mailbox's client state (current or legacy format, any key)."""
+    if "." in given:
+        return _mailbox_in_state(given) == mailbox_id
     return any(
-        hmac.compare_digest(given.encode(), _client_state(key, mailbox_id).encode())
+        hmac.compare_digest(given.encode(), _mac(key, mailbox_id).encode())
         for key in get_settings().signing_keys
     )
 
@@ -257,13 +353,18 @@ def mailboxes_for_gmail_push(address: str) -> list[tuple[int, dict[str, object] 
     return [(int(i), c) for i, c in rows]
 
 
-def mailbox_for_subscription(subscription_id: str) -> int | None:
-    """The mailbox whose Graph subscription this is (any status: the caller decides)."""
+def mailboxes_for_subscriptions(subscription_ids: Collection[str]) -> dict[str, int]:
+    """Subscription id → mailbox, for those of `subscription_ids` that are ours. One query.
+
+    Any mailbox status: the caller decides. The caller bounds the collection's size.
+    """
+    if not subscription_ids:
+        return {}
     with session_scope() as session:
-        found = session.scalar(
-            select(MailboxPush.mailbox_id).where(
+        rows = session.execute(
+            select(MailboxPush.external_id, MailboxPush.mailbox_id).where(
                 MailboxPush.kind == PushKind.GRAPH_SUBSCRIPTION,
-                MailboxPush.external_id == subscription_id,
+                MailboxPush.external_id.in_(sorted(subscription_ids)),
             )
-        )
-    return int(found) if found is not None else None
+        ).all()
+    return {str(external): int(mailbox) for external, mailbox in rows if external is not None}
