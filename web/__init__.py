@@ -45,9 +45,10 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     from web import app as app_pages
 
     app_pages.init_app(app)
-    from web import connect, webhooks
+    from web import connect, oauth_flow, webhooks
 
     app.register_blueprint(webhooks.bp)
     connect.init_app(app)
+    oauth_flow.init_app(app)
     cli.init_app(app)
     return app

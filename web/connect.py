@@ -1,16 +1,16 @@
 """Connecting, reconnecting and disconnecting mailboxes: OAuth, Exchange credentials, the page.
 
-Owns three blueprints:
+Owns two blueprints:
 
 - `api` (`/api/v1/mailboxes/...`, bearer token): start an OAuth connect or
-  reconnect (answers the provider's consent URL), connect an Exchange mailbox,
-  reconnect one with new credentials, disconnect one.
-- `callbacks` (`/connect/<kind>/callback`): where Google (GET) and Microsoft
-  (form_post) send the browser back. The `state` names a one-time record in
-  Redis (10 minutes, Fernet-encrypted: it holds the PKCE verifier) saying which
-  team, user and — for a reconnect — which mailbox the flow is for.
+  reconnect (answers a one-time start link on this site), connect an Exchange
+  mailbox, reconnect one with new credentials, disconnect one.
 - `pages` (`/mailboxes`, signed-in users): the mailboxes page with the same
   actions as forms (CSRF-protected).
+
+The OAuth flows' binding to the browser and person who started them, the
+providers' callbacks and the confirm step are `web.oauth_flow`'s; this module
+is the Gmail and Microsoft 365 `FlowKind` there (`MailboxFlow`).
 
 `connect_imap` is the one way an IMAP mailbox is connected: the API's
 `POST /api/v1/mailboxes` and the web form `/mailboxes/imap` (`web.app.imap`)
@@ -18,23 +18,25 @@ both call it.
 
 OAuth flow::
 
-    POST …/connect {kind} ─▶ state + verifier in Redis ─▶ consent URL
-    browser ─▶ Google / Microsoft ─▶ /connect/<kind>/callback?code&state
-        ─▶ state popped (once) ─▶ code + verifier → tokens (provider module)
-        ─▶ mailbox created or updated (a reconnect must be the same address)
-        ─▶ first sync queued, push started (worker)
+    POST …/connect {kind} ─▶ verifier + mailbox id in a flow (web.oauth_flow)
+        ─▶ start link /connect/start/<id>, opened by the same user, signed in
+    browser ─▶ Google / Microsoft ─▶ /connect/<kind>/callback (same browser and user only)
+        ─▶ code + verifier → tokens (provider module); the address checked
+           (a reconnect must be the same address) ─▶ "Connect dana@… (Gmail) to team Acme?"
+        ─▶ Connect: mailbox created or updated, first sync queued, push started (worker)
+        ─▶ Cancel: Google's grant revoked (unless a mailbox here uses it), tokens forgotten
 
 Disconnecting marks the mailbox `disabled` at once and leaves the rest to a
 job (stop the watch or subscription, give the grant back, wipe the tokens);
-the mailbox row and everything it recorded are kept. This module never holds a
-token longer than the request, and never logs one.
+the mailbox row and everything it recorded are kept. A connect's tokens wait
+for the person's Connect only in web.oauth_flow's confirm record (encrypted, ten
+minutes); this module never logs one.
 """
 
 from __future__ import annotations
 
 import logging
-import secrets
-from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Any
 
 from flask import Blueprint, Response, g, redirect, render_template, request, url_for
@@ -46,7 +48,7 @@ from sqlalchemy.exc import IntegrityError
 from config import get_settings, queues
 from core.crypto import decrypt_json, encrypt_json
 from core.models import Mailbox, MailboxKind, MailboxStatus, utcnow
-from core.redis import get_redis
+from web import oauth_flow
 from web.api import ApiError, error_response, parse_body, require_token
 from web.api.schemas import (
     ExchangeMailboxCreate,
@@ -57,17 +59,16 @@ from web.api.schemas import (
 )
 from web.auth import current_user, login_required, protect
 from web.db import db
+from web.oauth_flow import Flow, FlowError, Proposal, Saved
+from web.redirects import safe_redirect_path
 from worker.sync.base import ProviderError
 
 log = logging.getLogger(__name__)
 
 api = Blueprint("connect_api", __name__, url_prefix="/api/v1/mailboxes")
-callbacks = Blueprint("connect", __name__, url_prefix="/connect")
 pages = Blueprint("mailboxes", __name__)
 protect(pages)
 
-STATE_SECONDS = 600
-STATE_KEY = "sightline:connect:{state}"
 OAUTH_KINDS = (MailboxKind.GMAIL, MailboxKind.GRAPH)
 PROVIDER_NAMES = {
     "imap": "IMAP",
@@ -85,16 +86,6 @@ def _api_error(exc: ApiError) -> Response:
 # -- what the flows share -------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Pending:
-    kind: str
-    team_id: int
-    user_id: int | None
-    mailbox_id: int | None
-    secret: Any  # the PKCE verifier (Google) or MSAL's flow (Microsoft)
-    return_to: str | None
-
-
 def redirect_uri(kind: str) -> str:
     return f"{get_settings().public_base_url}/connect/{kind}/callback"
 
@@ -103,13 +94,19 @@ def start_oauth(
     kind: str,
     *,
     team_id: int,
-    user_id: int | None,
+    user_id: int,
     mailbox_id: int | None = None,
     login_hint: str | None = None,
     return_to: str | None = None,
 ) -> str:
-    """Remember a new flow and return the provider's consent URL. Raises ProviderError."""
-    state = secrets.token_urlsafe(32)
+    """Start a flow for `user_id`; return its start link (web.oauth_flow). Raises ProviderError.
+
+    Only that user, signed in, can open the link; the browser that opens it is
+    the only one that can finish the flow.
+    """
+    state = oauth_flow.new_state()
+    # The provider SDKs (google-api-python-client, MSAL) cost the web process ~0.2 s to
+    # import: paid at the first connect, not at every start.
     if kind == MailboxKind.GMAIL:
         from worker.sync import gmail
 
@@ -122,31 +119,9 @@ def start_oauth(
         kept = flow
     else:
         raise ValueError(f"{kind} mailboxes do not connect with OAuth")
-    record = {
-        "kind": kind,
-        "team_id": team_id,
-        "user_id": user_id,
-        "mailbox_id": mailbox_id,
-        "secret": kept,
-        "return_to": return_to,
-    }
-    get_redis().set(STATE_KEY.format(state=state), encrypt_json(record), ex=STATE_SECONDS)
-    log.info("connect_started kind=%s team_id=%s mailbox_id=%s", kind, team_id, mailbox_id)
-    return url
-
-
-def pop_pending(state: str) -> Pending | None:
-    raw = get_redis().getdel(STATE_KEY.format(state=state)) if state else None
-    if not raw:
-        return None
-    data = decrypt_json(raw.decode() if isinstance(raw, bytes) else str(raw))
-    return Pending(
-        kind=str(data["kind"]),
-        team_id=int(data["team_id"]),
-        user_id=data.get("user_id"),
-        mailbox_id=data.get("mailbox_id"),
-        secret=data.get("secret"),
-        return_to=data.get("return_to"),
+    data = {"secret": kept, "mailbox_id": mailbox_id, "return_to": return_to}
+    return oauth_flow.begin(
+        kind, state=state, team_id=team_id, user_id=user_id, consent_url=url, data=data
     )
 
 
@@ -176,8 +151,14 @@ def save_mailbox(
     Raises:
         ApiError: a reconnect signed in as another address, or the mailbox is gone.
     """
-    session = db()
     email = email.lower()
+    mailbox = _target(team_id, kind, email, mailbox_id)
+    return _store(mailbox, team_id, user_id, kind, email, credentials)
+
+
+def _target(team_id: int, kind: str, email: str, mailbox_id: int | None) -> Mailbox | None:
+    """The team's mailbox that `email` would connect (None: a new one). Raises ApiError."""
+    session = db()
     if mailbox_id is not None:
         mailbox = session.get(Mailbox, mailbox_id)
         if mailbox is None or mailbox.team_id != team_id:
@@ -196,7 +177,7 @@ def save_mailbox(
     if mailbox is not None and mailbox.kind != kind:
         existing = PROVIDER_NAMES.get(mailbox.kind, mailbox.kind)
         raise ApiError(409, "conflict", f"{email} is already connected as a {existing} mailbox")
-    return _store(mailbox, team_id, user_id, kind, email, credentials)
+    return mailbox
 
 
 def _store(
@@ -270,32 +251,108 @@ def connect_imap(*, team_id: int, user_id: int | None, body: MailboxCreate) -> M
     return _store(mailbox, team_id, user_id, body.kind, email, credentials)
 
 
-def finish_oauth(pending: Pending, values: dict[str, str]) -> Mailbox:
-    """Trade the callback's answer for tokens and save the mailbox. Raises ApiError."""
-    if values.get("error"):
-        detail = values.get("error_description") or values["error"]
-        raise ApiError(400, "not_connected", f"the provider did not connect the mailbox: {detail}")
-    try:
-        if pending.kind == MailboxKind.GMAIL:
-            from worker.sync import gmail
+class MailboxFlow:
+    """Gmail and Microsoft 365 in web.oauth_flow: tokens for a mailbox, saved once confirmed."""
 
-            email, credentials = gmail.exchange_code(
-                values.get("code", ""), redirect_uri(pending.kind), str(pending.secret)
+    start_again = "Start again from the Mailboxes page (or the API), in this browser."
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self.label = PROVIDER_NAMES[kind]
+
+    @property
+    def start_page(self) -> tuple[str, str]:
+        return url_for("mailboxes.page"), "Mailboxes"
+
+    def finish(self, flow: Flow, values: Mapping[str, str]) -> Proposal:
+        """Trade the answer for tokens; check the address fits (a reconnect: the same one)."""
+        if values.get("error"):
+            detail = values.get("error_description") or values["error"]
+            raise FlowError(400, f"{self.label} did not connect the mailbox: {detail}")
+        secret = flow.data.get("secret")
+        try:
+            if self.kind == MailboxKind.GMAIL:
+                from worker.sync import gmail
+
+                email, credentials = gmail.exchange_code(
+                    values.get("code", ""), redirect_uri(self.kind), str(secret)
+                )
+            else:
+                from worker.sync import graph
+
+                email, credentials = graph.exchange_code(dict(secret or {}), dict(values))
+        except ProviderError as exc:
+            raise FlowError(400, str(exc)) from None
+        mailbox_id = flow.data.get("mailbox_id")
+        proposal = Proposal(
+            kind=self.kind,
+            team_id=flow.team_id,
+            user_id=flow.user_id,
+            verb="Reconnect" if mailbox_id is not None else "Connect",
+            subject=f"{email} ({self.label})",
+            detail="Sightline will read this mailbox's replies and bounces, and send your "
+            "emails and sequence steps from it.",
+            data={
+                "email": email,
+                "credentials": credentials,
+                "mailbox_id": mailbox_id,
+                "return_to": flow.data.get("return_to"),
+            },
+        )
+        try:
+            _target(flow.team_id, self.kind, email, mailbox_id)
+        except ApiError as exc:
+            self.discard(proposal)
+            raise FlowError(exc.status, exc.message) from None
+        return proposal
+
+    def save(self, proposal: Proposal) -> Saved:
+        data = proposal.data
+        try:
+            mailbox = save_mailbox(
+                team_id=proposal.team_id,
+                user_id=proposal.user_id,
+                kind=self.kind,
+                email=str(data["email"]),
+                credentials=dict(data["credentials"]),
+                mailbox_id=data.get("mailbox_id"),
             )
-        else:
-            from worker.sync import graph
+        except ApiError as exc:
+            raise FlowError(exc.status, exc.message) from None
+        # Checked when the flow started (the API's 422); checked again here because
+        # the stored flow outlives a release that tightens the rule.
+        return_to = data.get("return_to")
+        return Saved(
+            f"{mailbox.email} ({self.label}) is connected. Replies to your emails will be seen "
+            "within seconds.",
+            safe_redirect_path(return_to) if return_to else None,
+        )
 
-            email, credentials = graph.exchange_code(dict(pending.secret), values)
-    except ProviderError as exc:
-        raise ApiError(400, "not_connected", str(exc)) from None
-    return save_mailbox(
-        team_id=pending.team_id,
-        user_id=pending.user_id,
-        kind=pending.kind,
-        email=email,
-        credentials=credentials,
-        mailbox_id=pending.mailbox_id,
+    def discard(self, proposal: Proposal) -> None:
+        """Google: revoke, unless a mailbox here uses the account (Google revokes the whole
+        grant, which would disconnect it). Microsoft has no per-grant revocation: forgotten."""
+        email = str(proposal.data.get("email", ""))
+        if self.kind != MailboxKind.GMAIL or _in_use(self.kind, email):
+            return
+        from worker.sync import gmail
+
+        gmail.GmailProvider(email, dict(proposal.data.get("credentials") or {})).revoke()
+
+
+def _in_use(kind: str, email: str) -> bool:
+    """Whether a mailbox of any team holds a grant for this account."""
+    found = db().scalar(
+        select(Mailbox.id).where(
+            Mailbox.kind == kind,
+            Mailbox.email == email.lower(),
+            Mailbox.status != MailboxStatus.DISABLED,
+        )
     )
+    return found is not None
+
+
+for _kind in OAUTH_KINDS:
+    oauth_flow.register(_kind, MailboxFlow(_kind))
 
 
 def exchange_credentials(body: ExchangeMailboxCreate) -> dict[str, Any]:
@@ -344,6 +401,12 @@ def _mailbox_json(mailbox: Mailbox) -> dict[str, Any]:
     return MailboxOut.model_validate(mailbox).model_dump(mode="json")
 
 
+def _started(start_path: str) -> dict[str, Any]:
+    """The API's answer to a started flow: the start link on this site, never the provider's."""
+    url = oauth_flow.absolute(start_path)
+    return OAuthStarted(authorization_url=url, expires_in=oauth_flow.FLOW_SECONDS).model_dump()
+
+
 # -- API ------------------------------------------------------------------------------
 
 
@@ -361,7 +424,7 @@ def api_connect() -> ResponseReturnValue:
         )
     except ProviderError as exc:
         raise ApiError(503, "provider_unavailable", str(exc)) from None
-    return OAuthStarted(authorization_url=url, expires_in=STATE_SECONDS).model_dump()
+    return _started(url)
 
 
 @api.post("/exchange")
@@ -397,7 +460,7 @@ def api_reconnect(mailbox_id: int) -> ResponseReturnValue:
             )
         except ProviderError as exc:
             raise ApiError(503, "provider_unavailable", str(exc)) from None
-        return OAuthStarted(authorization_url=url, expires_in=STATE_SECONDS).model_dump()
+        return _started(url)
     if mailbox.kind == MailboxKind.EXCHANGE:
         body = parse_body(ExchangeMailboxCreate)
         if body.email != mailbox.email:
@@ -434,38 +497,6 @@ def api_disconnect(mailbox_id: int) -> ResponseReturnValue:
     mailbox = _owned(mailbox_id, g.team_id)
     disconnect(mailbox)
     return _mailbox_json(mailbox)
-
-
-# -- the providers' callbacks --------------------------------------------------------
-
-
-@callbacks.route("/<kind>/callback", methods=["GET", "POST"])
-def callback(kind: str) -> ResponseReturnValue:
-    values = {k: str(v) for k, v in request.values.items()}
-    pending = pop_pending(values.get("state", ""))
-    if pending is None or pending.kind != kind:
-        return _done(None, "This sign-in link has expired or was already used. Start again.", 400)
-    try:
-        mailbox = finish_oauth(pending, values)
-    except ApiError as exc:
-        return _done(pending.return_to, exc.message, exc.status)
-    return _done(pending.return_to, None, 200, mailbox)
-
-
-def _done(
-    return_to: str | None, error: str | None, status: int, mailbox: Mailbox | None = None
-) -> ResponseReturnValue:
-    if return_to and error is None:
-        return redirect(return_to)
-    if request.accept_mimetypes.best == "application/json":
-        if error is not None:
-            return error_response(status, "not_connected", error)
-        assert mailbox is not None
-        return _mailbox_json(mailbox), status
-    return (
-        render_template("mailboxes_done.html", error=error, mailbox=mailbox, names=PROVIDER_NAMES),
-        status,
-    )
 
 
 # -- the mailboxes page ---------------------------------------------------------------
@@ -505,7 +536,7 @@ def page_connect(kind: str) -> ResponseReturnValue:
         )
     except ProviderError as exc:
         return redirect(url_for("mailboxes.page", message=str(exc)))
-    return redirect(url)
+    return redirect(url, code=303)
 
 
 @pages.post("/mailboxes/exchange")
@@ -553,7 +584,7 @@ def page_reconnect(mailbox_id: int) -> ResponseReturnValue:
                 login_hint=mailbox.email,
                 return_to=url_for("mailboxes.page"),
             )
-            return redirect(url)
+            return redirect(url, code=303)
         if mailbox.kind == MailboxKind.EXCHANGE:
             stored = decrypt_json(mailbox.credentials_encrypted)
             credentials = {**stored, "password": request.form.get("password", "")}
@@ -591,11 +622,10 @@ def page_disconnect(mailbox_id: int) -> ResponseReturnValue:
 
 def init_app(app: Any) -> None:
     app.register_blueprint(api)
-    app.register_blueprint(callbacks)
     app.register_blueprint(pages)
 
 
-__all__ = ["api", "callbacks", "init_app", "pages"]
+__all__ = ["api", "init_app", "pages"]
 
 
 def extend_document(document: dict[str, Any]) -> dict[str, Any]:
@@ -633,7 +663,9 @@ def extend_document(document: dict[str, Any]) -> dict[str, Any]:
         "schema": {"type": "integer", "minimum": 1, "maximum": 2**31 - 1},
     }
     started = {
-        "description": "Send the user to authorization_url",
+        "description": "authorization_url is a one-time start link on this site: the same "
+        "user opens it in a browser, signed in to Sightline; it goes on to Google or "
+        "Microsoft, and the connect is finished (and confirmed) in that browser only",
         "content": content("OAuthStarted"),
     }
     mailbox = {"description": "The mailbox", "content": content("MailboxOut")}

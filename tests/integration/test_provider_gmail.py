@@ -7,6 +7,7 @@ the fake's delivery thread to our webhook through the Flask test client.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import make_msgid
 from typing import Any
@@ -14,6 +15,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
+from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
@@ -24,6 +26,7 @@ from core.models import Mailbox, MailboxPush, MailboxStatus, SentMessage
 from tests.conftest import ApiClient
 from tests.fakes.gmail import FakeGmail
 from tests.fakes.gmail.pubsub import oidc_token
+from tests.integration.oauth_browsers import OWNER, Browser, Callback, owner_api, text_of
 from tests.integration.provider_harness import GmailHarness, queued, run_jobs
 from tests.integration.test_provider_contract import (
     inbound,
@@ -39,18 +42,35 @@ from worker.sync.push import renew_due, renew_push_job
 SELLER = "rep@seller.test"
 
 
+@pytest.fixture
+def api(app: Flask, client: FlaskClient) -> ApiClient:
+    return owner_api(app, client)
+
+
+@dataclass
+class Connected:
+    """How a connect ended: the last page's status and text, and the mailbox if one was saved."""
+
+    status: int
+    page: str
+    mailbox: dict[str, Any] | None
+
+
 def connect_through_api(
     api: ApiClient,
     fake: FakeGmail,
     address: str,
     path: str = "/api/v1/mailboxes/connect",
     body: dict[str, Any] | None = None,
-) -> Any:
-    """Start the flow with the API, consent at the fake, return our callback's answer."""
+) -> Connected:
+    """Start with the API, open its link signed in, consent at the fake, press Connect."""
     fake.add_user(address)
     started = api.post(path, body if body is not None else {"kind": "gmail"})
     assert started.status_code == 200, started.json
-    url = started.json["authorization_url"]
+    link = started.json["authorization_url"]
+    assert link.startswith("http://localhost:5000/connect/start/")
+    browser = Browser(api.client.application, OWNER)
+    url = browser.open_start(link)
     query = parse_qs(urlsplit(url).query)
     assert query["access_type"] == ["offline"] and query["code_challenge_method"] == ["S256"]
     assert set(query["scope"][0].split()) == {
@@ -60,18 +80,24 @@ def connect_through_api(
     fake.store.consenting_user = address
     consent = requests.get(url, allow_redirects=False, timeout=10)
     assert consent.status_code == 302
-    back = urlsplit(consent.headers["Location"])
-    assert back.path == "/connect/gmail/callback"
-    return api.client.get(f"{back.path}?{back.query}", headers={"Accept": "application/json"})
+    assert urlsplit(consent.headers["Location"]).path == "/connect/gmail/callback"
+    page = browser.come_back(Callback("GET", consent.headers["Location"], {}))
+    if page.status_code != 200 or "/connect/confirm/" not in page.get_data(as_text=True):
+        return Connected(page.status_code, text_of(page), None)
+    assert f"{address} (Gmail) to team Team A?" in text_of(page)
+    done = browser.answer(page, "connect")
+    listed = {m["email"]: m for m in api.get("/api/v1/mailboxes").json["mailboxes"]}
+    return Connected(done.status_code, text_of(done), listed.get(address))
 
 
 def test_connect_stores_encrypted_tokens_then_syncs_and_watches(
     env: Settings, api: ApiClient, fake_gmail: FakeGmail, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     answer = connect_through_api(api, fake_gmail, SELLER)
-    assert answer.status_code == 200, answer.get_data(as_text=True)
-    assert answer.json["kind"] == "gmail" and answer.json["status"] == "active"
-    mailbox_id = answer.json["id"]
+    assert answer.status == 200, answer.page
+    assert answer.mailbox is not None
+    assert answer.mailbox["kind"] == "gmail" and answer.mailbox["status"] == "active"
+    mailbox_id = answer.mailbox["id"]
     with session_scope() as session:
         mailbox = session.get_one(Mailbox, mailbox_id)
         stored = mailbox.credentials_encrypted
@@ -92,22 +118,27 @@ def test_connect_stores_encrypted_tokens_then_syncs_and_watches(
 
 
 def test_a_used_or_unknown_state_connects_nothing(
-    env: Settings, api: ApiClient, fake_gmail: FakeGmail, client: FlaskClient
+    env: Settings, app: Flask, api: ApiClient, fake_gmail: FakeGmail
 ) -> None:
     fake_gmail.add_user(SELLER)
-    url = api.post("/api/v1/mailboxes/connect", {"kind": "gmail"}).json["authorization_url"]
+    browser = Browser(app, OWNER)
+    link = api.post("/api/v1/mailboxes/connect", {"kind": "gmail"}).json["authorization_url"]
     fake_gmail.store.consenting_user = SELLER
-    back = urlsplit(requests.get(url, allow_redirects=False, timeout=10).headers["Location"])
-    assert client.get(f"{back.path}?{back.query}").status_code == 200
-    replay = client.get(f"{back.path}?{back.query}")
+    back = requests.get(browser.open_start(link), allow_redirects=False, timeout=10)
+    answer = Callback("GET", back.headers["Location"], {})
+    page = browser.come_back(answer)
+    done = browser.answer(page, "connect")
+    assert done.status_code == 200 and f"{SELLER} (Gmail) is connected" in text_of(done)
+    replay = browser.come_back(answer)
     assert replay.status_code == 400
-    assert "expired or was already used" in replay.get_data(as_text=True)
-    assert client.get("/connect/gmail/callback?code=x&state=made-up").status_code == 400
+    assert "expired or was already used" in text_of(replay)
+    assert browser.get("/connect/gmail/callback?code=x&state=made-up").status_code == 400
+    assert browser.get("/connect/yahoo/callback?code=x&state=made-up").status_code == 404
     declined = api.post("/api/v1/mailboxes/connect", {"kind": "gmail"}).json["authorization_url"]
-    fake_gmail.store.consenting_user = None  # the user clicks "Cancel"
-    back = urlsplit(requests.get(declined, allow_redirects=False, timeout=10).headers["Location"])
-    refused = client.get(f"{back.path}?{back.query}")
-    assert refused.status_code == 400 and "access_denied" in refused.get_data(as_text=True)
+    fake_gmail.store.consenting_user = None  # the user clicks "Cancel" at Google
+    back = requests.get(browser.open_start(declined), allow_redirects=False, timeout=10)
+    refused = browser.come_back(Callback("GET", back.headers["Location"], {}))
+    assert refused.status_code == 400 and "access_denied" in text_of(refused)
     assert len(api.get("/api/v1/mailboxes").json["mailboxes"]) == 1
 
 
@@ -126,7 +157,9 @@ def test_bad_connect_requests_name_the_field(env: Settings, api: ApiClient) -> N
 def test_revoked_access_needs_reconnect_and_reconnecting_restores_it(
     env: Settings, api: ApiClient, fake_gmail: FakeGmail
 ) -> None:
-    mailbox_id = connect_through_api(api, fake_gmail, SELLER).json["id"]
+    connected = connect_through_api(api, fake_gmail, SELLER).mailbox
+    assert connected is not None
+    mailbox_id = connected["id"]
     run_jobs()
     fake_gmail.revoke_user(SELLER)
     sync_mailbox(mailbox_id)
@@ -138,12 +171,15 @@ def test_revoked_access_needs_reconnect_and_reconnecting_restores_it(
     wrong = connect_through_api(
         api, fake_gmail, other, f"/api/v1/mailboxes/{mailbox_id}/reconnect", {}
     )
-    assert wrong.status_code == 409
-    assert SELLER in wrong.json["error"]["message"]
+    assert wrong.status == 409 and wrong.mailbox is None  # refused before any confirmation
+    assert f"you signed in as {other}, but this mailbox is {SELLER}" in wrong.page
+    assert not any(  # the other account's new grant was given back, not left lying around
+        t.email == other and not t.revoked for t in fake_gmail.store.refresh_tokens.values()
+    )
     right = connect_through_api(
         api, fake_gmail, SELLER, f"/api/v1/mailboxes/{mailbox_id}/reconnect", {}
     )
-    assert right.status_code == 200 and right.json["id"] == mailbox_id
+    assert right.status == 200 and right.mailbox is not None and right.mailbox["id"] == mailbox_id
     assert api.get(f"/api/v1/mailboxes/{mailbox_id}").json["status"] == "active"
     assert sync_mailbox(mailbox_id).listed == 0  # and it syncs again
 
@@ -151,7 +187,9 @@ def test_revoked_access_needs_reconnect_and_reconnecting_restores_it(
 def test_disconnect_stops_the_watch_revokes_and_wipes_tokens(
     env: Settings, api: ApiClient, fake_gmail: FakeGmail
 ) -> None:
-    mailbox_id = connect_through_api(api, fake_gmail, SELLER).json["id"]
+    connected = connect_through_api(api, fake_gmail, SELLER).mailbox
+    assert connected is not None
+    mailbox_id = connected["id"]
     run_jobs()
     refresh = decrypt_json(_credentials(mailbox_id))["refresh_token"]
     answer = api.post(f"/api/v1/mailboxes/{mailbox_id}/disconnect", {})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import re
 from urllib.parse import urlsplit
 
@@ -95,13 +96,30 @@ def test_connect_gmail_from_the_page_comes_back_to_it(
     token = CSRF.search(client.get("/mailboxes").get_data(as_text=True))
     assert token is not None
     started = client.post("/mailboxes/connect/gmail", data={"csrf_token": token.group(1)})
-    assert started.status_code == 302
+    # Our own start page, not Google: it binds this browser to the flow, then goes on.
+    assert started.status_code == 303
+    assert started.headers["Location"].startswith("/connect/start/")
+    start = client.get(started.headers["Location"])
+    assert start.status_code == 200
+    cookie = start.headers["Set-Cookie"]
+    assert cookie.startswith("sl_connect=") and "HttpOnly" in cookie
+    assert "SameSite=Lax" in cookie and "Path=/connect" in cookie
+    consent_url = re.search(r'url=([^"]+)"', start.get_data(as_text=True))
+    assert consent_url is not None
     fake_gmail.add_user("seller@team-a.test")
     fake_gmail.store.consenting_user = "seller@team-a.test"
-    consent = requests.get(started.headers["Location"], allow_redirects=False, timeout=10)
+    consent = requests.get(html.unescape(consent_url.group(1)), allow_redirects=False, timeout=10)
     back = urlsplit(consent.headers["Location"])
-    done = client.get(f"{back.path}?{back.query}")
-    assert done.status_code == 302 and done.headers["Location"].endswith("/mailboxes")
+    confirm = client.get(f"{back.path}?{back.query}")
+    assert confirm.status_code == 303
+    page = client.get(confirm.headers["Location"]).get_data(as_text=True)
+    assert "Connect seller@team-a.test (Gmail) to team Team A?" in page
+    assert "seller@team-a.test" not in client.get("/mailboxes").get_data(as_text=True)
+    action = re.search(r'<form method="post" action="([^"]+)"', page)
+    token = CSRF.search(page)
+    assert action is not None and token is not None
+    done = client.post(action.group(1), data={"csrf_token": token.group(1), "action": "connect"})
+    assert done.status_code == 303 and done.headers["Location"].endswith("/mailboxes")
     page = client.get("/mailboxes").get_data(as_text=True)
     assert "seller@team-a.test" in page and "Gmail" in page
 

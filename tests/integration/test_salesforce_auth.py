@@ -1,8 +1,9 @@
 """Connecting orgs and keeping their sessions alive, against the TLS fake org.
 
-The OAuth web-server flow is walked as a person would: our API hands out the
-authorize URL, the fake (Salesforce) approves and redirects to our callback,
-and the team's Tasks then go to that org. Expired sessions are renewed once
+The OAuth web-server flow is walked as a person would: our API hands out a
+start link, the same user opens it signed in, the fake (Salesforce) approves
+and redirects to our callback, the person confirms the org shown, and the
+team's Tasks then go to that org. Expired sessions are renewed once
 (a refresh token, a new JWT, a new SOAP login), rotated refresh tokens are
 saved, concurrent renewals ask Salesforce once, and a refused refresh holds
 the team's writes until a person reconnects.
@@ -16,6 +17,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
+from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select
 from werkzeug.test import TestResponse
@@ -27,6 +29,7 @@ from core.events import queue_salesforce_task
 from core.models import SalesforceConnection, SalesforceOutbox, Team
 from tests.conftest import ApiClient
 from tests.fakes.salesforce import FakeSalesforce, generate_rsa_keypair
+from tests.integration.oauth_browsers import OWNER, Browser, Callback, owner_api, text_of
 from worker.salesforce.auth import ConnectionTokens
 from worker.salesforce.outbox import flush_team
 
@@ -84,11 +87,19 @@ def outbox() -> list[tuple[str, int]]:
         ]
 
 
+@pytest.fixture
+def api(app: Flask, client: FlaskClient) -> ApiClient:
+    return owner_api(app, client)
+
+
 def connect_oauth(api: ApiClient, client: FlaskClient, org: FakeSalesforce) -> dict[str, object]:
-    """Walk the web-server flow: authorize URL → the org approves → our callback."""
+    """Walk the web-server flow: start link → the org approves → our callback → Connect."""
     started = api.post("/api/v1/salesforce/connect", {"kind": "oauth"})
     assert started.status_code == 200, started.json
-    url = started.json["authorize_url"]
+    link = started.json["authorize_url"]
+    assert link.startswith("http://localhost:5000/connect/start/")
+    browser = Browser(api.client.application, OWNER)
+    url = browser.open_start(link)
     query = parse_qs(urlsplit(url).query)
     assert url.startswith(f"{org.instance_url}/services/oauth2/authorize?")
     assert query["redirect_uri"] == ["http://localhost:5000/api/v1/salesforce/oauth/callback"]
@@ -97,8 +108,13 @@ def connect_oauth(api: ApiClient, client: FlaskClient, org: FakeSalesforce) -> d
     assert approved.status_code == 302
     back = urlsplit(approved.headers["Location"])
     assert back.path == "/api/v1/salesforce/oauth/callback"
-    answer = client.get(f"{back.path}?{back.query}")
-    assert answer.status_code == 200, answer.json
+    confirm = browser.come_back(Callback("GET", approved.headers["Location"], {}))
+    shown = text_of(confirm)
+    assert confirm.status_code == 200, shown
+    org_id = org.state.org.org_id
+    assert f"Connect Salesforce org {org_id} as {org.oauth['username']} to team Team A?" in shown
+    assert browser.answer(confirm, "connect").status_code == 200
+    answer = api.get("/api/v1/salesforce/connection")
     body = answer.json
     assert isinstance(body, dict)
     return body
@@ -272,16 +288,23 @@ def test_wrong_password_is_refused_and_production_refuses_passwords(
 
 
 def test_callback_refuses_forged_state_and_reports_a_denial(
-    client: FlaskClient, org: FakeSalesforce
+    app: Flask, api: ApiClient, org: FakeSalesforce
 ) -> None:
-    forged = client.get("/api/v1/salesforce/oauth/callback?code=abc&state=made-up")
-    assert forged.status_code == 400
-    assert set(json_of(forged)["error"]["fields"]) == {"state"}
-    denied = client.get(
-        "/api/v1/salesforce/oauth/callback?error=access_denied&error_description=end-user+denied"
+    browser = Browser(app, OWNER)
+    forged = browser.follow(
+        browser.client.get("/api/v1/salesforce/oauth/callback?code=abc&state=made-up")
     )
-    assert denied.status_code == 400
-    assert "end-user denied" in json_of(denied)["error"]["message"]
+    assert forged.status_code == 400 and "expired or was already used" in text_of(forged)
+    link = api.post("/api/v1/salesforce/connect", {"kind": "oauth"}).json["authorize_url"]
+    state = parse_qs(urlsplit(browser.open_start(link)).query)["state"][0]
+    denied = browser.follow(
+        browser.client.get(
+            "/api/v1/salesforce/oauth/callback?error=access_denied"
+            f"&error_description=end-user+denied&state={state}"
+        )
+    )
+    assert denied.status_code == 400 and "end-user denied" in text_of(denied)
+    assert api.get("/api/v1/salesforce/connection").json["kind"] == "default"
 
 
 def test_oauth_needs_a_connected_app(

@@ -160,13 +160,15 @@ class _TeamLoad:
 
 
 def _connect_oauth(team_id: int) -> None:
-    """The OAuth web-server flow without a browser: authorize → approve → callback."""
-    from worker.salesforce.connections import finish_oauth, start_oauth
+    """The org side of the OAuth web-server flow (the browser side is test_oauth_binding's):
+    authorize → approve → code exchanged → saved."""
+    from worker.salesforce.connections import authorize_link, exchange_code, save_grant
 
-    url = start_oauth(team_id, 0, None)
+    url, login_url = authorize_link("a-state", None)
     answer = requests.get(url, allow_redirects=False, timeout=10)
     query = parse_qs(urlsplit(answer.headers["Location"]).query)
-    finish_oauth(query["code"][0], query["state"][0])
+    assert query["state"] == ["a-state"]
+    save_grant(team_id, exchange_code(query["code"][0], login_url))
 
 
 def _make_team(name: str, recipients: int, fake: FakeSalesforce, rng: random.Random) -> _TeamLoad:

@@ -27,8 +27,10 @@ NOT_SESSION = {
     "/api/": "a bearer token in the Authorization header, which another site cannot send",
     "/webhooks/": "Google's signed push token or shared secret; Graph's clientState",
     "viewer.beacon": "the signed visit token in the body; it records reading time, nothing else",
-    "connect.callback": "Microsoft posts the OAuth answer (form_post) cross-site by design; "
-    "the one-time state of a start made in this session authorises it",
+    "connect.callback": "Microsoft posts the OAuth answer (form_post) cross-site by design: "
+    "it is only parked under a one-time id and the browser sent on (303) to a GET, where the "
+    "flow's browser cookie and the starter's session are checked; nothing is saved before the "
+    "confirm page's CSRF-protected POST",
 }
 
 

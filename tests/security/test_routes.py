@@ -58,8 +58,11 @@ PUBLIC = {
     "viewer.beacon": "the same link's reading time reports, with a signed visit token",
     "webhooks.gmail_push": "Google Pub/Sub push, authorised by its signed token or shared secret",
     "webhooks.graph_notification": "Microsoft Graph notifications: handshake and clientState",
-    "connect.callback": "the OAuth redirect back from Google or Microsoft; state bound to a start",
-    "api.salesforce_oauth_callback": "the OAuth redirect back from Salesforce; signed state",
+    "connect.callback": "the OAuth redirect back from Google, Microsoft (and Salesforce, handed "
+    "on): finished only by the browser (sl_connect cookie) and signed-in user that started it, "
+    "and only proposed: the confirm page saves",
+    "api.salesforce_oauth_callback": "the OAuth redirect back from Salesforce: parks the answer "
+    "under a one-time id and hands the browser on to connect.callback",
     "api.openapi_document": "the API's published description",
     "api.index": "the API's name, version and where its description is",
 }
@@ -102,6 +105,8 @@ class Side:
             "token": "not-a-token",
             "kind": "gmail",
             "filename": "app.css",
+            "start_id": "not-a-start-link-0123456789",
+            "confirm_id": "not-a-confirmation-0123456789",
         }
 
 

@@ -1,8 +1,12 @@
 """API v1 for Salesforce: connect an org, settings, API usage, dead letters and replay.
 
-    POST   /salesforce/connect              oauth → authorize_url; jwt, password → connection
-    GET    /salesforce/oauth/callback       where Salesforce sends the person back (no token:
-                                            the signed `state` names the team)
+    POST   /salesforce/connect              oauth → authorize_url (a one-time start link on
+                                            this site, for the same user, signed in, to open);
+                                            jwt, password → connection
+    GET    /salesforce/oauth/callback       where Salesforce sends the person back (no token):
+                                            handed on to /connect/salesforce/callback, where
+                                            web.oauth_flow checks the browser and person and
+                                            asks them to confirm the org
     GET    /salesforce/connection           the team's org (or the default one) and settings
     DELETE /salesforce/connection           disconnect the team's own org (writes are held)
     PATCH  /salesforce/settings             budget_share (1-100 %), create_leads
@@ -28,9 +32,12 @@ from pydantic import Field, model_validator
 from sqlalchemy import func, select
 
 from core.models import OutboxStatus, SalesforceConnection, SalesforceOutbox
+from web import oauth_flow
 from web.api import ApiError, bp, int_arg, parse_body, require_token
 from web.api.schemas import MAX_ID, Request, Response
 from web.db import db
+from web.salesforce_connect import KIND as ORG_FLOW
+from web.salesforce_connect import start_flow
 
 DEAD_LETTER_PAGE = 500
 
@@ -83,7 +90,11 @@ class ReplayRequest(Request):
 
 
 class AuthorizeOut(Response):
-    authorize_url: str
+    authorize_url: str = Field(
+        description="A one-time start link on this site: the same user opens it in a browser, "
+        "signed in to Sightline; it goes on to Salesforce, and the connect is finished (and "
+        "confirmed) in that browser only"
+    )
 
 
 class SalesforceConnectionOut(Response):
@@ -186,17 +197,12 @@ def _connection_out(team_id: int) -> dict[str, Any]:
 @require_token
 def salesforce_connect() -> ResponseReturnValue:
     from worker.salesforce.client import SalesforceError
-    from worker.salesforce.connections import (
-        ConnectError,
-        connect_jwt,
-        connect_password,
-        start_oauth,
-    )
+    from worker.salesforce.connections import ConnectError, connect_jwt, connect_password
 
     body = parse_body(SalesforceConnect)
     try:
         if body.kind == "oauth":
-            url = start_oauth(g.team_id, g.user.id, body.login_url)
+            url = start_flow(g.team_id, g.user.id, body.login_url)
             return AuthorizeOut(authorize_url=url).model_dump(mode="json")
         if body.kind == "jwt":
             assert body.username is not None
@@ -215,20 +221,13 @@ def salesforce_connect() -> ResponseReturnValue:
 
 @bp.get("/salesforce/oauth/callback")
 def salesforce_oauth_callback() -> ResponseReturnValue:
-    """Salesforce sends the person here after they approve (or refuse) the connection."""
-    from worker.salesforce.client import SalesforceError
-    from worker.salesforce.connections import ConnectError, finish_oauth
+    """Salesforce sends the person here after they approve (or refuse) the connection.
 
-    if request.args.get("error"):
-        message = request.args.get("error_description") or request.args["error"]
-        raise ApiError(400, "salesforce_refused", f"Salesforce: {message}", {"code": message})
-    try:
-        row = finish_oauth(request.args.get("code", ""), request.args.get("state", ""))
-    except ConnectError as exc:
-        raise ApiError(400, "invalid_request", str(exc), {exc.field: exc.reason}) from None
-    except SalesforceError as exc:
-        raise _salesforce_error(exc) from None
-    return _connection_out(row.team_id)
+    This path is the Connected App's registered callback, outside the flow
+    cookie's path: the answer is parked and the browser sent on to
+    /connect/salesforce/callback (web.oauth_flow), where the cookie comes along.
+    """
+    return oauth_flow.relay(ORG_FLOW, request.args)
 
 
 @bp.get("/salesforce/connection")
@@ -385,7 +384,8 @@ def extend_document(document: dict[str, Any]) -> dict[str, Any]:
                     "requestBody": body("SalesforceConnect"),
                     "responses": {
                         "200": {
-                            "description": "oauth: send the person to authorize_url",
+                            "description": "oauth: the same user opens authorize_url, signed "
+                            "in to Sightline, and confirms the org there",
                             "content": content("AuthorizeOut"),
                         },
                         "201": connection,
@@ -395,13 +395,18 @@ def extend_document(document: dict[str, Any]) -> dict[str, Any]:
             },
             "/salesforce/oauth/callback": {
                 "get": {
-                    "summary": "Salesforce's redirect after approval (the state names the team)",
+                    "summary": "Salesforce's redirect after approval: handed on (303) to "
+                    "/connect/salesforce/callback, which only the browser and user that "
+                    "opened the start link can finish, and which asks them to confirm the org",
                     "security": [],
                     "parameters": [
                         {"name": n, "in": "query", "required": False, "schema": {"type": "string"}}
                         for n in ("code", "state", "error", "error_description")
                     ],
-                    "responses": {"200": connection, **errors(400, 422, 502)},
+                    "responses": {
+                        "303": {"description": "On to /connect/salesforce/callback (a page)"},
+                        "400": {"description": "Too many or too long parameters (a page)"},
+                    },
                 }
             },
             "/salesforce/connection": {

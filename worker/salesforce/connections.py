@@ -9,12 +9,15 @@ the org's daily API allowance above which engagement updates wait
 (`budget_share`, default 80 %), and whether unknown recipients become Leads
 (`create_leads`, off by default).
 
-OAuth web-server flow::
+OAuth web-server flow (the binding to the browser and person who started it,
+and the confirm step, are web.oauth_flow's)::
 
     POST /api/v1/salesforce/connect {"kind": "oauth"}
-        → authorize_url (state = signed team/user/login URL, 15 minutes)
+        → `authorize_link(state, login_url)`: the authorize URL (the web keeps the flow)
     person approves in Salesforce → GET /api/v1/salesforce/oauth/callback?code&state
-        → code exchanged at the login URL, signature checked, tokens saved encrypted
+        → `exchange_code`: code → tokens at the login URL, signature checked, the
+          identity read (who approved, which org): an `OrgGrant`, nothing saved
+        → the person confirms: `save_grant` stores it encrypted; cancels: `revoke_grant`
 
 `OrgProfile` is what a flush reads once: where the org is, its budget key
 (`org_key`: the org id when known, so teams sharing an org share its
@@ -31,7 +34,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import requests
-from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 from sqlalchemy import select, update
 
 from config import get_settings
@@ -61,7 +63,6 @@ from worker.salesforce.client import SalesforceApi, SalesforceError, TokenSource
 
 log = logging.getLogger(__name__)
 
-STATE_MAX_AGE = 15 * 60
 DEFAULT_BUDGET_SHARE = 80
 CALLBACK_PATH = "/api/v1/salesforce/oauth/callback"
 
@@ -156,10 +157,6 @@ def redirect_uri() -> str:
     return get_settings().public_base_url + CALLBACK_PATH
 
 
-def _serializer() -> URLSafeTimedSerializer:
-    return URLSafeTimedSerializer(get_settings().signing_keys, salt="sightline-salesforce-oauth")
-
-
 def _login_url(given: str | None) -> str:
     settings = get_settings().salesforce
     if given is None:
@@ -170,8 +167,26 @@ def _login_url(given: str | None) -> str:
     return url
 
 
-def start_oauth(team_id: int, user_id: int, login_url: str | None) -> str:
-    """The URL to send a person to, to connect the team's org."""
+@dataclass(frozen=True)
+class OrgGrant:
+    """What Salesforce granted for an approved connect, before anyone confirmed it.
+
+    `credentials` holds the tokens: kept encrypted, never logged.
+    """
+
+    login_url: str
+    instance_url: str
+    org_id: str | None
+    username: str
+    credentials: dict[str, str]
+
+
+def authorize_link(state: str, login_url: str | None) -> tuple[str, str]:
+    """(Salesforce's authorize URL carrying `state`, the login URL it goes to).
+
+    Raises:
+        ConnectError: no Connected App is configured, or `login_url` is not acceptable.
+    """
     settings = get_settings().salesforce
     if not (settings.client_id and settings.client_secret):
         raise ConnectError(
@@ -179,25 +194,23 @@ def start_oauth(team_id: int, user_id: int, login_url: str | None) -> str:
             "oauth needs SALESFORCE_CLIENT_ID and SALESFORCE_CLIENT_SECRET (a Connected App)",
         )
     url = _login_url(login_url)
-    state = _serializer().dumps({"team": team_id, "user": user_id, "login": url})
-    return authorize_url(url, settings.client_id, redirect_uri(), state)
+    return authorize_url(url, settings.client_id, redirect_uri(), state), url
 
 
-def finish_oauth(code: str, state: str) -> SalesforceConnection:
-    """Exchange the authorization code and save the connection. Raises ConnectError or
-    SalesforceError (kind auth when Salesforce refused the code)."""
+def exchange_code(code: str, login_url: str) -> OrgGrant:
+    """Trade the authorization code for tokens and read who approved, in which org. Saves nothing.
+
+    Raises:
+        ConnectError: no code, or no refresh token granted.
+        SalesforceError: Salesforce refused (kind auth) or is unreachable (kind transient).
+    """
     settings = get_settings().salesforce
-    try:
-        data = _serializer().loads(state, max_age=STATE_MAX_AGE)
-    except SignatureExpired:
-        raise ConnectError("state", "the connect link expired; start again") from None
-    except BadSignature:
-        raise ConnectError("state", "not a state this server issued") from None
     if not code:
         raise ConnectError("code", "missing")
-    assert settings.client_id and settings.client_secret
+    if not (settings.client_id and settings.client_secret):
+        raise ConnectError("kind", "the Connected App was removed from the settings meanwhile")
     answer = token_grant(
-        str(data["login"]),
+        login_url,
         {
             "grant_type": "authorization_code",
             "code": code,
@@ -208,21 +221,79 @@ def finish_oauth(code: str, state: str) -> SalesforceConnection:
     )
     if not signature_ok(answer, settings.client_secret):
         raise SalesforceError("Salesforce's token answer has a bad signature", kind="auth")
-    if not answer.get("refresh_token"):
+    credentials = {"access_token": str(answer["access_token"])}
+    if answer.get("refresh_token"):
+        credentials["refresh_token"] = str(answer["refresh_token"])
+    grant = OrgGrant(
+        login_url=login_url,
+        instance_url=str(answer["instance_url"]),
+        org_id=org_id_from_identity(answer.get("id")),
+        username="",
+        credentials=credentials,
+    )
+    if "refresh_token" not in credentials:
+        revoke_grant(grant)
         raise ConnectError(
             "scope", "Salesforce issued no refresh token: allow the refresh_token scope"
         )
+    identity = _identity(str(answer.get("id") or ""), credentials["access_token"])
+    username = str(identity.get("username") or "")
+    if not username:
+        revoke_grant(grant)
+        raise SalesforceError("Salesforce did not say who approved the connection", kind="auth")
+    return OrgGrant(
+        login_url=grant.login_url,
+        instance_url=grant.instance_url,
+        org_id=str(identity.get("organization_id") or "") or grant.org_id,
+        username=username,
+        credentials=credentials,
+    )
+
+
+def _identity(identity_url: str, access_token: str) -> dict[str, Any]:
+    """Salesforce's identity service (the signed answer's `id`): username and org id."""
+    if not identity_url.startswith("https://"):
+        raise SalesforceError("Salesforce's token answer has no identity URL", kind="auth")
+    try:
+        response = requests.get(
+            identity_url,
+            headers={"Authorization": f"Bearer {access_token}", "Accept": "application/json"},
+            timeout=get_settings().salesforce.timeout_seconds,
+        )
+    except requests.RequestException as exc:
+        raise SalesforceError(
+            f"Salesforce's identity service is unreachable: {type(exc).__name__}", kind="transient"
+        ) from exc
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if response.status_code != 200 or not isinstance(body, dict):
+        kind = "transient" if response.status_code >= 500 else "auth"
+        raise SalesforceError(
+            f"Salesforce's identity service answered {response.status_code}", kind=kind
+        )
+    return body
+
+
+def save_grant(team_id: int, grant: OrgGrant) -> SalesforceConnection:
+    """Connect the team to the org a person confirmed."""
     return _save_connection(
-        int(data["team"]),
+        team_id,
         kind=SalesforceAuthKind.OAUTH,
-        login_url=str(data["login"]),
-        instance_url=str(answer["instance_url"]),
-        org_id=org_id_from_identity(answer.get("id")),
-        username=None,
-        credentials={
-            "access_token": str(answer["access_token"]),
-            "refresh_token": str(answer["refresh_token"]),
-        },
+        login_url=grant.login_url,
+        instance_url=grant.instance_url,
+        org_id=grant.org_id,
+        username=grant.username,
+        credentials=dict(grant.credentials),
+    )
+
+
+def revoke_grant(grant: OrgGrant) -> None:
+    """Give an unconfirmed grant back (Salesforce revokes per token: nothing else is touched)."""
+    _revoke(
+        grant.login_url,
+        grant.credentials.get("refresh_token") or grant.credentials.get("access_token"),
     )
 
 
@@ -366,18 +437,23 @@ def disconnect(team_id: int) -> bool:
         row.credentials_encrypted = None
         row.token_version = row.token_version + 1
         row.updated_at = utcnow()
-    token = credentials.get("refresh_token") or credentials.get("access_token")
-    if token:
-        try:
-            requests.post(
-                f"{login_url}/services/oauth2/revoke",
-                data={"token": token},
-                timeout=get_settings().salesforce.timeout_seconds,
-            )
-        except requests.RequestException as exc:
-            log.warning("salesforce_revoke_failed team_id=%s error=%s", team_id, type(exc).__name__)
+    _revoke(login_url, credentials.get("refresh_token") or credentials.get("access_token"))
     log.info("salesforce_disconnected team_id=%s", team_id)
     return True
+
+
+def _revoke(login_url: str, token: str | None) -> None:
+    """Best effort: a token Salesforce no longer knows is as good as revoked."""
+    if not token:
+        return
+    try:
+        requests.post(
+            f"{login_url}/services/oauth2/revoke",
+            data={"token": token},
+            timeout=get_settings().salesforce.timeout_seconds,
+        )
+    except requests.RequestException as exc:
+        log.warning("salesforce_revoke_failed error=%s", type(exc).__name__)
 
 
 def update_settings(

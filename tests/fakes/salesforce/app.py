@@ -6,6 +6,7 @@ Request path, in the order a real org applies it::
       JSON, no Sforce-Limit-Info, not charged        [help.salesforce.com 000386264]
     fault: latency (sleep first)
     /services/oauth2/*         token / authorize / revoke
+    /id/<org id>/<user id>     the identity URL: who the Bearer token belongs to
     /services/data/vXX.X/...   Bearer token → 401 INVALID_SESSION_ID
                                allowance used up → 403 REQUEST_LIMIT_EXCEEDED
                                faults 401/403/5xx/UNABLE_TO_LOCK_ROW
@@ -382,6 +383,8 @@ class SalesforceApp:
         path = request.path
         if path.startswith("/services/oauth2/"):
             return self._oauth(request, fault)
+        if path.startswith("/id/") and request.method == "GET":
+            return self._identity(request)
         if path.startswith("/services/Soap/u/") and request.method == "POST":
             return self._soap_login(request)
         if path.rstrip("/") == "/services/data":
@@ -431,6 +434,19 @@ class SalesforceApp:
         except OAuthError as exc:
             return _json_response(exc.status, exc.body())
         return _json_response(404, not_found().body())
+
+    def _identity(self, request: Request) -> Response:
+        """The identity service: a Bearer token's own user, as JSON (Salesforce Help
+        "Identity URLs"). A bad token or another user's URL: 403 with a one-word body."""
+        auth = request.headers.get("Authorization", "")
+        token = auth.split(" ", 1)[1].strip() if " " in auth else ""
+        parts = request.path.strip("/").split("/")
+        if len(parts) != 3:
+            return Response("Bad_Id", status=404, content_type="text/plain")
+        found = self.state.tokens.identity(token, org_id=parts[1], user_id=parts[2])
+        if isinstance(found, str):
+            return Response(found, status=403, content_type="text/plain")
+        return _json_response(200, found)
 
     def _soap_login(self, request: Request) -> Response:
         """The Partner API ``login()`` simple-salesforce uses for username+password."""

@@ -27,9 +27,15 @@ supported"; ``redirect_uri_mismatch``. Sources: Salesforce Help "OAuth 2.0
 Refresh Token Flow" (rotation), "OAuth 2.0 JWT Bearer Flow" (claims, 3-minute
 skew), and the error strings as real orgs return them.
 
+The identity URL an answer's ``id`` names (``/id/<org id>/<user id>``) answers
+its own user's ``username``, ``user_id``, ``organization_id``, ``display_name``
+and ``email`` for a live Bearer token of that user; a dead token is 403
+``Bad_OAuth_Token``, another user's URL 403 ``Bad_Id`` (Salesforce Help
+"Identity URLs").
+
 Not modelled: scopes beyond echoing ``api refresh_token``, PKCE, the user-agent
-and device flows, ``/id`` identity URLs, token introspection, IP restrictions,
-refresh-token idle expiry policies.
+and device flows, the identity URL's other fields, token introspection, IP
+restrictions, refresh-token idle expiry policies.
 """
 
 from __future__ import annotations
@@ -188,9 +194,36 @@ class TokenService:
                 found = True
             return found
 
+    def identity(self, token: str, *, org_id: str, user_id: str) -> dict[str, Any] | str:
+        """The identity service's answer for `token`, or the 403 body when it refuses."""
+        with self._lock:
+            if not self.is_valid(token):
+                return "Bad_OAuth_Token"
+            user = self.users[self._access[token].username.lower()]
+            if org_id != self.org_id or user_id != user.user_id:
+                return "Bad_Id"
+            local = user.username.split("@")[0]
+            return {
+                "id": f"{self.instance_url}/id/{self.org_id}/{user.user_id}",
+                "asserted_user": True,
+                "user_id": user.user_id,
+                "organization_id": self.org_id,
+                "username": user.username,
+                "nick_name": local,
+                "display_name": local.replace(".", " ").title(),
+                "email": user.username,
+                "active": True,
+                "user_type": "STANDARD",
+            }
+
     def refresh_tokens(self) -> list[str]:
         with self._lock:
             return list(self._refresh)
+
+    def refresh_tokens_of(self, username: str) -> list[str]:
+        """The live refresh tokens issued to `username`."""
+        with self._lock:
+            return [t for t, (_, user) in self._refresh.items() if user == username]
 
     # -- the authorize endpoint --------------------------------------------------------
 

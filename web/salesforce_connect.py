@@ -1,0 +1,112 @@
+"""Connecting a team's own Salesforce org with OAuth: the start, the question, the save.
+
+The Salesforce `FlowKind` of web.oauth_flow, which binds the flow to the browser
+and person who started it and asks them to confirm; the Salesforce side (the
+authorize URL, the code exchange, the identity, saving and revoking) is
+worker.salesforce.connections'. Started from the API only: the API answers the
+flow's start link (/connect/start/<id>), which the same user opens while
+signed in to Sightline.
+
+The confirm page asks "Connect Salesforce org 00D… as admin@acme.example to
+team Acme?": the org id and username come from Salesforce's identity service
+for the token just granted, not from anything the request carried.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+from web import oauth_flow
+from web.oauth_flow import Flow, FlowError, Proposal, Saved
+
+if TYPE_CHECKING:
+    from worker.salesforce.connections import OrgGrant
+
+KIND = "salesforce"
+# worker.salesforce (simple-salesforce, PyJWT, requests) costs the web process ~0.3 s
+# to import: imported where a connect needs it, like web.api.salesforce does.
+
+
+def start_flow(team_id: int, user_id: int, login_url: str | None) -> str:
+    """Start connecting the team's org for `user_id`; return the start link. Raises ConnectError."""
+    from worker.salesforce.connections import authorize_link
+
+    state = oauth_flow.new_state()
+    url, login = authorize_link(state, login_url)
+    path = oauth_flow.begin(
+        KIND,
+        state=state,
+        team_id=team_id,
+        user_id=user_id,
+        consent_url=url,
+        data={"login_url": login},
+    )
+    return oauth_flow.absolute(path)
+
+
+class SalesforceFlow:
+    label = "Salesforce"
+    start_again = (
+        "Ask for a new connect link (POST /api/v1/salesforce/connect) and open it in this "
+        "browser while signed in to Sightline as yourself."
+    )
+    start_page = None
+
+    def finish(self, flow: Flow, values: Mapping[str, str]) -> Proposal:
+        if values.get("error"):
+            detail = values.get("error_description") or values["error"]
+            raise FlowError(400, f"Salesforce did not connect the org: {detail}")
+        from worker.salesforce.client import SalesforceError
+        from worker.salesforce.connections import ConnectError, exchange_code
+
+        try:
+            grant = exchange_code(values.get("code", ""), str(flow.data["login_url"]))
+        except ConnectError as exc:
+            raise FlowError(400, str(exc)) from None
+        except SalesforceError as exc:
+            raise FlowError(502 if exc.kind == "transient" else 400, str(exc)) from None
+        return Proposal(
+            kind=KIND,
+            team_id=flow.team_id,
+            user_id=flow.user_id,
+            verb="Connect",
+            subject=f"Salesforce org {grant.org_id or grant.instance_url} as {grant.username}",
+            detail="Sightline will write this team's emails, replies and engagement to this "
+            "org as Tasks, as this Salesforce user, in place of the org it writes to now.",
+            data={
+                "login_url": grant.login_url,
+                "instance_url": grant.instance_url,
+                "org_id": grant.org_id,
+                "username": grant.username,
+                "credentials": grant.credentials,
+            },
+        )
+
+    def save(self, proposal: Proposal) -> Saved:
+        from worker.salesforce.connections import save_grant
+
+        grant = _grant(proposal)
+        save_grant(proposal.team_id, grant)
+        return Saved(f"Salesforce org {grant.org_id} ({grant.username}) is connected.")
+
+    def discard(self, proposal: Proposal) -> None:
+        from worker.salesforce.connections import revoke_grant
+
+        revoke_grant(_grant(proposal))
+
+
+def _grant(proposal: Proposal) -> OrgGrant:
+    from worker.salesforce.connections import OrgGrant
+
+    data = proposal.data
+    return OrgGrant(
+        login_url=str(data["login_url"]),
+        instance_url=str(data["instance_url"]),
+        org_id=str(data["org_id"]) if data.get("org_id") else None,
+        username=str(data["username"]),
+        credentials={str(k): str(v) for k, v in dict(data["credentials"]).items()},
+    )
+
+
+oauth_flow.register(KIND, SalesforceFlow())
