@@ -5,10 +5,14 @@
 #
 # Usage: scripts/test-prereqs.sh [GROUP...]          (no GROUP means: core)
 #
-#   core     Python's venv module; Dovecot IMAP + LMTP and the unprivileged `vmail`
-#            user (tests start their own Dovecot with their own config); PostgreSQL
-#            and Redis answering on 127.0.0.1: used as found, else installed and
-#            started here.
+#   core     Python's venv module; the IMAP servers the tests run their own copies of
+#            (Dovecot IMAP + LMTP; Courier-IMAP; GNU Mailutils imap4d + putmail) and
+#            the unprivileged `vmail` user that owns their mail; PostgreSQL and Redis
+#            answering on 127.0.0.1: used as found, else installed and started here.
+#            Debian declares courier-imap in conflict with any other IMAP server
+#            (Conflicts: imap-server), so next to Dovecot its package is unpacked,
+#            not installed: into $SIGHTLINE_TEST_STATE_DIR/courier-imap (what it
+#            needs from courier-base and courier-authdaemon is installed).
 #   browser  headless Chromium and its WebDriver, with metric-compatible fonts.
 #   office   LibreOffice without a GUI, for `soffice --headless --convert-to pdf`.
 #   bench    nginx and wrk, for the benchmarks under bench/.
@@ -41,7 +45,10 @@ POLICY_RC_D=/usr/sbin/policy-rc.d
 group_packages() {
     case "$1" in
         # python3-venv: Debian ships `python3 -m venv` (ensurepip) separately.
-        core) echo "python3-venv dovecot-imapd dovecot-lmtpd" ;;
+        # courier-*: couriertcpd, authdaemond, makeuserdb, deliverquota (courier-imap itself
+        # is unpacked by unpack_courier_imap); mailutils-mda brings putmail.
+        core) echo "python3-venv dovecot-imapd dovecot-lmtpd courier-base courier-authdaemon" \
+            "courier-authlib-userdb mailutils-imap4d mailutils-mda" ;;
         browser) echo "chromium chromium-driver fonts-liberation" ;;
         office) echo "libreoffice-writer-nogui libreoffice-impress-nogui fonts-liberation" ;;
         bench) echo "nginx-light wrk" ;;
@@ -120,6 +127,32 @@ ensure_vmail_user() {
     useradd --system --user-group --no-create-home --home-dir /nonexistent \
         --shell /usr/sbin/nologin vmail
     say "created system user vmail"
+}
+
+# Unpack Debian's courier-imap (imapd, imaplogin, its default settings) where
+# tests/services/courier.py looks for it. It cannot be installed: it conflicts
+# with dovecot-imapd. Its libraries come with courier-base.
+unpack_courier_imap() {
+    local target="$STATE_DIR/courier-imap" work
+    [[ -x $target/usr/bin/imapd ]] && return 0
+    mkdir -p "$STATE_DIR"
+    work=$(mktemp -d "$STATE_DIR/courier-imap.XXXXXX")
+    if ! (cd "$work" && apt-get download courier-imap >"$work/download.log" 2>&1); then
+        if is_root && ((!apt_updated)); then
+            apt-get -q update >"$work/download.log" 2>&1 && apt_updated=1
+            (cd "$work" && apt-get download courier-imap >>"$work/download.log" 2>&1) ||
+                { tail -n 20 "$work/download.log" >&2; die "apt-get download courier-imap failed"; }
+        else
+            tail -n 20 "$work/download.log" >&2
+            die "apt-get download courier-imap failed (run apt-get update as root first)"
+        fi
+    fi
+    mkdir -p "$work/root"
+    dpkg-deb -x "$work"/courier-imap_*.deb "$work/root"
+    rm -rf "$target"
+    mv "$work/root" "$target"
+    rm -rf "$work"
+    say "unpacked courier-imap $("$target/usr/bin/imapd" --version 2>/dev/null | head -n 1) into $target"
 }
 
 # Run a PostgreSQL server binary as the owner of its data directory.
@@ -215,6 +248,7 @@ main() {
     for group in "${groups[@]}"; do
         if [[ $group == core ]]; then
             ensure_vmail_user
+            unpack_courier_imap
             if ((need_pg)); then start_own_postgres; else check_postgres_trust; fi
             if ((need_redis)); then start_own_redis; fi
         fi

@@ -22,9 +22,6 @@ creates it). As another user, every Dovecot process runs as that user.
 
 from __future__ import annotations
 
-import contextlib
-import email
-import email.policy
 import grp
 import os
 import pwd
@@ -32,18 +29,29 @@ import shutil
 import smtplib
 import socket
 import subprocess
-import time
-import uuid
-from collections.abc import Callable, Iterator
-from email.message import EmailMessage
 from pathlib import Path
 
-from imapclient import IMAPClient
-
 from tests.services import process
+from tests.services.imap_server import (
+    SHARED_PASSWORD,
+    ImapTestServer,
+    SmtpDelivery,
+    has_message_id,
+    parse,
+    unique_address,
+)
+
+# The address helpers live in imap_server; tests have always imported them from here.
+__all__ = [
+    "SHARED_PASSWORD",
+    "DovecotServer",
+    "dovecot_executable",
+    "has_message_id",
+    "parse",
+    "unique_address",
+]
 from tests.services.process import ServiceError, ServiceUnavailableError
 
-SHARED_PASSWORD = "sightline-test-password"
 MAIL_USER = "vmail"
 # Special-use folders every user has (RFC 6154), created on first access.
 SPECIAL_FOLDERS = {"Sent": "\\Sent", "Drafts": "\\Drafts", "Trash": "\\Trash", "Junk": "\\Junk"}
@@ -136,33 +144,13 @@ def dovecot_executable() -> str:
     return found
 
 
-def unique_address(domain: str = "acme.test", prefix: str = "prospect") -> str:
-    """A fresh address no other test uses, e.g. `prospect-1f2e3d4c5b6a@acme.test`."""
-    return f"{prefix}-{uuid.uuid4().hex[:12]}@{domain}"
-
-
-def has_message_id(message_id: str) -> Callable[[EmailMessage], bool]:
-    """Predicate for `wait_for_message`: the message carries exactly this Message-ID."""
-    wanted = message_id.strip()
-    return lambda message: str(message.get("Message-ID", "")).strip() == wanted
-
-
-def parse(raw: bytes) -> EmailMessage:
-    message = email.message_from_bytes(raw, policy=email.policy.default)
-    assert isinstance(message, EmailMessage)
-    return message
-
-
-class DovecotServer:
+class DovecotServer(ImapTestServer):
     """Dovecot with IMAP and LMTP on free loopback ports; `start()`, then `stop()`."""
 
-    host = "127.0.0.1"
+    name = "dovecot"
 
     def __init__(self, password: str = SHARED_PASSWORD) -> None:
-        if not password or any(c.isspace() for c in password):
-            raise ValueError("the shared password must be non-empty and without whitespace")
-        self.password = password
-        self.imap_port = 0
+        super().__init__(password)
         self.lmtp_port = 0
         self.root = Path()
         self._proc: subprocess.Popen[bytes] | None = None
@@ -287,64 +275,5 @@ class DovecotServer:
         with smtplib.LMTP(self.host, self.lmtp_port, local_hostname="localhost") as lmtp:
             lmtp.sendmail(mail_from, [rcpt], raw)
 
-    @contextlib.contextmanager
-    def imap(self, user: str) -> Iterator[IMAPClient]:
-        """An IMAP connection logged in as `user` (closed on exit)."""
-        client = IMAPClient(self.host, port=self.imap_port, ssl=False, timeout=10)
-        try:
-            client.login(user, self.password)
-            yield client
-        finally:
-            with contextlib.suppress(Exception):
-                client.logout()
-
-    def messages(self, user: str, folder: str = "INBOX") -> list[bytes]:
-        """Every message in `folder` of `user`'s mailbox, in UID order, read over IMAP."""
-        with self.imap(user) as client:
-            client.select_folder(folder, readonly=True)
-            return [raw for _, raw in _fetch(client, client.search("ALL"))]
-
-    def wait_for_message(
-        self,
-        user: str,
-        predicate: Callable[[EmailMessage], bool],
-        timeout: float = 10.0,
-        folder: str = "INBOX",
-    ) -> EmailMessage:
-        """Return the first message in `folder` for which `predicate` is true, waiting.
-
-        Polls one IMAP connection (NOOP, then fetches only new UIDs) until a message
-        matches.
-
-        Raises:
-            TimeoutError: nothing matched within `timeout` seconds; the message lists
-                what the folder holds.
-        """
-        seen: set[int] = set()
-        subjects: list[str] = []
-        deadline = time.monotonic() + timeout
-        with self.imap(user) as client:
-            client.select_folder(folder, readonly=True)
-            while True:
-                client.noop()
-                new = [uid for uid in client.search("ALL") if uid not in seen]
-                for uid, raw in _fetch(client, new):
-                    seen.add(uid)
-                    message = parse(raw)
-                    if predicate(message):
-                        return message
-                    subjects.append(f"{message['Message-ID']} {message['Subject']!r}")
-                if time.monotonic() > deadline:
-                    held = "\n  ".join(subjects) or "(nothing)"
-                    raise TimeoutError(
-                        f"no matching message in {folder} of {user} after {timeout:.0f} s; "
-                        f"it holds:\n  {held}"
-                    )
-                time.sleep(0.05)
-
-
-def _fetch(client: IMAPClient, uids: list[int]) -> list[tuple[int, bytes]]:
-    if not uids:
-        return []
-    response = client.fetch(uids, ["BODY.PEEK[]"])
-    return [(uid, response[uid][b"BODY[]"]) for uid in sorted(response)]
+    def smtp_delivery(self) -> SmtpDelivery:
+        return {"lmtp_host": self.host, "lmtp_port": self.lmtp_port}

@@ -9,6 +9,11 @@ Session fixtures, started on first use and stopped when the session ends:
     postgres_url   str            a fresh database, `postgresql+psycopg://...`, dropped at end
     dovecot        DovecotServer  IMAP + LMTP; any address logs in with `mail_password`
     smtp_server    SmtpServer     SMTP AUTH, delivers into `dovecot`; `.sent_log()`
+    courier        CourierServer  Courier-IMAP with Debian's defaults (INBOX. namespace,
+                                  IDLE that polls every 60 s); users made on first use
+    courier_smtp   SmtpServer     the SMTP server delivering into `courier`
+    mailutils      MailutilsServer  GNU Mailutils imap4d (mbox, IDLE that reports nothing)
+    mailutils_smtp SmtpServer     the SMTP server delivering into `mailutils`
 
 Function fixtures:
 
@@ -31,20 +36,34 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from typing import NoReturn
+from typing import NoReturn, TypeVar
 
 import pytest
 import redis
 
 from tests.services import postgres
 from tests.services import redis as test_redis
+from tests.services.courier import CourierServer
 from tests.services.dovecot import DovecotServer
 from tests.services.dovecot import unique_address as make_address
+from tests.services.imap_server import ImapTestServer
+from tests.services.mailutils import MailutilsServer
 from tests.services.process import ServiceUnavailableError, in_ci
 from tests.services.smtp import SmtpServer
 
 SERVICE_FIXTURES = frozenset(
-    {"redis_url", "postgres_url", "dovecot", "smtp_server", "redis_client", "private_redis"}
+    {
+        "redis_url",
+        "postgres_url",
+        "dovecot",
+        "smtp_server",
+        "redis_client",
+        "private_redis",
+        "courier",
+        "courier_smtp",
+        "mailutils",
+        "mailutils_smtp",
+    }
 )
 _start_times: dict[str, float] = {}
 
@@ -150,17 +169,54 @@ def dovecot() -> Iterator[DovecotServer]:
         server.stop()
 
 
-@pytest.fixture(scope="session")
-def smtp_server(dovecot: DovecotServer) -> Iterator[SmtpServer]:
-    server = SmtpServer(
-        lmtp_host=dovecot.host, lmtp_port=dovecot.lmtp_port, password=dovecot.password
-    )
-    with _Timer("smtp"):
+def _serve_smtp(name: str, into: ImapTestServer) -> Iterator[SmtpServer]:
+    server = SmtpServer(password=into.password, **into.smtp_delivery())
+    with _Timer(name):
         server.start()
     try:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def smtp_server(dovecot: DovecotServer) -> Iterator[SmtpServer]:
+    yield from _serve_smtp("smtp", dovecot)
+
+
+_Server = TypeVar("_Server", bound=ImapTestServer)
+
+
+def _serve_imap(name: str, server: _Server) -> Iterator[_Server]:
+    try:
+        with _Timer(name):
+            server.start()
+    except ServiceUnavailableError as exc:
+        _unavailable(exc)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def courier() -> Iterator[CourierServer]:
+    yield from _serve_imap("courier", CourierServer())
+
+
+@pytest.fixture(scope="session")
+def courier_smtp(courier: CourierServer) -> Iterator[SmtpServer]:
+    yield from _serve_smtp("courier-smtp", courier)
+
+
+@pytest.fixture(scope="session")
+def mailutils() -> Iterator[MailutilsServer]:
+    yield from _serve_imap("mailutils", MailutilsServer())
+
+
+@pytest.fixture(scope="session")
+def mailutils_smtp(mailutils: MailutilsServer) -> Iterator[SmtpServer]:
+    yield from _serve_smtp("mailutils-smtp", mailutils)
 
 
 @pytest.fixture

@@ -159,6 +159,21 @@ def stop(proc: subprocess.Popen[bytes], timeout: float = 5.0, *, group: bool = F
             proc.wait()
 
 
+def kill_group(pgid: int) -> None:
+    """SIGKILL what is left of a process group `spawn` created (daemons a server forked)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
+def greets(host: str, port: int) -> bool:
+    """True when an IMAP server on host:port sends its untagged OK greeting."""
+    try:
+        with socket.create_connection((host, port), timeout=1) as sock:
+            return sock.recv(256).startswith((b"* OK", b"* PREAUTH"))
+    except OSError:
+        return False
+
+
 def kill(proc: subprocess.Popen[bytes]) -> None:
     """SIGKILL a process started by `spawn`, as a crash would end it."""
     _running.pop(proc, None)

@@ -49,7 +49,10 @@ class SmtpServer:
     """The SMTP server process on a free 127.0.0.1 port; `start()`, then `stop()`.
 
     Args:
-        lmtp_host, lmtp_port: where accepted mail is delivered (Dovecot's LMTP).
+        lmtp_host, lmtp_port: where accepted mail is delivered (Dovecot's LMTP), or
+        deliver_command: the IMAP server's delivery program, run once per recipient
+            with ``{rcpt}`` replaced and the message on stdin
+            (`ImapTestServer.smtp_delivery()` gives one or the other).
         password: the one password every AUTH login must give.
         starttls: offer STARTTLS with a certificate for `localhost` and 127.0.0.1,
             issued by a throwaway CA (`ca_cert_path`, `client_tls_context()`).
@@ -58,10 +61,19 @@ class SmtpServer:
     host = "127.0.0.1"
 
     def __init__(
-        self, *, lmtp_host: str, lmtp_port: int, password: str, starttls: bool = True
+        self,
+        *,
+        password: str,
+        lmtp_host: str = "127.0.0.1",
+        lmtp_port: int = 0,
+        deliver_command: list[str] | None = None,
+        starttls: bool = True,
     ) -> None:
+        if bool(lmtp_port) == bool(deliver_command):
+            raise ValueError("give exactly one of lmtp_port or deliver_command")
         self.lmtp_host = lmtp_host
         self.lmtp_port = lmtp_port
+        self.deliver_command = deliver_command
         self.password = password
         self.starttls = starttls
         self.port = 0
@@ -103,10 +115,13 @@ class SmtpServer:
         args = [
             sys.executable, "-m", "tests.services.smtp_server",
             "--password", self.password,
-            "--lmtp-host", self.lmtp_host, "--lmtp-port", str(self.lmtp_port),
             "--log", str(self.envelope_log_path),
             "--ready-file", str(ready),
         ]  # fmt: skip
+        if self.deliver_command:
+            args += ["--deliver-command", json.dumps(self.deliver_command)]
+        else:
+            args += ["--lmtp-host", self.lmtp_host, "--lmtp-port", str(self.lmtp_port)]
         if self.starttls:
             args += self._write_certificate()
         self.envelope_log_path.touch()

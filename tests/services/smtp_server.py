@@ -4,9 +4,12 @@ A real SMTP server (aiosmtpd) for the test suite, run as its own process by
 `tests.services.smtp.SmtpServer`. It requires AUTH (PLAIN or LOGIN) with the
 shared password, for any username, over plaintext on loopback; STARTTLS is offered
 when given a certificate. Every accepted message is delivered, byte for byte (the
-Message-ID is never added or rewritten), to each recipient's INBOX through
-Dovecot's LMTP, before the server answers 250. So when `sendmail()` returns, the
-message is in the recipient's mailbox and in the log.
+Message-ID is never added or rewritten), to each recipient's INBOX before the
+server answers 250: through LMTP (Dovecot), or by running the IMAP server's own
+delivery program once per recipient with the message on stdin (`--deliver-command`,
+a JSON list whose ``{rcpt}`` and ``{from}`` are replaced: Courier's deliverquota,
+Mailutils' putmail). So when `sendmail()` returns, the message is in the recipient's
+mailbox and in the log.
 
 The log is a JSON-lines file with one object per outcome, written before the reply:
 
@@ -40,6 +43,7 @@ import logging
 import signal
 import smtplib
 import ssl
+import subprocess
 import time
 import warnings
 from pathlib import Path
@@ -71,9 +75,19 @@ def _message_id(content: bytes) -> str | None:
 class DeliveringHandler:
     """aiosmtpd handler: checks the password, injects failures, delivers over LMTP."""
 
-    def __init__(self, *, password: str, lmtp: tuple[str, int], log_path: Path) -> None:
+    def __init__(
+        self,
+        *,
+        password: str,
+        lmtp: tuple[str, int] | None,
+        deliver_command: list[str] | None,
+        log_path: Path,
+    ) -> None:
+        if (lmtp is None) == (deliver_command is None):
+            raise ValueError("give exactly one of an LMTP address or a delivery command")
         self.password = password.encode()
         self.lmtp = lmtp
+        self.deliver_command = deliver_command
         self.log_path = log_path
 
     def authenticate(
@@ -126,8 +140,8 @@ class DeliveringHandler:
         try:
             # smtplib blocks: deliver in a thread so other connections keep moving.
             await loop.run_in_executor(None, self._deliver, envelope, content)
-        except (OSError, smtplib.SMTPException) as exc:
-            log.exception("LMTP delivery failed")
+        except (OSError, smtplib.SMTPException, subprocess.SubprocessError) as exc:
+            log.exception("delivery failed")
             reply = f"451 4.3.0 Delivery to the mailbox failed: {exc}".replace("\n", " ")
             self.record(session, envelope, reply=reply, **fields)
             return reply
@@ -135,9 +149,25 @@ class DeliveringHandler:
         return ACCEPTED
 
     def _deliver(self, envelope: Envelope, content: bytes) -> None:
-        host, port = self.lmtp
-        # One LMTP transaction per recipient: smtplib reads only one reply to DATA.
         for rcpt in envelope.rcpt_tos:
+            if self.deliver_command is not None:
+                sender = envelope.mail_from or ""
+                command = [
+                    part.replace("{rcpt}", rcpt).replace("{from}", sender)
+                    for part in self.deliver_command
+                ]
+                done = subprocess.run(
+                    command, check=False, input=content, capture_output=True, timeout=30
+                )
+                if done.returncode != 0:
+                    said = (done.stdout + done.stderr).decode(errors="replace").strip()
+                    raise subprocess.SubprocessError(
+                        f"{command[0]} exited {done.returncode} for {rcpt}: {said[-300:]}"
+                    )
+                continue
+            assert self.lmtp is not None
+            host, port = self.lmtp
+            # One LMTP transaction per recipient: smtplib reads only one reply to DATA.
             with smtplib.LMTP(host, port, local_hostname="localhost", timeout=30) as lmtp:
                 lmtp.sendmail(envelope.mail_from or "", [rcpt], content)
 
@@ -153,7 +183,10 @@ def _tls_context(cert: str | None, key: str | None) -> ssl.SSLContext | None:
 async def serve(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     handler = DeliveringHandler(
-        password=args.password, lmtp=(args.lmtp_host, args.lmtp_port), log_path=args.log
+        password=args.password,
+        lmtp=(args.lmtp_host, args.lmtp_port) if args.lmtp_port else None,
+        deliver_command=json.loads(args.deliver_command) if args.deliver_command else None,
+        log_path=args.log,
     )
     tls = _tls_context(args.tls_cert, args.tls_key)
 
@@ -180,7 +213,8 @@ async def serve(args: argparse.Namespace) -> None:
     ready = Path(args.ready_file)
     ready.with_suffix(".tmp").write_text(str(port))
     ready.with_suffix(".tmp").rename(ready)
-    log.info("listening on %s:%d, delivering to LMTP %s:%d", args.host, port, *handler.lmtp)
+    target = handler.deliver_command or "LMTP {}:{}".format(*(handler.lmtp or ("?", 0)))
+    log.info("listening on %s:%d, delivering with %s", args.host, port, target)
     await stopping.wait()
     server.close()
     await server.wait_closed()
@@ -192,7 +226,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=0, help="0: any free port")
     parser.add_argument("--password", required=True, help="the one password every login uses")
     parser.add_argument("--lmtp-host", default="127.0.0.1")
-    parser.add_argument("--lmtp-port", type=int, required=True)
+    parser.add_argument("--lmtp-port", type=int, help="deliver through this LMTP port, or:")
+    parser.add_argument(
+        "--deliver-command", help='JSON list run per recipient, e.g. ["putmail", "{rcpt}"]'
+    )
     parser.add_argument("--log", type=Path, required=True, help="JSON-lines envelope log")
     parser.add_argument("--ready-file", required=True, help="written with the port when ready")
     parser.add_argument("--tls-cert", help="PEM certificate chain; enables STARTTLS")
