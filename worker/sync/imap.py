@@ -21,7 +21,8 @@ headers, so a rebuild re-sees messages without recording anything twice.
 new mail; it re-issues IDLE every 25 minutes (RFC 2177 lets servers drop an idle
 client after 30).
 
-imapclient and smtplib are imported here only.
+imapclient and smtplib are imported here and in `imap_connect` (which opens every
+connection, through the outbound policy) only.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 import imapclient
-from imapclient.exceptions import IMAPClientError, LoginError
+from imapclient.exceptions import IMAPClientError, ProtocolError
 from imapclient.imapclient import SEEN, SENT
 
 from config import get_settings
@@ -50,6 +51,13 @@ from worker.sync.base import (
     ProviderError,
     SendResult,
 )
+from worker.sync.imap_connect import open_imap, open_smtp
+from worker.sync.imap_fetch import (
+    answers_request,
+    find_header_block,
+    find_message,
+    header_fields_request,
+)
 from worker.sync.mime import build_mime, summarize_headers
 
 log = logging.getLogger(__name__)
@@ -58,8 +66,10 @@ HEADER_FIELDS = (
     "MESSAGE-ID IN-REPLY-TO REFERENCES FROM SUBJECT DATE CONTENT-TYPE AUTO-SUBMITTED "
     "X-AUTOREPLY X-AUTORESPOND PRECEDENCE RETURN-PATH X-FAILED-RECIPIENTS"
 )
-_HEADER_ITEM = f"BODY.PEEK[HEADER.FIELDS ({HEADER_FIELDS})]".encode()
-_HEADER_KEY = f"BODY[HEADER.FIELDS ({HEADER_FIELDS})]".encode()
+HEADER_NAMES = tuple(HEADER_FIELDS.split())
+# The answer is read by meaning (worker.sync.imap_fetch): servers spell the item's
+# name their own way (Courier quotes the field names), never byte-equal to this.
+_HEADER_ITEM = header_fields_request(HEADER_NAMES)
 BATCH_SIZE = 200
 REBUILD_WINDOW = timedelta(days=2)
 IDLE_RENEW_SECONDS = 25 * 60
@@ -83,21 +93,6 @@ def _folder_cursor(cursor: dict[str, Any], folder: str) -> dict[str, Any] | None
     return value if isinstance(value, dict) else None
 
 
-def _server_words(said: object, password: object) -> str:
-    """What a server said when it refused a login, as ": <words>" (or "" if nothing).
-
-    Shown to the user and stored as the mailbox's status reason, so it is cut
-    short, and the password is blanked out should a server ever echo it.
-    """
-    text = said.decode("utf-8", "replace") if isinstance(said, bytes) else str(said)
-    if len(text) > 2 and text[:2] in ("b'", 'b"') and text[-1] == text[1]:
-        text = text[2:-1]  # imapclient's LoginError holds the repr of the server's bytes
-    text = " ".join(text.split())[:200]
-    if isinstance(password, str) and password:
-        text = text.replace(password, "[password]")
-    return f": {text}" if text else ""
-
-
 class ImapProvider(MailboxProvider):
     kind: ClassVar[str] = "imap"
 
@@ -114,37 +109,12 @@ class ImapProvider(MailboxProvider):
     # -- connections ---------------------------------------------------------
 
     def _imap(self) -> imapclient.IMAPClient:
-        if self._client is not None:
-            return self._client
-        s = self._imap_settings
-        security = s.get("security", "tls")
-        try:
-            client = imapclient.IMAPClient(
-                s["host"],
-                port=int(s["port"]),
-                ssl=security == "tls",
-                ssl_context=_ssl_context() if security == "tls" else None,
-                timeout=TIMEOUT_SECONDS,
+        # Connected through the outbound policy every time (worker.sync.imap_connect).
+        if self._client is None:
+            self._client = open_imap(
+                self._imap_settings, timeout=TIMEOUT_SECONDS, ssl_context=_ssl_context
             )
-            if security == "starttls":
-                client.starttls(_ssl_context())
-            client.login(s["username"], s["password"])
-            # Most servers list their capabilities in the answer to LOGIN, but
-            # imaplib forgets it at the next SELECT/EXAMINE and imapclient then asks
-            # again (CAPABILITY: ~450 bytes from Dovecot, a fifth of a push sync's
-            # traffic). Reading them now keeps the LOGIN answer; a server that sent
-            # none is asked here instead of later.
-            client.capabilities()
-        except LoginError as exc:
-            reason = _server_words(exc, s.get("password"))
-            raise ProviderError(
-                f"IMAP server refused the login for {s.get('username')}{reason}",
-                needs_reconnect=True,
-            ) from exc
-        except (IMAPClientError, OSError, ssl.SSLError) as exc:
-            raise ProviderError(f"IMAP connection to {s.get('host')} failed: {exc}") from exc
-        self._client = client
-        return client
+        return self._client
 
     def close(self) -> None:
         if self._client is not None:
@@ -154,35 +124,11 @@ class ImapProvider(MailboxProvider):
             self._client = None
 
     def _smtp(self) -> smtplib.SMTP:
-        s = self._smtp_settings
-        security = s.get("security", "starttls")
-        try:
-            # The EHLO name is ours to give; without it smtplib asks DNS for an FQDN.
-            helo = urlsplit(get_settings().public_base_url).hostname or "localhost"
-            if security == "tls":
-                smtp: smtplib.SMTP = smtplib.SMTP_SSL(
-                    s["host"],
-                    int(s["port"]),
-                    local_hostname=helo,
-                    timeout=TIMEOUT_SECONDS,
-                    context=_ssl_context(),
-                )
-            else:
-                smtp = smtplib.SMTP(
-                    s["host"], int(s["port"]), local_hostname=helo, timeout=TIMEOUT_SECONDS
-                )
-                if security == "starttls":
-                    smtp.starttls(context=_ssl_context())
-            smtp.login(s["username"], s["password"])
-        except smtplib.SMTPAuthenticationError as exc:
-            reason = _server_words(exc.smtp_error, s.get("password"))
-            raise ProviderError(
-                f"SMTP server refused the login for {s.get('username')}{reason}",
-                needs_reconnect=True,
-            ) from exc
-        except (smtplib.SMTPException, OSError, ssl.SSLError) as exc:
-            raise ProviderError(f"SMTP connection to {s.get('host')} failed: {exc}") from exc
-        return smtp
+        # The EHLO name is ours to give; without it smtplib asks DNS for an FQDN.
+        helo = urlsplit(get_settings().public_base_url).hostname or "localhost"
+        return open_smtp(
+            self._smtp_settings, helo=helo, timeout=TIMEOUT_SECONDS, ssl_context=_ssl_context
+        )
 
     def verify(self) -> None:
         self._imap()
@@ -305,37 +251,80 @@ class ImapProvider(MailboxProvider):
     def _summaries(
         self, client: imapclient.IMAPClient, folder: str, uidvalidity: int, uids: list[int]
     ) -> list[HeaderSummary]:
+        """Header summaries of `uids`; a message whose headers cannot be read stops the sync.
+
+        Raises:
+            ProviderError: permanent when the server's answer cannot be read or leaves
+                out the headers of a message that is still there (never "no candidates").
+        """
+        # INTERNALDATE as the server's aware time, not imapclient's naive local one.
+        client.normalise_times = False
         try:
             fetched = client.fetch(uids, [_HEADER_ITEM, b"RFC822.SIZE", b"INTERNALDATE"])
+        except ProtocolError as exc:
+            raise ProviderError(
+                f"the IMAP server's answer to the header FETCH in {folder} cannot be read: {exc}",
+                permanent=True,
+            ) from exc
         except (IMAPClientError, OSError) as exc:
             raise ProviderError(f"IMAP header fetch in {folder} failed: {exc}") from exc
         summaries = []
+        unanswered = []
         for uid in uids:
             data = fetched.get(uid)
-            if data is None:  # expunged between SEARCH and FETCH
+            if data is None or not answers_request(data):
+                unanswered.append(uid)  # expunged since the SEARCH, or left out
                 continue
-            fetch_ref = f"{uidvalidity}:{uid}:{folder}"
-            summary = summarize_headers(data.get(_HEADER_KEY) or b"", fetch_ref)
-            internal = data.get(b"INTERNALDATE")
-            received = (
-                internal.astimezone(UTC)
-                if isinstance(internal, datetime) and internal.tzinfo
-                else None
-            )
-            summaries.append(
-                HeaderSummary(
-                    provider_id=summary.provider_id,
-                    fetch_ref=fetch_ref,
-                    rfc_message_id=summary.rfc_message_id,
-                    from_addr=summary.from_addr,
-                    subject=summary.subject,
-                    candidates=summary.candidates,
-                    headers=summary.headers,
-                    size=int(data.get(b"RFC822.SIZE") or 0) or None,
-                    received_at=received,
+            block = find_header_block(data, HEADER_NAMES)
+            if block is None:
+                items = ", ".join(sorted(k.decode("latin-1") for k in data))
+                raise ProviderError(
+                    f"the IMAP server answered FETCH for UID {uid} in {folder} without the "
+                    f"headers asked for (it sent: {items})",
+                    permanent=True,
                 )
-            )
+            summaries.append(self._summary(folder, uidvalidity, uid, data, block))
+        self._check_expunged(client, folder, unanswered)
         return summaries
+
+    def _summary(
+        self, folder: str, uidvalidity: int, uid: int, data: dict[bytes, Any], block: bytes
+    ) -> HeaderSummary:
+        fetch_ref = f"{uidvalidity}:{uid}:{folder}"
+        internal = data.get(b"INTERNALDATE")
+        received = (
+            internal.astimezone(UTC) if isinstance(internal, datetime) and internal.tzinfo else None
+        )
+        size = int(data.get(b"RFC822.SIZE") or 0) or None
+        # Identity for a message without a Message-ID: what survives a UIDVALIDITY change.
+        stable = f"{folder}:{received.isoformat() if received else uid}:{size}"
+        summary = summarize_headers(block, stable)
+        return HeaderSummary(
+            provider_id=summary.provider_id,
+            fetch_ref=fetch_ref,
+            rfc_message_id=summary.rfc_message_id,
+            from_addr=summary.from_addr,
+            subject=summary.subject,
+            candidates=summary.candidates,
+            headers=summary.headers,
+            size=size,
+            received_at=received,
+        )
+
+    def _check_expunged(self, client: imapclient.IMAPClient, folder: str, uids: list[int]) -> None:
+        """UIDs FETCH did not answer must be gone (expunged meanwhile), or the sync stops."""
+        if not uids:
+            return
+        try:
+            still_there = client.search(["UID", ",".join(str(u) for u in uids)])
+        except (IMAPClientError, OSError) as exc:
+            raise ProviderError(f"IMAP search in {folder} failed: {exc}") from exc
+        if still_there:
+            raise ProviderError(
+                f"the IMAP server gave no header FETCH answer for UIDs "
+                f"{sorted(still_there)[:10]} in {folder}, which are still there",
+                permanent=True,
+            )
 
     def fetch(self, fetch_ref: str, max_bytes: int) -> bytes:
         validity_text, uid_text, folder = fetch_ref.split(":", 2)
@@ -351,10 +340,10 @@ class ImapProvider(MailboxProvider):
             raise ProviderError(f"IMAP fetch in {folder} failed: {exc}") from exc
         if not data:
             raise ProviderError(f"message {uid} vanished from {folder}", permanent=True)
-        for key, value in data.items():
-            if key.startswith(b"BODY[") and isinstance(value, bytes):
-                return value
-        raise ProviderError(f"IMAP server returned no body for {uid} in {folder}")
+        body = find_message(data)
+        if body is None:
+            raise ProviderError(f"IMAP server returned no body for {uid} in {folder}")
+        return body
 
     # -- push ----------------------------------------------------------------
 
