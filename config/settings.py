@@ -63,6 +63,9 @@ class SalesforceSettings:
     client_secret: str | None = field(default=None, repr=False)
     jwt_private_key: str | None = field(default=None, repr=False)
     jwt_username: str | None = None
+    # (team id, Salesforce username) pairs a team may connect with the JWT bearer flow:
+    # the operator's key signs for whoever is named, so teams only get the users listed.
+    jwt_allowed: tuple[tuple[int, str], ...] = ()
     engagement_debounce_seconds: int = 300
     park_seconds: int = 900
     retry_base_seconds: int = 15
@@ -70,6 +73,10 @@ class SalesforceSettings:
     bulk_threshold: int = 2000
     who_retry_seconds: int = 3600
     batch_seconds: int = 300
+
+    def jwt_allows(self, team_id: int, username: str) -> bool:
+        """True if the operator lets `team_id` connect as `username` with the JWT flow."""
+        return (team_id, username.strip().lower()) in self.jwt_allowed
 
     @property
     def configured(self) -> bool:
@@ -194,6 +201,9 @@ class Settings:
     # tokens signed with the key of their day; without this a rotation breaks them all.
     secret_key_fallbacks: tuple[str, ...] = field(default=(), repr=False)
     signin_limits: SigninLimitSettings = field(default_factory=SigninLimitSettings)
+    # Networks a team's mail servers and URLs may be in although they are private
+    # (core.outbound refuses private, loopback, link-local ... addresses otherwise).
+    allowed_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
 
     @property
     def is_production(self) -> bool:
@@ -428,6 +438,32 @@ def _jwt_private_key(env: Mapping[str, str]) -> str | None:
     return key
 
 
+def _jwt_allowed(env: Mapping[str, str], *, can_sign: bool) -> tuple[tuple[int, str], ...]:
+    """SALESFORCE_JWT_ALLOWED: "<team id>:<username>" pairs, comma-separated."""
+    raw = _get(env, "SALESFORCE_JWT_ALLOWED") or ""
+    if raw and not can_sign:
+        raise ConfigError(
+            "SALESFORCE_JWT_ALLOWED: needs SALESFORCE_CLIENT_ID and SALESFORCE_JWT_PRIVATE_KEY"
+        )
+    pairs = []
+    for entry in (e.strip() for e in raw.split(",")):
+        if not entry:
+            continue
+        team, _, username = entry.partition(":")
+        username = username.strip().lower()
+        if (
+            not team.strip().isdigit()
+            or int(team) < 1
+            or not re.fullmatch(r"[^\s@]+@[^\s@]+", username)
+        ):
+            raise ConfigError(
+                "SALESFORCE_JWT_ALLOWED: expected comma-separated <team id>:<Salesforce username> "
+                f"pairs (e.g. 3:integration@acme.com), got {entry!r}"
+            )
+        pairs.append((int(team), username))
+    return tuple(pairs)
+
+
 def _forwarded_allow_ips(env: Mapping[str, str]) -> tuple[str, ...]:
     raw = _get(env, "FORWARDED_ALLOW_IPS") or ("*" if _get(env, "DYNO") else "127.0.0.1")
     values = tuple(v.strip() for v in raw.split(",") if v.strip())
@@ -441,6 +477,25 @@ def _forwarded_allow_ips(env: Mapping[str, str]) -> tuple[str, ...]:
                 f"FORWARDED_ALLOW_IPS: expected * or comma-separated IP addresses, got {value!r}"
             ) from None
     return values
+
+
+def _allowed_networks(
+    env: Mapping[str, str],
+) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """SIGHTLINE_ALLOWED_NETWORKS: comma-separated CIDRs (or single addresses) teams may reach."""
+    raw = _get(env, "SIGHTLINE_ALLOWED_NETWORKS") or ""
+    networks = []
+    for value in (v.strip() for v in raw.split(",")):
+        if not value:
+            continue
+        try:
+            networks.append(ipaddress.ip_network(value, strict=True))
+        except ValueError as exc:
+            raise ConfigError(
+                "SIGHTLINE_ALLOWED_NETWORKS: expected comma-separated networks such as "
+                f"10.20.0.0/16 or fd00:1::/64, got {value!r} ({exc})"
+            ) from None
+    return tuple(networks)
 
 
 def _url(env: Mapping[str, str], name: str, default: str, *, https_only: bool = False) -> str:
@@ -575,6 +630,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         client_secret=_get(env, "SALESFORCE_CLIENT_SECRET"),
         jwt_private_key=sf_jwt_key,
         jwt_username=_get(env, "SALESFORCE_JWT_USERNAME"),
+        jwt_allowed=_jwt_allowed(env, can_sign=bool(sf_client_id and sf_jwt_key)),
         engagement_debounce_seconds=_int(
             env, "SIGHTLINE_SALESFORCE_ENGAGEMENT_DEBOUNCE_SECONDS", 300, 0, 86400
         ),
@@ -646,6 +702,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         ),
         secret_key_fallbacks=_secret_key_fallbacks(env, secret_key),
         signin_limits=_signin_limits(env),
+        allowed_networks=_allowed_networks(env),
     )
 
 
