@@ -61,6 +61,7 @@ from exchangelib import (
 )
 from exchangelib.credentials import OAuth2AuthorizationCodeCredentials
 from exchangelib.errors import (
+    CASError,
     ErrorAccessDenied,
     ErrorInternalServerTransientError,
     ErrorInvalidSyncStateData,
@@ -69,6 +70,7 @@ from exchangelib.errors import (
     ErrorTimeoutExpired,
     EWSError,
     RateLimitError,
+    ResponseMessageError,
     TransportError,
     UnauthorizedError,
 )
@@ -76,6 +78,7 @@ from exchangelib.fields import FieldPath
 from exchangelib.items import ID_ONLY
 from exchangelib.properties import CreatedEvent, DistinguishedFolderId, NewMailEvent
 from exchangelib.properties import Mailbox as ExchangeMailbox
+from exchangelib.protocol import BaseProtocol
 from exchangelib.services import (
     GetItem,
     GetStreamingEvents,
@@ -83,8 +86,11 @@ from exchangelib.services import (
     SyncFolderItems,
     Unsubscribe,
 )
+from exchangelib.util import ParseError
 
 from config import get_settings
+from core.outbound import OutboundError, describe_os_error, resolve_url, split_url
+from core.outbound_http import PinnedHTTPAdapter
 from worker.matching.msgid import normalize_msgid
 from worker.sync.base import (
     ChangeBatch,
@@ -118,7 +124,69 @@ DEFAULT_BACK_OFF = 30.0
 T = TypeVar("T")
 
 
+# Every EWS connection exchangelib opens goes through the outbound policy: the EWS
+# URL is a team's, so each new connection is resolved, checked and pinned
+# (core.outbound_http). exchangelib documents this class attribute as the place to
+# change its transport; only EWS uses exchangelib here.
+class _EwsAdapter(PinnedHTTPAdapter):
+    default_purpose = "Exchange"
+
+
+BaseProtocol.HTTP_ADAPTER_CLS = _EwsAdapter
+MAX_WORDS = 200
+# What an EWS call can raise that `_translate` turns into a ProviderError.
+_EWS_FAILURES = (
+    EWSError,
+    TransportError,
+    requests.RequestException,
+    OSError,
+    OutboundError,
+    ParseError,
+)
+
+
+def _network_cause(exc: BaseException) -> BaseException | None:
+    """The requests or socket error behind `exc` (exchangelib re-raises them as its own)."""
+    seen: BaseException | None = exc
+    for _ in range(5):
+        if seen is None:
+            return None
+        if isinstance(seen, requests.RequestException | OSError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _describe_network(exc: BaseException) -> str:
+    """Our words for a failed HTTP connection: never what the far side sent."""
+    inner: BaseException | None = exc
+    for _ in range(6):  # requests → urllib3 → the socket's error
+        if isinstance(inner, OSError) and not isinstance(inner, requests.RequestException):
+            return describe_os_error(inner)
+        if inner is None:
+            break
+        reason = getattr(inner, "reason", None)
+        inner = (
+            reason if isinstance(reason, BaseException) else (inner.__cause__ or inner.__context__)
+        )
+    if isinstance(exc, requests.exceptions.SSLError):
+        return "the TLS handshake failed"
+    if isinstance(exc, requests.Timeout | socket.timeout):
+        return "no answer in time"
+    return "the connection failed"
+
+
+def _words(exc: Exception) -> str:
+    text = "".join(c if c.isprintable() else " " for c in str(exc))
+    text = " ".join(text.split())[:MAX_WORDS]
+    return f": {text}" if text else ""
+
+
 def _translate(exc: Exception, doing: str) -> ProviderError:
+    """One ProviderError for whatever EWS raised. Text from the far side is kept only
+    when it is a well-formed EWS response message (a ResponseCode and its MessageText)."""
+    if isinstance(exc, OutboundError):
+        return ProviderError(str(exc), permanent=exc.permanent)
     if isinstance(exc, ErrorServerBusy):
         wait = exc.back_off if exc.back_off else DEFAULT_BACK_OFF
         return ProviderError(f"Exchange is busy ({doing}): back off {wait:.0f} s", retry_after=wait)
@@ -128,20 +196,20 @@ def _translate(exc: Exception, doing: str) -> ProviderError:
         return ProviderError(f"Exchange refused the login ({doing})", needs_reconnect=True)
     if isinstance(exc, ErrorNonExistentMailbox):
         return ProviderError(f"Exchange has no such mailbox ({doing})", permanent=True)
-    if isinstance(
-        exc,
-        ErrorTimeoutExpired
-        | ErrorInternalServerTransientError
-        | TransportError
-        | requests.RequestException
-        | OSError,
-    ):
-        return ProviderError(f"Exchange unreachable while {doing}: {exc}")
+    cause = _network_cause(exc)
+    if cause is not None:
+        return ProviderError(f"Exchange unreachable while {doing}: {_describe_network(cause)}")
+    if isinstance(exc, ErrorTimeoutExpired | ErrorInternalServerTransientError):
+        return ProviderError(f"Exchange unreachable while {doing}: {type(exc).__name__}")
+    if isinstance(exc, ResponseMessageError):  # a ResponseCode in a well-formed answer
+        return ProviderError(f"Exchange answered {type(exc).__name__} while {doing}{_words(exc)}")
+    if isinstance(exc, TransportError | CASError):  # not EWS, or not as EWS speaks: no echo
+        return ProviderError(f"the server did not answer like Exchange while {doing}")
     if isinstance(exc, EWSError):
         return ProviderError(
-            f"Exchange answered {type(exc).__name__} while {doing}: {exc}", permanent=True
+            f"Exchange answered {type(exc).__name__} while {doing}{_words(exc)}", permanent=True
         )
-    return ProviderError(f"Exchange call failed while {doing}: {type(exc).__name__}: {exc}")
+    return ProviderError(f"Exchange call failed while {doing}: {type(exc).__name__}")
 
 
 def _call(doing: str, fn: Callable[[], T]) -> T:
@@ -149,7 +217,7 @@ def _call(doing: str, fn: Callable[[], T]) -> T:
         return fn()
     except ProviderError:
         raise
-    except (EWSError, TransportError, requests.RequestException, OSError) as exc:
+    except _EWS_FAILURES as exc:
         raise _translate(exc, doing) from exc
 
 
@@ -169,6 +237,10 @@ class ExchangeProvider(MailboxProvider):
         url = str(credentials.get("ews_url") or "")
         if not url.startswith(("https://", "http://")):
             raise ProviderError("Exchange mailbox has no EWS URL", permanent=True)
+        try:
+            split_url(url, schemes=("https", "http"))
+        except OutboundError as exc:
+            raise ProviderError(f"EWS URL {exc}", permanent=True) from None
         auth = str(credentials.get("auth") or "ntlm")
         if auth not in AUTH_TYPES:
             raise ProviderError(f"unknown Exchange auth {auth!r}", permanent=True)
@@ -182,6 +254,12 @@ class ExchangeProvider(MailboxProvider):
     @property
     def account(self) -> Account:
         if self._account is None:
+            # Checked before any request, for a clear error; the adapter checks (and
+            # pins) every connection itself.
+            try:
+                resolve_url(self._url, purpose="Exchange", schemes=("https", "http"))
+            except OutboundError as exc:
+                raise ProviderError(str(exc), permanent=exc.permanent) from None
             if self._auth == "oauth":
                 token = self._credentials.get("access_token")
                 if not token:
@@ -341,7 +419,7 @@ class ExchangeProvider(MailboxProvider):
                 )
             except ErrorInvalidSyncStateData as exc:
                 raise _SyncStateExpiredError from exc
-            except (EWSError, TransportError, requests.RequestException, OSError) as exc:
+            except _EWS_FAILURES as exc:
                 raise _translate(exc, "reading changes") from exc
             new_items = [
                 item
@@ -426,7 +504,7 @@ class ExchangeProvider(MailboxProvider):
                             isinstance(e, NewMailEvent | CreatedEvent) for e in notification.events
                         ):
                             on_change()
-                except (EWSError, TransportError, requests.RequestException, OSError) as exc:
+                except _EWS_FAILURES as exc:
                     if stop.is_set():
                         return
                     raise _translate(exc, "streaming Inbox events") from exc
