@@ -64,8 +64,11 @@ class Browser:
         if email is not None:
             self.sign_in(email)
 
+    def csrf_from_signin(self) -> str:
+        return csrf_from(self.client.get("/signin").get_data(as_text=True))
+
     def sign_in(self, email: str) -> None:
-        token = csrf_from(self.client.get("/signin").get_data(as_text=True))
+        token = self.csrf_from_signin()
         answer = self.client.post(
             "/signin", data={"email": email, "password": PASSWORD, "csrf_token": token}
         )

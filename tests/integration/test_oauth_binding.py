@@ -191,3 +191,91 @@ def test_the_right_browser_with_someone_else_or_nobody_signed_in_finishes_nothin
     starter.sign_in(OWNER)  # the starter, back: the flow is still theirs to finish
     page = starter.come_back(provider.consent(consent_url, account))
     assert page.status_code == 200 and subject(provider, account) in text_of(page)
+
+
+# -- the start link and the confirm page (Gmail stands for all three) --------------------
+
+
+@pytest.fixture
+def gmail(env: Settings, request: pytest.FixtureRequest) -> GmailProvider:
+    return GmailProvider(request.getfixturevalue("fake_gmail"))
+
+
+def test_the_start_link_is_the_starters_alone_and_opens_in_one_browser(
+    app: Flask, api: ApiClient, gmail: GmailProvider, stranger: Browser
+) -> None:
+    link = gmail.start(api)
+    assert link.startswith("http://localhost:5000/connect/start/")  # ours, not Google's
+
+    # Another user: refused, and the link still works for the starter afterwards.
+    refused = stranger.get(link)
+    assert refused.status_code == 403 and "another Sightline user" in text_of(refused)
+    assert "accounts.google" not in text_of(refused) and "oauth2" not in text_of(refused)
+
+    # Signed out: sent to sign in, and back to the link after.
+    starter = Browser(app)
+    to_signin = starter.get(link)
+    assert to_signin.status_code == 302 and "/signin?next=/connect/start/" in to_signin.location
+    token = starter.csrf_from_signin()
+    back = starter.client.post(
+        to_signin.location, data={"email": OWNER, "password": PASSWORD, "csrf_token": token}
+    )
+    assert back.status_code == 302 and back.location == _path(link)
+    consent_url = starter.open_start(link)
+    assert starter.open_start(link) == consent_url  # the same browser may open it again
+
+    # The same user in a second browser: the flow is bound to the first.
+    elsewhere = Browser(app, OWNER).get(link)
+    assert elsewhere.status_code == 409 and "already opened in another browser" in text_of(
+        elsewhere
+    )
+    page = starter.come_back(gmail.consent(consent_url, gmail.new_account(STARTERS_ACCOUNT)))
+    assert subject(gmail, STARTERS_ACCOUNT) in text_of(page)
+
+
+def test_a_leaked_confirm_page_answers_only_its_browser_and_person(
+    app: Flask, api: ApiClient, gmail: GmailProvider, stranger: Browser
+) -> None:
+    starter = Browser(app, OWNER)
+    page = starter.come_back(
+        gmail.consent(starter.consent_link(gmail.start(api)), gmail.new_account(STARTERS_ACCOUNT))
+    )
+    confirm = confirm_url_of(page)
+    assert stranger.get(confirm).status_code == 403
+    taken = stranger.client.post(confirm, data={"action": "connect", "csrf_token": stranger.csrf()})
+    assert taken.status_code == 403 and gmail.connected("Team B") == []
+    same_person_other_browser = Browser(app, OWNER)
+    assert same_person_other_browser.get(confirm).status_code == 403
+    odd = starter.client.post(confirm, data={"action": "maybe", "csrf_token": starter.csrf()})
+    assert odd.status_code == 400 and "Choose Connect or Cancel" in text_of(odd)
+    # None of that used the proposal up.
+    starter.follow(starter.answer(page, "connect"))
+    assert gmail.connected("Team A") == [STARTERS_ACCOUNT]
+
+
+def test_unknown_expired_or_malformed_answers_are_refused_plainly(
+    app: Flask, api: ApiClient, gmail: GmailProvider
+) -> None:
+    starter = Browser(app, OWNER)
+    for path in (
+        "/connect/start/not-a-start-link-at-all-0123",
+        "/connect/gmail/callback?code=x&state=made-up",
+        "/connect/graph/callback?relay=not-a-relay-id-0123456789",
+        "/connect/confirm/not-a-confirmation-0123456789",
+    ):
+        answer = starter.get(path)
+        assert answer.status_code == 400, path
+        assert "expired or was already used" in text_of(answer), path
+        assert "Cache-Control" in answer.headers and "no-store" in answer.headers["Cache-Control"]
+    huge = starter.client.post("/connect/graph/callback", data={"code": "x" * 5000, "state": "s"})
+    assert huge.status_code == 400 and "could not be read" in text_of(huge)
+    many = starter.get("/connect/gmail/callback?" + "&".join(f"f{i}=1" for i in range(30)))
+    assert many.status_code == 400
+    # A relay id is one-time and bound to its provider.
+    relayed = starter.client.post("/connect/graph/callback", data={"code": "c", "state": "s"})
+    assert starter.get(relayed.location.replace("/graph/", "/gmail/")).status_code == 400
+    assert starter.get(relayed.location).status_code == 400  # used up by the first try
+
+
+def _path(link: str) -> str:
+    return link.removeprefix("http://localhost:5000")
