@@ -19,6 +19,7 @@ import base64
 import binascii
 import fcntl
 import ipaddress
+import logging
 import os
 import re
 import secrets
@@ -31,6 +32,7 @@ from urllib.parse import urlsplit
 from cryptography.fernet import Fernet
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+log = logging.getLogger(__name__)
 
 ENVIRONMENTS = ("development", "test", "production")
 
@@ -510,7 +512,37 @@ def _url(env: Mapping[str, str], name: str, default: str, *, https_only: bool = 
     return raw
 
 
-def _mail_providers(env: Mapping[str, str], public_base_url: str) -> MailProviderSettings:
+def _push_service_account(
+    env: Mapping[str, str], topic: str | None, production: bool
+) -> str | None:
+    """The account Pub/Sub push tokens must name; required in production with push on.
+
+    Without it any Google-signed token for our audience would pass: anyone can have
+    Google sign one in their own project (worker.sync.gmail.verify_push_token).
+    """
+    account = _get(env, "GMAIL_PUSH_SERVICE_ACCOUNT")
+    if account is not None and not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", account):
+        raise ConfigError(
+            "GMAIL_PUSH_SERVICE_ACCOUNT: expected the push subscription's service account, "
+            f"e.g. push@<project>.iam.gserviceaccount.com, got {account!r}"
+        )
+    if account is None and topic is not None:
+        if production:
+            raise ConfigError(
+                "GMAIL_PUSH_SERVICE_ACCOUNT: required with GMAIL_PUBSUB_TOPIC when "
+                "SIGHTLINE_ENV=production (the service account your Pub/Sub push "
+                "subscription authenticates as)"
+            )
+        log.warning(
+            "gmail_push_service_account_unset: any Google-signed push token for this "
+            "audience is accepted (development only; production refuses to start)"
+        )
+    return account
+
+
+def _mail_providers(
+    env: Mapping[str, str], public_base_url: str, *, production: bool = False
+) -> MailProviderSettings:
     google_id, google_secret = _get(env, "GOOGLE_CLIENT_ID"), _get(env, "GOOGLE_CLIENT_SECRET")
     if bool(google_id) != bool(google_secret):
         raise ConfigError(
@@ -547,7 +579,7 @@ def _mail_providers(env: Mapping[str, str], public_base_url: str) -> MailProvide
         gmail_api_endpoint=api_endpoint.rstrip("/") + "/",
         gmail_pubsub_topic=topic,
         gmail_push_audience=_get(env, "GMAIL_PUSH_AUDIENCE") or f"{public_base_url}/webhooks/gmail",
-        gmail_push_service_account=_get(env, "GMAIL_PUSH_SERVICE_ACCOUNT"),
+        gmail_push_service_account=_push_service_account(env, topic, production),
         gmail_push_token=push_token,
         gmail_push_certs_url=_url(
             env, "GMAIL_PUSH_CERTS_URL", "https://www.googleapis.com/oauth2/v1/certs"
@@ -679,7 +711,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         send_recovery_seconds=_int(env, "SIGHTLINE_SEND_RECOVERY_SECONDS", 300, 5, 86400),
         listener_shards=shards,
         listener_shard=_listener_shard(env, shards),
-        providers=_mail_providers(env, _public_base_url(_get(env, "PUBLIC_BASE_URL"), port)),
+        providers=_mail_providers(
+            env, _public_base_url(_get(env, "PUBLIC_BASE_URL"), port), production=production
+        ),
         max_inbound_bytes=_int(
             env, "SIGHTLINE_MAX_INBOUND_BYTES", 25 * 1024 * 1024, 1024, 200 * 1024 * 1024
         ),

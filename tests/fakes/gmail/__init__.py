@@ -18,7 +18,7 @@ from typing import Any
 from tests.fakes.httpfake import FakeHttpServer
 
 from .app import GmailApp
-from .pubsub import PubSub, PushSubscription, SigningKey
+from .pubsub import PUSH_SERVICE_ACCOUNT, PubSub, PushSubscription, SigningKey
 from .store import GmailStore, GmailUser, HistoryRecord, StoredMessage
 
 SCOPES = [
@@ -109,6 +109,7 @@ class FakeGmail:
             "GMAIL_API_ENDPOINT": self.api_endpoint,
             "GMAIL_PUBSUB_TOPIC": self.topic,
             "GMAIL_PUSH_CERTS_URL": self.certs_url,
+            "GMAIL_PUSH_SERVICE_ACCOUNT": PUSH_SERVICE_ACCOUNT,
         }
 
     # -- mailboxes ---------------------------------------------------------------------

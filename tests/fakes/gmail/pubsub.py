@@ -40,6 +40,8 @@ from cryptography.x509.oid import NameOID
 log = logging.getLogger(__name__)
 
 Deliver = Callable[[str, dict[str, str], bytes], int]
+# The account a push subscription authenticates as (Google signs its tokens for it).
+PUSH_SERVICE_ACCOUNT = "gmail-push@sightline-test.iam.gserviceaccount.com"
 
 
 @dataclass
@@ -48,7 +50,7 @@ class PushSubscription:
     topic: str
     endpoint: str
     audience: str | None = None  # None: no push authentication
-    service_account: str = "gmail-push@sightline-test.iam.gserviceaccount.com"
+    service_account: str = PUSH_SERVICE_ACCOUNT
 
 
 @dataclass
