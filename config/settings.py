@@ -144,6 +144,9 @@ class DocumentSettings:
     convert_seconds: int = 120
     render_seconds: int = 600
     render_processes: int = 2
+    # auto: LibreOffice runs with no network where a namespace can be made;
+    # required: refuse to convert without one; off: never (worker.documents.isolation).
+    network_isolation: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -407,7 +410,17 @@ def _document_settings(env: Mapping[str, str], var_dir: Path) -> DocumentSetting
         convert_seconds=_int(env, "SIGHTLINE_DOCUMENT_CONVERT_SECONDS", 120, 5, 3600),
         render_seconds=_int(env, "SIGHTLINE_DOCUMENT_RENDER_SECONDS", 600, 5, 7200),
         render_processes=_int(env, "SIGHTLINE_DOCUMENT_RENDER_PROCESSES", 2, 1, 16),
+        network_isolation=_network_isolation(env),
     )
+
+
+def _network_isolation(env: Mapping[str, str]) -> str:
+    raw = (_get(env, "SIGHTLINE_DOCUMENT_NETWORK_ISOLATION") or "auto").lower()
+    if raw not in ("auto", "required", "off"):
+        raise ConfigError(
+            f"SIGHTLINE_DOCUMENT_NETWORK_ISOLATION: expected auto, required or off, got {raw!r}"
+        )
+    return raw
 
 
 def _salesforce_login_url(env: Mapping[str, str], domain: str) -> str:

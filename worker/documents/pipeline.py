@@ -18,7 +18,6 @@ import logging
 import queue
 import secrets
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -31,17 +30,12 @@ from sqlalchemy import case, delete, update
 from sqlalchemy.orm import Session
 
 from config import get_settings
-from config.settings import PROJECT_ROOT
 from core.db import session_scope
 from core.documents.sniff import FileType, UnsupportedFileError, sniff
 from core.documents.storage import BlobNotFoundError, get_blob_store
 from core.models import Document, DocumentPage, DocumentStatus, utcnow
-from worker.documents.convert import (
-    ConversionError,
-    bare_environment,
-    convert_to_pdf,
-    stop_group,
-)
+from worker.documents.children import spawn_sandbox
+from worker.documents.convert import ConversionError, convert_to_pdf, stop_group
 from worker.documents.safety import ArchiveRejectedError, check_archive
 from worker.documents.sandbox import THUMB_WIDTH, WIDTHS
 
@@ -206,7 +200,6 @@ def process_document(document_id: int) -> Outcome:
 
 
 def _process(folder: Path, document: Document, token: str) -> int:
-    settings = get_settings().documents
     store = get_blob_store()
     original = folder / "original"
     try:
@@ -218,10 +211,7 @@ def _process(folder: Path, document: Document, token: str) -> int:
             file_type = sniff(handle, document.name)
         except UnsupportedFileError as exc:
             raise DocumentError(str(exc)) from None
-    if file_type.office:
-        pdf = _convert(folder, original, file_type, document, token, settings.convert_seconds)
-    else:
-        pdf = original
+    pdf = _convert(folder, original, file_type, document, token) if file_type.office else original
     _set_now(document.id, token, status=DocumentStatus.RENDERING, progress=0, kind=file_type.kind)
     page_count = _render(folder, pdf, document.id, token)
     _set_now(
@@ -239,8 +229,9 @@ def _process(folder: Path, document: Document, token: str) -> int:
 
 
 def _convert(
-    folder: Path, original: Path, file_type: FileType, document: Document, token: str, timeout: int
+    folder: Path, original: Path, file_type: FileType, document: Document, token: str
 ) -> Path:
+    settings = get_settings().documents
     _set_now(document.id, token, status=DocumentStatus.CONVERTING, progress=0)
     if file_type.zipped:
         try:
@@ -251,33 +242,18 @@ def _convert(
     source = folder / f"document.{file_type.kind}"
     original.rename(source)
     try:
-        pdf = convert_to_pdf(source, folder, timeout=timeout)
+        pdf = convert_to_pdf(
+            source,
+            folder,
+            timeout=settings.convert_seconds,
+            network_isolation=settings.network_isolation,
+        )
     except ConversionError as exc:
         raise DocumentError(f"This {file_type.label} could not be shown: {exc}.") from None
     with session_scope() as session, pdf.open("rb") as handle:
         get_blob_store().put_file(session, document.id, "document.pdf", handle)
         _set(session, document.id, token, progress=0)
     return pdf
-
-
-def sandbox_command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "worker.documents.sandbox", *args]
-
-
-def _spawn(folder: Path, args: list[str], stderr: IO[bytes]) -> subprocess.Popen[bytes]:
-    home = folder / "sandbox-home"
-    home.mkdir(exist_ok=True)
-    environment = bare_environment(home)
-    environment["PYTHONPATH"] = str(PROJECT_ROOT)
-    return subprocess.Popen(  # noqa: S603 - our own module with plain arguments
-        sandbox_command(*args),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=stderr,
-        env=environment,
-        cwd=PROJECT_ROOT,
-        process_group=0,
-    )
 
 
 def _crash_message(returncode: int | None, doing: str) -> str:
@@ -326,7 +302,7 @@ def _render(folder: Path, pdf: Path, document_id: int, token: str) -> int:
     errors = folder / "sandbox.err"
     args = ["process", str(pdf), str(out), str(settings.max_pages), str(settings.render_processes)]
     with errors.open("wb") as stderr:
-        process = _spawn(folder, args, stderr)
+        process = spawn_sandbox(folder, args, stderr)
     assert process.stdout is not None
     threading.Thread(target=_pump, args=(process.stdout, inbox), daemon=True).start()
     try:
