@@ -34,6 +34,7 @@ from redis.exceptions import RedisError
 
 from config import get_settings
 from core.redis import get_redis
+from web.tracking.limits import address_key
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,8 @@ class _Counter:
 def _counters(email: str, ip: str | None) -> list[_Counter]:
     limits = get_settings().signin_limits
     account = hashlib.sha256(email.strip().lower().encode()).hexdigest()[:32]
-    address = ip or "unknown"
+    # An IPv6 client picks any address of its /64: counted as one, like an IPv4 address.
+    address = address_key(ip) or "unknown"
     return [
         _Counter(f"{PREFIX}:email-ip:{account}:{address}", limits.per_email_ip),
         _Counter(f"{PREFIX}:ip:{address}", limits.per_ip),

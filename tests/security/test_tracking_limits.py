@@ -153,3 +153,29 @@ def test_a_pixel_waits_out_a_redis_restart_instead_of_losing_the_hit(
         client.close()
     finally:
         server.close()
+
+
+def test_addresses_of_one_ipv6_64_share_a_bucket_and_mapped_ipv4_is_ipv4(
+    stream: redis.Redis,
+) -> None:
+    """A client may use any address of its /64 (privacy addresses rotate there):
+    a fresh address per hit must not be a fresh bucket."""
+    path = f"/o/{open_token(41, 7, 0, 1_800_000_000)}.gif"
+
+    async def scenario(app: SightlineAsgi) -> None:
+        rotating = [
+            await call(app, "GET", path, {"User-Agent": CHROME}, client=f"2001:db8:1:2::{n:x}")
+            for n in range(1, BURST + 6)
+        ]
+        assert sum(a.headers.get("x-sightline-hit") == "shed" for a in rotating) == 5
+        # Another /64 is another client.
+        other = await call(app, "GET", path, {"User-Agent": CHROME}, client="2001:db8:1:3::1")
+        assert "x-sightline-hit" not in other.headers
+        # One IPv4 client, written both ways by a dual-stack listener: one bucket.
+        for n in range(BURST + 2):
+            written = "::ffff:198.51.100.7" if n % 2 else "198.51.100.7"
+            answer = await call(app, "GET", path, {"User-Agent": CHROME}, client=written)
+            assert ("x-sightline-hit" in answer.headers) == (n >= BURST), (n, written)
+
+    run(scenario)
+    assert stream.hgetall(SHED_KEY) == {b"open": b"7"}

@@ -25,14 +25,29 @@ upserts: a beacon every ~10 s per open viewer is far from the pixel's volume,
 and the chart reads its own writes. (If it ever must, `record_report` is
 what a stream consumer would call instead.)
 
+New visit rows are bounded, like the pixel's hits (`web.tracking.limits`): per
+link, at most VISITS_PER_ADDRESS (10) new visits per address per
+VISIT_WINDOW_SECONDS (an hour; the address is `address_key`: IPv4, or the IPv6
+/64), and VISITS_PER_LINK_PER_DAY (1,000) in all per UTC day. A person rereading
+a deck a few times an hour, or a team forwarding it around, stays far inside
+both; a loop reloading the link does not. Past either, the document is still
+shown (and downloads still served), only no visit row is written: counted per
+kind ``visit`` in `sightline:tracking:shed` and logged `document_visit_shed`.
+The counters are fixed windows in Redis (INCR + EXPIRE, one round trip each),
+keyed by a hash of the address, never the address. If Redis cannot be reached
+the visit is written (logged `document_visit_limit_unavailable`): nothing a
+reader does is lost to an outage.
+
 Must never: keep an address or a user agent, count a `self`, `scanner` or
 `bot` visit, or trust a reported time longer than the visit has existed.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -64,9 +79,15 @@ from core.tracking.hits import FEED_NUDGE_CHANNEL
 from core.tracking.ranges import known_ranges
 from core.tracking.tokens import DEVICE_COOKIE, read_device_cookie
 from web.auth import request_ip
+from web.tracking.limits import SHED_KEY, address_key
 
 log = logging.getLogger(__name__)
 
+VISITS_PER_ADDRESS = 10
+VISIT_WINDOW_SECONDS = 3600
+VISITS_PER_LINK_PER_DAY = 1000
+VISIT_ADDRESS_KEY = "sightline:visits:{link}:address:{address}:{window}"
+VISIT_DAY_KEY = "sightline:visits:{link}:day:{day}"
 COUNTED_CLASS = "person"
 # A report may run ahead of the server's clock by this much (network, rounding).
 SLACK_MS = 5_000
@@ -177,7 +198,45 @@ def label_request(
     return verdict, device.public_id if device is not None else None
 
 
-def start_visit(session: Session, link: DocumentLink, sent: SentMessage) -> DocumentVisit:
+def _count(key: str, ttl: int) -> int:
+    pipe = get_redis().pipeline(transaction=False)
+    pipe.incr(key)
+    pipe.expire(key, ttl)
+    return int(pipe.execute()[0])
+
+
+def admit_visit(link_id: int, ip: str | None, now: float | None = None) -> bool:
+    """True if a new visit row may be written for this link from this address.
+
+    The address's count goes first; the link's daily count only counts visits the
+    address was allowed, so one address reloading cannot use up everyone's day.
+    """
+    now = time.time() if now is None else now
+    address = hashlib.sha256(address_key(ip).encode()).hexdigest()[:24]
+    window, day = int(now // VISIT_WINDOW_SECONDS), int(now // 86400)
+    try:
+        by_address = _count(
+            VISIT_ADDRESS_KEY.format(link=link_id, address=address, window=window),
+            VISIT_WINDOW_SECONDS + 60,
+        )
+        reason = "address" if by_address > VISITS_PER_ADDRESS else None
+        if reason is None:
+            by_link = _count(VISIT_DAY_KEY.format(link=link_id, day=day), 86400 + 3600)
+            reason = "link" if by_link > VISITS_PER_LINK_PER_DAY else None
+        if reason is None:
+            return True
+        get_redis().hincrby(SHED_KEY, "visit", 1)
+    except (RedisError, OSError) as exc:
+        log.warning("document_visit_limit_unavailable error=%s", type(exc).__name__)
+        return True
+    log.info("document_visit_shed link_id=%s reason=%s", link_id, reason)
+    return False
+
+
+def start_visit(session: Session, link: DocumentLink, sent: SentMessage) -> DocumentVisit | None:
+    """A new visit of the link, labelled; None when the link's visit limits shed it."""
+    if not admit_visit(link.id, request_ip()):
+        return None  # the page is still shown: only no row is written
     verdict, device_id = label_request(session, link, sent)
     now = utcnow()
     visit = DocumentVisit(
@@ -385,9 +444,14 @@ def record_report(
 
 
 def record_download(
-    session: Session, visit: DocumentVisit, link: DocumentLink, document: Document
+    session: Session, visit: DocumentVisit | None, link: DocumentLink, document: Document
 ) -> bool:
-    """Mark the visit downloaded. Returns True if it made a feed-worthy event."""
+    """Mark the visit downloaded. Returns True if it made a feed-worthy event.
+
+    None (a visit the limits shed): the file is served, nothing is recorded.
+    """
+    if visit is None:
+        return False
     now = utcnow()
     if visit.downloaded_at is None:
         visit.downloaded_at = now

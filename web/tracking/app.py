@@ -46,7 +46,7 @@ from core.tracking.tokens import (
     read_device_cookie,
     read_open_token,
 )
-from web.tracking.limits import FLUSH_SECONDS, SHED_KEY, HitLimiter
+from web.tracking.limits import FLUSH_SECONDS, SHED_KEY, HitLimiter, address_key
 
 log = logging.getLogger(__name__)
 
@@ -270,7 +270,7 @@ class SightlineAsgi:
         """The per-copy rate limit (`web.tracking.limits`); a shed hit is counted."""
         link = token.link if isinstance(token, ClickToken) else -1
         kind = "click" if isinstance(token, ClickToken) else "open"
-        key = (ip or "", kind, token.sent_message_id, token.recipient, link)
+        key = (address_key(ip), kind, token.sent_message_id, token.recipient, link)
         if self.limiter.allow(key, asyncio.get_running_loop().time()):
             return True
         if self.shed_flush is None:

@@ -2,6 +2,11 @@
 
 A bucket is keyed by (client address, open or click, sent message, recipient,
 link): one reader's copy of one email (or one link in it), from one address.
+"Address" is `address_key`: an IPv4 address (also when it arrives written as
+IPv4-mapped IPv6, ``::ffff:203.0.113.9``), or an IPv6 address's /64 — one host
+or one network is given a whole /64 and picks any address in it at will
+(privacy addresses rotate within it), so keying by the exact IPv6 address would
+give a single client 2**64 buckets.
 Keying by address alone would shed real readers, because Gmail's image proxy
 and Apple's relays fetch for millions of people from a few addresses; keyed by
 copy, only something hammering the same email's pixel or link is slowed: a
@@ -23,6 +28,8 @@ Cost on the hot path: one dict lookup and a little arithmetic. Memory: at most
 
 from __future__ import annotations
 
+import functools
+import ipaddress
 import logging
 from collections import Counter, OrderedDict
 from dataclasses import dataclass
@@ -36,6 +43,28 @@ FLUSH_SECONDS = 10.0
 SHED_KEY = "sightline:tracking:shed"
 
 BucketKey = tuple[str, str, int, int, int]
+
+
+@functools.lru_cache(maxsize=65536)
+def address_key(ip: str | None) -> str:
+    """What a rate limit counts `ip` as: IPv4 as is, IPv6 by its /64 ("" for none).
+
+    IPv4-mapped IPv6 is the IPv4 address it carries (a dual-stack listener reports
+    IPv4 clients that way). Text that is no address is kept as given, cut short:
+    a limit must still count it, never fail on it. Cached: the hot path pays a
+    dict lookup for an address it has seen.
+    """
+    if not ip:
+        return ""
+    try:
+        address = ipaddress.ip_address(ip.strip().partition("%")[0])  # a zone id names no host
+    except ValueError:
+        return ip[:64]
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((int(address) >> 64 << 64, 64)))
+    return str(address)
 
 
 @dataclass
