@@ -20,7 +20,8 @@ trust a push it could not verify.
                            whose subscription is not its state's mailbox's is dropped;
                            lifecycle events (reauthorizationRequired,
                            subscriptionRemoved) renew the subscription, `missed` and
-                           changes sync; 202 acknowledges.
+                           changes sync; 202 acknowledges a batch with at least one
+                           verified notification, 403 refuses one with none.
 """
 
 from __future__ import annotations
@@ -127,7 +128,7 @@ def graph_notification() -> ResponseReturnValue:
     except ValueError:  # not JSON, or not UTF-8
         body = None
     notifications = body.get("value") if isinstance(body, dict) else None
-    if not isinstance(notifications, list):
+    if not isinstance(notifications, list) or not notifications:
         return Response('expected {"value": [...]}', status=400, mimetype="text/plain")
     if len(notifications) > MAX_GRAPH_NOTIFICATIONS:
         return Response(
@@ -136,6 +137,12 @@ def graph_notification() -> ResponseReturnValue:
             mimetype="text/plain",
         )
     wanted = _verified_wants(notifications)
+    if not wanted:
+        # Not one clientState of ours: refused, without a query. (Graph would retry a
+        # real one for up to 4 hours; a state we cannot verify never becomes one.)
+        return Response(
+            "no notification carried a clientState of ours", status=403, mimetype="text/plain"
+        )
     owners = mailboxes_for_subscriptions({subscription for subscription, _ in wanted})
     renew: set[int] = set()
     sync: set[int] = set()

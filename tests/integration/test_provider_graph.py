@@ -115,8 +115,8 @@ def test_subscription_handshake_notifications_and_client_state(
 
     forged = dict(graph_to_app.notifications[0].payload)
     forged["value"] = [{**forged["value"][0], "clientState": "guessed"}]
-    assert client.post("/webhooks/graph", json=forged).status_code == 202
-    assert queued(queues.SYNC, SYNC_JOB) == []  # dropped: wrong clientState
+    assert client.post("/webhooks/graph", json=forged).status_code == 403
+    assert queued(queues.SYNC, SYNC_JOB) == []  # refused: wrong clientState
     removed = {
         "value": [
             {
