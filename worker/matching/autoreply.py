@@ -41,7 +41,7 @@ from worker.matching.replytext import REPLY_PREFIX
 __all__ = ["is_auto_reply", "return_date"]
 
 _SUBJECT = re.compile(
-    r"^\s*(?:\[[^\]]*\]\s*)?(?:"
+    r"^\s*+(?:\[[^\]]*+\]\s*+)?(?:"
     r"out of (?:the )?office|automatic reply|auto(?:matic)?[- ]?(?:reply|response|responder)"
     r"|autoreply|auto:|ooo\b|away (?:from|until|till|through)\b|away:|vacation|on leave"
     r"|on holiday|absent|.{1,60} is out of (?:the )?office"
@@ -148,7 +148,9 @@ _MONTH_DAY = re.compile(
 )
 _ISO = re.compile(r"\b(\d{4})-(\d{1,2})-(\d{1,2})\b")
 _NUMERIC = re.compile(r"(?<![\d.:/])(\d{1,2})([./-])(\d{1,2})(?:\2(\d{4}|\d{2}))?(?![\d:/]|\.\d)")
-_JAPANESE = re.compile(r"(?:(\d{4})年)?\s*(\d{1,2})月\s*(\d{1,2})日")
+# Starts at a digit: a leading optional part before "\s*" let every position of
+# a whitespace run start a scan to its end (quadratic on blank lines).
+_JAPANESE = re.compile(r"(?:(\d{4})年[ \t]{0,3})?(\d{1,2})月[ \t]{0,3}(\d{1,2})日")
 _WEEKDAYS: dict[str, int] = {}
 for _number, _names in enumerate(
     [

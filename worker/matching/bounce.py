@@ -33,9 +33,11 @@ from dataclasses import dataclass
 from email.message import Message
 
 from worker.matching import dsn, reasons
+from worker.matching.budget import check_budget
 from worker.matching.mimetext import (
     decode_header,
     html_to_text,
+    iter_all_parts,
     iter_own_parts,
     part_text,
 )
@@ -81,6 +83,19 @@ _ADDRESS = re.compile(
 )
 # A report's own text is short; what is longer is a copy of something else.
 _MAX_REPORT_CHARS = 100_000
+# The copy of the original message read for its headers (Message-ID, From, To):
+# they are at its start, so a long copy's tail holds nothing we read.
+_MAX_ORIGINAL_CHARS = 200_000
+# Undecoded payloads read when a report's MIME structure is broken.
+_MAX_ALL_TEXT_CHARS = 500_000
+# Failed recipients read from one report. We send each message to one prospect
+# (and a few on CC); a report listing more names addresses that are not ours.
+MAX_RECIPIENTS = 50
+# The text read about one recipient (its lines, its segment of the report):
+# an MTA's diagnostic is a few lines; far text is about something else.
+_MAX_SEGMENT_CHARS = 10_000
+# How far back the start of an address's line is looked for ("To: a@b" lines).
+_MAX_LINE_PREFIX = 200
 _DAEMON_LOCAL = re.compile(
     r"^(?:mailer-daemon|postmaster|post_master|poostmaster|mail-daemon|mailerdaemon"
     r"|double-bounce|no-?reply|noreply|bounce[s]?|daemon|root|mail\.delivery\.system)$",
@@ -132,24 +147,37 @@ _PERMANENT_TEXT = re.compile(
     re.IGNORECASE,
 )
 # Where the copy of the original message starts inside a free-form report.
+# Line-anchored, so spaces are [ \t] (\s would run across blank lines: 400 of
+# them took 1.3 s, 800 10 s) and possessive (a ruler between two runs of
+# spaces must not be re-split on failure).
 _ORIGINAL_MARKER = re.compile(
-    r"^\s*[-=_*]*\s*(?:below this line is a copy of the message|original message(?: follows)?"
-    r"|returned message|unsent message follows|this is a copy of the message"
+    r"^[ \t]*+(?:[-=_*]++[ \t]*+)?(?:below this line is a copy of the message"
+    r"|original message(?: follows)?|returned message|unsent message follows"
+    r"|this is a copy of the message"
     r"|(?:the )?headers? of (?:the )?(?:original|returned) message|message headers? follows?"
     r"|original message headers|copy of the original message|returned mail follows"
-    r"|content of the original message|original mail)\b.*$"
+    r"|content of the original message|original mail)\b"
     r"|^(?:return-path|received|dkim-signature|domainkey-signature|x-original-to|delivered-to"
     r"|authentication-results|message-id):",
     re.IGNORECASE | re.MULTILINE,
 )
-_MESSAGE_ID_LINE = re.compile(
-    r"^\s*message-id\s*:\s*(.+(?:\n[ \t]+.+)*)", re.IGNORECASE | re.MULTILINE
-)
+# Header lines in a copy of the original, value with its folded continuation
+# lines. Nothing follows the value's repetition, so it never backtracks.
+_VALUE = r"[ \t]*+:(.*(?:\r?\n[ \t]+.*)*)"
+_MESSAGE_ID_LINE = re.compile(r"^[ \t]*+message-id" + _VALUE, re.IGNORECASE | re.MULTILINE)
 _FROM_LINE = re.compile(
-    r"^\s*(?:from|return-path|sender)\s*:\s*(.*)$", re.IGNORECASE | re.MULTILINE
+    r"^[ \t]*+(?:from|return-path|sender)" + _VALUE, re.IGNORECASE | re.MULTILINE
 )
-_TO_LINE = re.compile(r"^\s*to\s*:\s*(.*)$", re.IGNORECASE | re.MULTILINE)
-_SUMMARY_TO_LINE = re.compile(r"^\s*(?:to|cc)\s*:[^@]*$", re.IGNORECASE)
+_TO_LINE = re.compile(r"^[ \t]*+to" + _VALUE, re.IGNORECASE | re.MULTILINE)
+_SUMMARY_TO_LINE = re.compile(r"^[ \t]*+(?:to|cc)[ \t]*+:[^@]*+$", re.IGNORECASE)
+# "Message-ID: <" or "from " right before an address: not a recipient.
+_NOT_RECIPIENT_BEFORE = re.compile(
+    r"(?:message-id|from|sender|envelope-from|mail from)\s*+[:=]?\s*+<?$"
+)
+_NO_REPLY_SENDER = re.compile(r"no-?reply@", re.IGNORECASE)
+_TEMPORARY_TEXT = re.compile(r"temporar|try again later|deferred", re.IGNORECASE)
+# SNS folds long JSON lines ("!\n ").
+_SNS_FOLD = re.compile(r"!?\r?\n ")
 
 
 def read_bounce(msg: Message) -> BounceReport | None:
@@ -186,12 +214,13 @@ def _read_dsn(msg: Message, original_ids: tuple[str, ...]) -> BounceReport | Non
             if p.get_content_maintype() in ("text", "multipart")
         ]
     entries = [e for text in status_texts for e in dsn.parse_dsn_fields(text)]
-    entries = [e for e in entries if _ADDRESS.search(e.address)]
+    entries = [e for e in entries if _ADDRESS.search(e.address)][:MAX_RECIPIENTS]
     if not entries:
         return None
     human = _report_text(msg)
     reported: list[BouncedRecipient] = []
     for entry in entries:
+        check_budget()
         if entry.action in ("delivered", "relayed", "expanded"):
             continue
         if not entry.action and entry.status[:1] == "2":
@@ -291,7 +320,7 @@ def ses_payload(msg: Message) -> dict[str, object] | None:
             continue
         try:
             # SNS folds long JSON lines ("!\n "): undo that before parsing.
-            data = json.loads(re.sub(r"!?\r?\n ", "", text[start : end + 1]), strict=False)
+            data = json.loads(_SNS_FOLD.sub("", text[start : end + 1]), strict=False)
         except ValueError:
             continue
         if isinstance(data, dict) and isinstance(data.get("Message"), str):
@@ -309,19 +338,23 @@ def _read_free_form(msg: Message, original_ids: tuple[str, ...]) -> BounceReport
     """Non-standard reports: decided on sender, subject and wording, read by rules."""
     sender = decode_header(msg.get("From", ""))
     subject = decode_header(msg.get("Subject", ""))
-    report = _report_text(msg)
     daemon = bool(_DAEMON_FROM.search(sender)) or not sender.strip()
     bounce_subject = bool(_BOUNCE_SUBJECT.search(subject))
-    failure_text = bool(_FAILURE_TEXT.search(report))
-    strong_text = bool(_STRONG_FAILURE_TEXT.search(report))
     machine_sent = (
         str(msg.get("Return-Path", "")).strip() in ("<>", "") and msg.get("Return-Path") is not None
-    ) or bool(re.search(r"no-?reply@", sender, re.IGNORECASE))
+    ) or bool(_NO_REPLY_SENDER.search(sender))
     auto_replied = str(msg.get("Auto-Submitted", "")).strip().lower().startswith("auto-replied")
     if REPLY_PREFIX.match(subject) and not daemon and not machine_sent:
         # "Re: Cutting delivery failures" from a person: an answer about
         # deliveries, not a delivery report (those never start with "Re:").
         return None
+    if not (daemon or bounce_subject or machine_sent):
+        # Every way to be a bounce below needs one of these: a person's mail
+        # (most of what comes here) is not read for failure wording at all.
+        return None
+    report = _report_text(msg)
+    failure_text = bool(_FAILURE_TEXT.search(report))
+    strong_text = bool(_STRONG_FAILURE_TEXT.search(report))
     is_bounce = (
         (daemon and (bounce_subject or failure_text))
         # RFC 3834 auto-replies say so; a non-daemon saying it needs strong wording.
@@ -336,6 +369,7 @@ def _read_free_form(msg: Message, original_ids: tuple[str, ...]) -> BounceReport
     addresses = _failed_addresses(msg, report)
     recipients = []
     for address in addresses:
+        check_budget()
         segment = _segment_for(address, report) if len(addresses) > 1 else report
         own_lines = _lines_about(address, report)
         status = dsn.best_status(own_lines, segment)
@@ -364,7 +398,7 @@ def _temporary(text: str) -> bool:
     code = dsn.reply_code(text)
     if code:
         return code.startswith("4")
-    return bool(re.search(r"temporar|try again later|deferred", text, re.IGNORECASE))
+    return bool(_TEMPORARY_TEXT.search(text))
 
 
 def _report_text(msg: Message) -> str:
@@ -393,14 +427,14 @@ def _original_text(msg: Message) -> str:
             payload = part.get_payload()
             if isinstance(payload, list) and payload and isinstance(payload[0], Message):
                 inner = payload[0]
-                return "\n".join(f"{k}: {v}" for k, v in inner.items())
-            return part_text(part)
+                return "\n".join(f"{k}: {v}" for k, v in inner.items())[:_MAX_ORIGINAL_CHARS]
+            return part_text(part)[:_MAX_ORIGINAL_CHARS]
         if ctype == "text/rfc822-headers":
-            return part_text(part)
+            return part_text(part)[:_MAX_ORIGINAL_CHARS]
     texts = [part_text(p) for p in iter_own_parts(msg) if p.get_content_maintype() == "text"]
     text = "\n".join(texts)
     marker = _ORIGINAL_MARKER.search(text)
-    return text[marker.start() :] if marker else ""
+    return text[marker.start() : marker.start() + _MAX_ORIGINAL_CHARS] if marker else ""
 
 
 def _original_message_ids(msg: Message) -> list[str]:
@@ -422,12 +456,16 @@ def _original_message_ids(msg: Message) -> list[str]:
 
 
 def _all_text(msg: Message) -> str:
-    """Every undecoded text payload in ``msg``, attached messages included."""
+    """Every undecoded text payload in ``msg``, attached messages included (capped)."""
     chunks: list[str] = []
-    for part in msg.walk():
+    room = _MAX_ALL_TEXT_CHARS
+    for part in iter_all_parts(msg):
         payload = part.get_payload()
         if isinstance(payload, str):
-            chunks.append(payload)
+            chunks.append(payload[:room])
+            room -= len(payload) + 1
+            if room <= 0:
+                break
     return "\n".join(chunks)
 
 
@@ -437,21 +475,23 @@ def _failed_addresses(msg: Message, report: str) -> list[str]:
     found: list[str] = []
     summarised: list[str] = []
     for match in _ADDRESS.finditer(report):
+        if len(found) >= MAX_RECIPIENTS:
+            break
+        check_budget()
         address = match.group(0).rstrip(".").lower()
         local = address.split("@", 1)[0]
         before = report[max(0, match.start() - 40) : match.start()].lower()
         if address in excluded or _DAEMON_LOCAL.match(local):
             continue
-        if re.search(r"(?:message-id|from|sender|envelope-from|mail from)\s*[:=]?\s*<?$", before):
+        if _NOT_RECIPIENT_BEFORE.search(before):
             continue
-        line_start = report.rfind("\n", 0, match.start()) + 1
-        if _SUMMARY_TO_LINE.match(report[line_start : match.start()]):
+        if _SUMMARY_TO_LINE.match(_line_before(report, match.start())):
             # "Your message  To: a@b  Subject: ...": the original's header, which
             # may name other addresses than the one that failed.
             summarised.append(address)
         elif address not in found:
             found.append(address)
-    found = found or list(dict.fromkeys(summarised))
+    found = found or list(dict.fromkeys(summarised))[:MAX_RECIPIENTS]
     if found:
         return found
     for value in msg.get_all("X-Failed-Recipients", []) or []:
@@ -463,7 +503,16 @@ def _failed_addresses(msg: Message, report: str) -> list[str]:
     original = _original_text(msg)
     for line in _TO_LINE.findall(original)[:1]:
         found.extend(m.group(0).lower() for m in _ADDRESS.finditer(line))
-    return list(dict.fromkeys(found))
+    return list(dict.fromkeys(found))[:MAX_RECIPIENTS]
+
+
+def _line_before(text: str, position: int) -> str:
+    """The start of ``position``'s line up to it ("" when longer than ``_MAX_LINE_PREFIX``)."""
+    window_start = max(0, position - _MAX_LINE_PREFIX)
+    newline = text.rfind("\n", window_start, position)
+    if newline < 0 and window_start > 0:
+        return ""
+    return text[newline + 1 : position]
 
 
 def _own_addresses(msg: Message) -> set[str]:
@@ -480,14 +529,20 @@ def _segment_for(address: str, text: str) -> str:
     lines = text.split("\n")
     keep: list[str] = []
     active = False
-    for line in lines:
+    room = _MAX_SEGMENT_CHARS
+    for number, line in enumerate(lines):
+        if number % 500 == 0:
+            check_budget()
         mentioned = {m.group(0).rstrip(".").lower() for m in _ADDRESS.finditer(line)}
         if lowered in mentioned:
             active = True
         elif mentioned and any(not _DAEMON_LOCAL.match(a.split("@")[0]) for a in mentioned):
             active = False
         if active:
-            keep.append(line)
+            keep.append(line[:room])
+            room -= len(line) + 1
+            if room <= 0:
+                break
     return "\n".join(keep)
 
 
@@ -495,4 +550,5 @@ def _lines_about(address: str, text: str) -> str:
     """The lines that name ``address``, with the address itself removed."""
     lowered = address.lower()
     lines = [line for line in text.split("\n") if lowered in line.lower()]
-    return "\n".join(re.sub(re.escape(address), " ", line, flags=re.IGNORECASE) for line in lines)
+    about = "\n".join(re.sub(re.escape(address), " ", line, flags=re.IGNORECASE) for line in lines)
+    return about[:_MAX_SEGMENT_CHARS]

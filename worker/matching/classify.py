@@ -15,15 +15,25 @@ A message with no In-Reply-To/References and no machine signal is still a
 been matched to one of ours (or handed to us as an answer), and a missed real
 reply costs the user far more than a stray one.
 
-``classify_message`` never raises: it runs on untrusted bytes from the whole
-internet inside sync jobs, and one malformed message must not stop a
-mailbox's sync. Any unexpected error is logged with its type and the message
-comes out as ``other``.
+Nothing a message holds makes ``classify_message`` raise or answer wrongly in
+silence: it runs on untrusted bytes from the whole internet inside sync jobs,
+and one message must neither stop a mailbox's sync nor lose a reply.
+
+- It runs under a time budget (``budget.py``, 2 s by default). Over it, or when
+  reading the bytes raises one of the errors hostile input can cause in the
+  parsers (``_READ_ERRORS``, logged as ``classify_failed``), the message comes
+  out ``quarantined`` with a ``reason``: the sync keeps it where a person sees
+  it and tries again later. It is never read as ``other``, which would let the
+  sequence go on as if the person had not answered.
+- Nothing broader is caught. RQ's job timeout (``rq.timeouts.JobTimeoutException``,
+  an ``Exception`` raised by SIGALRM wherever the job happens to be) must fail
+  the job, so this module never catches ``Exception``.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import email.errors
 import logging
 import re
 from dataclasses import dataclass, field
@@ -32,6 +42,7 @@ from typing import Literal
 
 from worker.matching.autoreply import is_auto_reply, message_date, return_date
 from worker.matching.bounce import BouncedRecipient, BounceOutcome, read_bounce
+from worker.matching.budget import DEFAULT_BUDGET_SECONDS, OverBudget, time_budget
 from worker.matching.complaint import Complaint, read_complaint
 from worker.matching.mimetext import (
     body_text,
@@ -52,12 +63,31 @@ __all__ = ["Classification", "Kind", "classify_message"]
 
 log = logging.getLogger(__name__)
 
-Kind = Literal["reply", "auto_reply", "bounce", "complaint", "other"]
+Kind = Literal["reply", "auto_reply", "bounce", "complaint", "other", "quarantined"]
+
+# What reading hostile bytes can raise inside the standard library's parsers and
+# decoders (and, through a bug of ours, in our readers): a malformed part, a
+# codec that cannot decode, nesting deeper than the recursion limit. Not
+# ``Exception``: that would swallow RQ's job timeout (see module docstring).
+_READ_ERRORS: tuple[type[Exception], ...] = (
+    ValueError,  # UnicodeError, binascii.Error, JSON errors
+    LookupError,  # unknown codecs, IndexError, KeyError
+    TypeError,
+    AttributeError,
+    AssertionError,
+    ArithmeticError,
+    RecursionError,
+    email.errors.MessageError,
+)
 
 _MACHINE_SENDER = re.compile(
     r"(?:^|[<\s\"])(?:no-?reply|do-?not-?reply|donotreply|notifications?|newsletter|news"
     r"|mailer-daemon|postmaster|bounces?)[@+.-]",
     re.IGNORECASE,
+)
+# RFC 8098's Original-Message-ID field, value with its folded continuation lines.
+_ORIGINAL_MESSAGE_ID = re.compile(
+    r"^[ \t]*+original-message-id[ \t]*+:(.*(?:\r?\n[ \t]+.*)*)", re.IGNORECASE | re.MULTILINE
 )
 
 
@@ -70,7 +100,8 @@ class Classification:
     only). ``auto_reply_until``: the stated return date (auto-replies only).
     ``text``: a reply's new text. ``unsubscribe_request``: a reply asking to
     stop (kind stays ``reply``; the sequence engine opts the address out).
-    ``complaint``: feedback-report details (complaints only).
+    ``complaint``: feedback-report details (complaints only). ``reason``: why
+    a ``quarantined`` message could not be classified (over budget, a read error).
     """
 
     kind: Kind
@@ -81,10 +112,15 @@ class Classification:
     unsubscribe_request: bool = False
     complaint: Complaint | None = field(default=None)
     delayed: bool = False
+    reason: str | None = None
 
     def as_json(self, path: str) -> dict[str, object]:
-        """The command-line contract's JSON object for this classification."""
-        return {
+        """The command-line contract's JSON object for this classification.
+
+        Six keys, always, in this order; a ``quarantined`` answer adds a seventh,
+        ``reason``.
+        """
+        answer: dict[str, object] = {
             "path": path,
             "kind": self.kind,
             "refers_to": list(self.refers_to),
@@ -105,18 +141,33 @@ class Classification:
             ),
             "text": self.text if self.kind == "reply" else None,
         }
+        if self.kind == "quarantined":
+            answer["reason"] = self.reason
+        return answer
 
 
 OTHER = Classification(kind="other")
 
 
-def classify_message(raw: bytes) -> Classification:
-    """Classify one raw RFC 5322 message. Never raises (see module docstring)."""
+def classify_message(
+    raw: bytes, *, budget: float | None = DEFAULT_BUDGET_SECONDS
+) -> Classification:
+    """Classify one raw RFC 5322 message within ``budget`` seconds (None: no budget).
+
+    Over budget, or on a read error, the answer is ``quarantined`` with a
+    ``reason`` (see module docstring); nothing else is caught.
+    """
     try:
-        return _classify(parse_bytes(raw))
-    except Exception as exc:  # noqa: BLE001 - the never-raise guarantee lives here, and only here
+        with time_budget(budget):
+            return _classify(parse_bytes(raw))
+    except OverBudget as exc:
+        log.warning("classify_over_budget budget=%s size=%d", budget, len(raw))
+        return Classification(kind="quarantined", reason=str(exc))
+    except _READ_ERRORS as exc:
         log.warning("classify_failed error=%s size=%d", type(exc).__name__, len(raw))
-        return OTHER
+        return Classification(
+            kind="quarantined", reason=f"classification failed: {type(exc).__name__}"
+        )
 
 
 def _classify(msg: Message) -> Classification:
@@ -174,7 +225,7 @@ def _read_receipt_ids(msg: Message) -> tuple[str, ...] | None:
         return None
     ids: list[str] = []
     for part in parts:
-        match = re.search(r"(?im)^original-message-id\s*:\s*(.+)$", part_text(part))
+        match = _ORIGINAL_MESSAGE_ID.search(part_text(part))
         if match:
             ids.extend(parse_msgid_list(match.group(1)))
     return tuple(ids)

@@ -12,6 +12,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from worker.matching.budget import check_budget
+
 __all__ = [
     "DsnRecipient",
     "best_status",
@@ -25,7 +27,10 @@ _STATUS = re.compile(r"(?<![\d.])([245])\.([0-7])\.(\d{1,3})(?![\d.]*\d)")
 # A code that an SMTP reply code introduces: "550 5.1.1", "550-5.1.1", "550 #5.1.1".
 _REPLY_AND_STATUS = re.compile(r"\b[245]\d\d[- ]['\"#]?([245]\.[0-7]\.\d{1,3})\b")
 _REPLY = re.compile(r"(?<![\d.])([245][0-5]\d)(?:[ -]|$)")
-_FIELD = re.compile(r"^([A-Za-z][A-Za-z0-9-]*)\s*:\s*(.*)$")
+_FIELD = re.compile(r"^([A-Za-z][A-Za-z0-9-]*+)[ \t]*+:[ \t]*+(.*)$")
+# Characters of one text read for fields. A status part holds ~300 characters
+# per recipient; what is longer is a report's prose read as a fallback.
+MAX_DSN_CHARS = 200_000
 
 
 @dataclass(frozen=True)
@@ -53,9 +58,10 @@ def parse_dsn_fields(text: str) -> list[DsnRecipient]:
     block holding ``Final-Recipient`` is a recipient (``Original-Recipient``
     alone counts only when no block has ``Final-Recipient``).
     """
-    blocks = [b for b in _blocks(text) if "final-recipient" in b]
+    every = _blocks(text[:MAX_DSN_CHARS])
+    blocks = [b for b in every if "final-recipient" in b]
     if not blocks:
-        blocks = [b for b in _blocks(text) if "original-recipient" in b]
+        blocks = [b for b in every if "original-recipient" in b]
     return [
         DsnRecipient(
             final_recipient=fields.get("final-recipient", ""),
@@ -73,7 +79,7 @@ def parse_dsn_fields(text: str) -> list[DsnRecipient]:
 def parse_header_block(text: str) -> dict[str, str]:
     """All ``Field: value`` pairs in ``text``, keys lower-cased, first value kept."""
     merged: dict[str, str] = {}
-    for block in _blocks(text):
+    for block in _blocks(text[:MAX_DSN_CHARS]):
         for key, value in block.items():
             merged.setdefault(key, value)
     return merged
@@ -127,7 +133,9 @@ def _blocks(text: str) -> list[dict[str, str]]:
     blocks: list[dict[str, str]] = []
     current: dict[str, str] = {}
     last_key = ""
-    for line in text.replace("\r\n", "\n").split("\n"):
+    for number, line in enumerate(text.replace("\r\n", "\n").split("\n")):
+        if number % 2_000 == 0:
+            check_budget()
         if not line.strip():
             if current:
                 blocks.append(current)

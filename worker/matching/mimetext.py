@@ -2,33 +2,154 @@
 
 What this module owns: turning a raw message (any bytes) into a ``Message`` and its
 parts into ``str``, whatever the charset and transfer encoding say, including
-HTML-only bodies (converted to plain text with the standard library parser).
-Nothing here decides what a message *is*; that lives in the classifier modules.
+HTML-only bodies (converted to plain text by ``htmltext``). Nothing here decides
+what a message *is*; that lives in the classifier modules.
 
 Messages are parsed with the ``compat32`` policy: it is the most lenient with the
 broken headers real MTAs write and never raises on header access; headers are
 decoded here explicitly instead.
+
+Caps (each bounds the work hostile mail can cause; what they may cost is said
+where they are defined): bytes parsed, header values, headers per part, parts
+walked and their nesting. The parser is fed in chunks with the time budget
+checked between them, so even the standard library's parser cannot hold a
+message past its budget for long.
 """
 
 from __future__ import annotations
 
 import codecs
-import email
+import email.errors
 import email.header
-import email.policy
-import re
+import email.utils
 from collections.abc import Iterator
+from email.feedparser import BytesFeedParser
 from email.message import Message
-from html.parser import HTMLParser
+from email.policy import Compat32
+from typing import Any
+
+from worker.matching.budget import check_budget
+from worker.matching.htmltext import html_to_text
+from worker.matching.msgid import keep_ends
 
 __all__ = [
+    "MAX_HEADERS_PER_PART",
+    "MAX_PARSED_BYTES",
+    "MAX_PARTS",
+    "MAX_PART_DEPTH",
     "body_text",
+    "cap_header_value",
     "decode_header",
     "html_to_text",
+    "iter_all_parts",
     "iter_own_parts",
     "parse_bytes",
     "part_text",
+    "sender_address",
 ]
+
+MAX_PARSED_BYTES = 8 * 1024 * 1024
+"""Bytes of a message parsed for classification. What decides what a message is
+(its headers, its text, a report's status part and the original's headers) sits
+in the first few hundred KB; past 8 MiB there are only attachments. Parsing the
+rest cost ~25 ms per MiB of attachment and up to seconds per MiB of tiny parts."""
+
+MAX_HEADER_CHARS = 16_000
+"""A header value's length kept (its head). Real values fit easily (long Received,
+DKIM and Authentication-Results lines are ~1-2 KB); a To/Cc listing more than
+~400 addresses loses the rest, which only helps tell the sender's own addresses
+from a bounce's failed ones."""
+
+MAX_SHORT_HEADER_CHARS = 2_000
+"""Headers that are short in every real message, read by standard-library code
+that is quadratic on long hostile values (``get_param`` on Content-Type,
+``decode_header`` on encoded words): their head is kept."""
+_SHORT_HEADERS = frozenset(
+    {
+        "content-type",
+        "content-disposition",
+        "content-transfer-encoding",
+        "subject",
+        "from",
+        "sender",
+        "reply-to",
+        "return-path",
+        "date",
+        "auto-submitted",
+        "precedence",
+        "message-id",
+    }
+)
+
+MAX_ID_LIST_CHARS = 64_000
+"""References and In-Reply-To keep both ends (``msgid.keep_ends``): a thread adds
+its newest id at the end, and the newest are the ones a reply answers (msgid
+keeps the last 100). 64,000 characters hold ~800 ordinary ids; a 10,000-id
+header keeps its root and its newest ~600."""
+_ID_LIST_HEADERS = frozenset({"references", "in-reply-to"})
+
+MAX_HEADERS_PER_PART = 500
+"""Header fields kept per part; later ones are dropped. Real messages carry 20-100
+(long Received chains ~50). Our readers look headers up by name, each lookup a scan."""
+
+MAX_PARTS = 256
+"""MIME leaves walked in one message (attached messages count separately). Real
+mail has a handful; a bounce three. A later part is not read."""
+
+MAX_PART_DEPTH = 16
+"""Nesting of multiparts followed. Real mail nests 3-4 deep; deeper subtrees are
+not read (the standard library's recursion would fail long before 1,000)."""
+
+MAX_ADDRESS_CHARS = 2_000
+"""Characters of a From value handed to ``parseaddr`` (after comments are removed)."""
+
+# Bytes fed to the parser between two budget checks: the parser's worst case
+# (a run of tiny parts) reads 16 KiB in about 25 ms.
+_FEED_CHUNK = 16 * 1024
+
+
+def cap_header_value(name: str, value: str) -> str:
+    """``value`` cut to the cap for a header named ``name`` (see the caps above)."""
+    lowered = name.strip().lower()
+    if lowered in _ID_LIST_HEADERS:
+        return keep_ends(value, MAX_ID_LIST_CHARS)
+    if lowered in _SHORT_HEADERS:
+        return value[:MAX_SHORT_HEADER_CHARS]
+    return value[:MAX_HEADER_CHARS]
+
+
+class _CappedPolicy(Compat32):
+    """compat32, with every header value capped as the parser reads it."""
+
+    def header_source_parse(self, sourcelines: list[str]) -> tuple[str, str]:
+        name, value = super().header_source_parse(sourcelines)
+        return name, cap_header_value(name, value)
+
+
+class _CappedMessage(Message):
+    """A compat32 message that keeps at most ``MAX_HEADERS_PER_PART`` header fields."""
+
+    def set_raw(self, name: str, value: Any) -> None:
+        if len(self) < MAX_HEADERS_PER_PART:
+            super().set_raw(name, value)
+
+
+_POLICY = _CappedPolicy()
+
+
+def parse_bytes(raw: bytes) -> Message:
+    """Parse raw message bytes leniently (compat32); defects are recorded, not raised.
+
+    At most ``MAX_PARSED_BYTES`` are read; the time budget is checked between
+    chunks (raises ``budget.OverBudget``).
+    """
+    parser = BytesFeedParser(_factory=_CappedMessage, policy=_POLICY)
+    data = memoryview(raw)[:MAX_PARSED_BYTES]
+    for start in range(0, len(data), _FEED_CHUNK):
+        check_budget()
+        parser.feed(bytes(data[start : start + _FEED_CHUNK]))
+    return parser.close()
+
 
 # Charsets that mailers declare but Python names differently or not at all.
 _CHARSET_ALIASES = {
@@ -48,17 +169,13 @@ _CHARSET_ALIASES = {
 }
 
 
-def parse_bytes(raw: bytes) -> Message:
-    """Parse raw message bytes leniently (compat32); defects are recorded, not raised."""
-    return email.message_from_bytes(raw, policy=email.policy.compat32)
-
-
 def decode_header(value: object) -> str:
     """Header value as readable text: RFC 2047 words decoded, folding removed."""
     if value is None:
         return ""
-    text = str(value).encode("utf-8", errors="surrogateescape").decode("utf-8", errors="replace")
-    text = re.sub(r"\r?\n[ \t]*", " ", text)
+    text = str(value)[:MAX_HEADER_CHARS]
+    text = text.encode("utf-8", errors="surrogateescape").decode("utf-8", errors="replace")
+    text = " ".join(line.strip(" \t") for line in text.replace("\r\n", "\n").split("\n"))
     if "=?" not in text:
         return text.strip()
     chunks: list[str] = []
@@ -83,19 +200,53 @@ def part_text(part: Message) -> str:
     if isinstance(raw, str):
         return raw
     if isinstance(raw, list):
-        # message/delivery-status and friends parse into header blocks.
-        return "\n\n".join(m.as_string() if isinstance(m, Message) else str(m) for m in raw)
+        # message/delivery-status and friends parse into header blocks. Written
+        # out as "Name: value" lines, not with as_string(): its header folding
+        # runs patterns that are quadratic on long values.
+        return "\n\n".join(_header_block(m) if isinstance(m, Message) else str(m) for m in raw)
     return ""
 
 
+def _header_block(msg: Message) -> str:
+    return "\n".join(f"{name}: {value}" for name, value in msg.items())
+
+
 def iter_own_parts(msg: Message) -> Iterator[Message]:
-    """Leaf parts of ``msg`` itself; ``message/*`` parts are leaves, never entered."""
-    if msg.get_content_maintype() == "multipart" and msg.is_multipart():
-        for sub in msg.get_payload():
-            if isinstance(sub, Message):
-                yield from iter_own_parts(sub)
-        return
-    yield msg
+    """Leaf parts of ``msg`` itself, in order; ``message/*`` parts are leaves, never entered.
+
+    At most ``MAX_PARTS`` leaves, nested at most ``MAX_PART_DEPTH`` deep; the
+    time budget is checked per part.
+    """
+    return _walk(msg, enter_messages=False)
+
+
+def iter_all_parts(msg: Message) -> Iterator[Message]:
+    """Every part of ``msg``, attached messages entered, in order (``Message.walk``, capped)."""
+    return _walk(msg, enter_messages=True)
+
+
+def _walk(msg: Message, *, enter_messages: bool) -> Iterator[Message]:
+    """Depth-first, without recursion (a hostile nesting must not reach Python's limit)."""
+    stack: list[tuple[Message, int]] = [(msg, 0)]
+    leaves = 0
+    while stack and leaves < MAX_PARTS:
+        check_budget()
+        part, depth = stack.pop()
+        container = part.is_multipart() and (
+            enter_messages or part.get_content_maintype() == "multipart"
+        )
+        if enter_messages:
+            yield part  # walk() yields containers too
+        if container:
+            if depth < MAX_PART_DEPTH:
+                payload = part.get_payload()
+                listed = payload[:MAX_PARTS] if isinstance(payload, list) else []
+                subs = [sub for sub in listed if isinstance(sub, Message)]
+                stack.extend((sub, depth + 1) for sub in reversed(subs))
+            continue
+        leaves += 1
+        if not enter_messages:
+            yield part
 
 
 def body_text(msg: Message) -> str:
@@ -119,69 +270,41 @@ def body_text(msg: Message) -> str:
     return ""
 
 
-def html_to_text(markup: str) -> str:
-    """Readable text of an HTML fragment: blocks become lines, scripts and styles go."""
-    parser = _TextExtractor()
-    try:
-        parser.feed(markup)
-        parser.close()
-    except AssertionError:
-        # html.parser asserts on some malformed declarations; keep what was read.
-        pass
-    text = "".join(parser.chunks)
-    text = re.sub(r"[ \t\u00a0]+", " ", text)
-    text = re.sub(r" *\n *", "\n", text)
-    return re.sub(r"\n{3,}", "\n\n", text).strip()
+def sender_address(value: str) -> str:
+    """The address in a From-like header value, lower-cased ("" if none).
+
+    Comments are removed first: ``parseaddr`` reads nested comments recursively,
+    and a From of a few hundred ``(`` raised RecursionError.
+    """
+    _, address = email.utils.parseaddr(_without_comments(value[:MAX_ADDRESS_CHARS]))
+    return address.lower()
 
 
-# Gmail, Outlook (web, Windows, Mac), Yahoo, Proton Mail, Thunderbird, Zoho.
-_QUOTE_CONTAINER = re.compile(
-    r"gmail_quote|divRplyFwdMsg|appendonsend|mail-editor-reference-message-container"
-    r"|yahoo_quoted|protonmail_quote|moz-cite-prefix|zmail_extra"
-)
-
-
-class _TextExtractor(HTMLParser):
-    _BLOCKS = frozenset(
-        "p div br li tr h1 h2 h3 h4 h5 h6 table blockquote pre hr section article".split()  # noqa: SIM905
-    )
-    _SKIP = frozenset(["script", "style", "head", "title"])
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.chunks: list[str] = []
-        self._skip_depth = 0
-        self._quote_depth = 0
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag in self._SKIP:
-            self._skip_depth += 1
-        elif tag == "blockquote":
-            self._quote_depth += 1
-            self.chunks.append("\n")
-        elif tag in self._BLOCKS:
-            self.chunks.append("\n")
-        # Webmail and desktop clients wrap quoted history in these: mark it as a quote.
-        classes = " ".join(v or "" for k, v in attrs if k in ("class", "id"))
-        if tag == "div" and _QUOTE_CONTAINER.search(classes):
-            self.chunks.append("\n>>QUOTE-START<<\n")
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag in self._SKIP:
-            self._skip_depth = max(0, self._skip_depth - 1)
-        elif tag == "blockquote":
-            self._quote_depth = max(0, self._quote_depth - 1)
-            self.chunks.append("\n")
-        elif tag in self._BLOCKS:
-            self.chunks.append("\n")
-
-    def handle_data(self, data: str) -> None:
-        if self._skip_depth:
-            return
-        if self._quote_depth:
-            lines = data.split("\n")
-            data = "\n".join("> " + line if line.strip() else line for line in lines)
-        self.chunks.append(data)
+def _without_comments(value: str) -> str:
+    """``value`` with RFC 5322 comments (nested, escaped) outside quoted strings removed."""
+    out: list[str] = []
+    depth, quoted, i, n = 0, False, 0, len(value)
+    while i < n:
+        ch = value[i]
+        if ch == "\\" and (depth or quoted):
+            if not depth:
+                out.append(value[i : i + 2])
+            i += 2
+            continue
+        if quoted:
+            quoted = ch != '"'
+            out.append(ch)
+        elif ch == "(":
+            depth += 1
+        elif ch == ")" and depth:
+            depth -= 1
+            if not depth:
+                out.append(" ")
+        elif not depth:
+            quoted = ch == '"'
+            out.append(ch)
+        i += 1
+    return "".join(out)
 
 
 def _is_attachment(part: Message) -> bool:

@@ -32,6 +32,7 @@ from email.message import Message
 __all__ = [
     "MAX_IDS",
     "MAX_ID_LENGTH",
+    "keep_ends",
     "normalize_msgid",
     "parse_msgid_list",
     "reference_candidates",
@@ -46,12 +47,17 @@ one id per message in a thread; when a chain is longer, the LAST ids are kept, a
 they are the most recent messages and the ones a reply most likely answers."""
 
 # Bounds the work done on hostile input: a References header is rarely > 20 KB.
+# A longer value keeps both ends (``keep_ends``): a thread appends its newest id
+# at the end (the ones kept, ``MAX_IDS``, and the ones a reply answers), and a
+# lone id comes first.
 _MAX_INPUT_CHARS = 200_000
 
 _ENCODED_WORD = re.compile(r"=\?[^?\s]+\?[bBqQ]\?[^?\s]*\?=")
 _DOT_ATOM = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
 # A bare id (no brackets): no whitespace, no specials that never occur in ids.
-_BARE_ID = re.compile(r"[^\s<>()\",;@]+@[^\s<>()\",;@]+")
+# Starts only where a token starts (lookbehind) and never gives back what it
+# took (possessive): a long token without "@" is read once, not once per char.
+_BARE_ID = re.compile(r"(?<![^\s<>()\",;@])[^\s<>()\",;@]++@[^\s<>()\",;@]++")
 
 
 def parse_msgid_list(value: str | bytes | None) -> list[str]:
@@ -111,15 +117,36 @@ def _as_text(value: str | bytes | None) -> str:
     if value is None:
         return ""
     if isinstance(value, bytes):
-        text = value[: _MAX_INPUT_CHARS * 4].decode("utf-8", errors="replace")
+        if len(value) > _MAX_INPUT_CHARS * 4:
+            value = value[: _MAX_INPUT_CHARS * 2] + b" " + value[-_MAX_INPUT_CHARS * 2 :]
+        text = value.decode("utf-8", errors="replace")
     else:
         # compat32 hands over an email.header.Header when a value has 8-bit bytes
         # (str() is its text); the email package keeps undecodable bytes as lone
         # surrogates.
         text = str(value).encode("utf-8", errors="surrogateescape").decode("utf-8", "replace")
-    text = text[:_MAX_INPUT_CHARS]
+    text = keep_ends(text, _MAX_INPUT_CHARS)
     # Folding is CRLF + whitespace; a bare CR or LF in a value is noise too.
     return text.replace("\r", " ").replace("\n", " ")
+
+
+def keep_ends(text: str, limit: int) -> str:
+    """``text`` cut to about ``limit`` characters by dropping its middle.
+
+    A list of ids keeps its first ids (a lone Message-ID, a thread's root) and
+    its last (the newest, which a reply answers). Each end is cut at a space,
+    so no id is cut in two.
+    """
+    if len(text) <= limit:
+        return text
+    head, tail = text[: limit // 4], text[-(limit - limit // 4) :]
+    cut = max(head.rfind(space) for space in " \t\n")
+    if cut >= 0:
+        head = head[:cut]
+    spaces = [found for found in (tail.find(space) for space in " \t\n") if found >= 0]
+    if spaces:
+        tail = tail[min(spaces) + 1 :]
+    return f"{head} {tail}"
 
 
 def _decode_encoded_words(text: str) -> str:

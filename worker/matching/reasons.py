@@ -205,8 +205,10 @@ _TEXT_RULES: tuple[tuple[str, str], ...] = (
     ),
 )
 
+# "-smtp command", not "-+smtp command": a run of dashes started a scan at each
+# of its dashes (quadratic); the match only ever mattered for its group.
 _COMMAND = re.compile(
-    r"(?:in reply to (?:end of )?|after (?:end of )?|>>> ?|smtp command:? ?|-+smtp command\s*)"
+    r"(?:in reply to (?:end of )?|after (?:end of )?|>>> ?|smtp command:? ?|-smtp command\s*)"
     r"(data|rcpt to|mail from|rcpt|mail|ehlo|helo)\b",
     re.IGNORECASE,
 )

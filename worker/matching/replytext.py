@@ -6,13 +6,21 @@ quoted history ("On … wrote:" in a dozen languages, Outlook's header blocks an
 containers), signatures after ``-- `` and mobile "Sent from my iPhone" lines —
 and spotting "please remove me / unsubscribe / stop emailing me" requests in
 that new text only (a footer of our own quoted message must never count).
+
+Linear time on any body: the body is read as lines (trailing whitespace and runs
+of blank lines collapsed, which changes no result), at most ``MAX_BODY_CHARS`` of
+them; every pattern is anchored at a line start, and no two quantifiers in one
+can take the same characters (possessive ``*+`` where they touch).
 """
 
 from __future__ import annotations
 
 import re
 
+from worker.matching.budget import check_budget
+
 __all__ = [
+    "MAX_BODY_CHARS",
     "QUOTE_MARKER",
     "REPLY_PREFIX",
     "is_unsubscribe_request",
@@ -21,13 +29,27 @@ __all__ = [
 ]
 
 REPLY_PREFIX = re.compile(
-    r"^\s*(?:re|aw|sv|vs|antw|antwort|r|rif|res|odp|ynt|vá|atb|回复|答复)\s*(?:\[\d+\])?\s*[:：]",  # noqa: RUF001 - foreign-language wording
+    r"^\s*+(?:re|aw|sv|vs|antw|antwort|r|rif|res|odp|ynt|vá|atb|回复|答复)\s*+(?:\[\d+\])?\s*+[:：]",  # noqa: RUF001 - foreign-language wording
     re.IGNORECASE,
 )
 """A subject that answers another ("Re:", "AW:", "SV:", "Odp:" ...)."""
 
 QUOTE_MARKER = ">>QUOTE-START<<"
-"""Placed by mimetext.html_to_text where an HTML quote container starts."""
+"""Placed by htmltext.html_to_text where an HTML quote container starts."""
+
+MAX_BODY_CHARS = 200_000
+"""Characters of a body read (after blank runs are collapsed). A reply's new text
+is at the top; what lies 200,000 characters down is quoted history, a long
+forward or an attachment pasted inline, none of which decides what it is."""
+
+# A line longer than this is text, never a quote marker (an attribution, a
+# separator, a header line): it is not matched against their patterns.
+_MAX_MARKER_LINE_CHARS = 1_000
+# Characters of new text read for an unsubscribe request (about five pages).
+_MAX_UNSUBSCRIBE_CHARS = 20_000
+# Lines read between two checks of the time budget.
+_CHECK_EVERY_LINES = 2_000
+_BLANK_RUN = re.compile(r"\n{3,}")
 
 # "On <date>, <name> wrote:" and its translations; may be wrapped over two lines.
 _ATTRIBUTION = re.compile(
@@ -52,30 +74,30 @@ _ATTRIBUTION = re.compile(
 )
 _ATTRIBUTION_START = re.compile(r"^(?:on|le|am|el|il|em|op|den|w dniu|\d{4}年)\b", re.IGNORECASE)
 _SEPARATOR = re.compile(
-    r"^\s*(?:-{2,}|_{2,}|={2,})?\s*(?:original message|ursprüngliche nachricht|original-nachricht"
-    r"|message d'origine|mensaje original|messaggio originale|mensagem original"
+    r"^\s*+(?:(?:-{2,}+|_{2,}+|={2,}+)\s*+)?(?:original message|ursprüngliche nachricht"
+    r"|original-nachricht|message d'origine|mensaje original|messaggio originale|mensagem original"
     r"|oorspronkelijk bericht|ursprungligt meddelande|opprinnelig melding|oprindelig meddelelse"
     r"|alkuperäinen viesti|wiadomość oryginalna|původní zpráva|исходное сообщение"
     r"|forwarded message|weitergeleitete nachricht|message transféré|mensaje reenviado"
     r"|messaggio inoltrato|doorgestuurd bericht|vidarebefordrat meddelande"
-    r"|元のメッセージ|原始邮件)\s*(?:-{2,}|_{2,}|={2,})?\s*$",
+    r"|元のメッセージ|原始邮件)\s*+(?:(?:-{2,}+|_{2,}+|={2,}+)\s*+)?$",
     re.IGNORECASE,
 )
-_UNDERSCORE_RULE = re.compile(r"^\s*_{10,}\s*$")
+_UNDERSCORE_RULE = re.compile(r"^\s*+_{10,}+\s*+$")
 _HEADER_FROM = re.compile(
-    r"^\s*\*?(?:from|von|de|da|van|från|fra|lähettäjä|od|от|差出人|发件人|寄件者)\s*\*?\s*[:：]",  # noqa: RUF001 - foreign-language wording
+    r"^\s*+\*?(?:from|von|de|da|van|från|fra|lähettäjä|od|от|差出人|发件人|寄件者)\s*+\*?\s*+[:：]",  # noqa: RUF001 - foreign-language wording
     re.IGNORECASE,
 )
 _HEADER_OTHER = re.compile(
-    r"^\s*\*?(?:sent|date|to|subject|cc|gesendet|datum|an|betreff|envoyé|date|à|objet|enviado"
+    r"^\s*+\*?(?:sent|date|to|subject|cc|gesendet|datum|an|betreff|envoyé|date|à|objet|enviado"
     r"|fecha|para|asunto|inviato|data|a|oggetto|verzonden|aan|onderwerp|skickat|till|ämne"
     r"|sendt|til|emne|lähetetty|vastaanottaja|aihe|wysłano|do|temat|送信日時|宛先|件名"
-    r"|发送时间|收件人|主题)\s*\*?\s*[:：]",  # noqa: RUF001 - foreign-language wording
+    r"|发送时间|收件人|主题)\s*+\*?\s*+[:：]",  # noqa: RUF001 - foreign-language wording
     re.IGNORECASE,
 )
 _SIGNATURE = re.compile(
-    r"^\s*(?:--|-- |__)\s*$"
-    r"|^\s*(?:sent from my|sent from (?:outlook|yahoo|mail for|samsung)|get outlook for"
+    r"^\s*+(?:--|__)\s*+$"
+    r"|^\s*+(?:sent from my|sent from (?:outlook|yahoo|mail for|samsung)|get outlook for"
     r"|outlook (?:voor|für|pour|para|per) (?:ios|android)|obtenir outlook|outlook für ios"
     r"|sent via|sent with|von meinem .{1,40} gesendet|gesendet von|envoyé de mon|envoyé depuis"
     r"|enviado desde mi|enviado do meu|enviado de meu|inviato da|verzonden (?:vanaf|met) mijn"
@@ -106,7 +128,7 @@ _UNSUBSCRIBE = re.compile(
 
 def new_text(body: str) -> str:
     """The part of a reply body its author just wrote (quotes and signature removed)."""
-    lines = body.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    lines = _lines(body)
     cut = _history_start(lines)
     kept: list[str] = []
     for line in lines[:cut]:
@@ -116,43 +138,88 @@ def new_text(body: str) -> str:
             continue
         kept.append(line.rstrip())
     text = "\n".join(kept).strip()
-    return re.sub(r"\n{3,}", "\n\n", text)
+    return _BLANK_RUN.sub("\n\n", text)
 
 
 def quotes_history(body: str) -> bool:
     """True if ``body`` quotes an earlier message (attribution, header block or ``>`` lines)."""
-    lines = body.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    lines = _lines(body)
     if _history_start(lines) < len(lines):
         return True
     return sum(1 for line in lines if line.lstrip().startswith(">")) >= 2
 
 
 def is_unsubscribe_request(text: str) -> bool:
-    """True if the reply's new text asks to stop receiving our emails."""
-    return bool(_UNSUBSCRIBE.search(" ".join(text.split())))
+    """True if the reply's new text asks to stop receiving our emails.
+
+    Reads the first ``_MAX_UNSUBSCRIBE_CHARS``: people ask at the top. A request
+    further down still stops the sequence (it is a reply); it only is not read
+    as an opt-out.
+    """
+    return bool(_UNSUBSCRIBE.search(" ".join(text[:_MAX_UNSUBSCRIBE_CHARS].split())))
+
+
+def _lines(body: str) -> list[str]:
+    """The body's lines, right-stripped, blank runs collapsed to one, capped.
+
+    Neither change alters what ``new_text`` returns (it strips lines and
+    collapses blank runs itself) or where the history starts (blank lines are
+    skipped there); both keep padding from costing anything.
+    """
+    lines: list[str] = []
+    room = MAX_BODY_CHARS
+    blank = False
+    for number, raw in enumerate(body.replace("\r\n", "\n").replace("\r", "\n").split("\n")):
+        if number % _CHECK_EVERY_LINES == 0:
+            check_budget()
+        line = raw.rstrip()
+        if not line:
+            if blank:
+                continue
+            blank = True
+        else:
+            blank = False
+        lines.append(line[:room])
+        room -= len(line) + 1
+        if room <= 0:
+            break
+    return lines
 
 
 def _history_start(lines: list[str]) -> int:
     """Index of the first line of quoted history, or ``len(lines)``."""
     for index, line in enumerate(lines):
+        if index % _CHECK_EVERY_LINES == 0:
+            check_budget()
         stripped = line.strip()
-        if not stripped:
+        if not stripped or len(stripped) > _MAX_MARKER_LINE_CHARS:
             continue
         if stripped == QUOTE_MARKER or _SEPARATOR.match(stripped):
             return index
-        joined = stripped
-        if index + 1 < len(lines):
-            joined = f"{stripped} {lines[index + 1].strip()}"
-        if _ATTRIBUTION.match(stripped) or (
-            # Gmail wraps a long attribution over two lines.
-            _ATTRIBUTION_START.match(stripped) and _ATTRIBUTION.match(joined)
-        ):
+        if _is_attribution(stripped, lines[index + 1].strip() if index + 1 < len(lines) else ""):
             return index
         if _UNDERSCORE_RULE.match(stripped) and _looks_like_header_block(lines, index + 1):
             return index
         if _HEADER_FROM.match(stripped) and _looks_like_header_block(lines, index):
             return index
     return len(lines)
+
+
+def _is_attribution(line: str, following: str) -> bool:
+    """True if ``line`` (or ``line`` and ``following``) is an "On ... wrote:" line.
+
+    Every attribution ends with a colon, and the lines come stripped: testing
+    that first spares the pattern's bounded ``.{0,250}`` scans on other lines.
+    """
+    if line.endswith((":", "：")) and _ATTRIBUTION.match(line):  # noqa: RUF001 - full-width colon
+        return True
+    # Gmail wraps a long attribution over two lines.
+    return (
+        following.endswith((":", "："))  # noqa: RUF001 - full-width colon
+        and len(following) <= _MAX_MARKER_LINE_CHARS
+        and bool(_ATTRIBUTION_START.match(line))
+        and bool(_ATTRIBUTION.match(f"{line} {following}"))
+    )
 
 
 def _looks_like_header_block(lines: list[str], start: int) -> bool:
