@@ -1,7 +1,8 @@
 """One interface over the four mailbox back-ends, for the provider contract suite.
 
-Each harness owns the server side of one provider kind — Dovecot + the SMTP
-server for IMAP, the fake Gmail, the fake EWS, the fake Graph — and offers what
+Each harness owns the server side of one provider kind — a real IMAP server
+(Dovecot, Courier or GNU Mailutils) + the SMTP server delivering into it, the
+fake Gmail, the fake EWS, the fake Graph — and offers what
 the contract needs: fresh mailbox addresses with working credentials, mail
 arriving, the sent copies as the provider stored them, and the provider's
 failure modes (refused credentials, an expired cursor, throttling, a message it
@@ -24,7 +25,7 @@ from sqlalchemy import update
 
 from core.db import session_scope
 from core.models import Mailbox
-from tests.services.dovecot import DovecotServer, unique_address
+from tests.services.imap_server import ImapTestServer, unique_address
 
 
 @dataclass(frozen=True)
@@ -60,21 +61,23 @@ class ImapHarness:
     kind = "imap"
     has_threads = False
 
-    def __init__(self, dovecot: DovecotServer, smtp_server: Any) -> None:
-        self.dovecot = dovecot
+    def __init__(self, server: ImapTestServer, smtp_server: Any) -> None:
+        self.server = server
         self.smtp = smtp_server
 
     def new_address(self) -> str:
-        return unique_address("seller.test", "rep")
+        address = unique_address("seller.test", "rep")
+        self.server.ensure_user(address)
+        return address
 
     def credentials(self, address: str) -> dict[str, Any]:
         server = {"username": address, "security": "none"}
         return {
             "imap": {
                 **server,
-                "host": self.dovecot.host,
-                "port": self.dovecot.imap_port,
-                "password": self.dovecot.password,
+                "host": self.server.host,
+                "port": self.server.imap_port,
+                "password": self.server.password,
             },
             "smtp": {
                 **server,
@@ -85,18 +88,18 @@ class ImapHarness:
         }
 
     def deliver(self, address: str, raw: bytes) -> str | None:
-        self.dovecot.deliver(address, raw)
+        self.server.deliver(address, raw)
         return None
 
     def sent_copies(self, address: str) -> list[StoredCopy]:
         copies = []
-        for raw in self.dovecot.messages(address, folder="Sent"):
+        for raw in self.server.messages(address, folder=self.server.sent_folder):
             parsed = message_from_bytes(raw)
             copies.append(StoredCopy(str(parsed.get("Message-ID") or "") or None, None, raw))
         return copies
 
     def revoke(self, address: str, mailbox_id: int) -> None:
-        # Dovecot here has one shared password; a changed password looks like this.
+        # The test servers have one shared password; a changed password looks like this.
         from core.crypto import encrypt_json
 
         creds = self.credentials(address)

@@ -1,8 +1,11 @@
-"""One contract, four providers: IMAP (Dovecot), Gmail, Exchange (EWS) and Microsoft Graph.
+"""One contract, four providers: IMAP, Gmail, Exchange (EWS) and Microsoft Graph.
 
 Every test runs against each provider's back-end through the real client
 library (imapclient/smtplib, google-api-python-client, exchangelib,
-requests + MSAL) and the real engine, on SQLite and PostgreSQL:
+requests + MSAL) and the real engine, on SQLite and PostgreSQL. IMAP runs
+against three real servers: Dovecot on both databases, Courier-IMAP and GNU
+Mailutils on PostgreSQL only (what differs between them is the server, not the
+database, and CI time is counted):
 
 - send, then read back the ids the provider stored (Message-ID, thread);
 - a reply from a colleague at another address, and from a person on CC, ends
@@ -57,13 +60,28 @@ from worker.sync.mime import new_message_id
 from worker.sync.registry import open_provider
 
 KINDS = ["imap", "gmail", "exchange", "graph"]
+OTHER_IMAP_SERVERS = ["courier", "mailutils"]
+COMBINATIONS = [(kind, db) for kind in KINDS for db in ("sqlite", "postgresql")] + [
+    (f"imap-{server}", "postgresql") for server in OTHER_IMAP_SERVERS
+]
+pytestmark = pytest.mark.parametrize(
+    ("harness", "database_url"),
+    COMBINATIONS,
+    indirect=True,
+    ids=[f"{kind}-{db}" for kind, db in COMBINATIONS],
+)
 
 
-@pytest.fixture(params=KINDS)
+@pytest.fixture
 def harness(request: pytest.FixtureRequest) -> Harness:
     if request.param == "imap":
         return ImapHarness(
             request.getfixturevalue("dovecot"), request.getfixturevalue("smtp_server")
+        )
+    if request.param.startswith("imap-"):
+        server = request.param.removeprefix("imap-")
+        return ImapHarness(
+            request.getfixturevalue(server), request.getfixturevalue(f"{server}_smtp")
         )
     if request.param == "gmail":
         return GmailHarness(request.getfixturevalue("fake_gmail"))

@@ -49,6 +49,7 @@ import pwd
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from tests.services import process
@@ -283,6 +284,18 @@ class CourierServer(ImapTestServer):
 
     def ensure_user(self, address: str) -> None:
         ensure_user(self.root, address, self._password_hash)
+
+    def renumber(self, address: str) -> None:
+        """Make Courier rebuild the INBOX's UID list (new UIDVALIDITY) on its next SELECT.
+
+        What happens when courierimapuiddb is lost or corrupted: Courier numbers the
+        messages afresh, even while other sessions have the folder open. Its new
+        UIDVALIDITY is the clock's second, so a second is let pass first.
+        """
+        uiddb = self.maildir(address) / "courierimapuiddb"
+        numbered = uiddb.stat().st_mtime
+        uiddb.unlink()
+        time.sleep(max(0.0, numbered + 1.05 - time.time()))
 
     def deliver(self, rcpt: str, raw: bytes, mail_from: str = "sender@sightline.test") -> None:
         deliver_into(self.root, rcpt, raw)

@@ -18,7 +18,9 @@ users are looked up.
 Users: any address logs in with the shared password once `ensure_user` added it
 (every delivery does) to a virtual-domain password file (``virtdomain``: one
 passwd-format file per domain, user ``local``, home ``mail/<domain>/<local>``)
-and `generic` checks the password. Mail is delivered with Mailutils' own
+and `generic` checks the password. imap4d serves virtual users as root (it
+does not switch to their uid), so their mbox files are root's. Mail is
+delivered with Mailutils' own
 `putmail` into the user's INBOX, as the mail user, under imap4d's own locking
 (`python -m tests.services.mailutils deliver ROOT RCPT FROM` is what the SMTP
 server runs).
@@ -26,7 +28,7 @@ server runs).
     temp folder (0755)
     ├── imap4d.conf  imap4d.log
     ├── passwd/<domain>                    virtual users, passwd format
-    └── mail/<domain>/<local>/INBOX        mbox files owned by vmail
+    └── mail/<domain>/<local>/INBOX        mbox files (root's, as imap4d makes them)
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ import pwd
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from tests.services import process
@@ -89,25 +92,24 @@ def ensure_user(root: Path, address: str, password_hash: str) -> Path:
             return home / "INBOX"
         mail = pwd.getpwnam(MAIL_USER)
         home.mkdir(parents=True, exist_ok=True)
-        for path in (home.parent, home):
-            os.chown(path, mail.pw_uid, mail.pw_gid)
         with passwd.open("a") as out:
             out.write(f"{local}:{password_hash}:{mail.pw_uid}:{mail.pw_gid}::{home}:/bin/false\n")
     return home / "INBOX"
 
 
 def deliver_into(root: Path, rcpt: str, raw: bytes, mail_from: str) -> None:
-    """Deliver with Mailutils' putmail into the recipient's INBOX, as the mail user."""
+    """Deliver with Mailutils' putmail into the recipient's INBOX.
+
+    As root, like imap4d itself: Mailutils does not switch to a virtual-domain
+    user's uid (its auth data says change_uid=0), so their mailboxes are root's.
+    """
     inbox = ensure_user(root, rcpt, (root / "password.hash").read_text().strip())
-    mail = pwd.getpwnam(MAIL_USER)
     done = subprocess.run(
         ["putmail", f"--from={mail_from or 'MAILER-DAEMON'}", f"mbox://{inbox}"],
         check=False,
         # An MTA hands local delivery agents LF line ends, not SMTP's CRLF.
         input=raw.replace(b"\r\n", b"\n"),
         capture_output=True,
-        user=mail.pw_uid,
-        group=mail.pw_gid,
         # putmail reads ~/.putmail: the recipient's home, not the caller's.
         env={"HOME": str(inbox.parent), "PATH": os.environ.get("PATH", "/usr/bin:/bin")},
     )
@@ -169,10 +171,7 @@ class MailutilsServer(ImapTestServer):
         for attempt in range(3):
             self.root = process.service_dir("mailutils")
             (self.root / "passwd").mkdir()
-            mail = self.root / "mail"
-            mail.mkdir()
-            user = pwd.getpwnam(MAIL_USER)
-            os.chown(mail, user.pw_uid, user.pw_gid)
+            (self.root / "mail").mkdir()
             self.imap_port = process.free_port()
             self.config_path.write_text(
                 _CONFIG.format(root=self.root, host=self.host, port=self.imap_port)
@@ -217,6 +216,28 @@ class MailutilsServer(ImapTestServer):
 
     def ensure_user(self, address: str) -> None:
         ensure_user(self.root, address, self._password_hash)
+
+    def renumber(self, address: str) -> None:
+        """Rewrite the INBOX mbox without its UID headers, as another mbox tool would.
+
+        Mailutils keeps UIDVALIDITY in X-IMAPbase and each UID in X-UID; without
+        them it numbers the messages afresh under a new UIDVALIDITY, which is the
+        clock's second: a second is let pass first.
+        """
+        inbox = self.inbox_path(address)
+        time.sleep(max(0.0, inbox.stat().st_mtime + 1.05 - time.time()))
+        kept, in_header = [], False
+        for line in inbox.read_bytes().splitlines(keepends=True):
+            if line.startswith(b"From "):
+                in_header = True  # an mbox separator: a message's header follows
+            elif not line.strip():
+                in_header = False
+            if not (in_header and line.startswith((b"X-IMAPbase:", b"X-UID:"))):
+                kept.append(line)
+        fresh = inbox.with_name("INBOX.rewrite")
+        fresh.write_bytes(b"".join(kept))
+        os.chmod(fresh, 0o600)
+        fresh.replace(inbox)
 
     def deliver(self, rcpt: str, raw: bytes, mail_from: str = "sender@sightline.test") -> None:
         deliver_into(self.root, rcpt, raw, mail_from)

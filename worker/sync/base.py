@@ -101,6 +101,9 @@ class SendResult:
     message_id: str  # the Message-ID the provider actually stored, canonical
     provider_message_id: str | None = None
     thread_id: str | None = None
+    # The message went out, but our copy could not be filed where the user sees
+    # sent mail (IMAP's Sent folder): why, for the mailbox page. None: filed, or n/a.
+    sent_copy_error: str | None = None
 
 
 @dataclass(frozen=True)

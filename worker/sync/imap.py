@@ -1,14 +1,16 @@
 """IMAP + SMTP mailboxes: any server, with a username and password.
 
 Sending goes through SMTP with the Message-ID we chose, then the exact bytes are
-appended to the Sent folder (`\\Sent` special-use, else a folder with a usual
-name) so the user sees what went out — unless the mailbox says its server files
-sent mail itself (Gmail does; a second copy would be a duplicate).
+appended to the Sent folder (worker.sync.imap_folders: `\\Sent` special-use, else
+a usual name under the personal namespace, else one made there) so the user sees
+what went out — unless the mailbox says its server files sent mail itself (Gmail
+does; a second copy would be a duplicate). A copy that cannot be filed does not
+fail the send: its reason travels back in `SendResult.sent_copy_error`.
 
 Sync keeps, per folder, ``{"uidvalidity": V, "last_uid": U, "synced_on": date}``::
 
     no cursor ───────────────▶ UID SEARCH SINCE <connected on>      (first sync)
-    same UIDVALIDITY ────────▶ UID SEARCH UID U+1:*                 (incremental)
+    same UIDVALIDITY ────────▶ UID SEARCH UID U+1:4294967295        (incremental)
     UIDVALIDITY changed ─────▶ UID SEARCH SINCE <synced_on - 2 days> (rebuild)
 
 Only a handful of headers are fetched per message (`HEADER_FIELDS`); the whole
@@ -40,7 +42,7 @@ from urllib.parse import urlsplit
 
 import imapclient
 from imapclient.exceptions import IMAPClientError, ProtocolError
-from imapclient.imapclient import SEEN, SENT
+from imapclient.imapclient import SEEN
 
 from config import get_settings
 from worker.sync.base import (
@@ -58,6 +60,7 @@ from worker.sync.imap_fetch import (
     find_message,
     header_fields_request,
 )
+from worker.sync.imap_folders import FolderError, find_sent_folder
 from worker.sync.mime import build_mime, summarize_headers
 
 log = logging.getLogger(__name__)
@@ -71,6 +74,7 @@ HEADER_NAMES = tuple(HEADER_FIELDS.split())
 # name their own way (Courier quotes the field names), never byte-equal to this.
 _HEADER_ITEM = header_fields_request(HEADER_NAMES)
 BATCH_SIZE = 200
+MAX_UID = 4_294_967_295  # RFC 3501: a UID is a 32-bit unsigned number
 REBUILD_WINDOW = timedelta(days=2)
 IDLE_RENEW_SECONDS = 25 * 60
 TIMEOUT_SECONDS = 60
@@ -105,6 +109,11 @@ class ImapProvider(MailboxProvider):
         self.append_to_sent: bool = bool(credentials.get("append_to_sent", True))
         self._sent_folder: str | None = credentials.get("sent_folder")
         self._client: imapclient.IMAPClient | None = None
+        # The folder this connection has selected, and its UIDVALIDITY then.
+        self._selected: tuple[str, int] | None = None
+        # Message-ID of each message listed by this provider, by fetch_ref: how
+        # `fetch` finds it again should the server renumber the folder meanwhile.
+        self._listed_ids: dict[str, str] = {}
 
     # -- connections ---------------------------------------------------------
 
@@ -162,37 +171,49 @@ class ImapProvider(MailboxProvider):
             log.warning(
                 "smtp_partial_refusal message_id=%s refused=%s", message.message_id, sorted(refused)
             )
-        if self.append_to_sent:
-            self._append_sent(raw)
-        return SendResult(message_id=message.message_id)
+        copy_error = self._append_sent(raw) if self.append_to_sent else None
+        return SendResult(message_id=message.message_id, sent_copy_error=copy_error)
 
     def _sent_folder_name(self) -> str:
+        """The Sent folder (worker.sync.imap_folders), looked up once per provider.
+
+        Raises:
+            ProviderError: the server would neither show nor make one.
+        """
         if self._sent_folder:
             return self._sent_folder
-        client = self._imap()
-        found = client.find_special_folder(SENT)
-        if found is None:
-            found = "Sent"
-            with contextlib.suppress(IMAPClientError):  # it may exist without the flag
-                client.create_folder(found)
-        self._sent_folder = str(found)
+        try:
+            self._sent_folder = find_sent_folder(self._imap())
+        except FolderError as exc:
+            raise ProviderError(f"no Sent folder on the IMAP server: {exc}") from exc
+        except OSError as exc:
+            raise ProviderError(f"IMAP connection lost looking for Sent: {exc}") from exc
         return self._sent_folder
 
-    def _append_sent(self, raw: bytes) -> None:
-        # The message is already delivered: failing to file a copy must not fail the
-        # send (a retry would send it twice). It is logged for the user to see.
+    def _append_sent(self, raw: bytes) -> str | None:
+        """File our copy in Sent; the reason it could not be, or None.
+
+        The message is already delivered: failing to file a copy must not fail the
+        send (a retry would send it twice). The reason goes back with the send
+        result, and the mailbox page shows it.
+        """
         try:
-            self._imap().append(self._sent_folder_name(), raw, flags=[SEEN])
+            folder = self._sent_folder_name()
+            self._imap().append(folder, raw, flags=[SEEN])
         except (IMAPClientError, OSError, ProviderError) as exc:
             log.warning("append_sent_failed mailbox=%s error=%s", self.email, exc)
+            return f"the copy could not be filed in Sent: {exc}"[:500]
+        return None
 
     def find_sent(self, message_id: str) -> SendResult | None:
         client = self._imap()
+        folder = self._sent_folder_name()
         try:
-            client.select_folder(self._sent_folder_name(), readonly=True)
+            self._selected = None
+            client.select_folder(folder, readonly=True)
             uids = client.search(["HEADER", "Message-ID", message_id])
         except (IMAPClientError, OSError) as exc:
-            raise ProviderError(f"IMAP search in Sent failed: {exc}") from exc
+            raise ProviderError(f"IMAP search in {folder} failed: {exc}") from exc
         return SendResult(message_id=message_id) if uids else None
 
     # -- sync ----------------------------------------------------------------
@@ -200,14 +221,16 @@ class ImapProvider(MailboxProvider):
     def changes(self, cursor: dict[str, Any] | None, since: datetime) -> Iterator[ChangeBatch]:
         state = dict(cursor or {})
         client = self._imap()
+        self._selected = None  # a new sync: ask the server for each folder's UIDVALIDITY
         for folder in self.folders:
             try:
-                info = client.select_folder(folder, readonly=True)
-                uidvalidity = int(info[b"UIDVALIDITY"])
+                uidvalidity = self._select(client, folder)
                 previous = _folder_cursor(state, folder)
                 if previous is not None and previous.get("uidvalidity") == uidvalidity:
                     last_uid = int(previous.get("last_uid", 0))
-                    uids = [u for u in client.search(["UID", f"{last_uid + 1}:*"]) if u > last_uid]
+                    # An explicit top, not "*": Mailutils 3.15 answers "UID n:*" with nothing.
+                    wanted = f"{last_uid + 1}:{MAX_UID}"
+                    uids = [u for u in client.search(["UID", wanted]) if u > last_uid]
                 else:
                     if previous is not None:
                         log.warning(
@@ -247,6 +270,25 @@ class ImapProvider(MailboxProvider):
                     "synced_on": today,
                 }
                 yield ChangeBatch(messages=messages, cursor=dict(state))
+
+    def _select(self, client: imapclient.IMAPClient, folder: str) -> int:
+        """Select `folder` read-write (BODY.PEEK leaves flags alone); its UIDVALIDITY.
+
+        Read-write, not EXAMINE: Courier keeps a folder's UID list (courierimapuiddb)
+        only when a read-write session opens it; examined only, it makes up a new
+        UIDVALIDITY for every session (measured: every second), each sync would
+        rebuild, and a message listed could not be fetched by its UID. A folder
+        the server shows read-only is examined. Selected once per connection.
+        """
+        if self._selected is not None and self._selected[0] == folder:
+            return self._selected[1]
+        try:
+            info = client.select_folder(folder, readonly=False)
+        except IMAPClientError:
+            info = client.select_folder(folder, readonly=True)
+        validity = int(info[b"UIDVALIDITY"])
+        self._selected = (folder, validity)
+        return validity
 
     def _summaries(
         self, client: imapclient.IMAPClient, folder: str, uidvalidity: int, uids: list[int]
@@ -299,6 +341,8 @@ class ImapProvider(MailboxProvider):
         # Identity for a message without a Message-ID: what survives a UIDVALIDITY change.
         stable = f"{folder}:{received.isoformat() if received else uid}:{size}"
         summary = summarize_headers(block, stable)
+        if summary.rfc_message_id is not None:
+            self._listed_ids[fetch_ref] = summary.rfc_message_id
         return HeaderSummary(
             provider_id=summary.provider_id,
             fetch_ref=fetch_ref,
@@ -330,10 +374,9 @@ class ImapProvider(MailboxProvider):
         validity_text, uid_text, folder = fetch_ref.split(":", 2)
         client = self._imap()
         try:
-            info = client.select_folder(folder, readonly=True)
-            if int(info[b"UIDVALIDITY"]) != int(validity_text):
-                raise ProviderError(f"UIDVALIDITY of {folder} changed during sync")
             uid = int(uid_text)
+            if self._select(client, folder) != int(validity_text):
+                uid = self._find_again(client, folder, fetch_ref)
             item = f"BODY.PEEK[]<0.{max_bytes}>".encode()
             data = client.fetch([uid], [item]).get(uid)
         except (IMAPClientError, OSError) as exc:
@@ -344,6 +387,19 @@ class ImapProvider(MailboxProvider):
         if body is None:
             raise ProviderError(f"IMAP server returned no body for {uid} in {folder}")
         return body
+
+    def _find_again(self, client: imapclient.IMAPClient, folder: str, fetch_ref: str) -> int:
+        """The UID of a listed message after the server renumbered the folder (by Message-ID).
+
+        Raises:
+            ProviderError: transient: the next sync re-lists the folder's rebuild window.
+        """
+        message_id = self._listed_ids.get(fetch_ref)
+        found = client.search(["HEADER", "Message-ID", message_id]) if message_id else []
+        if not found:
+            raise ProviderError(f"UIDVALIDITY of {folder} changed during sync")
+        log.info("imap_refound_after_uidvalidity folder=%s message_id=%s", folder, message_id)
+        return int(found[0])
 
     # -- push ----------------------------------------------------------------
 
