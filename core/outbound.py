@@ -172,9 +172,9 @@ def normalize_host(raw: str) -> str:
     Accepts a canonical dotted-quad IPv4, an IPv6 literal (bare or in brackets,
     no zone id) or an ASCII DNS name whose last label starts with a letter.
     """
-    host = raw.strip() if isinstance(raw, str) else ""
+    host = raw if isinstance(raw, str) else ""
     shown = _shown(host)
-    if not host:
+    if not host.strip():
         raise OutboundError("the server name is empty")
     if not host.isascii():
         raise OutboundError(

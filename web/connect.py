@@ -48,6 +48,7 @@ from sqlalchemy.exc import IntegrityError
 from config import get_settings, queues
 from core.crypto import decrypt_json, encrypt_json
 from core.models import Mailbox, MailboxKind, MailboxStatus, utcnow
+from core.outbound import OutboundError, resolve, resolve_url
 from web import oauth_flow
 from web.api import ApiError, error_response, parse_body, require_token
 from web.api.schemas import (
@@ -239,6 +240,10 @@ def connect_imap(*, team_id: int, user_id: int | None, body: MailboxCreate) -> M
         raise ApiError(409, "conflict", f"{email} is already connected as a {existing} mailbox")
     if mailbox is not None and mailbox.status == MailboxStatus.ACTIVE:
         raise ApiError(409, "conflict", f"{email} is already connected")
+    # Even unverified, a server the outbound policy refuses is never saved: the sync
+    # would be refused later anyway, and the team should hear it now.
+    check_server("imap", body.imap.host, body.imap.port)
+    check_server("smtp", body.smtp.host, body.smtp.port)
     if body.verify:
         from worker.sync.registry import open_provider
 
@@ -355,7 +360,28 @@ for _kind in OAUTH_KINDS:
     oauth_flow.register(_kind, MailboxFlow(_kind))
 
 
+def refused(field: str, exc: OutboundError) -> ApiError:
+    """The 422 for a destination the outbound policy (core.outbound) refuses."""
+    code = "address_not_allowed" if exc.permanent else "mailbox_unreachable"
+    return ApiError(422, code, str(exc), {field: str(exc)})
+
+
+def check_server(field: str, host: str, port: int) -> None:
+    """Raise a 422 naming `field` ("imap", "smtp") if the policy refuses host:port."""
+    try:
+        resolve(host, port, purpose=field.upper())
+    except OutboundError as exc:
+        raise refused(
+            field, OutboundError(f"{field.upper()} server {exc}", permanent=exc.permanent)
+        ) from None
+
+
 def exchange_credentials(body: ExchangeMailboxCreate) -> dict[str, Any]:
+    """The credentials to store; a 422 first if the policy refuses the EWS URL."""
+    try:
+        resolve_url(body.ews_url, purpose="Exchange", schemes=("https", "http"))
+    except OutboundError as exc:
+        raise refused("ews_url", OutboundError(f"EWS URL {exc}", permanent=exc.permanent)) from None
     if body.auth == "oauth":
         return {"ews_url": body.ews_url, "auth": "oauth", "access_token": body.access_token}
     return {
@@ -505,6 +531,11 @@ def api_disconnect(mailbox_id: int) -> ResponseReturnValue:
 @pages.get("/mailboxes")
 @login_required
 def page() -> ResponseReturnValue:
+    return _page(request.args.get("message"))
+
+
+def _page(message: str | None, status: int = 200) -> ResponseReturnValue:
+    """The mailboxes page with `message`; an error is shown with its 4xx, not redirected."""
     user = current_user()
     assert user is not None
     rows = (
@@ -519,8 +550,8 @@ def page() -> ResponseReturnValue:
         names=PROVIDER_NAMES,
         google=providers.google_configured,
         microsoft=providers.microsoft_configured,
-        message=request.args.get("message"),
-    )
+        message=message,
+    ), status
 
 
 @pages.post("/mailboxes/connect/<kind>")
@@ -551,7 +582,7 @@ def page_connect_exchange() -> ResponseReturnValue:
         fields = "; ".join(
             f"{'.'.join(map(str, e['loc'])) or 'form'}: {e['msg']}" for e in exc.errors()
         )
-        return redirect(url_for("mailboxes.page", message=fields))
+        return _page(fields, 422)
     try:
         credentials = exchange_credentials(body)
         verify_exchange(body.email, credentials)
@@ -564,7 +595,7 @@ def page_connect_exchange() -> ResponseReturnValue:
             mailbox_id=None,
         )
     except ApiError as exc:
-        return redirect(url_for("mailboxes.page", message=exc.message))
+        return _page(exc.message, exc.status)
     return redirect(url_for("mailboxes.page", message=f"{body.email} is connected."))
 
 
@@ -600,9 +631,10 @@ def page_reconnect(mailbox_id: int) -> ResponseReturnValue:
             return redirect(
                 url_for("mailboxes.page", message=f"{mailbox.email} is connected again.")
             )
-    except (ApiError, ProviderError) as exc:
-        message = exc.message if isinstance(exc, ApiError) else str(exc)
-        return redirect(url_for("mailboxes.page", message=message))
+    except ApiError as exc:
+        return _page(exc.message, exc.status)
+    except ProviderError as exc:  # the OAuth provider's sign-in is unreachable
+        return redirect(url_for("mailboxes.page", message=str(exc)))
     # IMAP: the connect form, filled in with the stored servers (never the passwords).
     return redirect(url_for("imap.connect", mailbox_id=mailbox_id))
 

@@ -10,7 +10,9 @@ names, never its passwords; connecting the same address again reconnects it.
 The mailboxes page (`web.connect`) lists the result; Gmail, Microsoft 365 and
 Exchange connect there.
 
-Must never: echo a password back into the page, or log one.
+Must never: echo a password back into the page, or log one; show bytes a server
+sent other than a well-formed refusal of the login (worker.sync.imap_connect); or
+connect anywhere the outbound policy (core.outbound) refuses.
 """
 
 from __future__ import annotations
@@ -141,14 +143,15 @@ def connect() -> ResponseReturnValue:
     try:
         mailbox = connect_imap(team_id=team_id(), user_id=user().id, body=body)
     except ApiError as exc:
-        if exc.code == "mailbox_unreachable":
+        if exc.code in ("mailbox_unreachable", "address_not_allowed"):
             server = "smtp" if "smtp" in (exc.fields or {}) else "imap"
-            errors.add(
-                f"{server}_host",
-                f"{server.upper()}: {exc.message} "
-                "(check the server, port, security, user name and password).",
+            hint = (
+                "(use the mail server's public name or address)"
+                if exc.code == "address_not_allowed"
+                else "(check the server, port, security, user name and password)"
             )
+            errors.add(f"{server}_host", f"{server.upper()}: {exc.message} {hint}.")
             return _page(errors, 422)
         errors.add("email", f"Email address: {exc.message}.")
-        return _page(errors, 409)
+        return _page(errors, exc.status)
     return redirect(_done_url(f"{mailbox.email} is connected."))

@@ -58,8 +58,9 @@ def server_words(said: object, password: object) -> str:
     return f": {text}" if text else ""
 
 
-def _refused(exc: OutboundError) -> ProviderError:
-    return ProviderError(str(exc), permanent=exc.permanent)
+def _refused(exc: OutboundError, purpose: str) -> ProviderError:
+    # "SMTP server ..." / "IMAP server ...": callers tell the two apart by the prefix.
+    return ProviderError(f"{purpose} server {exc}", permanent=exc.permanent)
 
 
 # -- IMAP ----------------------------------------------------------------------------
@@ -136,7 +137,7 @@ def open_imap(
     try:
         destination = resolve(host, _port(server), purpose="IMAP")
     except OutboundError as exc:
-        raise _refused(exc) from None
+        raise _refused(exc, "IMAP") from None
     where = destination.label
     try:
         client = PinnedIMAPClient(
@@ -267,7 +268,7 @@ def open_smtp(
     try:
         destination = resolve(host, _port(server), purpose="SMTP")
     except OutboundError as exc:
-        raise _refused(exc) from None
+        raise _refused(exc, "SMTP") from None
     where = destination.label
     smtp: smtplib.SMTP | None = None
     try:
