@@ -627,6 +627,13 @@ class Document(Base):
     # Defaults for the links made when the document goes out in an email.
     allow_download: Mapped[bool] = mapped_column(Boolean, default=False)
     expires_after_days: Mapped[int | None] = mapped_column(Integer)
+    # What the PDF (the upload, or the one made from it) holds that a reader could
+    # act on: codes from core.documents.findings; NULL: not checked by this version.
+    active_content: Mapped[list[str] | None] = mapped_column(JSON(none_as_null=True))
+    # The blob a download serves ("original", "document.pdf" or "download.pdf", the
+    # copy without active content); NULL: none may be offered.
+    download_blob: Mapped[str | None] = mapped_column(String(100))
+    download_bytes: Mapped[int | None] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
     ready_at: Mapped[datetime | None]

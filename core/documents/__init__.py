@@ -2,7 +2,8 @@
 
 Owns where document bytes live (`storage`: the original upload, the PDF made
 from an Office file, every page image), deciding a file's type from its
-content (`sniff`), and the signed tokens in viewer URLs (`tokens`).
+content (`sniff`), the signed tokens in viewer URLs (`tokens`), and the words
+for the active content found in a PDF and what became of it (`findings`).
 
 Must never: trust a file's name or declared content type, open a file with a
 library that could run its code (parsing and rendering happen in the worker's

@@ -252,16 +252,18 @@ def test_hostile_files_fail_with_a_clear_reason_and_the_worker_carries_on(
     hostile = {
         "encrypted.pdf": (samples.encrypted_pdf(), "password-protected"),
         "corrupt.pdf": (samples.corrupt_pdf(), "damaged"),
-        "script.pdf": (samples.javascript_pdf(), "contains JavaScript"),
         "huge.pdf": (samples.many_pages_pdf(2000), "has 2,000 pages"),
         "bomb.docx": (samples.zip_bomb_docx(), "expands to 320 MB"),
         "lying-bomb.docx": (samples.lying_zip_bomb_docx(), "was not opened"),
     }
     ids = {name: uploaded(team_api, data, name) for name, (data, _said) in hostile.items()}
     good = uploaded(team_api, samples.pdf_bytes(2), "fine.pdf")
+    # Scripts are not refused: the pages are shown as images, the download is without them.
+    scripted = uploaded(team_api, samples.javascript_pdf(), "script.pdf")
 
     def settled() -> dict[int, Any] | None:
-        found = {i: team_api.get(f"/api/v1/documents/{i}").json for i in [*ids.values(), good]}
+        every = [*ids.values(), good, scripted]
+        found = {i: team_api.get(f"/api/v1/documents/{i}").json for i in every}
         done = all(d["status"] in ("ready", "failed") for d in found.values())
         return found if done else None
 
@@ -272,6 +274,9 @@ def test_hostile_files_fail_with_a_clear_reason_and_the_worker_carries_on(
         assert said in body["error"], (name, body["error"])
         assert "/tmp" not in body["error"]
     assert found[good]["status"] == "ready"
+    assert found[scripted]["status"] == "ready"
+    assert found[scripted]["active_content"] == ["javascript", "open_action"]
+    assert found[scripted]["download"]["file_name"] == "script.pdf"
     assert worker_stack.running["worker"].poll() is None, "the worker died"
 
 

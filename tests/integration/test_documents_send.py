@@ -2,8 +2,9 @@
 
 Real SMTP server, real Dovecot: the tracked document arrives as a link to this
 recipient's own viewer URL (left alone by click tracking), the plain one as an
-ordinary MIME attachment with the original bytes, and a retried hand-over
-writes the same link.
+ordinary MIME attachment with the original bytes (a PDF with a script and a
+submit button as the copy without them), and a retried hand-over writes the
+same link.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+import pymupdf
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
@@ -23,9 +25,10 @@ from core.db import session_scope
 from core.documents.tokens import read_link_token
 from core.models import DocumentLink, Mailbox, SentMessage
 from tests.conftest import create_user
-from tests.fixtures.documents import samples
+from tests.fixtures.documents import active, samples
 from tests.services.dovecot import DovecotServer
 from worker.documents.jobs import process_document_job
+from worker.documents.pdf_active import find_active_content
 from worker.sequences import engine
 from worker.sequences.jobs import send_due_step
 
@@ -59,8 +62,9 @@ def test_step_documents_arrive_as_a_tracked_link_and_a_plain_attachment(
         return response.json
 
     pricing, terms = samples.pdf_bytes(2, title="Pricing"), samples.pdf_bytes(1, title="Terms")
+    form = active.with_feature("submit_form_button")
     ids = []
-    for data, name in ((pricing, "pricing.pdf"), (terms, "terms.pdf")):
+    for data, name in ((pricing, "pricing.pdf"), (terms, "terms.pdf"), (form, "form.pdf")):
         uploaded = client.post(
             "/api/v1/documents",
             data={"file": (io.BytesIO(data), name)},
@@ -98,6 +102,7 @@ def test_step_documents_arrive_as_a_tracked_link_and_a_plain_attachment(
             "documents": [
                 {"document_id": ids[0], "tracked": True},
                 {"document_id": ids[1], "tracked": False},
+                {"document_id": ids[2], "tracked": False},
             ]
         },
         method="put",
@@ -105,6 +110,7 @@ def test_step_documents_arrive_as_a_tracked_link_and_a_plain_attachment(
     assert [(d["name"], d["tracked"]) for d in attached["documents"]] == [
         ("pricing.pdf", True),
         ("terms.pdf", False),
+        ("form.pdf", False),
     ]
     enrollment = post(
         "/api/v1/enrollments", {"sequence_id": sequence["id"], "email": prospect, "name": "Dana"}
@@ -125,9 +131,14 @@ def test_step_documents_arrive_as_a_tracked_link_and_a_plain_attachment(
     assert "/c/" in html  # the ordinary link is click-tracked; the document link is not
     files = [p for p in message.iter_attachments()]
     assert [(p.get_filename(), p.get_content_type()) for p in files] == [
-        ("terms.pdf", "application/pdf")
+        ("terms.pdf", "application/pdf"),
+        ("form.pdf", "application/pdf"),
     ]
     assert files[0].get_content() == terms
+    # A PDF with a script and a submit button goes out as the copy without them.
+    with pymupdf.open(stream=files[1].get_content(), filetype="pdf") as sent_form:
+        assert find_active_content(sent_form) == []
+        assert sent_form.page_count == 2
 
     # The same hand-over again (a retry) makes no second link and the same URL.
     with session_scope() as session:

@@ -69,16 +69,25 @@ class Shared:
 
 
 def share(
-    app: Flask, client: FlaskClient, *, pages: int = 4, allow_download: bool = True
+    app: Flask,
+    client: FlaskClient,
+    *,
+    pages: int = 4,
+    allow_download: bool = True,
+    original: bytes | None = None,
+    filename: str = "pricing.pdf",
 ) -> Shared:
-    """A team-plan team, a processed PDF, and one prospect's link to it sent an hour ago."""
+    """A team-plan team, a processed document, and one prospect's link to it sent an hour ago.
+
+    The document is a `pages`-page PDF unless `original` (named `filename`) is given.
+    """
     api_token = create_user(
         app, "rep@seller.test", "Sellers", "--plan", "team", "--password", PASSWORD
     )
-    original = samples.pdf_bytes(pages, title="Pricing")
+    original = original or samples.pdf_bytes(pages, title="Pricing")
     response = client.post(
         "/api/v1/documents",
-        data={"file": (io.BytesIO(original), "pricing.pdf")},
+        data={"file": (io.BytesIO(original), filename)},
         headers={"Authorization": f"Bearer {api_token}"},
         content_type="multipart/form-data",
     )

@@ -106,3 +106,14 @@ def test_secrets_to_redact_cover_every_configured_secret() -> None:
     for secret in (SECRET, KEY, "sfpassword1", "dbpass123", "redispass1"):
         assert secret in redacted
     assert SECRET not in repr(settings)
+
+
+def test_document_network_isolation_is_auto_unless_set_and_refuses_other_words(
+    tmp_path: Path,
+) -> None:
+    local = {"SIGHTLINE_VAR_DIR": str(tmp_path)}
+    assert load_settings(local).documents.network_isolation == "auto"
+    required = {**local, "SIGHTLINE_DOCUMENT_NETWORK_ISOLATION": "Required"}
+    assert load_settings(required).documents.network_isolation == "required"
+    with pytest.raises(ConfigError, match="SIGHTLINE_DOCUMENT_NETWORK_ISOLATION"):
+        load_settings({**local, "SIGHTLINE_DOCUMENT_NETWORK_ISOLATION": "yes"})

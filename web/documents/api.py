@@ -17,6 +17,7 @@ from sqlalchemy import delete, func, select
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from config import get_settings
+from core.documents.findings import FINDINGS, attachment_blob, describe
 from core.documents.storage import get_blob_store
 from core.models import (
     Document,
@@ -85,6 +86,12 @@ class ViewsOut(BaseModel):
     last_viewed_at: datetime | None
 
 
+class DownloadOut(BaseModel):
+    file_name: str = Field(description="an Office file is offered as its PDF: deck.pdf")
+    content_type: str
+    size_bytes: int | None
+
+
 class DocumentOut(BaseModel):
     id: int
     name: str
@@ -97,6 +104,17 @@ class DocumentOut(BaseModel):
     error: str | None = Field(description="why processing failed, in words to act on")
     page_count: int | None
     allow_download: bool
+    active_content: list[str] | None = Field(
+        description="what the PDF holds that a reader could act on: "
+        + ", ".join(FINDINGS)
+        + "; null until checked"
+    )
+    download: DownloadOut | None = Field(
+        description="what a recipient who may download gets; null: no download is offered"
+    )
+    download_note: str | None = Field(
+        description="in words: what was removed from the download copy, or why there is none"
+    )
     expires_after_days: int | None
     created_at: datetime
     ready_at: datetime | None
@@ -521,7 +539,17 @@ def put_step_documents(sequence_id: int, position: int) -> ResponseReturnValue:
             message = f"{document.name} is {document.status}; only ready documents can be added"
             raise ApiError(422, "invalid_request", f"{field}: {message}", {field: message})
         if not item.tracked:
-            plain_bytes += document.size_bytes
+            blob = attachment_blob(document.kind, document.active_content, document.download_blob)
+            if blob is None:
+                found = describe(document.active_content or [])
+                message = (
+                    f"{document.name} contains {found}, which could not be removed: "
+                    "send it as a tracked link"
+                )
+                raise ApiError(422, "invalid_request", f"{field}: {message}", {field: message})
+            plain_bytes += (
+                document.size_bytes if blob == "original" else document.download_bytes or 0
+            )
     if plain_bytes > MAX_ATTACHMENT_BYTES:
         message = (
             f"plain attachments add up to {megabytes(plain_bytes)}; mail systems refuse "

@@ -1,4 +1,4 @@
-"""What the library pages and the API share: uploads, plan checks, summaries."""
+"""What the library pages and the API share: uploads, plan checks, summaries, downloads."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from sqlalchemy import and_, func, select
 from sqlalchemy.orm import Session
 
 from config import get_settings
+from core.documents.findings import download_note
 from core.documents.sniff import UnsupportedFileError, sniff
 from core.documents.storage import get_blob_store
 from core.models import (
@@ -290,6 +291,41 @@ def recipients(session: Session, document: Document) -> list[RecipientRow]:
     return out
 
 
+@dataclass(frozen=True)
+class DownloadFile:
+    """What a download of a document serves (`worker.documents.download` decided it)."""
+
+    blob: str
+    file_name: str
+    content_type: str
+    size: int | None
+
+
+def download_file(document: Document) -> DownloadFile | None:
+    """The file a recipient who may download gets, or None when none may be offered.
+
+    A PDF comes as uploaded, or as the copy without its active content; an Office
+    file always as the PDF made from it, named like it (deck.pptx → deck.pdf).
+    """
+    blob = document.download_blob
+    if blob is None:
+        return None
+    if blob == "original":
+        return DownloadFile(blob, document.name, document.content_type, document.size_bytes)
+    name = document.name
+    if document.kind != "pdf":
+        stem, dot, _extension = name.rpartition(".")
+        name = f"{stem if dot else name}.pdf"
+    return DownloadFile(blob, name, "application/pdf", document.download_bytes)
+
+
+def document_download_note(document: Document) -> str | None:
+    """The sentence about the download copy for the document's page and the API."""
+    if document.status != DocumentStatus.READY:
+        return None
+    return download_note(document.active_content, document.kind, document.download_blob is not None)
+
+
 def iso(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
 
@@ -308,6 +344,9 @@ def document_json(session: Session, document: Document) -> dict[str, Any]:
         "error": document.error,
         "page_count": document.page_count,
         "allow_download": document.allow_download,
+        "active_content": document.active_content,
+        "download": _download_json(document),
+        "download_note": document_download_note(document),
         "expires_after_days": document.expires_after_days,
         "created_at": iso(document.created_at),
         "ready_at": iso(document.ready_at),
@@ -317,6 +356,17 @@ def document_json(session: Session, document: Document) -> dict[str, Any]:
             "downloads": summary.downloads,
             "last_viewed_at": iso(summary.last_at),
         },
+    }
+
+
+def _download_json(document: Document) -> dict[str, Any] | None:
+    found = download_file(document)
+    if found is None:
+        return None
+    return {
+        "file_name": found.file_name,
+        "content_type": found.content_type,
+        "size_bytes": found.size,
     }
 
 

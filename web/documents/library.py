@@ -30,6 +30,7 @@ from web.documents.common import (
     UploadError,
     counted,
     create_document,
+    document_download_note,
     enqueue_processing,
     has_plan,
     link_state,
@@ -192,6 +193,7 @@ def detail(document_id: int) -> ResponseReturnValue:
     return render_template(
         "documents/detail.html",
         document=document,
+        download_note=document_download_note(document),
         pages=pages,
         summary=summary,
         chart=seconds_per_page_svg(values, f"Seconds spent on each page of {document.name}")

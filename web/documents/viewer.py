@@ -39,7 +39,7 @@ from core.models import (
 )
 from web.db import db
 from web.documents import visits
-from web.documents.common import link_state
+from web.documents.common import download_file, link_state
 
 bp = Blueprint("viewer", __name__)
 log = logging.getLogger(__name__)
@@ -182,7 +182,8 @@ def view(token: str) -> ResponseReturnValue:
         pages=pages,
         image=image,
         own_device=own_device,
-        allow_download=link.allow_download,
+        allow_download=link.allow_download and download_file(document) is not None,
+        scrubbed=bool(document.active_content),
         download_url=url_for("viewer.download", token=token, v=visit_value or None),
         beacon_url=url_for("viewer.beacon", token=token),
         visit=visit_value,
@@ -269,6 +270,9 @@ def download(token: str) -> ResponseReturnValue:
             "still read it online.",
             403,
         ).page()
+    offered = download_file(document)
+    if offered is None:
+        return _no_download_copy(document).page()
     if visits.tracking_on(db(), link):
         visit_ref = read_visit_token(request.args.get("v", ""))
         visit = db().get(DocumentVisit, visit_ref.visit_id) if visit_ref else None
@@ -281,12 +285,31 @@ def download(token: str) -> ResponseReturnValue:
         if made:
             visits.nudge_feed()
     try:
-        chunks = get_blob_store().iter_chunks(document.id, "original")
+        chunks = get_blob_store().iter_chunks(document.id, offered.blob)
     except BlobNotFoundError:
-        log.error("document_original_missing document_id=%s", document.id)
+        log.error("document_download_missing document_id=%s blob=%s", document.id, offered.blob)
         return _unavailable("Not available", f"{document.name} cannot be downloaded.", 404).page()
-    response = Response(stream_with_context(chunks), mimetype=document.content_type)
-    response.headers["Content-Disposition"] = _content_disposition(document.name)
-    response.headers["Content-Length"] = str(document.size_bytes)
-    log.info("document_download link_id=%s", link.id)
+    response = Response(stream_with_context(chunks), mimetype=offered.content_type)
+    response.headers["Content-Disposition"] = _content_disposition(offered.file_name)
+    if offered.size is not None:
+        response.headers["Content-Length"] = str(offered.size)
+    log.info("document_download link_id=%s blob=%s", link.id, offered.blob)
     return response
+
+
+def _no_download_copy(document: Document) -> Refusal:
+    """Downloads are allowed but there is no copy to offer: still being checked, or none."""
+    if document.active_content is None:
+        return _unavailable(
+            "Download being prepared",
+            f"The download of {document.name} is being prepared. This page will refresh in "
+            "a minute; you can read it online meanwhile.",
+            503,
+            refresh=60,
+        )
+    return _unavailable(
+        "Download not offered",
+        f"{document.name} cannot be offered for download: it holds content that could run "
+        "on your computer, which could not be removed. You can still read it online.",
+        403,
+    )

@@ -11,7 +11,10 @@ emails).
   ``data-sightline-untracked`` so click tracking leaves it alone: the viewer
   records the visit itself. If the team is not (or no longer) on the team plan,
   or has tracking off, the link still works and records nothing (`tracked` false).
-- plain: the original file as an ordinary attachment. Never tracked.
+- plain: the file as an ordinary attachment, never tracked: the original, except
+  a PDF with active content, which goes as the copy without it
+  (`core.documents.findings.attachment_blob`; the API refuses to add one as a
+  plain attachment when no such copy could be made).
 
 Must never: put a tracked link where the sender's own copy is kept (the
 Salesforce description gets the names only), or send a link for a document of
@@ -29,6 +32,7 @@ from datetime import timedelta
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
+from core.documents.findings import attachment_blob
 from core.documents.storage import get_blob_store
 from core.documents.tokens import link_token
 from core.events import insert_ignore
@@ -155,8 +159,12 @@ def documents_for_message(
             log.warning("document_skipped_deleted sent_id=%s document_id=%s", sent.id, document.id)
             continue
         if not row.tracked:
-            if sending:
-                data = get_blob_store().get(document.id, "original")
+            blob = attachment_blob(document.kind, document.active_content, document.download_blob)
+            if blob is None:
+                # The API refuses this; a row from before the check is skipped, not sent.
+                log.warning("document_not_attached sent_id=%s document_id=%s", sent.id, document.id)
+            elif sending:
+                data = get_blob_store().get(document.id, blob)
                 attachments.append(Attachment(document.name, document.content_type, data))
             continue
         if not sending:

@@ -36,6 +36,7 @@ from core.documents.storage import BlobNotFoundError, get_blob_store
 from core.models import Document, DocumentPage, DocumentStatus, utcnow
 from worker.documents.children import spawn_sandbox
 from worker.documents.convert import ConversionError, convert_to_pdf, stop_group
+from worker.documents.download import decide
 from worker.documents.safety import ArchiveRejectedError, check_archive
 from worker.documents.sandbox import THUMB_WIDTH, WIDTHS
 
@@ -52,8 +53,6 @@ _INSPECT_MESSAGES = {
     "copy.",
     "password": "This PDF is password-protected. Upload a copy without a password.",
     "empty": "This PDF has no pages.",
-    "active_content": "This PDF contains JavaScript or actions that start programs. Sightline "
-    "does not send files that can run code: print it to a new PDF and upload that.",
 }
 
 
@@ -213,18 +212,29 @@ def _process(folder: Path, document: Document, token: str) -> int:
             raise DocumentError(str(exc)) from None
     pdf = _convert(folder, original, file_type, document, token) if file_type.office else original
     _set_now(document.id, token, status=DocumentStatus.RENDERING, progress=0, kind=file_type.kind)
-    page_count = _render(folder, pdf, document.id, token)
-    _set_now(
-        document.id,
-        token,
-        status=DocumentStatus.READY,
-        progress=100,
-        page_count=page_count,
-        error=None,
-        ready_at=utcnow(),
-        claim_token=None,
-        heartbeat_at=None,
-    )
+    page_count, findings = _render(folder, pdf, document.id, token)
+    # Within half a lease, so the heartbeat written next is never stale.
+    timeout = min(get_settings().documents.render_seconds, LEASE_SECONDS // 2)
+    copy = decide(folder, pdf, file_type.kind, findings, document.id, timeout)
+    with session_scope() as session:
+        if copy.path is not None and copy.blob is not None:
+            with copy.path.open("rb") as handle:
+                get_blob_store().put_file(session, document.id, copy.blob, handle)
+        _set(
+            session,
+            document.id,
+            token,
+            status=DocumentStatus.READY,
+            progress=100,
+            page_count=page_count,
+            active_content=findings,
+            download_blob=copy.blob,
+            download_bytes=copy.size,
+            error=None,
+            ready_at=utcnow(),
+            claim_token=None,
+            heartbeat_at=None,
+        )
     return page_count
 
 
@@ -289,8 +299,11 @@ def _pump(stream: IO[bytes], inbox: queue.Queue[dict[str, Any] | None]) -> None:
     inbox.put(None)
 
 
-def _render(folder: Path, pdf: Path, document_id: int, token: str) -> int:
-    """Inspect and render in the sandbox, storing pages as they come. Returns the page count."""
+def _render(folder: Path, pdf: Path, document_id: int, token: str) -> tuple[int, list[str]]:
+    """Inspect and render in the sandbox, storing pages as they come.
+
+    Returns the page count and what the inspection found (`core.documents.findings`).
+    """
     settings = get_settings().documents
     out = folder / "pages"
     out.mkdir()
@@ -320,8 +333,9 @@ def _collect(
     document_id: int,
     token: str,
     errors: Path,
-) -> int:
+) -> tuple[int, list[str]]:
     page_count: int | None = None
+    findings: list[str] = []
     batch: list[dict[str, Any]] = []
     stored = 0
     last_flush = time.monotonic()
@@ -354,6 +368,7 @@ def _collect(
             if not verdict.get("ok"):
                 raise _refusal(verdict, get_settings().documents.max_pages)
             page_count = int(verdict["pages"])
+            findings = [str(code) for code in verdict.get("findings", [])]
         elif "error" in item:
             page = item.get("page", "?")
             raise DocumentError(
@@ -375,7 +390,7 @@ def _collect(
             batch = []
             last_flush = time.monotonic()
     assert page_count is not None
-    return page_count
+    return page_count, findings
 
 
 def _store(

@@ -1,11 +1,16 @@
 """The code that runs in a sandboxed child process: PyMuPDF and Pillow live only here.
 
     python -m worker.documents.sandbox process PDF OUT MAX_PAGES WORKERS
+    python -m worker.documents.sandbox scrub PDF TARGET
+    python -m worker.documents.sandbox check PDF
 
-One process opens the PDF and inspects it (password, damage, page count,
-JavaScript or Launch actions), writing one line::
+`process`: one process opens the PDF and inspects it (password, damage, page
+count, and the active content `worker.documents.pdf_active` finds, which is
+reported, not refused: only images of the pages are ever shown), writing one
+line::
 
-    {"inspect": {"ok": true, "pages": n}}   or   {"inspect": {"ok": false, "code": ...}}
+    {"inspect": {"ok": true, "pages": n, "findings": [...]}}
+    {"inspect": {"ok": false, "code": ...}}
 
 then forks WORKERS - 1 copies of itself (PyMuPDF is imported once, which is
 most of a child's start-up) and each renders every WORKERS-th page: the page at
@@ -13,6 +18,16 @@ most of a child's start-up) and each renders every WORKERS-th page: the page at
 ``OUT/p<n>.json``, then the short line ``{"page": n}`` (short lines are written
 to the pipe whole). A page that fails writes ``{"page": n, "error": ...}`` and
 the process exits with status 3.
+
+`scrub`: writes a copy of the PDF without its active content to TARGET, opens
+that copy afresh and walks it again, and writes one line::
+
+    {"scrub": {"ok": true, "pages": n}}   or   {"scrub": {"ok": false, "detail": ...}}
+
+``ok`` only when the copy opens, has the same pages and nothing is found in it.
+
+`check`: only the inspection line of `process` (for documents shown before the
+inspection looked for active content), with no page limit.
 
 The parent (`worker.documents.pipeline`) starts this with a bare environment,
 in its own process group, and kills the group on its deadline. Here the process
@@ -34,11 +49,16 @@ import io
 import json
 import math
 import os
-import re
 import resource
 import sys
 from pathlib import Path
 from typing import Any
+
+from worker.documents.pdf_active import (
+    TooLargeToCheckError,
+    find_active_content,
+    remove_active_content,
+)
 
 ADDRESS_SPACE_BYTES = 2 * 1024 * 1024 * 1024
 WIDTHS = (1600, 800)
@@ -47,9 +67,6 @@ VIEW_WIDTH = 800
 MAX_PIXELS = 1600 * 1600 * 3
 QUALITY = {1600: 75, 800: 80, THUMB_WIDTH: 70}
 TEXT_LIMIT = 20_000
-MAX_XREFS_SCANNED = 1_000_000
-# A name that runs code when the file is opened or clicked in a PDF reader.
-_ACTIVE = re.compile(r"/(?:JS|JavaScript|Launch)(?![A-Za-z0-9])")
 
 
 def _limit_self() -> None:
@@ -83,19 +100,6 @@ def _open(path: str) -> Any:
     return pymupdf.open(path, filetype="pdf")
 
 
-def has_active_content(doc: Any) -> bool:
-    """True when any object names JavaScript or a Launch action."""
-    count = min(doc.xref_length(), MAX_XREFS_SCANNED)
-    for xref in range(1, count):
-        try:
-            source = doc.xref_object(xref, compressed=True)
-        except Exception:  # noqa: BLE001, S112 - a broken object is not active content
-            continue
-        if _ACTIVE.search(source):
-            return True
-    return False
-
-
 def inspect(path: str, max_pages: int) -> dict[str, Any]:
     try:
         doc = _open(path)
@@ -109,9 +113,12 @@ def inspect(path: str, max_pages: int) -> dict[str, Any]:
             return {"ok": False, "code": "empty", "detail": ""}
         if pages > max_pages:
             return {"ok": False, "code": "too_many_pages", "detail": str(pages)}
-        if has_active_content(doc):
-            return {"ok": False, "code": "active_content", "detail": ""}
-        return {"ok": True, "pages": pages, "encrypted": bool(doc.is_encrypted)}
+        return {
+            "ok": True,
+            "pages": pages,
+            "encrypted": bool(doc.is_encrypted),
+            "findings": find_active_content(doc),
+        }
 
 
 def zoom_for(width_pt: float, height_pt: float, target: int) -> float:
@@ -194,12 +201,42 @@ def process(path: str, out: Path, max_pages: int, workers: int) -> int:
     return status
 
 
+def scrub(path: str, target: str) -> dict[str, Any]:
+    """Write the copy without active content, then check it from scratch (see the docstring)."""
+    try:
+        with _open(path) as doc:
+            pages = doc.page_count
+            scrub_error = remove_active_content(doc, target)
+        with _open(target) as copy:
+            left = find_active_content(copy)
+            if copy.needs_pass or copy.page_count != pages:
+                return {"ok": False, "detail": f"the copy has {copy.page_count} of {pages} pages"}
+    except TooLargeToCheckError as exc:
+        return {"ok": False, "detail": f"too large to check: {exc}"}
+    except Exception as exc:  # noqa: BLE001 - any failure means no copy is offered
+        return {"ok": False, "detail": f"{type(exc).__name__}: {exc}"[:300]}
+    if left:
+        detail = f"still found after removal: {', '.join(left)}"
+        if scrub_error:
+            detail += f" (PyMuPDF's scrub: {scrub_error})"
+        return {"ok": False, "detail": detail}
+    return {"ok": True, "pages": pages}
+
+
 def main(argv: list[str]) -> int:
     _limit_self()
     if len(argv) == 5 and argv[0] == "process":
         return process(argv[1], Path(argv[2]), int(argv[3]), int(argv[4]))
+    if len(argv) == 3 and argv[0] == "scrub":
+        _say({"scrub": scrub(argv[1], argv[2])})
+        return 0
+    if len(argv) == 2 and argv[0] == "check":
+        _say({"inspect": inspect(argv[1], sys.maxsize)})
+        return 0
     sys.stderr.write(
         "usage: python -m worker.documents.sandbox process PDF OUT MAX_PAGES WORKERS\n"
+        "       python -m worker.documents.sandbox scrub PDF TARGET\n"
+        "       python -m worker.documents.sandbox check PDF\n"
     )
     return 2
 
