@@ -21,6 +21,12 @@ cannot read as another host:
 Anything else is replaced by the caller's default, and logged (never the
 target itself, which is attacker-chosen text: only its length).
 
+Werkzeug's own redirects (``/api/v1`` → ``/api/v1/``, merged slashes) are made
+absolute from the request's Host header, which the client chooses:
+`keep_redirects_on_site`, an after-request hook on every answer, turns an
+absolute Location naming the request's own host back into a path, so no Host
+header can make an answer point elsewhere.
+
 Must never: return a value that is not a path on this site.
 """
 
@@ -29,6 +35,9 @@ from __future__ import annotations
 import logging
 import unicodedata
 from urllib.parse import quote, quote_from_bytes, unquote, urlsplit
+
+from flask import request
+from werkzeug.wrappers import Response as BaseResponse
 
 log = logging.getLogger(__name__)
 
@@ -102,3 +111,19 @@ def path_of(path: str, query: bytes = b"") -> str:
     """
     text = quote(path, safe=_URL_SAFE)
     return f"{text}?{quote_from_bytes(query, safe=_URL_SAFE + '@')}" if query else text
+
+
+def keep_redirects_on_site(response: BaseResponse) -> BaseResponse:
+    """An absolute Location on the request's own host becomes a path (see the module doc).
+
+    Locations on other hosts (a provider's consent page) are left as they are:
+    the app builds those itself, never from a request.
+    """
+    location = response.headers.get("Location")
+    if not location or location.startswith("/"):
+        return response
+    parts = urlsplit(location)
+    if parts.scheme in ("http", "https") and parts.netloc.lower() == request.host.lower():
+        path = parts.path or "/"
+        response.headers["Location"] = path + (f"?{parts.query}" if parts.query else "")
+    return response

@@ -21,6 +21,8 @@ from flask import Flask
 from werkzeug.routing import IntegerConverter, Map
 from werkzeug.wrappers import Response as BaseResponse
 
+from web.redirects import keep_redirects_on_site
+
 MAX_ID = 2**31 - 1
 
 HTML_HEADERS = {
@@ -76,3 +78,4 @@ def init_app(app: Flask) -> None:
     """Call before any blueprint is registered: the converter applies to rules as they are added."""
     app.url_map.converters["int"] = BoundedIntConverter
     app.after_request(default_headers)
+    app.after_request(keep_redirects_on_site)

@@ -242,3 +242,13 @@ def test_no_route_redirects_off_site_whatever_next_or_return_to_says(
                     redirects += 1
                     assert _lands_here(location), (method, path, target, location)
     assert tried >= 500 and redirects >= 50
+
+
+def test_a_host_header_cannot_make_werkzeugs_own_redirects_point_elsewhere(
+    client: FlaskClient,
+) -> None:
+    for path, expected in (("/api/v1", "/api/v1/"), ("/static//app.css", "/static/app.css")):
+        answer = client.get(path, headers={"Host": "evil.example"})
+        assert answer.status_code in (301, 308), (path, answer.status_code)
+        assert answer.headers["Location"] == expected
+        assert _lands_here(answer.headers["Location"])
