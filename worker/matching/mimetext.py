@@ -25,6 +25,7 @@ import email.utils
 from collections.abc import Iterator
 from email.feedparser import BytesFeedParser
 from email.message import Message
+from email.parser import BytesHeaderParser
 from email.policy import Compat32
 from typing import Any
 
@@ -44,6 +45,7 @@ __all__ = [
     "iter_all_parts",
     "iter_own_parts",
     "parse_bytes",
+    "parse_header_bytes",
     "part_text",
     "sender_address",
 ]
@@ -97,8 +99,9 @@ MAX_PARTS = 256
 mail has a handful; a bounce three. A later part is not read."""
 
 MAX_PART_DEPTH = 16
-"""Nesting of multiparts followed. Real mail nests 3-4 deep; deeper subtrees are
-not read (the standard library's recursion would fail long before 1,000)."""
+"""Nesting of multiparts (and attached messages) followed. Real mail nests 3-4
+deep; a deeper part is read as text (the standard library's parser recurses per
+level and failed at ~1,000)."""
 
 MAX_ADDRESS_CHARS = 2_000
 """Characters of a From value handed to ``parseaddr`` (after comments are removed)."""
@@ -127,11 +130,29 @@ class _CappedPolicy(Compat32):
 
 
 class _CappedMessage(Message):
-    """A compat32 message that keeps at most ``MAX_HEADERS_PER_PART`` header fields."""
+    """A compat32 message with capped headers, which knows how deep it is nested.
+
+    A part nested deeper than ``MAX_PART_DEPTH`` reads as text: the standard
+    library's parser recurses once per multipart level and raised RecursionError
+    on a message nesting 2,000 of them; it now never goes past that depth.
+    """
+
+    depth = 0
 
     def set_raw(self, name: str, value: Any) -> None:
         if len(self) < MAX_HEADERS_PER_PART:
             super().set_raw(name, value)
+
+    def attach(self, payload: Message | str) -> None:
+        # The parser attaches each part to its parent before reading its headers.
+        if isinstance(payload, _CappedMessage):
+            payload.depth = self.depth + 1
+        super().attach(payload)
+
+    def get_content_type(self) -> str:
+        if self.depth > MAX_PART_DEPTH:
+            return "text/plain"
+        return super().get_content_type()
 
 
 _POLICY = _CappedPolicy()
@@ -149,6 +170,12 @@ def parse_bytes(raw: bytes) -> Message:
         check_budget()
         parser.feed(bytes(data[start : start + _FEED_CHUNK]))
     return parser.close()
+
+
+def parse_header_bytes(raw: bytes) -> Message:
+    """Parse a header block (or a whole message, headers only), capped as ``parse_bytes``."""
+    parser = BytesHeaderParser(_class=_CappedMessage, policy=_POLICY)
+    return parser.parsebytes(raw[:MAX_PARSED_BYTES])
 
 
 # Charsets that mailers declare but Python names differently or not at all.
