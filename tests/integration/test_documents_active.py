@@ -32,6 +32,9 @@ from worker.documents.jobs import check_document_job, recover_documents
 from worker.documents.pdf_active import find_active_content
 
 pytestmark = pytest.mark.integration
+# What the database changes is checked on both (the JSON column, the NULL check of
+# rows from before); the rest once.
+postgres_only = pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 
 EVERYTHING = (
     "This PDF contained JavaScript, an action that starts a program, a form that sends its "
@@ -98,6 +101,7 @@ def test_a_pdf_with_active_content_is_shown_and_its_download_holds_none_of_it(
     assert EVERYTHING in detail
 
 
+@postgres_only
 def test_a_pdf_that_only_mentions_scripts_is_offered_as_uploaded(
     app: Flask, client: FlaskClient
 ) -> None:
@@ -109,6 +113,7 @@ def test_a_pdf_that_only_mentions_scripts_is_offered_as_uploaded(
     assert response.data == original
 
 
+@postgres_only
 def test_when_active_content_cannot_be_cut_out_downloads_are_off_with_the_reason(
     app: Flask, client: FlaskClient
 ) -> None:
@@ -139,7 +144,7 @@ def test_when_active_content_cannot_be_cut_out_downloads_are_off_with_the_reason
     assert "send it as a tracked link" in answer.get_json()["error"]["message"]
 
 
-@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+@postgres_only
 def test_an_office_file_is_offered_as_the_pdf_shown(
     app: Flask, client: FlaskClient, tmp_path: Any
 ) -> None:
@@ -180,6 +185,7 @@ def test_documents_shown_before_are_checked_and_then_downloadable(
         assert find_active_content(copy) == [] and copy.embfile_count() == 0
 
 
+@postgres_only
 def test_the_api_lists_the_download_of_a_clean_pdf_as_the_upload(
     app: Flask, client: FlaskClient
 ) -> None:
