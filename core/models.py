@@ -195,6 +195,15 @@ class Mailbox(Base):
     status: Mapped[str] = mapped_column(String(20), default=MailboxStatus.ACTIVE)
     status_reason: Mapped[str | None] = mapped_column(Text)
     last_synced_at: Mapped[datetime | None]
+    # Measured seconds between mail arriving and the push (IMAP IDLE, a Gmail or
+    # Graph notification) saying so, newest last, and the verdict drawn from them
+    # (None: not measured yet). See worker.sync.push_latency.
+    push_delays: Mapped[list[float] | None] = mapped_column(JSON)
+    push_prompt: Mapped[bool | None] = mapped_column(Boolean)
+    # Why the copy of a sent message could not be filed in Sent (it went out);
+    # cleared when a later copy is filed. Shown on the mailboxes page.
+    sent_copy_error: Mapped[str | None] = mapped_column(Text)
+    sent_copy_failed_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

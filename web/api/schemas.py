@@ -172,6 +172,10 @@ class MailboxOut(Response):
     status: str
     status_reason: str | None
     last_synced_at: datetime | None
+    # Why the copy of a sent message missed the Sent folder (the message went out).
+    sent_copy_error: str | None = None
+    # Does the mailbox's push announce new mail promptly? (measured; None: not yet)
+    push_prompt: bool | None = None
     created_at: datetime
 
 

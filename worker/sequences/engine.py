@@ -621,6 +621,7 @@ def _record_sent(sent_message_id: int, result: SendResult) -> None:
         if done.rowcount != 1:  # type: ignore[attr-defined]
             return  # another process got there first
         sent = session.get_one(SentMessage, sent_message_id)
+        _note_sent_copy(session, sent.mailbox_id, result.sent_copy_error, now)
         enrollment = session.get(Enrollment, sent.enrollment_id) if sent.enrollment_id else None
         prospect = session.get(Prospect, sent.prospect_id) if sent.prospect_id else None
         event_id = record_event(
@@ -656,6 +657,18 @@ def _record_sent(sent_message_id: int, result: SendResult) -> None:
                 },
             )
     log.info("sent sent_id=%s message_id=%s", sent_message_id, result.message_id)
+
+
+def _note_sent_copy(session: Session, mailbox_id: int, error: str | None, now: datetime) -> None:
+    """Show on the mailbox why our copy missed Sent; a copy filed later clears it."""
+    if error is not None:
+        log.warning("sent_copy_not_filed mailbox_id=%s reason=%s", mailbox_id, error)
+        values: dict[str, object] = {"sent_copy_error": error, "sent_copy_failed_at": now}
+        clause = Mailbox.id == mailbox_id
+    else:
+        values = {"sent_copy_error": None, "sent_copy_failed_at": None}
+        clause = (Mailbox.id == mailbox_id) & Mailbox.sent_copy_error.is_not(None)
+    session.execute(update(Mailbox).where(clause).values(**values))
 
 
 def _sent_description(session: Session, sent: SentMessage) -> str:
