@@ -5,9 +5,10 @@
     python -m tests.chaos --size ci       # the short form `make test` runs
 
 Prints what happened and every broken promise; the last line is
-`chaos: lost <n>, duplicated <n>, missing tasks <n>, wrong halts <n>`. Exit
-status 1 when a correctness check failed (with `--redis-crash`, hits lost inside
-the fsync window are reported but do not fail the run), else 0.
+`chaos: lost <n>, duplicated <n>, missing tasks <n>, wrong halts <n>, dead letters <n>,
+shed <n>, strangers <n>` (tests/chaos/result.py). Exit status 1 when a correctness
+check failed (with `--redis-crash`, hits lost inside the fsync window are reported
+but do not fail the run), else 0.
 """
 
 from __future__ import annotations
@@ -52,7 +53,9 @@ def main(argv: list[str] | None = None) -> int:
         or result.duplicated
         or result.tasks_missing
         or result.wrong_halts
-        or result.engagement_mismatches
+        or result.dead_letters
+        or result.shed
+        or result.strangers
         or result.secrets_in_logs
         or result.unexpected_exits
     )
