@@ -181,6 +181,11 @@ class Settings:
     salesforce: SalesforceSettings
     sync_poll_seconds: int
     sequence_tick_seconds: int
+    # Issue 22: a mailbox whose push was measured slow (worker/sync/push_latency.py) is
+    # polled this often; a sync counts as fresh for a follow-up step only this long
+    # (worker/sequences/freshness.py).
+    slow_push_poll_seconds: int
+    fresh_seconds: int
     salesforce_flush_seconds: int
     salesforce_lease_seconds: int
     send_recovery_seconds: int
@@ -719,6 +724,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         salesforce=salesforce,
         sync_poll_seconds=_int(env, "SIGHTLINE_SYNC_POLL_SECONDS", 60, 5, 86400),
         sequence_tick_seconds=_int(env, "SIGHTLINE_SEQUENCE_TICK_SECONDS", 10, 1, 3600),
+        slow_push_poll_seconds=_int(env, "SIGHTLINE_SLOW_PUSH_POLL_SECONDS", 15, 5, 3600),
+        fresh_seconds=_int(env, "SIGHTLINE_FRESH_SECONDS", 30, 5, 3600),
         salesforce_flush_seconds=_int(env, "SIGHTLINE_SALESFORCE_FLUSH_SECONDS", 30, 1, 3600),
         salesforce_lease_seconds=_int(env, "SIGHTLINE_SALESFORCE_LEASE_SECONDS", 600, 5, 86400),
         send_recovery_seconds=_int(env, "SIGHTLINE_SEND_RECOVERY_SECONDS", 300, 5, 86400),

@@ -106,7 +106,7 @@ def gmail_push() -> ResponseReturnValue:
         seen = _history_id(cursor)
         if seen is not None and seen >= history_id:
             continue  # a redelivery, or a change the last sync already read
-        queued += int(request_sync(mailbox_id))
+        queued += int(request_sync(mailbox_id, pushed=True))
     log.info("gmail_push history_id=%s queued=%s", history_id, queued)
     return Response(status=204)
 
@@ -153,7 +153,7 @@ def graph_notification() -> ResponseReturnValue:
     for mailbox_id in sorted(renew):
         request_renewal(mailbox_id)
     for mailbox_id in sorted(sync):
-        request_sync(mailbox_id)
+        request_sync(mailbox_id, pushed=True)  # pushed: its delay is measured
     log.info(
         "graph_notifications received=%s verified=%s synced=%s renewed=%s",
         len(notifications),

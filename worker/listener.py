@@ -8,6 +8,12 @@ sync job per mailbox; the sync itself runs on a worker. Every `REFRESH_SECONDS`
 the listener reloads its mailbox list, starting threads for new mailboxes and
 stopping those removed, reconnected (credentials changed) or disabled.
 
+While a connection holds, the provider marks it live (`push_latency.mark_live`,
+a Redis key that lapses without heartbeats) and a new-mail push notes its time,
+so syncs measure how late each server's push is (`worker.sync.push_latency`);
+only a live push measured prompt spares a sync before a follow-up step
+(`worker.sequences.freshness`).
+
 A dropped connection is retried with exponential backoff (1 s … 5 min); refused
 credentials stop that mailbox's thread (the sync job marks it "needs
 reconnect"). Exchange mailboxes get the same treatment with an EWS streaming
@@ -37,6 +43,7 @@ from core.crypto import CredentialsError, decrypt_json
 from core.db import session_scope
 from core.models import Mailbox, MailboxKind, MailboxStatus
 from core.redis import get_redis
+from worker.sync import push_latency
 from worker.sync.base import ProviderError
 from worker.sync.engine import request_sync
 from worker.sync.registry import open_provider
@@ -70,7 +77,8 @@ class _Watch:
 
 
 def _on_new_mail(mailbox_id: int) -> None:
-    queued = request_sync(mailbox_id)
+    # pushed: the sync measures how late this push was (worker.sync.push_latency).
+    queued = request_sync(mailbox_id, pushed=True)
     log.debug("idle_new_mail mailbox_id=%s queued=%s", mailbox_id, queued)
 
 
@@ -84,6 +92,8 @@ def _watch_mailbox(
         except ProviderError as exc:
             log.warning("watch_stopped mailbox_id=%s reason=%s", mailbox_id, exc)
             return
+        # The connection marks itself live while it holds; freshness trusts only that.
+        provider.push_alive = lambda: push_latency.mark_live(mailbox_id)
         try:
             # Whatever arrived while we were not idling is caught up first.
             request_sync(mailbox_id)
@@ -99,6 +109,7 @@ def _watch_mailbox(
             stop.wait(wait)
             backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
         finally:
+            push_latency.clear_live(mailbox_id)
             provider.close()
 
 

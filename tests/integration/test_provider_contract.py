@@ -10,6 +10,8 @@ database, and CI time is counted):
 - send, then read back the ids the provider stored (Message-ID, thread);
 - a reply from a colleague at another address, and from a person on CC, ends
   the sequence;
+- a reply that arrived while no push was listening halts the next step when it
+  falls due: the step waits for a sync instead of going out on stale knowledge;
 - incremental sync lists only new mail, and fetches only what answers us;
 - an expired cursor re-lists a bounded window without recording anything twice;
 - throttling backs that mailbox off (and only that one) until the provider's time;
@@ -52,8 +54,10 @@ from tests.integration.provider_harness import (
     GraphHarness,
     Harness,
     ImapHarness,
+    run_jobs,
 )
 from worker.sequences import engine as sequences
+from worker.sequences.jobs import send_due_step
 from worker.sync.base import OutgoingMessage
 from worker.sync.engine import backoff_remaining, sync_mailbox, sync_mailbox_job
 from worker.sync.mime import new_message_id
@@ -262,6 +266,59 @@ def test_a_reply_from_a_colleague_or_a_cc_ends_the_sequence(
     assert state_of(first) == ("replied", f"reply from {colleague}")
     assert state_of(second) == ("replied", f"reply from {on_cc}")
     assert event_counts()["reply"] == 2
+
+
+def fall_due(mailbox_id: int, *, due_ago: float, synced_ago: float) -> None:
+    """Time passes: the next steps fell due `due_ago` s ago, the last sync began `synced_ago`."""
+    now = utcnow()
+    with session_scope() as session:
+        session.get_one(Mailbox, mailbox_id).last_synced_at = now - timedelta(seconds=synced_ago)
+        for enrollment in session.scalars(select(Enrollment).where(Enrollment.state == "active")):
+            enrollment.next_step_at = now - timedelta(seconds=due_ago)
+
+
+def sent_count(enrollment_id: int) -> int:
+    with session_scope() as session:
+        return int(
+            session.scalar(
+                select(func.count())
+                .select_from(SentMessage)
+                .where(SentMessage.enrollment_id == enrollment_id)
+            )
+            or 0
+        )
+
+
+def test_a_reply_nobody_pushed_halts_the_next_step_when_it_falls_due(
+    env: Settings, harness: Harness
+) -> None:
+    """No IDLE, no webhook: the reply sits on the server until the step is due."""
+    seller = make_seller(harness)
+    enrollment, message_id = send_first_step(seller, "dana@acme.test")
+    sync_mailbox(seller.mailbox_id)
+    harness.deliver(seller.address, inbound("dana@acme.test", seller.address, message_id))
+    fall_due(seller.mailbox_id, due_ago=1, synced_ago=5)  # a sync just before it fell due
+
+    assert send_due_step(enrollment, 1) == "waiting for a fresh sync"
+    assert sent_count(enrollment) == 1  # step 2 did not go out on stale knowledge
+    assert run_jobs(queues.SYNC) == 1  # the one sync it asked for
+    assert state_of(enrollment) == ("replied", "reply from dana@acme.test")
+    assert send_due_step(enrollment, 1) == "nothing due"
+    assert sent_count(enrollment) == 1
+    assert len(harness.sent_copies(seller.address)) == 1
+
+
+def test_a_fresh_mailbox_sends_the_next_step_without_another_sync(
+    env: Settings, harness: Harness
+) -> None:
+    seller = make_seller(harness)
+    enrollment, _ = send_first_step(seller, "dana@acme.test")
+    sync_mailbox(seller.mailbox_id)
+    fall_due(seller.mailbox_id, due_ago=2, synced_ago=1)  # a sync began since it fell due
+
+    assert send_due_step(enrollment, 1) == "sent"
+    assert run_jobs(queues.SYNC) == 0  # no sync was asked for
+    assert sent_count(enrollment) == 2
 
 
 def test_sync_lists_only_new_mail_and_fetches_only_what_answers_us(

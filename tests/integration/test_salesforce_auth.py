@@ -217,6 +217,11 @@ def test_jwt_bearer_connection_signs_a_new_assertion_on_expiry(
     org.register_app("sightline-jwt-app", "unused-secret", jwt_public_key_pem=public_pem)
     monkeypatch.setenv("SALESFORCE_CLIENT_ID", "sightline-jwt-app")
     monkeypatch.setenv("SALESFORCE_JWT_PRIVATE_KEY", private_pem.decode())
+    # The operator lists who each team may be (tests/security/test_salesforce_hosts.py
+    # checks that nobody else is signed for).
+    team = team_id()
+    allowed = f"{team}:nobody@example.com,{team}:{org.oauth['username']}"
+    monkeypatch.setenv("SALESFORCE_JWT_ALLOWED", allowed)
     get_settings.cache_clear()
 
     refused = api.post(

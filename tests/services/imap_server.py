@@ -83,6 +83,12 @@ class ImapTestServer:
     def stop(self) -> None:
         raise NotImplementedError
 
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
     def ensure_user(self, address: str) -> None:
         """Make sure `address` can log in and has an INBOX (servers that need no setup: nothing)."""
 

@@ -48,7 +48,8 @@ class SalesforceConnect(Request):
         default=None,
         max_length=500,
         description="https://login.salesforce.com (default), https://test.salesforce.com "
-        "for a sandbox, or the org's My Domain",
+        "for a sandbox, or the org's My Domain (https://<name>.my.salesforce.com, "
+        "https://<name>--<sandbox>.sandbox.my.salesforce.com ...); no other host",
     )
     username: str | None = Field(default=None, max_length=320)
     password: str | None = Field(default=None, max_length=1000)
@@ -213,7 +214,8 @@ def salesforce_connect() -> ResponseReturnValue:
                 g.team_id, body.username, body.password, body.security_token or "", body.login_url
             )
     except ConnectError as exc:
-        raise ApiError(422, "invalid_request", str(exc), {exc.field: exc.reason}) from None
+        code = "forbidden" if exc.status == 403 else "invalid_request"
+        raise ApiError(exc.status, code, str(exc), {exc.field: exc.reason}) from None
     except SalesforceError as exc:
         raise _salesforce_error(exc) from None
     return _connection_out(g.team_id), 201
@@ -354,6 +356,7 @@ def extend_document(document: dict[str, Any]) -> dict[str, Any]:
         text = {
             400: "Bad callback parameters, or Salesforce refused",
             401: "Missing or unknown API token",
+            403: "Not allowed by the operator (jwt: the username is not listed for this team)",
             404: "Nothing to act on",
             415: "Body is not JSON",
             422: "Invalid field (named in error.fields), or Salesforce refused",
@@ -389,7 +392,7 @@ def extend_document(document: dict[str, Any]) -> dict[str, Any]:
                             "content": content("AuthorizeOut"),
                         },
                         "201": connection,
-                        **errors(400, 401, 415, 422, 502),
+                        **errors(400, 401, 403, 415, 422, 502),
                     },
                 }
             },

@@ -54,8 +54,11 @@ from core.models import (
     SalesforceConnectionStatus,
     utcnow,
 )
+from core.outbound import OutboundError, split_url
 from core.redis import get_redis
 from worker.salesforce.client import OrgSession, SalesforceError
+from worker.salesforce.hosts import checked_url, salesforce_session
+from worker.salesforce.hosts import refusal as host_refusal
 
 log = logging.getLogger(__name__)
 
@@ -113,12 +116,19 @@ def authorize_url(login_url: str, client_id: str, redirect_uri: str, state: str)
 
 
 def token_grant(login_url: str, form: dict[str, str]) -> dict[str, Any]:
-    """POST the token endpoint; the answer, or SalesforceError (auth when refused)."""
+    """POST the token endpoint; the answer, or SalesforceError (auth when refused).
+
+    The request goes only to a Salesforce host or the operator's own (`hosts`),
+    and the answer's `instance_url` and identity `id` are held to the same rule
+    before anyone uses them: a forged answer cannot send a bearer token elsewhere.
+    """
     grant = form.get("grant_type", "?")
     try:
-        response = requests.post(
+        response = salesforce_session().post(
             token_endpoint(login_url), data=form, timeout=get_settings().salesforce.timeout_seconds
         )
+    except OutboundError as exc:
+        raise SalesforceError(f"Salesforce login URL refused: {exc}", kind="auth") from None
     except requests.RequestException as exc:
         raise SalesforceError(
             f"Salesforce token endpoint unreachable: {type(exc).__name__}", kind="transient"
@@ -128,13 +138,32 @@ def token_grant(login_url: str, form: dict[str, str]) -> dict[str, Any]:
     except ValueError:
         body = {}
     if response.status_code == 200 and isinstance(body, dict) and body.get("access_token"):
-        return body
+        return _checked_answer(body)
     error = str(body.get("error") or response.status_code) if isinstance(body, dict) else "?"
     detail = str(body.get("error_description") or "") if isinstance(body, dict) else ""
     kind = "transient" if response.status_code >= 500 else "auth"
     raise SalesforceError(
         f"Salesforce refused the {grant} grant: {error} {detail}".strip(), kind=kind, codes=[error]
     )
+
+
+def _checked_answer(answer: dict[str, Any]) -> dict[str, Any]:
+    """The token answer with its `instance_url` checked and normalised (and `id`'s host)."""
+    try:
+        answer["instance_url"] = checked_url(str(answer.get("instance_url") or ""), "instance_url")
+        identity = answer.get("id")
+        if identity is not None:
+            scheme, host, port = split_url(str(identity), schemes=("https", "http"))
+            why = host_refusal(scheme, host, port)
+            if why is not None:
+                raise OutboundError(f"id: {why}")
+    except OutboundError as exc:
+        log.warning("salesforce_token_answer_refused reason=%s", exc)
+        raise SalesforceError(
+            f"Salesforce's token answer names a place we will not send a token to: {exc}",
+            kind="auth",
+        ) from None
+    return answer
 
 
 def jwt_grant(login_url: str, client_id: str, private_key: str, username: str) -> dict[str, Any]:
@@ -182,14 +211,18 @@ def password_login(
             security_token=security_token,
             sf_version=settings.api_version,
             scratch_url=login_url.rstrip("/"),  # SOAP login() at our login URL, not a guess
+            session=salesforce_session(),
         )
+        instance_url = checked_url(f"https://{instance}", "instance_url")
+    except OutboundError as exc:
+        raise SalesforceError(f"Salesforce login refused: {exc}", kind="auth") from None
     except SalesforceAuthenticationFailed as exc:
         raise SalesforceError(f"Salesforce login failed: {exc.code}", kind="auth") from exc
     except requests.RequestException as exc:
         raise SalesforceError(
             f"Salesforce login unreachable: {type(exc).__name__}", kind="transient"
         ) from exc
-    return OrgSession(f"https://{instance}", session_id)
+    return OrgSession(instance_url, session_id)
 
 
 class _Lock:
@@ -294,15 +327,29 @@ class ConnectionTokens:
     def current(self) -> OrgSession:
         row, credentials = self._read()
         if row.instance_url and credentials.get("access_token"):
-            return OrgSession(row.instance_url, str(credentials["access_token"]))
+            return self._stored_session(row, str(credentials["access_token"]))
         return self.renew(None)
+
+    def _stored_session(self, row: SalesforceConnection, token: str) -> OrgSession:
+        """The stored org, if its instance URL is still one we send a token to (`hosts`).
+
+        Checked at every use: a row saved before hosts were checked, or an operator
+        setting that changed, must not carry the bearer token elsewhere.
+        """
+        try:
+            instance_url = checked_url(str(row.instance_url or ""), "instance_url")
+        except OutboundError as exc:
+            reason = f"the stored Salesforce {exc}"
+            mark_needs_reconnect(self.connection_id, row.token_version, reason)
+            raise SalesforceError(reason, kind="auth") from None
+        return OrgSession(instance_url, token)
 
     def renew(self, stale_token: str | None) -> OrgSession:
         with _Lock(f"conn:{self.connection_id}"):
             row, credentials = self._read()
             stored = credentials.get("access_token")
             if row.instance_url and stored and stored != stale_token:
-                return OrgSession(row.instance_url, str(stored))  # renewed while we waited
+                return self._stored_session(row, str(stored))  # renewed while we waited
             try:
                 instance_url, changes = self._grant(row, credentials)
             except SalesforceError as exc:
@@ -320,7 +367,7 @@ class ConnectionTokens:
                     raise SalesforceError(
                         "the Salesforce connection changed meanwhile", kind="transient"
                     )
-                return OrgSession(row.instance_url, str(credentials["access_token"]))
+                return self._stored_session(row, str(credentials["access_token"]))
             log.info(
                 "salesforce_session_renewed connection_id=%s kind=%s rotated=%s",
                 self.connection_id,
@@ -356,6 +403,13 @@ class ConnectionTokens:
             if not (s.client_id and s.jwt_private_key and row.username):
                 raise SalesforceError(
                     "SALESFORCE_CLIENT_ID/JWT_PRIVATE_KEY are not set: cannot sign", kind="auth"
+                )
+            if not s.jwt_allows(row.team_id, row.username):
+                # The allow-list is read at every renewal: an operator can take it back.
+                raise SalesforceError(
+                    f"the operator does not allow this team the JWT flow for {row.username} "
+                    "(SALESFORCE_JWT_ALLOWED)",
+                    kind="auth",
                 )
             answer = jwt_grant(login_url, s.client_id, s.jwt_private_key, row.username)
             return str(answer["instance_url"]), {"access_token": str(answer["access_token"])}

@@ -50,6 +50,9 @@ from simple_salesforce.exceptions import (
 )
 from simple_salesforce.format import format_soql
 
+from core.outbound import OutboundError
+from worker.salesforce.hosts import guard_session
+
 log = logging.getLogger(__name__)
 
 COLLECTION_LIMIT = 200  # records per sObject Collections call
@@ -124,6 +127,8 @@ def _translate(exc: Exception) -> SalesforceError:
         if isinstance(exc, SalesforceGeneralError) and exc.status < 500 and not codes:
             return SalesforceError(text, kind="transient", codes=codes)
         return classify(int(exc.status), codes, text)
+    if isinstance(exc, OutboundError):  # the org's URL is not one we send a token to
+        return SalesforceError(f"Salesforce instance refused: {exc}", kind="auth")
     if isinstance(exc, requests.RequestException | OSError):
         return SalesforceError(f"Salesforce unreachable: {type(exc).__name__}", kind="transient")
     raise exc
@@ -201,7 +206,8 @@ class SalesforceApi:
     ) -> None:
         self.tokens = tokens
         self.api_version = api_version
-        self._session = _CountingSession(timeout, on_response)
+        # Every call goes to a Salesforce host or the operator's own, pinned (hosts).
+        self._session = guard_session(_CountingSession(timeout, on_response))
         self._sf: Salesforce | None = None
         self._token: str | None = None
 

@@ -48,6 +48,7 @@ from core.models import (
     SalesforceOutbox,
     utcnow,
 )
+from core.outbound import OutboundError
 from worker.salesforce.auth import (
     ConnectionTokens,
     SettingsTokens,
@@ -60,6 +61,7 @@ from worker.salesforce.auth import (
 )
 from worker.salesforce.budget import OrgBudget, parse_limit_info
 from worker.salesforce.client import SalesforceApi, SalesforceError, TokenSource
+from worker.salesforce.hosts import checked_url, salesforce_session
 
 log = logging.getLogger(__name__)
 
@@ -70,10 +72,11 @@ CALLBACK_PATH = "/api/v1/salesforce/oauth/callback"
 class ConnectError(ValueError):
     """A connect request cannot be honoured. The message starts with the field's name."""
 
-    def __init__(self, field: str, message: str) -> None:
+    def __init__(self, field: str, message: str, *, status: int = 422) -> None:
         super().__init__(f"{field}: {message}")
         self.field = field
         self.reason = message
+        self.status = status  # 403: the operator does not allow it
 
 
 @dataclass(frozen=True)
@@ -158,13 +161,14 @@ def redirect_uri() -> str:
 
 
 def _login_url(given: str | None) -> str:
+    """The login URL to use: the operator's, or one a team gave if it is Salesforce's (hosts)."""
     settings = get_settings().salesforce
     if given is None:
         return settings.login_url
-    url = given.rstrip("/")
-    if not url.startswith("https://") or "/" in url.removeprefix("https://"):
-        raise ConnectError("login_url", "expected https://host, e.g. https://test.salesforce.com")
-    return url
+    try:
+        return checked_url(given.strip(), "login_url")
+    except OutboundError as exc:
+        raise ConnectError("login_url", str(exc).removeprefix("login_url: ")) from None
 
 
 @dataclass(frozen=True)
@@ -255,11 +259,13 @@ def _identity(identity_url: str, access_token: str) -> dict[str, Any]:
     if not identity_url.startswith("https://"):
         raise SalesforceError("Salesforce's token answer has no identity URL", kind="auth")
     try:
-        response = requests.get(
+        response = salesforce_session().get(
             identity_url,
             headers={"Authorization": f"Bearer {access_token}", "Accept": "application/json"},
             timeout=get_settings().salesforce.timeout_seconds,
         )
+    except OutboundError as exc:  # token_grant checked it; DNS may have moved since
+        raise SalesforceError(f"Salesforce's identity URL refused: {exc}", kind="auth") from None
     except requests.RequestException as exc:
         raise SalesforceError(
             f"Salesforce's identity service is unreachable: {type(exc).__name__}", kind="transient"
@@ -303,6 +309,14 @@ def connect_jwt(team_id: int, username: str, login_url: str | None) -> Salesforc
         raise ConnectError(
             "kind",
             "jwt needs SALESFORCE_CLIENT_ID and SALESFORCE_JWT_PRIVATE_KEY (a Connected App)",
+        )
+    if not settings.jwt_allows(team_id, username):
+        raise ConnectError(
+            "username",
+            f"this team may not connect {username} with the JWT flow: the operator's key "
+            "signs only for the users the operator lists for a team (SALESFORCE_JWT_ALLOWED); "
+            "connect with oauth instead",
+            status=403,
         )
     url = _login_url(login_url)
     answer = jwt_grant(url, settings.client_id, settings.jwt_private_key, username)
@@ -447,11 +461,13 @@ def _revoke(login_url: str, token: str | None) -> None:
     if not token:
         return
     try:
-        requests.post(
+        salesforce_session().post(
             f"{login_url}/services/oauth2/revoke",
             data={"token": token},
             timeout=get_settings().salesforce.timeout_seconds,
         )
+    except OutboundError as exc:  # a login URL stored before hosts were checked
+        log.warning("salesforce_revoke_refused reason=%s", exc)
     except requests.RequestException as exc:
         log.warning("salesforce_revoke_failed error=%s", type(exc).__name__)
 

@@ -9,7 +9,7 @@ from config import get_settings, queues
 from core.db import session_scope
 from core.models import utcnow
 from worker.queueing import enqueue_once, job_started
-from worker.sequences import engine
+from worker.sequences import engine, freshness
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +44,14 @@ def enqueue_due_steps() -> int:
 
 
 def send_due_step(enrollment_id: int, step: int) -> str:
-    """Claim the enrolment's due step (if still due and active) and send it."""
+    """Claim the enrolment's due step (if still due and active) and send it.
+
+    A follow-up step waits, unclaimed and still due, until its mailbox is known
+    fresh (worker.sequences.freshness): a reply that arrived before it halts it.
+    """
     job_started(f"step:{enrollment_id}:{step}")
+    if not freshness.ready_to_send(enrollment_id, step):
+        return "waiting for a fresh sync"
     with session_scope() as session:
         sent = engine.claim_due_step(session, enrollment_id, utcnow())
         sent_id = sent.id if sent else None

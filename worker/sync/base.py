@@ -45,6 +45,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar
 
+# How often a held push connection says it still holds (`MailboxProvider.push_alive`).
+PUSH_ALIVE_SECONDS = 30
+
 
 class ProviderError(Exception):
     """A provider call failed.
@@ -135,6 +138,11 @@ class MailboxProvider(ABC):
     #: was handed new tokens (`worker.sync.credentials.credential_saver`). None:
     #: nothing is saved (e.g. the one-off check when a mailbox is connected).
     save_credentials: Callable[[dict[str, Any]], None] | None = None
+    #: Set by the `listener`: `watch()` calls it once the server confirmed its push
+    #: connection (IMAP IDLE's continuation) and at least every PUSH_ALIVE_SECONDS
+    #: while it holds. A provider that never calls it never counts as a live push
+    #: (worker.sequences.freshness syncs such a mailbox before a follow-up step).
+    push_alive: Callable[[], None] | None = None
 
     @abstractmethod
     def __init__(self, email_address: str, credentials: dict[str, Any]) -> None:

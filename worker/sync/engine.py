@@ -34,7 +34,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import cast
 
 from redis.exceptions import LockError, RedisError
@@ -48,6 +48,7 @@ from core.models import Mailbox, MailboxPush, MailboxStatus, utcnow
 from core.redis import get_redis
 from worker.matching.matcher import find_sent_messages, may_be_report
 from worker.queueing import enqueue_once, job_started
+from worker.sync import push_latency
 from worker.sync.base import ChangeBatch, MailboxProvider, ProviderError
 from worker.sync.credentials import credential_saver
 from worker.sync.inbound import MailboxRef, handle_inbound, quarantine
@@ -84,12 +85,16 @@ class SyncStats:
         self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
 
 
-def request_sync(mailbox_id: int, *, delay: float | None = None) -> bool:
+def request_sync(mailbox_id: int, *, delay: float | None = None, pushed: bool = False) -> bool:
     """Queue a sync of the mailbox unless one is already waiting. True if queued.
 
     With `delay` (seconds) the sync is scheduled for later (a provider asked us
-    to back off); pushes meanwhile find it waiting and add nothing.
+    to back off); pushes meanwhile find it waiting and add nothing. `pushed`: a
+    push (IDLE, a webhook) said new mail is here; the sync measures how late it
+    was (`worker.sync.push_latency`).
     """
+    if pushed:
+        push_latency.note_push(mailbox_id)
     if delay is not None and delay > 0:
         return enqueue_once(
             f"sync:{mailbox_id}",
@@ -217,6 +222,7 @@ def sync_mailbox(mailbox_id: int) -> SyncStats:
             return stats
         ref = MailboxRef(id=mailbox.id, team_id=mailbox.team_id, email=mailbox.email)
         kind, cursor, since = mailbox.kind, mailbox.sync_cursor, mailbox.created_at
+        previous_sync, known_delays = mailbox.last_synced_at, mailbox.push_delays
         saver = credential_saver(mailbox.id, mailbox.credentials_encrypted)
         try:
             credentials = decrypt_json(mailbox.credentials_encrypted)
@@ -227,10 +233,19 @@ def sync_mailbox(mailbox_id: int) -> SyncStats:
     # one together with the sync's status: one commit fewer per sync (most syncs
     # are one batch), and a crash still re-lists at most one batch.
     handled: dict[str, object] | None = None
+    # Mail that arrived before `started` is seen by this sync: what freshness means.
+    started, pushed_at = utcnow(), push_latency.take_push(mailbox_id)
+    learned: list[float] = []
     try:
         with open_provider(kind, ref.email, credentials, save_credentials=saver) as provider:
             # Start a little before the connection time: clocks differ.
             for batch in provider.changes(cursor, since - timedelta(days=1)):
+                learned += push_latency.delays_seen(
+                    batch.messages,
+                    pushed_at=pushed_at,
+                    sync_started=started,
+                    previous_sync=previous_sync,
+                )
                 _handle_batch(provider, ref, batch, stats)
                 if handled is not None:
                     _save_cursor(mailbox_id, handled)
@@ -247,7 +262,9 @@ def sync_mailbox(mailbox_id: int) -> SyncStats:
             _set_status(mailbox_id, MailboxStatus.ERROR, str(exc))
             return stats
         raise
-    _set_status(mailbox_id, MailboxStatus.ACTIVE, None, synced=True, cursor=handled)
+    _set_status(mailbox_id, MailboxStatus.ACTIVE, None, synced=started, cursor=handled)
+    if learned:
+        push_latency.record_delays(mailbox_id, known_delays, learned)
     log.info(
         "sync_done mailbox_id=%s listed=%s fetched=%s outcomes=%s",
         mailbox_id,
@@ -322,12 +339,12 @@ def _set_status(
     status: MailboxStatus,
     reason: str | None,
     *,
-    synced: bool = False,
+    synced: datetime | None = None,
     cursor: dict[str, object] | None = None,
 ) -> None:
     values: dict[str, object] = {"status": status, "status_reason": reason}
-    if synced:
-        values["last_synced_at"] = utcnow()
+    if synced is not None:  # when the sync began: mail that arrived before it was seen
+        values["last_synced_at"] = synced
     if cursor is not None:
         values["sync_cursor"] = cursor
     _update_mailbox(mailbox_id, values)
@@ -343,11 +360,14 @@ def poll_mailboxes() -> int:
     spread out instead of firing together. A Gmail or Microsoft 365 mailbox whose
     push is live (renewed, not expired, no error) is polled only every
     SIGHTLINE_PUSH_POLL_SECONDS: at 10,000 mailboxes a minute's poll would cost
-    as much as the pushes themselves.
+    as much as the pushes themselves. A mailbox whose push was measured slow
+    (an IDLE that only looks every minute: `worker.sync.push_latency`) is polled
+    every SIGHTLINE_SLOW_PUSH_POLL_SECONDS instead.
     """
     settings = get_settings()
     now = utcnow()
     due_before = now - timedelta(seconds=settings.sync_poll_seconds)
+    slow_due_before = now - timedelta(seconds=settings.slow_push_poll_seconds)
     push_due_before = now - timedelta(seconds=settings.providers.push_poll_seconds)
     live_push = (
         select(MailboxPush.id)
@@ -364,7 +384,8 @@ def poll_mailboxes() -> int:
                 Mailbox.status.in_([MailboxStatus.ACTIVE, MailboxStatus.ERROR]),
                 (Mailbox.last_synced_at.is_(None))
                 | ((Mailbox.last_synced_at < due_before) & ~live_push)
-                | (Mailbox.last_synced_at < push_due_before),
+                | (Mailbox.last_synced_at < push_due_before)
+                | (Mailbox.push_prompt.is_(False) & (Mailbox.last_synced_at < slow_due_before)),
             )
         ).all()
     return sum(request_sync(int(mailbox_id)) for mailbox_id in ids)

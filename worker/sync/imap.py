@@ -46,6 +46,7 @@ from imapclient.imapclient import SEEN
 
 from config import get_settings
 from worker.sync.base import (
+    PUSH_ALIVE_SECONDS,
     ChangeBatch,
     HeaderSummary,
     MailboxProvider,
@@ -414,10 +415,14 @@ class ImapProvider(MailboxProvider):
             if b"IDLE" not in client.capabilities():
                 raise ProviderError("IMAP server does not support IDLE", permanent=True)
             while not stop.is_set():
-                client.idle()
+                client.idle()  # returns once the server confirmed IDLE
                 renew_at = time.monotonic() + IDLE_RENEW_SECONDS
+                alive_at = 0.0
                 changed = False
                 while not stop.is_set() and time.monotonic() < renew_at:
+                    if self.push_alive is not None and time.monotonic() >= alive_at:
+                        self.push_alive()
+                        alive_at = time.monotonic() + PUSH_ALIVE_SECONDS
                     responses = client.idle_check(timeout=1)
                     if any(len(r) > 1 and r[1] in (b"EXISTS", b"RECENT") for r in responses):
                         changed = True

@@ -1,0 +1,186 @@
+"""How promptly a mailbox's push tells us about new mail: measured, never assumed.
+
+Servers advertise push and deliver it very differently: Dovecot's IDLE reports a
+new message within a second; Courier's (Debian's defaults, no FAM) looks at the
+folder every IMAP_IDLE_TIMEOUT = 60 s; GNU Mailutils' reports nothing until the
+client ends IDLE. Gmail and Graph notifications usually take seconds. So each
+mailbox's push is judged by what it did, from the syncs it caused::
+
+    push (IDLE EXISTS, webhook) ──request_sync(pushed=True)──▶ Redis: pushed_at = P
+                                   (SET NX: the earliest push since the last sync began)
+    sync begins at S, takes P (GETDEL), lists messages; for each that arrived (R)
+    after the previous sync began:
+        a push came, R ≤ P + SKEW          → delay P - R       the push was that late
+        no push came, S - R > PROMPT       → delay S - R       a poll found what push missed
+        otherwise                          → nothing learned (it arrived after the push,
+                                             or a poll got there first within PROMPT)
+
+The last `DELAYS_KEPT` delays are stored on the mailbox (`push_delays`), and the
+verdict (`push_prompt`): True when the last `MEASUREMENTS_NEEDED` are all within
+`PROMPT_SECONDS` (5 s), False as soon as the newest is not, None until measured.
+One late delivery is enough to stop trusting a push; only a run of prompt ones
+earns it back (a server that polls every 60 s looks prompt by luck 1 time in
+12, three times in a row 1 in 1,728). Dovecot measures 0-2 s here (INTERNALDATE
+has whole seconds); Courier with its defaults anything up to 60 s.
+
+Arrival times are the server's (IMAP INTERNALDATE, Gmail internalDate, Graph
+receivedDateTime), to the second, on the server's clock: a delay below
+-`SKEW_SECONDS` says the clocks differ, and is not counted (an unmeasured push
+is not trusted, so a skewed clock costs syncs, never a missed reply).
+
+Who reads the verdict: the poll (`worker.sync.engine.poll_mailboxes`) syncs a
+slow-push mailbox every SIGHTLINE_SLOW_PUSH_POLL_SECONDS; the fresh-before-send
+rule (`worker.sequences.freshness`) counts only a prompt push as freshness.
+
+A push can only be trusted while it is there. Gmail's watch and Graph's
+subscription are rows (`MailboxPush`: renewed, not expired, no error); an IMAP
+IDLE or EWS stream is held by the `listener`, which marks it live in Redis
+(`mark_live`: the moment it came up, in a key that lapses `LIVE_TTL_SECONDS`
+after the provider last said its connection holds) and clears the mark when the
+connection drops.
+
+Cost: one Redis SET per push, one GETDEL per sync, a mailbox UPDATE only when a
+sync learned something, and one SET per held connection every half minute.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import cast
+
+from sqlalchemy import Table, update
+
+from core.db import get_engine
+from core.models import Mailbox, utcnow
+from core.redis import get_redis
+from worker.sync.base import HeaderSummary
+
+log = logging.getLogger(__name__)
+
+PUSHED_KEY = "sightline:push:pushed_at:{mailbox_id}"
+# A push marker no sync consumed within this long is stale (the sync never ran).
+PUSHED_TTL_SECONDS = 3600
+PROMPT_SECONDS = 5.0
+MEASUREMENTS_NEEDED = 3
+DELAYS_KEPT = 5
+SKEW_SECONDS = 2.0
+
+LIVE_KEY = "sightline:push:live:{mailbox_id}"
+LIVE_TTL_SECONDS = 90  # three missed heartbeats (worker.sync.base.PUSH_ALIVE_SECONDS)
+
+_MAILBOXES = cast(Table, Mailbox.__table__)
+
+
+def mark_live(mailbox_id: int) -> None:
+    """The listener's connection for this mailbox (IDLE confirmed, stream open) holds.
+
+    The first mark stores the moment (`live_since`); a heartbeat only extends the
+    key's life. Mail that arrived before that moment was never pushed: only a sync
+    that began after it has seen everything the push has not.
+    """
+    key = LIVE_KEY.format(mailbox_id=mailbox_id)
+    with get_redis().pipeline(transaction=False) as pipe:
+        pipe.set(key, f"{utcnow().timestamp():.3f}", nx=True, ex=LIVE_TTL_SECONDS)
+        pipe.expire(key, LIVE_TTL_SECONDS)
+        pipe.execute()
+
+
+def clear_live(mailbox_id: int) -> None:
+    """The listener's connection for this mailbox is gone."""
+    get_redis().delete(LIVE_KEY.format(mailbox_id=mailbox_id))
+
+
+def as_time(raw: bytes | str | None) -> datetime | None:
+    """A moment stored in Redis as epoch seconds (None when absent or unreadable)."""
+    try:
+        return datetime.fromtimestamp(float(raw), UTC) if raw is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+def live_since(mailbox_id: int) -> datetime | None:
+    """Since when the listener holds this mailbox's IDLE or stream; None: it does not."""
+    return as_time(get_redis().get(LIVE_KEY.format(mailbox_id=mailbox_id)))
+
+
+def pending_push(mailbox_id: int) -> datetime | None:
+    """The earliest push no sync has taken yet, or None."""
+    return as_time(get_redis().get(PUSHED_KEY.format(mailbox_id=mailbox_id)))
+
+
+def note_push(mailbox_id: int, at: float | None = None) -> None:
+    """Remember that a push said new mail is here (the earliest one until a sync takes it)."""
+    moment = at if at is not None else utcnow().timestamp()
+    get_redis().set(
+        PUSHED_KEY.format(mailbox_id=mailbox_id), f"{moment:.3f}", nx=True, ex=PUSHED_TTL_SECONDS
+    )
+
+
+def take_push(mailbox_id: int) -> float | None:
+    """The earliest push since the last sync took one (removing it), or None."""
+    taken = as_time(get_redis().getdel(PUSHED_KEY.format(mailbox_id=mailbox_id)))
+    return taken.timestamp() if taken is not None else None
+
+
+def delays_seen(
+    messages: Iterable[HeaderSummary],
+    *,
+    pushed_at: float | None,
+    sync_started: datetime,
+    previous_sync: datetime | None,
+) -> list[float]:
+    """What the listed messages say about the push's delay (see the module's table)."""
+    if previous_sync is None:
+        return []  # a first sync lists old mail: nothing about the push
+    started = sync_started.timestamp()
+    since = previous_sync.timestamp() - SKEW_SECONDS
+    delays = []
+    for message in messages:
+        if message.received_at is None:
+            continue
+        arrived = message.received_at.timestamp()
+        if arrived < since:
+            continue  # seen by an earlier sync's window, or moved in from elsewhere
+        if pushed_at is not None:
+            delay = pushed_at - arrived
+            if delay < -SKEW_SECONDS:
+                continue  # arrived after that push (its own push is still to come)
+        else:
+            delay = started - arrived
+            if delay <= PROMPT_SECONDS:
+                continue  # a poll found it first: says nothing against the push
+        delays.append(round(max(delay, 0.0), 1))
+    return delays
+
+
+def verdict(delays: list[float]) -> bool | None:
+    """Prompt (True), slow (False), or not known yet (None), from delays oldest first."""
+    if not delays:
+        return None
+    if delays[-1] > PROMPT_SECONDS:
+        return False
+    recent = delays[-MEASUREMENTS_NEEDED:]
+    if len(recent) == MEASUREMENTS_NEEDED and all(d <= PROMPT_SECONDS for d in recent):
+        return True
+    return None if all(d <= PROMPT_SECONDS for d in delays) else False
+
+
+def record_delays(mailbox_id: int, known: list[float] | None, new: list[float]) -> bool | None:
+    """Append `new` to the mailbox's kept delays and store the verdict; returns it."""
+    delays = [*(known or []), *new][-DELAYS_KEPT:]
+    prompt = verdict(delays)
+    with get_engine().begin() as connection:
+        connection.execute(
+            update(_MAILBOXES)
+            .where(_MAILBOXES.c.id == mailbox_id)
+            .values(push_delays=delays, push_prompt=prompt)
+        )
+    log.info(
+        "push_latency mailbox_id=%s new=%s prompt=%s",
+        mailbox_id,
+        ",".join(f"{d:.1f}" for d in new),
+        prompt,
+    )
+    return prompt
