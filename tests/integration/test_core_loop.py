@@ -8,6 +8,14 @@ goes out → Salesforce (the TLS fake, through simple-salesforce) holds exactly 
 Task for the send and one for the reply, even after extra syncs and a worker
 killed while Salesforce held its write.
 
+The same loop on the other real IMAP servers (Courier-IMAP, GNU Mailutils, their
+default settings; PostgreSQL only), as the product owners check it from
+outside: two prospects answer (a colleague, a person on CC) and a third, the
+control, does not. With the poll at its default minute and IDLE that is slow
+(Courier) or silent (Mailutils), both replies halt their enrolments before step
+2 falls due, the control gets step 2 in the same thread, our copies land in the
+user's Sent folder, and Salesforce holds exactly two Tasks per prospect.
+
 The worker, cron and listener are the Procfile's own commands in subprocesses.
 """
 
@@ -17,6 +25,7 @@ import time
 from collections.abc import Iterator
 from email.message import EmailMessage
 from email.utils import make_msgid
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -29,12 +38,21 @@ from core.models import Event, InboundMessage, SalesforceOutbox
 from tests.conftest import ApiClient, service_environment
 from tests.fakes.salesforce import FakeSalesforce
 from tests.services.dovecot import DovecotServer, has_message_id, unique_address
+from tests.services.imap_server import ImapTestServer
+from tests.services.smtp import SmtpServer
 from tests.stack import Stack
 from worker.sync.engine import request_sync
 
 pytestmark = pytest.mark.integration
 
 STEP_2_DELAY = 12
+OTHER_STEP_2_DELAY = 8
+
+
+@pytest.fixture
+def sync_poll_seconds() -> str:
+    """SIGHTLINE_SYNC_POLL_SECONDS for the stack (a test may parametrize it)."""
+    return "5"
 
 
 @pytest.fixture
@@ -46,6 +64,7 @@ def stack(
     fake_salesforce_ca_bundle: str,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
+    sync_poll_seconds: str,
 ) -> Iterator[Stack]:
     extra = {
         "SALESFORCE_INSTANCE_URL": fake_salesforce.instance_url,
@@ -54,7 +73,7 @@ def stack(
         "SIGHTLINE_SALESFORCE_FLUSH_SECONDS": "1",
         "SIGHTLINE_SALESFORCE_LEASE_SECONDS": "5",
         "SIGHTLINE_SEND_RECOVERY_SECONDS": "5",
-        "SIGHTLINE_SYNC_POLL_SECONDS": "5",
+        "SIGHTLINE_SYNC_POLL_SECONDS": sync_poll_seconds,
     }
     for name, value in extra.items():
         monkeypatch.setenv(name, value)
@@ -119,13 +138,15 @@ def sent_messages(api: ApiClient, enrollment_id: int) -> list[dict[str, Any]]:
     return [m for m in response.json["messages"] if m["status"] == "sent"]
 
 
-def reply(author: str, to: str, cc: list[str], message_id: str) -> EmailMessage:
+def reply(
+    author: str, to: str, cc: list[str], message_id: str, subject: str = "Re: Hello Dana"
+) -> EmailMessage:
     msg = EmailMessage()
     msg["From"] = author
     msg["To"] = to
     if cc:
         msg["Cc"] = ", ".join(cc)
-    msg["Subject"] = "Re: Hello Dana"
+    msg["Subject"] = subject
     msg["Message-ID"] = make_msgid(domain=author.rpartition("@")[2])
     msg["In-Reply-To"] = message_id
     msg["References"] = message_id
@@ -260,3 +281,130 @@ def test_worker_killed_while_salesforce_holds_the_write(
     stack.wait_for("every outbox row to be done", lambda: outbox_statuses() == {"done"}, timeout=30)
     time.sleep(2)
     assert task_subjects(fake_salesforce) == ["Email: Hello Dana", "Reply: Re: Hello Dana"]
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+@pytest.mark.parametrize("sync_poll_seconds", ["60"])  # the default: no quick poll to help
+@pytest.mark.parametrize("server_name", ["courier", "mailutils"])
+def test_on_other_servers_replies_halt_before_step_2_and_the_control_gets_it_in_thread(
+    request: pytest.FixtureRequest,
+    api: ApiClient,
+    stack: Stack,
+    fake_salesforce: FakeSalesforce,
+    server_name: str,
+) -> None:
+    imap: ImapTestServer = request.getfixturevalue(server_name)
+    smtp: SmtpServer = request.getfixturevalue(f"{server_name}_smtp")
+    sender = unique_address("seller.test", "rep")
+    imap.ensure_user(sender)
+    people: dict[str, tuple[str, str]] = {
+        "dana": (unique_address("acme.test", "dana"), "Dana Scully"),
+        "lee": (unique_address("globex.test", "lee"), "Lee Adama"),
+        "kim": (unique_address("initech.test", "kim"), "Kim Wexler"),  # the control
+    }
+    contacts = {who: fake_salesforce.add_contact(address) for who, (address, _) in people.items()}
+    enrolled = start_three(api, imap, smtp, sender, people)
+
+    first: dict[str, dict[str, Any]] = {}
+    for who, enrollment_id in enrolled.items():
+        sent = stack.wait_for(f"step 1 to {who}", partial(sent_messages, api, enrollment_id))
+        first[who] = sent[0]
+    for who, (address, name) in people.items():
+        got = imap.wait_for_message(address, has_message_id(first[who]["message_id"]))
+        assert got["Subject"] == f"Hello {name.split()[0]}"
+        imap.wait_for_message(
+            sender, has_message_id(first[who]["message_id"]), folder=imap.sent_folder
+        )
+
+    colleague = unique_address("acme.test", "boss")  # answers for Dana
+    on_cc = unique_address("partner.test", "cc")  # answers for everyone, Lee on CC
+    answers: list[tuple[str, list[str], str, str]] = [
+        (colleague, [], first["dana"]["message_id"], "Re: Hello Dana"),
+        (on_cc, [people["lee"][0]], first["lee"]["message_id"], "Re: Hello Lee"),
+    ]
+    for author, cc, message_id, subject in answers:
+        with smtp.connect(login=author) as client:
+            client.send_message(reply(author, sender, cc, message_id, subject))
+
+    # Step 2 of all three falls due together; the control's going out proves the
+    # others were due too.
+    both: list[dict[str, Any]] = stack.wait_for(
+        "the control's step 2",
+        lambda: (m := sent_messages(api, enrolled["kim"]))[1:] and m,
+        timeout=OTHER_STEP_2_DELAY + 60,
+    )
+    second = both[1]
+    for who, author in (("dana", colleague), ("lee", on_cc)):
+        state = api.get(f"/api/v1/enrollments/{enrolled[who]}").json
+        assert (state["state"], state["state_reason"]) == ("replied", f"reply from {author}")
+        assert len(sent_messages(api, enrolled[who])) == 1
+        from_us = [e.message_id for e in smtp.sent_to(people[who][0]) if e.mail_from == sender]
+        assert from_us == [first[who]["message_id"]]
+
+    control = imap.wait_for_message(people["kim"][0], has_message_id(second["message_id"]))
+    assert control["In-Reply-To"] == first["kim"]["message_id"]
+    assert first["kim"]["message_id"] in str(control["References"])
+    assert control["Subject"] == "Re: Hello Kim"
+    imap.wait_for_message(sender, has_message_id(second["message_id"]), folder=imap.sent_folder)
+
+    stack.wait_for("six Tasks", lambda: len(fake_salesforce.tasks()) >= 6, timeout=30)
+    time.sleep(2)  # nothing more arrives
+    by_person = {
+        who: sorted(t["Subject"] for t in fake_salesforce.tasks() if t["WhoId"] == contact)
+        for who, contact in contacts.items()
+    }
+    assert by_person == {
+        "dana": ["Email: Hello Dana", "Reply: Re: Hello Dana"],
+        "lee": ["Email: Hello Lee", "Reply: Re: Hello Lee"],
+        "kim": ["Email: Hello Kim", "Email: Re: Hello Kim"],
+    }
+    assert len(fake_salesforce.tasks()) == 6
+
+
+def start_three(
+    api: ApiClient,
+    imap: ImapTestServer,
+    smtp: SmtpServer,
+    sender: str,
+    people: dict[str, tuple[str, str]],
+) -> dict[str, int]:
+    """Connect the sender's mailbox, make a two-step sequence, enrol everyone. Enrolment ids."""
+    mailbox = api.post(
+        "/api/v1/mailboxes",
+        {
+            "kind": "imap",
+            "email": sender,
+            "imap": server(imap.host, imap.imap_port, sender, imap.password),
+            "smtp": server(smtp.host, smtp.port, sender, smtp.password),
+        },
+    )
+    assert mailbox.status_code == 201, mailbox.json
+    sequence = api.post(
+        "/api/v1/sequences",
+        {
+            "name": "Intro",
+            "mailbox_id": mailbox.json["id"],
+            "steps": [
+                {
+                    "delay_seconds": 0,
+                    "subject": "Hello {{first_name}}",
+                    "body_html": "<p>Hi {{first_name}}, a quick question.</p>",
+                },
+                {
+                    "delay_seconds": OTHER_STEP_2_DELAY,
+                    "body_html": "<p>Just bumping this.</p>",
+                    "same_thread": True,
+                },
+            ],
+        },
+    )
+    assert sequence.status_code == 201, sequence.json
+    enrolled = {}
+    for who, (address, name) in people.items():
+        answer = api.post(
+            "/api/v1/enrollments",
+            {"sequence_id": sequence.json["id"], "email": address, "name": name},
+        )
+        assert answer.status_code == 201, answer.json
+        enrolled[who] = int(answer.json["id"])
+    return enrolled
