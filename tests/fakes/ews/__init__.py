@@ -58,6 +58,7 @@ class FakeEws:
             self.store.subscriptions.clear()
             self.store.bearer_tokens.clear()
             self.store.faults.clear()
+            self.store.message_id_policy = "keep"
         self.app.stream_seconds = None
         self.app.forget_connections()
         self.app.closing.clear()

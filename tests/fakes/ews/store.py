@@ -11,6 +11,9 @@ Facts modelled (EWS reference, [MS-OXWSSYNC], [MS-OXWSNTIF], shared/FIELD-NOTES.
   its folders; GetStreamingEvents holds the connection open up to
   ConnectionTimeout minutes, writing one SOAP envelope per batch of events.
 - Throttling is a SOAP fault ErrorServerBusy carrying BackOffMilliseconds.
+- Exchange may give an item its own InternetMessageId, when the draft is saved
+  (`message_id_policy`, see `tests.fakes.message_ids`): Sent Items and the
+  recipients then carry that id.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ from datetime import UTC, datetime
 from email import policy
 from email.parser import BytesHeaderParser
 from email.utils import getaddresses, parseaddr
+
+from tests.fakes.message_ids import check_policy, exchange_message_id, replace_message_id
 
 MAX_CHANGES = 512
 
@@ -120,6 +125,7 @@ class EwsStore:
         self.subscriptions: dict[str, Subscription] = {}
         self.bearer_tokens: dict[str, str] = {}  # OAuth access token -> mailbox
         self.faults = EwsFaults()
+        self.message_id_policy = "keep"  # tests.fakes.message_ids.POLICIES
         self.on_new_mail: Callable[[EwsMailbox, EwsItem], None] | None = None
 
     def add_mailbox(self, email: str, password: str) -> EwsMailbox:
@@ -159,8 +165,10 @@ class EwsStore:
             mailbox = self.mailboxes[email.lower()]
             parsed = BytesHeaderParser(policy=policy.compat32).parsebytes(raw)
             internet_id = str(parsed.get("Message-ID") or "").strip()
-            if not internet_id:
-                internet_id = f"<{uuid.uuid4().hex}@exchange.fake.test>"
+            own = folder == "drafts" and check_policy(self.message_id_policy) == "assign"
+            if not internet_id or own:
+                internet_id = exchange_message_id()
+                raw = replace_message_id(raw, internet_id)
             item = EwsItem(
                 id=new_id(),
                 folder=folder,

@@ -102,6 +102,7 @@ class FakeGraph:
             store.strict_rotation = True
             store.consenting_user = None
             store.corrupt_ids.clear()
+            store.message_id_policy = "keep"
         self.notifications.clear()
         self.transport = _requests_transport
         self.server.calls.clear()

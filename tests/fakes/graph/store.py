@@ -15,6 +15,9 @@ Facts modelled (Microsoft Graph v1.0 and Microsoft identity platform docs):
   reading), revoked grants answer `invalid_grant` (AADSTS50173/AADSTS700082).
 - Throttling answers 429 with `Retry-After` (seconds).
 - Change-notification subscriptions on messages live at most 10,080 minutes.
+- Exchange Online may give a message its own `internetMessageId`, when the draft
+  is created (`message_id_policy`, see `tests.fakes.message_ids`): Sent Items
+  and the recipients then carry that id.
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ from email import policy
 from email.parser import BytesHeaderParser
 from email.utils import getaddresses, parseaddr
 from typing import Any
+
+from tests.fakes.message_ids import check_policy, outlook_message_id, replace_message_id
 
 MAX_SUBSCRIPTION_MINUTES = 10_080
 ACCESS_TOKEN_SECONDS = 3600
@@ -167,6 +172,7 @@ class GraphStore:
         self.strict_rotation = True
         self.consenting_user: str | None = None
         self.corrupt_ids: set[str] = set()  # $value answers 500 ErrorMimeContentConversionFailed
+        self.message_id_policy = "keep"  # tests.fakes.message_ids.POLICIES
         self.on_new_inbox_message: Callable[[GraphUser, GraphMessage], None] | None = None
 
     # -- users and mail ----------------------------------------------------------------
@@ -206,8 +212,10 @@ class GraphStore:
             user = self.user(email)
             parsed = BytesHeaderParser(policy=policy.compat32).parsebytes(raw)
             internet_id = str(parsed.get("Message-ID") or "").strip()
-            if not internet_id:
-                internet_id = f"<{uuid.uuid4().hex.upper()}@fake.prod.outlook.com>"
+            own = folder == "drafts" and check_policy(self.message_id_policy) == "assign"
+            if not internet_id or own:
+                internet_id = outlook_message_id()
+                raw = replace_message_id(raw, internet_id)
             message = GraphMessage(
                 id=item_id(),
                 folder=folder,
