@@ -206,6 +206,9 @@ class Settings:
     soft_bounce_limit: int = 3
     soft_bounce_window_days: int = 7
     soft_bounce_retry_seconds: int = 4 * 3600
+    # Wall-clock budget for classifying one inbound message (worker/matching/budget.py);
+    # over it the message is quarantined and retried with a doubled budget.
+    classify_budget_ms: int = 1500
     # Former SECRET_KEYs, newest first: still accepted when checking a signature, never
     # used to sign. Pixels, links and document links in emails already sent carry
     # tokens signed with the key of their day; without this a rotation breaks them all.
@@ -754,6 +757,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         soft_bounce_retry_seconds=_int(
             env, "SIGHTLINE_SOFT_BOUNCE_RETRY_SECONDS", 4 * 3600, 1, 7 * 86400
         ),
+        classify_budget_ms=_int(env, "SIGHTLINE_CLASSIFY_BUDGET_MS", 1500, 10, 600_000),
         secret_key_fallbacks=_secret_key_fallbacks(env, secret_key),
         signin_limits=_signin_limits(env),
         allowed_networks=_allowed_networks(env),

@@ -1,5 +1,9 @@
 """What the fuzzers found, end to end on Dovecot: hostile mail never stops a mailbox's sync.
 
+And issue 18 item 6: a message too slow to classify is quarantined with its
+reason, the sync goes on (its cursor saved, a padded reply recorded), and the
+message is read on a later try (RQ's job timeout: tests/integration/test_sync_job_timeout.py).
+
 Before the fixes, one message whose Message-ID held an 8-bit byte made the IMAP
 listing raise (`summarize_headers`), so every sync of that mailbox failed from
 then on and no later reply was ever seen; a reply holding a NUL byte could not
@@ -10,10 +14,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from sqlalchemy import select
 
+from config import get_settings
 from core.db import session_scope
-from core.models import Enrollment, InboundMessage, Mailbox
+from core.models import Enrollment, InboundMessage, Mailbox, utcnow
 from tests.integration.test_sync_engine import message, setup
 from tests.services.dovecot import DovecotServer
 from worker.sync.engine import sync_mailbox
@@ -44,3 +50,85 @@ def test_hostile_mail_does_not_stop_the_sync_and_a_nul_reply_halts(
         assert session.get_one(Mailbox, setup["mailbox_id"]).status == "active"
         texts = session.scalars(select(InboundMessage.text)).all()
     assert len(texts) == 1 and "please." in (texts[0] or "") and "\x00" not in (texts[0] or "")
+
+
+# -- issue 18 item 6: one slow message must neither stall the mailbox nor lose a reply --------
+
+
+def slow_reply(author: str, to: str, in_reply_to: str, parts: int = 60_000) -> bytes:
+    """A reply whose MIME holds ~2 MiB of tiny parts: most of a second to read, all linear."""
+    return (
+        (
+            f"From: {author}\r\nTo: {to}\r\nSubject: Re: Hi\r\n"
+            f"Message-ID: <slow.{parts}.{author}>\r\nIn-Reply-To: {in_reply_to}\r\n"
+            "Content-Type: multipart/mixed; boundary=XX\r\n\r\n"
+        ).encode()
+        + b"--XX\r\nContent-Type: text/plain\r\n\r\nok\r\n" * parts
+        + b"--XX--\r\n"
+    )
+
+
+def padded_reply(to: str, in_reply_to: str) -> bytes:
+    body = "Yes, Tuesday at 10.\r\n" + "\r\n" * 600 + " \t \r\n" * 2_000 + "=" * 5_000 + "\r\n"
+    return (
+        "From: Dana <dana@acme.test>\r\n"
+        f"To: {to}\r\nSubject: Re: Hi\r\nMessage-ID: <padded.1@acme.test>\r\n"
+        f"In-Reply-To: {in_reply_to}\r\n"
+        "References: " + " ".join(f"<t{n}@acme.test>" for n in range(10_000)) + "\r\n"
+        f"\r\n{body}"
+    ).encode()
+
+
+def _budget(monkeypatch: pytest.MonkeyPatch, milliseconds: int) -> None:
+    monkeypatch.setenv("SIGHTLINE_CLASSIFY_BUDGET_MS", str(milliseconds))
+    get_settings.cache_clear()
+
+
+def _inbound() -> dict[str, InboundMessage]:
+    with session_scope() as session:
+        rows = session.scalars(select(InboundMessage)).all()
+        session.expunge_all()
+    return {str(row.rfc_message_id): row for row in rows}
+
+
+def test_a_slow_message_is_quarantined_retried_and_read_while_the_reply_halts_the_sequence(
+    setup: dict[str, Any], dovecot: DovecotServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    slow = slow_reply("boss@acme.test", setup["sender"], setup["message_id"])
+    dovecot.deliver(setup["sender"], slow)
+    dovecot.deliver(setup["sender"], padded_reply(setup["sender"], setup["message_id"]))
+    _budget(monkeypatch, 100)  # the slow one needs several times this; the reply 1-5 ms
+
+    stats = sync_mailbox(setup["mailbox_id"])
+
+    assert stats.quarantined == 1 and stats.outcomes == {"recorded": 1}, stats
+    with session_scope() as session:
+        assert session.get_one(Enrollment, setup["enrollment_id"]).state == "replied"
+        mailbox = session.get_one(Mailbox, setup["mailbox_id"])
+        assert mailbox.status == "active" and mailbox.sync_cursor is not None
+        cursor = dict(mailbox.sync_cursor)
+    rows = _inbound()
+    reply = rows["<padded.1@acme.test>"]
+    assert reply.kind == "reply" and not reply.quarantined
+    assert (reply.text or "").startswith("Yes, Tuesday at 10.")
+    held = rows["<slow.60000.boss@acme.test>"]
+    assert held.quarantined and held.kind == "quarantined"
+    assert held.error == "classification took longer than 0.1 s"
+    assert held.details is not None and held.details["retry"]["attempts"] == 1
+    assert held.details["retry"]["next_at"] > utcnow().strftime("%Y-%m-%dT%H:%M:%S")
+
+    # The next sync goes on from the saved cursor: nothing is fetched again early.
+    again = sync_mailbox(setup["mailbox_id"])
+    assert (again.fetched, again.quarantined, again.outcomes) == (0, 0, {}), again
+    with session_scope() as session:
+        assert session.get_one(Mailbox, setup["mailbox_id"]).sync_cursor == cursor
+
+    # Five minutes later (its next try is due), with a budget that fits: it is read.
+    with session_scope() as session:
+        row = session.get_one(InboundMessage, held.id)
+        row.details = {"retry": {**row.details["retry"], "next_at": "2000-01-01T00:00:00"}}
+    _budget(monkeypatch, 30_000)
+    retried = sync_mailbox(setup["mailbox_id"])
+    assert retried.outcomes == {"recorded": 1} and retried.quarantined == 0, retried
+    read = _inbound()["<slow.60000.boss@acme.test>"]
+    assert (read.id, read.kind, read.quarantined, read.error) == (held.id, "reply", False, None)

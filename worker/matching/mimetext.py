@@ -132,27 +132,28 @@ class _CappedPolicy(Compat32):
 class _CappedMessage(Message):
     """A compat32 message with capped headers, which knows how deep it is nested.
 
-    A part nested deeper than ``MAX_PART_DEPTH`` reads as text: the standard
-    library's parser recurses once per multipart level and raised RecursionError
-    on a message nesting 2,000 of them; it now never goes past that depth.
+    A part nested deeper than ``MAX_PART_DEPTH`` reads as text (its Content-Type
+    is not kept): the standard library's parser recurses once per multipart or
+    attached-message level, and raised RecursionError on a message nesting 2,000
+    of them; it now never goes deeper than that.
     """
 
     depth = 0
 
     def set_raw(self, name: str, value: Any) -> None:
-        if len(self) < MAX_HEADERS_PER_PART:
-            super().set_raw(name, value)
+        if len(self) >= MAX_HEADERS_PER_PART:
+            return
+        if self.depth > MAX_PART_DEPTH and name.strip().lower() == "content-type":
+            return
+        super().set_raw(name, value)
 
     def attach(self, payload: Message | str) -> None:
         # The parser attaches each part to its parent before reading its headers.
         if isinstance(payload, _CappedMessage):
             payload.depth = self.depth + 1
+            if payload.depth > MAX_PART_DEPTH:
+                payload.set_default_type("text/plain")  # not message/rfc822 in a digest
         super().attach(payload)
-
-    def get_content_type(self) -> str:
-        if self.depth > MAX_PART_DEPTH:
-            return "text/plain"
-        return super().get_content_type()
 
 
 _POLICY = _CappedPolicy()

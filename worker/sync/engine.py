@@ -12,9 +12,18 @@ sync, and a push during a running sync queues exactly one more, through a
 
 Per batch: one lookup of every candidate Message-ID; only a match (or a likely
 bounce/complaint/auto-reply) is fetched whole and handled in its own
-transaction; a message that fails to parse is quarantined and the sync goes on;
-the batch's cursor is saved last. A crash re-lists the batch; the natural keys
-make that harmless.
+transaction, its classification under a time budget (SIGHTLINE_CLASSIFY_BUDGET_MS);
+a message over budget or that fails to parse is quarantined and the sync goes
+on; the batch's cursor is saved last. A crash re-lists the batch; the natural
+keys make that harmless. After the batches, up to `RETRIES_PER_SYNC`
+quarantined messages whose next try is due are fetched and handled again
+(`worker.sync.quarantine`).
+
+RQ's job timeout (`rq.timeouts.JobTimeoutException`, an `Exception` delivered by
+SIGALRM wherever the job is) is never caught here: the job fails, the batch's
+cursor is not saved, and the next sync reads the message again within its
+classification budget. Catching it would record a message that was never
+read and let the job run on past its limit.
 
 Throttling is per mailbox: a `ProviderError` with `retry_after` (Gmail quota,
 Graph 429, EWS ErrorServerBusy) sets a back-off key for that mailbox only and
@@ -33,12 +42,13 @@ import math
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import cast
 
 from redis.exceptions import LockError, RedisError
 from redis.lock import Lock
+from rq.timeouts import BaseTimeoutException
 from sqlalchemy import Table, select, update
 
 from config import get_settings, queues
@@ -49,9 +59,11 @@ from core.redis import get_redis
 from worker.matching.matcher import find_sent_messages, may_be_report
 from worker.queueing import enqueue_once, job_started
 from worker.sync import push_latency
-from worker.sync.base import ChangeBatch, MailboxProvider, ProviderError
+from worker.sync import quarantine as held
+from worker.sync.base import ChangeBatch, HeaderSummary, MailboxProvider, ProviderError
 from worker.sync.credentials import credential_saver
 from worker.sync.inbound import MailboxRef, handle_inbound, quarantine
+from worker.sync.mime import summarize_headers
 from worker.sync.registry import open_provider
 
 log = logging.getLogger(__name__)
@@ -250,6 +262,7 @@ def sync_mailbox(mailbox_id: int) -> SyncStats:
                 if handled is not None:
                     _save_cursor(mailbox_id, handled)
                 handled = batch.cursor
+            _retry_quarantined(provider, ref, stats)
     except BaseException as exc:
         if handled is not None:
             _save_cursor(mailbox_id, handled)
@@ -282,7 +295,8 @@ def _handle_batch(
     candidates = {c for m in batch.messages for c in m.candidates}
     with session_scope() as session:
         known = set(find_sent_messages(session, mailbox.team_id, candidates))
-    max_bytes = get_settings().max_inbound_bytes
+    settings = get_settings()
+    max_bytes, budget = settings.max_inbound_bytes, settings.classify_budget_ms / 1000
     for summary in batch.messages:
         if not (known.intersection(summary.candidates) or may_be_report(summary)):
             continue
@@ -304,19 +318,89 @@ def _handle_batch(
             stats.quarantined += 1
             continue
         stats.fetched += 1
+        _handle_one(mailbox, summary, raw, budget, stats)
+
+
+def _handle_one(
+    mailbox: MailboxRef, summary: HeaderSummary, raw: bytes, budget: float, stats: SyncStats
+) -> str:
+    """Handle one fetched message in its own transaction; returns its outcome's status.
+
+    A message that cannot be handled is quarantined for a later try and the sync
+    goes on; RQ's job timeout is let through (module docstring).
+    """
+    try:
+        with session_scope() as session:
+            outcome = handle_inbound(session, mailbox, summary, raw, budget=budget)
+    except (ProviderError, BaseTimeoutException):
+        raise
+    except Exception as exc:
+        log.exception(
+            "inbound_quarantined mailbox_id=%s provider_id=%s", mailbox.id, summary.provider_id
+        )
+        with session_scope() as session:
+            quarantine(session, mailbox, summary, f"{type(exc).__name__}: {exc}", retry=True)
+        stats.quarantined += 1
+        return "quarantined"
+    if outcome.status == "quarantined":
+        stats.quarantined += 1
+    else:
+        stats.count(outcome.status)
+    return outcome.status
+
+
+def _retry_quarantined(provider: MailboxProvider, mailbox: MailboxRef, stats: SyncStats) -> None:
+    """Fetch and handle again the quarantined messages whose next try is due."""
+    with session_scope() as session:
+        due = held.due_retries(session, mailbox.id, utcnow())
+    settings = get_settings()
+    max_bytes, budget = settings.max_inbound_bytes, settings.classify_budget_ms / 1000
+    for retry in due:
+        summary = HeaderSummary(
+            provider_id=retry.provider_id,
+            fetch_ref=retry.fetch_ref,
+            rfc_message_id=retry.rfc_message_id,
+            from_addr=None,
+            subject=None,
+            candidates=[],
+            headers={},
+            received_at=retry.received_at,
+        )
         try:
+            raw = provider.fetch(retry.fetch_ref, max_bytes)
+        except ProviderError as exc:
+            if exc.needs_reconnect:
+                raise
+            # Gone, moved, or the provider is having a bad minute: one more try spent.
             with session_scope() as session:
-                outcome = handle_inbound(session, mailbox, summary, raw)
-            stats.count(outcome.status)
-        except ProviderError:
-            raise
-        except Exception as exc:
-            log.exception(
-                "inbound_quarantined mailbox_id=%s provider_id=%s", mailbox.id, summary.provider_id
-            )
+                quarantine(
+                    session,
+                    mailbox,
+                    summary,
+                    f"provider could not fetch it: {exc}",
+                    retry=True,
+                )
+            continue
+        read = summarize_headers(raw, retry.fetch_ref)
+        summary = replace(
+            read,
+            provider_id=retry.provider_id,
+            fetch_ref=retry.fetch_ref,
+            received_at=retry.received_at,
+        )
+        status = _handle_one(
+            mailbox, summary, raw, held.retry_budget(budget, retry.attempts), stats
+        )
+        if status in ("unmatched", "ignored", "own"):
+            # Read at last, it answers nothing of ours: such messages are not kept.
             with session_scope() as session:
-                quarantine(session, mailbox, summary, f"{type(exc).__name__}: {exc}")
-            stats.quarantined += 1
+                held.release(session, retry.id)
+        log.info(
+            "quarantine_retried mailbox_id=%s provider_id=%s status=%s",
+            mailbox.id,
+            retry.provider_id,
+            status,
+        )
 
 
 # Every sync ends in one of these writes. They go through Core, not the ORM's

@@ -17,6 +17,7 @@ from datetime import datetime
 from email.header import decode_header, make_header
 from email.message import Message
 
+from worker.matching.mimetext import cap_header_value, sender_address
 from worker.matching.msgid import parse_msgid_list, reference_candidates
 from worker.sync.base import HeaderSummary
 
@@ -46,6 +47,8 @@ def summary_from_headers(
     (``mid:<id>``, stable when the provider's own id changes on a move), else by
     `fetch_ref`.
     """
+    # Capped as classification caps them: a provider hands over any length.
+    headers = {name: cap_header_value(name, str(value)) for name, value in headers.items()}
     message = Message()
     for name in ("in-reply-to", "references"):
         if headers.get(name):
@@ -54,13 +57,13 @@ def summary_from_headers(
     rfc_id = ids[0] if ids else None
     if provider_id is None:
         provider_id = f"mid:{rfc_id}" if rfc_id else f"ref:{fetch_ref}"
-    _, from_addr = email.utils.parseaddr(decode_words(headers.get("from", "")))
+    from_addr = sender_address(decode_words(headers.get("from", "")))
     subject = headers.get("subject")
     return HeaderSummary(
         provider_id=provider_id,
         fetch_ref=fetch_ref,
         rfc_message_id=rfc_id,
-        from_addr=from_addr.lower() or None,
+        from_addr=from_addr or None,
         subject=decode_words(subject) if subject is not None else None,
         candidates=reference_candidates(message),
         headers=dict(headers),

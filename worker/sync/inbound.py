@@ -20,6 +20,11 @@ following up by hand), which are not replies. Auto-replies and bounces that name
 none of our Message-IDs (some MTAs attach nothing) are matched by address: the
 latest message this mailbox sent to the sender (auto-reply) or to a failed
 recipient (bounce) within 30 days.
+
+A message that cannot be classified within its time budget (or at all) is
+quarantined (``worker.sync.quarantine``): kept, shown, tried again later. It is
+never read as ``other``: that would let the sequence go on as if nobody had
+answered. When it is read at last, its quarantined row becomes what it is.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from core.events import insert_ignore, natural_key, queue_salesforce_task, record_event
@@ -40,10 +45,12 @@ from core.models import (
     SentMessage,
     utcnow,
 )
+from worker.matching.budget import DEFAULT_BUDGET_SECONDS
 from worker.matching.classify import Classification, classify_message
 from worker.matching.matcher import find_sent_messages
 from worker.sequences.engine import DESCRIPTION_LIMIT
 from worker.sequences.rules import Signal, apply_signal, read_signal
+from worker.sync import quarantine as held
 from worker.sync.base import HeaderSummary
 
 log = logging.getLogger(__name__)
@@ -62,20 +69,39 @@ class MailboxRef:
 
 @dataclass(frozen=True)
 class Outcome:
-    status: str  # recorded, duplicate, unmatched, own, ignored
+    status: str  # recorded, duplicate, unmatched, own, ignored, quarantined
     kind: str | None = None
     sent_message_id: int | None = None
     event_id: int | None = None
 
 
 def handle_inbound(
-    session: Session, mailbox: MailboxRef, summary: HeaderSummary, raw: bytes
+    session: Session,
+    mailbox: MailboxRef,
+    summary: HeaderSummary,
+    raw: bytes,
+    *,
+    budget: float = DEFAULT_BUDGET_SECONDS,
 ) -> Outcome:
-    """Classify `raw` and record what it means. The caller owns the transaction."""
+    """Classify `raw` (within `budget` seconds) and record what it means.
+
+    The caller owns the transaction. Over budget, or unreadable, the message is
+    quarantined for a later try (status ``quarantined``).
+    """
     summary = storable_summary(summary)
     if summary.from_addr and summary.from_addr == mailbox.email.lower():
         return Outcome("own")
-    classification = classify_message(raw)
+    classification = classify_message(raw, budget=budget)
+    if classification.kind == "quarantined":
+        reason = classification.reason or "could not be classified"
+        quarantine(session, mailbox, summary, reason, retry=True, kind="quarantined")
+        log.warning(
+            "inbound_quarantined mailbox_id=%s provider_id=%s reason=%s",
+            mailbox.id,
+            summary.provider_id,
+            reason,
+        )
+        return Outcome("quarantined", "quarantined")
     classification = replace(classification, text=_storable(classification.text))
     refs = list(dict.fromkeys([*classification.refers_to, *summary.candidates]))
     known = find_sent_messages(session, mailbox.team_id, [*refs, *_own_id(summary)])
@@ -199,38 +225,48 @@ def _insert_inbound(
     signal: Signal,
     now: datetime,
 ) -> int:
-    """The inbound row's id, inserting it unless this mailbox already has it."""
+    """The inbound row's id, inserting it unless this mailbox already has it.
+
+    A row the message was quarantined in becomes what the message is.
+    """
     details: dict[str, Any] = {"signal": signal.kind, **signal.data}
+    values: dict[str, Any] = {
+        "team_id": mailbox.team_id,
+        "mailbox_id": mailbox.id,
+        "provider_id": summary.provider_id,
+        "rfc_message_id": summary.rfc_message_id,
+        "sent_message_id": sent.id,
+        "kind": classification.kind,
+        "from_addr": summary.from_addr,
+        "subject": (summary.subject or "")[:998],
+        "text": classification.text,
+        "details": details,
+        "quarantined": False,
+        "error": None,
+        "received_at": summary.received_at,
+        "created_at": now,
+    }
     inserted = insert_ignore(
         session,
         InboundMessage.__table__,  # type: ignore[arg-type]
-        {
-            "team_id": mailbox.team_id,
-            "mailbox_id": mailbox.id,
-            "provider_id": summary.provider_id,
-            "rfc_message_id": summary.rfc_message_id,
-            "sent_message_id": sent.id,
-            "kind": classification.kind,
-            "from_addr": summary.from_addr,
-            "subject": (summary.subject or "")[:998],
-            "text": classification.text,
-            "details": details,
-            "quarantined": False,
-            "received_at": summary.received_at,
-            "created_at": now,
-        },
+        values,
         ["mailbox_id", "provider_id"],
     )
     if inserted is not None:
         return inserted
-    return int(
-        session.scalars(
-            select(InboundMessage.id).where(
-                InboundMessage.mailbox_id == mailbox.id,
-                InboundMessage.provider_id == summary.provider_id,
-            )
-        ).one()
-    )
+    existing = session.execute(
+        select(InboundMessage.id, InboundMessage.quarantined).where(
+            InboundMessage.mailbox_id == mailbox.id,
+            InboundMessage.provider_id == summary.provider_id,
+        )
+    ).one()
+    if existing.quarantined:
+        session.execute(
+            update(InboundMessage)
+            .where(InboundMessage.id == existing.id)
+            .values({k: v for k, v in values.items() if k != "created_at"})
+        )
+    return int(existing.id)
 
 
 def _owe_reply_task(
@@ -265,26 +301,26 @@ def _owe_reply_task(
     )
 
 
-def quarantine(session: Session, mailbox: MailboxRef, summary: HeaderSummary, error: str) -> None:
-    """Keep a message we could not handle where a person can see it."""
-    summary = storable_summary(summary)
-    error = _storable(error)
-    insert_ignore(
+def quarantine(
+    session: Session,
+    mailbox: MailboxRef,
+    summary: HeaderSummary,
+    error: str,
+    *,
+    retry: bool = False,
+    kind: str = "unparsable",
+) -> None:
+    """Keep a message we could not handle where a person can see it.
+
+    With ``retry`` it is tried again later (``worker.sync.quarantine``).
+    """
+    held.keep(
         session,
-        InboundMessage.__table__,  # type: ignore[arg-type]
-        {
-            "team_id": mailbox.team_id,
-            "mailbox_id": mailbox.id,
-            "provider_id": summary.provider_id,
-            "rfc_message_id": summary.rfc_message_id,
-            "kind": "unparsable",
-            "from_addr": summary.from_addr,
-            "subject": (summary.subject or "")[:998],
-            "quarantined": True,
-            "error": error[:4000],
-            "received_at": summary.received_at,
-            "created_at": utcnow(),
-            "details": {},
-        },
-        ["mailbox_id", "provider_id"],
+        team_id=mailbox.team_id,
+        mailbox_id=mailbox.id,
+        summary=storable_summary(summary),
+        kind=kind,
+        reason=_storable(error),
+        retry=retry,
+        now=utcnow(),
     )

@@ -13,17 +13,21 @@ import time
 from datetime import UTC, datetime
 from email import policy
 from email.errors import HeaderParseError
-from email.message import EmailMessage, Message
-from email.parser import BytesHeaderParser
+from email.message import EmailMessage
 
 from core.header_text import flatten_header_text, header_text_problem
+from worker.matching.mimetext import parse_header_bytes, sender_address
 from worker.matching.msgid import normalize_msgid, parse_msgid_list, reference_candidates
 from worker.sync.base import HeaderSummary, OutgoingMessage
 
 
 def summarize_headers(raw_headers: bytes, provider_fallback: str) -> HeaderSummary:
-    """Build the engine's view of a message from its raw header block."""
-    msg: Message = BytesHeaderParser(policy=policy.compat32).parsebytes(raw_headers)
+    """Build the engine's view of a message from its raw header block.
+
+    Header values are capped as classification caps them (``mimetext``), so a
+    hostile header costs the listing no more than it costs the classifier.
+    """
+    msg = parse_header_bytes(raw_headers)
     ids = parse_msgid_list(msg.get("Message-ID"))
     rfc_id = ids[0] if ids else None
     if rfc_id is not None:
@@ -31,12 +35,11 @@ def summarize_headers(raw_headers: bytes, provider_fallback: str) -> HeaderSumma
     else:
         provider_id = "hdr:" + hashlib.sha256(raw_headers + provider_fallback.encode()).hexdigest()
     headers = {k.lower(): str(v) for k, v in msg.items()}
-    _, from_addr = email.utils.parseaddr(headers.get("from", ""))
     return HeaderSummary(
         provider_id=provider_id,
         fetch_ref="",
         rfc_message_id=rfc_id,
-        from_addr=from_addr.lower() or None,
+        from_addr=sender_address(headers.get("from", "")) or None,
         subject=headers.get("subject"),
         candidates=reference_candidates(msg),
         headers=headers,
