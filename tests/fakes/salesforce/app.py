@@ -152,9 +152,18 @@ def _lock_error(record_id: str | None = None) -> RecordError:
     )
 
 
+OPERATIONS_KEY = "sightline.fake.operations"  # WSGI environ: what a call carried (`Call`)
+
+
 @dataclass(frozen=True)
 class Call:
-    """One request the fake answered (admin requests are not logged)."""
+    """One request the fake answered (admin requests are not logged).
+
+    `operations` says what a call carried that its path does not: each
+    subrequest of a composite call (``"PATCH composite/sobjects/Task/Key__c"``),
+    or the operation of a Bulk API job (``"upsert Task by Key__c"``), so a test
+    can tell how records were written.
+    """
 
     method: str
     path: str
@@ -163,6 +172,7 @@ class Call:
     started: float
     duration: float
     fault: str | None
+    operations: tuple[str, ...] = ()
 
 
 @dataclass
@@ -334,6 +344,7 @@ class SalesforceApp:
                 started=started,
                 duration=time.time() - started,
                 fault=fault.kind if fault else None,
+                operations=tuple(request.environ.get(OPERATIONS_KEY, ())),
             )
         )
         if fault is not None and fault.kind == "commit_then_drop":
@@ -906,6 +917,7 @@ class SalesforceApp:
                 f"Composite requests may contain at most {MAX_SUBREQUESTS} subrequests",
             )
         parsed = [self._subrequest(ctx, sub, index) for index, sub in enumerate(subrequests)]
+        ctx.request.environ[OPERATIONS_KEY] = [f"{p[4]} {p[2]}" for p in parsed]
         references = [p[0] for p in parsed]
         if len(set(references)) != len(references):
             raise ApiError(400, "INVALID_API_INPUT", "Duplicate referenceId provided")
@@ -1000,7 +1012,10 @@ class SalesforceApp:
             body = self._body(ctx.request)
             if not isinstance(body, dict):
                 raise json_parser_error("Expected a JSON object for the job")
-            return _json_response(200, bulk.create(body, ctx.version))
+            job = bulk.create(body, ctx.version)
+            by = f" by {job['externalIdFieldName']}" if job.get("externalIdFieldName") else ""
+            ctx.request.environ[OPERATIONS_KEY] = [f"{job['operation']} {job['object']}{by}"]
+            return _json_response(200, job)
         job_id = parts[0]
         if len(parts) == 1:
             self._require(method, "GET", "PATCH", "DELETE")
