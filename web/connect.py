@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from flask import Blueprint, Response, g, redirect, render_template, request, url_for
@@ -62,6 +63,7 @@ from web.auth import current_user, login_required, protect
 from web.db import db
 from web.oauth_flow import Flow, FlowError, Proposal, Saved
 from web.redirects import safe_redirect_path
+from worker.sync import quarantine
 from worker.sync.base import ProviderError
 
 log = logging.getLogger(__name__)
@@ -424,7 +426,9 @@ def _owned(mailbox_id: int, team_id: int) -> Mailbox:
 
 
 def _mailbox_json(mailbox: Mailbox) -> dict[str, Any]:
-    return MailboxOut.model_validate(mailbox).model_dump(mode="json")
+    held = quarantine.counts(db(), [mailbox.id]).get(mailbox.id, 0)
+    out = MailboxOut.model_validate(mailbox).model_copy(update={"quarantined": held})
+    return out.model_dump(mode="json")
 
 
 def _started(start_path: str) -> dict[str, Any]:
@@ -550,8 +554,36 @@ def _page(message: str | None, status: int = 200) -> ResponseReturnValue:
         names=PROVIDER_NAMES,
         google=providers.google_configured,
         microsoft=providers.microsoft_configured,
+        held=_held_back(list(rows)),
         message=message,
     ), status
+
+
+@dataclass(frozen=True)
+class _HeldBack:
+    """A mailbox's quarantined messages as its row on the page shows them."""
+
+    count: int
+    newest: list[dict[str, str]]  # sender, subject, what happened and happens next
+
+
+def _held_back(mailboxes: list[Mailbox]) -> dict[int, _HeldBack]:
+    """Per mailbox with any: how many messages the sync keeps but could not read, newest 3."""
+    counts = quarantine.counts(db(), [m.id for m in mailboxes])
+    return {
+        mailbox_id: _HeldBack(
+            count,
+            [
+                {
+                    "sender": row.from_addr or "unknown sender",
+                    "subject": row.subject or "(no subject)",
+                    "summary": quarantine.describe(row.error, row.details),
+                }
+                for row in quarantine.newest(db(), mailbox_id, 3)
+            ],
+        )
+        for mailbox_id, count in counts.items()
+    }
 
 
 @pages.post("/mailboxes/connect/<kind>")

@@ -23,6 +23,7 @@ from web.api.schemas import (
     MailboxList,
     MailboxOut,
     MessageList,
+    QuarantineList,
     SequenceCreate,
     SequenceOut,
 )
@@ -31,6 +32,7 @@ _MODELS: list[type[BaseModel]] = [
     MailboxCreate,
     MailboxOut,
     MailboxList,
+    QuarantineList,
     SequenceCreate,
     SequenceOut,
     EnrollmentCreate,
@@ -129,6 +131,14 @@ def build_document() -> dict[str, Any]:
             "/mailboxes": mailboxes,
             "/mailboxes/{mailbox_id}": {
                 "get": _get("A mailbox", MailboxOut, [_id_param("mailbox_id")], 404)
+            },
+            "/mailboxes/{mailbox_id}/quarantine": {
+                "get": _get(
+                    "Messages the sync keeps but could not read, newest first",
+                    QuarantineList,
+                    [_id_param("mailbox_id")],
+                    404,
+                )
             },
             "/sequences": _create("Create a sequence", SequenceCreate, SequenceOut),
             "/sequences/{sequence_id}": {

@@ -31,13 +31,17 @@ from web.api.schemas import (
     MailboxOut,
     MessageList,
     MessageOut,
+    QuarantinedMessageOut,
+    QuarantineList,
     SequenceCreate,
     SequenceOut,
     TransitionOut,
 )
 from web.db import db
+from worker.sync import quarantine
 
 PAGE_LIMIT = 500
+QUARANTINE_LISTED = 100
 
 
 T = TypeVar("T", Mailbox, Sequence, Enrollment)
@@ -64,16 +68,46 @@ def create_mailbox() -> ResponseReturnValue:
 @require_token
 def list_mailboxes() -> ResponseReturnValue:
     rows = db().scalars(select(Mailbox).where(Mailbox.team_id == g.team_id).order_by(Mailbox.id))
-    return MailboxList(mailboxes=[MailboxOut.model_validate(m) for m in rows]).model_dump(
-        mode="json"
-    )
+    return MailboxList(mailboxes=mailboxes_out(list(rows))).model_dump(mode="json")
 
 
 @bp.get("/mailboxes/<int:mailbox_id>")
 @require_token
 def get_mailbox(mailbox_id: int) -> ResponseReturnValue:
     mailbox = _owned(Mailbox, mailbox_id, "mailbox")
-    return MailboxOut.model_validate(mailbox).model_dump(mode="json")
+    return mailboxes_out([mailbox])[0].model_dump(mode="json")
+
+
+@bp.get("/mailboxes/<int:mailbox_id>/quarantine")
+@require_token
+def get_quarantine(mailbox_id: int) -> ResponseReturnValue:
+    """The messages the sync keeps but could not read: why, and when it tries again."""
+    mailbox = _owned(Mailbox, mailbox_id, "mailbox")
+    count = quarantine.counts(db(), [mailbox.id]).get(mailbox.id, 0)
+    messages = [
+        QuarantinedMessageOut(
+            id=row.id,
+            from_addr=row.from_addr,
+            subject=row.subject,
+            received_at=row.received_at,
+            held_since=row.created_at,
+            reason=row.error or "could not be read",
+            tries=quarantine.tries(row.details),
+            next_try_at=quarantine.next_try_at(row.details),
+            summary=quarantine.describe(row.error, row.details),
+        )
+        for row in quarantine.newest(db(), mailbox.id, QUARANTINE_LISTED)
+    ]
+    return QuarantineList(count=count, messages=messages).model_dump(mode="json")
+
+
+def mailboxes_out(mailboxes: list[Mailbox]) -> list[MailboxOut]:
+    """The mailboxes as the API shows them, each with its count of quarantined messages."""
+    held = quarantine.counts(db(), [m.id for m in mailboxes])
+    return [
+        MailboxOut.model_validate(m).model_copy(update={"quarantined": held.get(m.id, 0)})
+        for m in mailboxes
+    ]
 
 
 @bp.post("/sequences")

@@ -176,6 +176,9 @@ class MailboxOut(Response):
     sent_copy_error: str | None = None
     # Does the mailbox's push announce new mail promptly? (measured; None: not yet)
     push_prompt: bool | None = None
+    # Messages the sync could not read (over the time budget, or unreadable): kept,
+    # tried again later; GET /mailboxes/{id}/quarantine lists them with the reason.
+    quarantined: int = 0
     created_at: datetime
 
 
@@ -256,6 +259,25 @@ class EventList(Response):
 
 class MailboxList(Response):
     mailboxes: list[MailboxOut]
+
+
+class QuarantinedMessageOut(Response):
+    """A message the sync keeps but could not read, and what happens to it next."""
+
+    id: int
+    from_addr: str | None
+    subject: str | None
+    received_at: datetime | None
+    held_since: datetime
+    reason: str  # the latest try's ("classification took longer than 1.5 s")
+    tries: int
+    next_try_at: datetime | None  # None: not tried again (gave up, or cannot be fetched)
+    summary: str  # reason, tries and next step in one sentence, as the mailboxes page shows it
+
+
+class QuarantineList(Response):
+    count: int  # all of the mailbox's quarantined messages; `messages` lists the newest 100
+    messages: list[QuarantinedMessageOut]
 
 
 class ErrorDetail(BaseModel):

@@ -31,10 +31,10 @@ the JSON value compares in SQL as it does in time (SQLite and PostgreSQL alike).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from core.events import insert_ignore
@@ -157,6 +157,44 @@ def release(session: Session, row_id: int) -> None:
     session.execute(
         delete(InboundMessage).where(InboundMessage.id == row_id, InboundMessage.quarantined)
     )
+
+
+def counts(session: Session, mailbox_ids: list[int]) -> dict[int, int]:
+    """How many quarantined messages each of these mailboxes keeps (0s left out)."""
+    if not mailbox_ids:
+        return {}
+    rows = session.execute(
+        select(InboundMessage.mailbox_id, func.count())
+        .where(InboundMessage.mailbox_id.in_(mailbox_ids), InboundMessage.quarantined.is_(True))
+        .group_by(InboundMessage.mailbox_id)
+    )
+    return {int(mailbox_id): int(n) for mailbox_id, n in rows}
+
+
+def newest(session: Session, mailbox_id: int, limit: int) -> list[InboundMessage]:
+    """The mailbox's quarantined messages, newest first, at most ``limit``."""
+    return list(
+        session.scalars(
+            select(InboundMessage)
+            .where(InboundMessage.mailbox_id == mailbox_id, InboundMessage.quarantined.is_(True))
+            .order_by(InboundMessage.created_at.desc(), InboundMessage.id.desc())
+            .limit(limit)
+        )
+    )
+
+
+def tries(details: dict[str, Any] | None) -> int:
+    """How many times the message was tried (1 for one kept without retries)."""
+    retry = (details or {}).get("retry")
+    return int(retry.get("attempts") or 1) if isinstance(retry, dict) else 1
+
+
+def next_try_at(details: dict[str, Any] | None) -> datetime | None:
+    """When the message is tried again (UTC), or None: never again."""
+    retry = (details or {}).get("retry")
+    if not isinstance(retry, dict) or not retry.get("next_at"):
+        return None
+    return datetime.strptime(str(retry["next_at"]), _TIME_FORMAT).replace(tzinfo=UTC)
 
 
 def describe(error: str | None, details: dict[str, Any] | None) -> str:
