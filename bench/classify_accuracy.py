@@ -28,6 +28,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from bench.machine import load_average, load_note  # noqa: E402
 from worker.matching.classify import classify_message  # noqa: E402
 
 DEFAULT_CORPUS = REPO.parent / "shared" / "corpus" / "bounces"
@@ -131,6 +132,7 @@ def main(argv: list[str]) -> int:
         print(f"no labelled corpus at {corpus}", file=sys.stderr)
         return 2
     print(f"$ python bench/classify_accuracy.py {corpus}")
+    load = load_average()  # before this bench's own work: how busy the machine already was
     scores = score(corpus)
     total = sum(scores.kind_total.values())
     for kind in sorted(scores.kind_total):
@@ -147,7 +149,10 @@ def main(argv: list[str]) -> int:
         f"{scores.status_total})"
     )
     print(f"hard/soft     {scores.hard_accuracy:7.1%}  ({scores.hard_correct}/{scores.hard_total})")
-    print(f"speed         {total / scores.seconds:7.0f} messages/s  ({total} messages)")
+    print(
+        f"speed         {total / scores.seconds:7.0f} messages/s  ({total} messages), "
+        f"{load_note(load)}"
+    )
     correct, fixture_total = score_fixtures()
     print(f"$ (fixtures) {FIXTURES.relative_to(REPO)}")
     for kind in sorted(fixture_total):

@@ -35,6 +35,8 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
+from bench.machine import load_average, load_note
+
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"
 PAINT_JS = """() => new Promise(resolve => {
@@ -217,6 +219,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="runs of each rendering measure")
     parser.add_argument("--loads", type=int, default=15, help="viewer loads in Chromium")
     args = parser.parse_args()
+    load = load_average()  # before this bench's own work: how busy the machine already was
 
     import requests
     from alembic import command
@@ -315,7 +318,8 @@ def main() -> None:
     print(f"  the same from a new browser context each time: {spread(fresh)}")
     print(
         f"documents: {pipeline_rate:.0f} pages/s pipeline vs {median(alone):.0f} pages/s "
-        f"pymupdf alone; first page painted in {median(paints):.0f} ms (median)"
+        f"pymupdf alone; first page painted in {median(paints):.0f} ms (median), "
+        f"{load_note(load)}"
     )
     sys.stdout.flush()
 

@@ -45,6 +45,8 @@ from email.utils import format_datetime, make_msgid
 from pathlib import Path
 from typing import Any
 
+from bench.machine import load_average, load_note
+
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
@@ -386,6 +388,7 @@ def send_step_one(sequence_id: int, prospects: list[str]) -> dict[int, str]:
 
 
 def bench_bytes(args: argparse.Namespace) -> None:
+    load = load_average()  # before this bench's own work: how busy the machine already was
     from worker.sync.engine import sync_mailbox
 
     with world() as w:
@@ -418,7 +421,8 @@ def bench_bytes(args: argparse.Namespace) -> None:
             batched = (boxes.served(kind) - before) / args.per_sync
             print(f"{kind:<10} {statistics.median(singles):>17,.0f} B {batched:>15,.0f} B")
         print(
-            "(bytes the server sent during the sync, per message; bodies never fetched: fetched=0)"
+            "(bytes the server sent during the sync, per message; bodies never fetched: "
+            f"fetched=0), {load_note(load)}"
         )
 
 
@@ -426,6 +430,7 @@ def bench_bytes(args: argparse.Namespace) -> None:
 
 
 def bench_quota(args: argparse.Namespace) -> None:
+    load = load_average()  # before this bench's own work: how busy the machine already was
     from worker.sync.engine import sync_mailbox
 
     with world() as w:
@@ -453,7 +458,8 @@ def bench_quota(args: argparse.Namespace) -> None:
         )
         print(
             "per-user limit: 15,000 units/minute -> one mailbox can take "
-            f"{15_000 / (one_each / args.messages):,.0f} pushed messages a minute"
+            f"{15_000 / (one_each / args.messages):,.0f} pushed messages a minute, "
+            f"{load_note(load)}"
         )
 
 
@@ -461,6 +467,7 @@ def bench_quota(args: argparse.Namespace) -> None:
 
 
 def bench_latency(args: argparse.Namespace) -> None:
+    load = load_average()  # before this bench's own work: how busy the machine already was
     from sqlalchemy import select
 
     from core.db import session_scope
@@ -508,7 +515,7 @@ def bench_latency(args: argparse.Namespace) -> None:
                 f"--kinds {args.kinds})"
             )
             print(
-                f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; "
+                f"machine: {os.cpu_count()} cores, {load_note(load)}; "
                 f"PostgreSQL, Redis; Procfile web, {args.workers} worker(s), cron, listener; "
                 "fakes in this process"
             )

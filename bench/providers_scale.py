@@ -42,6 +42,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench.machine import load_average, load_note  # noqa: E402
 from bench.providers import World, newsletter, percentile, reply  # noqa: E402
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -224,6 +225,7 @@ def main() -> None:
     parser.add_argument("--reply-share", type=float, default=0.01)
     parser.add_argument("--teams", type=int, default=500)
     args = parser.parse_args()
+    load = load_average()  # before this bench's own work: how busy the machine already was
 
     from sqlalchemy import select
 
@@ -397,7 +399,7 @@ def main() -> None:
         )
         print(
             f"machine: {cores} cores; window {window:.0f} s after {args.warmup:.0f} s warm-up; "
-            f"load average at the end {os.getloadavg()[0]:.1f} (other work on the machine "
+            f"{load_note(load)} at the start, {load_note()} at the end (other work on the machine "
             "competes for the same cores: the cpu-seconds per sync hold, throughput may not)"
         )
         print(

@@ -28,6 +28,8 @@ from alembic.config import Config
 from cryptography.fernet import Fernet
 from sqlalchemy import select
 
+from bench.machine import load_average, load_note
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -43,6 +45,7 @@ def main() -> None:
     parser.add_argument("--gap", type=float, default=0.2, help="seconds between deliveries")
     parser.add_argument("--workers", type=int, default=1, help="worker processes")
     args = parser.parse_args()
+    load = load_average()  # before this bench's own work: how busy the machine already was
 
     from tests.services import postgres, process
     from tests.services import redis as test_redis
@@ -208,7 +211,7 @@ def main() -> None:
         print(
             f"reply->halt seconds: p50 {statistics.median(latencies):.2f}, "
             f"p95 {percentile(latencies, 0.95):.2f}, max {max(latencies):.2f}, "
-            f"min {min(latencies):.2f}"
+            f"min {min(latencies):.2f}, {load_note(load)}"
         )
     finally:
         if stack is not None:

@@ -32,6 +32,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from bench.machine import load_average, load_note  # noqa: E402
 from worker.matching.mimetext import body_text, parse_bytes  # noqa: E402
 from worker.matching.replytext import new_text  # noqa: E402
 
@@ -72,6 +73,7 @@ def _norm(text: str) -> str:
 
 def main(argv: list[str]) -> int:
     verbose = "-v" in argv
+    load = load_average()  # before this bench's own work: how busy the machine already was
     labels = json.loads((FIXTURES / "labels.json").read_text(encoding="utf-8"))
     names = sorted(n for n, label in labels.items() if label["kind"] == "reply")
     methods = _methods()
@@ -88,7 +90,7 @@ def main(argv: list[str]) -> int:
                 exact[method] += 1
             elif verbose:
                 print(f"miss {method}: {name}: {got[:100]!r}")
-    print("$ python bench/reply_text_libraries.py")
+    print(f"$ python bench/reply_text_libraries.py  ({load_note(load)})")
     for method in methods:
         share = exact[method] / len(names)
         print(

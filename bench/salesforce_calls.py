@@ -43,6 +43,8 @@ from alembic.config import Config
 from cryptography.fernet import Fernet
 from sqlalchemy import func, select, text, update
 
+from bench.machine import load_average, load_note
+
 if TYPE_CHECKING:
     from tests.fakes.salesforce import FakeSalesforce
     from tests.services.redis import ClaimedDatabase, PrivateRedisServer
@@ -379,6 +381,7 @@ def main() -> None:
     parser.add_argument("--debounce", type=int, default=300, help="engagement debounce, seconds")
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args()
+    load = load_average()  # before this bench's own work: how busy the machine already was
     os.environ["SIGHTLINE_SALESFORCE_BATCH_SECONDS"] = str(args.batch)
     os.environ["SIGHTLINE_SALESFORCE_ENGAGEMENT_DEBOUNCE_SECONDS"] = str(args.debounce)
     logging.disable(logging.INFO)
@@ -407,7 +410,7 @@ def main() -> None:
         )
     print(f"  one call per activity:  {n:>4} calls")
     per_1000 = spread.calls * 1000 / n
-    print(f"salesforce: {per_1000:g} calls per 1000 activities")
+    print(f"salesforce: {per_1000:g} calls per 1000 activities, {load_note(load)}")
 
 
 if __name__ == "__main__":

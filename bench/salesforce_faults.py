@@ -22,6 +22,8 @@ from alembic import command
 from alembic.config import Config
 from cryptography.fernet import Fernet
 
+from bench.machine import load_average, load_note
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -31,6 +33,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--drain-timeout", type=float, default=600.0)
     args = parser.parse_args()
+    load = load_average()  # before this bench's own work: how busy the machine already was
 
     from tests.conftest import service_environment
     from tests.fakes.salesforce import FakeSalesforce
@@ -90,7 +93,10 @@ def main() -> None:
     for problem in result.problems[:20]:
         print(f"  {problem}")
     verdict = "held" if not result.problems else "BROKEN"
-    print(f"salesforce faults: {result.activities} activities, every promise {verdict}")
+    print(
+        f"salesforce faults: {result.activities} activities, every promise {verdict}, "
+        f"{load_note(load)}"
+    )
 
 
 if __name__ == "__main__":

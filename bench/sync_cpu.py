@@ -36,6 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench.machine import load_average, load_note  # noqa: E402
 from bench.providers import World, newsletter  # noqa: E402
 from bench.providers_scale import setup  # noqa: E402
 
@@ -83,6 +84,7 @@ def main() -> None:
     parser.add_argument("--top", type=int, default=35)
     parser.add_argument("--profile-out", help="also write the pstats file here (for snakeviz &c.)")
     args = parser.parse_args()
+    load = load_average()  # before this bench's own work: how busy the machine already was
 
     from tests.stack import procfile
 
@@ -125,7 +127,7 @@ def main() -> None:
             f"cpu per Gmail push sync (one new unrelated message), Procfile `sync`: "
             f"median {statistics.median(per_sync) * 1000:.1f} ms, "
             f"min {min(per_sync) * 1000:.1f}, max {max(per_sync) * 1000:.1f}; "
-            f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}"
+            f"{os.cpu_count()} cores, {load_note(load)}"
         )
     finally:
         w.stop()

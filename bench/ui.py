@@ -36,6 +36,8 @@ from alembic.config import Config
 from cryptography.fernet import Fernet
 from sqlalchemy import insert, select, text
 
+from bench.machine import load_average, load_note
+
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "bench passphrase 0123456789"
 
@@ -379,6 +381,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--database-url", default=None)
     args = parser.parse_args()
+    load = load_average()  # before this bench's own work: how busy the machine already was
     logging.disable(logging.WARNING)
     claimed, private = _environment(args.database_url)
     try:
@@ -419,6 +422,8 @@ def main() -> None:
         for rows in (1000, 5000):
             _time_import(app, "rep@bench.test", seq + 1, rows)
         _assets()
+        runs = f"{args.runs} runs a page"
+        print(f"ui: {args.enrollments} enrolments per team, {runs}, {load_note(load)}")
     finally:
         claimed.release()
         if private is not None:
