@@ -2,11 +2,13 @@
 
 - `ci` (the default, what `make test` runs): `n` examples per property,
   derandomized so a run is reproducible, no deadline.
-- `long` (`HYPOTHESIS_PROFILE=long`): 40 times `n` fresh random examples per
-  property, the fuzzing run documented in SECURITY.md:
+- `long` (`HYPOTHESIS_PROFILE=long`, `make fuzz`): up to 40 times `n` fresh
+  random examples per property, the fuzzing run documented in SECURITY.md,
+  bounded by time too: the properties share `FUZZ_BUDGET_SECONDS` (default
+  2,400 s) and each stops when its share is spent (tests/fuzz/conftest.py),
+  printing how many examples it ran:
 
-      HYPOTHESIS_PROFILE=long python -m pytest tests/fuzz -p no:cacheprovider \\
-          --hypothesis-show-statistics -q
+      HYPOTHESIS_PROFILE=long python -m pytest tests/fuzz -p no:cacheprovider -q
 
 The profiles are applied per test (`@fuzz(n)`), never loaded globally, so the
 rest of the suite keeps its own Hypothesis settings.
