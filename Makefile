@@ -63,7 +63,7 @@ chaos-crash: $(VENV)/.dev
 	$(BIN)/python -m tests.chaos --redis-crash
 
 ## fuzz: the property tests with up to 40 times the examples, fresh random ones, within
-## FUZZ_BUDGET_SECONDS (40 min; counts per property printed), then the API fuzzer
+## FUZZ_BUDGET_SECONDS (35 min; counts per property printed), then the API fuzzer
 fuzz: $(VENV)/.dev
 	scripts/test-prereqs.sh core
 	HYPOTHESIS_PROFILE=long $(BIN)/python -m pytest -p no:cacheprovider -q tests/fuzz

@@ -7,7 +7,8 @@
 # change that makes no difference: each one is looked at.
 #
 # mutmut writes its mutants next to the code it mutates, so this runs in a copy
-# of the tree (the files git tracks or would track), never in the working tree.
+# of the committed tree (HEAD: what others changed and did not commit is not
+# mutated against), never in the working tree.
 #
 #   scripts/mutation.sh                          every mutant of the three (~1.5 h on 2 cores)
 #   scripts/mutation.sh 'worker.sequences.rules*' 'worker.salesforce.outbox*'
@@ -21,8 +22,7 @@ children="${MUTATION_CHILDREN:-$(nproc)}"
 
 echo "mutation: copying the tree to $work"
 mkdir -p "$work"
-(cd "$root" && git ls-files -co --exclude-standard -z) \
-    | tar -C "$root" --null --ignore-failed-read -T - -cf - | tar -C "$work" -xf -
+git -C "$root" archive HEAD | tar -C "$work" -xf -
 ln -sfn "$root/.venv" "$work/.venv"
 
 cd "$work"

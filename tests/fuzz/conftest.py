@@ -5,7 +5,7 @@ run asks 40 times the CI examples, and a property that drives the whole sync
 per example never got through them: `make fuzz` did not end. So in the long
 profile each property here runs in batches of fresh random examples until it
 has run its examples or spent its share of `FUZZ_BUDGET_SECONDS` (default
-2,400 s), whichever comes first:
+2,100 s), whichever comes first:
 
 - a property's share is what is left of the budget over the properties left, so
   time a quick property did not need goes to the ones after it;
@@ -41,7 +41,7 @@ from hypothesis import settings
 from tests.fuzz.profiles import LONG_FACTOR, PROFILE
 
 HERE = Path(__file__).parent
-BUDGET_SECONDS = float(os.environ.get("FUZZ_BUDGET_SECONDS", "2400"))
+BUDGET_SECONDS = float(os.environ.get("FUZZ_BUDGET_SECONDS", "2100"))
 FIRST_BATCH = 20
 
 

@@ -5,7 +5,7 @@
 - `long` (`HYPOTHESIS_PROFILE=long`, `make fuzz`): up to 40 times `n` fresh
   random examples per property, the fuzzing run documented in SECURITY.md,
   bounded by time too: the properties share `FUZZ_BUDGET_SECONDS` (default
-  2,400 s) and each stops when its share is spent (tests/fuzz/conftest.py),
+  2,100 s) and each stops when its share is spent (tests/fuzz/conftest.py),
   printing how many examples it ran:
 
       HYPOTHESIS_PROFILE=long python -m pytest tests/fuzz -p no:cacheprovider -q
