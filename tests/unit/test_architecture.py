@@ -1,0 +1,722 @@
+"""The architecture as a contract: layers, no cycles, imports at the top, small modules.
+
+Run it (well under a second; it reads the source with `ast`, it never imports the product):
+
+    .venv/bin/python -m pytest -p no:cacheprovider -q tests/unit/test_architecture.py
+
+What it checks, over every `.py` under `config/`, `core/`, `worker/` and `web/`
+(`tests/`, `bench/`, `migrations/` and `scripts/` are outside the contract):
+
+1. **Layers** `config` → `core` → `worker` → `web`: a module imports only from its own
+   layer or the layers to its left, never upward (`core` never imports `worker` or
+   `web`; `worker` never imports `web`). Every import counts, also one inside a
+   function or under `if TYPE_CHECKING:`.
+2. **No import cycles** among our modules. `from pkg import submodule` is an edge to
+   the submodule; `from pkg import name` (a name defined in `pkg/__init__.py`) is an
+   edge to the package. A lazy import is still an edge: it hides a cycle, it does not
+   break it.
+3. **Imports of our own modules at module top** (the module body, including
+   `if TYPE_CHECKING:` and try/except there). One inside a function or class is
+   allowed only under a comment starting `# lazy import:` that gives the measured
+   reason, a number with a unit (ms, s, KB, MB, MiB), e.g.
+   `# lazy import: pymupdf costs 38 MB RSS in the pixel process`. The comment sits on
+   the line(s) right above the import (a run of imports may share one comment).
+4. **No module over 500 lines** (physical lines): split it by concept.
+5. **docs/ARCHITECTURE.md stays true**: its "Layers" section holds a fenced block
+   equal to the contract below; it names every package (`web/api/`, …); every
+   `path/to/file.py` or `folder/` it mentions exists; every dotted name it mentions
+   (`worker.sync.engine.request_sync`) is a module, or a name defined at the top of one.
+
+The baseline. `KNOWN_VIOLATIONS` lists the violations the tree had when this test was
+written, so the suite stayed green while they were being fixed. It can only shrink:
+the test fails on any violation not listed (fix it, do not list it), and fails on a
+listed entry that no longer occurs (you fixed it: delete its line). When it is empty,
+the contract holds in full.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+DOC = ROOT / "docs" / "ARCHITECTURE.md"
+THIS = "tests/unit/test_architecture.py"
+
+# The contract: left to right, each layer may import itself and the layers to its left.
+LAYERS = ("config", "core", "worker", "web")
+MAX_LINES = 500
+
+# Every entry is one violation the tree had when the contract was written. Fix it,
+# then delete its line; never add one.
+KNOWN_VIOLATIONS: frozenset[str] = frozenset(
+    {
+        # config/cron.py and config/rqsettings.py (they move to worker/), web/
+        "cycle: web.api → web.api.openapi",
+        "cycle: web.api → web.api.routes",
+        "cycle: web.api → web.api.salesforce",
+        "cycle: web.api.openapi → web.api",
+        "cycle: web.api.openapi → web.api.salesforce",
+        "cycle: web.api.openapi → web.connect",
+        "cycle: web.api.openapi → web.documents.api",
+        "cycle: web.api.routes → web.api",
+        "cycle: web.api.routes → web.connect",
+        "cycle: web.api.salesforce → web.api",
+        "cycle: web.connect → web.api",
+        "cycle: web.documents.api → web.api",
+        "inner import: web.api.openapi:build_document → web.connect",
+        "inner import: web.api.openapi:build_document → web.documents.api",
+        "inner import: web.api.routes:create_enrollment → worker.sequences.engine",
+        "inner import: web.api.routes:create_mailbox → web.connect",
+        "inner import: web.api.salesforce:_connection_out → worker.salesforce.connections",
+        "inner import: web.api.salesforce:_salesforce_error → worker.salesforce.client",
+        "inner import: web.api.salesforce:salesforce_connect → worker.salesforce.client",
+        "inner import: web.api.salesforce:salesforce_connect → worker.salesforce.connections",
+        "inner import: web.api.salesforce:salesforce_dead_letters → worker.salesforce.outbox",
+        "inner import: web.api.salesforce:salesforce_disconnect → worker.salesforce.connections",
+        "inner import: web.api.salesforce:salesforce_replay → worker.salesforce.outbox",
+        "inner import: web.api.salesforce:salesforce_settings → worker.salesforce.connections",
+        "inner import: web.api.salesforce:salesforce_usage → worker.salesforce.budget",
+        "inner import: web.api.salesforce:salesforce_usage → worker.salesforce.connections",
+        "inner import: web.api:_documented_queries → web.api.openapi",
+        "inner import: web.app.emails:_compose_page → web.app.preview",
+        "inner import: web.app.emails:_create → core.templates",
+        "inner import: web.app.emails:_create → web.app.preview",
+        "inner import: web.app.emails:_create → worker.sequences.oneoff",
+        "inner import: web.app.emails:cancel → worker.sequences.oneoff",
+        "inner import: web.app.emails:send → web.app.preview",
+        "inner import: web.app.enrollments:_change → worker.sequences.engine",
+        "inner import: web.app.imap:connect → web.connect",
+        "inner import: web.app.reports:_document_charts → web.documents.charts",
+        "inner import: web.app.reports:_document_charts → web.documents.common",
+        "inner import: web.app.sequences:_enroll_one → worker.sequences.engine",
+        "inner import: web.app.sequences:enroll → worker.sequences.engine",
+        "inner import: web.app.sequences:import_confirm → worker.sequences.engine",
+        "inner import: web.app:_clean_html → core.templates",
+        "inner import: web.app:init_app → web.app.email_templates",
+        "inner import: web.app:init_app → web.app.emails",
+        "inner import: web.app:init_app → web.app.enrollments",
+        "inner import: web.app:init_app → web.app.imap",
+        "inner import: web.app:init_app → web.app.preview",
+        "inner import: web.app:init_app → web.app.prospects",
+        "inner import: web.app:init_app → web.app.reports",
+        "inner import: web.app:init_app → web.app.sequences",
+        "inner import: web.connect:MailboxFlow.discard → worker.sync.gmail",
+        "inner import: web.connect:MailboxFlow.finish → worker.sync.gmail",
+        "inner import: web.connect:MailboxFlow.finish → worker.sync.graph",
+        "inner import: web.connect:_after_connect → worker.listener",
+        "inner import: web.connect:_after_connect → worker.sync.engine",
+        "inner import: web.connect:_after_connect → worker.sync.push",
+        "inner import: web.connect:connect_imap → worker.sync.registry",
+        "inner import: web.connect:disconnect → worker.listener",
+        "inner import: web.connect:disconnect → worker.queueing",
+        "inner import: web.connect:disconnect → worker.sync.push",
+        "inner import: web.connect:start_oauth → worker.sync.gmail",
+        "inner import: web.connect:start_oauth → worker.sync.graph",
+        "inner import: web.connect:verify_exchange → worker.sync.exchange",
+        "inner import: web.documents.common:enqueue_processing → worker.documents.jobs",
+        "inner import: web.documents.visits:record_report → worker.salesforce.engagement",
+        "inner import: web.documents:init_app → web.documents.api",
+        "inner import: web.documents:init_app → web.documents.library",
+        "inner import: web.documents:init_app → web.documents.viewer",
+        "inner import: web.salesforce_connect:SalesforceFlow.discard → worker.salesforce.connections",  # noqa: E501
+        "inner import: web.salesforce_connect:SalesforceFlow.finish → worker.salesforce.client",
+        "inner import: web.salesforce_connect:SalesforceFlow.finish → worker.salesforce.connections",  # noqa: E501
+        "inner import: web.salesforce_connect:SalesforceFlow.save → worker.salesforce.connections",
+        "inner import: web.salesforce_connect:_grant → worker.salesforce.connections",
+        "inner import: web.salesforce_connect:start_flow → worker.salesforce.connections",
+        "inner import: web.tracking.app:SightlineAsgi.start → web",
+        "inner import: web.tracking.app:SightlineAsgi.start → web.tracking.live",
+        "inner import: web.webhooks:_gmail_push_allowed → worker.sync.gmail",
+        "inner import: web:create_app → web.api",
+        "inner import: web:create_app → web.app",
+        "inner import: web:create_app → web.auth",
+        "inner import: web:create_app → web.cli",
+        "inner import: web:create_app → web.connect",
+        "inner import: web:create_app → web.db",
+        "inner import: web:create_app → web.documents",
+        "inner import: web:create_app → web.feed",
+        "inner import: web:create_app → web.health",
+        "inner import: web:create_app → web.oauth_flow",
+        "inner import: web:create_app → web.security",
+        "inner import: web:create_app → web.webhooks",
+        "too long: web/app/emails.py",
+        "too long: web/app/sequences.py",
+        "too long: web/connect.py",
+        "too long: web/documents/api.py",
+        "too long: web/oauth_flow.py",
+        "upward: config.cron → worker.documents.jobs",
+        "upward: config.cron → worker.salesforce.outbox",
+        "upward: config.cron → worker.sequences.jobs",
+        "upward: config.cron → worker.sequences.oneoff",
+        "upward: config.cron → worker.sync.engine",
+        "upward: config.cron → worker.sync.push",
+        "upward: config.rqsettings → core.db",
+        "upward: config.rqsettings → core.redis",
+        "upward: config.rqsettings → worker.documents.pipeline",
+        "upward: config.rqsettings → worker.salesforce.outbox",
+        "upward: config.rqsettings → worker.sequences.jobs",
+        "upward: config.rqsettings → worker.sync.engine",
+        "upward: config.rqsettings → worker.sync.exchange",
+        "upward: config.rqsettings → worker.sync.gmail",
+        "upward: config.rqsettings → worker.sync.graph",
+        "upward: config.rqsettings → worker.sync.imap",
+        "upward: config.rqsettings → worker.sync.push",
+        # worker/
+        "cycle: worker.salesforce.bulk → worker.salesforce.outbox",
+        "cycle: worker.salesforce.outbox → worker.salesforce.bulk",
+        "cycle: worker.sequences.engine → worker.sequences.oneoff",
+        "cycle: worker.sequences.oneoff → worker.sequences.engine",
+        "inner import: worker.documents.jobs:process_document_job → worker.documents.pipeline",
+        "inner import: worker.documents.jobs:recover_documents → worker.documents.pipeline",
+        "inner import: worker.events:queue_salesforce_engagement → worker.salesforce.engagement",
+        "inner import: worker.salesforce.outbox:_flush_rounds → worker.salesforce.bulk",
+        "inner import: worker.sequences.engine:_outgoing → worker.sequences.oneoff",
+        "inner import: worker.sequences.oneoff:send_one_off → worker.sequences.engine",
+        "inner import: worker.sync.push:_stop → worker.sync.gmail",
+        "inner import: worker.sync.push:_stop → worker.sync.graph",
+        "inner import: worker.sync.push:renew_push_job → worker.sync.gmail",
+        "inner import: worker.sync.push:renew_push_job → worker.sync.graph",
+        "inner import: worker.sync.registry:provider_class → worker.sync.exchange",
+        "inner import: worker.sync.registry:provider_class → worker.sync.gmail",
+        "inner import: worker.sync.registry:provider_class → worker.sync.graph",
+        "inner import: worker.sync.registry:provider_class → worker.sync.imap",
+        "too long: worker/matching/bounce.py",
+        "too long: worker/salesforce/outbox.py",
+        "too long: worker/sequences/engine.py",
+        "too long: worker/sync/exchange.py",
+        "too long: worker/sync/gmail.py",
+        "too long: worker/sync/graph.py",
+        # core/ and config/
+        "too long: config/settings.py",
+        "too long: core/models.py",
+    }
+)
+
+KINDS = ("upward", "cycle", "inner import", "too long")
+
+LAZY_MARK = "# lazy import:"
+# A measured figure: a number and a unit (38 MB, 1.5 MiB, 120 ms, 0.4 s, 900 KB).
+FIGURE = re.compile(r"\d+(?:\.\d+)?\s*(?:ms|s|KB|KiB|MB|MiB|GB|GiB)\b")
+
+
+# --------------------------------------------------------------------------- reading
+
+
+@dataclass(frozen=True)
+class Edge:
+    """One import of one of our modules by another."""
+
+    source: str
+    target: str
+    path: str
+    line: int
+    scope: str | None  # "func" or "Class.method" when not at module top
+    lazy_reason: bool  # a `# lazy import:` comment with a figure sits above it
+
+
+def find_modules(root: Path) -> dict[str, Path]:
+    """Map each dotted module name in the four layers to its file."""
+    modules: dict[str, Path] = {}
+    for layer in LAYERS:
+        for path in sorted((root / layer).rglob("*.py")):
+            parts = list(path.relative_to(root).with_suffix("").parts)
+            if parts[-1] == "__init__":
+                parts.pop()
+            modules[".".join(parts)] = path
+    return modules
+
+
+def resolve(name: str, modules: dict[str, Path]) -> str | None:
+    """The longest prefix of the dotted `name` that is one of our modules."""
+    parts = name.split(".")
+    for end in range(len(parts), 0, -1):
+        candidate = ".".join(parts[:end])
+        if candidate in modules:
+            return candidate
+    return None
+
+
+def package_of(module: str, path: Path) -> str:
+    """The package a relative import in `module` starts from."""
+    if path.name == "__init__.py":
+        return module
+    return module.rpartition(".")[0]
+
+
+def import_targets(
+    node: ast.Import | ast.ImportFrom, module: str, path: Path, modules: dict[str, Path]
+) -> set[str]:
+    """Our modules one import statement binds (the decided edge rule)."""
+    if isinstance(node, ast.Import):
+        found = {resolve(alias.name, modules) for alias in node.names}
+        return {name for name in found if name}
+    base = node.module or ""
+    if node.level:
+        package = package_of(module, path).split(".")
+        if node.level > 1:
+            package = package[: len(package) - (node.level - 1)]
+        base = ".".join([*package, base] if base else package)
+    targets: set[str] = set()
+    for alias in node.names:
+        submodule = f"{base}.{alias.name}"
+        if submodule in modules:
+            targets.add(submodule)
+        elif (owner := resolve(base, modules)) is not None:
+            targets.add(owner)
+    return targets
+
+
+def has_lazy_reason(lines: list[str], lineno: int) -> bool:
+    """True if a `# lazy import:` comment with a measured figure sits right above line `lineno`.
+
+    Imports directly above (a run under one comment) and the comment's continuation
+    lines are skipped over; the figure may be anywhere in the comment.
+    """
+    index = lineno - 2  # the line above, 0-based
+    while index >= 0 and re.match(r"\s*(from\s+\S+\s+)?import\s", lines[index]):
+        index -= 1
+    comment: list[str] = []
+    while index >= 0 and lines[index].lstrip().startswith("#"):
+        comment.insert(0, lines[index].strip())
+        if lines[index].strip().startswith(LAZY_MARK):
+            return bool(FIGURE.search(" ".join(comment)))
+        index -= 1
+    return False
+
+
+def read_edges(module: str, path: Path, modules: dict[str, Path], root: Path) -> Iterator[Edge]:
+    """Every import of our modules in one file, with where it sits."""
+    source = path.read_text(encoding="utf-8")
+    lines = source.splitlines()
+    rel = path.relative_to(root).as_posix()
+
+    def visit(node: ast.AST, scope: list[str]) -> Iterator[Edge]:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+                yield from visit(child, [*scope, child.name])
+            elif isinstance(child, ast.Import | ast.ImportFrom):
+                for target in sorted(import_targets(child, module, path, modules)):
+                    if target == module:
+                        continue
+                    yield Edge(
+                        module,
+                        target,
+                        rel,
+                        child.lineno,
+                        ".".join(scope) or None,
+                        bool(scope) and has_lazy_reason(lines, child.lineno),
+                    )
+            else:
+                yield from visit(child, scope)
+
+    yield from visit(ast.parse(source, filename=rel), [])
+
+
+@dataclass
+class Tree:
+    """The product's import graph as the source states it."""
+
+    modules: dict[str, Path]
+    edges: list[Edge]
+
+    @classmethod
+    def read(cls, root: Path) -> Tree:
+        modules = find_modules(root)
+        edges = [
+            edge for name, path in modules.items() for edge in read_edges(name, path, modules, root)
+        ]
+        return cls(modules, edges)
+
+    def graph(self) -> dict[str, set[str]]:
+        graph: dict[str, set[str]] = {name: set() for name in self.modules}
+        for edge in self.edges:
+            graph[edge.source].add(edge.target)
+        return graph
+
+
+# --------------------------------------------------------------------------- the rules
+
+
+def layer_of(module: str) -> int:
+    return LAYERS.index(module.split(".", maxsplit=1)[0])
+
+
+def upward_imports(tree: Tree) -> dict[str, str]:
+    """`upward: a → b`: where, for each import of a layer to the right."""
+    found: dict[str, str] = {}
+    for edge in tree.edges:
+        if layer_of(edge.target) > layer_of(edge.source):
+            found.setdefault(f"upward: {edge.source} → {edge.target}", f"{edge.path}:{edge.line}")
+    return found
+
+
+def strongly_connected(graph: dict[str, set[str]]) -> list[set[str]]:
+    """Tarjan's components with more than one module (each one is a cycle or several)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    components: list[set[str]] = []
+
+    def connect(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for nxt in sorted(graph[node]):
+            if nxt not in index:
+                connect(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in on_stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            component = set()
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.add(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                components.append(component)
+
+    for node in sorted(graph):
+        if node not in index:
+            connect(node)
+    return components
+
+
+def path_back(graph: dict[str, set[str]], start: str, goal: str, within: set[str]) -> list[str]:
+    """The shortest import chain from `start` to `goal` inside one component."""
+    previous: dict[str, str] = {}
+    frontier = [start]
+    seen = {start}
+    while frontier:
+        nxt_frontier = []
+        for node in frontier:
+            for nxt in sorted(graph[node] & within):
+                if nxt in seen:
+                    continue
+                previous[nxt] = node
+                if nxt == goal:
+                    chain = [goal]
+                    while chain[-1] != start:
+                        chain.append(previous[chain[-1]])
+                    return chain[::-1]
+                seen.add(nxt)
+                nxt_frontier.append(nxt)
+        frontier = nxt_frontier
+    return [start, goal]
+
+
+def cycle_edges(tree: Tree) -> dict[str, str]:
+    """`cycle: a → b`: the loop it closes, for each import inside a cycle."""
+    graph = tree.graph()
+    found: dict[str, str] = {}
+    for component in strongly_connected(graph):
+        for edge in tree.edges:
+            if edge.source in component and edge.target in component:
+                key = f"cycle: {edge.source} → {edge.target}"
+                if key not in found:
+                    loop = path_back(graph, edge.target, edge.source, component)
+                    found[key] = f"{edge.path}:{edge.line}; loop: " + " → ".join(
+                        [edge.source, *loop]
+                    )
+    return found
+
+
+def inner_imports(tree: Tree) -> dict[str, str]:
+    """`inner import: a:func → b`: where, for each import not at module top."""
+    found: dict[str, str] = {}
+    for edge in tree.edges:
+        if edge.scope and not edge.lazy_reason:
+            found.setdefault(
+                f"inner import: {edge.source}:{edge.scope} → {edge.target}",
+                f"{edge.path}:{edge.line}",
+            )
+    return found
+
+
+def long_modules(tree: Tree, root: Path) -> dict[str, str]:
+    """`too long: path`: its line count, for each module over MAX_LINES."""
+    found: dict[str, str] = {}
+    for path in tree.modules.values():
+        count = len(path.read_text(encoding="utf-8").splitlines())
+        if count > MAX_LINES:
+            found[f"too long: {path.relative_to(root).as_posix()}"] = f"{count} lines"
+    return found
+
+
+HOW_TO_FIX = {
+    "upward": (
+        "A module may import only its own layer or the layers to its left "
+        f"({' → '.join(LAYERS)}). Move what both sides need down into the lower layer, "
+        'in a small module named for what it does (see docs/ARCHITECTURE.md, "Layers"); '
+        "where web or worker only starts work, queue it by job name through "
+        "worker/queueing.py instead of importing the job's module."
+    ),
+    "cycle": (
+        "Break the loop: move the name both modules need into the module that owns the "
+        "concept, or into a small module of its own that imports neither. Moving the "
+        "import into a function does not break it (a lazy import is still an edge)."
+    ),
+    "inner import": (
+        "Move the import to the top of the module. Only if it must stay lazy (a heavy "
+        "dependency kept out of a process), put a comment on the line above it: "
+        "`# lazy import: <why>, <measured figure>` e.g. "
+        "`# lazy import: pymupdf costs 38 MB RSS in the pixel process`."
+    ),
+    "too long": (
+        f"Split the module by concept (each new module under {MAX_LINES} lines, named for "
+        "what it does) and update the callers to import from the new modules."
+    ),
+}
+
+
+def check_against_baseline(kind: str, found: dict[str, str]) -> None:
+    """Fail on a violation not in the baseline, and on a baseline entry fixed but still listed."""
+    listed = {entry for entry in KNOWN_VIOLATIONS if entry.startswith(f"{kind}: ")}
+    new = sorted(set(found) - listed)
+    fixed = sorted(listed - set(found))
+    problems: list[str] = []
+    if new:
+        problems.append(
+            f"{len(new)} new {kind} violation(s):\n"
+            + "\n".join(f"  {entry}   ({found[entry]})" for entry in new)
+            + f"\nHow to fix: {HOW_TO_FIX[kind]}\n"
+            f"Do not add these to KNOWN_VIOLATIONS in {THIS}: that list only shrinks."
+        )
+    if fixed:
+        problems.append(
+            f"{len(fixed)} KNOWN_VIOLATIONS entr(y/ies) no longer occur: well done. "
+            f"Delete these lines from KNOWN_VIOLATIONS in {THIS}:\n"
+            + "\n".join(f'    "{entry}",' for entry in fixed)
+        )
+    assert not problems, "\n\n".join(problems)
+
+
+# --------------------------------------------------------------------------- the tests
+
+
+@pytest.fixture(scope="module")
+def tree() -> Tree:
+    return Tree.read(ROOT)
+
+
+def test_baseline_entries_are_well_formed() -> None:
+    """A misspelt entry would never match and never be checked."""
+    prefixes = tuple(f"{kind}: " for kind in KINDS)
+    unknown = sorted(entry for entry in KNOWN_VIOLATIONS if not entry.startswith(prefixes))
+    assert not unknown, f"KNOWN_VIOLATIONS entries of no known kind {KINDS}: {unknown}"
+
+
+def test_no_module_imports_a_layer_to_its_right(tree: Tree) -> None:
+    check_against_baseline("upward", upward_imports(tree))
+
+
+def test_no_import_cycles(tree: Tree) -> None:
+    check_against_baseline("cycle", cycle_edges(tree))
+
+
+def test_our_imports_sit_at_module_top(tree: Tree) -> None:
+    check_against_baseline("inner import", inner_imports(tree))
+
+
+def test_no_module_over_500_lines(tree: Tree) -> None:
+    check_against_baseline("too long", long_modules(tree, ROOT))
+
+
+# --------------------------------------------------------------------------- the document
+
+
+def doc_section(text: str, title: str) -> str:
+    """The body of the `## title` section of a markdown document ('' if absent)."""
+    match = re.search(rf"^## {re.escape(title)}\s*$(.*?)(?=^## |\Z)", text, re.M | re.S)
+    return match.group(1) if match else ""
+
+
+def contract_table() -> list[str]:
+    """The contract as docs/ARCHITECTURE.md must draw it: one line per layer, rightmost first."""
+    lines = []
+    for position in range(len(LAYERS) - 1, -1, -1):
+        allowed = ", ".join(reversed(LAYERS[:position])) or "(nothing of ours)"
+        lines.append(f"{LAYERS[position]} → {allowed}")
+    return lines
+
+
+def test_architecture_doc_draws_the_contract() -> None:
+    section = doc_section(DOC.read_text(encoding="utf-8"), "Layers")
+    blocks = re.findall(r"^```[^\n]*\n(.*?)^```", section, re.M | re.S)
+    expected = "\n".join(contract_table())
+    assert blocks, (
+        "docs/ARCHITECTURE.md needs a '## Layers' section whose first fenced block is:\n"
+        f"```\n{expected}\n```"
+    )
+    drawn = [" ".join(line.split()) for line in blocks[0].splitlines() if line.strip()]
+    assert drawn == contract_table(), (
+        "The fenced block of '## Layers' in docs/ARCHITECTURE.md no longer matches LAYERS in "
+        f"{THIS}. If the contract changed on purpose, change both; the block must read:\n"
+        f"```\n{expected}\n```"
+    )
+
+
+def packages(root: Path) -> list[str]:
+    """Every package folder of the four layers, as `web/api/`."""
+    return sorted(
+        f"{init.parent.relative_to(root).as_posix()}/"
+        for layer in LAYERS
+        for init in (root / layer).rglob("__init__.py")
+    )
+
+
+def mentioned_paths(text: str) -> set[str]:
+    """Repository paths the document mentions: `worker/imap.py`, `web/api/`, `core/data/*.txt`."""
+    tops = "|".join([*LAYERS, "tests", "bench", "migrations", "scripts", "docs", "salesforce"])
+    found = re.findall(rf"(?<![\w./-])((?:{tops})/[a-z0-9_./*-]*)", text)
+    return {path.rstrip(".") for path in found}
+
+
+def mentioned_dotted_names(text: str) -> set[str]:
+    """Dotted names of ours the document mentions (`worker.sync.engine.request_sync`)."""
+    return set(re.findall(rf"(?<![\w./-])((?:{'|'.join(LAYERS)})(?:\.\w+)+)", text))
+
+
+def test_architecture_doc_names_every_package() -> None:
+    text = DOC.read_text(encoding="utf-8")
+    found = mentioned_paths(text) | {
+        f"{name.replace('.', '/')}/" for name in mentioned_dotted_names(text)
+    }
+    missing = [package for package in packages(ROOT) if package not in found]
+    assert not missing, (
+        f"docs/ARCHITECTURE.md does not name these packages: {missing}. Add each, with what "
+        "it owns, to the module map (as its folder, `web/api/`, or its dotted name, `web.api`)."
+    )
+
+
+def test_architecture_doc_mentions_only_paths_that_exist() -> None:
+    found = mentioned_paths(DOC.read_text(encoding="utf-8"))
+    gone = sorted(path for path in found if not any(ROOT.glob(path.rstrip("/"))))
+    assert not gone, (
+        f"docs/ARCHITECTURE.md mentions paths that do not exist: {gone}. Something moved: "
+        "update the document to say where it lives now (or drop the mention)."
+    )
+
+
+def top_level_names(path: Path) -> set[str]:
+    """Names a module defines or imports at its top (what `module.name` can refer to)."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            names.add(node.name)
+        elif isinstance(node, ast.Import | ast.ImportFrom):
+            names.update((a.asname or a.name).split(".")[0] for a in node.names)
+        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            names.add(node.id)
+    return names
+
+
+def names_something(name: str, modules: dict[str, Path]) -> bool:
+    """True if `name` is one of our modules, or a module and a name defined at its top."""
+    module = resolve(name, modules)
+    if module is None:
+        return False
+    rest = name[len(module) + 1 :].split(".") if module != name else []
+    return not rest or (len(rest) == 1 and rest[0] in top_level_names(modules[module]))
+
+
+def test_architecture_doc_dotted_names_exist() -> None:
+    modules = find_modules(ROOT)
+    text = DOC.read_text(encoding="utf-8")
+    wrong = [
+        name for name in sorted(mentioned_dotted_names(text)) if not names_something(name, modules)
+    ]
+    assert not wrong, (
+        f"docs/ARCHITECTURE.md names modules or functions that do not exist: {wrong}. "
+        "Something moved or was renamed: update the document to the name it has now."
+    )
+
+
+# --------------------------------------------------------------------------- the checker itself
+
+
+def write(root: Path, files: dict[str, str]) -> Tree:
+    for name, source in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(source, encoding="utf-8")
+    for layer in LAYERS:
+        (root / layer).mkdir(exist_ok=True)
+        (root / layer / "__init__.py").touch()
+    return Tree.read(root)
+
+
+def test_checker_sees_an_upward_import_even_a_lazy_one(tmp_path: Path) -> None:
+    tree = write(
+        tmp_path,
+        {
+            "core/a.py": "def f():\n    # lazy import: costs 12 MB RSS\n    from worker import b\n",
+            "worker/b.py": "",
+            "worker/c.py": "import web.d\n",
+            "web/d.py": "from worker import b\n",
+        },
+    )
+    assert set(upward_imports(tree)) == {"upward: core.a → worker.b", "upward: worker.c → web.d"}
+
+
+def test_checker_sees_cycles_through_packages_and_relative_imports(tmp_path: Path) -> None:
+    tree = write(
+        tmp_path,
+        {
+            "web/api/__init__.py": "bp = 1\nfrom . import routes\n",
+            "web/api/routes.py": "from web.api import bp\n",
+            "web/other.py": "from web.api import routes\n",
+        },
+    )
+    found = cycle_edges(tree)
+    assert set(found) == {"cycle: web.api → web.api.routes", "cycle: web.api.routes → web.api"}
+    assert (
+        "loop: web.api.routes → web.api → web.api.routes"
+        in found["cycle: web.api.routes → web.api"]
+    )
+
+
+def test_checker_wants_a_measured_reason_for_a_lazy_import(tmp_path: Path) -> None:
+    tree = write(
+        tmp_path,
+        {
+            "core/heavy.py": "",
+            "core/light.py": "",
+            "web/a.py": (
+                "import core.light\n"
+                "def measured():\n"
+                "    # lazy import: the renderer costs 38 MB RSS\n"
+                "    # in the pixel process\n"
+                "    import core.heavy\n"
+                "    import core.light\n"
+                "def unmeasured():\n"
+                "    # lazy import: it is heavy\n"
+                "    import core.heavy\n"
+                "class K:\n"
+                "    def method(self):\n"
+                "        from core import heavy\n"
+            ),
+        },
+    )
+    assert set(inner_imports(tree)) == {
+        "inner import: web.a:unmeasured → core.heavy",
+        "inner import: web.a:K.method → core.heavy",
+    }
+
+
+def test_checker_fails_on_new_and_on_fixed_entries(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(globals(), "KNOWN_VIOLATIONS", frozenset({"too long: a.py"}))
+    with pytest.raises(AssertionError, match="Delete these lines"):
+        check_against_baseline("too long", {})
+    with pytest.raises(AssertionError, match="new too long violation"):
+        check_against_baseline("too long", {"too long: a.py": "600", "too long: b.py": "501"})
+    check_against_baseline("too long", {"too long: a.py": "600 lines"})
