@@ -194,7 +194,6 @@ KNOWN_VIOLATIONS: frozenset[str] = frozenset(
         "too long: worker/sync/graph.py",
         # core/ and config/
         "too long: config/settings.py",
-        "too long: core/models.py",
     }
 )
 

@@ -1,0 +1,114 @@
+"""The data model: what web and worker share, one module per aggregate.
+
+=================  ==============================================================
+`base`             `Base`, `UTCDateTime`, `BigId`, `utcnow`: what every table shares
+`teams`            teams, users, API tokens, devices, sign-ins
+`mailboxes`        mailboxes, their push channels, inbound messages
+`sequences`        prospects, sequences and steps, enrolments and their transitions
+`messages`         sent messages and events
+`oneoff`           email templates, one-off emails and their attachments
+`tracking`         tracking hits
+`documents`        documents, pages, blobs, links, visits, page views
+`salesforce`       the org connection, engagement summaries, the outbox
+=================  ==============================================================
+
+Each module's docstring names its natural keys, its indexes and what must never
+happen. Natural keys make every write idempotent: a sent message's Message-ID,
+an inbound message's (mailbox, provider id), an event's key and an outbox row's
+key are unique, so re-running any job writes nothing twice.
+
+Importing this package imports every aggregate, so `Base.metadata` (which
+Alembic compares the database with) holds every table; callers import the
+names from here: `from core.models import Mailbox`.
+"""
+
+from __future__ import annotations
+
+from core.models.base import Base, BigId, UTCDateTime, utcnow
+from core.models.documents import (
+    Document,
+    DocumentBlob,
+    DocumentLink,
+    DocumentPage,
+    DocumentPageView,
+    DocumentStatus,
+    DocumentVisit,
+    MessageDocument,
+)
+from core.models.mailboxes import (
+    InboundMessage,
+    Mailbox,
+    MailboxKind,
+    MailboxPush,
+    MailboxStatus,
+    PushKind,
+)
+from core.models.messages import Event, SendStatus, SentMessage
+from core.models.oneoff import EmailTemplate, OneOffAttachment, OneOffEmail, OneOffStatus
+from core.models.salesforce import (
+    OutboxStatus,
+    SalesforceAuthKind,
+    SalesforceConnection,
+    SalesforceConnectionStatus,
+    SalesforceEngagement,
+    SalesforceOutbox,
+)
+from core.models.sequences import (
+    FINAL_STATES,
+    Enrollment,
+    EnrollmentState,
+    EnrollmentTransition,
+    Prospect,
+    Sequence,
+    SequenceStep,
+)
+from core.models.teams import ApiToken, Device, Plan, SignIn, Team, User
+from core.models.tracking import TrackingHit
+
+__all__ = [
+    "FINAL_STATES",
+    "ApiToken",
+    "Base",
+    "BigId",
+    "Device",
+    "Document",
+    "DocumentBlob",
+    "DocumentLink",
+    "DocumentPage",
+    "DocumentPageView",
+    "DocumentStatus",
+    "DocumentVisit",
+    "EmailTemplate",
+    "Enrollment",
+    "EnrollmentState",
+    "EnrollmentTransition",
+    "Event",
+    "InboundMessage",
+    "Mailbox",
+    "MailboxKind",
+    "MailboxPush",
+    "MailboxStatus",
+    "MessageDocument",
+    "OneOffAttachment",
+    "OneOffEmail",
+    "OneOffStatus",
+    "OutboxStatus",
+    "Plan",
+    "Prospect",
+    "PushKind",
+    "SalesforceAuthKind",
+    "SalesforceConnection",
+    "SalesforceConnectionStatus",
+    "SalesforceEngagement",
+    "SalesforceOutbox",
+    "SendStatus",
+    "SentMessage",
+    "Sequence",
+    "SequenceStep",
+    "SignIn",
+    "Team",
+    "TrackingHit",
+    "UTCDateTime",
+    "User",
+    "utcnow",
+]

@@ -1,0 +1,137 @@
+"""Sequences: prospects, sequences and their steps, enrolments and their history.
+
+Natural keys: `prospects` (team_id, email), the email lower-cased;
+`sequence_steps` (sequence_id, position); `enrollments` (sequence_id,
+prospect_id): a prospect is enrolled in a sequence once.
+
+Indexes: `ix_enrollments_due` (state, next_step_at), the cron tick's query for
+due steps; `ix_enrollments_sequence_id` (sequence_id, id) and
+`ix_enrollments_prospect` for the web app's lists; `enrollment_transitions.enrollment_id`.
+
+Enrollment states::
+
+    active ──reply──────────▶ replied
+      │  ├──hard bounce─────▶ bounced   (also: too many soft bounces)
+      │  ├──complaint/unsub─▶ opted_out
+      │  ├──last step sent──▶ finished
+      │  └──auto-reply/hand─▶ paused ──resume_at / hand──▶ active
+
+    replied, bounced, opted_out are final; finished is final too, except that
+    a soft bounce of the last step re-opens it (active) for that step's retry.
+
+Must never happen: a state change without its `EnrollmentTransition` (reason
+and time); an enrolment leaving a final state other than by that one retry.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+
+from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from core.models.base import Base, BigId, utcnow
+
+
+class EnrollmentState(enum.StrEnum):
+    ACTIVE = "active"
+    PAUSED = "paused"
+    REPLIED = "replied"
+    BOUNCED = "bounced"
+    OPTED_OUT = "opted_out"
+    FINISHED = "finished"
+
+
+FINAL_STATES = frozenset(
+    {
+        EnrollmentState.REPLIED,
+        EnrollmentState.BOUNCED,
+        EnrollmentState.OPTED_OUT,
+        EnrollmentState.FINISHED,
+    }
+)
+
+
+class Prospect(Base):
+    __tablename__ = "prospects"
+    __table_args__ = (UniqueConstraint("team_id", "email", name="uq_prospects_team_email"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    team_id: Mapped[int] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"), index=True)
+    email: Mapped[str] = mapped_column(String(320))  # lower-cased
+    name: Mapped[str | None] = mapped_column(String(200))
+    company: Mapped[str | None] = mapped_column(String(200))
+    undeliverable_at: Mapped[datetime | None]
+    opted_out_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Sequence(Base):
+    __tablename__ = "sequences"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    team_id: Mapped[int] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"), index=True)
+    mailbox_id: Mapped[int] = mapped_column(ForeignKey("mailboxes.id", ondelete="RESTRICT"))
+    name: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    steps: Mapped[list[SequenceStep]] = relationship(
+        order_by="SequenceStep.position", cascade="all, delete-orphan"
+    )
+
+
+class SequenceStep(Base):
+    __tablename__ = "sequence_steps"
+    __table_args__ = (UniqueConstraint("sequence_id", "position", name="uq_steps_position"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    sequence_id: Mapped[int] = mapped_column(ForeignKey("sequences.id", ondelete="CASCADE"))
+    position: Mapped[int] = mapped_column(Integer)  # 0-based
+    # Seconds after the previous step was sent (after enrolment for the first step).
+    delay_seconds: Mapped[int] = mapped_column(Integer)
+    subject: Mapped[str] = mapped_column(String(998))
+    body_html: Mapped[str] = mapped_column(Text)
+    same_thread: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class Enrollment(Base):
+    __tablename__ = "enrollments"
+    __table_args__ = (
+        UniqueConstraint("sequence_id", "prospect_id", name="uq_enrollments_prospect"),
+        # The cron tick's query: active enrolments whose next step is due.
+        Index("ix_enrollments_due", "state", "next_step_at"),
+        # The web app's lists: a sequence's enrolments newest first, a prospect's enrolments.
+        Index("ix_enrollments_sequence_id", "sequence_id", "id"),
+        Index("ix_enrollments_prospect", "prospect_id"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    team_id: Mapped[int] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"), index=True)
+    sequence_id: Mapped[int] = mapped_column(ForeignKey("sequences.id", ondelete="CASCADE"))
+    prospect_id: Mapped[int] = mapped_column(ForeignKey("prospects.id", ondelete="CASCADE"))
+    state: Mapped[str] = mapped_column(String(20), default=EnrollmentState.ACTIVE)
+    state_reason: Mapped[str | None] = mapped_column(Text)
+    state_changed_at: Mapped[datetime] = mapped_column(default=utcnow)
+    next_step: Mapped[int] = mapped_column(Integer, default=0)  # position of the next step
+    next_step_at: Mapped[datetime | None]  # None while a step is in flight or when done
+    steps_sent: Mapped[int] = mapped_column(Integer, default=0)
+    resume_at: Mapped[datetime | None]  # for a paused enrolment (out of office)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    prospect: Mapped[Prospect] = relationship()
+    sequence: Mapped[Sequence] = relationship()
+
+
+class EnrollmentTransition(Base):
+    __tablename__ = "enrollment_transitions"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    enrollment_id: Mapped[int] = mapped_column(
+        ForeignKey("enrollments.id", ondelete="CASCADE"), index=True
+    )
+    from_state: Mapped[str] = mapped_column(String(20))
+    to_state: Mapped[str] = mapped_column(String(20))
+    reason: Mapped[str] = mapped_column(Text)
+    event_id: Mapped[int | None] = mapped_column(BigId, ForeignKey("events.id"))
+    at: Mapped[datetime] = mapped_column(default=utcnow)
