@@ -140,7 +140,7 @@ def profile(w: World, ids: dict[str, int], bodies: list[bytes], top: int, out: s
     from rq import Queue
     from rq.utils import import_attribute
 
-    import config.rqsettings  # noqa: F401 - the `sync` process's warm-up, as it runs
+    import worker.rqsettings
     from config import queues
     from core.redis import get_redis
     from tests.stack import procfile

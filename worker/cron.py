@@ -1,4 +1,4 @@
-"""The cron table, loaded by `rq cron config/cron.py` (the `cron` process).
+"""The cron table, loaded by `rq cron worker/cron.py` (the `cron` process).
 
 Each entry is a cheap "tick" that finds due work and enqueues jobs with fixed
 ids, so two cron processes (or a restart) never double the work itself.
@@ -8,8 +8,8 @@ from rq import cron
 
 from config import get_settings, queues
 from config.logging import configure_logging
-from config.rqsettings import REDIS_URL  # noqa: F401 - starts the embedded Redis if needed
 from worker.documents.jobs import recover_documents
+from worker.rqsettings import REDIS_URL  # noqa: F401 - starts the embedded Redis if needed
 from worker.salesforce.outbox import flush_all
 from worker.sequences.jobs import enqueue_due_steps, recover_stuck_sends, resume_paused
 from worker.sequences.oneoff import enqueue_due_one_offs

@@ -1,4 +1,4 @@
-"""Settings module for RQ's command line (`rq worker -c config.rqsettings`, `rq cron`).
+"""Settings module for RQ's command line (`rq worker -c worker.rqsettings`, `rq cron`).
 
 RQ reads the upper-case names. Importing this starts the embedded Redis server
 when REDIS_URL is unset, and installs Sightline's key=value logging.
