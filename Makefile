@@ -70,7 +70,7 @@ fuzz: $(VENV)/.dev
 	SCHEMATHESIS_EXAMPLES=500 $(BIN)/python -m pytest -p no:cacheprovider -q --timeout 0 \
 		tests/integration/test_schemathesis.py
 
-## mutation: mutmut over worker/matching, sequences/rules.py, salesforce/outbox.py; prints the
+## mutation: mutmut over worker/matching, sequences/rules.py, the Salesforce outbox; prints the
 ## survivors (~1.5 h on 2 cores, so not part of fuzz). MUTANTS='worker.sequences.rules*' narrows it
 mutation: $(VENV)/.dev
 	scripts/test-prereqs.sh core

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Mutation testing (`make mutation`, issue 21): mutmut changes the matcher
 # (worker/matching), the sequence rules (worker/sequences/rules.py) and the
-# Salesforce outbox (worker/salesforce/outbox.py) one change at a time, and runs
+# Salesforce outbox (worker/salesforce/outbox*.py, task_records.py,
+# composite_writes.py) one change at a time, and runs
 # the tests that execute the changed function ([tool.mutmut] in pyproject.toml).
 # A mutant the tests do not notice ("survived") is a test we are missing, or a
 # change that makes no difference: each one is looked at.
@@ -11,7 +12,7 @@
 # mutated against), never in the working tree.
 #
 #   scripts/mutation.sh                          every mutant of the three (~1.5 h on 2 cores)
-#   scripts/mutation.sh 'worker.sequences.rules*' 'worker.salesforce.outbox*'
+#   scripts/mutation.sh 'worker.sequences.rules*' 'worker.salesforce.outbox_rows*'
 #
 # Prints mutmut's results; exits 0 (survivors are findings to read, not a crash).
 set -euo pipefail

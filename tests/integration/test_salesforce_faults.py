@@ -47,7 +47,7 @@ from tests.conftest import service_environment
 from tests.fakes.salesforce import FAULT_KINDS, FakeSalesforce
 from tests.stack import Stack
 from worker.salesforce.engagement import queue_engagement, sent_task_key
-from worker.salesforce.outbox import task_key
+from worker.salesforce.task_records import task_key
 
 pytestmark = pytest.mark.integration
 

@@ -20,13 +20,9 @@ from core.redis import get_redis
 from tests.fakes.salesforce import FakeSalesforce
 from worker.salesforce.budget import OrgBudget
 from worker.salesforce.connections import update_settings
-from worker.salesforce.outbox import (
-    KEY_LINE,
-    flush_team,
-    replay_failed,
-    task_key,
-    teams_to_flush,
-)
+from worker.salesforce.outbox import flush_team, teams_to_flush
+from worker.salesforce.outbox_replay import replay_failed
+from worker.salesforce.task_records import KEY_LINE, task_key
 
 
 @pytest.fixture
@@ -384,7 +380,7 @@ def test_unknown_people_wait_then_are_logged_when_they_appear(
     contact = salesforce.add_contact("new@acme.test")
     get_redis().delete(*get_redis().keys("sightline:sf:who:*"))  # the miss has expired
     make_due_now()
-    with caplog.at_level("INFO", logger="worker.salesforce.outbox"):
+    with caplog.at_level("INFO", logger="worker.salesforce.outbox_rows"):
         assert flush_team(team_id).done == 1
     assert [t["WhoId"] for t in salesforce.tasks()] == [contact]
     assert any("salesforce_who_appeared" in r.getMessage() for r in caplog.records)

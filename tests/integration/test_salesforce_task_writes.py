@@ -1,6 +1,6 @@
 """How new Tasks reach Salesforce: upserted by their key, never plain creates, where the org allows.
 
-Exactly once rests on this (worker/salesforce/outbox.py): a Task written under
+Exactly once rests on this (worker/salesforce/task_records.py): a Task written under
 its key by upsert cannot be written twice, even by two flushers racing for a
 row whose lease ran out. A plain create with the key in a field would land the
 same in every test that only counts Tasks, so these read the wire: what each
@@ -32,7 +32,8 @@ from tests.integration.test_salesforce_outbox import (
     team_id,
     use_org,
 )
-from worker.salesforce.outbox import KEY_LINE, flush_team, task_key
+from worker.salesforce.outbox import flush_team
+from worker.salesforce.task_records import KEY_LINE, task_key
 
 __all__ = ["salesforce", "team_id"]  # fixtures, shared with test_salesforce_outbox
 

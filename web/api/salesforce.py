@@ -301,7 +301,7 @@ def salesforce_usage() -> ResponseReturnValue:
 @bp.get("/salesforce/dead-letters")
 @require_token
 def salesforce_dead_letters() -> ResponseReturnValue:
-    from worker.salesforce.outbox import dead_letters
+    from worker.salesforce.outbox_replay import dead_letters
 
     after_id = int_arg("after_id", default=0, minimum=0) or 0
     limit = int_arg("limit", default=100, minimum=1, maximum=DEAD_LETTER_PAGE) or 100
@@ -329,7 +329,7 @@ def salesforce_dead_letters() -> ResponseReturnValue:
 @bp.post("/salesforce/dead-letters/replay")
 @require_token
 def salesforce_replay() -> ResponseReturnValue:
-    from worker.salesforce.outbox import replay_failed
+    from worker.salesforce.outbox_replay import replay_failed
 
     body = parse_body(ReplayRequest)
     replayed = replay_failed(db(), g.team_id, None if body.all else body.ids)

@@ -24,24 +24,26 @@ from core.db import session_scope
 from core.models import OutboxStatus, SalesforceOutbox, utcnow
 from worker.salesforce.client import SalesforceApi, SalesforceError
 from worker.salesforce.connections import OrgProfile
-from worker.salesforce.outbox import (
+from worker.salesforce.outbox_rows import (
     STALE_WHO_CODES,
     TASK_KINDS,
     TRANSIENT_ITEM_CODES,
     FlushStats,
     Outcome,
-    TaskSchema,
     claim,
-    new_task,
     release,
-    resolve_tasks,
     retryable,
     sent_id_of,
     settle,
+)
+from worker.salesforce.resolver import WhoResolver
+from worker.salesforce.task_records import (
+    TaskSchema,
+    new_task,
+    resolve_tasks,
     summaries,
     task_schema,
 )
-from worker.salesforce.resolver import WhoResolver
 
 log = logging.getLogger(__name__)
 
