@@ -28,6 +28,7 @@ the budget above.
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from collections.abc import Callable
@@ -109,6 +110,7 @@ def run_in_batches(nodeid: str, test: Any, arguments: dict[str, Any], seconds: f
     inner: Callable[..., Any] = test.hypothesis.inner_test
     passed = 0
 
+    @functools.wraps(inner)  # a failure is reported under the property's own name
     def counted(*args: Any, **kwargs: Any) -> Any:
         nonlocal passed
         result = inner(*args, **kwargs)
