@@ -86,7 +86,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if HERE in item.path.parents:
             item.add_marker(pytest.mark.timeout(0))
-    BUDGET.properties_left = sum(1 for item in items if _is_property(item))
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """The budget is shared by the properties that will run (after -k and deselection)."""
+    BUDGET.properties_left = sum(1 for item in session.items if _is_property(item))
 
 
 @pytest.hookimpl(tryfirst=True)
