@@ -13,6 +13,20 @@ from flask import Flask
 
 from config import get_settings
 from config.logging import configure_logging
+from web import (
+    api,
+    auth,
+    cli,
+    connect,
+    db,
+    documents,
+    feed,
+    health,
+    oauth_flow,
+    security,
+    webhooks,
+)
+from web import app as app_pages
 
 
 def create_app(config: dict[str, Any] | None = None) -> Flask:
@@ -32,21 +46,14 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     if config:
         app.config.update(config)
 
-    from web import auth, cli, db, documents, feed, health, security
-    from web.api import bp as api_bp
-
     security.init_app(app)  # first: its URL converter applies to the rules added below
     db.init_app(app)
     app.register_blueprint(health.bp)
-    app.register_blueprint(api_bp)
+    api.init_app(app)
     auth.init_app(app)
     app.register_blueprint(feed.bp)
     documents.init_app(app)
-    from web import app as app_pages
-
     app_pages.init_app(app)
-    from web import connect, oauth_flow, webhooks
-
     app.register_blueprint(webhooks.bp)
     connect.init_app(app)
     oauth_flow.init_app(app)

@@ -51,7 +51,7 @@ from core.crypto import decrypt_json, encrypt_json
 from core.models import Mailbox, MailboxKind, MailboxStatus, utcnow
 from core.outbound import OutboundError, resolve, resolve_url
 from web import oauth_flow
-from web.api import ApiError, error_response, parse_body, require_token
+from web.api.common import ApiError, error_response, parse_body, require_token
 from web.api.schemas import (
     ExchangeMailboxCreate,
     MailboxCreate,

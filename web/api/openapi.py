@@ -1,18 +1,22 @@
 """`GET /api/v1/openapi.json`: the OpenAPI 3.1 document, built from the pydantic models.
 
 The schemas are the models the routes validate and serialise with, so the
-document cannot drift from what the API does.
+document cannot drift from what the API does. The document is also the list of
+query parameters each operation accepts: any other is refused with a 422
+(`_refuse_unknown_query_parameters`).
 """
 
 from __future__ import annotations
 
+import re
+from functools import lru_cache
 from typing import Any
 
-from flask import jsonify
+from flask import jsonify, request
 from flask.typing import ResponseReturnValue
 from pydantic import BaseModel
 
-from web.api import bp
+from web.api.common import API_PREFIX, bp, error_response
 from web.api.salesforce import extend_document
 from web.api.schemas import (
     EnrollmentCreate,
@@ -27,6 +31,8 @@ from web.api.schemas import (
     SequenceCreate,
     SequenceOut,
 )
+from web.connect import extend_document as connect_routes
+from web.documents.api import extend_document as document_routes
 
 _MODELS: list[type[BaseModel]] = [
     MailboxCreate,
@@ -183,12 +189,46 @@ def build_document() -> dict[str, Any]:
     # Salesforce routes document themselves (web/api/salesforce.py).
     # Mailbox connect routes likewise (web/connect.py), and the content library's
     # (web/documents/api.py).
-    from web.connect import extend_document as connect_routes
-    from web.documents.api import extend_document as document_routes
-
     return document_routes(connect_routes(extend_document(document)))
 
 
 @bp.get("/openapi.json")
 def openapi_document() -> ResponseReturnValue:
     return jsonify(build_document())
+
+
+@lru_cache(maxsize=1)
+def _documented_queries() -> dict[tuple[str, str], frozenset[str]]:
+    """(OpenAPI path, method) → the query parameters that operation documents.
+
+    Only operations that require a token: public ones (the OAuth callbacks) are
+    called by third parties who add parameters of their own.
+    """
+    found: dict[tuple[str, str], frozenset[str]] = {}
+    for path, operations in build_document()["paths"].items():
+        for method, operation in operations.items():
+            if not isinstance(operation, dict) or operation.get("security") == []:
+                continue
+            names = {p["name"] for p in operation.get("parameters", []) if p["in"] == "query"}
+            found[(path, method.upper())] = frozenset(names)
+    return found
+
+
+@bp.before_app_request
+def _refuse_unknown_query_parameters() -> ResponseReturnValue | None:
+    """A query parameter the operation does not document is an error, as an unknown
+    body field is: `?enrolment_id=4` must not quietly list every message."""
+    rule = request.url_rule
+    if rule is None or not rule.rule.startswith(f"{API_PREFIX}/"):
+        return None
+    path = re.sub(r"<(?:[^:>]+:)?([^>]+)>", r"{\1}", rule.rule.removeprefix(API_PREFIX))
+    allowed = _documented_queries().get((path, request.method))
+    if allowed is None:
+        return None
+    unknown = sorted(set(request.args) - allowed)
+    if not unknown:
+        return None
+    fields = {name[:100]: "unknown query parameter" for name in unknown}
+    return error_response(
+        422, "invalid_request", f"{unknown[0][:100]}: unknown query parameter", fields
+    )

@@ -20,7 +20,7 @@ from core.models import (
     SequenceStep,
     utcnow,
 )
-from web.api import ApiError, bp, int_arg, parse_body, require_token
+from web.api.common import ApiError, bp, int_arg, parse_body, require_token
 from web.api.schemas import (
     EnrollmentCreate,
     EnrollmentOut,

@@ -33,7 +33,7 @@ from sqlalchemy import func, select
 
 from core.models import OutboxStatus, SalesforceConnection, SalesforceOutbox
 from web import oauth_flow
-from web.api import ApiError, bp, int_arg, parse_body, require_token
+from web.api.common import ApiError, bp, int_arg, parse_body, require_token
 from web.api.schemas import MAX_ID, Request, Response
 from web.db import db
 from web.salesforce_connect import KIND as ORG_FLOW

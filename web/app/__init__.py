@@ -29,6 +29,18 @@ from datetime import datetime
 
 from flask import Flask
 
+from core.templates import plain_to_html, sanitize_html
+from web.app import (
+    email_templates,
+    emails,
+    enrollments,
+    imap,
+    preview,
+    prospects,
+    reports,
+    sequences,
+)
+
 
 def _when(value: datetime | None) -> str:
     return value.strftime("%Y-%m-%d %H:%M UTC") if value else "\u2014"
@@ -36,23 +48,10 @@ def _when(value: datetime | None) -> str:
 
 def _clean_html(value: str | None) -> str:
     """A body as the editor may load it: what the allow-list keeps (escaped again by Jinja)."""
-    from core.templates import plain_to_html, sanitize_html
-
     return sanitize_html(plain_to_html(value or ""))
 
 
 def init_app(app: Flask) -> None:
-    from web.app import (
-        email_templates,
-        emails,
-        enrollments,
-        imap,
-        preview,
-        prospects,
-        reports,
-        sequences,
-    )
-
     for module in (
         emails,
         email_templates,

@@ -26,7 +26,7 @@ from werkzeug.routing import BuildError
 
 from core.crypto import CredentialsError, decrypt_json
 from core.models import Mailbox, MailboxKind
-from web.api import ApiError
+from web.api.common import ApiError
 from web.api.schemas import MailboxCreate
 from web.app.common import FormErrors, app_blueprint, form_str, owned, team_id, user
 from web.auth import login_required

@@ -19,10 +19,10 @@ from __future__ import annotations
 
 from flask import Flask
 
+from web.documents import api, library, viewer
+
 
 def init_app(app: Flask) -> None:
-    from web.documents import api, library, viewer
-
     app.register_blueprint(library.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(viewer.bp)

@@ -30,7 +30,7 @@ from core.models import (
     Team,
     utcnow,
 )
-from web.api import ApiError, error_response, parse_body, require_token
+from web.api.common import ApiError, error_response, parse_body, require_token
 from web.db import db
 from web.documents.common import (
     PLAN_MESSAGE,
