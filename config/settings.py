@@ -147,6 +147,9 @@ class DocumentSettings:
     # auto: LibreOffice runs with no network where a namespace can be made;
     # required: refuse to convert without one; off: never (worker.documents.isolation).
     network_isolation: str = "auto"
+    # The same words for a private view of the filesystem (bubblewrap): LibreOffice
+    # sees the system's programs and its own job folder, no data (isolation.py).
+    file_isolation: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -418,16 +421,15 @@ def _document_settings(env: Mapping[str, str], var_dir: Path) -> DocumentSetting
         convert_seconds=_int(env, "SIGHTLINE_DOCUMENT_CONVERT_SECONDS", 120, 5, 3600),
         render_seconds=_int(env, "SIGHTLINE_DOCUMENT_RENDER_SECONDS", 600, 5, 7200),
         render_processes=_int(env, "SIGHTLINE_DOCUMENT_RENDER_PROCESSES", 2, 1, 16),
-        network_isolation=_network_isolation(env),
+        network_isolation=_isolation(env, "SIGHTLINE_DOCUMENT_NETWORK_ISOLATION"),
+        file_isolation=_isolation(env, "SIGHTLINE_DOCUMENT_FILE_ISOLATION"),
     )
 
 
-def _network_isolation(env: Mapping[str, str]) -> str:
-    raw = (_get(env, "SIGHTLINE_DOCUMENT_NETWORK_ISOLATION") or "auto").lower()
+def _isolation(env: Mapping[str, str], name: str) -> str:
+    raw = (_get(env, name) or "auto").lower()
     if raw not in ("auto", "required", "off"):
-        raise ConfigError(
-            f"SIGHTLINE_DOCUMENT_NETWORK_ISOLATION: expected auto, required or off, got {raw!r}"
-        )
+        raise ConfigError(f"{name}: expected auto, required or off, got {raw!r}")
     return raw
 
 

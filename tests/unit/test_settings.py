@@ -117,3 +117,13 @@ def test_document_network_isolation_is_auto_unless_set_and_refuses_other_words(
     assert load_settings(required).documents.network_isolation == "required"
     with pytest.raises(ConfigError, match="SIGHTLINE_DOCUMENT_NETWORK_ISOLATION"):
         load_settings({**local, "SIGHTLINE_DOCUMENT_NETWORK_ISOLATION": "yes"})
+
+
+def test_document_file_isolation_takes_the_same_words_on_its_own(tmp_path: Path) -> None:
+    local = {"SIGHTLINE_VAR_DIR": str(tmp_path)}
+    assert load_settings(local).documents.file_isolation == "auto"
+    off = {**local, "SIGHTLINE_DOCUMENT_FILE_ISOLATION": "OFF"}
+    assert load_settings(off).documents.file_isolation == "off"
+    assert load_settings(off).documents.network_isolation == "auto"
+    with pytest.raises(ConfigError, match="SIGHTLINE_DOCUMENT_FILE_ISOLATION: expected auto"):
+        load_settings({**local, "SIGHTLINE_DOCUMENT_FILE_ISOLATION": "private"})
