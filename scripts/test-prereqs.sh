@@ -14,7 +14,8 @@
 #            not installed: into $SIGHTLINE_TEST_STATE_DIR/courier-imap (what it
 #            needs from courier-base and courier-authdaemon is installed).
 #   browser  headless Chromium and its WebDriver, with metric-compatible fonts.
-#   office   LibreOffice without a GUI, for `soffice --headless --convert-to pdf`.
+#   office   LibreOffice without a GUI, for `soffice --headless --convert-to pdf`, and
+#            bubblewrap, the private filesystem view it converts in.
 #   bench    nginx and wrk, for the benchmarks under bench/.
 #
 # To add packages, extend group_packages() below; a new group is one more line.
@@ -50,7 +51,8 @@ group_packages() {
         core) echo "python3-venv dovecot-imapd dovecot-lmtpd courier-base courier-authdaemon" \
             "courier-authlib-userdb mailutils-imap4d mailutils-mda" ;;
         browser) echo "chromium chromium-driver fonts-liberation" ;;
-        office) echo "libreoffice-writer-nogui libreoffice-impress-nogui fonts-liberation" ;;
+        office) echo "libreoffice-writer-nogui libreoffice-impress-nogui fonts-liberation" \
+            "bubblewrap" ;;
         bench) echo "nginx-light wrk" ;;
         *) return 1 ;;
     esac

@@ -131,8 +131,23 @@ def settle(listener: Listener) -> list[str]:
     return list(listener.heard)
 
 
-def use_isolation(monkeypatch: pytest.MonkeyPatch, mode: str) -> None:
+def no_namespaces(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a Heroku dyno does: `unshare` and `bwrap` are there, and the kernel says no."""
+    bare = tmp_path / "bin"
+    bare.mkdir()
+    for name in ("unshare", "bwrap"):
+        refusing = bare / name
+        refusing.write_text(
+            f'#!/bin/sh\necho "{name}: unshare failed: Operation not permitted" >&2\nexit 1\n'
+        )
+        refusing.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bare}:{os.environ['PATH']}")
+    isolation.detect.cache_clear()
+
+
+def use_isolation(monkeypatch: pytest.MonkeyPatch, mode: str, files: str = "auto") -> None:
     monkeypatch.setenv("SIGHTLINE_DOCUMENT_NETWORK_ISOLATION", mode)
+    monkeypatch.setenv("SIGHTLINE_DOCUMENT_FILE_ISOLATION", files)
     get_settings.cache_clear()
     isolation.detect.cache_clear()
 
@@ -145,7 +160,7 @@ def test_libreoffices_own_settings_alone_fetch_nothing_a_document_links_to(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     listener, files = listener_and_files
-    use_isolation(monkeypatch, "off")  # what a Heroku dyno gets: no namespaces
+    use_isolation(monkeypatch, "off", files="off")  # what a Heroku dyno gets: no namespaces
     listener.heard.clear()
     bodies = upload_and_process(client, token, files)
     assert settle(listener) == [], "LibreOffice fetched what the documents link to"
@@ -160,8 +175,8 @@ def test_a_child_in_the_namespace_cannot_reach_loopback(
     listener, _files = listener_and_files
     isolation.detect.cache_clear()
     found = isolation.detect()
-    if not found.available:
-        message = f"no network namespace can be made here: {found.reason}"
+    if not found.network:
+        message = f"no network namespace can be made here: {found.network_reason}"
         if in_ci():
             pytest.fail(message + " (CI runs as root on Debian 12: it must work there)")
         pytest.skip(message)
@@ -204,7 +219,7 @@ def test_by_default_conversion_runs_without_network_and_still_succeeds(
     assert [body["status"] for body in bodies] == ["ready"]
     said = [r.getMessage() for r in caplog.records if "document_isolation" in r.getMessage()]
     assert len(said) == 1, said  # found out and logged once per process, not per job
-    if isolation.detect().available:
+    if isolation.detect().network:
         assert "network=namespace" in said[0]
 
 
@@ -217,15 +232,7 @@ def test_required_isolation_refuses_to_convert_where_none_can_be_made(
     tmp_path: Path,
 ) -> None:
     listener, files = listener_and_files
-    # What a Heroku dyno does: `unshare` is there, and the kernel says no.
-    bare = tmp_path / "bin"
-    bare.mkdir()
-    refusing = bare / "unshare"
-    refusing.write_text(
-        '#!/bin/sh\necho "unshare: unshare failed: Operation not permitted" >&2\nexit 1\n'
-    )
-    refusing.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bare}:{os.environ['PATH']}")
+    no_namespaces(tmp_path, monkeypatch)
     use_isolation(monkeypatch, "required")
     listener.heard.clear()
     [refused] = upload_and_process(client, token, {"docx": files["docx"]})

@@ -5,7 +5,9 @@
                                                         clash with another job)
         the profile's registrymodifications.xcu        (links never fetched, no
                                                         http/ftp at all, no macros)
-        in a network namespace where one can be made   (isolation: no interface)
+        in a private filesystem view with no network    (isolation: the system's
+          where bubblewrap works, else in a network      programs, LibreOffice, and
+          namespace where one can be made                 the job's folder — no data)
         in its own process group                        (killpg reaches oosplash
                                                          and soffice.bin too)
         environment: PATH, HOME/TMPDIR in the job's folder, LANG — nothing else
@@ -16,9 +18,18 @@ An uploaded document may point at other resources: a linked image
 (``<draw:image xlink:href="http://…">``, an OOXML relationship with
 ``TargetMode="External"``), a linked OLE object, a slide background, its
 template. Left alone, LibreOffice 7.4 fetches those over HTTP while converting
-(from the worker's network: an SSRF), and includes linked local images. Two
-layers stop that, each enough on its own for every case in
-tests/security/test_office_links.py:
+(from the worker's network: an SSRF), and draws local files into the PDF — a
+PPTX slide background or shape fill, a linked OLE object (a text file shown as
+text), an ODP picture, an ODF fill bitmap: another team's page images in the
+storage folder, a key, another process's ``/proc/<pid>/environ``. The layers,
+and which is enough on its own for what (tests/security/test_office_links.py
+for the network, test_office_local_files.py for local files):
+
+                                           network      local files
+    1. LibreOffice's profile settings      enough       Writer's links only
+    2. the package's local links cut        —           enough (DOCX PPTX ODT ODP)
+    3. private filesystem view (bwrap)      enough      enough (every format)
+       or a network namespace (unshare)     enough       —
 
 1. LibreOffice's own settings, written into the fresh profile (`PROFILE`; the
    key names are those of LibreOffice 7.4's configuration schema,
@@ -29,9 +40,18 @@ tests/security/test_office_links.py:
    WebDAV (http, https, webdav…), FTP and CMIS content providers removed from
    the Universal Content Broker, so no http or ftp URL can be opened at all —
    that last one also covers what the first two miss in 7.4 (a document's
-   template date check, a PPTX slide background, a linked OLE object).
-2. A network namespace (`worker.documents.isolation`), where the platform
-   allows one. Heroku dynos do not: there, layer 1 is the protection.
+   template date check, a PPTX slide background, a linked OLE object). For
+   local files the settings stop Writer's linked pictures, sections and fields,
+   and every case tried in the binary .doc and .ppt, not the Impress and
+   fill-bitmap cases above: no setting of 7.4 does.
+2. The package's references to local files cut before LibreOffice opens it
+   (`worker.documents.links`, run by the pipeline in the sandbox): holds
+   everywhere, Heroku included, for the ZIP formats.
+3. Isolation (`worker.documents.isolation`), where the platform allows it: a
+   private filesystem view with no network (bubblewrap: LibreOffice sees the
+   system, itself and ``workdir/libreoffice``, nothing else), else a network
+   namespace. Heroku dynos allow neither: there, layers 1 and 2 are the
+   protection.
 """
 
 from __future__ import annotations
@@ -43,14 +63,23 @@ import shutil
 import signal
 import subprocess
 import time
+from functools import lru_cache
 from pathlib import Path
 
-from worker.documents.isolation import IsolationUnavailableError, without_network
+from worker.documents.isolation import (
+    FILE_SETTING,
+    IsolationUnavailableError,
+    View,
+    isolate,
+    system_paths,
+)
 
 log = logging.getLogger(__name__)
 
 SOFFICE_CANDIDATES = ("soffice", "libreoffice", "/usr/lib/libreoffice/program/soffice")
 ADDRESS_SPACE_BYTES = 3 * 1024 * 1024 * 1024
+# Fontconfig's cache: without it, every conversion in a private view rescans the fonts.
+FONT_CACHES = ("/var/cache/fontconfig",)
 
 _SCRIPTING = "/org.openoffice.Office.Common/Security/Scripting"
 _PROVIDERS = (
@@ -149,52 +178,115 @@ def stop_group(process: subprocess.Popen[bytes]) -> None:
     process.wait()
 
 
-def convert_to_pdf(
-    source: Path, workdir: Path, *, timeout: float, network_isolation: str = "auto"
-) -> Path:
-    """Convert `source` to a PDF inside `workdir`; returns the PDF's path.
+@lru_cache(maxsize=4)
+def libreoffice_paths(soffice: str) -> tuple[Path, ...]:
+    """What LibreOffice reads besides the system's folders: its install, and where that links.
 
-    `network_isolation` is ``auto``, ``required`` or ``off`` (see
-    `worker.documents.isolation`).
+    Debian's install links its registry into /etc/libreoffice and its bundled
+    extensions into /var/lib and /var/spool: those targets go in the view too.
+    Found once per process (a walk of about 2,500 entries, 40 ms here).
+    """
+    install = Path(os.path.realpath(soffice)).parent.parent
+    roots = {install, *(Path(p) for p in FONT_CACHES if os.path.isdir(p))}
+    for folder, dirs, files in os.walk(install):
+        for name in (*dirs, *files):
+            path = os.path.join(folder, name)
+            if os.path.islink(path):
+                roots.add(Path(os.path.realpath(path)))
+    covered = (*system_paths(), install)
+    return tuple(sorted(p for p in roots if p == install or not _under(p, covered)))
+
+
+def _under(path: Path, roots: tuple[Path, ...]) -> bool:
+    return any(path == root or root in path.parents for root in roots)
+
+
+def _isolated(
+    command: list[str], soffice: str, folder: Path, network: str, files: str
+) -> list[str]:
+    """`command` with as little of the machine as the settings and the machine allow."""
+    view = View(read=(*system_paths(), *libreoffice_paths(soffice)), write=(folder,), cwd=folder)
+    try:
+        return isolate(command, network=network, files=files, view=view)
+    except IsolationUnavailableError as exc:
+        log.error(
+            "libreoffice_not_started isolation=required setting=%s reason=%r", exc.setting, str(exc)
+        )
+        cut_off = (
+            "with no access to this server's files"
+            if exc.setting == FILE_SETTING
+            else "without network access"
+        )
+        raise ConversionError(
+            f"this server is set to convert Office files only {cut_off} "
+            f"({exc.setting}=required), which it cannot provide; ask whoever runs "
+            "Sightline, or upload a PDF"
+        ) from None
+
+
+def _signal(returncode: int | None, *, wrapped: bool) -> int:
+    """The signal that stopped LibreOffice, or 0 (bubblewrap, which forks, reports 128 + n)."""
+    if returncode is None:
+        return 0
+    if returncode < 0:
+        return -returncode
+    return returncode - 128 if wrapped and returncode > 128 else 0
+
+
+def convert_to_pdf(
+    source: Path,
+    workdir: Path,
+    *,
+    timeout: float,
+    network_isolation: str = "auto",
+    file_isolation: str = "auto",
+) -> Path:
+    """Convert `source` to a PDF; returns the PDF's path, inside `workdir`.
+
+    LibreOffice works in a folder of its own, ``workdir/libreoffice``: a copy of
+    `source`, its profile, its home and its output, and nothing else. Where the
+    filesystem is isolated, that folder is all of the machine's data it sees.
+    `network_isolation` and `file_isolation` are ``auto``, ``required`` or ``off``
+    (see `worker.documents.isolation`).
 
     Raises:
         ConversionError: LibreOffice is missing, timed out, crashed or made no PDF,
             or isolation was required and is not available here.
     """
     soffice = find_soffice()
-    profile = workdir / "lo-profile"
-    home = workdir / "lo-home"
-    out = workdir / "lo-out"
-    for folder in (profile, home, out):
-        folder.mkdir(parents=True, exist_ok=True)
+    folder = workdir / "libreoffice"
+    profile = folder / "profile"
+    home = folder / "home"
+    out = folder / "out"
+    for path in (profile, home, out, folder / "in"):
+        path.mkdir(parents=True, exist_ok=True)
     write_profile(profile)
-    command = limited(
-        [
-            soffice,
-            f"-env:UserInstallation={profile.resolve().as_uri()}",
-            "--headless",
-            "--invisible",
-            "--nologo",
-            "--norestore",
-            "--nolockcheck",
-            "--nodefault",
-            "--convert-to",
-            "pdf",
-            "--outdir",
-            str(out),
-            str(source),
-        ],
-        ADDRESS_SPACE_BYTES,
+    document = folder / "in" / source.name
+    shutil.copyfile(source, document)
+    command = _isolated(
+        limited(
+            [
+                soffice,
+                f"-env:UserInstallation={profile.resolve().as_uri()}",
+                "--headless",
+                "--invisible",
+                "--nologo",
+                "--norestore",
+                "--nolockcheck",
+                "--nodefault",
+                "--convert-to",
+                "pdf",
+                "--outdir",
+                str(out),
+                str(document),
+            ],
+            ADDRESS_SPACE_BYTES,
+        ),
+        soffice,
+        folder,
+        network_isolation,
+        file_isolation,
     )
-    try:
-        command = without_network(command, network_isolation)
-    except IsolationUnavailableError as exc:
-        log.error("libreoffice_not_started isolation=required reason=%r", str(exc))
-        raise ConversionError(
-            "this server is set to convert Office files only without network access "
-            "(SIGHTLINE_DOCUMENT_NETWORK_ISOLATION=required), which it cannot provide; "
-            "ask whoever runs Sightline, or upload a PDF"
-        ) from None
     started = time.monotonic()
     process = subprocess.Popen(  # noqa: S603 - a fixed command; the file is only an argument
         command,
@@ -202,7 +294,7 @@ def convert_to_pdf(
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         env=bare_environment(home),
-        cwd=workdir,
+        cwd=folder,
         process_group=0,
     )
     try:
@@ -228,8 +320,9 @@ def convert_to_pdf(
             elapsed,
             last[:300],
         )
-        if process.returncode is not None and process.returncode < 0:
-            reason = f"LibreOffice stopped with signal {-process.returncode}"
+        signalled = _signal(process.returncode, wrapped=Path(command[0]).name == "bwrap")
+        if signalled:
+            reason = f"LibreOffice stopped with signal {signalled}"
         else:
             reason = "LibreOffice could not read it (damaged, or password-protected?)"
         raise ConversionError(f"it could not be converted to PDF: {reason}")

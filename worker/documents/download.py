@@ -27,13 +27,10 @@ in this process (the sandbox does, `worker.documents.children`).
 
 from __future__ import annotations
 
-import json
 import logging
-import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from sqlalchemy import update
 
@@ -42,8 +39,7 @@ from core.db import session_scope
 from core.documents import findings as codes
 from core.documents.storage import BlobNotFoundError, get_blob_store
 from core.models import Document, DocumentStatus, utcnow
-from worker.documents.children import spawn_sandbox
-from worker.documents.convert import stop_group
+from worker.documents.children import run_sandbox
 
 log = logging.getLogger(__name__)
 
@@ -61,27 +57,6 @@ class DownloadCopy:
     path: Path | None = None  # a file to store as `blob` (the scrubbed copy), if any
 
 
-def _run_sandbox(folder: Path, args: list[str], key: str, timeout: float) -> dict[str, Any]:
-    """Run the sandbox with `args`; its one JSON line's `key` entry, or ok=false with why."""
-    errors = folder / f"sandbox-{key}.err"
-    with errors.open("wb") as stderr:
-        process = spawn_sandbox(folder, args, stderr)
-    try:
-        output, _ = process.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        stop_group(process)
-        return {"ok": False, "detail": f"took longer than {timeout:g} s"}
-    for line in output.decode("utf-8", "replace").splitlines():
-        try:
-            answer = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(answer, dict) and isinstance(answer.get(key), dict):
-            return dict(answer[key])
-    tail = errors.read_bytes()[-300:].decode("utf-8", "replace")
-    return {"ok": False, "detail": f"exit status {process.returncode}: {tail}"}
-
-
 def decide(
     folder: Path, pdf: Path, kind: str, findings: list[str], document_id: int, timeout: float
 ) -> DownloadCopy:
@@ -94,7 +69,7 @@ def decide(
         log.warning("document_download_off document_id=%s reason=unchecked", document_id)
         return DownloadCopy(None, None)
     target = folder / SCRUBBED
-    answer = _run_sandbox(folder, ["scrub", str(pdf), str(target)], "scrub", timeout)
+    answer = run_sandbox(folder, ["scrub", str(pdf), str(target)], "scrub", timeout)
     if not answer.get("ok") or not target.is_file():
         log.warning(
             "document_download_off document_id=%s findings=%s detail=%r",
@@ -134,7 +109,7 @@ def check_document(document_id: int) -> str:
         except BlobNotFoundError:
             log.error("document_check_missing document_id=%s blob=%s", document_id, source)
             return "missing"
-        verdict = _run_sandbox(folder, ["check", str(pdf)], "inspect", timeout)
+        verdict = run_sandbox(folder, ["check", str(pdf)], "inspect", timeout)
         if not verdict.get("ok"):
             # It was shown before: what it holds is unknown, so nothing is offered.
             log.warning("document_check_failed document_id=%s verdict=%r", document_id, verdict)
