@@ -34,7 +34,7 @@ from core.db import session_scope
 from core.documents.sniff import FileType, UnsupportedFileError, sniff
 from core.documents.storage import BlobNotFoundError, get_blob_store
 from core.models import Document, DocumentPage, DocumentStatus, utcnow
-from worker.documents.children import spawn_sandbox
+from worker.documents.children import LINKS, run_sandbox, spawn_sandbox
 from worker.documents.convert import ConversionError, convert_to_pdf, stop_group
 from worker.documents.download import decide
 from worker.documents.safety import ArchiveRejectedError, check_archive
@@ -243,20 +243,23 @@ def _convert(
 ) -> Path:
     settings = get_settings().documents
     _set_now(document.id, token, status=DocumentStatus.CONVERTING, progress=0)
+    # LibreOffice picks its import filter by content, but names the output by the input.
+    source = folder / f"document.{file_type.kind}"
     if file_type.zipped:
         try:
             check_archive(original)
         except ArchiveRejectedError as exc:
             raise DocumentError(f"This file was not opened: {exc}.") from None
-    # LibreOffice picks its import filter by content, but names the output by the input.
-    source = folder / f"document.{file_type.kind}"
-    original.rename(source)
+        _cut_links(folder, original, source, document.id, settings.convert_seconds)
+    else:
+        original.rename(source)
     try:
         pdf = convert_to_pdf(
             source,
             folder,
             timeout=settings.convert_seconds,
             network_isolation=settings.network_isolation,
+            file_isolation=settings.file_isolation,
         )
     except ConversionError as exc:
         raise DocumentError(f"This {file_type.label} could not be shown: {exc}.") from None
@@ -264,6 +267,28 @@ def _convert(
         get_blob_store().put_file(session, document.id, "document.pdf", handle)
         _set(session, document.id, token, progress=0)
     return pdf
+
+
+def _cut_links(folder: Path, package: Path, target: Path, document_id: int, timeout: int) -> None:
+    """Write `target`: the package with its references to local files cut (`links`)."""
+    answer = run_sandbox(folder, [str(package), str(target)], "links", timeout, module=LINKS)
+    if not answer.get("ok") or not target.is_file():
+        # The detail names our temporary paths unless it is a refusal: the log has it.
+        log.info("document_links_refused document_id=%s detail=%r", document_id, answer)
+        if answer.get("refused"):
+            raise DocumentError(f"This file was not opened: {answer.get('detail')}.")
+        raise DocumentError(
+            "This file could not be checked before conversion (it may be damaged). Export it "
+            "again, or export it to PDF, and upload the new copy."
+        )
+    cut = answer.get("cut") or {}
+    if cut:
+        log.info(
+            "document_links_cut document_id=%s %s",
+            document_id,
+            " ".join(f"{kind}={count}" for kind, count in sorted(cut.items())),
+        )
+    package.unlink()
 
 
 def _crash_message(returncode: int | None, doing: str) -> str:
