@@ -143,7 +143,7 @@ def link_for_last_document() -> str:
     from core.documents.tokens import link_token
     from core.models import Document, Mailbox, SendStatus, Sequence, SequenceStep, Team, utcnow
     from worker.documents.outgoing import ensure_link
-    from worker.sequences import engine
+    from worker.sequences import claiming, enrolling
 
     hour_ago = utcnow() - timedelta(hours=1)
     with session_scope() as session:
@@ -162,10 +162,10 @@ def link_for_last_document() -> str:
         sequence.steps = [SequenceStep(position=0, delay_seconds=0, subject="Hi", body_html="x")]
         session.add(sequence)
         session.flush()
-        enrollment = engine.enroll(
+        enrollment = enrolling.enroll(
             session, sequence=sequence, email="dana@prospect.test", name="Dana", now=hour_ago
         )
-        sent = engine.claim_due_step(session, enrollment.id, utcnow())
+        sent = claiming.claim_due_step(session, enrollment.id, utcnow())
         assert sent is not None
         sent.status, sent.sent_at = SendStatus.SENT, hour_ago
         link = ensure_link(session, document, sent, 0, tracked=True)

@@ -362,21 +362,21 @@ def send_step_one(sequence_id: int, prospects: list[str]) -> dict[int, str]:
     """Enrol and send step 1 through the real provider. {enrollment id: Message-ID}."""
     from core.db import session_scope
     from core.models import SentMessage, Sequence, utcnow
-    from worker.sequences import engine
+    from worker.sequences import claiming, delivering, enrolling
 
     out: dict[int, str] = {}
     for prospect in prospects:
         now = utcnow()
         with session_scope() as session:
             seq = session.get_one(Sequence, sequence_id)
-            enrollment = engine.enroll(
+            enrollment = enrolling.enroll(
                 session, sequence=seq, email=prospect, name=None, now=now - timedelta(seconds=1)
             )
             session.flush()
-            sent = engine.claim_due_step(session, enrollment.id, now)
+            sent = claiming.claim_due_step(session, enrollment.id, now)
             assert sent is not None
             enrollment_id, sent_id = enrollment.id, sent.id
-        outcome = engine.deliver(sent_id)
+        outcome = delivering.deliver(sent_id)
         if outcome.status != "sent":
             raise RuntimeError(f"step 1 not sent: {outcome}")
         with session_scope() as session:

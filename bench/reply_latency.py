@@ -96,7 +96,7 @@ def main() -> None:
             SequenceStep,
             Team,
         )
-        from worker.sequences.engine import enroll
+        from worker.sequences.enrolling import enroll
 
         sender = unique_address("seller.test", "rep")
         server = {

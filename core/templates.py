@@ -9,7 +9,7 @@ email Sightline sends (sequence steps, one-off emails, saved templates):
 
 A placeholder whose value is missing and that has no fallback is **never sent**:
 `render` reports it in `Rendered.missing`, and the sender refuses the send
-(`worker.sequences.engine.claim_due_step` pauses that enrolment with a reason
+(`worker.sequences.claiming.claim_due_step` pauses that enrolment with a reason
 naming the placeholder; the compose form refuses with an error on the field).
 In a preview it is shown, marked, so the writer sees it before anything goes out.
 Anything else between ``{{`` and ``}}`` (a typo, an unknown name, a name the rich

@@ -34,7 +34,7 @@ from tests.fuzz.mail import any_text, header_block, header_values, messages, rep
 from tests.fuzz.profiles import fuzz
 from worker.matching.classify import classify_message
 from worker.matching.msgid import parse_msgid_list, reference_candidates
-from worker.sequences import engine
+from worker.sequences import claiming, delivering, enrolling
 from worker.sync.headers import summary_from_headers
 from worker.sync.inbound import MailboxRef, handle_inbound, quarantine, storable_summary
 from worker.sync.mime import summarize_headers
@@ -166,7 +166,7 @@ def _sent_step(sequence_id: int) -> tuple[int, str]:
     email_address = f"p{next(_serial)}@acme.test"
     with session_scope() as session:
         sequence = session.get_one(Sequence, sequence_id)
-        enrollment = engine.enroll(
+        enrollment = enrolling.enroll(
             session,
             sequence=sequence,
             email=email_address,
@@ -175,10 +175,10 @@ def _sent_step(sequence_id: int) -> tuple[int, str]:
         )
         enrollment_id = enrollment.id
     with session_scope() as session:
-        sent = engine.claim_due_step(session, enrollment_id, utcnow())
+        sent = claiming.claim_due_step(session, enrollment_id, utcnow())
         assert sent is not None
         sent_id, message_id = sent.id, sent.message_id
-    engine._record_sent(sent_id, SendResult(message_id=message_id))
+    delivering._record_sent(sent_id, SendResult(message_id=message_id))
     return enrollment_id, message_id
 
 

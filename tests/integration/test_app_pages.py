@@ -2,7 +2,7 @@
 
 Two teams, each with a mailbox, a template, a two-step sequence with a sent
 step that was opened, clicked and replied to, a one-off email and prospects —
-built through the real code paths (the CLI, `engine.enroll`, the claim, the
+built through the real code paths (the CLI, `enrolling.enroll`, the claim, the
 send bookkeeping, `record_event`). Then: every page answers and shows only its
 own team's rows; every route of the app, called with the other team's ids,
 answers 404; nothing works signed out or without the CSRF token; every page
@@ -40,7 +40,7 @@ from core.models import (
 )
 from tests.conftest import create_user
 from tests.integration.test_feed import PASSWORD, csrf_from, sign_in
-from worker.sequences import engine
+from worker.sequences import claiming, delivering, enrolling
 from worker.sync.base import SendResult
 
 APP_BLUEPRINTS = (
@@ -109,7 +109,7 @@ def build_world(app: Flask, team: str, user_email: str, prospect_email: str, sec
         ]
         session.add_all([template, sequence])
         session.flush()
-        enrollment = engine.enroll(
+        enrollment = enrolling.enroll(
             session,
             sequence=sequence,
             email=prospect_email,
@@ -120,10 +120,10 @@ def build_world(app: Flask, team: str, user_email: str, prospect_email: str, sec
         ids = (team_row.id, mailbox.id, template.id, sequence.id, enrollment.id)
         prospect_id = enrollment.prospect_id
     with session_scope() as session:
-        sent = engine.claim_due_step(session, ids[4], utcnow())
+        sent = claiming.claim_due_step(session, ids[4], utcnow())
         assert sent is not None
         sent_id, message_id = sent.id, sent.message_id
-    engine._record_sent(sent_id, SendResult(message_id=message_id))
+    delivering._record_sent(sent_id, SendResult(message_id=message_id))
     with session_scope() as session:
         for kind, key, data in (
             ("open", natural_key("open", sent_id, 0, 1, "probable"), {"probable": True}),
@@ -141,7 +141,7 @@ def build_world(app: Flask, team: str, user_email: str, prospect_email: str, sec
                 prospect_id=prospect_id,
                 data={"recipient": 0, **data},
             )
-        engine.transition(
+        enrolling.transition(
             session,
             ids[4],
             EnrollmentState.REPLIED,

@@ -38,7 +38,7 @@ from tests.conftest import create_user
 from tests.integration.test_app_compose import add_mailbox
 from tests.integration.test_app_pages import csrf, signed_in
 from tests.integration.test_feed import PASSWORD
-from worker.sequences import engine
+from worker.sequences import claiming, delivering, enrolling, messages
 from worker.sync.base import SendResult
 
 pytestmark = pytest.mark.integration
@@ -320,7 +320,7 @@ def test_a_missing_value_holds_the_enrolment_until_filled_in_and_resumed(
         enrollment_id, prospect_id = enrollment.id, enrollment.prospect_id
     # Step 1 needs {{company}}: Dana has none, so nothing is claimed and she waits.
     with session_scope() as session:
-        assert engine.claim_due_step(session, enrollment_id, utcnow()) is None
+        assert claiming.claim_due_step(session, enrollment_id, utcnow()) is None
     with session_scope() as session:
         held = session.get_one(Enrollment, enrollment_id)
         assert (held.state, held.next_step, held.next_step_at) == ("paused", 0, None)
@@ -338,9 +338,9 @@ def test_a_missing_value_holds_the_enrolment_until_filled_in_and_resumed(
     )
     assert post(client, f"/enrollments/{enrollment_id}/resume").status_code == 302
     with session_scope() as session:
-        sent = engine.claim_due_step(session, enrollment_id, utcnow())
+        sent = claiming.claim_due_step(session, enrollment_id, utcnow())
         assert sent is not None and sent.subject == "Quick question, Dana"
-        body = engine._outgoing(session, sent, session.get_one(Mailbox, sent.mailbox_id))
+        body = messages.outgoing_message(session, sent, session.get_one(Mailbox, sent.mailbox_id))
         assert "Hi Dana, how is Acme?" in body.html
 
 
@@ -368,7 +368,7 @@ def test_pause_resume_finish_and_the_history_with_the_reply_text(
         dana_id, fox_id = dana.id, fox.id
     assert post(client, f"/enrollments/{fox_id}/pause").status_code == 302
     with session_scope() as session:
-        assert engine.claim_due_step(session, fox_id, utcnow()) is None  # paused: nothing goes
+        assert claiming.claim_due_step(session, fox_id, utcnow()) is None  # paused: nothing goes
     post(client, f"/enrollments/{fox_id}/resume")
     post(client, f"/enrollments/{fox_id}/finish")
     again = post(client, f"/enrollments/{fox_id}/pause")
@@ -390,10 +390,10 @@ def test_pause_resume_finish_and_the_history_with_the_reply_text(
 
     # Dana: step 1 sent, a person opens it, Apple prefetches it, she clicks and replies.
     with session_scope() as session:
-        sent = engine.claim_due_step(session, dana_id, utcnow())
+        sent = claiming.claim_due_step(session, dana_id, utcnow())
         assert sent is not None
         sent_id, message_id, prospect_id = sent.id, sent.message_id, sent.prospect_id
-    engine._record_sent(sent_id, SendResult(message_id=message_id))
+    delivering._record_sent(sent_id, SendResult(message_id=message_id))
     with session_scope() as session:
         team_id = session.get_one(Enrollment, dana_id).team_id
         inbound = InboundMessage(
@@ -433,7 +433,7 @@ def test_pause_resume_finish_and_the_history_with_the_reply_text(
                 inbound_message_id=inbound.id if kind == "reply" else None,
                 data={"recipient": 0, **data},
             )
-        engine.transition(
+        enrolling.transition(
             session,
             dana_id,
             EnrollmentState.REPLIED,
@@ -509,10 +509,10 @@ def test_funnel_counts_apple_only_opens_apart_and_retries_once(
     sent_ids = []
     for enrollment_id in ids:
         with session_scope() as session:
-            sent = engine.claim_due_step(session, enrollment_id, utcnow())
+            sent = claiming.claim_due_step(session, enrollment_id, utcnow())
             assert sent is not None
             sent_ids.append((sent.id, sent.message_id))
-        engine._record_sent(sent_ids[-1][0], SendResult(message_id=sent_ids[-1][1]))
+        delivering._record_sent(sent_ids[-1][0], SendResult(message_id=sent_ids[-1][1]))
     with session_scope() as session:
         assert team_id is not None
         # p0: Apple only. p1: Apple and a person. p2: nothing.
@@ -536,10 +536,10 @@ def test_funnel_counts_apple_only_opens_apart_and_retries_once(
             .values(next_step=0, next_step_at=utcnow() - timedelta(seconds=1))
         )
     with session_scope() as session:
-        retry = engine.claim_due_step(session, ids[2], utcnow())
+        retry = claiming.claim_due_step(session, ids[2], utcnow())
         assert retry is not None and retry.attempt == 1
         retry_id, retry_mid = retry.id, retry.message_id
-    engine._record_sent(retry_id, SendResult(message_id=retry_mid))
+    delivering._record_sent(retry_id, SendResult(message_id=retry_mid))
     report = text(client.get(f"/reports/sequences/{sequence_id}"))
     step_1 = re.search(r'<tr data-step="1">(.*?)</tr>', report, re.S)
     assert step_1 is not None
@@ -572,16 +572,16 @@ def test_enrolling_many_is_all_or_nothing(rep: tuple[FlaskClient, int]) -> None:
     ]
     with (
         session_scope() as session,
-        pytest.raises(engine.EnrollmentError, match=r"gone@acme\.test opted out"),
+        pytest.raises(enrolling.EnrollmentError, match=r"gone@acme\.test opted out"),
     ):
-        engine.enroll_many(
+        enrolling.enroll_many(
             session, sequence=session.get_one(Sequence, sequence_id), people=people, now=utcnow()
         )
     with session_scope() as session:
         assert session.scalar(select(func.count()).select_from(Enrollment)) == 0
         assert session.scalar(select(Prospect).where(Prospect.email == "new@acme.test")) is None
     with session_scope() as session:
-        enrolled = engine.enroll_many(
+        enrolled = enrolling.enroll_many(
             session,
             sequence=session.get_one(Sequence, sequence_id),
             people=people[:2],
@@ -608,9 +608,9 @@ def test_enrolling_many_is_all_or_nothing(rep: tuple[FlaskClient, int]) -> None:
         assert session.scalar(select(func.count()).select_from(EnrollmentTransition)) == 2
     with (
         session_scope() as session,
-        pytest.raises(engine.EnrollmentError, match="already enrolled"),
+        pytest.raises(enrolling.EnrollmentError, match="already enrolled"),
     ):
-        engine.enroll_many(
+        enrolling.enroll_many(
             session,
             sequence=session.get_one(Sequence, sequence_id),
             people=people[:1],

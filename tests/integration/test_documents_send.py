@@ -29,7 +29,7 @@ from tests.fixtures.documents import active, samples
 from tests.services.dovecot import DovecotServer
 from worker.documents.jobs import process_document_job
 from worker.documents.pdf_active import find_active_content
-from worker.sequences import engine
+from worker.sequences import messages
 from worker.sequences.jobs import send_due_step
 
 pytestmark = pytest.mark.integration
@@ -144,10 +144,10 @@ def test_step_documents_arrive_as_a_tracked_link_and_a_plain_attachment(
     with session_scope() as session:
         sent = session.scalars(select(SentMessage)).one()
         mailbox_row = session.get_one(Mailbox, sent.mailbox_id)
-        again = engine._outgoing(session, sent, mailbox_row, tracked=True)
+        again = messages.outgoing_message(session, sent, mailbox_row, tracked=True)
         assert links[0] in again.html
         assert session.scalar(select(func.count()).select_from(DocumentLink)) == 1
         # The copy kept for Salesforce names the document but carries no link.
-        described = engine._outgoing(session, sent, mailbox_row)
+        described = messages.outgoing_message(session, sent, mailbox_row)
         assert "[pricing.pdf]" in described.html and "/d/" not in described.html
         assert described.attachments == []

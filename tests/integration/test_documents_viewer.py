@@ -40,7 +40,7 @@ from tests.conftest import create_user
 from tests.fixtures.documents import samples
 from worker.documents.jobs import process_document_job
 from worker.documents.outgoing import ensure_link
-from worker.sequences import engine
+from worker.sequences import claiming, enrolling
 
 pytestmark = pytest.mark.integration
 
@@ -112,10 +112,10 @@ def share(
         ]
         session.add(sequence)
         session.flush()
-        enrollment = engine.enroll(
+        enrollment = enrolling.enroll(
             session, sequence=sequence, email="dana@prospect.test", name="Dana Scully", now=hour_ago
         )
-        sent = engine.claim_due_step(session, enrollment.id, utcnow())
+        sent = claiming.claim_due_step(session, enrollment.id, utcnow())
         assert sent is not None
         sent.status = SendStatus.SENT
         sent.sent_at = hour_ago

@@ -56,7 +56,7 @@ from tests.integration.provider_harness import (
     ImapHarness,
     run_jobs,
 )
-from worker.sequences import engine as sequences
+from worker.sequences import claiming, delivering, enrolling
 from worker.sequences.jobs import send_due_step
 from worker.sync.base import OutgoingMessage
 from worker.sync.engine import backoff_remaining, sync_mailbox, sync_mailbox_job
@@ -146,14 +146,14 @@ def send_first_step(seller: Seller, prospect: str) -> tuple[int, str]:
     now = utcnow()
     with session_scope() as session:
         sequence = session.get_one(Sequence, seller.sequence_id)
-        enrollment = sequences.enroll(
+        enrollment = enrolling.enroll(
             session, sequence=sequence, email=prospect, name=None, now=now - timedelta(seconds=1)
         )
         session.flush()
-        sent = sequences.claim_due_step(session, enrollment.id, now)
+        sent = claiming.claim_due_step(session, enrollment.id, now)
         assert sent is not None
         enrollment_id, sent_id = enrollment.id, sent.id
-    outcome = sequences.deliver(sent_id)
+    outcome = delivering.deliver(sent_id)
     assert outcome.status == "sent", outcome
     with session_scope() as session:
         message_id = session.get_one(SentMessage, sent_id).message_id

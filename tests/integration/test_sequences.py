@@ -26,7 +26,7 @@ from core.models import (
     Team,
     utcnow,
 )
-from worker.sequences import engine
+from worker.sequences import claiming, delivering, enrolling
 from worker.sync.inbound import MailboxRef, handle_inbound
 from worker.sync.mime import summarize_headers
 
@@ -56,7 +56,7 @@ def enrollment_id(env: Settings) -> int:
         ]
         session.add(sequence)
         session.flush()
-        enrollment = engine.enroll(
+        enrollment = enrolling.enroll(
             session,
             sequence=sequence,
             email="Dana@Acme.test",
@@ -68,7 +68,7 @@ def enrollment_id(env: Settings) -> int:
 
 def claim(enrollment_id: int) -> int | None:
     with session_scope() as session:
-        sent = engine.claim_due_step(session, enrollment_id, utcnow())
+        sent = claiming.claim_due_step(session, enrollment_id, utcnow())
         return sent.id if sent else None
 
 
@@ -175,7 +175,7 @@ def test_reply_after_the_claim_cancels_the_hand_over(enrollment_id: int) -> None
     assert second is not None  # claimed before the reply was recorded...
     with session_scope() as session:
         handle_inbound(session, mailbox_ref(), summarize_headers(raw, "x"), raw)
-    outcome = engine.deliver(second)  # ...so the hand-over re-checks and stops
+    outcome = delivering.deliver(second)  # ...so the hand-over re-checks and stops
     assert outcome.status == "cancelled"
     with session_scope() as session:
         assert session.get_one(SentMessage, second).status == SendStatus.CANCELLED
@@ -215,7 +215,7 @@ def test_many_racing_claims_and_a_reply(enrollment_id: int) -> None:
         if won:
             sent = session.get_one(SentMessage, won[0])
             assert sent.claimed_at <= replied_at
-            assert engine.deliver(won[0]).status == "cancelled"
+            assert delivering.deliver(won[0]).status == "cancelled"
 
 
 def test_a_pause_after_the_claim_gives_the_step_back(enrollment_id: int) -> None:
@@ -223,7 +223,7 @@ def test_a_pause_after_the_claim_gives_the_step_back(enrollment_id: int) -> None
     first = claim(enrollment_id)
     assert first is not None
     with session_scope() as session:
-        assert engine.transition(
+        assert enrolling.transition(
             session,
             enrollment_id,
             EnrollmentState.PAUSED,
@@ -231,10 +231,10 @@ def test_a_pause_after_the_claim_gives_the_step_back(enrollment_id: int) -> None
             from_states={EnrollmentState.ACTIVE},
             resume_at=utcnow() - timedelta(seconds=1),
         )
-    assert engine.deliver(first).status == "cancelled"
+    assert delivering.deliver(first).status == "cancelled"
     with session_scope() as session:
         assert session.get_one(Enrollment, enrollment_id).next_step == 0
-        assert engine.resume_due(session, utcnow()) == 1
+        assert enrolling.resume_due(session, utcnow()) == 1
     again = claim(enrollment_id)
     assert again is not None
     with session_scope() as session:

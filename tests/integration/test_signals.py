@@ -34,8 +34,8 @@ from core.models import (
     Team,
     utcnow,
 )
-from worker.sequences import engine
-from worker.sequences.engine import EnrollmentError
+from worker.sequences import claiming, delivering, enrolling
+from worker.sequences.enrolling import EnrollmentError
 from worker.sync.base import SendResult
 from worker.sync.inbound import MailboxRef, Outcome, handle_inbound
 from worker.sync.mime import summarize_headers
@@ -262,7 +262,7 @@ def team(env: Settings) -> dict[str, int]:
             ]  # fmt: skip
             session.add(sequence)
             session.flush()
-            enrollment = engine.enroll(
+            enrollment = enrolling.enroll(
                 session, sequence=sequence, email=PROSPECT, name="Dana Scully", now=now
             )
             ids[name] = enrollment.id
@@ -273,11 +273,11 @@ def team(env: Settings) -> dict[str, int]:
 def send_step(enrollment_id: int) -> tuple[int, bytes]:
     """Claim the due step and record it as sent (the real bookkeeping); its bytes."""
     with session_scope() as session:
-        sent = engine.claim_due_step(session, enrollment_id, utcnow())
+        sent = claiming.claim_due_step(session, enrollment_id, utcnow())
         assert sent is not None, "no step was due"
         sent_id, message_id = sent.id, sent.message_id
         subject = sent.subject
-    engine._record_sent(sent_id, SendResult(message_id=message_id))
+    delivering._record_sent(sent_id, SendResult(message_id=message_id))
     msg = EmailMessage()
     msg["From"] = SENDER
     msg["To"] = PROSPECT
@@ -356,7 +356,7 @@ def test_hard_bounce_ends_every_enrolment_and_marks_the_address(team: dict[str, 
     # No further step: nothing can be claimed, even when it falls due.
     make_due(team["intro"])
     with session_scope() as session:
-        assert engine.claim_due_step(session, team["intro"], utcnow()) is None
+        assert claiming.claim_due_step(session, team["intro"], utcnow()) is None
 
     # Seen again (a re-run sync, a teammate's copy): nothing twice.
     assert deliver_inbound(dsn, "uid-1").status == "duplicate"
@@ -371,7 +371,7 @@ def test_hard_bounce_ends_every_enrolment_and_marks_the_address(team: dict[str, 
         session.add(other)
         session.flush()
         with pytest.raises(EnrollmentError, match="undeliverable"):
-            engine.enroll(session, sequence=other, email=PROSPECT, name=None, now=utcnow())
+            enrolling.enroll(session, sequence=other, email=PROSPECT, name=None, now=utcnow())
 
 
 def test_soft_bounce_retries_the_step_then_gives_up(
@@ -406,7 +406,7 @@ def test_soft_bounce_retries_the_step_then_gives_up(
 
     # Not before the back-off; then the same step goes out again as a new message.
     with session_scope() as session:
-        assert engine.claim_due_step(session, team["intro"], utcnow()) is None
+        assert claiming.claim_due_step(session, team["intro"], utcnow()) is None
     make_due(team["intro"])
     second_id, second = send_step(team["intro"])
     with session_scope() as session:
@@ -519,9 +519,9 @@ def test_out_of_office_pauses_until_the_return_date_and_cron_resumes(
 
     # The resume job (what cron runs) leaves it paused before the date, resumes after.
     with session_scope() as session:
-        assert engine.resume_due(session, utcnow()) == 0
+        assert enrolling.resume_due(session, utcnow()) == 0
     with session_scope() as session:
-        assert engine.resume_due(session, resume + timedelta(seconds=1)) == 1
+        assert enrolling.resume_due(session, resume + timedelta(seconds=1)) == 1
     resumed = enrollment(team["intro"])
     assert (resumed.state, resumed.resume_at, resumed.next_step) == ("active", None, 1)
     assert resumed.next_step_at == resume + timedelta(seconds=1)

@@ -27,7 +27,7 @@ from core.models import (
     utcnow,
 )
 from tests.services.dovecot import DovecotServer, unique_address
-from worker.sequences import engine
+from worker.sequences import claiming, enrolling
 from worker.sync.engine import sync_mailbox
 
 
@@ -75,7 +75,7 @@ def setup(env: Settings, dovecot: DovecotServer, smtp_server: Any) -> dict[str, 
         ]
         session.add(sequence)
         session.flush()
-        enrollment = engine.enroll(
+        enrollment = enrolling.enroll(
             session,
             sequence=sequence,
             email="dana@acme.test",
@@ -83,7 +83,7 @@ def setup(env: Settings, dovecot: DovecotServer, smtp_server: Any) -> dict[str, 
             now=now - timedelta(seconds=1),
         )
         session.flush()
-        sent = engine.claim_due_step(session, enrollment.id, now)
+        sent = claiming.claim_due_step(session, enrollment.id, now)
         assert sent is not None
         sent.status = SendStatus.SENT
         sent.sent_at = now

@@ -43,7 +43,7 @@ from tests.integration.test_app_pages import csrf, signed_in
 from tests.integration.test_core_loop import server
 from tests.integration.test_feed import PASSWORD
 from tests.services.dovecot import DovecotServer, has_message_id
-from worker.sequences import engine, jobs
+from worker.sequences import claiming, delivering, enrolling, jobs
 
 pytestmark = pytest.mark.integration
 
@@ -232,7 +232,7 @@ def _sequence_for(sender: str, prospect: str, subject: str, company: str | None)
         ]
         session.add(sequence)
         session.flush()
-        enrollment = engine.enroll(
+        enrollment = enrolling.enroll(
             session,
             sequence=sequence,
             email=prospect,
@@ -257,10 +257,10 @@ def test_a_stored_value_with_a_line_break_is_sent_on_one_line(
         sender, prospect, "Hi {{first_name}} at {{company}}", "Acme\x07\r\nBcc: victim@evil.test"
     )
     with session_scope() as session:
-        sent = engine.claim_due_step(session, enrollment_id, utcnow())
+        sent = claiming.claim_due_step(session, enrollment_id, utcnow())
         assert sent is not None
         sent_id = sent.id
-    assert engine.deliver(sent_id).status == "sent"
+    assert delivering.deliver(sent_id).status == "sent"
     with session_scope() as session:
         sent = session.get_one(SentMessage, sent_id)
         assert sent.subject == "Hi Dana at Acme Bcc: victim@evil.test"
@@ -284,7 +284,7 @@ def test_a_message_that_cannot_be_built_fails_with_its_reason_and_is_not_retried
     _real_mailbox(app, sender, dovecot, smtp_server)
     enrollment_id = _sequence_for(sender, prospect, "Hello", None)
     with session_scope() as session:
-        claimed = engine.claim_due_step(session, enrollment_id, utcnow())
+        claimed = claiming.claim_due_step(session, enrollment_id, utcnow())
         assert claimed is not None
         sent_id = claimed.id
         # A row saved before the input checks existed, claimed long ago: the

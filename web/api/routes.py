@@ -175,7 +175,7 @@ def _enrollment_out(enrollment: Enrollment) -> dict[str, object]:
 @bp.post("/enrollments")
 @require_token
 def create_enrollment() -> ResponseReturnValue:
-    from worker.sequences.engine import EnrollmentError, enroll
+    from worker.sequences.enrolling import EnrollmentError, enroll
 
     body = parse_body(EnrollmentCreate)
     sequence = db().get(Sequence, body.sequence_id)

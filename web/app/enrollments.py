@@ -3,7 +3,7 @@
 The history is every event of the enrolment (sends, opens, clicks, replies with
 their text, auto-replies, bounces, complaints, document views) merged with every
 state change and its reason (`web.app.timeline`). State changes made here go
-through `worker.sequences.engine.transition`, the same conditional UPDATE the
+through `worker.sequences.enrolling.transition`, the same conditional UPDATE the
 workers use, so a reply arriving at the same moment wins or loses cleanly and
 the history records who did what:
 
@@ -83,7 +83,7 @@ def detail(enrollment_id: int) -> ResponseReturnValue:
 
 
 def _change(enrollment_id: int, action: str) -> ResponseReturnValue:
-    from worker.sequences.engine import transition  # the web process needs it only here
+    from worker.sequences.enrolling import transition  # the web process needs it only here
 
     enrollment = owned(Enrollment, enrollment_id)
     who = user().email

@@ -11,7 +11,7 @@ mailbox can be changed only while nothing was sent (a same-thread step must
 come from the mailbox that sent the thread). Editing a step's text changes what
 goes out from now on.
 
-Enrolling goes through `worker.sequences.engine.enroll` (the one path the API
+Enrolling goes through `worker.sequences.enrolling.enroll` (the one path the API
 uses too): opted-out and undeliverable addresses and double enrolments are
 refused with the reason.
 """
@@ -492,7 +492,7 @@ def upsert_prospect(
 
 
 def _enroll_one(sequence: Sequence, row: ImportRow) -> None:
-    from worker.sequences.engine import enroll  # the web process needs it only here
+    from worker.sequences.enrolling import enroll  # the web process needs it only here
 
     upsert_prospect(db(), sequence.team_id, row.email, row.name, row.company)
     enroll(db(), sequence=sequence, email=row.email, name=row.name, now=utcnow())
@@ -501,7 +501,7 @@ def _enroll_one(sequence: Sequence, row: ImportRow) -> None:
 @bp.post("/sequences/<int:sequence_id>/enroll")
 @login_required
 def enroll(sequence_id: int) -> ResponseReturnValue:
-    from worker.sequences.engine import EnrollmentError
+    from worker.sequences.enrolling import EnrollmentError
 
     sequence = _sequence(sequence_id)
     errors = FormErrors()
@@ -643,7 +643,7 @@ def import_preview(sequence_id: int) -> ResponseReturnValue:
 @bp.post("/sequences/<int:sequence_id>/import/<token>")
 @login_required
 def import_confirm(sequence_id: int, token: str) -> ResponseReturnValue:
-    from worker.sequences.engine import EnrollmentError
+    from worker.sequences.enrolling import EnrollmentError
 
     sequence = _sequence(sequence_id)
     stored = get_redis().get(_import_key(sequence, token))
@@ -665,7 +665,7 @@ def import_confirm(sequence_id: int, token: str) -> ResponseReturnValue:
         return render_template(
             "app/import_preview.html", sequence=sequence, check=check, token=token, filename=""
         )
-    from worker.sequences.engine import enroll_many
+    from worker.sequences.enrolling import enroll_many
 
     try:
         enroll_many(

@@ -1,7 +1,7 @@
 """A document in an email: a per-recipient tracked link, or a plain MIME attachment.
 
-Called by the sequence engine while it builds what it hands to the provider
-(`worker.sequences.engine._outgoing`). Documents come from `message_documents`
+Called while the message handed to the provider is built
+(`worker.sequences.messages.outgoing_message`). Documents come from `message_documents`
 rows on the message's sequence step and on the sent message itself (one-off
 emails).
 

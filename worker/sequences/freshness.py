@@ -25,7 +25,7 @@ provider and however late its push: the sync that makes the step sendable began
 after it; or a push measured to announce mail within P seconds has had those
 seconds, and its sync has run. What is left is a reply in the seconds between
 the step falling due and its claim; there the claim and the reply's UPDATE meet
-on the enrolment row (worker.sequences.engine). The first step is not held:
+on the enrolment row (worker.sequences.claiming). The first step is not held:
 nothing can have answered it yet.
 
 Why this is not a sync per send at 10,000 mailboxes. A mailbox whose push is

@@ -9,7 +9,10 @@ from config import get_settings, queues
 from core.db import session_scope
 from core.models import utcnow
 from worker.queueing import enqueue_once, job_started
-from worker.sequences import engine, freshness
+from worker.sequences import freshness
+from worker.sequences.claiming import claim_due_step, due_enrollments, stuck_sends
+from worker.sequences.delivering import deliver
+from worker.sequences.enrolling import resume_due
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +29,7 @@ def enqueue_due_steps() -> int:
     previous tick's jobs are still queued adds nothing.
     """
     with session_scope() as session:
-        due = engine.due_enrollments(session, utcnow(), DUE_BATCH)
+        due = due_enrollments(session, utcnow(), DUE_BATCH)
     queued = 0
     for enrollment_id, step in due:
         queued += enqueue_once(
@@ -53,24 +56,24 @@ def send_due_step(enrollment_id: int, step: int) -> str:
     if not freshness.ready_to_send(enrollment_id, step):
         return "waiting for a fresh sync"
     with session_scope() as session:
-        sent = engine.claim_due_step(session, enrollment_id, utcnow())
+        sent = claim_due_step(session, enrollment_id, utcnow())
         sent_id = sent.id if sent else None
     if sent_id is None:
         return "nothing due"
-    return engine.deliver(sent_id).status
+    return deliver(sent_id).status
 
 
 def deliver_message(sent_message_id: int) -> str:
     """Hand over an already claimed message (retries and recovery)."""
     job_started(f"deliver:{sent_message_id}")
-    return engine.deliver(sent_message_id).status
+    return deliver(sent_message_id).status
 
 
 def recover_stuck_sends() -> int:
     """Cron: re-deliver claimed messages whose hand-over never finished."""
     with session_scope() as session:
         stuck_after = timedelta(seconds=get_settings().send_recovery_seconds)
-        ids = engine.stuck_sends(session, utcnow() - stuck_after, DUE_BATCH)
+        ids = stuck_sends(session, utcnow() - stuck_after, DUE_BATCH)
     return sum(
         enqueue_once(
             f"deliver:{sent_id}",
@@ -86,4 +89,4 @@ def recover_stuck_sends() -> int:
 def resume_paused() -> int:
     """Cron: resume enrolments paused until a date that has come."""
     with session_scope() as session:
-        return engine.resume_due(session, utcnow())
+        return resume_due(session, utcnow())

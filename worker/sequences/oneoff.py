@@ -2,26 +2,24 @@
 
 What this module owns: turning a `OneOffEmail` into a claimed `SentMessage` at
 its time, and the RQ jobs that do it. Everything after the claim is the
-sequence engine's (`worker.sequences.engine.deliver`): the same hand-over,
+sequence steps' (`worker.sequences.delivering.deliver`): the same hand-over,
 Message-ID read-back, tracking (pixel, click links, tracked document links),
 `sent` event and Salesforce Task as a sequence step — so nothing about tracking
-or logging differs between a step and an email written by hand.
+or logging differs between a step and an email written by hand. The body and
+attachments written in the app are read at send time by `messages.composed_body`.
 
     compose (web) ──▶ OneOffEmail scheduled ──send now──▶ job oneoff:<id>
                                          └──send_at──▶ cron tick ──▶ job oneoff:<id>
     job: UPDATE one_off_emails SET status='claimed'
            WHERE id=:id AND status='scheduled' AND send_at <= now   (the claim)
          + INSERT sent_messages (status sending) + message_documents, one transaction
-         ──▶ engine.deliver(sent id)
+         ──▶ delivering.deliver(sent id)
     cancel (web): UPDATE … SET status='cancelled' WHERE status='scheduled'
 
 The claim and a cancel are conditional UPDATEs on the same row: whichever
 commits first wins, the other changes nothing. A job run twice finds nothing to
 claim; a worker that dies after the claim leaves a `sending` message that
 `jobs.recover_stuck_sends` hands over again.
-
-The web process imports this module (to queue and cancel), so it leaves the
-engine and its provider SDKs to the job itself.
 
 Must never: send a cancelled email, send one twice, or send before `send_at`.
 """
@@ -39,7 +37,6 @@ from core.db import session_scope
 from core.models import (
     Mailbox,
     MessageDocument,
-    OneOffAttachment,
     OneOffEmail,
     OneOffStatus,
     SendStatus,
@@ -47,7 +44,7 @@ from core.models import (
     utcnow,
 )
 from worker.queueing import enqueue_once, job_started
-from worker.sync.base import Attachment
+from worker.sequences.delivering import deliver
 from worker.sync.mime import new_message_id
 
 log = logging.getLogger(__name__)
@@ -108,24 +105,6 @@ def claim_one_off(session: Session, email_id: int, now: datetime) -> SentMessage
     return sent
 
 
-def composed_body(
-    session: Session, sent: SentMessage, *, with_files: bool
-) -> tuple[str, bool, list[Attachment]] | None:
-    """(body HTML, tracking on, plain attachments) of the one-off email behind `sent`."""
-    email = session.scalar(select(OneOffEmail).where(OneOffEmail.sent_message_id == sent.id))
-    if email is None:
-        return None
-    files: list[Attachment] = []
-    if with_files:
-        rows = session.scalars(
-            select(OneOffAttachment)
-            .where(OneOffAttachment.email_id == email.id)
-            .order_by(OneOffAttachment.id)
-        )
-        files = [Attachment(r.filename, r.content_type, r.data) for r in rows]
-    return email.body_html, email.tracked, files
-
-
 def request_send(email_id: int) -> bool:
     """Queue the email's send job now (it sends only once due). False if already queued."""
     return enqueue_once(
@@ -140,15 +119,13 @@ def request_send(email_id: int) -> bool:
 
 def send_one_off(email_id: int) -> str:
     """RQ job: claim the email if still scheduled and due, then hand it over."""
-    from worker.sequences import engine  # here: the web process imports this module too
-
     job_started(f"oneoff:{email_id}")
     with session_scope() as session:
         sent = claim_one_off(session, email_id, utcnow())
         sent_id = sent.id if sent else None
     if sent_id is None:
         return "nothing due"
-    return engine.deliver(sent_id).status
+    return deliver(sent_id).status
 
 
 def enqueue_due_one_offs() -> int:

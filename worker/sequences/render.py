@@ -3,7 +3,7 @@
 The placeholders and the missing-value rule live in `core.templates`
 (``{{first_name}}``, ``{{company|fallback}}``, …). Here a missing value or an
 unknown placeholder renders as empty text, never as the raw ``{{…}}`` a prospect
-would see; the sequence engine checks for them before it claims a step
+would see; `worker.sequences.claiming` checks for them before it claims a step
 (`core.templates.render_all`) and holds the enrolment instead of sending.
 Values are HTML-escaped in HTML bodies.
 """

@@ -4,7 +4,7 @@ What this module owns: turning a classified message that answers one of ours
 (``worker.matching``) into enrolment state changes, prospect flags and the
 Salesforce Tasks they are owed. It never reads mail, never decides what a
 message *is* (that is ``worker.matching.classify``) and never sends anything:
-a retried step goes out through the normal claim in ``worker.sequences.engine``.
+a retried step goes out through the normal claim in ``worker.sequences.claiming``.
 
     signal (event kind)      enrolments                          prospect          Salesforce
     reply                    this one → replied                  -                 Task (reply)
@@ -57,7 +57,8 @@ from core.models import (
 )
 from worker.matching.bounce import BouncedRecipient
 from worker.matching.classify import Classification
-from worker.sequences.engine import DESCRIPTION_LIMIT, transition
+from worker.salesforce.task_records import DESCRIPTION_LIMIT
+from worker.sequences.enrolling import transition
 
 log = logging.getLogger(__name__)
 

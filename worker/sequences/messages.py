@@ -1,0 +1,136 @@
+"""The message a claimed `SentMessage` becomes, for its mailbox and for its Salesforce Task.
+
+A sequence step's body is its template filled in for the prospect; a one-off
+email's body was written, filled in and checked when it was composed (its
+`OneOffEmail` row, with its attachments). Either way the documents on the
+message are added (tracked links made per recipient only when sending, or
+files), and tracking is applied only to what is actually sent: never to the
+copy in a Salesforce description, only when the team has it on (and the
+one-off asked for it), and only to an HTML body. The plain-text part keeps the
+real links.
+
+Both senders (`delivering`, for steps and one-offs alike) and the claim (the
+sender's name for ``{{sender_name}}``) read from here. This module never sends,
+never claims and never changes a row's status.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from config import get_settings
+from core.models import (
+    Enrollment,
+    Mailbox,
+    OneOffAttachment,
+    OneOffEmail,
+    Prospect,
+    SentMessage,
+    SequenceStep,
+    Team,
+    User,
+)
+from core.tracking.html import apply_tracking
+from core.tracking.tokens import now_seconds
+from worker.documents.outgoing import documents_for_message
+from worker.salesforce.task_records import DESCRIPTION_LIMIT
+from worker.sequences.render import html_to_text, render_template
+from worker.sync.base import Attachment, OutgoingMessage
+
+
+def owner_name(session: Session, mailbox: Mailbox) -> str | None:
+    """The mailbox owner's name, for ``{{sender_name}}``."""
+    if mailbox.user_id is None:
+        return None
+    return session.scalar(select(User.name).where(User.id == mailbox.user_id))
+
+
+def outgoing_message(
+    session: Session, sent: SentMessage, mailbox: Mailbox, *, tracked: bool = False
+) -> OutgoingMessage:
+    """The message as handed over; `tracked` applies the pixel and click links.
+
+    Tracking is applied only to what is actually sent (never to the copy in a
+    Salesforce description), only when the team has it on, and only to an HTML
+    body. The plain-text part keeps the real links.
+    """
+    prospect = session.get(Prospect, sent.prospect_id) if sent.prospect_id else None
+    body_html = ""
+    track_this = True  # a one-off email may be sent untracked
+    extra_attachments: list[Attachment] = []
+    if sent.enrollment_id is not None and sent.step_position is not None:
+        enrollment = session.get_one(Enrollment, sent.enrollment_id)
+        step = session.scalar(
+            select(SequenceStep).where(
+                SequenceStep.sequence_id == enrollment.sequence_id,
+                SequenceStep.position == sent.step_position,
+            )
+        )
+        if step is not None:
+            body_html = render_template(
+                step.body_html,
+                prospect,
+                mailbox,
+                html=True,
+                sender_name=owner_name(session, mailbox),
+            )
+    else:
+        # A one-off email: its body was written, filled in and checked when composed.
+        composed = composed_body(session, sent, with_files=tracked)
+        if composed is not None:
+            body_html, track_this, extra_attachments = composed
+    # Documents on the step: tracked links (made per recipient only when sending) and files.
+    documents = documents_for_message(
+        session, sent, base_url=get_settings().public_base_url, sending=tracked
+    )
+    body_html = documents.add_to(body_html)
+    sent_html = body_html
+    tracking_on = track_this and session.get_one(Team, sent.team_id).tracking_enabled
+    if tracked and body_html.strip() and tracking_on:
+        sent_html = apply_tracking(
+            body_html,
+            base_url=get_settings().public_base_url,
+            sent_message_id=sent.id,
+            team_id=sent.team_id,
+            recipient=0,  # a step goes to one prospect: to_addrs[0]
+            issued_at=now_seconds(),
+        ).html
+    return OutgoingMessage(
+        from_addr=mailbox.email,
+        to=list(sent.to_addrs),
+        cc=list(sent.cc_addrs),
+        subject=sent.subject,
+        html=sent_html,
+        text=html_to_text(body_html),
+        message_id=sent.message_id,
+        in_reply_to=sent.in_reply_to,
+        references=(sent.references or "").split(),
+        thread_id=sent.thread_id,
+        attachments=[*documents.attachments, *extra_attachments],
+    )
+
+
+def sent_description(session: Session, sent: SentMessage) -> str:
+    mailbox = session.get_one(Mailbox, sent.mailbox_id)
+    body = html_to_text(outgoing_message(session, sent, mailbox).html)
+    header = f"To: {', '.join(sent.to_addrs)}\nFrom: {mailbox.email}\nSubject: {sent.subject}\n\n"
+    return (header + body)[:DESCRIPTION_LIMIT]
+
+
+def composed_body(
+    session: Session, sent: SentMessage, *, with_files: bool
+) -> tuple[str, bool, list[Attachment]] | None:
+    """(body HTML, tracking on, plain attachments) of the one-off email behind `sent`."""
+    email = session.scalar(select(OneOffEmail).where(OneOffEmail.sent_message_id == sent.id))
+    if email is None:
+        return None
+    files: list[Attachment] = []
+    if with_files:
+        rows = session.scalars(
+            select(OneOffAttachment)
+            .where(OneOffAttachment.email_id == email.id)
+            .order_by(OneOffAttachment.id)
+        )
+        files = [Attachment(r.filename, r.content_type, r.data) for r in rows]
+    return email.body_html, email.tracked, files
