@@ -37,7 +37,7 @@ nor spoil it. Why a code that reached a wrong browser is refused from then on:
 a person told "another browser" may send that page's address back to the one
 who sent them the link, whose browser would otherwise finish with their code.
 
-Each provider registers a `FlowKind` (web.connect: Gmail and Microsoft 365;
+Each provider registers a `FlowKind` (web.connect.oauth: Gmail and Microsoft 365;
 web.salesforce_connect: Salesforce): how to start again, how to trade the
 answer for a proposal, how to save or discard one.
 

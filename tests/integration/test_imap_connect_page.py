@@ -1,7 +1,7 @@
 """Connecting an IMAP mailbox from the web app, against the real Dovecot and SMTP servers.
 
 The form at `/mailboxes/imap` and `POST /api/v1/mailboxes` share one code path
-(`web.connect.connect_imap`): both log in to IMAP and SMTP before saving, and
+(`worker.sync.connecting.connect_imap`): both log in to IMAP and SMTP before saving, and
 store the credentials encrypted. Here a salesperson fills the form: a wrong
 password is refused by the server named in the message, the password is never
 shown back, nothing is saved; the right one connects and lands on the mailboxes

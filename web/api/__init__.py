@@ -4,9 +4,9 @@ One blueprint, `web.api.common.bp` (with the errors, body parsing and token chec
 every resource shares); the resources add their routes to it: routes.py
 (mailboxes, sequences, enrollments, messages, events), salesforce.py (the team's
 org, usage, dead letters) and openapi.py (the OpenAPI document, and the query
-parameters each operation accepts). The mailbox connect routes (`web/connect.py`)
-and the content library's (`web/documents/api.py`) are blueprints of their own
-under the same prefix.
+parameters each operation accepts). The mailbox connect routes
+(`web/connect/api.py`) and the content library's (`web/documents/api.py`) are
+blueprints of their own under the same prefix.
 """
 
 from __future__ import annotations

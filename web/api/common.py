@@ -25,6 +25,7 @@ from werkzeug.exceptions import HTTPException
 from core.models import ApiToken, User, utcnow
 from core.tokens import hash_api_token
 from web.db import db
+from worker.sync.connecting import ConnectError
 
 API_PREFIX = "/api/v1"
 bp = Blueprint("api", __name__, url_prefix=API_PREFIX)
@@ -59,6 +60,21 @@ def error_response(
 @bp.errorhandler(ApiError)
 def _api_error(exc: ApiError) -> Response:
     return error_response(exc.status, exc.code, exc.message, exc.fields)
+
+
+# What each refusal of worker.sync.connecting is over HTTP (the pages show it with this status).
+CONNECT_STATUS = {
+    "not_found": 404,
+    "wrong_account": 409,
+    "conflict": 409,
+    "mailbox_unreachable": 422,
+    "address_not_allowed": 422,
+}
+
+
+@bp.errorhandler(ConnectError)
+def connect_error_response(exc: ConnectError) -> Response:
+    return error_response(CONNECT_STATUS[exc.code], exc.code, exc.message, exc.fields)
 
 
 @bp.errorhandler(HTTPException)

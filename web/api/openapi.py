@@ -31,7 +31,7 @@ from web.api.schemas import (
     SequenceCreate,
     SequenceOut,
 )
-from web.connect import extend_document as connect_routes
+from web.connect.api import extend_document as connect_routes
 from web.documents.api import extend_document as document_routes
 
 _MODELS: list[type[BaseModel]] = [
@@ -187,7 +187,7 @@ def build_document() -> dict[str, Any]:
         },
     }
     # Salesforce routes document themselves (web/api/salesforce.py).
-    # Mailbox connect routes likewise (web/connect.py), and the content library's
+    # Mailbox connect routes likewise (web/connect/api.py), and the content library's
     # (web/documents/api.py).
     return document_routes(connect_routes(extend_document(document)))
 

@@ -39,6 +39,7 @@ from web.api.schemas import (
 )
 from web.db import db
 from worker.sync import quarantine
+from worker.sync.connecting import connect_imap
 
 PAGE_LIMIT = 500
 QUARANTINE_LISTED = 100
@@ -57,10 +58,15 @@ def _owned(model: type[T], object_id: int, what: str) -> T:
 @bp.post("/mailboxes")
 @require_token
 def create_mailbox() -> ResponseReturnValue:
-    from web.connect import connect_imap
-
     body = parse_body(MailboxCreate)
-    mailbox = connect_imap(team_id=g.team_id, user_id=g.user.id, body=body)
+    mailbox = connect_imap(
+        db(),
+        team_id=g.team_id,
+        user_id=g.user.id,
+        email=body.email,
+        credentials=body.credentials(),
+        verify=body.verify,
+    )
     return MailboxOut.model_validate(mailbox).model_dump(mode="json"), 201
 
 

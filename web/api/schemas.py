@@ -58,6 +58,15 @@ class MailboxCreate(Request):
 
     _email = field_validator("email")(check_email)
 
+    def credentials(self) -> dict[str, Any]:
+        """What is stored (encrypted) for the mailbox: both servers, folders, Sent copies."""
+        return {
+            "imap": self.imap.model_dump(),
+            "smtp": self.smtp.model_dump(),
+            "folders": self.folders,
+            "append_to_sent": self.append_to_sent,
+        }
+
 
 class OAuthConnect(Request):
     """Start connecting (or reconnecting) a Gmail or Microsoft 365 mailbox with OAuth."""
@@ -121,6 +130,17 @@ class ExchangeMailboxCreate(Request):
         if self.auth != "oauth" and not (self.username and self.password):
             raise ValueError(f"password: username and password are required with auth {self.auth}")
         return self
+
+    def credentials(self) -> dict[str, Any]:
+        """What is stored (encrypted) for the mailbox: the EWS URL and the chosen secret."""
+        if self.auth == "oauth":
+            return {"ews_url": self.ews_url, "auth": "oauth", "access_token": self.access_token}
+        return {
+            "ews_url": self.ews_url,
+            "auth": self.auth,
+            "username": self.username,
+            "password": self.password,
+        }
 
 
 class StepCreate(Request):

@@ -1,13 +1,13 @@
 """Connecting an IMAP mailbox from the web app (host, port, security, login).
 
 Owns `/mailboxes/imap`: `POST /api/v1/mailboxes` as a form. Both validate the
-`MailboxCreate` schema and then call `web.connect.connect_imap` (an IMAP and an
-SMTP login before anything is saved, credentials stored encrypted); here the
+`MailboxCreate` schema and then call `worker.sync.connecting.connect_imap` (an IMAP
+and an SMTP login before anything is saved, credentials stored encrypted); here the
 errors name the form's field and the server that refused. Empty SMTP user name
 and password mean "the same as IMAP". With `?mailbox_id=` (the mailboxes page's
 Reconnect) the form is filled in with that mailbox's stored servers and user
 names, never its passwords; connecting the same address again reconnects it.
-The mailboxes page (`web.connect`) lists the result; Gmail, Microsoft 365 and
+The mailboxes page (`web.connect.page`) lists the result; Gmail, Microsoft 365 and
 Exchange connect there.
 
 Must never: echo a password back into the page, or log one; show bytes a server
@@ -26,10 +26,12 @@ from werkzeug.routing import BuildError
 
 from core.crypto import CredentialsError, decrypt_json
 from core.models import Mailbox, MailboxKind
-from web.api.common import ApiError
+from web.api.common import CONNECT_STATUS
 from web.api.schemas import MailboxCreate
 from web.app.common import FormErrors, app_blueprint, form_str, owned, team_id, user
 from web.auth import login_required
+from web.db import db
+from worker.sync.connecting import ConnectError, connect_imap
 
 bp = app_blueprint("imap", __name__)
 log = logging.getLogger(__name__)
@@ -138,11 +140,16 @@ def connect() -> ResponseReturnValue:
             errors.add(field, f"{label}: {message}.")
     if body is None or errors:
         return _page(errors, 422)
-    from web.connect import connect_imap
-
     try:
-        mailbox = connect_imap(team_id=team_id(), user_id=user().id, body=body)
-    except ApiError as exc:
+        mailbox = connect_imap(
+            db(),
+            team_id=team_id(),
+            user_id=user().id,
+            email=body.email,
+            credentials=body.credentials(),
+            verify=body.verify,
+        )
+    except ConnectError as exc:
         if exc.code in ("mailbox_unreachable", "address_not_allowed"):
             server = "smtp" if "smtp" in (exc.fields or {}) else "imap"
             hint = (
@@ -153,5 +160,5 @@ def connect() -> ResponseReturnValue:
             errors.add(f"{server}_host", f"{server.upper()}: {exc.message} {hint}.")
             return _page(errors, 422)
         errors.add("email", f"Email address: {exc.message}.")
-        return _page(errors, exc.status)
+        return _page(errors, CONNECT_STATUS[exc.code])
     return redirect(_done_url(f"{mailbox.email} is connected."))

@@ -1,0 +1,223 @@
+"""The mailbox connect API, `/api/v1/mailboxes/...` (bearer token).
+
+Start an OAuth connect or reconnect (answers a one-time start link on this
+site, `web.connect.oauth`), connect an Exchange mailbox, reconnect one with new
+credentials, disconnect one. IMAP mailboxes are connected by
+`POST /api/v1/mailboxes` (web/api/routes.py). What is stored and started is
+`worker.sync.connecting`'s; its refusals answer with `web.api.common.CONNECT_STATUS`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Response, g
+from flask.typing import ResponseReturnValue
+
+from core.models import Mailbox, MailboxKind
+from web import oauth_flow
+from web.api.common import (
+    ApiError,
+    connect_error_response,
+    error_response,
+    parse_body,
+    require_token,
+)
+from web.api.schemas import ExchangeMailboxCreate, MailboxOut, OAuthConnect, OAuthStarted
+from web.connect.oauth import start_oauth
+from web.db import db
+from worker.sync import quarantine
+from worker.sync.base import ProviderError
+from worker.sync.connecting import OAUTH_KINDS, ConnectError, connect_exchange, disconnect
+
+api = Blueprint("connect_api", __name__, url_prefix="/api/v1/mailboxes")
+
+
+@api.errorhandler(ApiError)
+def _api_error(exc: ApiError) -> Response:
+    return error_response(exc.status, exc.code, exc.message, exc.fields)
+
+
+@api.errorhandler(ConnectError)
+def _connect_error(exc: ConnectError) -> Response:
+    return connect_error_response(exc)
+
+
+def _owned(mailbox_id: int, team_id: int) -> Mailbox:
+    mailbox = db().get(Mailbox, mailbox_id)
+    if mailbox is None or mailbox.team_id != team_id:
+        raise ApiError(404, "not_found", f"mailbox {mailbox_id} not found")
+    return mailbox
+
+
+def _mailbox_json(mailbox: Mailbox) -> dict[str, Any]:
+    held = quarantine.counts(db(), [mailbox.id]).get(mailbox.id, 0)
+    out = MailboxOut.model_validate(mailbox).model_copy(update={"quarantined": held})
+    return out.model_dump(mode="json")
+
+
+def _started(start_path: str) -> dict[str, Any]:
+    """The API's answer to a started flow: the start link on this site, never the provider's."""
+    url = oauth_flow.absolute(start_path)
+    return OAuthStarted(authorization_url=url, expires_in=oauth_flow.FLOW_SECONDS).model_dump()
+
+
+@api.post("/connect")
+@require_token
+def api_connect() -> ResponseReturnValue:
+    body = parse_body(OAuthConnect)
+    try:
+        url = start_oauth(
+            body.kind,
+            team_id=g.team_id,
+            user_id=g.user.id,
+            login_hint=body.login_hint,
+            return_to=body.return_to,
+        )
+    except ProviderError as exc:
+        raise ApiError(503, "provider_unavailable", str(exc)) from None
+    return _started(url)
+
+
+@api.post("/exchange")
+@require_token
+def api_connect_exchange() -> ResponseReturnValue:
+    body = parse_body(ExchangeMailboxCreate)
+    mailbox = connect_exchange(
+        db(),
+        team_id=g.team_id,
+        user_id=g.user.id,
+        email=body.email,
+        credentials=body.credentials(),
+        verify=body.verify,
+    )
+    return _mailbox_json(mailbox), 201
+
+
+@api.post("/<int:mailbox_id>/reconnect")
+@require_token
+def api_reconnect(mailbox_id: int) -> ResponseReturnValue:
+    mailbox = _owned(mailbox_id, g.team_id)
+    if mailbox.kind in OAUTH_KINDS:
+        try:
+            url = start_oauth(
+                mailbox.kind,
+                team_id=g.team_id,
+                user_id=g.user.id,
+                mailbox_id=mailbox.id,
+                login_hint=mailbox.email,
+            )
+        except ProviderError as exc:
+            raise ApiError(503, "provider_unavailable", str(exc)) from None
+        return _started(url)
+    if mailbox.kind == MailboxKind.EXCHANGE:
+        body = parse_body(ExchangeMailboxCreate)
+        if body.email != mailbox.email:
+            raise ApiError(
+                422,
+                "invalid_request",
+                "email: must be the mailbox's address",
+                {"email": mailbox.email},
+            )
+        saved = connect_exchange(
+            db(),
+            team_id=g.team_id,
+            user_id=g.user.id,
+            email=mailbox.email,
+            credentials=body.credentials(),
+            mailbox_id=mailbox.id,
+            verify=body.verify,
+        )
+        return _mailbox_json(saved)
+    raise ApiError(
+        422,
+        "invalid_request",
+        "kind: IMAP mailboxes are reconnected by connecting them again with POST /api/v1/mailboxes"
+        " (the same address, new credentials)",
+        {"kind": "imap"},
+    )
+
+
+@api.post("/<int:mailbox_id>/disconnect")
+@require_token
+def api_disconnect(mailbox_id: int) -> ResponseReturnValue:
+    mailbox = _owned(mailbox_id, g.team_id)
+    disconnect(db(), mailbox)
+    return _mailbox_json(mailbox)
+
+
+def extend_document(document: dict[str, Any]) -> dict[str, Any]:
+    """Add the connect routes and their schemas to the OpenAPI document (web/api/openapi.py)."""
+    ref = "#/components/schemas/{model}"
+    schemas = document["components"]["schemas"]
+    for model, mode in (
+        (OAuthConnect, "validation"),
+        (OAuthStarted, "serialization"),
+        (ExchangeMailboxCreate, "validation"),
+    ):
+        schema = model.model_json_schema(ref_template=ref, mode=mode)  # type: ignore[arg-type]
+        schemas.update(schema.pop("$defs", {}))
+        schemas[model.__name__] = schema
+
+    def content(name: str) -> dict[str, Any]:
+        return {"application/json": {"schema": {"$ref": ref.format(model=name)}}}
+
+    def errors(*statuses: int) -> dict[str, Any]:
+        text = {
+            400: "Body is not valid JSON",
+            401: "Missing or unknown API token",
+            404: "Not found (or not your team's)",
+            409: "Another address, or already connected",
+            415: "Body is not JSON",
+            422: "Invalid field (named in error.fields), or the server refused the credentials",
+            503: "The provider's sign-in is unreachable",
+        }
+        return {str(s): {"description": text[s], "content": content("ErrorOut")} for s in statuses}
+
+    mailbox_id = {
+        "name": "mailbox_id",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "integer", "minimum": 1, "maximum": 2**31 - 1},
+    }
+    started = {
+        "description": "authorization_url is a one-time start link on this site: the same "
+        "user opens it in a browser, signed in to Sightline; it goes on to Google or "
+        "Microsoft, and the connect is finished (and confirmed) in that browser only",
+        "content": content("OAuthStarted"),
+    }
+    mailbox = {"description": "The mailbox", "content": content("MailboxOut")}
+    paths = document["paths"]
+    paths["/mailboxes/connect"] = {
+        "post": {
+            "summary": "Start connecting a Gmail or Microsoft 365 mailbox (OAuth)",
+            "requestBody": {"required": True, "content": content("OAuthConnect")},
+            "responses": {"200": started, **errors(400, 401, 415, 422, 503)},
+        }
+    }
+    paths["/mailboxes/exchange"] = {
+        "post": {
+            "summary": "Connect an Exchange on-premises mailbox (EWS)",
+            "requestBody": {"required": True, "content": content("ExchangeMailboxCreate")},
+            "responses": {"201": mailbox, **errors(400, 401, 409, 415, 422)},
+        }
+    }
+    paths["/mailboxes/{mailbox_id}/reconnect"] = {
+        "post": {
+            "summary": "Reconnect: an OAuth link (Gmail, Microsoft 365) or Exchange credentials",
+            "parameters": [mailbox_id],
+            "requestBody": {"required": False, "content": content("ExchangeMailboxCreate")},
+            "responses": {
+                "200": {**started, "description": "OAuthStarted, or the Exchange mailbox"},
+                **errors(401, 404, 409, 422, 503),
+            },
+        }
+    }
+    paths["/mailboxes/{mailbox_id}/disconnect"] = {
+        "post": {
+            "summary": "Disconnect: stop watching, give the grant back, keep the history",
+            "parameters": [mailbox_id],
+            "responses": {"200": mailbox, **errors(401, 404)},
+        }
+    }
+    return document

@@ -1,0 +1,193 @@
+"""The mailboxes page, `/mailboxes` (signed-in users): the list and the actions as forms.
+
+Each mailbox with its status and the messages its sync keeps but could not read
+(quarantined: sender, subject, what happened and happens next); forms to connect
+Gmail or Microsoft 365 (OAuth, `web.connect.oauth`) and Exchange, to reconnect
+and to disconnect (CSRF-protected). IMAP connects on its own form
+(`web.app.imap`). What is stored and started is `worker.sync.connecting`'s; a
+refusal is shown on this page with its status, never redirected away.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from flask import Blueprint, redirect, render_template, request, url_for
+from flask.typing import ResponseReturnValue
+from pydantic import ValidationError
+from sqlalchemy import select
+
+from config import get_settings
+from core.crypto import decrypt_json
+from core.models import Mailbox, MailboxKind
+from web.api.common import CONNECT_STATUS
+from web.api.schemas import ExchangeMailboxCreate
+from web.auth import current_user, login_required, protect
+from web.connect.oauth import start_oauth
+from web.db import db
+from worker.sync import quarantine
+from worker.sync.base import ProviderError
+from worker.sync.connecting import (
+    OAUTH_KINDS,
+    PROVIDER_NAMES,
+    ConnectError,
+    connect_exchange,
+    disconnect,
+)
+
+pages = Blueprint("mailboxes", __name__)
+protect(pages)
+
+
+@pages.get("/mailboxes")
+@login_required
+def page() -> ResponseReturnValue:
+    return _page(request.args.get("message"))
+
+
+def _page(message: str | None, status: int = 200) -> ResponseReturnValue:
+    """The mailboxes page with `message`; an error is shown with its 4xx, not redirected."""
+    user = current_user()
+    assert user is not None
+    rows = (
+        db()
+        .scalars(select(Mailbox).where(Mailbox.team_id == user.team_id).order_by(Mailbox.id))
+        .all()
+    )
+    providers = get_settings().providers
+    return render_template(
+        "mailboxes.html",
+        mailboxes=rows,
+        names=PROVIDER_NAMES,
+        google=providers.google_configured,
+        microsoft=providers.microsoft_configured,
+        held=_held_back(list(rows)),
+        message=message,
+    ), status
+
+
+@dataclass(frozen=True)
+class _HeldBack:
+    """A mailbox's quarantined messages as its row on the page shows them."""
+
+    count: int
+    newest: list[dict[str, str]]  # sender, subject, what happened and happens next
+
+
+def _held_back(mailboxes: list[Mailbox]) -> dict[int, _HeldBack]:
+    """Per mailbox with any: how many messages the sync keeps but could not read, newest 3."""
+    counts = quarantine.counts(db(), [m.id for m in mailboxes])
+    return {
+        mailbox_id: _HeldBack(
+            count,
+            [
+                {
+                    "sender": row.from_addr or "unknown sender",
+                    "subject": row.subject or "(no subject)",
+                    "summary": quarantine.describe(row.error, row.details),
+                }
+                for row in quarantine.newest(db(), mailbox_id, 3)
+            ],
+        )
+        for mailbox_id, count in counts.items()
+    }
+
+
+@pages.post("/mailboxes/connect/<kind>")
+@login_required
+def page_connect(kind: str) -> ResponseReturnValue:
+    user = current_user()
+    assert user is not None
+    if kind not in OAUTH_KINDS:
+        return redirect(url_for("mailboxes.page", message="Unknown provider."))
+    try:
+        url = start_oauth(
+            kind, team_id=user.team_id, user_id=user.id, return_to=url_for("mailboxes.page")
+        )
+    except ProviderError as exc:
+        return redirect(url_for("mailboxes.page", message=str(exc)))
+    return redirect(url, code=303)
+
+
+@pages.post("/mailboxes/exchange")
+@login_required
+def page_connect_exchange() -> ResponseReturnValue:
+    user = current_user()
+    assert user is not None
+    form = {k: v for k, v in request.form.items() if k != "csrf_token" and v}
+    try:
+        body = ExchangeMailboxCreate.model_validate(form)
+    except ValidationError as exc:
+        fields = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'form'}: {e['msg']}" for e in exc.errors()
+        )
+        return _page(fields, 422)
+    try:
+        connect_exchange(
+            db(),
+            team_id=user.team_id,
+            user_id=user.id,
+            email=body.email,
+            credentials=body.credentials(),
+        )
+    except ConnectError as exc:
+        return _page(exc.message, CONNECT_STATUS[exc.code])
+    return redirect(url_for("mailboxes.page", message=f"{body.email} is connected."))
+
+
+@pages.post("/mailboxes/<int:mailbox_id>/reconnect")
+@login_required
+def page_reconnect(mailbox_id: int) -> ResponseReturnValue:
+    user = current_user()
+    assert user is not None
+    mailbox = _owned(mailbox_id, user.team_id)
+    if mailbox is None:
+        return _page(f"mailbox {mailbox_id} not found", 404)
+    try:
+        if mailbox.kind in OAUTH_KINDS:
+            url = start_oauth(
+                mailbox.kind,
+                team_id=user.team_id,
+                user_id=user.id,
+                mailbox_id=mailbox.id,
+                login_hint=mailbox.email,
+                return_to=url_for("mailboxes.page"),
+            )
+            return redirect(url, code=303)
+        if mailbox.kind == MailboxKind.EXCHANGE:
+            stored = decrypt_json(mailbox.credentials_encrypted)
+            credentials = {**stored, "password": request.form.get("password", "")}
+            connect_exchange(
+                db(),
+                team_id=user.team_id,
+                user_id=user.id,
+                email=mailbox.email,
+                credentials=credentials,
+                mailbox_id=mailbox.id,
+            )
+            return redirect(
+                url_for("mailboxes.page", message=f"{mailbox.email} is connected again.")
+            )
+    except ConnectError as exc:
+        return _page(exc.message, CONNECT_STATUS[exc.code])
+    except ProviderError as exc:  # the OAuth provider's sign-in is unreachable
+        return redirect(url_for("mailboxes.page", message=str(exc)))
+    # IMAP: the connect form, filled in with the stored servers (never the passwords).
+    return redirect(url_for("imap.connect", mailbox_id=mailbox_id))
+
+
+@pages.post("/mailboxes/<int:mailbox_id>/disconnect")
+@login_required
+def page_disconnect(mailbox_id: int) -> ResponseReturnValue:
+    user = current_user()
+    assert user is not None
+    mailbox = _owned(mailbox_id, user.team_id)
+    if mailbox is None:
+        return redirect(url_for("mailboxes.page", message=f"mailbox {mailbox_id} not found"))
+    disconnect(db(), mailbox)
+    return redirect(url_for("mailboxes.page", message=f"{mailbox.email} is disconnected."))
+
+
+def _owned(mailbox_id: int, team_id: int) -> Mailbox | None:
+    mailbox = db().get(Mailbox, mailbox_id)
+    return mailbox if mailbox is not None and mailbox.team_id == team_id else None
