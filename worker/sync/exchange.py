@@ -28,6 +28,7 @@ Item ids change when an item moves, so the engine's `provider_id` is the
 Message-ID (``mid:<id>``). Throttling (ErrorServerBusy) becomes
 `ProviderError(retry_after=BackOffMilliseconds)`: exchangelib runs fail-fast,
 so a throttled mailbox never holds a worker asleep; the engine backs it off.
+Every failure is put in our words by `worker.sync.exchange_errors`.
 
 Inbox is named by its distinguished id, never looked up, so a sync is two
 calls. `watch()` holds a streaming subscription on Inbox for the `listener`
@@ -43,9 +44,8 @@ import socket
 import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar
 
-import requests
 from exchangelib import (
     BASIC,
     DELEGATE,
@@ -61,18 +61,7 @@ from exchangelib import (
 )
 from exchangelib.credentials import OAuth2AuthorizationCodeCredentials
 from exchangelib.errors import (
-    CASError,
-    ErrorAccessDenied,
-    ErrorInternalServerTransientError,
     ErrorInvalidSyncStateData,
-    ErrorNonExistentMailbox,
-    ErrorServerBusy,
-    ErrorTimeoutExpired,
-    EWSError,
-    RateLimitError,
-    ResponseMessageError,
-    TransportError,
-    UnauthorizedError,
 )
 from exchangelib.fields import FieldPath
 from exchangelib.items import ID_ONLY
@@ -86,10 +75,9 @@ from exchangelib.services import (
     SyncFolderItems,
     Unsubscribe,
 )
-from exchangelib.util import ParseError
 
 from config import get_settings
-from core.outbound import OutboundError, describe_os_error, resolve_url, split_url
+from core.outbound import OutboundError, resolve_url, split_url
 from core.outbound_http import PinnedHTTPAdapter
 from worker.matching.msgid import normalize_msgid
 from worker.sync.base import (
@@ -100,6 +88,7 @@ from worker.sync.base import (
     ProviderError,
     SendResult,
 )
+from worker.sync.exchange_errors import EWS_FAILURES, ews_call, ews_error
 from worker.sync.headers import summary_from_headers
 from worker.sync.mime import build_mime
 
@@ -119,9 +108,6 @@ HEADER_FIELDS = (
     "item_class",
 )
 REBUILD_WINDOW = timedelta(days=2)
-DEFAULT_BACK_OFF = 30.0
-
-T = TypeVar("T")
 
 
 # Every EWS connection exchangelib opens goes through the outbound policy: the EWS
@@ -133,92 +119,6 @@ class _EwsAdapter(PinnedHTTPAdapter):
 
 
 BaseProtocol.HTTP_ADAPTER_CLS = _EwsAdapter
-MAX_WORDS = 200
-# What an EWS call can raise that `_translate` turns into a ProviderError.
-_EWS_FAILURES = (
-    EWSError,
-    TransportError,
-    requests.RequestException,
-    OSError,
-    OutboundError,
-    ParseError,
-)
-
-
-def _network_cause(exc: BaseException) -> BaseException | None:
-    """The requests or socket error behind `exc` (exchangelib re-raises them as its own)."""
-    seen: BaseException | None = exc
-    for _ in range(5):
-        if seen is None:
-            return None
-        if isinstance(seen, requests.RequestException | OSError):
-            return seen
-        seen = seen.__cause__ or seen.__context__
-    return None
-
-
-def _describe_network(exc: BaseException) -> str:
-    """Our words for a failed HTTP connection: never what the far side sent."""
-    inner: BaseException | None = exc
-    for _ in range(6):  # requests → urllib3 → the socket's error
-        if isinstance(inner, OSError) and not isinstance(inner, requests.RequestException):
-            return describe_os_error(inner)
-        if inner is None:
-            break
-        reason = getattr(inner, "reason", None)
-        inner = (
-            reason if isinstance(reason, BaseException) else (inner.__cause__ or inner.__context__)
-        )
-    if isinstance(exc, requests.exceptions.SSLError):
-        return "the TLS handshake failed"
-    if isinstance(exc, requests.Timeout | socket.timeout):
-        return "no answer in time"
-    return "the connection failed"
-
-
-def _words(exc: Exception) -> str:
-    text = "".join(c if c.isprintable() else " " for c in str(exc))
-    text = " ".join(text.split())[:MAX_WORDS]
-    return f": {text}" if text else ""
-
-
-def _translate(exc: Exception, doing: str) -> ProviderError:
-    """One ProviderError for whatever EWS raised. Text from the far side is kept only
-    when it is a well-formed EWS response message (a ResponseCode and its MessageText)."""
-    if isinstance(exc, OutboundError):
-        return ProviderError(str(exc), permanent=exc.permanent)
-    if isinstance(exc, ErrorServerBusy):
-        wait = exc.back_off if exc.back_off else DEFAULT_BACK_OFF
-        return ProviderError(f"Exchange is busy ({doing}): back off {wait:.0f} s", retry_after=wait)
-    if isinstance(exc, RateLimitError):
-        return ProviderError(f"Exchange throttled {doing}", retry_after=DEFAULT_BACK_OFF)
-    if isinstance(exc, UnauthorizedError | ErrorAccessDenied):
-        return ProviderError(f"Exchange refused the login ({doing})", needs_reconnect=True)
-    if isinstance(exc, ErrorNonExistentMailbox):
-        return ProviderError(f"Exchange has no such mailbox ({doing})", permanent=True)
-    cause = _network_cause(exc)
-    if cause is not None:
-        return ProviderError(f"Exchange unreachable while {doing}: {_describe_network(cause)}")
-    if isinstance(exc, ErrorTimeoutExpired | ErrorInternalServerTransientError):
-        return ProviderError(f"Exchange unreachable while {doing}: {type(exc).__name__}")
-    if isinstance(exc, ResponseMessageError):  # a ResponseCode in a well-formed answer
-        return ProviderError(f"Exchange answered {type(exc).__name__} while {doing}{_words(exc)}")
-    if isinstance(exc, TransportError | CASError):  # not EWS, or not as EWS speaks: no echo
-        return ProviderError(f"the server did not answer like Exchange while {doing}")
-    if isinstance(exc, EWSError):
-        return ProviderError(
-            f"Exchange answered {type(exc).__name__} while {doing}{_words(exc)}", permanent=True
-        )
-    return ProviderError(f"Exchange call failed while {doing}: {type(exc).__name__}")
-
-
-def _call(doing: str, fn: Callable[[], T]) -> T:
-    try:
-        return fn()
-    except ProviderError:
-        raise
-    except _EWS_FAILURES as exc:
-        raise _translate(exc, doing) from exc
 
 
 class _SyncStateExpiredError(Exception):
@@ -305,8 +205,8 @@ class ExchangeProvider(MailboxProvider):
             self._account = None
 
     def verify(self) -> None:
-        _call("opening Inbox", lambda: self.account.inbox)
-        _call("opening Drafts", lambda: self.account.drafts)
+        ews_call("opening Inbox", lambda: self.account.inbox)
+        ews_call("opening Drafts", lambda: self.account.drafts)
 
     # -- sending -------------------------------------------------------------------------
 
@@ -315,13 +215,13 @@ class ExchangeProvider(MailboxProvider):
         account = self.account
         draft = Message(
             account=account,
-            folder=_call("opening Drafts", lambda: account.drafts),
+            folder=ews_call("opening Drafts", lambda: account.drafts),
             mime_content=raw,
         )
-        _call("creating the draft", draft.save)
+        ews_call("creating the draft", draft.save)
         draft_id = str(draft.id)
         stored = self._read_ids(draft_id, str(draft.changekey))
-        _call(
+        ews_call(
             "sending",
             lambda: draft.send(save_copy=True, copy_to_folder=account.sent),
         )
@@ -341,7 +241,7 @@ class ExchangeProvider(MailboxProvider):
     ) -> list[Any]:
         """GetItem with exactly `fields` (never the root-folder lookup `Account.fetch` makes)."""
         paths = [FieldPath(field=Message.get_field_by_fieldname(f)) for f in fields]
-        return _call(
+        return ews_call(
             doing,
             lambda: list(
                 GetItem(account=self.account).call(
@@ -367,7 +267,7 @@ class ExchangeProvider(MailboxProvider):
                 sent.filter(message_id=message_id).only("message_id", "conversation_id")[:1]
             )
 
-        found = _call("searching Sent Items", search)
+        found = ews_call("searching Sent Items", search)
         if not found:
             return None
         item = found[0]
@@ -419,8 +319,8 @@ class ExchangeProvider(MailboxProvider):
                 )
             except ErrorInvalidSyncStateData as exc:
                 raise _SyncStateExpiredError from exc
-            except _EWS_FAILURES as exc:
-                raise _translate(exc, "reading changes") from exc
+            except EWS_FAILURES as exc:
+                raise ews_error(exc, "reading changes") from exc
             new_items = [
                 item
                 for change, item in changes
@@ -455,7 +355,7 @@ class ExchangeProvider(MailboxProvider):
         item_id, changekey, message_id = [*fetch_ref.split("|", 2), "", ""][:3]
         item = self._fetch_mime(item_id, changekey)
         if isinstance(item, Exception) and message_id:
-            moved = _call(
+            moved = ews_call(
                 "looking a moved message up",
                 lambda: list(
                     self.account.inbox.filter(message_id=message_id).only("message_id")[:1]
@@ -468,7 +368,7 @@ class ExchangeProvider(MailboxProvider):
         return bytes(item.mime_content or b"")[:max_bytes]
 
     def _fetch_mime(self, item_id: str, changekey: str) -> Any:
-        found = _call(
+        found = ews_call(
             "fetching a message",
             lambda: list(
                 self.account.fetch(ids=[(item_id, changekey)], only_fields=["mime_content"])
@@ -481,7 +381,7 @@ class ExchangeProvider(MailboxProvider):
     def watch(self, stop: threading.Event, on_change: Callable[[], None]) -> None:
         """Hold a streaming subscription on Inbox until `stop`, calling `on_change` on new mail."""
         minutes = get_settings().providers.exchange_stream_minutes
-        subscription = _call(
+        subscription = ews_call(
             "subscribing to Inbox",
             lambda: SubscribeToStreaming(account=self.account).get(
                 folders=[self._inbox()], event_types=("NewMailEvent", "CreatedEvent")
@@ -504,10 +404,10 @@ class ExchangeProvider(MailboxProvider):
                             isinstance(e, NewMailEvent | CreatedEvent) for e in notification.events
                         ):
                             on_change()
-                except _EWS_FAILURES as exc:
+                except EWS_FAILURES as exc:
                     if stop.is_set():
                         return
-                    raise _translate(exc, "streaming Inbox events") from exc
+                    raise ews_error(exc, "streaming Inbox events") from exc
                 except AttributeError:
                     if stop.is_set():  # the stream was closed under exchangelib by stop
                         return
