@@ -357,3 +357,35 @@ def test_a_child_in_a_view_sees_no_data_and_reaches_no_network(
     inside = isolation.isolate(probe, network="auto", files="auto", view=view)
     assert inside[0] == isolation.detect().bwrap
     assert run(inside) == [str(job / "mine")]  # inside: its own folder, nothing else
+
+
+def test_data_inside_a_read_root_is_covered_and_code_inside_it_shown_again(
+    tmp_path: Path,
+) -> None:
+    """An app installed under a system folder (/usr/src/app): its var/ must not show through."""
+    require_view()
+    system = tmp_path / "usr"  # stands for a read root such as /usr
+    app = system / "src" / "app"
+    for path, text in {
+        system / "share" / "fonts.conf": "a system file",
+        app / "var" / "secret_key": "a key",
+        app / ".env": "DATABASE_URL=...",
+        app / "worker" / "code.py": "our code",
+    }.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    job = tmp_path / "job"
+    job.mkdir()
+    view = isolation.View(
+        read=(*isolation.system_paths(), system, app / "worker"), write=(job,), cwd=job
+    )
+    arguments = isolation.bwrap_arguments(view, network=True, hide=(app, app / "var"))
+    files = [system / "share" / "fonts.conf", app / "var" / "secret_key", app / ".env"]
+    files.append(app / "worker" / "code.py")
+    shell = "for f in " + " ".join(map(str, files)) + '; do [ -r "$f" ] && echo "$f"; done; true'
+    bwrap = isolation.detect().bwrap
+    assert bwrap is not None
+    done = subprocess.run(
+        [bwrap, *arguments, "--", "/bin/sh", "-c", shell], capture_output=True, check=True
+    )
+    assert done.stdout.decode().split() == [str(files[0]), str(files[3])]

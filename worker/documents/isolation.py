@@ -3,8 +3,8 @@
     bwrap --unshare-user-try --unshare-pid --unshare-ipc    bubblewrap works (root, or
           --unshare-uts --unshare-cgroup-try --unshare-net   unprivileged user namespaces):
           --die-with-parent --cap-drop ALL                   a private filesystem view and
-          --ro-bind R R          (each of the view's read roots)     no network
-          --proc /proc --dev /dev --tmpfs /tmp
+          --proc /proc --dev /dev --tmpfs /tmp               no network
+          --ro-bind R R          (each of the view's read roots)
           --tmpfs D              (each data path inside a read root)
           --bind W W             (the job's own folder)
           --chdir C -- CMD ...
@@ -223,11 +223,12 @@ def bwrap_arguments(view: View, *, network: bool, hide: tuple[Path, ...] = ()) -
     arguments = ["--die-with-parent", "--cap-drop", "ALL", *_NAMESPACES]
     if network:
         arguments.append("--unshare-net")
+    # An empty /tmp (other jobs' folders are not there), then the read roots: one
+    # that lies under /tmp (a Python unpacked there, say) stays visible.
+    arguments += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]  # noqa: S108
     reads = sorted(set(view.read), key=lambda p: len(p.parts))
     for path in reads:
         arguments += _bind("--ro-bind", path)
-    # An empty tmpfs over /tmp inside the view: other jobs' folders are not there.
-    arguments += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]  # noqa: S108
     # Data inside a read root: covered, then whatever read root lies inside it bound again.
     hidden = [
         p for p in hide if p != Path("/") and _inside(p, reads) and not _inside(p, view.write)
