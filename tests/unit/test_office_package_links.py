@@ -159,6 +159,7 @@ def test_fields_that_include_files_lose_their_instruction_and_others_keep_theirs
         + field(" LINK Word.Document.12 ", '"/etc/passwd" "" \\a ')
         + field(" DDEAUTO soffice /etc/passwd ")
         + field(' HYPERLINK "https://example.com/" ')
+        + field(' INCLUDEPICTURE "https://example.com/logo.png" \\d ')  # the network's business
         + field(" PAGE ")
         + '<w:fldSimple w:instr=" INCLUDEPICTURE &quot;/etc/x.png&quot; "/>'
     )
@@ -167,8 +168,8 @@ def test_fields_that_include_files_lose_their_instruction_and_others_keep_theirs
     assert counts == {"field": 6}
     text = out.read("word/document.xml").decode()
     assert "/etc/" not in text and "/srv/" not in text
-    assert "HYPERLINK" in text and "PAGE" in text
-    assert text.count("shown") == 7  # results stay, as text
+    assert "HYPERLINK" in text and "PAGE" in text and "example.com/logo.png" in text
+    assert text.count("shown") == 8  # results stay, as text
 
 
 def test_a_field_nested_in_another_is_followed(tmp_path: Path) -> None:

@@ -18,8 +18,8 @@ nowhere (`NOWHERE`), wherever it stands:
            matches it) with TargetMode="External", or whose Target has a URL
            scheme ─▶ Target="about:invalid"
            w:instrText, w:fldSimple/@w:instr: a field INCLUDEPICTURE, INCLUDETEXT,
-           INCLUDE, LINK, DDE, DDEAUTO, IMPORT, RD or DATABASE ─▶ its instruction
-           emptied (the field keeps its last result, as text)
+           INCLUDE, LINK, DDE, DDEAUTO, IMPORT, RD or DATABASE naming a local file
+           ─▶ its instruction emptied (the field keeps its last result, as text)
     ODF    xlink:href that leaves the package (a URL scheme, an absolute path,
            ``..`` past its root) ─▶ about:invalid
     both   any attribute whose value is a ``file:`` or ``vnd.sun.star.`` URL (a
@@ -119,6 +119,8 @@ ZIP_MAGIC = b"PK\x03\x04"
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*):")
 _INVISIBLE = re.compile(r"[\x00-\x20\x7f]+")
 _READ = 1024 * 1024
+# A field's first argument: "quoted, with spaces" or a bare word.
+_FIELD_ARGUMENT = re.compile(r'\s*(?:"([^"]*)"|(\S+))')
 
 
 class LinksError(ValueError):
@@ -191,13 +193,20 @@ def _cut_attributes(element: Any, cut: Counter[str]) -> None:
             cut["url"] += 1
 
 
-def _field_keyword(text: str) -> str:
-    words = text.split()
-    return words[0].upper() if words else ""
+def _includes_local_file(instruction: str) -> bool:
+    """True for a field that includes a file (`FIELDS`), unless it names an http(s) URL."""
+    words = instruction.split(maxsplit=1)
+    if not words or words[0].upper() not in FIELDS:
+        return False
+    if words[0].upper() in ("LINK", "DDE", "DDEAUTO"):
+        return True  # an application first, then the file
+    argument = _FIELD_ARGUMENT.match(words[1] if len(words) > 1 else "")
+    target = (argument.group(1) or argument.group(2)) if argument else ""
+    return not _network(target)
 
 
 def _cut_instruction(elements: list[Any], cut: Counter[str]) -> None:
-    if _field_keyword("".join(e.text or "" for e in elements)) in FIELDS:
+    if _includes_local_file("".join(e.text or "" for e in elements)):
         for element in elements:
             element.text = ""
         cut["field"] += 1
@@ -236,7 +245,7 @@ def _field_step(element: Any, open_fields: list[list[Any]], cut: Counter[str]) -
             _cut_instruction([element], cut)
     elif name.localname == "fldSimple":
         attribute = f"{{{name.namespace}}}instr"
-        if _field_keyword(element.get(attribute) or "") in FIELDS:
+        if _includes_local_file(element.get(attribute) or ""):
             element.set(attribute, "")
             cut["field"] += 1
 
