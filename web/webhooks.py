@@ -68,7 +68,7 @@ def _gmail_push_allowed() -> bool:
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() == "bearer" and token.strip():
-        from worker.sync.gmail import PushTokenError, verify_push_token
+        from worker.sync.gmail_push import PushTokenError, verify_push_token
 
         try:
             verify_push_token(token.strip())

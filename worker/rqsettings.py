@@ -26,9 +26,9 @@ import worker.sync.push  # noqa: E402, F401
 
 # The provider modules and their SDKs (google-api-python-client, exchangelib, msal)
 # cost ~150 ms to import and the Gmail client ~10 ms to build: once here, not per job.
-from worker.sync import exchange, gmail, graph, imap  # noqa: E402, F401
+from worker.sync import exchange, gmail, gmail_api, graph, imap  # noqa: E402, F401
 
-gmail.warm()
+gmail_api.warm()
 
 # What SQLAlchemy does lazily on first use would otherwise be done again in every
 # forked job: importing the database driver (create_engine) and configuring the

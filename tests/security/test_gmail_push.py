@@ -29,7 +29,7 @@ from tests.integration.provider_harness import GmailHarness, queued
 from tests.integration.test_provider_contract import make_seller
 from tests.unit.test_settings import production
 from worker.sync.engine import SYNC_JOB
-from worker.sync.gmail import forget_push_certs
+from worker.sync.gmail_push import forget_push_certs
 from worker.sync.push import renew_push_job
 
 pytestmark = pytest.mark.integration

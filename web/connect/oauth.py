@@ -65,9 +65,9 @@ def start_oauth(
     if kind == MailboxKind.GMAIL:
         # lazy import: google-api-python-client costs the web process 14 MiB RSS and
         # 0.15 s (measured after create_app); only a Gmail connect needs it.
-        from worker.sync import gmail
+        from worker.sync import gmail_oauth
 
-        url, secret = gmail.authorization_url(redirect_uri(kind), state, login_hint)
+        url, secret = gmail_oauth.authorization_url(redirect_uri(kind), state, login_hint)
         kept: Any = secret
     elif kind == MailboxKind.GRAPH:
         # lazy import: MSAL costs the web process 5.6 MiB RSS and 60 ms (measured after
@@ -106,9 +106,9 @@ class MailboxFlow:
         try:
             if self.kind == MailboxKind.GMAIL:
                 # lazy import: google-api-python-client, 14 MiB RSS in the web process.
-                from worker.sync import gmail
+                from worker.sync import gmail_oauth
 
-                email, credentials = gmail.exchange_code(
+                email, credentials = gmail_oauth.exchange_code(
                     values.get("code", ""), redirect_uri(self.kind), str(secret)
                 )
             else:

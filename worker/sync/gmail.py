@@ -1,11 +1,11 @@
-"""Gmail mailboxes through the Gmail API (google-api-python-client), connected with OAuth.
+"""Gmail mailboxes through the Gmail API (google-api-python-client): the provider.
 
-Owns everything Google: the OAuth connect flow (google-auth-oauthlib, PKCE,
-scopes `gmail.readonly` + `gmail.send` and nothing more), token refresh
-(google-auth; each refresh is handed to `save_credentials` at once), sending,
-incremental sync, `users.watch` for Pub/Sub push, and checking a push's signed
-token. It must never import outside this module's job: no database, no
-sequences; the engine drives it and the webhook calls `verify_push_token`.
+Owns a Gmail mailbox's sending, incremental sync, `users.watch` for Pub/Sub
+push, and giving the grant back. Its neighbours own the rest of Google: the
+client, its errors and token refresh (`gmail_api`; each refresh is handed to
+`save_credentials` at once), the OAuth connect flow (`gmail_oauth`), and
+checking a push's signed token (`gmail_push`). It must never import outside
+its job: no database, no sequences; the engine drives it.
 
 Credentials JSON (encrypted at rest): ``{"refresh_token", "access_token",
 "expires_at", "scopes"}``; the OAuth client id/secret come from settings.
@@ -35,24 +35,15 @@ from __future__ import annotations
 
 import base64
 import functools
-import json
 import logging
-import re
-import threading
-import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
-from email.utils import parsedate_to_datetime
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar
 
 import google.auth.exceptions
-import google.auth.jwt
-import google.oauth2.credentials
 import google_auth_httplib2
 import httplib2
 import requests
-from google_auth_oauthlib.flow import Flow
-from googleapiclient.discovery import build
 from googleapiclient.errors import HttpError
 from googleapiclient.http import BatchHttpRequest
 
@@ -66,15 +57,23 @@ from worker.sync.base import (
     ProviderError,
     SendResult,
 )
+from worker.sync.gmail_api import (
+    SCOPES,
+    TIMEOUT_SECONDS,
+    SavingCredentials,
+    call_api,
+    oauth_client,
+    refresh_failed,
+    shared_http,
+    stored_expiry,
+    translate_http_error,
+    users_resource,
+)
 from worker.sync.headers import summary_from_headers
 from worker.sync.mime import build_mime
 
 log = logging.getLogger(__name__)
 
-SCOPES = (
-    "https://www.googleapis.com/auth/gmail.readonly",
-    "https://www.googleapis.com/auth/gmail.send",
-)
 METADATA_HEADERS = [
     "Message-ID",
     "In-Reply-To",
@@ -96,181 +95,6 @@ BATCH_SIZE = 50  # Google allows 100 calls a batch and advises at most 50
 HISTORY_PAGE = 500
 LIST_PAGE = 500
 REBUILD_WINDOW = timedelta(days=2)
-TIMEOUT_SECONDS = 60
-DEFAULT_RETRY_AFTER = 60.0  # the per-user quota is counted per minute
-RATE_LIMIT_REASONS = frozenset(
-    {"rateLimitExceeded", "userRateLimitExceeded", "quotaExceeded", "dailyLimitExceeded"}
-)
-_RETRY_AT = re.compile(r"Retry after (\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?Z)")
-
-T = TypeVar("T")
-
-
-# -- errors ------------------------------------------------------------------------------
-
-
-def _error_reasons(exc: HttpError) -> tuple[set[str], str]:
-    try:
-        body = json.loads(exc.content.decode("utf-8", "replace"))
-        error = body.get("error", {})
-        reasons = {str(e.get("reason")) for e in error.get("errors", []) if isinstance(e, dict)}
-        return reasons, str(error.get("message") or exc.reason or "")
-    except (ValueError, AttributeError):
-        return set(), str(exc.reason or "")
-
-
-def retry_after_seconds(headers: Any, message: str, now: float | None = None) -> float:
-    """Seconds to wait: `Retry-After` (seconds or HTTP date), else Gmail's 'Retry after <time>'."""
-    now = time.time() if now is None else now
-    value = headers.get("retry-after") if headers is not None else None
-    if value:
-        text = str(value).strip()
-        if text.isdigit():
-            return float(text)
-        try:
-            return max(0.0, parsedate_to_datetime(text).timestamp() - now)
-        except (TypeError, ValueError):
-            pass
-    found = _RETRY_AT.search(message)
-    if found:
-        stamp = datetime.fromisoformat(found.group(1).replace("Z", "+00:00"))
-        return max(1.0, stamp.timestamp() - now)
-    return DEFAULT_RETRY_AFTER
-
-
-def translate_http_error(exc: HttpError, doing: str) -> ProviderError:
-    status = int(exc.resp.status)
-    reasons, message = _error_reasons(exc)
-    if status == 429 or (status == 403 and reasons & RATE_LIMIT_REASONS):
-        wait = retry_after_seconds(exc.resp, message)
-        return ProviderError(f"Gmail rate limit while {doing}: {message}", retry_after=wait)
-    if status == 401:
-        return ProviderError(
-            f"Gmail refused our access while {doing}: {message}", needs_reconnect=True
-        )
-    if status == 403 and reasons & {"insufficientPermissions", "forbidden", "authError"}:
-        return ProviderError(
-            f"Gmail denied {doing}: {message} (reconnect and grant access)", needs_reconnect=True
-        )
-    if status in (400, 403, 404):
-        return ProviderError(f"Gmail answered {status} while {doing}: {message}", permanent=True)
-    return ProviderError(f"Gmail answered {status} while {doing}: {message}")
-
-
-def _refresh_failed(exc: google.auth.exceptions.RefreshError) -> ProviderError:
-    text = str(exc)
-    if any(code in text for code in ("invalid_grant", "invalid_client", "unauthorized_client")):
-        return ProviderError(
-            "Google refused the stored authorization (revoked or expired): reconnect the mailbox",
-            needs_reconnect=True,
-        )
-    return ProviderError(f"Google token refresh failed: {text}")
-
-
-def _call(doing: str, fn: Callable[[], T]) -> T:
-    """Run one API call, turning every failure into ProviderError."""
-    try:
-        return fn()
-    except HttpError as exc:
-        raise translate_http_error(exc, doing) from exc
-    except google.auth.exceptions.RefreshError as exc:
-        raise _refresh_failed(exc) from exc
-    except (google.auth.exceptions.TransportError, httplib2.HttpLib2Error, OSError) as exc:
-        raise ProviderError(f"Gmail unreachable while {doing}: {exc}") from exc
-
-
-# -- tokens ------------------------------------------------------------------------------
-
-
-class _SavingCredentials(google.oauth2.credentials.Credentials):
-    """google-auth credentials that report every refresh, so the new token is saved at once."""
-
-    on_refresh: Callable[[_SavingCredentials], None] | None = None
-
-    def refresh(self, request: Any) -> None:
-        super().refresh(request)  # type: ignore[no-untyped-call]
-        if self.on_refresh is not None:
-            self.on_refresh(self)
-
-
-def _expiry(credentials: dict[str, Any]) -> datetime | None:
-    value = credentials.get("expires_at")
-    if not isinstance(value, int | float):
-        return None
-    # google-auth compares naive UTC datetimes.
-    return datetime.fromtimestamp(float(value), UTC).replace(tzinfo=None)
-
-
-def _oauth_client() -> tuple[str, str]:
-    providers = get_settings().providers
-    if not (providers.google_client_id and providers.google_client_secret):
-        raise ProviderError(
-            "Gmail is not configured: set GOOGLE_CLIENT_ID and GOOGLE_CLIENT_SECRET", permanent=True
-        )
-    return providers.google_client_id, providers.google_client_secret
-
-
-# -- the shared client --------------------------------------------------------------------
-
-_LOCAL = threading.local()
-_RESOURCES: dict[str, Any] = {}
-_RESOURCES_LOCK = threading.Lock()
-
-
-def _shared_http() -> httplib2.Http:
-    """This thread's connection pool: kept alive from one job to the next in a process.
-
-    A new connection costs a TLS handshake and, in httplib2, loading the CA
-    bundle again (about 25 ms): most of a sync's CPU when each sync opened one.
-    """
-    http = getattr(_LOCAL, "http", None)
-    if http is None:
-        http = _LOCAL.http = httplib2.Http(timeout=TIMEOUT_SECONDS)
-    return http
-
-
-class _Resources:
-    """The Gmail resources built once per process from the shipped discovery document.
-
-    Building them costs milliseconds (hundreds of method objects, every time
-    `users().messages()` is called); requests made from them are given each
-    mailbox's authorized http when they run (`GmailProvider._run`).
-    """
-
-    def __init__(self, endpoint: str) -> None:
-        service = build(
-            "gmail",
-            "v1",
-            http=httplib2.Http(),  # never used: every request gets its mailbox's http
-            static_discovery=True,
-            cache_discovery=False,
-            client_options={"api_endpoint": endpoint},
-        )
-        self.users = service.users()
-        self.messages_ = self.users.messages()
-        self.history_ = self.users.history()
-
-    def messages(self) -> Any:
-        return self.messages_
-
-    def history(self) -> Any:
-        return self.history_
-
-    def __getattr__(self, name: str) -> Any:  # getProfile, watch, stop
-        return getattr(self.users, name)
-
-
-def _users_resource(endpoint: str) -> Any:
-    with _RESOURCES_LOCK:
-        resources = _RESOURCES.get(endpoint)
-        if resources is None:
-            resources = _RESOURCES[endpoint] = _Resources(endpoint)
-    return resources
-
-
-def warm() -> None:
-    """Import-time work a forked job would otherwise repeat (the `worker` calls it at start)."""
-    _users_resource(get_settings().providers.gmail_api_endpoint)
 
 
 # -- the provider ------------------------------------------------------------------------
@@ -297,25 +121,25 @@ class GmailProvider(MailboxProvider):
                 expiry = datetime.now(UTC).replace(tzinfo=None) + timedelta(minutes=55)
                 return token_source(), expiry
 
-            creds = _SavingCredentials(token=None, refresh_handler=handler)  # type: ignore[no-untyped-call]
+            creds = SavingCredentials(token=None, refresh_handler=handler)  # type: ignore[no-untyped-call]
         else:
             if not credentials.get("refresh_token"):
                 raise ProviderError("Gmail mailbox has no refresh token", needs_reconnect=True)
-            client_id, client_secret = _oauth_client()
-            creds = _SavingCredentials(  # type: ignore[no-untyped-call]
+            client_id, client_secret = oauth_client()
+            creds = SavingCredentials(  # type: ignore[no-untyped-call]
                 token=credentials.get("access_token"),
                 refresh_token=credentials["refresh_token"],
                 token_uri=settings.google_token_uri,
                 client_id=client_id,
                 client_secret=client_secret,
                 scopes=list(credentials.get("scopes") or SCOPES),
-                expiry=_expiry(credentials),
+                expiry=stored_expiry(credentials),
             )
             creds.on_refresh = self._refreshed
         self._credentials = creds
-        self._http = google_auth_httplib2.AuthorizedHttp(creds, http=_shared_http())
+        self._http = google_auth_httplib2.AuthorizedHttp(creds, http=shared_http())
 
-    def _refreshed(self, creds: _SavingCredentials) -> None:
+    def _refreshed(self, creds: SavingCredentials) -> None:
         expiry = creds.expiry
         self._stored["access_token"] = creds.token
         if expiry is not None:
@@ -325,12 +149,12 @@ class GmailProvider(MailboxProvider):
             self.save_credentials(dict(self._stored))
 
     def _users(self) -> Any:
-        return _users_resource(self._endpoint)
+        return users_resource(self._endpoint)
 
     def _run(self, doing: str, request: Any) -> Any:
         """Execute a request built from the shared resource with this mailbox's credentials."""
         request.http = self._http
-        return _call(doing, request.execute)
+        return call_api(doing, request.execute)
 
     # -- checks --------------------------------------------------------------------------
 
@@ -500,7 +324,7 @@ class GmailProvider(MailboxProvider):
                     raise _HistoryExpiredError from exc
                 raise translate_http_error(exc, "reading history") from exc
             except google.auth.exceptions.RefreshError as exc:
-                raise _refresh_failed(exc) from exc
+                raise refresh_failed(exc) from exc
             except (google.auth.exceptions.TransportError, httplib2.HttpLib2Error, OSError) as exc:
                 raise ProviderError(f"Gmail unreachable while reading history: {exc}") from exc
             records = page.get("history") or []
@@ -546,7 +370,7 @@ class GmailProvider(MailboxProvider):
                 except HttpError as exc:
                     collect(chunk[0], None, exc)
                 except google.auth.exceptions.RefreshError as exc:
-                    raise _refresh_failed(exc) from exc
+                    raise refresh_failed(exc) from exc
                 except (
                     google.auth.exceptions.TransportError,
                     httplib2.HttpLib2Error,
@@ -559,7 +383,7 @@ class GmailProvider(MailboxProvider):
                 )
                 for message_id, request in zip(chunk, requests_, strict=True):
                     batch.add(request, request_id=message_id)
-                _call("reading headers", functools.partial(batch.execute, http=self._http))
+                call_api("reading headers", functools.partial(batch.execute, http=self._http))
             if failures:
                 # Rate limits first: they say how long to wait.
                 failures.sort(key=lambda f: f.retry_after is None)
@@ -645,210 +469,3 @@ def _summary(resource: dict[str, Any]) -> HeaderSummary:
         if internal.isdigit()
         else None,
     )
-
-
-# -- the OAuth connect flow ------------------------------------------------------------
-
-
-def _flow(redirect_uri: str, code_verifier: str | None = None) -> Flow:
-    client_id, client_secret = _oauth_client()
-    settings = get_settings().providers
-    config = {
-        "web": {
-            "client_id": client_id,
-            "client_secret": client_secret,
-            "auth_uri": settings.google_auth_uri,
-            "token_uri": settings.google_token_uri,
-            "redirect_uris": [redirect_uri],
-        }
-    }
-    return Flow.from_client_config(
-        config,
-        scopes=list(SCOPES),
-        redirect_uri=redirect_uri,
-        code_verifier=code_verifier,
-        autogenerate_code_verifier=code_verifier is None,
-    )
-
-
-def authorization_url(
-    redirect_uri: str, state: str, login_hint: str | None = None
-) -> tuple[str, str]:
-    """Google's consent URL for `state`, and the PKCE verifier to keep until the callback."""
-    flow = _flow(redirect_uri)
-    extra = {"login_hint": login_hint} if login_hint else {}
-    url, _ = flow.authorization_url(
-        access_type="offline",
-        prompt="consent",
-        include_granted_scopes="false",
-        state=state,
-        **extra,
-    )
-    verifier = flow.code_verifier
-    if not verifier:  # pragma: no cover - autogenerate_code_verifier=True sets it
-        raise ProviderError("Google OAuth flow made no PKCE verifier", permanent=True)
-    return str(url), str(verifier)
-
-
-def exchange_code(code: str, redirect_uri: str, code_verifier: str) -> tuple[str, dict[str, Any]]:
-    """Trade the callback's code for tokens. Returns the Gmail address and credentials JSON."""
-    flow = _flow(redirect_uri, code_verifier=code_verifier)
-    try:
-        flow.fetch_token(code=code)
-    except Exception as exc:  # oauthlib raises many types; all mean "not connected"
-        raise ProviderError(
-            f"Google refused the authorization code: {exc}", permanent=True
-        ) from exc
-    creds = flow.credentials
-    if not creds.refresh_token:
-        raise ProviderError(
-            "Google sent no refresh token: remove Sightline from your Google account's "
-            "third-party access and connect again",
-            permanent=True,
-        )
-    expiry = creds.expiry
-    credentials: dict[str, Any] = {
-        "refresh_token": creds.refresh_token,
-        "access_token": creds.token,
-        "expires_at": expiry.replace(tzinfo=UTC).timestamp() if expiry else None,
-        "scopes": sorted(set(creds.granted_scopes or creds.scopes or SCOPES)),
-    }
-    provider = GmailProvider("", credentials)
-    address = str(provider.profile().get("emailAddress", "")).lower()
-    if not address:
-        raise ProviderError("Google did not say which mailbox was connected", permanent=True)
-    missing = [s for s in SCOPES if s not in credentials["scopes"]]
-    if missing:
-        raise ProviderError(
-            f"Google access lacks {', '.join(missing)}: connect again and allow it", permanent=True
-        )
-    return address, credentials
-
-
-# -- verifying a Pub/Sub push ----------------------------------------------------------
-#
-# Google's push token is an OIDC ID token signed with one of Google's keys, published
-# with Cache-Control: max-age at GMAIL_PUSH_CERTS_URL. The certificates are kept for
-# that max-age (clamped to CERTS_MIN/MAX_SECONDS; CERTS_TTL_SECONDS without one). A
-# token naming a key id we do not hold may mean Google rotated early, so the list is
-# fetched again, but at most once per CERTS_REFETCH_SECONDS per process: a stream of
-# tokens with made-up key ids costs at most one fetch a minute, each refused. When a
-# fetch fails, certificates already held are used until a later fetch works.
-
-CERTS_TTL_SECONDS = 3600
-CERTS_MIN_SECONDS = 60
-CERTS_MAX_SECONDS = 24 * 3600
-CERTS_REFETCH_SECONDS = 60.0
-PUSH_ISSUERS = ("accounts.google.com", "https://accounts.google.com")
-_JWT: Any = google.auth.jwt  # untyped functions
-_MAX_AGE = re.compile(r"(?:^|,)\s*max-age\s*=\s*(\d+)", re.IGNORECASE)
-
-
-class _CertCache:
-    """Google's push certificates per URL, their expiry, and the last fetch attempt."""
-
-    def __init__(self) -> None:
-        # Held while deciding and fetching: a request that needs a fetch another one
-        # is making waits for it and reads its result instead of fetching again.
-        self.fetching = threading.Lock()
-        self.certs: dict[str, tuple[float, dict[str, str]]] = {}
-        self.fetched_at: dict[str, float] = {}
-
-    def for_key(self, url: str, kid: str) -> dict[str, str]:
-        """Certificates that should hold `kid`; fetched only when due and allowed.
-
-        Raises:
-            requests.RequestException, ValueError: the fetch failed and nothing is held.
-        """
-        expires, certs = self.certs.get(url, (0.0, {}))
-        if kid in certs and time.monotonic() < expires:
-            return certs  # the hot path: no lock
-        with self.fetching:
-            now = time.monotonic()
-            expires, certs = self.certs.get(url, (0.0, {}))
-            if kid in certs and now < expires:
-                return certs
-            last = self.fetched_at.get(url)
-            if last is not None and now - last < CERTS_REFETCH_SECONDS:
-                return certs  # fetched a moment ago: the key id is not Google's
-            self.fetched_at[url] = now
-            try:
-                fetched, max_age = _fetch_certs(url)
-            except (requests.RequestException, ValueError) as exc:
-                if certs:
-                    log.warning("gmail_push_certs_stale error=%s", type(exc).__name__)
-                    return certs
-                raise
-            self.certs[url] = (now + max_age, fetched)
-        log.info("gmail_push_certs_fetched keys=%s max_age=%s", len(fetched), max_age)
-        return fetched
-
-    def forget(self) -> None:
-        with self.fetching:
-            self.certs.clear()
-            self.fetched_at.clear()
-
-
-def _fetch_certs(url: str) -> tuple[dict[str, str], int]:
-    """Google's {kid: PEM} and how long its answer says to keep it."""
-    answer = requests.get(url, timeout=10)
-    answer.raise_for_status()
-    body = answer.json()
-    if not isinstance(body, dict):
-        raise ValueError("the certificates are not a JSON object")
-    match = _MAX_AGE.search(answer.headers.get("Cache-Control", ""))
-    max_age = int(match.group(1)) if match else CERTS_TTL_SECONDS
-    return {str(k): str(v) for k, v in body.items()}, min(
-        max(max_age, CERTS_MIN_SECONDS), CERTS_MAX_SECONDS
-    )
-
-
-_CERTS = _CertCache()
-
-
-def forget_push_certs() -> None:
-    """Drop the cached certificates and fetch times (tests with another fake Google)."""
-    _CERTS.forget()
-
-
-class PushTokenError(Exception):
-    """The push carried no valid Google-signed token for us."""
-
-
-def verify_push_token(token: str) -> dict[str, Any]:
-    """Check a Pub/Sub push's OIDC token: Google's signature, our audience, Google's
-    issuer, and the push subscription's service account (GMAIL_PUSH_SERVICE_ACCOUNT,
-    with a verified email).
-
-    Without GMAIL_PUSH_SERVICE_ACCOUNT any Google-signed token for our audience would
-    do (anyone can mint one with their own Google project): production refuses to
-    start that way when push is set up (config.settings) and refuses every token here
-    otherwise; development accepts it, with a warning.
-    """
-    settings = get_settings()
-    providers = settings.providers
-    expected = providers.gmail_push_service_account
-    if expected is None and settings.is_production:
-        raise PushTokenError("GMAIL_PUSH_SERVICE_ACCOUNT is not set: signed pushes are refused")
-    try:
-        header = _JWT.decode_header(token)
-        kid = header.get("kid") if isinstance(header, dict) else None
-        if not isinstance(kid, str) or not kid:
-            raise PushTokenError("push token names no key id")
-        certs = _CERTS.for_key(providers.gmail_push_certs_url, kid)
-        if kid not in certs:
-            raise PushTokenError("push token names a key id Google does not publish")
-        claims: dict[str, Any] = _JWT.decode(
-            token, certs=certs, audience=providers.gmail_push_audience
-        )
-    except (ValueError, google.auth.exceptions.GoogleAuthError) as exc:
-        raise PushTokenError(f"push token rejected: {exc}") from exc
-    except requests.RequestException as exc:
-        raise PushTokenError(f"Google's push certificates are unreachable: {exc}") from exc
-    if claims.get("iss") not in PUSH_ISSUERS:
-        raise PushTokenError(f"push token issuer {claims.get('iss')!r} is not Google")
-    if expected is None:
-        log.warning("gmail_push_unchecked_account reason=GMAIL_PUSH_SERVICE_ACCOUNT unset")
-    elif claims.get("email") != expected or claims.get("email_verified") is not True:
-        raise PushTokenError(f"push token is for {claims.get('email')!r}, not {expected!r}")
-    return claims
