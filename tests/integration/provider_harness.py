@@ -179,14 +179,16 @@ def graph_sign_in(fake: Any, address: str) -> dict[str, Any]:
     """Connect `address` through the real MSAL auth-code flow against the fake."""
     import requests
 
-    from worker.sync import graph
+    from worker.sync import graph_oauth
 
     fake.store.consenting_user = address
     try:
-        url, flow = graph.authorization_url("https://sightline.test/connect/graph/callback", "s1")
+        url, flow = graph_oauth.authorization_url(
+            "https://sightline.test/connect/graph/callback", "s1"
+        )
         answer = requests.get(url, allow_redirects=False, timeout=10)
         params = form_post_fields(answer.text)
-        connected, credentials = graph.exchange_code(flow, params)
+        connected, credentials = graph_oauth.exchange_code(flow, params)
     finally:
         fake.store.consenting_user = None
     assert connected == address

@@ -72,9 +72,9 @@ def start_oauth(
     elif kind == MailboxKind.GRAPH:
         # lazy import: MSAL costs the web process 5.6 MiB RSS and 60 ms (measured after
         # create_app); only a Microsoft 365 connect needs it.
-        from worker.sync import graph
+        from worker.sync import graph_oauth
 
-        url, flow = graph.authorization_url(redirect_uri(kind), state, login_hint)
+        url, flow = graph_oauth.authorization_url(redirect_uri(kind), state, login_hint)
         kept = flow
     else:
         raise ValueError(f"{kind} mailboxes do not connect with OAuth")
@@ -113,9 +113,9 @@ class MailboxFlow:
                 )
             else:
                 # lazy import: MSAL, 5.6 MiB RSS in the web process.
-                from worker.sync import graph
+                from worker.sync import graph_oauth
 
-                email, credentials = graph.exchange_code(dict(secret or {}), dict(values))
+                email, credentials = graph_oauth.exchange_code(dict(secret or {}), dict(values))
         except ProviderError as exc:
             raise FlowError(400, str(exc)) from None
         mailbox_id = flow.data.get("mailbox_id")

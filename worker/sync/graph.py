@@ -1,12 +1,13 @@
-"""Microsoft 365 mailboxes through Microsoft Graph, with MSAL tokens.
+"""Microsoft 365 mailboxes through Microsoft Graph: the provider.
 
-Owns everything Graph: the OAuth connect flow (MSAL auth-code flow with PKCE;
-scopes Mail.ReadWrite, Mail.Send, User.Read), token refresh (MSAL's token
-cache, saved back through `save_credentials` the moment it changes: Microsoft
-rotates refresh tokens), sending, delta sync, change-notification
-subscriptions. It must never touch the database or sequences; the engine and
-`worker.sync.push` drive it. HTTP goes through `requests`; links the service
-hands back (nextLink, deltaLink) are only followed on the configured Graph host.
+Owns a Graph mailbox's sending, delta sync and change-notification
+subscriptions. Its neighbours own the rest: MSAL tokens (saved back through
+`save_credentials` the moment the cache changes: Microsoft rotates refresh
+tokens), the connection pool and Graph's errors in our words (`graph_api`),
+and the OAuth connect flow (`graph_oauth`). It must never touch the database
+or sequences; the engine and `worker.sync.push` drive it. HTTP goes through
+`requests`; links the service hands back (nextLink, deltaLink) are only
+followed on the configured Graph host.
 
 Credentials JSON (encrypted at rest): ``{"token_cache": <MSAL cache>,
 "home_account_id", "username"}``; the app's client id/secret come from settings.
@@ -37,14 +38,11 @@ from __future__ import annotations
 import base64
 import email.utils
 import logging
-import threading
-import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 from urllib.parse import quote
 
-import msal
 import requests
 
 from config import get_settings
@@ -57,16 +55,12 @@ from worker.sync.base import (
     ProviderError,
     SendResult,
 )
+from worker.sync.graph_api import TIMEOUT_SECONDS, MsalToken, shared_session, translate
 from worker.sync.headers import summary_from_headers
 from worker.sync.mime import build_mime
 
 log = logging.getLogger(__name__)
 
-SCOPES = (
-    "https://graph.microsoft.com/Mail.ReadWrite",
-    "https://graph.microsoft.com/Mail.Send",
-    "https://graph.microsoft.com/User.Read",
-)
 IN_REPLY_TO = "String 0x1042"
 REFERENCES = "String 0x1039"
 MESSAGE_CLASS = "String 0x001A"
@@ -77,173 +71,9 @@ DELTA_EXPAND = (
 )
 PAGE_SIZE = 100
 REBUILD_WINDOW = timedelta(days=2)
-TIMEOUT_SECONDS = 60
 SUBSCRIPTION_RESOURCE = "me/mailFolders('Inbox')/messages"
 # Outlook message subscriptions live at most 10,080 minutes; ask for a little less.
 SUBSCRIPTION_LIFETIME = timedelta(minutes=10_000)
-
-# MSAL caches tenant discovery here, so each job does not fetch it again.
-_HTTP_CACHE: dict[Any, Any] = {}
-_LOCAL = threading.local()
-
-
-def _shared_session() -> requests.Session:
-    """This thread's connection pool to Graph, kept alive from one job to the next."""
-    session = getattr(_LOCAL, "session", None)
-    if session is None:
-        session = _LOCAL.session = requests.Session()
-    return session
-
-
-# -- tokens ------------------------------------------------------------------------------
-
-
-def _app(cache: msal.SerializableTokenCache | None = None) -> msal.ConfidentialClientApplication:
-    settings = get_settings().providers
-    if not settings.microsoft_configured:
-        raise ProviderError(
-            "Microsoft 365 is not configured: set MICROSOFT_CLIENT_ID and MICROSOFT_CLIENT_SECRET",
-            permanent=True,
-        )
-    try:
-        return msal.ConfidentialClientApplication(
-            settings.microsoft_client_id,
-            client_credential=settings.microsoft_client_secret,
-            authority=settings.microsoft_authority,
-            token_cache=cache,
-            http_cache=_HTTP_CACHE,
-            instance_discovery=False,
-            timeout=TIMEOUT_SECONDS,
-        )
-    except ValueError as exc:  # the authority's discovery document failed
-        raise ProviderError(f"Microsoft sign-in is unreachable: {exc}") from exc
-    except requests.RequestException as exc:
-        raise ProviderError(f"Microsoft sign-in is unreachable: {exc}") from exc
-
-
-def _token_error(result: dict[str, Any] | None) -> ProviderError:
-    if not result:
-        return ProviderError(
-            "Microsoft has no usable sign-in for this mailbox: reconnect it", needs_reconnect=True
-        )
-    error = str(result.get("error", ""))
-    description = str(result.get("error_description", "")).split("\r\n")[0]
-    if error in ("invalid_grant", "interaction_required", "consent_required", "login_required"):
-        return ProviderError(
-            f"Microsoft refused the stored sign-in ({description}): reconnect the mailbox",
-            needs_reconnect=True,
-        )
-    if error in ("invalid_client", "unauthorized_client"):
-        return ProviderError(f"Microsoft refused this app: {description}", permanent=True)
-    return ProviderError(f"Microsoft token request failed: {error} {description}")
-
-
-class _MsalToken:
-    """Access tokens from the mailbox's MSAL cache; the cache is saved whenever MSAL changes it."""
-
-    def __init__(
-        self, credentials: dict[str, Any], save: Callable[[dict[str, Any]], None] | None
-    ) -> None:
-        if not credentials.get("token_cache") or not credentials.get("home_account_id"):
-            raise ProviderError("Microsoft 365 mailbox has no stored sign-in", needs_reconnect=True)
-        self.stored = dict(credentials)
-        self.save = save
-        self.cache = msal.SerializableTokenCache()
-        self.cache.deserialize(str(credentials["token_cache"]))
-        self._app: msal.ConfidentialClientApplication | None = None
-        self._token: str | None = None
-
-    def get(self, *, force: bool = False) -> str:
-        if self._token is not None and not force:
-            return self._token
-        if self._app is None:
-            self._app = _app(self.cache)
-        account = next(
-            (
-                a
-                for a in self._app.get_accounts()
-                if a.get("home_account_id") == self.stored["home_account_id"]
-            ),
-            None,
-        )
-        if account is None:
-            raise _token_error(None)
-        try:
-            result = self._app.acquire_token_silent_with_error(
-                list(SCOPES), account, force_refresh=force
-            )
-        except requests.RequestException as exc:
-            raise ProviderError(f"Microsoft sign-in is unreachable: {exc}") from exc
-        if self.cache.has_state_changed:
-            self._persist()
-        if not result or "access_token" not in result:
-            raise _token_error(result)
-        self._token = str(result["access_token"])
-        return self._token
-
-    def _persist(self) -> None:
-        self.stored["token_cache"] = self.cache.serialize()
-        self.cache.has_state_changed = False
-        if self.save is not None:
-            self.save(dict(self.stored))
-
-
-# -- errors ------------------------------------------------------------------------------
-
-
-def _retry_after(response: requests.Response) -> float | None:
-    value = response.headers.get("Retry-After")
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        try:
-            return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - time.time())
-        except (TypeError, ValueError):
-            return None
-
-
-def _error_text(response: requests.Response) -> tuple[str, str]:
-    try:
-        error = response.json().get("error", {})
-        return str(error.get("code", "")), str(error.get("message", ""))
-    except ValueError:
-        return "", response.text[:200]
-
-
-# Exchange item errors Graph passes on (often as 500): the item itself is broken.
-BROKEN_ITEM_CODES = frozenset(
-    {"ErrorMimeContentConversionFailed", "ErrorItemCorrupt", "ErrorCorruptData"}
-)
-
-
-def translate(response: requests.Response, doing: str) -> ProviderError:
-    code, message = _error_text(response)
-    status = response.status_code
-    detail = f"{code}: {message}" if code else message
-    if code in BROKEN_ITEM_CODES:
-        return ProviderError(f"Microsoft Graph cannot read the item ({detail})", permanent=True)
-    if status == 429 or (status in (503, 504) and "Retry-After" in response.headers):
-        wait = _retry_after(response)
-        return ProviderError(
-            f"Microsoft Graph throttled {doing}: {detail}",
-            retry_after=wait if wait is not None else 30.0,
-        )
-    if status == 401:
-        return ProviderError(
-            f"Microsoft Graph refused our token while {doing}: {detail}", needs_reconnect=True
-        )
-    if status == 403:
-        return ProviderError(
-            f"Microsoft Graph denied {doing}: {detail} (reconnect and grant access)",
-            needs_reconnect=True,
-        )
-    if 400 <= status < 500:
-        return ProviderError(
-            f"Microsoft Graph answered {status} while {doing}: {detail}", permanent=True
-        )
-    return ProviderError(f"Microsoft Graph answered {status} while {doing}: {detail}")
 
 
 class _DeltaExpiredError(Exception):
@@ -267,14 +97,14 @@ class GraphProvider(MailboxProvider):
         self.endpoint = get_settings().providers.graph_endpoint
         self._credentials = dict(credentials)
         self._get_token = get_token
-        self._msal: _MsalToken | None = None
-        self.session = _shared_session()
+        self._msal: MsalToken | None = None
+        self.session = shared_session()
 
     def _token(self, *, force: bool = False) -> str:
         if self._get_token is not None:
             return self._get_token()
         if self._msal is None:
-            self._msal = _MsalToken(self._credentials, self.save_credentials)
+            self._msal = MsalToken(self._credentials, self.save_credentials)
         return self._msal.get(force=force)
 
     def close(self) -> None:
@@ -545,64 +375,3 @@ def _summary(row: dict[str, Any]) -> HeaderSummary:
         fetch_ref=f"{row['id']}|{message_id}",
         received_at=received,
     )
-
-
-# -- the OAuth connect flow ------------------------------------------------------------
-
-
-def authorization_url(
-    redirect_uri: str, state: str, login_hint: str | None = None
-) -> tuple[str, dict[str, Any]]:
-    """Microsoft's consent URL, and MSAL's flow (PKCE verifier, nonce) to keep for the callback."""
-    flow: dict[str, Any] = _app().initiate_auth_code_flow(
-        list(SCOPES),
-        redirect_uri=redirect_uri,
-        state=state,
-        login_hint=login_hint,
-        response_mode="form_post",  # the code arrives in a POST body, never in a URL
-    )
-    if "auth_uri" not in flow:
-        raise ProviderError(
-            f"Microsoft sign-in could not start: {flow.get('error')}", permanent=True
-        )
-    return str(flow["auth_uri"]), flow
-
-
-def exchange_code(
-    flow: dict[str, Any], auth_response: dict[str, str]
-) -> tuple[str, dict[str, Any]]:
-    """Finish the flow with the callback's query. Returns the mailbox address and credentials."""
-    cache = msal.SerializableTokenCache()
-    app = _app(cache)
-    try:
-        result = app.acquire_token_by_auth_code_flow(flow, auth_response, scopes=list(SCOPES))
-    except ValueError as exc:  # state mismatch: not the flow we started
-        raise ProviderError(
-            f"Microsoft sign-in answer did not match: {exc}", permanent=True
-        ) from exc
-    except requests.RequestException as exc:
-        raise ProviderError(f"Microsoft sign-in is unreachable: {exc}") from exc
-    if "access_token" not in result:
-        error = _token_error(result)
-        raise ProviderError(str(error), permanent=True)
-    accounts = app.get_accounts()
-    if not accounts:
-        raise ProviderError("Microsoft returned no account for this sign-in", permanent=True)
-    account = accounts[0]
-    credentials = {
-        "token_cache": cache.serialize(),
-        "home_account_id": account["home_account_id"],
-        "username": account.get("username"),
-    }
-    token = str(result["access_token"])
-    provider = GraphProvider("", credentials, get_token=lambda: token)
-    try:
-        me = provider.request(
-            "GET", "/me?$select=mail,userPrincipalName", "reading the profile"
-        ).json()
-    finally:
-        provider.close()
-    address = str(me.get("mail") or me.get("userPrincipalName") or "").lower()
-    if not address:
-        raise ProviderError("Microsoft did not say which mailbox was connected", permanent=True)
-    return address, credentials
