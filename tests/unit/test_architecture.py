@@ -105,7 +105,6 @@ KNOWN_VIOLATIONS: frozenset[str] = frozenset(
         "inner import: worker.sync.registry:provider_class → worker.sync.gmail",
         "inner import: worker.sync.registry:provider_class → worker.sync.graph",
         "inner import: worker.sync.registry:provider_class → worker.sync.imap",
-        "too long: worker/matching/bounce.py",
         # core/ and config/
     }
 )

@@ -41,7 +41,8 @@ from email.message import Message
 from typing import Literal
 
 from worker.matching.autoreply import is_auto_reply, message_date, return_date
-from worker.matching.bounce import BouncedRecipient, BounceOutcome, read_bounce
+from worker.matching.bounce import read_bounce
+from worker.matching.bounce_report import BouncedRecipient, BounceOutcome
 from worker.matching.budget import DEFAULT_BUDGET_SECONDS, OverBudget, time_budget
 from worker.matching.complaint import Complaint, read_complaint
 from worker.matching.mimetext import (

@@ -55,7 +55,7 @@ from core.models import (
     Prospect,
     SentMessage,
 )
-from worker.matching.bounce import BouncedRecipient
+from worker.matching.bounce_report import BouncedRecipient
 from worker.matching.classify import Classification
 from worker.salesforce.task_records import DESCRIPTION_LIMIT
 from worker.sequences.enrolling import transition

@@ -155,7 +155,7 @@ def test_the_patterns_are_found() -> None:
     # The collector must see the patterns it exists for (a rename would hide them).
     names = set(PATTERNS)
     for expected in (
-        "worker.matching.bounce._ORIGINAL_MARKER[0]",
+        "worker.matching.bounce_text._ORIGINAL_MARKER[0]",
         "worker.matching.replytext._SEPARATOR[0]",
         "worker.matching.msgid._BARE_ID[0]",
         "worker.matching.reasons._COMPILED[0]",
