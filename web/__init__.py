@@ -38,8 +38,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     # master, which imports web.tracking.serve for its worker class and serves nothing.
     # Blueprints imported at the top cost that master 48 MiB RSS, and the web dyno
     # (master + 2 workers) 10 MiB more PSS after 20 s of load: 188 MiB, not 178 MiB.
+    from web import app as app_pages
     from web import (
-        api,
         auth,
         cli,
         connect,
@@ -51,7 +51,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         security,
         webhooks,
     )
-    from web import app as app_pages
+    from web.api import resources as api
 
     security.init_app(app)  # first: its URL converter applies to the rules added below
     db.init_app(app)

@@ -38,6 +38,7 @@ from web.api.schemas import (
     TransitionOut,
 )
 from web.db import db
+from worker.sequences.enrolling import EnrollmentError, enroll
 from worker.sync import quarantine
 from worker.sync.connecting import connect_imap
 
@@ -181,8 +182,6 @@ def _enrollment_out(enrollment: Enrollment) -> dict[str, object]:
 @bp.post("/enrollments")
 @require_token
 def create_enrollment() -> ResponseReturnValue:
-    from worker.sequences.enrolling import EnrollmentError, enroll
-
     body = parse_body(EnrollmentCreate)
     sequence = db().get(Sequence, body.sequence_id)
     if sequence is None or sequence.team_id != g.team_id:

@@ -52,6 +52,7 @@ from core.models import (
     utcnow,
 )
 from core.redis import get_redis
+from core.templates import render, values_for
 from web.api.schemas import check_email
 from web.app.common import (
     FormErrors,
@@ -64,11 +65,19 @@ from web.app.common import (
     user,
 )
 from web.app.email_templates import team_templates
-from web.app.preview import build_preview, clean_content, placeholder_help, team_mailboxes
+from web.app.preview import (
+    build_preview,
+    clean_content,
+    person_for,
+    placeholder_help,
+    sender_for,
+    team_mailboxes,
+)
 from web.app.sequences import upsert_prospect
 from web.app.timeline import history, recipient_states
 from web.auth import login_required
 from web.db import db
+from worker.sequences import oneoff
 
 bp = app_blueprint("emails", __name__)
 log = logging.getLogger(__name__)
@@ -174,10 +183,8 @@ def detail(email_id: int) -> ResponseReturnValue:
 @bp.post("/emails/<int:email_id>/cancel")
 @login_required
 def cancel(email_id: int) -> ResponseReturnValue:
-    from worker.sequences.oneoff import cancel as cancel_email
-
     email = owned(OneOffEmail, email_id)
-    if cancel_email(db(), email.id, team_id(), utcnow()):
+    if oneoff.cancel(db(), email.id, team_id(), utcnow()):
         db().commit()
         flash("Cancelled: this email will not be sent.", "ok")
     else:
@@ -351,8 +358,6 @@ def _compose_page(
     kept: list[dict[str, Any]],
     status: int = 200,
 ) -> ResponseReturnValue:
-    from web.app.preview import person_for
-
     mailboxes = team_mailboxes()
     mailbox = next((m for m in mailboxes if str(m.id) == str(values["mailbox_id"])), None)
     mailbox = mailbox or (mailboxes[0] if mailboxes else None)
@@ -467,9 +472,6 @@ def send() -> ResponseReturnValue:
             "email, or attach the file instead.",
         )
     send_at = _send_time(errors, values, now)
-
-    from web.app.preview import person_for
-
     first = person_for(formataddr(to[0])) if to else None
     preview = build_preview(subject, body, first, mailbox)
     checkable = first is not None and not errors.get("to")
@@ -502,9 +504,6 @@ def _create(
     kept: list[dict[str, Any]],
     now: datetime,
 ) -> ResponseReturnValue:
-    from core.templates import render, values_for
-    from web.app.preview import sender_for
-
     session = db()
     prospects = [upsert_prospect(session, team_id(), a, n or None, None) for n, a in to]
     mailbox = next(m for m in team_mailboxes() if m.id == mailbox_id)
@@ -557,9 +556,7 @@ def _create(
         get_redis().delete(_kept_key(str(file["token"])))
     if send_at <= now:
         try:
-            from worker.sequences.oneoff import request_send
-
-            request_send(email.id)
+            oneoff.request_send(email.id)
             flash("Sending now.", "ok")
         except (RedisError, OSError) as exc:
             # Stored and due: the next cron tick queues it.

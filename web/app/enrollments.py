@@ -34,6 +34,7 @@ from web.app.common import app_blueprint, owned, user
 from web.app.timeline import history, recipient_states
 from web.auth import login_required
 from web.db import db
+from worker.sequences.enrolling import transition
 
 bp = app_blueprint("enrollments", __name__)
 DONE = {
@@ -83,8 +84,6 @@ def detail(enrollment_id: int) -> ResponseReturnValue:
 
 
 def _change(enrollment_id: int, action: str) -> ResponseReturnValue:
-    from worker.sequences.enrolling import transition  # the web process needs it only here
-
     enrollment = owned(Enrollment, enrollment_id)
     who = user().email
     now = utcnow()

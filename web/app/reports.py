@@ -45,6 +45,8 @@ from core.models import (
 from web.app.common import app_blueprint, keyset_page, owned, percent, team, team_id
 from web.auth import login_required
 from web.db import db
+from web.documents.charts import seconds_per_page_svg
+from web.documents.common import seconds_per_page, visit_summary
 
 bp = app_blueprint("reports", __name__)
 
@@ -264,9 +266,6 @@ def index() -> ResponseReturnValue:
 
 
 def _document_charts(documents: list[Document]) -> dict[int, tuple[Markup, float, int]]:
-    from web.documents.charts import seconds_per_page_svg
-    from web.documents.common import seconds_per_page, visit_summary
-
     out = {}
     for document in documents:
         values = seconds_per_page(db(), document)

@@ -73,6 +73,7 @@ from web.app.preview import (
 )
 from web.auth import login_required
 from web.db import db
+from worker.sequences import enrolling
 
 bp = app_blueprint("sequences", __name__)
 
@@ -492,17 +493,13 @@ def upsert_prospect(
 
 
 def _enroll_one(sequence: Sequence, row: ImportRow) -> None:
-    from worker.sequences.enrolling import enroll  # the web process needs it only here
-
     upsert_prospect(db(), sequence.team_id, row.email, row.name, row.company)
-    enroll(db(), sequence=sequence, email=row.email, name=row.name, now=utcnow())
+    enrolling.enroll(db(), sequence=sequence, email=row.email, name=row.name, now=utcnow())
 
 
 @bp.post("/sequences/<int:sequence_id>/enroll")
 @login_required
 def enroll(sequence_id: int) -> ResponseReturnValue:
-    from worker.sequences.enrolling import EnrollmentError
-
     sequence = _sequence(sequence_id)
     errors = FormErrors()
     raw = form_str("email")
@@ -528,7 +525,7 @@ def enroll(sequence_id: int) -> ResponseReturnValue:
         try:
             _enroll_one(sequence, ImportRow(0, email, name or None, company or None))
             db().commit()
-        except EnrollmentError as exc:
+        except enrolling.EnrollmentError as exc:
             db().rollback()
             errors.add("email", f"Email: {exc}.")
     if errors:
@@ -643,8 +640,6 @@ def import_preview(sequence_id: int) -> ResponseReturnValue:
 @bp.post("/sequences/<int:sequence_id>/import/<token>")
 @login_required
 def import_confirm(sequence_id: int, token: str) -> ResponseReturnValue:
-    from worker.sequences.enrolling import EnrollmentError
-
     sequence = _sequence(sequence_id)
     stored = get_redis().get(_import_key(sequence, token))
     if stored is None:
@@ -665,17 +660,15 @@ def import_confirm(sequence_id: int, token: str) -> ResponseReturnValue:
         return render_template(
             "app/import_preview.html", sequence=sequence, check=check, token=token, filename=""
         )
-    from worker.sequences.enrolling import enroll_many
-
     try:
-        enroll_many(
+        enrolling.enroll_many(
             db(),
             sequence=sequence,
             people=[(row.email, row.name, row.company) for row in check.rows],
             now=utcnow(),
         )
         db().commit()
-    except EnrollmentError as exc:
+    except enrolling.EnrollmentError as exc:
         db().rollback()
         flash(f"Nothing was imported: {exc}. Check the rows again.", "error")
         return render_template(

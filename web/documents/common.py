@@ -32,6 +32,7 @@ from core.models import (
     User,
     utcnow,
 )
+from worker.documents.jobs import request_processing
 
 log = logging.getLogger(__name__)
 
@@ -139,8 +140,6 @@ def create_document(
 
 def enqueue_processing(document_id: int) -> None:
     """Queue the job; if Redis is away, the recovery tick queues it later (nothing lost)."""
-    from worker.documents.jobs import request_processing
-
     try:
         request_processing(document_id)
     except (RedisError, OSError) as exc:

@@ -80,6 +80,7 @@ from core.tracking.ranges import known_ranges
 from core.tracking.tokens import DEVICE_COOKIE, read_device_cookie
 from web.auth import request_ip
 from web.tracking.limits import SHED_KEY, address_key
+from worker.salesforce.engagement import queue_engagement
 
 log = logging.getLogger(__name__)
 
@@ -420,8 +421,6 @@ def record_report(
         if event_id is not None:
             visit.event_id = event_id
             made = True
-            from worker.salesforce.engagement import queue_engagement
-
             queue_engagement(
                 session,
                 sent_message_id=link.sent_message_id,

@@ -1,0 +1,18 @@
+"""The API's resources on its one blueprint: what `create_app` installs.
+
+Importing routes.py, salesforce.py and openapi.py adds their routes to
+`web.api.common.bp`; `init_app` registers the blueprint after that, once.
+"""
+
+from __future__ import annotations
+
+from flask import Flask
+
+from web.api import openapi, routes, salesforce
+from web.api.common import bp
+
+RESOURCES = (routes, salesforce, openapi)
+
+
+def init_app(app: Flask) -> None:
+    app.register_blueprint(bp)
