@@ -71,7 +71,7 @@ fuzz: $(VENV)/.dev
 		tests/integration/test_schemathesis.py
 
 ## mutation: mutmut over worker/matching, sequences/rules.py, the Salesforce outbox; prints the
-## survivors (~1.5 h on 2 cores, so not part of fuzz). MUTANTS='worker.sequences.rules*' narrows it
+## survivors. Hours on 2 cores (rules.py alone ~20 min), so not in fuzz. MUTANTS=... narrows it
 mutation: $(VENV)/.dev
 	scripts/test-prereqs.sh core
 	scripts/mutation.sh $(MUTANTS)
