@@ -47,7 +47,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         documents,
         feed,
         health,
-        oauth_flow,
+        oauth_pages,
         security,
         webhooks,
     )
@@ -63,6 +63,6 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app_pages.init_app(app)
     app.register_blueprint(webhooks.bp)
     connect.init_app(app)
-    oauth_flow.init_app(app)
+    oauth_pages.init_app(app)
     cli.init_app(app)
     return app

@@ -7,6 +7,8 @@ would), first directly, then through every place a request names a target:
 - sign-in's ``next`` (query and form): a bad target is refused with 400 before
   any password is looked at; a good one is followed;
 - the connect API's ``return_to``: 422 naming the field;
+- the OAuth confirm step: whatever a provider kind hands back to return to, the
+  browser goes to a path on this site;
 - every route of the app, enumerated from the URL map, signed out and signed
   in, with ``next`` and ``return_to`` in the query and the form: whatever answers
   a redirect points at this site.
@@ -28,11 +30,14 @@ from flask.testing import FlaskClient
 from sqlalchemy import select
 
 from core.db import session_scope
-from core.models import SignIn
+from core.models import SignIn, User
 from tests.conftest import ApiClient, create_user
+from tests.integration.oauth_browsers import Browser, Callback
 from tests.integration.test_app_pages import csrf, signed_in
 from tests.integration.test_feed import PASSWORD, csrf_from
 from tests.security.test_routes import Side, methods, path_of, rules, sides  # noqa: F401
+from web import oauth_flow
+from web.oauth_flow import Flow, Proposal, Saved
 from web.redirects import is_safe_redirect_path, safe_redirect_path
 from web.redirects import path_of as request_path_of
 
@@ -188,6 +193,50 @@ def test_the_connect_api_refuses_a_return_to_that_leaves_the_site(api: ApiClient
         answer = api.post("/api/v1/mailboxes/connect", {"kind": "gmail", "return_to": target})
         assert answer.status_code == 422, repr(target)
         assert "return_to" in answer.json["error"]["fields"], repr(target)
+
+
+class _OffSiteKind:
+    """A provider kind whose save names a page elsewhere. Ours never do (the mailbox kind
+    checks its own return_to); the confirm step must not rely on every future kind."""
+
+    label = "Elsewhere"
+    start_again = "Start again."
+    start_page = None
+
+    def finish(self, flow: Flow, values: Any) -> Proposal:
+        return Proposal("offsite", flow.team_id, flow.user_id, "Connect", "an account", "", {})
+
+    def save(self, proposal: Proposal) -> Saved:
+        return Saved("Connected.", "https://evil.example/landing")
+
+    def discard(self, proposal: Proposal) -> None:
+        return None
+
+
+def test_the_oauth_confirm_step_sends_the_browser_only_to_this_site(
+    app: Flask, rep: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(oauth_flow.KINDS, "offsite", _OffSiteKind())
+    with session_scope() as session:
+        user = session.scalars(select(User).where(User.email == rep)).one()
+        team_id, user_id = user.team_id, user.id
+    state = oauth_flow.new_state()
+    with app.test_request_context():
+        start = oauth_flow.begin(
+            "offsite",
+            state=state,
+            team_id=team_id,
+            user_id=user_id,
+            consent_url="https://provider.example/consent",
+            data={},
+        )
+    browser = Browser(app, rep)
+    browser.open_start(start)
+    confirm = browser.come_back(
+        Callback("GET", f"/connect/offsite/callback?state={state}&code=c", {})
+    )
+    answer = browser.answer(confirm, "connect")
+    assert (answer.status_code, answer.headers["Location"]) == (303, "/")
 
 
 def _lands_here(location: str) -> bool:

@@ -5,7 +5,7 @@
                                             jwt, password → connection
     GET    /salesforce/oauth/callback       where Salesforce sends the person back (no token):
                                             handed on to /connect/salesforce/callback, where
-                                            web.oauth_flow checks the browser and person and
+                                            web.oauth_pages checks the browser and person and
                                             asks them to confirm the org
     GET    /salesforce/connection           the team's org (or the default one) and settings
     DELETE /salesforce/connection           disconnect the team's own org (writes are held)
@@ -32,7 +32,7 @@ from pydantic import Field, model_validator
 from sqlalchemy import func, select
 
 from core.models import OutboxStatus, SalesforceConnection, SalesforceOutbox
-from web import oauth_flow
+from web import oauth_pages
 from web.api.common import ApiError, bp, int_arg, parse_body, require_token
 from web.api.schemas import MAX_ID, Request, Response
 from web.db import db
@@ -227,9 +227,9 @@ def salesforce_oauth_callback() -> ResponseReturnValue:
 
     This path is the Connected App's registered callback, outside the flow
     cookie's path: the answer is parked and the browser sent on to
-    /connect/salesforce/callback (web.oauth_flow), where the cookie comes along.
+    /connect/salesforce/callback (web.oauth_pages), where the cookie comes along.
     """
-    return oauth_flow.relay(ORG_FLOW, request.args)
+    return oauth_pages.relay(ORG_FLOW, request.args)
 
 
 @bp.get("/salesforce/connection")
