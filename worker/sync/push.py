@@ -30,7 +30,7 @@ import threading
 import time
 from collections.abc import Collection
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from sqlalchemy import delete, select, update
 
@@ -45,6 +45,10 @@ from worker.sync.credentials import credential_saver
 from worker.sync.registry import open_provider
 
 if TYPE_CHECKING:
+    # Only for types: the providers are opened through the registry and told apart
+    # by their kind, so this module (imported by the web process for the webhooks
+    # and connects) never loads a vendor SDK itself.
+    from worker.sync.gmail import GmailProvider
     from worker.sync.graph import GraphProvider
 
 log = logging.getLogger(__name__)
@@ -224,16 +228,13 @@ def renew_push_job(mailbox_id: int) -> dict[str, object]:
     try:
         with open_provider(kind, email, credentials, save_credentials=saver) as provider:
             if kind == MailboxKind.GMAIL:
-                from worker.sync.gmail import GmailProvider
-
-                assert isinstance(provider, GmailProvider) and topic
-                expires = provider.start_watch(topic)
+                assert provider.kind == MailboxKind.GMAIL and topic
+                expires = cast("GmailProvider", provider).start_watch(topic)
                 external: str | None = email.lower()
             else:
-                from worker.sync.graph import GraphProvider
-
-                assert isinstance(provider, GraphProvider) and url
-                external, expires = _subscribe(provider, mailbox_id, subscription_id, url)
+                assert provider.kind == MailboxKind.GRAPH and url
+                graph = cast("GraphProvider", provider)
+                external, expires = _subscribe(graph, mailbox_id, subscription_id, url)
     except ProviderError as exc:
         _record(mailbox_id, kind, None, None, str(exc), keep_external=True)
         if exc.needs_reconnect:
@@ -328,14 +329,12 @@ def disconnect_job(mailbox_id: int) -> dict[str, object]:
 
 
 def _stop(provider: MailboxProvider, subscription_id: str | None) -> None:
-    from worker.sync.gmail import GmailProvider
-    from worker.sync.graph import GraphProvider
-
-    if isinstance(provider, GmailProvider):
-        provider.stop_watch()
-        provider.revoke()
-    elif isinstance(provider, GraphProvider) and subscription_id:
-        provider.unsubscribe(subscription_id)
+    if provider.kind == MailboxKind.GMAIL:
+        gmail = cast("GmailProvider", provider)
+        gmail.stop_watch()
+        gmail.revoke()
+    elif provider.kind == MailboxKind.GRAPH and subscription_id:
+        cast("GraphProvider", provider).unsubscribe(subscription_id)
 
 
 def mailboxes_for_gmail_push(address: str) -> list[tuple[int, dict[str, object] | None]]:
