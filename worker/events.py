@@ -57,6 +57,7 @@ from core.tracking import hits as hit_stream
 from core.tracking.classify import COUNTED, PROBABLE, HitFacts, Verdict, classify
 from core.tracking.hits import Hit, MalformedHitError
 from core.tracking.ranges import known_ranges
+from worker.salesforce.engagement import queue_engagement
 
 log = logging.getLogger(__name__)
 
@@ -88,8 +89,6 @@ def queue_salesforce_engagement(
     Issue 7's `queue_engagement` moves the sent email's counters and owes its
     Task an update, in this same transaction.
     """
-    from worker.salesforce.engagement import queue_engagement
-
     queue_engagement(session, sent_message_id=sent_message_id, kind=kind, occurred_at=at)
 
 
