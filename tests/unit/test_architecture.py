@@ -82,14 +82,6 @@ KNOWN_VIOLATIONS: frozenset[str] = frozenset(
         # worker/
         "inner import: worker.documents.jobs:process_document_job → worker.documents.pipeline",
         "inner import: worker.documents.jobs:recover_documents → worker.documents.pipeline",
-        "inner import: worker.sync.push:_stop → worker.sync.gmail",
-        "inner import: worker.sync.push:_stop → worker.sync.graph",
-        "inner import: worker.sync.push:renew_push_job → worker.sync.gmail",
-        "inner import: worker.sync.push:renew_push_job → worker.sync.graph",
-        "inner import: worker.sync.registry:provider_class → worker.sync.exchange",
-        "inner import: worker.sync.registry:provider_class → worker.sync.gmail",
-        "inner import: worker.sync.registry:provider_class → worker.sync.graph",
-        "inner import: worker.sync.registry:provider_class → worker.sync.imap",
         # core/ and config/
     }
 )
