@@ -80,8 +80,6 @@ KNOWN_VIOLATIONS: frozenset[str] = frozenset(
         "too long: web/app/sequences.py",
         "too long: web/documents/api.py",
         # worker/
-        "inner import: worker.documents.jobs:process_document_job → worker.documents.pipeline",
-        "inner import: worker.documents.jobs:recover_documents → worker.documents.pipeline",
         # core/ and config/
     }
 )
