@@ -127,7 +127,7 @@ def _push_service_account(
     """The account Pub/Sub push tokens must name; required in production with push on.
 
     Without it any Google-signed token for our audience would pass: anyone can have
-    Google sign one in their own project (worker.sync.gmail.verify_push_token).
+    Google sign one in their own project (worker.sync.gmail_push.verify_push_token).
     """
     account = env_str(env, "GMAIL_PUSH_SERVICE_ACCOUNT")
     if account is not None and not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", account):
