@@ -49,8 +49,6 @@ from worker.salesforce.task_records import (
 )
 
 ENGAGEMENT_WAIT = timedelta(minutes=10)  # an update waiting for its email's Task
-
-
 # An engagement update whose Task is gone: a person deleted it; we do not re-create it.
 TASK_GONE_CODES = frozenset({"ENTITY_IS_DELETED", "INVALID_CROSS_REFERENCE_KEY", "NOT_FOUND"})
 

@@ -49,14 +49,8 @@ log = logging.getLogger(__name__)
 
 
 CLAIM_BATCH = COMPOSITE_HEAVY_LIMIT * COLLECTION_LIMIT  # what one write call can carry
-
-
 MAX_ATTEMPTS = 8  # per-row failures before a transient item error becomes a dead letter
-
-
 TASK_KINDS = ("task_sent", "task_reply")
-
-
 # Per-item errors worth another try.
 TRANSIENT_ITEM_CODES = frozenset(
     {
@@ -67,8 +61,6 @@ TRANSIENT_ITEM_CODES = frozenset(
         "QUERY_TIMEOUT",
     }
 )
-
-
 # Per-item errors that mean our cached WhoId is stale.
 STALE_WHO_CODES = frozenset(
     {"ENTITY_IS_DELETED", "INVALID_CROSS_REFERENCE_KEY", "CANNOT_UPDATE_CONVERTED_LEAD"}

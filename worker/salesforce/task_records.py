@@ -40,14 +40,8 @@ log = logging.getLogger(__name__)
 
 
 SCHEMA_CACHE_SECONDS = 3600
-
-
 KEY_LINE = "Sightline-Key: "
-
-
 SUBJECT_LIMIT = 255
-
-
 DESCRIPTION_LIMIT = 32_000
 
 

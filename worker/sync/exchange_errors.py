@@ -39,14 +39,8 @@ from core.outbound import OutboundError, describe_os_error
 from worker.sync.base import ProviderError
 
 DEFAULT_BACK_OFF = 30.0
-
-
 T = TypeVar("T")
-
-
 MAX_WORDS = 200
-
-
 # What an EWS call can raise that `ews_error` turns into a ProviderError.
 EWS_FAILURES = (
     EWSError,

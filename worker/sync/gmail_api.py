@@ -38,22 +38,12 @@ SCOPES = (
     "https://www.googleapis.com/auth/gmail.readonly",
     "https://www.googleapis.com/auth/gmail.send",
 )
-
-
 TIMEOUT_SECONDS = 60
-
-
 DEFAULT_RETRY_AFTER = 60.0  # the per-user quota is counted per minute
-
-
 RATE_LIMIT_REASONS = frozenset(
     {"rateLimitExceeded", "userRateLimitExceeded", "quotaExceeded", "dailyLimitExceeded"}
 )
-
-
 _RETRY_AT = re.compile(r"Retry after (\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?Z)")
-
-
 T = TypeVar("T")
 
 
@@ -164,11 +154,7 @@ def oauth_client() -> tuple[str, str]:
 # -- the shared client --------------------------------------------------------------------
 
 _LOCAL = threading.local()
-
-
 _RESOURCES: dict[str, Any] = {}
-
-
 _RESOURCES_LOCK = threading.Lock()
 
 

@@ -32,23 +32,11 @@ log = logging.getLogger(__name__)
 
 
 CERTS_TTL_SECONDS = 3600
-
-
 CERTS_MIN_SECONDS = 60
-
-
 CERTS_MAX_SECONDS = 24 * 3600
-
-
 CERTS_REFETCH_SECONDS = 60.0
-
-
 PUSH_ISSUERS = ("accounts.google.com", "https://accounts.google.com")
-
-
 _JWT: Any = google.auth.jwt  # untyped functions
-
-
 _MAX_AGE = re.compile(r"(?:^|,)\s*max-age\s*=\s*(\d+)", re.IGNORECASE)
 
 

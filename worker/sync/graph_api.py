@@ -31,15 +31,9 @@ SCOPES = (
     "https://graph.microsoft.com/Mail.Send",
     "https://graph.microsoft.com/User.Read",
 )
-
-
 TIMEOUT_SECONDS = 60
-
-
 # MSAL caches tenant discovery here, so each job does not fetch it again.
 _HTTP_CACHE: dict[Any, Any] = {}
-
-
 _LOCAL = threading.local()
 
 
