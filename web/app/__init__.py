@@ -2,9 +2,11 @@
 
 One blueprint per concept, each registered by `init_app`:
 
-    emails       /emails, /emails/new, /emails/<id>       compose, sent and scheduled, one email
+    emails       /emails, /emails/<id>                    sent and scheduled, one email
+    compose      /emails/new                              write and send (now or later)
     templates    /templates…                              saved subjects and bodies
-    sequences    /sequences…                              steps, enrolling, CSV import
+    sequences    /sequences…                              the list, a sequence's page, steps
+    enrolling    /sequences/<id>/enroll, …/import…        enrol by hand, CSV import
     enrollments  /enrollments/<id>…                       history; pause, resume, finish
     prospects    /prospects…                              list, search, one prospect
     reports      /reports…                                funnel by step, seconds per page
@@ -31,8 +33,10 @@ from flask import Flask
 
 from core.templates import plain_to_html, sanitize_html
 from web.app import (
+    compose,
     email_templates,
     emails,
+    enrolling,
     enrollments,
     imap,
     preview,
@@ -54,8 +58,10 @@ def _clean_html(value: str | None) -> str:
 def init_app(app: Flask) -> None:
     for module in (
         emails,
+        compose,
         email_templates,
         sequences,
+        enrolling,
         enrollments,
         prospects,
         reports,

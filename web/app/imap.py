@@ -109,7 +109,7 @@ def _done_url(message: str) -> str:
         return url_for("mailboxes.page", message=message)
     except BuildError:
         flash(message, "ok")
-        return url_for("emails.compose")
+        return url_for("compose.compose")
 
 
 @bp.route("/mailboxes/imap", methods=["GET", "POST"])

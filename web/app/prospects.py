@@ -5,6 +5,9 @@ needs a missing value waits until they are filled in), their enrolments, the
 one-off emails sent to them, everything that happened (the timeline), and the
 link to their Contact or Lead in Salesforce once the Salesforce outbox has
 resolved them (`salesforce_outbox.who_id`, on the team's org's instance URL).
+
+`upsert_prospect` is how compose and enrolling name a prospect: found by address,
+blanks filled in, nothing overwritten.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from datetime import datetime
 from flask import flash, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 from sqlalchemy import ColumnElement, func, or_, select
+from sqlalchemy.orm import Session
 
 from config import get_settings
 from core.header_text import header_text_problem
@@ -41,6 +45,25 @@ bp = app_blueprint("prospects", __name__)
 
 NAME_LIMIT = 200
 SEARCH_LIMIT = 200
+
+
+def upsert_prospect(
+    session: Session, team: int, email: str, name: str | None, company: str | None
+) -> Prospect:
+    """The team's prospect with that address; blanks filled in, nothing overwritten."""
+    found = session.scalar(
+        select(Prospect).where(Prospect.team_id == team, Prospect.email == email)
+    )
+    if found is None:
+        prospect = Prospect(team_id=team, email=email, name=name, company=company)
+        session.add(prospect)
+        session.flush()
+        return prospect
+    if name and not found.name:
+        found.name = name
+    if company and not found.company:
+        found.company = company
+    return found
 
 
 def salesforce_link(prospect: Prospect) -> tuple[str, str] | None:
