@@ -32,7 +32,7 @@ from web.api.schemas import (
     SequenceOut,
 )
 from web.connect.api import extend_document as connect_routes
-from web.documents.api import extend_document as document_routes
+from web.documents.schemas import extend_document as document_routes
 
 _MODELS: list[type[BaseModel]] = [
     MailboxCreate,
@@ -188,7 +188,7 @@ def build_document() -> dict[str, Any]:
     }
     # Salesforce routes document themselves (web/api/salesforce.py).
     # Mailbox connect routes likewise (web/connect/api.py), and the content library's
-    # (web/documents/api.py).
+    # (web/documents/schemas.py).
     return document_routes(connect_routes(extend_document(document)))
 
 
