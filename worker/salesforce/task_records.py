@@ -35,14 +35,13 @@ from worker.salesforce.connections import OrgProfile
 from worker.salesforce.engagement import TASK_FIELDS, engagement_fields
 from worker.salesforce.outbox_rows import FlushStats, Outcome, sent_id_of
 from worker.salesforce.resolver import Prospective, WhoResolver
+from worker.salesforce.task_limits import DESCRIPTION_LIMIT, SUBJECT_LIMIT
 
 log = logging.getLogger(__name__)
 
 
 SCHEMA_CACHE_SECONDS = 3600
 KEY_LINE = "Sightline-Key: "
-SUBJECT_LIMIT = 255
-DESCRIPTION_LIMIT = 32_000
 
 
 @dataclass(frozen=True)

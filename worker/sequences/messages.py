@@ -34,7 +34,7 @@ from core.models import (
 from core.tracking.html import apply_tracking
 from core.tracking.tokens import now_seconds
 from worker.documents.outgoing import documents_for_message
-from worker.salesforce.task_records import DESCRIPTION_LIMIT
+from worker.salesforce.task_limits import DESCRIPTION_LIMIT
 from worker.sequences.render import html_to_text, render_template
 from worker.sync.base import Attachment, OutgoingMessage
 

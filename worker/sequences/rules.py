@@ -57,7 +57,7 @@ from core.models import (
 )
 from worker.matching.bounce_report import BouncedRecipient
 from worker.matching.classify import Classification
-from worker.salesforce.task_records import DESCRIPTION_LIMIT
+from worker.salesforce.task_limits import DESCRIPTION_LIMIT
 from worker.sequences.enrolling import transition
 
 log = logging.getLogger(__name__)

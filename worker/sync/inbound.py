@@ -48,7 +48,7 @@ from core.models import (
 from worker.matching.budget import DEFAULT_BUDGET_SECONDS
 from worker.matching.classify import Classification, classify_message
 from worker.matching.matcher import find_sent_messages
-from worker.salesforce.task_records import DESCRIPTION_LIMIT
+from worker.salesforce.task_limits import DESCRIPTION_LIMIT
 from worker.sequences.rules import Signal, apply_signal, read_signal
 from worker.sync import quarantine as held
 from worker.sync.base import HeaderSummary
