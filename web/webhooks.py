@@ -38,6 +38,7 @@ from flask.typing import ResponseReturnValue
 
 from config import get_settings
 from worker.sync.engine import request_sync
+from worker.sync.gmail_push import PushTokenError, verify_push_token
 from worker.sync.push import (
     mailbox_for_client_state,
     mailboxes_for_gmail_push,
@@ -68,8 +69,6 @@ def _gmail_push_allowed() -> bool:
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() == "bearer" and token.strip():
-        from worker.sync.gmail_push import PushTokenError, verify_push_token
-
         try:
             verify_push_token(token.strip())
         except PushTokenError as exc:

@@ -29,11 +29,9 @@ What it checks, over every `.py` under `config/`, `core/`, `worker/` and `web/`
    `path/to/file.py` or `folder/` it mentions exists; every dotted name it mentions
    (`worker.sync.engine.request_sync`) is a module, or a name defined at the top of one.
 
-The baseline. `KNOWN_VIOLATIONS` lists the violations the tree had when this test was
-written, so the suite stayed green while they were being fixed. It can only shrink:
-the test fails on any violation not listed (fix it, do not list it), and fails on a
-listed entry that no longer occurs (you fixed it: delete its line). When it is empty,
-the contract holds in full.
+There is no list of tolerated violations: issue 13 fixed the ones the tree had
+when this test was written (it carried them as a baseline that could only shrink,
+until it was empty). A failure names each violation, where it is, and what to do.
 """
 
 from __future__ import annotations
@@ -53,35 +51,6 @@ THIS = "tests/unit/test_architecture.py"
 # The contract: left to right, each layer may import itself and the layers to its left.
 LAYERS = ("config", "core", "worker", "web")
 MAX_LINES = 500
-
-# Every entry is one violation the tree had when the contract was written. Fix it,
-# then delete its line; never add one.
-KNOWN_VIOLATIONS: frozenset[str] = frozenset(
-    {
-        # web/
-        "inner import: web.api.salesforce:_connection_out → worker.salesforce.connections",
-        "inner import: web.api.salesforce:_salesforce_error → worker.salesforce.client",
-        "inner import: web.api.salesforce:salesforce_connect → worker.salesforce.client",
-        "inner import: web.api.salesforce:salesforce_connect → worker.salesforce.connections",
-        "inner import: web.api.salesforce:salesforce_dead_letters → worker.salesforce.outbox_replay",  # noqa: E501
-        "inner import: web.api.salesforce:salesforce_disconnect → worker.salesforce.connections",
-        "inner import: web.api.salesforce:salesforce_replay → worker.salesforce.outbox_replay",
-        "inner import: web.api.salesforce:salesforce_settings → worker.salesforce.connections",
-        "inner import: web.api.salesforce:salesforce_usage → worker.salesforce.budget",
-        "inner import: web.api.salesforce:salesforce_usage → worker.salesforce.connections",
-        "inner import: web.salesforce_connect:SalesforceFlow.discard → worker.salesforce.connections",  # noqa: E501
-        "inner import: web.salesforce_connect:SalesforceFlow.finish → worker.salesforce.client",
-        "inner import: web.salesforce_connect:SalesforceFlow.finish → worker.salesforce.connections",  # noqa: E501
-        "inner import: web.salesforce_connect:SalesforceFlow.save → worker.salesforce.connections",
-        "inner import: web.salesforce_connect:_grant → worker.salesforce.connections",
-        "inner import: web.salesforce_connect:start_flow → worker.salesforce.connections",
-        "inner import: web.webhooks:_gmail_push_allowed → worker.sync.gmail_push",
-        # worker/
-        # core/ and config/
-    }
-)
-
-KINDS = ("upward", "cycle", "inner import", "too long")
 
 LAZY_MARK = "# lazy import:"
 # A measured figure: a number and a unit (38 MB, 1.5 MiB, 120 ms, 0.4 s, 900 KB).
@@ -405,26 +374,13 @@ HOW_TO_FIX = {
 }
 
 
-def check_against_baseline(kind: str, found: dict[str, str]) -> None:
-    """Fail on a violation not in the baseline, and on a baseline entry fixed but still listed."""
-    listed = {entry for entry in KNOWN_VIOLATIONS if entry.startswith(f"{kind}: ")}
-    new = sorted(set(found) - listed)
-    fixed = sorted(listed - set(found))
-    problems: list[str] = []
-    if new:
-        problems.append(
-            f"{len(new)} new {kind} violation(s):\n"
-            + "\n".join(f"  {entry}   ({found[entry]})" for entry in new)
-            + f"\nHow to fix: {HOW_TO_FIX[kind]}\n"
-            f"Do not add these to KNOWN_VIOLATIONS in {THIS}: that list only shrinks."
-        )
-    if fixed:
-        problems.append(
-            f"{len(fixed)} KNOWN_VIOLATIONS entr(y/ies) no longer occur: well done. "
-            f"Delete these lines from KNOWN_VIOLATIONS in {THIS}:\n"
-            + "\n".join(f'    "{entry}",' for entry in fixed)
-        )
-    assert not problems, "\n\n".join(problems)
+def assert_none(kind: str, found: dict[str, str]) -> None:
+    """Fail naming each violation of one rule, where it is, and how to fix it."""
+    assert not found, (
+        f"{len(found)} {kind} violation(s) of the architecture ({THIS}):\n"
+        + "\n".join(f"  {entry}   ({where})" for entry, where in sorted(found.items()))
+        + f"\nHow to fix: {HOW_TO_FIX[kind]}"
+    )
 
 
 # --------------------------------------------------------------------------- the tests
@@ -435,27 +391,20 @@ def tree() -> Tree:
     return Tree.read(ROOT)
 
 
-def test_baseline_entries_are_well_formed() -> None:
-    """A misspelt entry would never match and never be checked."""
-    prefixes = tuple(f"{kind}: " for kind in KINDS)
-    unknown = sorted(entry for entry in KNOWN_VIOLATIONS if not entry.startswith(prefixes))
-    assert not unknown, f"KNOWN_VIOLATIONS entries of no known kind {KINDS}: {unknown}"
-
-
 def test_no_module_imports_a_layer_to_its_right(tree: Tree) -> None:
-    check_against_baseline("upward", upward_imports(tree))
+    assert_none("upward", upward_imports(tree))
 
 
 def test_no_import_cycles(tree: Tree) -> None:
-    check_against_baseline("cycle", cycle_edges(tree))
+    assert_none("cycle", cycle_edges(tree))
 
 
 def test_our_imports_sit_at_module_top(tree: Tree) -> None:
-    check_against_baseline("inner import", inner_imports(tree))
+    assert_none("inner import", inner_imports(tree))
 
 
 def test_no_module_over_500_lines(tree: Tree) -> None:
-    check_against_baseline("too long", long_modules(tree, ROOT))
+    assert_none("too long", long_modules(tree, ROOT))
 
 
 # --------------------------------------------------------------------------- the document
@@ -658,10 +607,12 @@ def test_checker_wants_a_measured_reason_for_a_lazy_import(tmp_path: Path) -> No
     }
 
 
-def test_checker_fails_on_new_and_on_fixed_entries(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(globals(), "KNOWN_VIOLATIONS", frozenset({"too long: a.py"}))
-    with pytest.raises(AssertionError, match="Delete these lines"):
-        check_against_baseline("too long", {})
-    with pytest.raises(AssertionError, match="new too long violation"):
-        check_against_baseline("too long", {"too long: a.py": "600", "too long: b.py": "501"})
-    check_against_baseline("too long", {"too long: a.py": "600 lines"})
+def test_checker_counts_physical_lines(tmp_path: Path) -> None:
+    tree = write(tmp_path, {"core/long.py": "x = 1\n" * 501, "core/short.py": "x = 1\n" * 500})
+    assert long_modules(tree, tmp_path) == {"too long: core/long.py": "501 lines"}
+
+
+def test_a_violation_fails_naming_it_and_what_to_do() -> None:
+    assert_none("too long", {})
+    with pytest.raises(AssertionError, match=r"(?s)too long: a\.py.*600 lines.*How to fix: Split"):
+        assert_none("too long", {"too long: a.py": "600 lines"})
