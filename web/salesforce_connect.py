@@ -12,7 +12,7 @@ team Acme?": the org id and username come from Salesforce's identity service
 for the token just granted, not from anything the request carried.
 
 `worker.salesforce.connections` (and through it simple-salesforce) is imported
-where a connect needs it, as web.api.salesforce does: 10 MiB RSS in the web
+where a connect needs it, as web.api.salesforce does: 8 MiB RSS in the web
 process (measured after create_app).
 """
 
@@ -32,7 +32,7 @@ KIND = "salesforce"
 
 def start_flow(team_id: int, user_id: int, login_url: str | None) -> str:
     """Start connecting the team's org for `user_id`; return the start link. Raises ConnectError."""
-    # lazy import: simple-salesforce costs the web process 10 MiB RSS (module docstring).
+    # lazy import: simple-salesforce costs the web process 8 MiB RSS (module docstring).
     from worker.salesforce.connections import authorize_link
 
     state = oauth_flow.new_state()
@@ -60,7 +60,7 @@ class SalesforceFlow:
         if values.get("error"):
             detail = values.get("error_description") or values["error"]
             raise FlowError(400, f"Salesforce did not connect the org: {detail}")
-        # lazy import: simple-salesforce costs the web process 10 MiB RSS (module docstring).
+        # lazy import: simple-salesforce costs the web process 8 MiB RSS (module docstring).
         from worker.salesforce.client import SalesforceError
         from worker.salesforce.connections import ConnectError, exchange_code
 
@@ -88,7 +88,7 @@ class SalesforceFlow:
         )
 
     def save(self, proposal: Proposal) -> Saved:
-        # lazy import: simple-salesforce costs the web process 10 MiB RSS (module docstring).
+        # lazy import: simple-salesforce costs the web process 8 MiB RSS (module docstring).
         from worker.salesforce.connections import save_grant
 
         grant = _grant(proposal)
@@ -96,14 +96,14 @@ class SalesforceFlow:
         return Saved(f"Salesforce org {grant.org_id} ({grant.username}) is connected.")
 
     def discard(self, proposal: Proposal) -> None:
-        # lazy import: simple-salesforce costs the web process 10 MiB RSS (module docstring).
+        # lazy import: simple-salesforce costs the web process 8 MiB RSS (module docstring).
         from worker.salesforce.connections import revoke_grant
 
         revoke_grant(_grant(proposal))
 
 
 def _grant(proposal: Proposal) -> OrgGrant:
-    # lazy import: simple-salesforce costs the web process 10 MiB RSS (module docstring).
+    # lazy import: simple-salesforce costs the web process 8 MiB RSS (module docstring).
     from worker.salesforce.connections import OrgGrant
 
     data = proposal.data

@@ -21,7 +21,7 @@ Salesforce is 422 `salesforce_refused`; Salesforce unreachable is 502. No
 route returns a token, a password or a secret.
 
 `worker.salesforce.connections` (and through it simple-salesforce) is imported
-inside the routes that need it: it costs the web process 10 MiB RSS (9 MiB the
+inside the routes that need it: it costs the web process 8 MiB RSS (7.4 MiB the
 client, 1 MiB the rest, measured after create_app), paid only once someone uses
 these routes, not by every web process that only serves the pixel and pages.
 """
@@ -172,7 +172,7 @@ MODELS: list[type[Request] | type[Response]] = [
 
 
 def _salesforce_error(exc: Exception) -> ApiError:
-    # lazy import: simple-salesforce costs the web process 10 MiB RSS (module docstring).
+    # lazy import: simple-salesforce costs the web process 8 MiB RSS (module docstring).
     from worker.salesforce.client import SalesforceError
 
     assert isinstance(exc, SalesforceError)
@@ -182,7 +182,7 @@ def _salesforce_error(exc: Exception) -> ApiError:
 
 
 def _connection_out(team_id: int) -> dict[str, Any]:
-    # lazy import: simple-salesforce costs the web process 10 MiB RSS (module docstring).
+    # lazy import: simple-salesforce costs the web process 8 MiB RSS (module docstring).
     from worker.salesforce.connections import DEFAULT_BUDGET_SHARE, load_profile
 
     row = db().scalar(select(SalesforceConnection).where(SalesforceConnection.team_id == team_id))
@@ -206,7 +206,7 @@ def _connection_out(team_id: int) -> dict[str, Any]:
 @bp.post("/salesforce/connect")
 @require_token
 def salesforce_connect() -> ResponseReturnValue:
-    # lazy import: simple-salesforce costs the web process 10 MiB RSS (module docstring).
+    # lazy import: simple-salesforce costs the web process 8 MiB RSS (module docstring).
     from worker.salesforce.client import SalesforceError
     from worker.salesforce.connections import ConnectError, connect_jwt, connect_password
 
@@ -251,7 +251,7 @@ def salesforce_connection() -> ResponseReturnValue:
 @bp.delete("/salesforce/connection")
 @require_token
 def salesforce_disconnect() -> ResponseReturnValue:
-    # lazy import: simple-salesforce costs the web process 10 MiB RSS (module docstring).
+    # lazy import: simple-salesforce costs the web process 8 MiB RSS (module docstring).
     from worker.salesforce.connections import disconnect
 
     if not disconnect(g.team_id):
@@ -262,7 +262,7 @@ def salesforce_disconnect() -> ResponseReturnValue:
 @bp.patch("/salesforce/settings")
 @require_token
 def salesforce_settings() -> ResponseReturnValue:
-    # lazy import: simple-salesforce costs the web process 10 MiB RSS (module docstring).
+    # lazy import: simple-salesforce costs the web process 8 MiB RSS (module docstring).
     from worker.salesforce.connections import update_settings
 
     body = parse_body(SalesforceSettingsUpdate)
@@ -273,7 +273,7 @@ def salesforce_settings() -> ResponseReturnValue:
 @bp.get("/salesforce/usage")
 @require_token
 def salesforce_usage() -> ResponseReturnValue:
-    # lazy import: simple-salesforce costs the web process 10 MiB RSS (module docstring).
+    # lazy import: simple-salesforce costs the web process 8 MiB RSS (module docstring).
     from worker.salesforce.connections import load_profile
 
     profile = load_profile(g.team_id)

@@ -6,7 +6,7 @@ lengths): text is cut before it is sent, so STRING_TOO_LONG cannot happen.
 A module of its own, importing nothing, because the modules that build a
 Task's text (the inbound message, the rules, the sent message's record) run in
 the web process too, which must not load simple-salesforce for two numbers
-(simple-salesforce with worker.salesforce.connections: 10 MiB RSS there,
+(simple-salesforce with worker.salesforce.connections: 8 MiB RSS there,
 measured after create_app).
 """
 
