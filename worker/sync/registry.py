@@ -4,13 +4,14 @@ The web process and the listener import this module but open few providers
 (a connect; IMAP and Exchange watches), so the two providers whose SDKs are
 heavy are imported on first use; the `sync` and `worker` processes import
 every provider at start anyway (worker/rqsettings.py). Measured as the RSS and
-time an import adds after `create_app()` (web) or `import worker.listener`:
+time an import adds after `create_app()` (web) or `import worker.listener`,
+best of three (IMAP and Graph before they moved to the top):
 
     provider   web                 listener
     imap       0.6 MiB, 0.02 s     0.7 MiB, 0.02 s     imported at the top
     graph      0.5 MiB, 0.01 s     0.6 MiB, 0.01 s     imported at the top
-    gmail      5.3 MiB, 0.06 s     6.6 MiB, 0.17 s     on first use
-    exchange   12.7 MiB, 0.40 s    14.4 MiB, 0.20 s    on first use
+    gmail      4.8 MiB, 0.06 s     7.3 MiB, 0.14 s     on first use
+    exchange   17.6 MiB, 0.14 s    20.1 MiB, 0.21 s    on first use
 
 Each vendor SDK lives in its provider's modules only.
 """
@@ -31,14 +32,14 @@ def provider_class(kind: str) -> type[MailboxProvider]:
     if kind == "imap":
         return ImapProvider
     if kind == "gmail":
-        # lazy import: google-api-python-client costs the web process 5.3 MiB RSS
-        # and the listener 6.6 MiB (see the module docstring); only Gmail mailboxes need it.
+        # lazy import: google-api-python-client costs the web process 4.8 MiB RSS
+        # and the listener 7.3 MiB (see the module docstring); only Gmail mailboxes need it.
         from worker.sync.gmail import GmailProvider
 
         return GmailProvider
     if kind == "exchange":
-        # lazy import: exchangelib costs the web process 12.7 MiB RSS and 0.4 s at start
-        # (see the module docstring); only Exchange mailboxes need it.
+        # lazy import: exchangelib costs the web process 17.6 MiB RSS and the listener
+        # 20.1 MiB (see the module docstring); only Exchange mailboxes need it.
         from worker.sync.exchange import ExchangeProvider
 
         return ExchangeProvider
