@@ -36,8 +36,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
     # lazy import: this package runs before any module under web/, also in the gunicorn
     # master, which imports web.tracking.serve for its worker class and serves nothing.
-    # Blueprints imported at the top cost that master 48 MiB RSS, and the web dyno
-    # (master + 2 workers) 10 MiB more PSS after 20 s of load: 188 MiB, not 178 MiB.
+    # Blueprints imported at the top cost that master 58 MiB RSS, and the web dyno
+    # (master + 2 workers, after 20 s of load) 10 to 15 MiB PSS: 219 MiB, not 204-209.
     from web import app as app_pages
     from web import (
         auth,
