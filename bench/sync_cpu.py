@@ -140,10 +140,10 @@ def profile(w: World, ids: dict[str, int], bodies: list[bytes], top: int, out: s
     from rq import Queue
     from rq.utils import import_attribute
 
-    import worker.rqsettings
     from config import queues
     from core.redis import get_redis
     from tests.stack import procfile
+    from worker import rqsettings  # noqa: F401 - the `sync` process's warm-up, as it runs
 
     command = procfile()["sync"]
     worker_class = import_attribute(command[command.index("--worker-class") + 1])
