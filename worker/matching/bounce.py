@@ -47,6 +47,7 @@ from worker.matching.mimetext import (
     decode_header,
     iter_own_parts,
     part_text,
+    payload_of,
 )
 from worker.matching.msgid import parse_msgid_list
 
@@ -114,7 +115,7 @@ def _forwarded_report(msg: Message) -> Message | None:
     for part in iter_own_parts(msg):
         if part.get_content_type() != "message/rfc822":
             continue
-        payload = part.get_payload()
+        payload = payload_of(part)
         inner = payload[0] if isinstance(payload, list) and payload else None
         if isinstance(inner, Message) and inner.get_content_type() == "multipart/report":
             return inner

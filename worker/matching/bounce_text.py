@@ -18,7 +18,13 @@ from email.message import Message
 
 from worker.matching import dsn
 from worker.matching.budget import check_budget
-from worker.matching.mimetext import html_to_text, iter_all_parts, iter_own_parts, part_text
+from worker.matching.mimetext import (
+    html_to_text,
+    iter_all_parts,
+    iter_own_parts,
+    part_text,
+    payload_of,
+)
 from worker.matching.msgid import parse_msgid_list
 
 # Local part bounded (RFC 5321: 64) so that long runs of address-like text, such
@@ -106,7 +112,7 @@ def original_text(msg: Message) -> str:
     for part in iter_own_parts(msg):
         ctype = part.get_content_type()
         if ctype in ("message/rfc822", "message/global"):
-            payload = part.get_payload()
+            payload = payload_of(part)
             if isinstance(payload, list) and payload and isinstance(payload[0], Message):
                 inner = payload[0]
                 return "\n".join(f"{k}: {v}" for k, v in inner.items())[:_MAX_ORIGINAL_CHARS]
@@ -142,7 +148,7 @@ def _all_text(msg: Message) -> str:
     chunks: list[str] = []
     room = _MAX_ALL_TEXT_CHARS
     for part in iter_all_parts(msg):
-        payload = part.get_payload()
+        payload = payload_of(part)
         if isinstance(payload, str):
             chunks.append(payload[:room])
             room -= len(payload) + 1

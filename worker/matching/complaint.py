@@ -16,7 +16,7 @@ from email.message import Message
 
 from worker.matching.bounce import ses_payload
 from worker.matching.dsn import parse_header_block
-from worker.matching.mimetext import iter_own_parts, part_text
+from worker.matching.mimetext import iter_own_parts, part_text, payload_of
 from worker.matching.msgid import parse_msgid_list
 
 __all__ = ["Complaint", "read_complaint"]
@@ -90,7 +90,7 @@ def _original_headers(parts: list[Message]) -> dict[str, str]:
     for part in parts:
         ctype = part.get_content_type()
         if ctype in ("message/rfc822", "message/global"):
-            payload = part.get_payload()
+            payload = payload_of(part)
             if isinstance(payload, list) and payload and isinstance(payload[0], Message):
                 return {k.lower(): str(v) for k, v in payload[0].items()}
         if ctype == "text/rfc822-headers":

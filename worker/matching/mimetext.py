@@ -219,12 +219,31 @@ def decode_header(value: object) -> str:
     return "".join(chunks).strip()
 
 
+def payload_of(part: Message) -> list[Any] | str | None:
+    """``part.get_payload()``, except that a declared charset cannot make it raise.
+
+    For a text payload holding non-ASCII bytes the email package re-decodes it
+    with the part's declared charset and catches only LookupError: a codec such
+    as ``idna`` or ``punycode`` then raises UnicodeError, which would quarantine a
+    person's reply for a label in its header. Such a payload is read as the
+    decoded bytes instead.
+    """
+    try:
+        payload = part.get_payload()
+    except (UnicodeError, ValueError):
+        data = part.get_payload(decode=True)
+        return _decode_bytes(data, None) if isinstance(data, bytes) else None
+    if isinstance(payload, str | list):
+        return payload
+    return None
+
+
 def part_text(part: Message) -> str:
     """Decoded text of a non-multipart part (transfer encoding and charset undone)."""
     payload = part.get_payload(decode=True)
     if isinstance(payload, bytes):
         return _decode_bytes(payload, part.get_content_charset())
-    raw = part.get_payload()
+    raw = payload_of(part)
     if isinstance(raw, str):
         return raw
     if isinstance(raw, list):
@@ -267,7 +286,7 @@ def _walk(msg: Message, *, enter_messages: bool) -> Iterator[Message]:
             yield part  # walk() yields containers too
         if container:
             if depth < MAX_PART_DEPTH:
-                payload = part.get_payload()
+                payload = payload_of(part)
                 listed = payload[:MAX_PARTS] if isinstance(payload, list) else []
                 subs = [sub for sub in listed if isinstance(sub, Message)]
                 stack.extend((sub, depth + 1) for sub in reversed(subs))
@@ -347,12 +366,12 @@ def _decode_bytes(data: bytes, charset: str | None) -> str:
     if name:
         try:
             codecs.lookup(name)
-        except LookupError:
+        except (LookupError, ValueError):  # ValueError: a NUL inside the declared name
             name = ""
     if name and name not in ("us-ascii", "ascii"):
         try:
             return data.decode(name)
-        except (UnicodeDecodeError, LookupError):
+        except (UnicodeError, LookupError):  # UnicodeError: any codec's own refusal
             pass
     try:
         return data.decode("utf-8")

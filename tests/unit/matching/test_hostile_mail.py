@@ -180,6 +180,39 @@ def test_generated_padded_replies_read_as_replies_fast(
     _assert_reads_as_the_reply(reply("".join(before), "".join(after), headers=headers))
 
 
+# -- declared charsets Python cannot use ---------------------------------------------------
+
+# Codec names Python knows but cannot decode mail with (bytes-to-bytes, or refusing
+# "replace"), and names it cannot look up at all (a NUL inside raises ValueError).
+_USELESS_CHARSETS = [
+    "idna",
+    "punycode",
+    "base64",
+    "zlib",
+    "hex",
+    "uu",
+    "rot13",
+    "UT\x00-8",
+    "utf-8\x00",
+    "x-made-up",
+]
+
+
+@pytest.mark.parametrize("charset", _USELESS_CHARSETS)
+def test_a_reply_declaring_a_charset_python_cannot_use_is_read_as_the_reply(charset: str) -> None:
+    # A non-ASCII byte makes the email package re-decode the text with the declared
+    # charset; it catches only LookupError. An ``idna`` label used to quarantine the
+    # person's reply for good (each retry fails the same way).
+    raw = reply(after="Merci beaucoup\r\n").replace(
+        b"charset=utf-8", b'charset="' + charset.encode("latin-1") + b'"'
+    )
+    raw = raw.replace(b"Merci beaucoup", b"Merci \xe9 beaucoup")
+    result = classify_message(raw, budget=None)
+    assert result.kind == "reply", result
+    assert OUR_ID in result.refers_to
+    assert result.text is not None and SAID in result.text
+
+
 # -- over budget, and RQ's job timeout ------------------------------------------------------
 
 
