@@ -30,6 +30,7 @@ answered. When it is read at last, its quarantined row becomes what it is.
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -122,15 +123,25 @@ def handle_inbound(
     return _record(session, mailbox, summary, classification, sent)
 
 
-def _storable(value: Any) -> Any:
-    """`value` with every NUL character removed, in nested dicts and lists too.
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def storable_text(text: str) -> str:
+    """``text`` without NUL characters, each lone surrogate made U+FFFD.
 
     Mail from the internet may carry NUL bytes (a broken mailer, a mislabelled
-    UTF-16 part). PostgreSQL refuses them in text columns, and a reply that
-    cannot be stored is a reply that does not stop its sequence.
+    UTF-16 part), and text decoded with ``surrogateescape`` (an exception's
+    message about it, say) lone surrogates. PostgreSQL refuses the first, UTF-8
+    the second; a reply that cannot be stored is a reply that does not stop its
+    sequence.
     """
+    return _LONE_SURROGATE.sub("\ufffd", text.replace("\x00", ""))
+
+
+def _storable(value: Any) -> Any:
+    """`value` with ``storable_text`` applied to every string, in nested dicts and lists too."""
     if isinstance(value, str):
-        return value.replace("\x00", "")
+        return storable_text(value)
     if isinstance(value, dict):
         return {_storable(k): _storable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
@@ -145,6 +156,7 @@ def storable_summary(summary: HeaderSummary) -> HeaderSummary:
         subject=_storable(summary.subject),
         from_addr=_storable(summary.from_addr),
         provider_id=_storable(summary.provider_id),
+        rfc_message_id=_storable(summary.rfc_message_id),
     )
 
 
