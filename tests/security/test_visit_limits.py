@@ -44,6 +44,10 @@ def view_from(client: FlaskClient, token: str, address: str, path: str = "") -> 
         headers={"User-Agent": READER_UA},
         environ_base={"REMOTE_ADDR": address},
     )
+    # Read and closed as a WSGI server would: a download streams inside its request
+    # context, and an unread one popped later ("Popped wrong request context").
+    answer.get_data()
+    answer.close()
     return int(answer.status_code)
 
 
