@@ -126,6 +126,7 @@ def test_a_slow_message_is_quarantined_retried_and_read_while_the_reply_halts_th
     # Five minutes later (its next try is due), with a budget that fits: it is read.
     with session_scope() as session:
         row = session.get_one(InboundMessage, held.id)
+        assert row.details is not None
         row.details = {"retry": {**row.details["retry"], "next_at": "2000-01-01T00:00:00"}}
     _budget(monkeypatch, 30_000)
     retried = sync_mailbox(setup["mailbox_id"])

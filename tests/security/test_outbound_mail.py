@@ -112,7 +112,7 @@ def test_the_api_refuses_every_loopback_spelling_for_imap_and_smtp(
     env: Settings, api: ApiClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     production(monkeypatch)
-    failures = []
+    failures: list[tuple[object, ...]] = []
     with loopback_listeners() as listeners:
         port = listeners[0].port
         for host in LOOPBACK_SPELLINGS:
@@ -143,7 +143,7 @@ def test_the_form_refuses_every_loopback_spelling(
     create_user(app, SELLER, "Sellers", "--password", PASSWORD)
     production(monkeypatch)
     sign_in(client, SELLER)
-    failures = []
+    failures: list[tuple[object, ...]] = []
     with loopback_listeners() as listeners:
         port = str(listeners[0].port)
         for host in LOOPBACK_SPELLINGS:
@@ -177,7 +177,7 @@ def test_the_api_and_the_form_refuse_every_loopback_ews_url(
     create_user(app, SELLER, "Sellers", "--password", PASSWORD)
     production(monkeypatch)
     sign_in(client, SELLER)
-    failures = []
+    failures: list[tuple[object, ...]] = []
     with loopback_listeners(HTTP_ANSWER) as listeners:
         for template in LOOPBACK_URLS:
             url = template.format(port=listeners[0].port)

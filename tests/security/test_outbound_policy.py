@@ -87,8 +87,9 @@ def test_development_allows_loopback_written_plainly_and_nothing_else(host: str)
     if host in DEVELOPMENT_LOOPBACK:
         destination = resolve(host, 143, purpose="IMAP", policy=DEVELOPMENT)
         for _, sockaddr in destination.addresses:
-            assert ipaddress.ip_address(sockaddr[0]).is_loopback or (
-                ipaddress.ip_address(sockaddr[0]).ipv4_mapped is not None
+            address = ipaddress.ip_address(sockaddr[0])
+            assert address.is_loopback or (
+                isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None
             )
     else:
         with pytest.raises(OutboundError):

@@ -82,9 +82,9 @@ def handle_inbound(
     summary: HeaderSummary,
     raw: bytes,
     *,
-    budget: float = DEFAULT_BUDGET_SECONDS,
+    budget: float | None = DEFAULT_BUDGET_SECONDS,
 ) -> Outcome:
-    """Classify `raw` (within `budget` seconds) and record what it means.
+    """Classify `raw` (within `budget` seconds; None: no budget) and record what it means.
 
     The caller owns the transaction. Over budget, or unreadable, the message is
     quarantined for a later try (status ``quarantined``).
