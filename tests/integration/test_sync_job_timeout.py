@@ -65,11 +65,13 @@ def _rq_owns_the_alarm() -> Iterator[None]:
 def test_a_job_timeout_during_classification_fails_the_job_and_loses_nothing(
     setup: dict[str, Any], dovecot: DovecotServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    for n in range(3):
-        raw = slow_reply(f"p{n}@acme.test", setup["sender"], setup["message_id"], parts=60_000)
+    for n in range(2):
+        raw = slow_reply(f"p{n}@acme.test", setup["sender"], setup["message_id"], parts=150_000)
         dovecot.deliver(setup["sender"], raw)
-    # A budget far past the job's 1 s timeout: the timeout comes first, in classification
-    # (each message takes most of a second to read, its fetch a few milliseconds).
+    # A budget far past the job's 1 s timeout: the timeout comes first, in the first
+    # message's classification (~3 s of CPU on an idle machine; its fetch ~50 ms). With
+    # ~1 s messages the first one could finish in time on a quiet machine and be
+    # recorded, which is right but not what this test is about.
     monkeypatch.setenv("SIGHTLINE_CLASSIFY_BUDGET_MS", "600000")
     get_settings.cache_clear()
     job_id = f"timeout-{setup['mailbox_id']}"
@@ -87,10 +89,10 @@ def test_a_job_timeout_during_classification_fails_the_job_and_loses_nothing(
         assert session.get_one(Enrollment, setup["enrollment_id"]).state == "active"
         assert session.get_one(Mailbox, setup["mailbox_id"]).sync_cursor is None
 
-    # Nothing was lost: the next sync, within its budget, reads all three replies.
+    # Nothing was lost: the next sync, within its budget, reads both replies.
     monkeypatch.setenv("SIGHTLINE_CLASSIFY_BUDGET_MS", "30000")
     get_settings.cache_clear()
     stats = sync_mailbox(setup["mailbox_id"])
-    assert stats.outcomes == {"recorded": 3} and stats.quarantined == 0, stats
+    assert stats.outcomes == {"recorded": 2} and stats.quarantined == 0, stats
     with session_scope() as session:
         assert session.get_one(Enrollment, setup["enrollment_id"]).state == "replied"
