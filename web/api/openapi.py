@@ -17,6 +17,7 @@ from flask.typing import ResponseReturnValue
 from pydantic import BaseModel
 
 from web.api.common import API_PREFIX, bp, error_response
+from web.api.openapi_parts import add_schemas, error_responses, json_content
 from web.api.salesforce import extend_document
 from web.api.schemas import (
     EnrollmentCreate,
@@ -47,27 +48,22 @@ _MODELS: list[type[BaseModel]] = [
     EventList,
     ErrorOut,
 ]
-_REF = "#/components/schemas/{model}"
-
-
-def _ref(model: type[BaseModel]) -> dict[str, str]:
-    return {"$ref": _REF.format(model=model.__name__)}
+_ERRORS = {
+    400: "Body is not valid JSON",
+    401: "Missing or unknown API token",
+    404: "Not found (or not your team's)",
+    409: "Conflicts with existing state",
+    415: "Body is not JSON",
+    422: "Invalid field (named in error.fields)",
+}
 
 
 def _json(model: type[BaseModel]) -> dict[str, Any]:
-    return {"application/json": {"schema": _ref(model)}}
+    return json_content(model.__name__)
 
 
 def _errors(*statuses: int) -> dict[str, Any]:
-    descriptions = {
-        400: "Body is not valid JSON",
-        401: "Missing or unknown API token",
-        404: "Not found (or not your team's)",
-        409: "Conflicts with existing state",
-        415: "Body is not JSON",
-        422: "Invalid field (named in error.fields)",
-    }
-    return {str(s): {"description": descriptions[s], "content": _json(ErrorOut)} for s in statuses}
+    return error_responses(_ERRORS, *statuses)
 
 
 def _id_param(name: str) -> dict[str, Any]:
@@ -115,13 +111,11 @@ def _get(
 
 def build_document() -> dict[str, Any]:
     schemas: dict[str, Any] = {}
-    for model in _MODELS:
-        schema = model.model_json_schema(
-            ref_template=_REF,
-            mode="serialization" if model.__name__.endswith(("Out", "List")) else "validation",
-        )
-        schemas.update(schema.pop("$defs", {}))
-        schemas[model.__name__] = schema
+    add_schemas(
+        {"components": {"schemas": schemas}},
+        _MODELS,
+        lambda model: "serialization" if model.__name__.endswith(("Out", "List")) else "validation",
+    )
     mailboxes = _create("Connect a mailbox", MailboxCreate, MailboxOut, 409)
     mailboxes["get"] = _get("List the team's mailboxes", MailboxList, [])
     document: dict[str, Any] = {

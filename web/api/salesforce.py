@@ -39,6 +39,7 @@ from sqlalchemy import func, select
 from core.models import OutboxStatus, SalesforceConnection, SalesforceOutbox
 from web import oauth_pages
 from web.api.common import ApiError, bp, int_arg, parse_body, require_token
+from web.api.openapi_parts import add_schemas, error_responses, json_content
 from web.api.schemas import MAX_ID, Request, Response
 from web.db import db
 from web.salesforce_connect import KIND as ORG_FLOW
@@ -345,32 +346,28 @@ def salesforce_replay() -> ResponseReturnValue:
     return ReplayOut(replayed=replayed).model_dump(mode="json")
 
 
+_ERRORS = {
+    400: "Bad callback parameters, or Salesforce refused",
+    401: "Missing or unknown API token",
+    403: "Not allowed by the operator (jwt: the username is not listed for this team)",
+    404: "Nothing to act on",
+    415: "Body is not JSON",
+    422: "Invalid field (named in error.fields), or Salesforce refused",
+    502: "Salesforce unreachable",
+}
+
+
 def extend_document(document: dict[str, Any]) -> dict[str, Any]:
     """Add these routes and their schemas to the OpenAPI document."""
-    ref = "#/components/schemas/{model}"
-    schemas = document["components"]["schemas"]
-    for model in MODELS:
-        schema = model.model_json_schema(
-            ref_template=ref,
-            mode="serialization" if issubclass(model, Response) else "validation",
-        )
-        schemas.update(schema.pop("$defs", {}))
-        schemas[model.__name__] = schema
-
-    def content(name: str) -> dict[str, Any]:
-        return {"application/json": {"schema": {"$ref": ref.format(model=name)}}}
+    add_schemas(
+        document,
+        MODELS,
+        lambda model: "serialization" if issubclass(model, Response) else "validation",
+    )
+    content = json_content
 
     def errors(*statuses: int) -> dict[str, Any]:
-        text = {
-            400: "Bad callback parameters, or Salesforce refused",
-            401: "Missing or unknown API token",
-            403: "Not allowed by the operator (jwt: the username is not listed for this team)",
-            404: "Nothing to act on",
-            415: "Body is not JSON",
-            422: "Invalid field (named in error.fields), or Salesforce refused",
-            502: "Salesforce unreachable",
-        }
-        return {str(s): {"description": text[s], "content": content("ErrorOut")} for s in statuses}
+        return error_responses(_ERRORS, *statuses)
 
     def query(name: str, minimum: int, maximum: int = 2**31 - 1) -> dict[str, Any]:
         return {

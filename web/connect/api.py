@@ -23,6 +23,7 @@ from web.api.common import (
     parse_body,
     require_token,
 )
+from web.api.openapi_parts import add_schemas, error_responses, json_content
 from web.api.schemas import ExchangeMailboxCreate, MailboxOut, OAuthConnect, OAuthStarted
 from web.connect.oauth import start_oauth
 from web.db import db
@@ -146,33 +147,28 @@ def api_disconnect(mailbox_id: int) -> ResponseReturnValue:
     return _mailbox_json(mailbox)
 
 
+_ERRORS = {
+    400: "Body is not valid JSON",
+    401: "Missing or unknown API token",
+    404: "Not found (or not your team's)",
+    409: "Another address, or already connected",
+    415: "Body is not JSON",
+    422: "Invalid field (named in error.fields), or the server refused the credentials",
+    503: "The provider's sign-in is unreachable",
+}
+
+
 def extend_document(document: dict[str, Any]) -> dict[str, Any]:
     """Add the connect routes and their schemas to the OpenAPI document (web/api/openapi.py)."""
-    ref = "#/components/schemas/{model}"
-    schemas = document["components"]["schemas"]
-    for model, mode in (
-        (OAuthConnect, "validation"),
-        (OAuthStarted, "serialization"),
-        (ExchangeMailboxCreate, "validation"),
-    ):
-        schema = model.model_json_schema(ref_template=ref, mode=mode)  # type: ignore[arg-type]
-        schemas.update(schema.pop("$defs", {}))
-        schemas[model.__name__] = schema
-
-    def content(name: str) -> dict[str, Any]:
-        return {"application/json": {"schema": {"$ref": ref.format(model=name)}}}
+    add_schemas(
+        document,
+        (OAuthConnect, OAuthStarted, ExchangeMailboxCreate),
+        lambda model: "serialization" if model is OAuthStarted else "validation",
+    )
+    content = json_content
 
     def errors(*statuses: int) -> dict[str, Any]:
-        text = {
-            400: "Body is not valid JSON",
-            401: "Missing or unknown API token",
-            404: "Not found (or not your team's)",
-            409: "Another address, or already connected",
-            415: "Body is not JSON",
-            422: "Invalid field (named in error.fields), or the server refused the credentials",
-            503: "The provider's sign-in is unreachable",
-        }
-        return {str(s): {"description": text[s], "content": content("ErrorOut")} for s in statuses}
+        return error_responses(_ERRORS, *statuses)
 
     mailbox_id = {
         "name": "mailbox_id",

@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from core.documents.findings import FINDINGS
+from web.api.openapi_parts import add_schemas, json_content
 
 
 class Request(BaseModel):
@@ -148,20 +149,14 @@ OPENAPI_MODELS: list[type[BaseModel]] = [
 
 def extend_document(document: dict[str, Any]) -> dict[str, Any]:
     """Add the content library's routes and schemas to the OpenAPI document."""
-    ref = "#/components/schemas/{model}"
-    schemas = document["components"]["schemas"]
-    for model in OPENAPI_MODELS:
-        schema = model.model_json_schema(
-            ref_template=ref,
-            mode="serialization"
-            if model.__name__.endswith(("Out", "List", "Views"))
-            else "validation",
-        )
-        schemas.update(schema.pop("$defs", {}))
-        schemas[model.__name__] = schema
-
-    def body(name: str) -> dict[str, Any]:
-        return {"application/json": {"schema": {"$ref": ref.format(model=name)}}}
+    add_schemas(
+        document,
+        OPENAPI_MODELS,
+        lambda model: (
+            "serialization" if model.__name__.endswith(("Out", "List", "Views")) else "validation"
+        ),
+    )
+    body = json_content
 
     def answer(status: str, name: str | None, summary: str, *errors: int) -> dict[str, Any]:
         texts = {
