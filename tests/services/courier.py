@@ -237,7 +237,8 @@ class CourierServer(ImapTestServer):
         """
         self._check_machine()
         os.makedirs("/run/courier/authdaemon", exist_ok=True)  # a mount point only
-        for attempt in range(3):
+
+        def launch() -> subprocess.Popen[bytes]:
             self.root = process.service_dir("courier")
             self.imap_port = process.free_port()
             self._write_config(self.imap_port)
@@ -249,38 +250,14 @@ class CourierServer(ImapTestServer):
                 ],
                 log_path=self.log_path,
             )
-            try:
-                process.wait_until(
-                    lambda: process.greets(self.host, self.imap_port),
-                    what="courier-imap",
-                    proc=self._proc,
-                    log_path=self.log_path,
-                    timeout=timeout,
-                )
-            except ServiceError:
-                taken = "in use" in process.log_tail(self.log_path)
-                self.stop()
-                if taken and attempt < 2:
-                    continue
-                raise
-            return self
-        raise AssertionError("unreachable")
+            return self._proc
+
+        return self._start_retrying(launch, "courier-imap", timeout)
 
     def stop(self) -> None:
         """Stop couriertcpd, authdaemond and every login, and remove the folder."""
-        if self._proc is not None:
-            pgid = self._proc.pid
-            process.stop(self._proc, timeout=0.5, group=True)
-            process.kill_group(pgid)
-            self._proc = None
-        if self.root != Path():
-            process.remove_dir(self.root)
-
-    def __enter__(self) -> CourierServer:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
+        self._stop_group(self._proc, self.root)
+        self._proc = None
 
     def ensure_user(self, address: str) -> None:
         ensure_user(self.root, address, self._password_hash)

@@ -21,14 +21,19 @@ from __future__ import annotations
 import contextlib
 import email
 import email.policy
+import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from email.message import EmailMessage
+from pathlib import Path
 from typing import Self, TypedDict
 
 from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientError
+
+from tests.services import process
+from tests.services.process import ServiceError
 
 SHARED_PASSWORD = "sightline-test-password"
 
@@ -82,6 +87,49 @@ class ImapTestServer:
 
     def stop(self) -> None:
         raise NotImplementedError
+
+    @property
+    def log_path(self) -> Path:
+        raise NotImplementedError
+
+    def _start_retrying(
+        self, launch: Callable[[], subprocess.Popen[bytes]], what: str, timeout: float
+    ) -> Self:
+        """Run `launch` until the server it starts greets on `imap_port`.
+
+        `launch` picks a fresh folder and port each time: a port another process
+        took between `free_port()` and the server's bind is tried again, twice.
+        Anything else that keeps the server from greeting raises ServiceError
+        with its log.
+        """
+        for attempt in range(3):
+            proc = launch()
+            try:
+                process.wait_until(
+                    lambda: process.greets(self.host, self.imap_port),
+                    what=what,
+                    proc=proc,
+                    log_path=self.log_path,
+                    timeout=timeout,
+                )
+            except ServiceError:
+                taken = "in use" in process.log_tail(self.log_path)
+                self.stop()
+                if taken and attempt < 2:
+                    continue
+                raise
+            return self
+        raise AssertionError("unreachable")
+
+    @staticmethod
+    def _stop_group(proc: subprocess.Popen[bytes] | None, root: Path) -> None:
+        """Stop a server started as its own process group, then remove its folder."""
+        if proc is not None:
+            pgid = proc.pid
+            process.stop(proc, timeout=0.5, group=True)
+            process.kill_group(pgid)
+        if root != Path():
+            process.remove_dir(root)
 
     def __enter__(self) -> Self:
         return self.start()

@@ -168,7 +168,8 @@ class MailutilsServer(ImapTestServer):
             ServiceError: imap4d did not start; the message ends with its log.
         """
         executable = self._executable()
-        for attempt in range(3):
+
+        def launch() -> subprocess.Popen[bytes]:
             self.root = process.service_dir("mailutils")
             (self.root / "passwd").mkdir()
             (self.root / "mail").mkdir()
@@ -181,38 +182,14 @@ class MailutilsServer(ImapTestServer):
             self._proc = process.spawn(
                 [executable, f"--config-file={self.config_path}"], log_path=self.log_path
             )
-            try:
-                process.wait_until(
-                    lambda: process.greets(self.host, self.imap_port),
-                    what="mailutils imap4d",
-                    proc=self._proc,
-                    log_path=self.log_path,
-                    timeout=timeout,
-                )
-            except ServiceError:
-                taken = "in use" in process.log_tail(self.log_path)
-                self.stop()
-                if taken and attempt < 2:
-                    continue
-                raise
-            return self
-        raise AssertionError("unreachable")
+            return self._proc
+
+        return self._start_retrying(launch, "mailutils imap4d", timeout)
 
     def stop(self) -> None:
         """Stop imap4d and its per-connection children, and remove the folder."""
-        if self._proc is not None:
-            pgid = self._proc.pid
-            process.stop(self._proc, timeout=0.5, group=True)
-            process.kill_group(pgid)
-            self._proc = None
-        if self.root != Path():
-            process.remove_dir(self.root)
-
-    def __enter__(self) -> MailutilsServer:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
+        self._stop_group(self._proc, self.root)
+        self._proc = None
 
     def ensure_user(self, address: str) -> None:
         ensure_user(self.root, address, self._password_hash)
