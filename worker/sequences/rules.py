@@ -26,9 +26,9 @@ but leave the address usable later (a full mailbox empties).
 Soft bounces: the n-th soft bounce of an address within
 ``SIGHTLINE_SOFT_BOUNCE_WINDOW_DAYS`` re-schedules the bounced step after
 ``SIGHTLINE_SOFT_BOUNCE_RETRY_SECONDS * 2^(n-1)`` as a new attempt (its own
-Message-ID), unless a later step already went out; the
-``SIGHTLINE_SOFT_BOUNCE_LIMIT``-th ends the enrolments as bounced. Delay notices
-never count.
+Message-ID; a paused enrolment sends it when it resumes), unless a later step
+already went out; the ``SIGHTLINE_SOFT_BOUNCE_LIMIT``-th ends the enrolments as
+bounced. Delay notices never count.
 
 The caller (``worker.sync.inbound``) records the event under its natural key
 first and calls ``apply_signal`` only for a new event, in the same
@@ -340,8 +340,9 @@ def _retry_step(
         rewind = rewind.where(Enrollment.state == EnrollmentState.ACTIVE).values(
             next_step_at=retry_at
         )
-    else:  # paused: the resume sets the time
+    else:  # paused: the resume sets the time, and the history must not promise one
         rewind = rewind.where(Enrollment.state == EnrollmentState.PAUSED)
+        reason = f"step {step} {why}; re-sending when it resumes"
     if session.execute(rewind).rowcount != 1:  # type: ignore[attr-defined]
         log.info(
             "soft_bounce_no_retry enrollment_id=%s step=%s reason=later_step_claimed",
