@@ -246,6 +246,15 @@ def test_a_soft_bounce_re_arms_only_the_bounced_step_and_the_history_names_the_b
     assert last.event_id == outcome.event_id
     assert bounced_addresses(outcome.event_id) == [PROSPECT]
 
+    # A second server reports the same message: it is already set to go out again.
+    again = deliver_inbound(soft_bounce(original, SENDER, PROSPECT))
+    assert enrollment(team["intro"]).next_step_at == intro.next_step_at
+    last = history(team["intro"])[-1]
+    assert (last.reason, last.event_id) == (
+        f"step 1 soft bounce 2 {MAILBOX_FULL}; not re-sent: it is already due to go out again",
+        again.event_id,
+    )
+
     after = enrollment(team["webinar"])
     assert (after.state, after.next_step, after.steps_sent, after.next_step_at) == (
         "active",
@@ -256,15 +265,14 @@ def test_a_soft_bounce_re_arms_only_the_bounced_step_and_the_history_names_the_b
     assert len(history(team["webinar"])) == webinar_history
 
 
-def test_a_soft_bounce_after_the_next_step_went_out_sends_nothing_again(
+def test_a_soft_bounce_after_the_next_step_went_out_sends_nothing_again_and_says_so(
     team: dict[str, int],
 ) -> None:
     three = add_sequence(team, "three", steps=3)
     _, first = send_step(three)
     make_due(three)
-    send_step(three)
+    _, second = send_step(three)
     scheduled = enrollment(three)
-    recorded = len(history(three))
 
     outcome = deliver_inbound(soft_bounce(first, SENDER, PROSPECT))
 
@@ -276,7 +284,26 @@ def test_a_soft_bounce_after_the_next_step_went_out_sends_nothing_again(
         2,
         scheduled.next_step_at,
     )
-    assert len(history(three)) == recorded
+    last = history(three)[-1]
+    assert (last.from_state, last.to_state, last.event_id) == ("active", "active", outcome.event_id)
+    assert (
+        last.reason == f"step 1 soft bounce 1 {MAILBOX_FULL}; not re-sent: step 2 already went out"
+    )
+
+    # The same once the sequence has finished: it stays finished.
+    make_due(three)
+    send_step(three)
+    late = deliver_inbound(soft_bounce(second, SENDER, PROSPECT))
+    assert enrollment(three).state == "finished"
+    last = history(three)[-1]
+    assert (last.from_state, last.to_state, last.event_id) == (
+        "finished",
+        "finished",
+        late.event_id,
+    )
+    assert (
+        last.reason == f"step 2 soft bounce 2 {MAILBOX_FULL}; not re-sent: step 3 already went out"
+    )
 
 
 @pytest.mark.usefixtures("retry_after_ten_minutes")

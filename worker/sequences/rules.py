@@ -308,19 +308,9 @@ def _retry_step(
     enrollment = session.get_one(Enrollment, sent.enrollment_id)
     step = position + 1
     reason = f"step {step} {why}; re-sending at {retry_at:%Y-%m-%d %H:%M} UTC"
-    rewind = (
-        update(Enrollment)
-        .where(Enrollment.id == enrollment.id, Enrollment.next_step == position + 1)
-        # The bounced step was not delivered: it is sent (and counted) again.
-        .values(
-            next_step=position,
-            steps_sent=case((Enrollment.steps_sent > 0, Enrollment.steps_sent - 1), else_=0),
-        )
-        .execution_options(synchronize_session=False)
-    )
-    if enrollment.state == EnrollmentState.FINISHED:
+    if enrollment.state == EnrollmentState.FINISHED and enrollment.next_step == position + 1:
         # The last step soft-bounced: the sequence is not finished until it lands.
-        if enrollment.next_step == position + 1 and transition(
+        if transition(
             session,
             enrollment.id,
             EnrollmentState.ACTIVE,
@@ -334,22 +324,68 @@ def _retry_step(
         ):
             log.info("soft_bounce_retry enrollment_id=%s step=%s", enrollment.id, step)
         return
-    if enrollment.state not in LIVE:
-        return
-    if enrollment.state == EnrollmentState.ACTIVE:
-        rewind = rewind.where(Enrollment.state == EnrollmentState.ACTIVE).values(
-            next_step_at=retry_at
-        )
-    else:  # paused: the resume sets the time, and the history must not promise one
-        rewind = rewind.where(Enrollment.state == EnrollmentState.PAUSED)
-        reason = f"step {step} {why}; re-sending when it resumes"
-    if session.execute(rewind).rowcount != 1:  # type: ignore[attr-defined]
+    if enrollment.state in LIVE and _rewind(session, enrollment, position, retry_at):
+        if enrollment.state == EnrollmentState.PAUSED:
+            # The resume sets the time: the history must not promise one.
+            reason = f"step {step} {why}; re-sending when it resumes"
+        _note(session, enrollment, reason, event_id, now)
         log.info(
-            "soft_bounce_no_retry enrollment_id=%s step=%s reason=later_step_claimed",
-            enrollment.id,
-            step,
+            "soft_bounce_retry enrollment_id=%s step=%s retry_at=%s", enrollment.id, step, retry_at
         )
-        return
+    elif enrollment.state in LIVE | {EnrollmentState.FINISHED}:
+        _note_not_retried(session, enrollment, step, why, event_id, now)
+    # Replied, bounced, opted out: the sequence ended for its own reason.
+
+
+def _rewind(session: Session, enrollment: Enrollment, position: int, retry_at: datetime) -> bool:
+    """Set a live enrolment back to the bounced step; False if a later step was claimed."""
+    rewind = (
+        update(Enrollment)
+        .where(
+            Enrollment.id == enrollment.id,
+            Enrollment.state == enrollment.state,
+            Enrollment.next_step == position + 1,
+        )
+        # The bounced step was not delivered: it is sent (and counted) again.
+        .values(
+            next_step=position,
+            steps_sent=case((Enrollment.steps_sent > 0, Enrollment.steps_sent - 1), else_=0),
+        )
+        .execution_options(synchronize_session=False)
+    )
+    if enrollment.state == EnrollmentState.ACTIVE:
+        rewind = rewind.values(next_step_at=retry_at)
+    # A paused one keeps its time: the resume sets it.
+    return bool(session.execute(rewind).rowcount == 1)  # type: ignore[attr-defined]
+
+
+def _note_not_retried(
+    session: Session, enrollment: Enrollment, step: int, why: str, event_id: int, now: datetime
+) -> None:
+    """Say in the history why a soft-bounced step is not sent again.
+
+    The event's own line reads as a retry to come: without this the rep would
+    wait for a re-send that never happens.
+    """
+    if enrollment.next_step > step:
+        because = f"step {enrollment.next_step} already went out"
+    elif enrollment.next_step == step - 1:  # an earlier report about it re-armed it
+        because = "it is already due to go out again"
+    else:
+        return  # moved under us: whoever moved it wrote the history
+    _note(session, enrollment, f"step {step} {why}; not re-sent: {because}", event_id, now)
+    log.info(
+        "soft_bounce_no_retry enrollment_id=%s step=%s next_step=%s",
+        enrollment.id,
+        step,
+        enrollment.next_step,
+    )
+
+
+def _note(
+    session: Session, enrollment: Enrollment, reason: str, event_id: int, now: datetime
+) -> None:
+    """A history entry that changes no state ("Still active"), naming the event behind it."""
     state = str(enrollment.state)
     session.add(
         EnrollmentTransition(
@@ -360,9 +396,6 @@ def _retry_step(
             event_id=event_id,
             at=now,
         )
-    )
-    log.info(
-        "soft_bounce_retry enrollment_id=%s step=%s retry_at=%s", enrollment.id, step, retry_at
     )
 
 
