@@ -18,8 +18,9 @@ A dropped connection is retried with exponential backoff (1 s … 5 min); refuse
 credentials stop that mailbox's thread (the sync job marks it "needs
 reconnect"). Exchange mailboxes get the same treatment with an EWS streaming
 subscription (`ExchangeProvider.watch`: Subscribe + GetStreamingEvents, re-issued
-before the server's connection timeout). Gmail and Microsoft 365 push to `web`;
-they need no listener.
+before the server's connection timeout), live on each frame Exchange writes and
+dropped when it falls silent (`worker.sync.exchange_stream`). Gmail and Microsoft
+365 push to `web`; they need no listener.
 """
 
 from __future__ import annotations

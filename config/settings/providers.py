@@ -45,6 +45,9 @@ class MailProviderSettings:
     graph_endpoint: str = "https://graph.microsoft.com/v1.0"
     graph_notification_url: str | None = None
     exchange_stream_minutes: int = 29
+    # How often Exchange writes to an idle stream (a keep-alive); a stream silent for
+    # twice this is taken as dead (worker.sync.exchange_stream).
+    exchange_keepalive_seconds: int = 45
     # How often a mailbox whose push is live is polled anyway (the backstop).
     push_poll_seconds: int = 1800
 
@@ -117,6 +120,7 @@ def read_mail_providers(
             env, "GRAPH_NOTIFICATION_URL", f"{public_base_url}/webhooks/graph", https_only=False
         ),
         exchange_stream_minutes=env_int(env, "SIGHTLINE_EXCHANGE_STREAM_MINUTES", 29, 1, 30),
+        exchange_keepalive_seconds=env_int(env, "SIGHTLINE_EXCHANGE_KEEPALIVE_SECONDS", 45, 1, 45),
         push_poll_seconds=env_int(env, "SIGHTLINE_PUSH_POLL_SECONDS", 1800, 5, 86400),
     )
 

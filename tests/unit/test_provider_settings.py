@@ -25,6 +25,7 @@ def test_defaults_point_at_google_and_microsoft_and_our_public_url(tmp_path: Pat
     assert p.graph_notification_url == "https://app.example/webhooks/graph"
     assert (p.google_configured, p.microsoft_configured) == (False, False)
     assert (p.exchange_stream_minutes, p.push_poll_seconds) == (29, 1800)
+    assert p.exchange_keepalive_seconds == 45  # what Microsoft's own EWS client expects
 
 
 @pytest.mark.parametrize(
@@ -39,6 +40,7 @@ def test_defaults_point_at_google_and_microsoft_and_our_public_url(tmp_path: Pat
         ({"GMAIL_API_ENDPOINT": "gmail.googleapis.com"}, "GMAIL_API_ENDPOINT"),
         ({"GRAPH_NOTIFICATION_URL": "ftp://x/y"}, "GRAPH_NOTIFICATION_URL"),
         ({"SIGHTLINE_EXCHANGE_STREAM_MINUTES": "45"}, "SIGHTLINE_EXCHANGE_STREAM_MINUTES"),
+        ({"SIGHTLINE_EXCHANGE_KEEPALIVE_SECONDS": "90"}, "SIGHTLINE_EXCHANGE_KEEPALIVE_SECONDS"),
         ({"SIGHTLINE_PUSH_POLL_SECONDS": "soon"}, "SIGHTLINE_PUSH_POLL_SECONDS"),
     ],
 )

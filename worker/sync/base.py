@@ -140,7 +140,8 @@ class MailboxProvider(ABC):
     save_credentials: Callable[[dict[str, Any]], None] | None = None
     #: Set by the `listener`: `watch()` calls it once the server confirmed its push
     #: connection (IMAP IDLE's continuation) and at least every PUSH_ALIVE_SECONDS
-    #: while it holds. A provider that never calls it never counts as a live push
+    #: while it holds (an EWS stream: on each frame Exchange writes, keep-alives
+    #: included). A provider that never calls it never counts as a live push
     #: (worker.sequences.freshness syncs such a mailbox before a follow-up step).
     push_alive: Callable[[], None] | None = None
 

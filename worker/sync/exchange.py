@@ -32,7 +32,8 @@ Every failure is put in our words by `worker.sync.exchange_errors`.
 
 Inbox is named by its distinguished id, never looked up, so a sync is two
 calls. `watch()` holds a streaming subscription on Inbox for the `listener`
-(Subscribe + GetStreamingEvents, re-issued every `SIGHTLINE_EXCHANGE_STREAM_MINUTES`).
+(Subscribe + GetStreamingEvents, re-issued every `SIGHTLINE_EXCHANGE_STREAM_MINUTES`),
+live while Exchange writes to it: `worker.sync.exchange_stream`.
 """
 
 from __future__ import annotations
@@ -40,7 +41,6 @@ from __future__ import annotations
 import contextlib
 import email.utils
 import logging
-import socket
 import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -65,18 +65,11 @@ from exchangelib.errors import (
 )
 from exchangelib.fields import FieldPath
 from exchangelib.items import ID_ONLY
-from exchangelib.properties import CreatedEvent, DistinguishedFolderId, NewMailEvent
+from exchangelib.properties import DistinguishedFolderId
 from exchangelib.properties import Mailbox as ExchangeMailbox
 from exchangelib.protocol import BaseProtocol
-from exchangelib.services import (
-    GetItem,
-    GetStreamingEvents,
-    SubscribeToStreaming,
-    SyncFolderItems,
-    Unsubscribe,
-)
+from exchangelib.services import GetItem, SyncFolderItems
 
-from config import get_settings
 from core.outbound import OutboundError, resolve_url, split_url
 from core.outbound_http import PinnedHTTPAdapter
 from worker.matching.msgid import normalize_msgid
@@ -89,6 +82,7 @@ from worker.sync.base import (
     SendResult,
 )
 from worker.sync.exchange_errors import EWS_FAILURES, ews_call, ews_error
+from worker.sync.exchange_stream import hold_stream
 from worker.sync.headers import summary_from_headers
 from worker.sync.mime import build_mime
 
@@ -379,55 +373,8 @@ class ExchangeProvider(MailboxProvider):
     # -- streaming -----------------------------------------------------------------------
 
     def watch(self, stop: threading.Event, on_change: Callable[[], None]) -> None:
-        """Hold a streaming subscription on Inbox until `stop`, calling `on_change` on new mail."""
-        minutes = get_settings().providers.exchange_stream_minutes
-        subscription = ews_call(
-            "subscribing to Inbox",
-            lambda: SubscribeToStreaming(account=self.account).get(
-                folders=[self._inbox()], event_types=("NewMailEvent", "CreatedEvent")
-            ),
-        )
-        try:
-            while not stop.is_set():
-                service = GetStreamingEvents(account=self.account)
-                stopper = threading.Thread(
-                    target=_stop_when, args=(stop, service), name="ews-stream-stop", daemon=True
-                )
-                stopper.start()
-                try:
-                    for notification in service.call(
-                        subscription_ids=[subscription], connection_timeout=minutes
-                    ):
-                        if stop.is_set():
-                            break
-                        if any(
-                            isinstance(e, NewMailEvent | CreatedEvent) for e in notification.events
-                        ):
-                            on_change()
-                except EWS_FAILURES as exc:
-                    if stop.is_set():
-                        return
-                    raise ews_error(exc, "streaming Inbox events") from exc
-                except AttributeError:
-                    if stop.is_set():  # the stream was closed under exchangelib by stop
-                        return
-                    raise
-        finally:
-            with contextlib.suppress(Exception):
-                Unsubscribe(account=self.account).get(subscription_id=subscription)
-
-
-def _stop_when(stop: threading.Event, service: GetStreamingEvents) -> None:
-    """Unblock the streaming read when `stop` is set (closing the response alone does not)."""
-    stop.wait()
-    response = getattr(service, "_streaming_response", None)
-    connection = getattr(getattr(response, "raw", None), "connection", None)
-    sock = getattr(connection, "sock", None)
-    if sock is not None:
-        with contextlib.suppress(OSError):
-            sock.shutdown(socket.SHUT_RDWR)
-    with contextlib.suppress(Exception):
-        service.stop_streaming()
+        """Hold a streaming subscription on Inbox until `stop` (worker.sync.exchange_stream)."""
+        hold_stream(self.account, self._inbox(), stop, on_change, self.push_alive)
 
 
 def _summary(item: Message) -> HeaderSummary:

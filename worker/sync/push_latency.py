@@ -68,7 +68,9 @@ DELAYS_KEPT = 5
 SKEW_SECONDS = 2.0
 
 LIVE_KEY = "sightline:push:live:{mailbox_id}"
-LIVE_TTL_SECONDS = 90  # three missed heartbeats (worker.sync.base.PUSH_ALIVE_SECONDS)
+# Three missed IDLE heartbeats (worker.sync.base.PUSH_ALIVE_SECONDS), two missed EWS
+# keep-alives (worker.sync.exchange_stream).
+LIVE_TTL_SECONDS = 90
 
 _MAILBOXES = cast(Table, Mailbox.__table__)
 

@@ -5,7 +5,9 @@ Test-side operations: ``add_mailbox`` (address + password), ``deliver``,
 ``items``, ``change_password`` (credentials refused from now on),
 ``invalidate_sync_states``, ``busy`` (the next calls answer ErrorServerBusy
 with BackOffMilliseconds), ``corrupt``, ``issue_token`` (OAuth bearer),
-``close_streams`` / ``stream_seconds`` (how long GetStreamingEvents holds on).
+``close_streams`` / ``stream_seconds`` (how long GetStreamingEvents holds on),
+``keepalive`` (how often, and in which server's shape, an idle stream is written to),
+``stall_streams`` / ``resume_streams`` (streams held open with nothing written).
 """
 
 from __future__ import annotations
@@ -60,6 +62,8 @@ class FakeEws:
             self.store.faults.clear()
             self.store.message_id_policy = "keep"
         self.app.stream_seconds = None
+        self.keepalive(45.0)
+        self.app.stalled.clear()
         self.app.forget_connections()
         self.app.closing.clear()
         self._write_ntlm_users()
@@ -129,6 +133,19 @@ class FakeEws:
 
     def close_streams(self) -> None:
         self.app.closing.set()
+
+    def keepalive(self, seconds: float, style: str = "exchange") -> None:
+        """Write to an idle stream every `seconds`, as Exchange ("exchange") or gromox does."""
+        assert style in ("exchange", "gromox")
+        self.app.keepalive_seconds = seconds
+        self.app.keepalive_style = style
+
+    def stall_streams(self) -> None:
+        """Open streams (and new ones) stay open with nothing written: a hung server."""
+        self.app.stalled.set()
+
+    def resume_streams(self) -> None:
+        self.app.stalled.clear()
 
     @property
     def calls(self) -> Any:

@@ -13,7 +13,11 @@ Microsoft's published EWS examples (the `m:`/`t:` namespaces, one
     SendItem             the draft becomes a new item in Sent Items; local recipients receive it
     FindItem             IsEqualTo message:InternetMessageId in a folder
     Subscribe            StreamingSubscriptionRequest on folders
-    GetStreamingEvents   a chunked stream of envelopes: events as they happen, then Closed
+    GetStreamingEvents   a chunked stream of envelopes, each with ConnectionStatus: OK at
+                         once, events as they happen, a keep-alive after `keepalive_seconds`
+                         without one (Exchange: OK alone; gromox: OK + a StatusEvent), then
+                         Closed. `stalled`: the connection is held, nothing is written (a
+                         hung server or TCP connection); events wait on the subscription
     Unsubscribe
 
 Authentication: HTTP Basic (mailbox address + password), NTLM (pyspnego's
@@ -223,6 +227,11 @@ class EwsApp:
     def __init__(self, store: EwsStore) -> None:
         self.store = store
         self.stream_seconds: float | None = None  # cap on GetStreamingEvents (tests)
+        # Exchange writes to an idle stream at least this often (Microsoft's own client
+        # expects 45 s); "exchange": ConnectionStatus OK alone, "gromox": OK + StatusEvent.
+        self.keepalive_seconds = 45.0
+        self.keepalive_style = "exchange"
+        self.stalled = threading.Event()
         self.closing = threading.Event()
         self._ntlm: dict[int, Any] = {}
         self.ntlm_users_file: str | None = None
@@ -690,19 +699,52 @@ class EwsApp:
         return self._stream([s for s in subscriptions if s is not None], time.monotonic() + limit)
 
     def _stream(self, subscriptions: list[Subscription], deadline: float) -> Iterator[bytes]:
+        if self.stalled.is_set():
+            yield b""  # the HTTP head goes out, then nothing: a server that hung
+        while self.stalled.is_set() and not self.closing.wait(0.05):
+            pass
         yield self._stream_envelope([], "OK")
+        written = time.monotonic()
         while time.monotonic() < deadline and not self.closing.is_set():
-            batch: list[tuple[Subscription, list[tuple[str, str, str, str]]]] = []
+            if self.stalled.is_set():  # held open, silent; events wait on the subscription
+                self.closing.wait(0.05)
+                continue
             for subscription in subscriptions:
                 with subscription.wakeup:
                     if not subscription.events:
-                        subscription.wakeup.wait(timeout=0.2)
+                        subscription.wakeup.wait(timeout=min(0.2, self.keepalive_seconds))
+            if self.stalled.is_set():
+                continue  # it hung meanwhile: what happened waits on the subscription
+            batch: list[tuple[Subscription, list[tuple[str, str, str, str]]]] = []
+            for subscription in subscriptions:
+                with subscription.wakeup:
                     if subscription.events:
                         batch.append((subscription, list(subscription.events)))
                         subscription.events.clear()
             if batch:
                 yield self._stream_envelope(batch, "OK")
+                written = time.monotonic()
+            elif time.monotonic() - written >= self.keepalive_seconds:
+                yield self._keepalive(subscriptions)
+                written = time.monotonic()
         yield self._stream_envelope([], "Closed")
+
+    def _keepalive(self, subscriptions: list[Subscription]) -> bytes:
+        """What a server writes to an idle stream so neither side takes it for dead."""
+        if self.keepalive_style == "exchange":
+            return self._stream_envelope([], "OK")
+        # gromox (exch/ews, ews_event_stream_interval): a Notification holding a StatusEvent
+        parts = "".join(
+            f"<m:Notification><t:SubscriptionId>{s.id}</t:SubscriptionId>"
+            "<t:PreviousWatermark>AAAAAA==</t:PreviousWatermark><t:MoreEvents>false</t:MoreEvents>"
+            "<t:StatusEvent><t:Watermark>AAAAAA==</t:Watermark></t:StatusEvent></m:Notification>"
+            for s in subscriptions
+        )
+        message = success(
+            "GetStreamingEvents",
+            f"<m:Notifications>{parts}</m:Notifications><m:ConnectionStatus>OK</m:ConnectionStatus>",
+        )
+        return response("GetStreamingEvents", [message])
 
     def _stream_envelope(
         self, batch: list[tuple[Subscription, list[tuple[str, str, str, str]]]], status: str

@@ -9,7 +9,8 @@ Facts modelled (EWS reference, [MS-OXWSSYNC], [MS-OXWSNTIF], shared/FIELD-NOTES.
   the server no longer accepts answers ErrorInvalidSyncStateData.
 - A streaming subscription collects events (NewMailEvent, CreatedEvent) for
   its folders; GetStreamingEvents holds the connection open up to
-  ConnectionTimeout minutes, writing one SOAP envelope per batch of events.
+  ConnectionTimeout minutes, writing one SOAP envelope per batch of events and
+  a keep-alive (ConnectionStatus OK) when idle (`tests.fakes.ews.app`).
 - Throttling is a SOAP fault ErrorServerBusy carrying BackOffMilliseconds.
 - Exchange may give an item its own InternetMessageId, when the draft is saved
   (`message_id_policy`, see `tests.fakes.message_ids`): Sent Items and the

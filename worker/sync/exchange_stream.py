@@ -1,0 +1,183 @@
+"""EWS streaming for the `listener`: new mail on Inbox at once, on a stream honest about its health.
+
+An open GetStreamingEvents response is a run of SOAP envelopes ([MS-OXWSNTIF]),
+each a GetStreamingEventsResponseMessage whose ConnectionStatus says whether
+the connection goes on::
+
+    OK + Notifications   events (NewMailEvent, CreatedEvent, …)
+    OK alone             a keep-alive while nothing happens (gromox: OK + a StatusEvent)
+    Closed               the request's ConnectionTimeout is up: the next one follows
+
+Exchange writes often enough that Microsoft's own client (the EWS Managed API,
+GetStreamingEventsRequest.HeartbeatFrequencyDefault) expects a frame every
+45 s and drops a connection silent for twice that; gromox writes every 45 s.
+So, here::
+
+    a frame with ConnectionStatus OK ──▶ push_alive()   the mailbox's live mark
+                                         (worker.sync.push_latency: it lapses 90 s
+                                         after the last frame)
+    NewMailEvent / CreatedEvent      ──▶ on_change()    the listener's request_sync(pushed=True):
+                                         the sync measures how late the push was
+    no frame for twice SIGHTLINE_EXCHANGE_KEEPALIVE_SECONDS
+                                     ──▶ the read times out: ProviderError; the listener
+                                         clears the mark at once, reconnects, and syncs
+                                         what the dead connection may have swallowed
+
+Never live on a thread or a socket alone: a hung TCP connection looks open for
+as long as the operating system lets it, and the fresh-before-send rule
+(worker.sequences.freshness) sends follow-up steps on the strength of the mark.
+exchangelib hands its caller notifications only, never a keep-alive, so
+`_LiveStreamingEvents` reports each frame from where exchangelib reads its
+ConnectionStatus.
+
+Cost: one Redis SET per frame (a keep-alive every 45 s per mailbox), one thread
+per mailbox blocked on its stream, and one more that wakes each
+`STOP_CHECK_SECONDS` to end the stream when the listener stops it (IMAP IDLE
+checks as often).
+
+Must never: touch the database, or mark live before the server has written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from exchangelib import Account
+from exchangelib.properties import CreatedEvent, DistinguishedFolderId, NewMailEvent
+from exchangelib.services import GetStreamingEvents, SubscribeToStreaming, Unsubscribe
+
+from config import get_settings
+from worker.sync.base import ProviderError
+from worker.sync.exchange_errors import EWS_FAILURES, ews_call, ews_error
+
+STOP_CHECK_SECONDS = 1.0
+
+
+class _LiveStreamingEvents(GetStreamingEvents):  # type: ignore[misc]
+    """GetStreamingEvents that reports every frame saying ConnectionStatus OK, keep-alives too.
+
+    Each read may wait `silence_seconds` at most, not the whole ConnectionTimeout
+    exchangelib allows: a server that writes at least every keep-alive interval
+    and has been silent for longer is gone.
+    """
+
+    def __init__(
+        self, *, account: Account, on_ok: Callable[[], None], silence_seconds: int
+    ) -> None:
+        super().__init__(account=account)
+        self._on_ok = on_ok
+        self._silence_seconds = silence_seconds
+        self.last_frame = time.monotonic()
+
+    def call(self, subscription_ids: list[str], connection_timeout: int) -> Any:
+        notifications = super().call(
+            subscription_ids=subscription_ids, connection_timeout=connection_timeout
+        )
+        # call() set the timeout and returned a generator: nothing is sent until it is read.
+        self.timeout = self._silence_seconds
+        return notifications
+
+    def _get_element_container(self, message: Any, name: Any = None) -> Any:
+        container = super()._get_element_container(message=message, name=name)
+        self.last_frame = time.monotonic()
+        if self.connection_status == self.OK:
+            self._on_ok()
+        return container
+
+
+def hold_stream(
+    account: Account,
+    inbox: DistinguishedFolderId,
+    stop: threading.Event,
+    on_change: Callable[[], None],
+    push_alive: Callable[[], None] | None,
+) -> None:
+    """Subscribe to Inbox and hold its stream until `stop`; see the module docstring.
+
+    Raises ProviderError when the stream fails or falls silent (the caller reconnects).
+    """
+    providers = get_settings().providers
+    silence = 2 * providers.exchange_keepalive_seconds
+    subscription = ews_call(
+        "subscribing to Inbox",
+        lambda: SubscribeToStreaming(account=account).get(
+            folders=[inbox], event_types=("NewMailEvent", "CreatedEvent")
+        ),
+    )
+    try:
+        while not stop.is_set():
+            service = _LiveStreamingEvents(
+                account=account, on_ok=push_alive or _nothing, silence_seconds=silence
+            )
+            _read_stream(service, subscription, providers.exchange_stream_minutes, stop, on_change)
+    finally:
+        with contextlib.suppress(Exception):
+            Unsubscribe(account=account).get(subscription_id=subscription)
+
+
+def _nothing() -> None:
+    """No one asked to hear that the stream is alive (a one-off watch, not the listener)."""
+
+
+def _read_stream(
+    service: _LiveStreamingEvents,
+    subscription: str,
+    minutes: int,
+    stop: threading.Event,
+    on_change: Callable[[], None],
+) -> None:
+    """One GetStreamingEvents request, read until Exchange closes it or `stop`."""
+    ended = threading.Event()
+    stopper = threading.Thread(
+        target=_stop_when, args=(stop, ended, service), name="ews-stream-stop", daemon=True
+    )
+    stopper.start()
+    try:
+        for notification in service.call(
+            subscription_ids=[subscription], connection_timeout=minutes
+        ):
+            if stop.is_set():
+                return
+            if any(isinstance(e, NewMailEvent | CreatedEvent) for e in notification.events):
+                on_change()
+    except EWS_FAILURES as exc:
+        if stop.is_set():
+            return
+        silent = time.monotonic() - service.last_frame
+        if silent >= 0.9 * service.timeout:  # the read timed out (or failed after as long)
+            raise ProviderError(
+                f"the Exchange stream fell silent: {silent:.0f} s without a frame, "
+                "not even a keep-alive"
+            ) from exc
+        raise ews_error(exc, "streaming Inbox events") from exc
+    except AttributeError:
+        if stop.is_set():  # the stream was closed under exchangelib by stop
+            return
+        raise
+    finally:
+        ended.set()
+
+
+def _stop_when(stop: threading.Event, ended: threading.Event, service: GetStreamingEvents) -> None:
+    """Unblock the streaming read when `stop` is set (closing the response alone does not).
+
+    Ends with the stream: one such thread per open stream, never one per stream ever opened.
+    """
+    while not stop.wait(STOP_CHECK_SECONDS):
+        if ended.is_set():
+            return
+    if ended.is_set():
+        return
+    response = getattr(service, "_streaming_response", None)
+    connection = getattr(getattr(response, "raw", None), "connection", None)
+    sock = getattr(connection, "sock", None)
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+    with contextlib.suppress(Exception):
+        service.stop_streaming()
