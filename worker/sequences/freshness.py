@@ -11,8 +11,9 @@ The rule (issue 22). A step after the first is claimed only when its mailbox is
              its sync
 
       live:   Gmail watch / Graph subscription renewed, unexpired, no error
-              (MailboxPush.renewed_at); IMAP IDLE / EWS stream held by the
-              listener (worker.sync.push_latency.live_since)
+              (MailboxPush.renewed_at); IMAP IDLE held by the listener, an EWS
+              stream while Exchange writes to it, keep-alives included
+              (worker.sync.push_latency.live_since)
       prompt: worker.sync.push_latency's verdict from measured delays: a push is
               never assumed prompt, and a server whose IDLE polls never is
 
