@@ -440,7 +440,7 @@ def test_soft_bounce_of_the_last_step_reopens_a_finished_enrolment(
     assert enrollment(team["intro"]).state == "finished"
     deliver_inbound(soft_bounce(last, SENDER, PROSPECT))
     reopened = enrollment(team["intro"])
-    assert (reopened.state, reopened.next_step) == ("active", 1)
+    assert (reopened.state, reopened.next_step, reopened.steps_sent) == ("active", 1, 1)
     assert reopened.state_reason is not None and "soft bounce" in reopened.state_reason
 
 
