@@ -414,21 +414,34 @@ class ImapProvider(MailboxProvider):
             client.select_folder("INBOX", readonly=True)
             if b"IDLE" not in client.capabilities():
                 raise ProviderError("IMAP server does not support IDLE", permanent=True)
+            # Under the listener each IDLE lasts PUSH_ALIVE_SECONDS: ending it (DONE, a
+            # tagged OK back) and starting the next (a continuation) are answers from
+            # the server, the only proof that the connection still holds. A hung TCP
+            # connection answers nothing: DONE times out (TIMEOUT_SECONDS), the live
+            # mark lapses (push_latency.LIVE_TTL_SECONDS) and the listener reconnects.
+            # Merely waiting would keep a dead connection "live" for the 25 minutes
+            # of an IDLE. Cost: two short commands per mailbox per 30 s.
+            cycle = IDLE_RENEW_SECONDS if self.push_alive is None else PUSH_ALIVE_SECONDS
             while not stop.is_set():
                 client.idle()  # returns once the server confirmed IDLE
-                renew_at = time.monotonic() + IDLE_RENEW_SECONDS
-                alive_at = 0.0
+                if self.push_alive is not None:
+                    self.push_alive()
+                renew_at = time.monotonic() + cycle
                 changed = False
                 while not stop.is_set() and time.monotonic() < renew_at:
-                    if self.push_alive is not None and time.monotonic() >= alive_at:
-                        self.push_alive()
-                        alive_at = time.monotonic() + PUSH_ALIVE_SECONDS
-                    responses = client.idle_check(timeout=1)
-                    if any(len(r) > 1 and r[1] in (b"EXISTS", b"RECENT") for r in responses):
+                    if _new_mail(client.idle_check(timeout=1)):
                         changed = True
                         break
-                client.idle_done()
-                if changed:
+                # Mail that arrived while IDLE was ending is announced in DONE's answer.
+                _, after = client.idle_done()
+                if changed or _new_mail(after):
                     on_change()
         except (TimeoutError, IMAPClientError, OSError) as exc:
             raise ProviderError(f"IMAP IDLE on {self.email} lost: {exc}") from exc
+
+
+def _new_mail(responses: list[Any]) -> bool:
+    """True if untagged IMAP responses announce a message (EXISTS, or RECENT)."""
+    return any(
+        isinstance(r, tuple) and len(r) > 1 and r[1] in (b"EXISTS", b"RECENT") for r in responses
+    )

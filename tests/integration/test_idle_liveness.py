@@ -1,0 +1,149 @@
+"""A held IDLE counts as live push only while the server answers on it.
+
+`worker.sequences.freshness` sends a follow-up step without a sync when the
+mailbox's push is live and measured prompt, so "live" must mean the server
+still answers. Before, IDLE marked itself live on a 30 s timer while it waited
+for the server: a connection that hung (a NAT that dropped it, a server that
+stopped answering) stayed "live" for the 25 minutes of an IDLE, and a reply in
+that time could not stop a step.
+
+Here a TCP relay between the provider and a real Dovecot stops passing bytes:
+the live marks stop, and `watch()` fails so the listener reconnects. And mail
+that arrives while one IDLE ends and the next begins is still announced.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+import worker.sync.imap as imap_module
+from tests.integration.test_imap_provider import credentials, inbound
+from tests.services.dovecot import DovecotServer, unique_address
+from worker.sync.base import ProviderError
+from worker.sync.imap import ImapProvider
+
+CYCLE = 1.0  # seconds per IDLE, instead of PUSH_ALIVE_SECONDS, so the test takes seconds
+DONE_TIMEOUT = 2.0  # the socket timeout, instead of TIMEOUT_SECONDS
+
+
+class StallingRelay:
+    """A TCP relay on 127.0.0.1 that can stop passing bytes, as a hung path does."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        self.passing = threading.Event()
+        self.passing.set()
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self._sockets: list[socket.socket] = [self.server]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                client, _ = self.server.accept()
+                upstream = socket.create_connection(self.target)
+                self._sockets += [client, upstream]
+                for a, b in ((client, upstream), (upstream, client)):
+                    threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                self.passing.wait()
+                sink.sendall(data)
+
+    def close(self) -> None:
+        self.passing.set()
+        for sock in self._sockets:
+            with contextlib.suppress(OSError):
+                sock.close()
+
+
+@pytest.fixture
+def fast_idle(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(imap_module, "PUSH_ALIVE_SECONDS", CYCLE)
+    monkeypatch.setattr(imap_module, "TIMEOUT_SECONDS", DONE_TIMEOUT)
+
+
+@pytest.fixture
+def relay(dovecot: DovecotServer) -> Iterator[StallingRelay]:
+    running = StallingRelay((dovecot.host, dovecot.imap_port))
+    yield running
+    running.close()
+
+
+def watching(provider: ImapProvider) -> tuple[threading.Event, list[Any], list[float]]:
+    """Run `provider.watch` in a thread; return its stop event, outcome and live marks."""
+    stop, outcome, marks = threading.Event(), [], []
+    changes: list[float] = []
+    provider.push_alive = lambda: marks.append(time.monotonic())
+
+    def run() -> None:
+        try:
+            provider.watch(stop, lambda: changes.append(time.monotonic()))
+            outcome.append("stopped")
+        except ProviderError as exc:
+            outcome.append(exc)
+
+    threading.Thread(target=run, daemon=True).start()
+    provider.changes_seen = changes  # type: ignore[attr-defined]
+    return stop, outcome, marks
+
+
+def test_a_hung_idle_stops_being_live_and_fails_so_the_listener_reconnects(
+    dovecot: DovecotServer, smtp_server: Any, relay: StallingRelay, fast_idle: None
+) -> None:
+    user = unique_address()
+    dovecot.ensure_user(user)
+    settings = credentials(dovecot, smtp_server, user)
+    settings["imap"]["port"] = relay.port
+    provider = ImapProvider(user, settings)
+    stop, outcome, marks = watching(provider)
+    try:
+        time.sleep(4 * CYCLE)
+        assert len(marks) >= 3, marks  # a mark per answered IDLE while the path holds
+        relay.passing.clear()
+        stalled_at = time.monotonic()
+        deadline = stalled_at + CYCLE + DONE_TIMEOUT + 3
+        while not outcome and time.monotonic() < deadline:
+            time.sleep(0.05)
+        # No mark once the server stopped answering (one may land from an IDLE that
+        # was confirmed just before), and watch() gave up within a cycle plus DONE's
+        # timeout instead of holding a dead connection.
+        assert [m for m in marks if m > stalled_at + 0.5] == []
+        assert outcome and isinstance(outcome[0], ProviderError), outcome
+    finally:
+        stop.set()
+        relay.close()
+        provider.close()
+
+
+def test_mail_delivered_across_idle_renewals_is_announced(
+    dovecot: DovecotServer, smtp_server: Any, fast_idle: None
+) -> None:
+    user = unique_address()
+    dovecot.ensure_user(user)
+    provider = ImapProvider(user, credentials(dovecot, smtp_server, user))
+    stop, outcome, marks = watching(provider)
+    try:
+        time.sleep(1.5 * CYCLE)
+        for n in range(6):  # some land while an IDLE ends and the next starts
+            dovecot.deliver(user, inbound(f"p{n}@acme.test", user))
+            time.sleep(CYCLE / 3)
+        deadline = time.monotonic() + 5
+        while not provider.changes_seen and time.monotonic() < deadline:  # type: ignore[attr-defined]
+            time.sleep(0.05)
+        assert provider.changes_seen, "new mail was never announced"  # type: ignore[attr-defined]
+        assert not outcome, outcome
+        assert len(marks) >= 3, marks  # live all along: each renewal was answered
+    finally:
+        stop.set()
+        provider.close()
