@@ -180,6 +180,7 @@ def _scan(text: str) -> tuple[list[str], str]:
     bracketed: list[str] = []
     outside: list[str] = []
     i, n = 0, len(text)
+    quotes_close = True
     while i < n:
         ch = text[i]
         if ch == "(":
@@ -192,7 +193,14 @@ def _scan(text: str) -> tuple[list[str], str]:
         elif ch == "<":
             j = i + 1
             while j < n and text[j] not in "<>":
-                j = _skip_quoted(text, j) if text[j] == '"' else j + 1
+                # A quote that never closes is an ordinary character here: read as
+                # a quoted string it would swallow the closing bracket, and the id
+                # it made would not read back as itself (found by the long fuzz run).
+                # Once one quote has not closed, no later one can (its scan is a
+                # suffix of the first), so they are not scanned again: linear time.
+                end = _closed_quote_end(text, j) if text[j] == '"' and quotes_close else None
+                quotes_close = quotes_close and (end is not None or text[j] != '"')
+                j = end if end is not None else j + 1
             if j < n and text[j] == ">":
                 bracketed.append(text[i + 1 : j])
                 i = j + 1
@@ -204,6 +212,19 @@ def _scan(text: str) -> tuple[list[str], str]:
             outside.append(ch)
             i += 1
     return bracketed, "".join(outside)
+
+
+def _closed_quote_end(text: str, start: int) -> int | None:
+    """Index past the quoted string opening at ``start``, or None if it never closes."""
+    i, n = start + 1, len(text)
+    while i < n:
+        if text[i] == "\\":
+            i += 2
+        elif text[i] == '"':
+            return i + 1
+        else:
+            i += 1
+    return None
 
 
 def _skip_comment(text: str, start: int) -> int:

@@ -91,6 +91,8 @@ def test_long_chains_keep_the_newest_ids():
 def test_huge_input_does_not_hang():
     parse_msgid_list("(" * 100_000 + "<a@x.org>")
     parse_msgid_list('"' * 100_000)
+    # Escaped quotes inside a bracket, none closing: each must not rescan the rest.
+    assert parse_msgid_list('<"' + '\\"' * 100_000 + " <a@x.org>")[-1] == "<a@x.org>"
     assert parse_msgid_list("<a@x.org> " + "junk " * 100_000) == ["<a@x.org>"]
 
 
