@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from tests.fuzz.mail import messages, reports
@@ -24,8 +24,17 @@ KEYS = {"path", "kind", "refers_to", "bounce", "auto_reply", "text"}
 contents = st.one_of(messages(), reports(), st.binary(max_size=2000), st.none())
 
 
+# Found by the long run: a reply's text holding a line or paragraph separator (or
+# NEL) came out raw, and a reader splitting the output into lines got too many.
+_SEPARATORS = (
+    "From: Dana <dana@acme.test>\r\nSubject: Re: Hi\r\nIn-Reply-To: <s.1@seller.test>\r\n"
+    "Content-Type: text/plain; charset=utf-8\r\n\r\nYes\u2028Tuesday\u2029works\u0085ok\r\n"
+).encode()
+
+
 @fuzz(60)
 @given(st.lists(contents, min_size=1, max_size=6))
+@example([_SEPARATORS, None])
 def test_one_json_line_per_file_in_order(
     capsys: pytest.CaptureFixture[str], files: list[bytes | None]
 ) -> None:

@@ -9,7 +9,9 @@ issue 6, used by our own checks; keep it stable):
 ``quarantined`` when the message could not be classified within its time budget
 (``--budget``, default 1.5 s per file) or could not be read as mail; a quarantined
 line adds a seventh key, ``reason`` ("classification took longer than 1.5 s").
-Each line is written as soon as its file is done.
+Each line is written as soon as its file is done, as ASCII (non-ASCII
+characters as JSON ``\\u`` escapes), so no character in a file's name or text
+can split a line.
 
 A file that cannot be read (missing, a directory, no permission) still yields a
 line, with kind ``other``, and the command carries on. Exit status 0, or 2 for
@@ -52,7 +54,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             result = OTHER
         else:
             result = _classify_file(path, raw, args.budget)
-        out.write(json.dumps(result.as_json(path), ensure_ascii=False) + "\n")
+        # ASCII JSON: a separator in a reply's text (U+2028, U+2029, NEL) or a
+        # file name that is not UTF-8 cannot break or garble the line.
+        out.write(json.dumps(result.as_json(path)) + "\n")
         out.flush()
     return 0
 

@@ -6,6 +6,7 @@ import datetime as dt
 import importlib.util
 import json
 import random
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -192,6 +193,31 @@ def test_cli_prints_one_line_per_file_and_carries_on(tmp_path):
     assert [line["kind"] for line in lines[1:3]] == ["other", "other"]
     for line in lines:
         assert list(line) == ["path", "kind", "refers_to", "bounce", "auto_reply", "text"]
+
+
+def test_cli_lines_survive_any_file_name_and_text(tmp_path):
+    # A name that is not UTF-8 (the OS hands it over as lone surrogates) and a
+    # reply holding line/paragraph separators: still one ASCII JSON line each.
+    odd = os.path.join(os.fsencode(tmp_path), b"reply-\xff.eml")
+    with open(odd, "wb") as handle:
+        handle.write(
+            b"From: Dana <dana@acme.test>\r\nSubject: Re: Hi\r\n"
+            b"In-Reply-To: <s.1@seller.test>\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"
+            + "Yes\u2028Tuesday\u2029works\u0085ok\r\n".encode()
+        )
+    proc = subprocess.run(
+        [sys.executable, "-m", "worker.matching", "classify", odd, odd],
+        cwd=REPO,
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout.decode("ascii")
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert [line["path"] for line in lines] == [os.fsdecode(odd)] * 2
+    assert lines[0]["kind"] == "reply"
+    assert "Tuesday\u2029works" in lines[0]["text"]
 
 
 def test_cli_without_files_is_a_usage_error():
