@@ -19,46 +19,22 @@ from worker.sync.push import renew_due as renew_push
 settings = get_settings()
 configure_logging(settings)
 
-cron.register(
-    enqueue_due_steps,
-    queues.DEFAULT,
-    interval=settings.sequence_tick_seconds,
-    job_timeout=300,
-    result_ttl=0,
-)
-# One-off emails scheduled for later go out on the same tick as sequence steps.
-cron.register(
-    enqueue_due_one_offs,
-    queues.DEFAULT,
-    interval=settings.sequence_tick_seconds,
-    job_timeout=300,
-    result_ttl=0,
-)
-cron.register(
-    poll_mailboxes,
-    queues.DEFAULT,
-    interval=max(5, settings.sync_poll_seconds // 4),
-    job_timeout=300,
-    result_ttl=0,
-)
-cron.register(
-    flush_all,
-    queues.DEFAULT,
-    interval=settings.salesforce_flush_seconds,
-    job_timeout=300,
-    result_ttl=0,
-)
-cron.register(recover_stuck_sends, queues.DEFAULT, interval=60, job_timeout=300, result_ttl=0)
-# Gmail watches and Graph subscriptions renewed a day before they lapse (worker/sync/push.py).
-cron.register(renew_push, queues.DEFAULT, interval=900, job_timeout=300, result_ttl=0)
-# Resuming a paused enrolment is due sequence work: it runs on the sequence tick.
-cron.register(
-    resume_paused,
-    queues.DEFAULT,
-    interval=settings.sequence_tick_seconds,
-    job_timeout=300,
-    result_ttl=0,
-)
+# (tick, seconds between ticks). Every tick runs on the default queue, is done
+# within 5 minutes and keeps no result.
+TICKS = [
+    (enqueue_due_steps, settings.sequence_tick_seconds),
+    # One-off emails scheduled for later go out on the same tick as sequence steps.
+    (enqueue_due_one_offs, settings.sequence_tick_seconds),
+    # Resuming a paused enrolment is due sequence work: it runs on the sequence tick.
+    (resume_paused, settings.sequence_tick_seconds),
+    (poll_mailboxes, max(5, settings.sync_poll_seconds // 4)),
+    (flush_all, settings.salesforce_flush_seconds),
+    (recover_stuck_sends, 60),
+    # Gmail watches and Graph subscriptions renewed a day before they lapse (worker/sync/push.py).
+    (renew_push, 900),
+    # Documents whose job was lost (Redis failover, a killed worker) are queued again.
+    (recover_documents, 60),
+]
 
-# Documents whose job was lost (Redis failover, a killed worker) are queued again.
-cron.register(recover_documents, queues.DEFAULT, interval=60, job_timeout=300, result_ttl=0)
+for tick, seconds in TICKS:
+    cron.register(tick, queues.DEFAULT, interval=seconds, job_timeout=300, result_ttl=0)
