@@ -46,6 +46,7 @@ class SalesforceSettings:
     engagement_debounce_seconds: int = 300
     park_seconds: int = 900
     retry_base_seconds: int = 15
+    retry_max_seconds: int = 3600
     timeout_seconds: int = 60
     bulk_threshold: int = 2000
     who_retry_seconds: int = 3600
@@ -95,6 +96,7 @@ def read_salesforce(env: Mapping[str, str]) -> SalesforceSettings:
         ),
         park_seconds=env_int(env, "SIGHTLINE_SALESFORCE_PARK_SECONDS", 900, 1, 86400),
         retry_base_seconds=env_int(env, "SIGHTLINE_SALESFORCE_RETRY_BASE_SECONDS", 15, 1, 3600),
+        retry_max_seconds=env_int(env, "SIGHTLINE_SALESFORCE_RETRY_MAX_SECONDS", 3600, 1, 86400),
         timeout_seconds=env_int(env, "SIGHTLINE_SALESFORCE_TIMEOUT_SECONDS", 60, 1, 600),
         bulk_threshold=env_int(env, "SIGHTLINE_SALESFORCE_BULK_THRESHOLD", 2000, 201, 10_000_000),
         who_retry_seconds=env_int(

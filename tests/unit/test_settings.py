@@ -7,7 +7,9 @@ from pathlib import Path
 import pytest
 from cryptography.fernet import Fernet
 
+from config import get_settings
 from config.settings import ConfigError, load_settings
+from worker.salesforce.outbox_rows import _backoff
 
 KEY = Fernet.generate_key().decode()
 SECRET = "s" * 40
@@ -127,3 +129,21 @@ def test_document_file_isolation_takes_the_same_words_on_its_own(tmp_path: Path)
     assert load_settings(off).documents.network_isolation == "auto"
     with pytest.raises(ConfigError, match="SIGHTLINE_DOCUMENT_FILE_ISOLATION: expected auto"):
         load_settings({**local, "SIGHTLINE_DOCUMENT_FILE_ISOLATION": "private"})
+
+
+def test_salesforce_back_off_doubles_up_to_its_cap(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = {"SIGHTLINE_VAR_DIR": str(tmp_path), "SIGHTLINE_SALESFORCE_RETRY_BASE_SECONDS": "10"}
+    assert load_settings(env).salesforce.retry_max_seconds == 3600
+    with pytest.raises(ConfigError, match="SIGHTLINE_SALESFORCE_RETRY_MAX_SECONDS"):
+        load_settings({**env, "SIGHTLINE_SALESFORCE_RETRY_MAX_SECONDS": "0"})
+    for name, value in {**env, "SIGHTLINE_SALESFORCE_RETRY_MAX_SECONDS": "100"}.items():
+        monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+    try:
+        waits = [_backoff(attempts).total_seconds() for attempts in (1, 2, 3, 5, 10_000)]
+    finally:
+        get_settings.cache_clear()
+    for wait, expected in zip(waits, (10, 20, 40, 100, 100), strict=True):
+        assert expected * 0.8 <= wait <= expected * 1.2, waits

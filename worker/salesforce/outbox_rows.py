@@ -105,9 +105,11 @@ def sent_id_of(row: SalesforceOutbox) -> int | None:
 
 
 def _backoff(attempts: int) -> timedelta:
-    """Exponential, capped at an hour, with ±20 % jitter so retries do not arrive together."""
-    base = get_settings().salesforce.retry_base_seconds
-    seconds = min(3600.0, base * 2 ** max(0, attempts - 1))
+    """Exponential, capped (an hour by default), with ±20 % jitter so retries do not arrive together."""
+    settings = get_settings().salesforce
+    # The exponent is bounded first: a row failing for weeks must not build a huge int.
+    doubled = settings.retry_base_seconds * 2 ** min(max(0, attempts - 1), 32)
+    seconds = float(min(settings.retry_max_seconds, doubled))
     return timedelta(seconds=seconds * random.uniform(0.8, 1.2))  # noqa: S311 - not a secret
 
 
