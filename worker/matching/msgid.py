@@ -198,9 +198,9 @@ def _scan(text: str) -> tuple[list[str], str]:
                 # it made would not read back as itself (found by the long fuzz run).
                 # Once one quote has not closed, no later one can (its scan is a
                 # suffix of the first), so they are not scanned again: linear time.
-                end = _closed_quote_end(text, j) if text[j] == '"' and quotes_close else None
-                quotes_close = quotes_close and (end is not None or text[j] != '"')
-                j = end if end is not None else j + 1
+                closes = _closed_quote_end(text, j) if text[j] == '"' and quotes_close else None
+                quotes_close = quotes_close and (closes is not None or text[j] != '"')
+                j = closes if closes is not None else j + 1
             if j < n and text[j] == ">":
                 bracketed.append(text[i + 1 : j])
                 i = j + 1
