@@ -57,8 +57,15 @@ def _mailbox_json(mailbox: Mailbox) -> dict[str, Any]:
     return out.model_dump(mode="json")
 
 
-def _started(start_path: str) -> dict[str, Any]:
-    """The API's answer to a started flow: the start link on this site, never the provider's."""
+def _start(kind: str, **flow: Any) -> dict[str, Any]:
+    """Start the signed-in user's OAuth flow for `kind`; the API's answer.
+
+    The answer is the start link on this site, never the provider's.
+    """
+    try:
+        start_path = start_oauth(kind, team_id=g.team_id, user_id=g.user.id, **flow)
+    except ProviderError as exc:
+        raise ApiError(503, "provider_unavailable", str(exc)) from None
     url = oauth_flow.absolute(start_path)
     return OAuthStarted(authorization_url=url, expires_in=oauth_flow.FLOW_SECONDS).model_dump()
 
@@ -67,17 +74,7 @@ def _started(start_path: str) -> dict[str, Any]:
 @require_token
 def api_connect() -> ResponseReturnValue:
     body = parse_body(OAuthConnect)
-    try:
-        url = start_oauth(
-            body.kind,
-            team_id=g.team_id,
-            user_id=g.user.id,
-            login_hint=body.login_hint,
-            return_to=body.return_to,
-        )
-    except ProviderError as exc:
-        raise ApiError(503, "provider_unavailable", str(exc)) from None
-    return _started(url)
+    return _start(body.kind, login_hint=body.login_hint, return_to=body.return_to)
 
 
 @api.post("/exchange")
@@ -100,17 +97,7 @@ def api_connect_exchange() -> ResponseReturnValue:
 def api_reconnect(mailbox_id: int) -> ResponseReturnValue:
     mailbox = _owned(mailbox_id, g.team_id)
     if mailbox.kind in OAUTH_KINDS:
-        try:
-            url = start_oauth(
-                mailbox.kind,
-                team_id=g.team_id,
-                user_id=g.user.id,
-                mailbox_id=mailbox.id,
-                login_hint=mailbox.email,
-            )
-        except ProviderError as exc:
-            raise ApiError(503, "provider_unavailable", str(exc)) from None
-        return _started(url)
+        return _start(mailbox.kind, mailbox_id=mailbox.id, login_hint=mailbox.email)
     if mailbox.kind == MailboxKind.EXCHANGE:
         body = parse_body(ExchangeMailboxCreate)
         if body.email != mailbox.email:
