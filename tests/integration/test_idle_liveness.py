@@ -82,7 +82,9 @@ def relay(dovecot: DovecotServer) -> Iterator[StallingRelay]:
 
 def watching(provider: ImapProvider) -> tuple[threading.Event, list[Any], list[float]]:
     """Run `provider.watch` in a thread; return its stop event, outcome and live marks."""
-    stop, outcome, marks = threading.Event(), [], []
+    stop = threading.Event()
+    outcome: list[Any] = []  # "stopped", or the ProviderError watch raised
+    marks: list[float] = []
     changes: list[float] = []
     provider.push_alive = lambda: marks.append(time.monotonic())
 

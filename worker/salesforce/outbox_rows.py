@@ -105,7 +105,7 @@ def sent_id_of(row: SalesforceOutbox) -> int | None:
 
 
 def _backoff(attempts: int) -> timedelta:
-    """Exponential, capped (an hour by default), with ±20 % jitter so retries do not arrive together."""
+    """Exponential, capped (an hour by default), ±20 % jitter so retries do not arrive together."""
     settings = get_settings().salesforce
     # The exponent is bounded first: a row failing for weeks must not build a huge int.
     doubled = settings.retry_base_seconds * 2 ** min(max(0, attempts - 1), 32)
