@@ -194,6 +194,12 @@ def test_enrollment_lifecycle_and_errors(api: ApiClient) -> None:
     assert "sequence_id" in missing.json["error"]["fields"]
     assert api.get("/api/v1/messages").status_code == 422
     assert api.get("/api/v1/messages?enrollment_id=abc").status_code == 422
+    # A number parameter named with no number is not a number (found by schemathesis).
+    events_after = f"/api/v1/events?enrollment_id={enrollment['id']}&after_id="
+    for empty in ("/api/v1/messages?enrollment_id=", events_after):
+        refused = api.get(empty)
+        assert refused.status_code == 422, empty
+        assert refused.json["error"]["message"].endswith("expected a whole number")
     messages = api.get(f"/api/v1/messages?enrollment_id={enrollment['id']}")
     assert messages.json == {"messages": []}
     events = api.get(f"/api/v1/events?enrollment_id={enrollment['id']}").json

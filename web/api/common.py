@@ -173,7 +173,9 @@ def int_arg(
     maximum: int = 2**31 - 1,
 ) -> int | None:
     raw = request.args.get(name)
-    if raw is None or raw == "":
+    # `?after_id=` names the parameter without a number: refused below, like any
+    # other value that is not one (the schema says integer), never read as absent.
+    if raw is None:
         if required:
             raise ApiError(
                 422, "invalid_request", f"{name}: query parameter is required", {name: "required"}
