@@ -183,7 +183,19 @@ def build_document() -> dict[str, Any]:
     # Salesforce routes document themselves (web/api/salesforce.py).
     # Mailbox connect routes likewise (web/connect/api.py), and the content library's
     # (web/documents/schemas.py).
-    return document_routes(connect_routes(extend_document(document)))
+    return _with_body_limit(document_routes(connect_routes(extend_document(document))))
+
+
+def _with_body_limit(document: dict[str, Any]) -> dict[str, Any]:
+    """Every operation that takes a body may answer 413: the app refuses one over its limit
+    (10 MB; a document upload's own limit for uploads) before the route reads it."""
+    too_large = error_responses({413: "Body over the size limit"}, 413)
+    for operations in document["paths"].values():
+        for operation in operations.values():
+            if isinstance(operation, dict) and "requestBody" in operation:
+                for status, answer in too_large.items():
+                    operation["responses"].setdefault(status, answer)
+    return document
 
 
 @bp.get("/openapi.json")
