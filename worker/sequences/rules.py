@@ -71,13 +71,12 @@ class Signal:
     """What an inbound message means for the sequence, decided before it is recorded.
 
     ``kind`` is the event kind (part of the event's natural key); ``data`` is
-    what the event stores about why; ``recipient`` is the bounce entry about
-    the prospect's address, for bounces.
+    what the event stores about why (for a bounce, the entry about the
+    prospect's address first, then every entry).
     """
 
     kind: str
     data: dict[str, Any]
-    recipient: BouncedRecipient | None = None
 
 
 def read_signal(
@@ -126,12 +125,12 @@ def _bounce_signal(
     failed = [r for r in candidates if not r.delayed]
     if candidates and not failed:
         chosen = candidates[0]
-        return Signal("delayed", {**_recipient_data(chosen), "bounce": everyone}, chosen)
+        return Signal("delayed", {**_recipient_data(chosen), "bounce": everyone})
     hard = [r for r in failed if r.hard]
     if hard:
-        return Signal("bounce", {**_recipient_data(hard[0]), "bounce": everyone}, hard[0])
+        return Signal("bounce", {**_recipient_data(hard[0]), "bounce": everyone})
     if failed:
-        return Signal("soft_bounce", {**_recipient_data(failed[0]), "bounce": everyone}, failed[0])
+        return Signal("soft_bounce", {**_recipient_data(failed[0]), "bounce": everyone})
     # A failure report we could not read a recipient from: soft, so the retry
     # policy decides, rather than declaring a person's address dead on a guess.
     return Signal("soft_bounce", {"reason": "undefined", "status": "", "bounce": everyone})
