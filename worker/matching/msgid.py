@@ -247,16 +247,8 @@ def _skip_comment(text: str, start: int) -> int:
 
 def _skip_quoted(text: str, start: int) -> int:
     """Index just past the quoted string opening at ``start`` (or end of text)."""
-    i, n = start + 1, len(text)
-    while i < n:
-        ch = text[i]
-        if ch == "\\":
-            i += 2
-            continue
-        if ch == '"':
-            return i + 1
-        i += 1
-    return n
+    end = _closed_quote_end(text, start)
+    return len(text) if end is None else end
 
 
 def _canonical(raw: str) -> str | None:
