@@ -64,7 +64,7 @@ chaos-crash: $(VENV)/.dev
 
 ## fuzz: the property tests with up to 40 times the examples, fresh random ones, within
 ## FUZZ_BUDGET_SECONDS (35 min; counts per property printed), the API fuzzer, then mutmut
-## over the sequence rules (~20 min; the matcher and outbox take hours: `make mutation`)
+## over the sequence rules (765 mutants, 5 min idle, ~20 under load; the matcher and outbox take hours: `make mutation`)
 fuzz: $(VENV)/.dev
 	scripts/test-prereqs.sh core
 	HYPOTHESIS_PROFILE=long $(BIN)/python -m pytest -p no:cacheprovider -q tests/fuzz
@@ -73,7 +73,7 @@ fuzz: $(VENV)/.dev
 	scripts/mutation.sh 'worker.sequences.rules*'
 
 ## mutation: mutmut over worker/matching, sequences/rules.py, the Salesforce outbox; prints the
-## survivors. Hours on 2 cores (rules.py alone ~20 min, run by fuzz). MUTANTS=... narrows it
+## survivors. Hours on 2 cores (rules.py alone 5-20 min, run by fuzz). MUTANTS=... narrows it
 mutation: $(VENV)/.dev
 	scripts/test-prereqs.sh core
 	scripts/mutation.sh $(MUTANTS)
