@@ -5,9 +5,8 @@ rules' tests passed as well when a soft bounce re-armed every enrolment at the
 same step, or re-armed a step after a later one went out; when a reopened
 sequence never got a time to send again; when a paused enrolment's bounce went
 unrecorded; when one prospect's complaint or bounce marked *every* prospect;
-when a later out-of-office shortened or failed to extend the pause; when a
-retry did not wait twice as long each time, a bounce older than the window
-still counted, or a return date past the longest pause was kept; when a
+when a later out-of-office shortened or failed to extend the pause, or kept a
+return date past the longest pause; when a
 report naming several addresses let an address other than the prospect's decide;
 and when the enrolment history lost the event that caused a change. Each test
 here says what a person sees on the enrolment page (state, next step and its
@@ -611,49 +610,7 @@ def test_a_later_out_of_office_extends_the_pause_and_an_earlier_date_never_short
     assert (after.state, after.resume_at) == ("paused", morning(in_days(12)))
 
 
-# --- how long a retry and a pause wait ----------------------------------------------------
-
-
-def retried_within(enrollment_id: int, before: dt.datetime, seconds: int) -> dt.datetime:
-    """The retried step's time, checked to be `seconds` after the bounce was read."""
-    at = enrollment(enrollment_id).next_step_at
-    assert at is not None, "the retried step has no time to go out"
-    assert before + timedelta(seconds=seconds - 1) <= at <= utcnow() + timedelta(seconds=seconds)
-    return at
-
-
-@pytest.mark.usefixtures("retry_after_ten_minutes")
-def test_each_soft_bounce_waits_twice_as_long_and_only_the_window_s_bounces_count(
-    team: dict[str, int],
-) -> None:
-    _, original = send_step(team["intro"])
-    before = utcnow()
-    deliver_inbound(soft_bounce(original, SENDER, PROSPECT))
-    retried_within(team["intro"], before, RETRY_SECONDS)
-
-    make_due(team["intro"])
-    _, again = send_step(team["intro"])
-    before = utcnow()
-    second = deliver_inbound(soft_bounce(again, SENDER, PROSPECT))
-    at = retried_within(team["intro"], before, 2 * RETRY_SECONDS)
-    last = history(team["intro"])[-1]
-    assert (last.reason, last.event_id) == (
-        f"step 1 soft bounce 2 {MAILBOX_FULL}; re-sending at {at:%Y-%m-%d %H:%M} UTC",
-        second.event_id,
-    )
-
-    # Both bounces fall out of the 7-day window: the next one is the first again,
-    # not the third (which would end the sequence).
-    with session_scope() as session:
-        for row in session.scalars(select(Event).where(Event.kind == "soft_bounce")):
-            row.created_at = utcnow() - timedelta(days=7, minutes=1)
-    make_due(team["intro"])
-    _, third = send_step(team["intro"])
-    before = utcnow()
-    deliver_inbound(soft_bounce(third, SENDER, PROSPECT))
-    assert enrollment(team["intro"]).state == "active"
-    retried_within(team["intro"], before, RETRY_SECONDS)
-    assert history(team["intro"])[-1].reason.startswith(f"step 1 soft bounce 1 {MAILBOX_FULL};")
+# --- how long a pause may last -------------------------------------------------------------
 
 
 def test_no_out_of_office_pauses_longer_than_the_longest_pause(
