@@ -169,11 +169,15 @@ class Listener:
             except Exception:
                 log.exception("listener_refresh_failed shard=%s", self.shard)
             self._wait_for_change(pubsub)
+        self.stop_watches()
+        log.info("listener_stop shard=%s", self.shard)
+
+    def stop_watches(self) -> None:
+        """Ask every watch to stop, then wait for each thread (up to 5 s each)."""
         for watch in self.watches.values():
             watch.stop.set()
         for watch in self.watches.values():
             watch.thread.join(timeout=5)
-        log.info("listener_stop shard=%s", self.shard)
 
     def _wait_for_change(self, pubsub: redis.client.PubSub) -> None:
         """Sleep until a mailbox changes, the refresh interval passes, or we stop."""

@@ -69,10 +69,7 @@ def ews(fake_ews: FakeEws, env: Settings, monkeypatch: pytest.MonkeyPatch) -> Fa
 def listener(ews: FakeEws) -> Iterator[Listener]:
     running = Listener(shard=0, shards=1)
     yield running
-    for watch in running.watches.values():
-        watch.stop.set()
-    for watch in running.watches.values():
-        watch.thread.join(timeout=5)
+    running.stop_watches()
 
 
 def prompt_exchange_seller(ews: FakeEws, listener: Listener) -> tuple[Seller, int, str]:

@@ -55,10 +55,7 @@ def fast_polling_courier() -> Iterator[CourierServer]:
 def listener(env: Settings) -> Iterator[Listener]:
     running = Listener(shard=0, shards=1)
     yield running
-    for watch in running.watches.values():
-        watch.stop.set()
-    for watch in running.watches.values():
-        watch.thread.join(timeout=5)
+    running.stop_watches()
 
 
 def note(to: str, n: int) -> bytes:
@@ -134,9 +131,7 @@ def test_prompt_idle_is_trusted_and_spares_the_sync_before_a_follow_up(
     assert ready_to_send(enrollment, 1)
     assert queued(queues.SYNC, SYNC_JOB) == []
 
-    for watch in listener.watches.values():  # the listener goes away
-        watch.stop.set()
-        watch.thread.join(timeout=5)
+    listener.stop_watches()  # the listener goes away
     assert push_latency.live_since(seller.mailbox_id) is None
     assert not ready_to_send(enrollment, 1)  # no push now: a sync first
     assert queued(queues.SYNC, SYNC_JOB) == [(seller.mailbox_id,)]

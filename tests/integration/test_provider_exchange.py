@@ -10,8 +10,10 @@ import threading
 import time
 
 import pytest
+from rq import Queue
 
 from config import Settings, queues
+from core.redis import get_redis
 from tests.conftest import ApiClient
 from tests.fakes.ews import FakeEws
 from tests.integration.provider_harness import ExchangeHarness, queued
@@ -23,6 +25,7 @@ from tests.integration.test_provider_contract import (
     state_of,
 )
 from worker.listener import Listener
+from worker.queueing import job_started
 from worker.sync.base import ProviderError
 from worker.sync.engine import SYNC_JOB, sync_mailbox, sync_mailbox_job
 from worker.sync.exchange import ExchangeProvider
@@ -132,13 +135,7 @@ def test_the_listener_holds_a_stream_per_exchange_mailbox(env: Settings, fake_ew
         deadline = time.monotonic() + 5
         while not fake_ews.store.subscriptions and time.monotonic() < deadline:
             time.sleep(0.02)
-        from worker.queueing import job_started
-
         job_started(f"sync:{seller.mailbox_id}")  # the catch-up sync it queued on start
-        from rq import Queue
-
-        from core.redis import get_redis
-
         Queue(queues.SYNC, connection=get_redis()).empty()
         time.sleep(0.3)
         harness.deliver(seller.address, newsletter(seller.address, 1))
@@ -148,8 +145,5 @@ def test_the_listener_holds_a_stream_per_exchange_mailbox(env: Settings, fake_ew
         assert queued(queues.SYNC, SYNC_JOB) == [(seller.mailbox_id,)]
     finally:
         listener.stopping.set()
-        for watch in listener.watches.values():
-            watch.stop.set()
-        for watch in listener.watches.values():
-            watch.thread.join(timeout=5)
+        listener.stop_watches()
     assert all(not w.thread.is_alive() for w in listener.watches.values())
