@@ -27,7 +27,6 @@ import os
 import pwd
 import shutil
 import smtplib
-import socket
 import subprocess
 from pathlib import Path
 
@@ -50,7 +49,7 @@ __all__ = [
     "parse",
     "unique_address",
 ]
-from tests.services.process import ServiceError, ServiceUnavailableError
+from tests.services.process import ServiceUnavailableError
 
 MAIL_USER = "vmail"
 # Special-use folders every user has (RFC 6154), created on first access.
@@ -205,14 +204,6 @@ class DovecotServer(ImapTestServer):
             )
         )
 
-    def _greets(self) -> bool:
-        try:
-            with socket.create_connection((self.host, self.imap_port), timeout=1) as sock:
-                greeting = sock.recv(256)
-        except OSError:
-            return False
-        return greeting.startswith(b"* OK")
-
     def start(self, timeout: float = 10.0) -> DovecotServer:
         """Start Dovecot and wait until IMAP greets and LMTP accepts connections.
 
@@ -222,7 +213,8 @@ class DovecotServer(ImapTestServer):
         """
         executable = dovecot_executable()
         users = self._users()
-        for attempt in range(3):
+
+        def launch() -> subprocess.Popen[bytes]:
             self.root = process.service_dir("dovecot")
             mail = self.root / "mail"
             mail.mkdir()
@@ -232,22 +224,11 @@ class DovecotServer(ImapTestServer):
             self._proc = process.spawn(
                 [executable, "-F", "-c", str(self.config_path)], log_path=self.log_path
             )
-            try:
-                process.wait_until(
-                    lambda: self._greets() and process.port_answers(self.host, self.lmtp_port),
-                    what="dovecot",
-                    proc=self._proc,
-                    log_path=self.log_path,
-                    timeout=timeout,
-                )
-            except ServiceError:
-                port_taken = "Address already in use" in process.log_tail(self.log_path)
-                self.stop()
-                if port_taken and attempt < 2:
-                    continue  # another process took a port we picked: pick again
-                raise
-            return self
-        raise AssertionError("unreachable")
+            return self._proc
+
+        return self._start_retrying(
+            launch, "dovecot", timeout, lambda: process.port_answers(self.host, self.lmtp_port)
+        )
 
     def stop(self) -> None:
         """Stop Dovecot and its children, and remove its folder."""

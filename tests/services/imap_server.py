@@ -93,9 +93,13 @@ class ImapTestServer:
         raise NotImplementedError
 
     def _start_retrying(
-        self, launch: Callable[[], subprocess.Popen[bytes]], what: str, timeout: float
+        self,
+        launch: Callable[[], subprocess.Popen[bytes]],
+        what: str,
+        timeout: float,
+        also_ready: Callable[[], bool] = lambda: True,
     ) -> Self:
-        """Run `launch` until the server it starts greets on `imap_port`.
+        """Run `launch` until the server it starts greets on `imap_port` (and `also_ready`).
 
         `launch` picks a fresh folder and port each time: a port another process
         took between `free_port()` and the server's bind is tried again, twice.
@@ -106,7 +110,7 @@ class ImapTestServer:
             proc = launch()
             try:
                 process.wait_until(
-                    lambda: process.greets(self.host, self.imap_port),
+                    lambda: process.greets(self.host, self.imap_port) and also_ready(),
                     what=what,
                     proc=proc,
                     log_path=self.log_path,
