@@ -20,6 +20,7 @@ import email.policy
 import logging
 from collections.abc import Iterator
 from dataclasses import replace
+from datetime import timedelta
 from itertools import count
 
 import pytest
@@ -28,13 +29,15 @@ from hypothesis import strategies as st
 from sqlalchemy import select
 
 from config import Settings
+from core.crypto import encrypt_json
 from core.db import session_scope
-from core.models import Enrollment, InboundMessage, Mailbox, Sequence
+from core.models import Enrollment, InboundMessage, Mailbox, Sequence, SequenceStep, Team, utcnow
 from tests.fuzz.mail import any_text, header_block, header_values, messages, reports
 from tests.fuzz.profiles import fuzz
 from worker.matching.classify import classify_message
 from worker.matching.msgid import parse_msgid_list, reference_candidates
 from worker.sequences import claiming, delivering, enrolling
+from worker.sync.base import SendResult
 from worker.sync.headers import summary_from_headers
 from worker.sync.inbound import (
     MailboxRef,
@@ -141,9 +144,6 @@ _serial = count()
 
 @pytest.fixture
 def sequence_id(env: Settings) -> int:
-    from core.crypto import encrypt_json
-    from core.models import SequenceStep, Team
-
     with session_scope() as session:
         team = Team(name="Fuzz")
         session.add(team)
@@ -168,11 +168,6 @@ def sequence_id(env: Settings) -> int:
 
 def _sent_step(sequence_id: int) -> tuple[int, str]:
     """A fresh prospect's step 1, claimed and recorded as sent: (enrolment id, Message-ID)."""
-    from datetime import timedelta
-
-    from core.models import utcnow
-    from worker.sync.base import SendResult
-
     email_address = f"p{next(_serial)}@acme.test"
     with session_scope() as session:
         sequence = session.get_one(Sequence, sequence_id)

@@ -43,9 +43,11 @@ from config import Settings, get_settings
 from core.db import session_scope
 from core.events import queue_salesforce_task
 from core.models import Mailbox, OutboxStatus, Prospect, SalesforceOutbox, SentMessage, Team, utcnow
+from core.redis import get_redis
 from tests.conftest import service_environment
 from tests.fakes.salesforce import FAULT_KINDS, FakeSalesforce
 from tests.stack import Stack
+from worker.salesforce.connections import authorize_link, exchange_code, save_grant
 from worker.salesforce.engagement import queue_engagement, sent_task_key
 from worker.salesforce.task_records import task_key
 
@@ -165,8 +167,6 @@ class _TeamLoad:
 def _connect_oauth(team_id: int) -> None:
     """The org side of the OAuth web-server flow (the browser side is test_oauth_binding's):
     authorize → approve → code exchanged → saved."""
-    from worker.salesforce.connections import authorize_link, exchange_code, save_grant
-
     url, login_url = authorize_link("a-state", None)
     answer = requests.get(url, allow_redirects=False, timeout=10)
     query = parse_qs(urlsplit(answer.headers["Location"]).query)
@@ -212,8 +212,6 @@ def _open_work(excluded_sends: set[int]) -> int:
 
 def _state() -> str:
     """What is left, for a failure message."""
-    from core.redis import get_redis
-
     with session_scope() as session:
         left = session.execute(
             select(

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import threading
 import time
 import uuid
@@ -38,6 +39,7 @@ from datetime import UTC, datetime
 from typing import Any
 from xml.sax.saxutils import escape, quoteattr
 
+import spnego
 from lxml import etree
 from werkzeug.wrappers import Request, Response
 
@@ -330,15 +332,11 @@ class EwsApp:
     def _ntlm_step(
         self, request: Request, token: str, scheme: str
     ) -> tuple[EwsMailbox | None, Response | None]:
-        import spnego
-
         key = self._connection_key(request)
         context = self._ntlm.get(key, (None, None))[0]
         if context is None:
             if self.ntlm_users_file is None:
                 return None, self._challenge()
-            import os
-
             os.environ["NTLM_USER_FILE"] = self.ntlm_users_file
             context = spnego.server(protocol=scheme)
             self._ntlm[key] = (context, None)
