@@ -20,6 +20,7 @@ from itsdangerous import BadSignature, URLSafeSerializer
 from config import get_settings
 
 API_TOKEN_PREFIX = "sl_"  # noqa: S105 - a visible prefix, not a secret
+DISPLAY_PREFIX_LENGTH = 10  # what is kept in the clear to name a token: 7 of its random characters
 
 
 def new_api_token() -> str:
@@ -31,7 +32,7 @@ def hash_api_token(token: str) -> str:
 
 
 def display_prefix(token: str) -> str:
-    return token[:10]
+    return token[:DISPLAY_PREFIX_LENGTH]
 
 
 def _serializer(purpose: str) -> URLSafeSerializer:

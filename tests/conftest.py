@@ -141,7 +141,13 @@ def client(app: Flask) -> FlaskClient:
 
 
 def create_user(app: Flask, email: str, team: str, *extra: str) -> str:
-    """Run the real CLI command; return the API token it prints on its last line."""
+    """Run the real CLI command; return the API token it prints on its last line.
+
+    Without `--password` in `extra` the user is API-only (`--no-password`): the
+    command would otherwise ask for a password.
+    """
+    if "--password" not in extra and "--password-stdin" not in extra:
+        extra = (*extra, "--no-password")
     result = app.test_cli_runner().invoke(args=["users", "create", email, "--team", team, *extra])
     assert result.exit_code == 0, result.output
     return result.output.strip().splitlines()[-1]

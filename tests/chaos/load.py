@@ -99,7 +99,14 @@ def seed_teams(
     tokens: list[str] = []
     for team in ("north", "south"):
         result = runner.invoke(
-            args=["users", "create", f"owner@{team}.test", "--team", f"Team {team}"]
+            args=[
+                "users",
+                "create",
+                f"owner@{team}.test",
+                "--team",
+                f"Team {team}",
+                "--no-password",
+            ]
         )
         if result.exit_code != 0:
             raise AssertionError(result.output)
