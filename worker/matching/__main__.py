@@ -5,7 +5,11 @@ issue 6, used by our own checks; keep it stable):
 
     {"path", "kind", "refers_to", "bounce", "auto_reply", "text"}
 
-``kind`` is ``reply``, ``auto_reply``, ``bounce``, ``complaint`` or ``other``, or
+``bounce`` is ``{"recipients": [{"address", "status", "hard", "delayed"}, ...]}``:
+``delayed`` is true for a recipient the server is still trying (a delay notice
+lists only such recipients and is never a failure); a 2.x.x status is success and
+makes no recipient. ``kind`` is ``reply``, ``auto_reply``, ``bounce``,
+``complaint`` or ``other``, or
 ``quarantined`` when the message could not be classified within its time budget
 (``--budget``, default 1.5 s per file) or could not be read as mail; a quarantined
 line adds a seventh key, ``reason`` ("classification took longer than 1.5 s").

@@ -99,15 +99,27 @@ def _read_dsn(msg: Message, original_ids: tuple[str, ...]) -> BounceReport | Non
     reported: list[BouncedRecipient] = []
     for entry in entries:
         check_budget()
-        if entry.action in ("delivered", "relayed", "expanded"):
-            continue
-        if not entry.action and entry.status[:1] == "2":
+        if _succeeded(entry):
             continue
         reported.append(_recipient_from_dsn(entry, human, len(entries)))
     if not reported:
         return BounceReport(BounceOutcome.DELIVERED, (), original_ids)
     outcome = BounceOutcome.DELAYED if all(r.delayed for r in reported) else BounceOutcome.FAILED
     return BounceReport(outcome, tuple(reported), original_ids)
+
+
+def _succeeded(entry: dsn.DsnRecipient) -> bool:
+    """True if the report says this recipient's copy was delivered (or passed on).
+
+    A 2.x.x status is success whatever the Action word beside it says: some MTAs
+    write ``Action: deliverable`` or words of their own. Reading such a
+    recipient as a (soft) failure would send the step again to someone who got
+    it. Without a status, the Action words of RFC 3464 for success decide.
+    """
+    status = entry.status or dsn.best_status(entry.diagnostic)
+    if status[:2] == "2.":
+        return True
+    return entry.action in ("delivered", "relayed", "expanded")
 
 
 def _forwarded_report(msg: Message) -> Message | None:
