@@ -38,7 +38,7 @@ from email.message import Message
 
 from worker.matching.replytext import REPLY_PREFIX
 
-__all__ = ["is_auto_reply", "return_date"]
+__all__ = ["is_auto_reply", "mentions_absence", "return_date"]
 
 _SUBJECT = re.compile(
     r"^\s*+(?:\[[^\]]*+\]\s*+)?(?:"
@@ -218,6 +218,11 @@ def is_auto_reply(msg: Message, subject: str, new_text: str, quotes_history: boo
     return not REPLY_PREFIX.match(subject) or bool(
         _NOTICE_DETAIL.search(" ".join(new_text[:1500].split()))
     )
+
+
+def mentions_absence(subject: str, new_text: str) -> bool:
+    """True if the subject or the new text says someone is away (any language read here)."""
+    return bool(_SUBJECT.search(subject) or _BODY.search(" ".join(new_text[:1500].split())))
 
 
 def return_date(text: str, sent: dt.date | None) -> dt.date | None:

@@ -16,6 +16,8 @@ a retried step goes out through the normal claim in ``worker.sequences.claiming`
     delayed                  nothing: the server is still trying
     auto_reply               this one → paused until the return date (or the
                              default pause), then resumed by cron; never ended
+    auto_reply (receipt)     nothing: "we received your message" is no absence
+    teammate_reply, other    nothing: recorded (worker.sequences.signals)
 
 "Every live one" is every active or paused enrolment of that prospect in the
 team, whatever the sequence: a complaint or a dead address is about the
@@ -38,9 +40,7 @@ transaction: a signal seen twice changes nothing twice.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
-from typing import Any
+from datetime import date, datetime, timedelta
 
 from sqlalchemy import case, func, select, update
 from sqlalchemy.orm import Session
@@ -55,96 +55,13 @@ from core.models import (
     Prospect,
     SentMessage,
 )
-from worker.matching.bounce_report import BouncedRecipient
-from worker.matching.classify import Classification
 from worker.salesforce.task_limits import DESCRIPTION_LIMIT
 from worker.sequences.enrolling import transition
+from worker.sequences.signals import Signal, resume_time
 
 log = logging.getLogger(__name__)
 
 LIVE = frozenset({EnrollmentState.ACTIVE, EnrollmentState.PAUSED})
-RESUME_HOUR_UTC = 8  # a stated return date resumes the sequence that morning
-
-
-@dataclass(frozen=True)
-class Signal:
-    """What an inbound message means for the sequence, decided before it is recorded.
-
-    ``kind`` is the event kind (part of the event's natural key); ``data`` is
-    what the event stores about why (for a bounce, the entry about the
-    prospect's address first, then every entry).
-    """
-
-    kind: str
-    data: dict[str, Any]
-
-
-def read_signal(
-    classification: Classification,
-    prospect_email: str | None,
-    now: datetime,
-    settings: Settings | None = None,
-    *,
-    other_recipients: frozenset[str] = frozenset(),
-) -> Signal:
-    """The signal a classified message carries for the prospect we wrote to.
-
-    `other_recipients` are the message's other To/Cc addresses: a bounce about
-    one of them (a CC'd colleague's full mailbox) says nothing about the prospect.
-    """
-    kind = classification.kind
-    if kind == "bounce":
-        return _bounce_signal(classification, prospect_email, other_recipients)
-    data: dict[str, Any] = {}
-    if kind == "auto_reply":
-        until = classification.auto_reply_until
-        data["until"] = until.isoformat() if until else None
-        data["resume_at"] = resume_time(until, now, settings or get_settings()).isoformat()
-    elif kind == "complaint" and classification.complaint is not None:
-        data["feedback_type"] = classification.complaint.feedback_type
-        data["complainant"] = classification.complaint.complainant
-    elif kind == "reply" and classification.unsubscribe_request:
-        data["unsubscribe"] = True
-    return Signal(kind, data)
-
-
-def _bounce_signal(
-    classification: Classification, prospect_email: str | None, other_recipients: frozenset[str]
-) -> Signal:
-    recipients = classification.bounce_recipients
-    everyone = [_recipient_data(r) for r in recipients]
-    about_prospect = [r for r in recipients if prospect_email and r.address == prospect_email]
-    # A report about our message names the prospect, or (forwarding, aliases)
-    # some address it was delivered on to: then every entry is about it — except
-    # entries naming the message's other recipients, which are about them.
-    others = {a.lower() for a in other_recipients} - {(prospect_email or "").lower()}
-    candidates = about_prospect or [r for r in recipients if r.address.lower() not in others]
-    if recipients and not candidates:
-        # Only a CC'd (or other To) address failed: recorded, nothing halted.
-        return Signal("other_bounce", {"bounce": everyone})
-    failed = [r for r in candidates if not r.delayed]
-    if candidates and not failed:
-        chosen = candidates[0]
-        return Signal("delayed", {**_recipient_data(chosen), "bounce": everyone})
-    hard = [r for r in failed if r.hard]
-    if hard:
-        return Signal("bounce", {**_recipient_data(hard[0]), "bounce": everyone})
-    if failed:
-        return Signal("soft_bounce", {**_recipient_data(failed[0]), "bounce": everyone})
-    # A failure report we could not read a recipient from: soft, so the retry
-    # policy decides, rather than declaring a person's address dead on a guess.
-    return Signal("soft_bounce", {"reason": "undefined", "status": "", "bounce": everyone})
-
-
-def _recipient_data(recipient: BouncedRecipient) -> dict[str, Any]:
-    return {
-        "recipient": recipient.address,
-        "status": recipient.status,
-        "reason": recipient.reason,
-        "hard": recipient.hard,
-        "delayed": recipient.delayed,
-        "diagnostic": recipient.diagnostic[:500],
-    }
 
 
 def apply_signal(
@@ -186,9 +103,10 @@ def apply_signal(
         _owe_task(session, sent, event_id, "task_bounce", "Email bounced", reason, now)
     elif kind == "soft_bounce":
         _soft_bounce(session, signal, sent, event_id, now, settings)
-    elif kind == "auto_reply":
+    elif kind == "auto_reply" and not signal.data.get("acknowledgement"):
         _pause(session, signal, sent, event_id, who, now, settings)
-    # "delayed": recorded as an event only; the server is still trying.
+    # "delayed", "other", "teammate_reply", an acknowledgement: recorded as an
+    # event only (the server is still trying; nobody from the prospect's side spoke).
 
 
 def _describe(signal: Signal) -> str:
@@ -396,19 +314,6 @@ def _note(
             at=now,
         )
     )
-
-
-def resume_time(until: date | None, now: datetime, settings: Settings) -> datetime:
-    """When an enrolment paused by an auto-reply resumes.
-
-    The morning (08:00 UTC) of a stated return date still to come, else the
-    default pause; never later than the longest pause (a misread year must
-    not silence a prospect for ever).
-    """
-    latest = now + timedelta(days=settings.auto_reply_max_pause_days)
-    if until is not None and until > now.date():
-        return min(datetime.combine(until, time(RESUME_HOUR_UTC), tzinfo=UTC), latest)
-    return min(now + timedelta(seconds=settings.auto_reply_pause_seconds), latest)
 
 
 def _pause(

@@ -13,10 +13,14 @@ The event key names the inbound message by its RFC Message-ID, so the same reply
 seen twice (a re-run sync, a UIDVALIDITY rebuild, a CC'd teammate's mailbox) is
 recorded once and its consequences applied once.
 
-Who wrote a reply does not matter: the prospect, a colleague at another address,
-someone on CC. What matters is that it names a Message-ID we sent. The one
-exception is the mailbox owner's own messages (a copy of ours, or the salesperson
-following up by hand), which are not replies. Auto-replies and bounces that name
+Who wrote a reply does not matter: the prospect, a colleague of theirs at another
+address, someone on CC. What matters is that it names a Message-ID we sent. The
+exceptions are on our side of the conversation: the mailbox owner's own messages
+(a copy of ours, or the salesperson following up by hand) are not replies at
+all, and a teammate's answer in the thread (``is_teammate``: a manager's "let me
+know how it goes" on reply-all) is recorded but never halts the sequence. A
+message that is neither (a success notice, a read receipt) is recorded as
+``other`` and changes nothing. Auto-replies and bounces that name
 none of our Message-IDs (some MTAs attach nothing) are matched by address: the
 latest message this mailbox sent to the sender (auto-reply) or to a failed
 recipient (bounce) within 30 days.
@@ -39,18 +43,22 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from core.events import insert_ignore, natural_key, queue_salesforce_task, record_event
+from core.mail_domains import domain_of, is_free_mail
 from core.models import (
     InboundMessage,
+    Mailbox,
     Prospect,
     SendStatus,
     SentMessage,
+    User,
     utcnow,
 )
 from worker.matching.budget import DEFAULT_BUDGET_SECONDS
 from worker.matching.classify import Classification, classify_message
 from worker.matching.matcher import find_sent_messages
 from worker.salesforce.task_limits import DESCRIPTION_LIMIT
-from worker.sequences.rules import Signal, apply_signal, read_signal
+from worker.sequences.rules import apply_signal
+from worker.sequences.signals import Signal, read_signal
 from worker.sync import quarantine as held
 from worker.sync.base import HeaderSummary
 
@@ -118,8 +126,6 @@ def handle_inbound(
                 break
     if sent is None:
         return Outcome("unmatched", classification.kind)
-    if classification.kind == "other":
-        return Outcome("ignored", "other", sent.id)
     return _record(session, mailbox, summary, classification, sent)
 
 
@@ -160,6 +166,33 @@ def storable_summary(summary: HeaderSummary) -> HeaderSummary:
     )
 
 
+def is_teammate(
+    session: Session, team_id: int, address: str | None, prospect_email: str | None
+) -> bool:
+    """True if ``address`` belongs to the team rather than to the prospect's side.
+
+    A teammate is a user or a mailbox of the team, or any address at a domain
+    the team's users and mailboxes use, unless that domain is a free-mail
+    provider (two gmail.com addresses are not colleagues). The prospect's own
+    address always counts as the prospect, even at the team's domain.
+    """
+    address = (address or "").strip().lower()
+    if not address or address == (prospect_email or "").lower():
+        return False
+    own = {
+        str(a).lower()
+        for a in [
+            *session.scalars(select(User.email).where(User.team_id == team_id)),
+            *session.scalars(select(Mailbox.email).where(Mailbox.team_id == team_id)),
+        ]
+    }
+    if address in own:
+        return True
+    domains = {domain_of(a) for a in own} - {""}
+    domain = domain_of(address)
+    return domain in domains and not is_free_mail(domain)
+
+
 def _own_id(summary: HeaderSummary) -> list[str]:
     return [summary.rfc_message_id] if summary.rfc_message_id else []
 
@@ -193,8 +226,14 @@ def _record(
     now = utcnow()
     prospect = session.get(Prospect, sent.prospect_id) if sent.prospect_id else None
     others = frozenset(a.lower() for a in [*sent.to_addrs, *sent.cc_addrs])
+    prospect_email = prospect.email if prospect else None
     signal = read_signal(
-        classification, prospect.email if prospect else None, now, other_recipients=others
+        classification,
+        prospect_email,
+        now,
+        other_recipients=others,
+        from_teammate=classification.kind in ("reply", "auto_reply")
+        and is_teammate(session, mailbox.team_id, summary.from_addr, prospect_email),
     )
     signal = replace(signal, data=_storable(signal.data))
     inbound_id = _insert_inbound(session, mailbox, summary, classification, sent, signal, now)
