@@ -1,4 +1,4 @@
-"""tracking hits, devices and sign-ins (issue 3)
+"""tracking hits, devices and sign-ins
 
 Tracking hits keyed by their Redis stream entry; devices named by the signed
 device cookie; sign-ins whose addresses mark the team's own hits.

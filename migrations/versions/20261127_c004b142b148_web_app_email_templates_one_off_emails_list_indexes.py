@@ -1,4 +1,4 @@
-"""web app: email templates, one-off emails and their attachments, list indexes (issue 8)
+"""web app: email templates, one-off emails and their attachments, list indexes
 
 Saved templates; emails written by hand (sent now or scheduled) with their plain
 file attachments; and indexes for the app's lists: a team's sent messages newest

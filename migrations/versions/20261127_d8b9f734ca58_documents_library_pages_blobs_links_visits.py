@@ -1,4 +1,4 @@
-"""documents: library, pages, blobs, links, visits (issue 4)
+"""documents: library, pages, blobs, links, visits
 
 The content library (documents and their rendered pages), document bytes in
 1 MiB chunks (the default blob store), documents on sequence steps, each

@@ -1,4 +1,4 @@
-"""mailbox push: Gmail watches and Graph subscriptions (issue 5)
+"""mailbox push: Gmail watches and Graph subscriptions
 
 One row per Gmail or Microsoft 365 mailbox: what a push names (the Gmail
 address, the Graph subscription id), until when it lasts, and its last error.

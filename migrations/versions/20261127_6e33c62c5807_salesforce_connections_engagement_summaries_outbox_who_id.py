@@ -1,4 +1,4 @@
-"""salesforce connections, engagement summaries, outbox who
+"""salesforce connections, engagement summaries, the outbox's WhoId
 
 Revision ID: 6e33c62c5807
 Revises: 968503fd31b4
