@@ -4,8 +4,8 @@ Run:  python bench/classify_accuracy.py [-v] [CORPUS_DIR]   (-v lists every miss
       (default: ../shared/corpus/bounces next to the repository)
 
 Prints per-kind accuracy, bounce status accuracy, hard/soft accuracy and
-messages per second. Scoring follows the issue-6 check: a recipient's status
-or hard flag is compared with the label at the same position; statuses of the
+messages per second. Scoring: a recipient's status or hard flag is compared
+with the label at the same position; statuses of the
 form X.0.9NN are sisimai internals and are not scored.
 
 Delay notices (every recipient ``Action: delayed``, or "still retrying"

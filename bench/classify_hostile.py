@@ -9,7 +9,7 @@ parts. Each line: the layout, the thread's CPU seconds, the kind (with the
 reason if quarantined), whether the reply's text and our Message-ID came out.
 
 ``--code DIR`` classifies with another checkout's ``worker.matching`` (e.g. one
-from before issue 18 item 6: ``git worktree add /tmp/before 4143015``); a layout
+from before classification had a time budget: ``git worktree add /tmp/before 4143015``); a layout
 is stopped after ``--limit`` seconds (default 30) and shown as ``>30s``.
 Timings are printed, never asserted (the tests assert the 2 s budget).
 """

@@ -33,8 +33,8 @@ reported as a problem (a counter that over-counts would hide a loss). Finally a
 sample of the durable hits goes through the events consumer's own code
 (`worker.events.store_hits`): every one must name a sent message it accepts.
 
-Prints numbers; asserts nothing. The last line is the one issue 3 asks for,
-with what was shed and the machine's load beside it (issue 21):
+Prints numbers; asserts nothing. The last line sums it up, with what was shed
+and the machine's load beside it:
 
     pixel: <rps> rps = <pct>% of nginx <rps> rps, p99 <ms> ms, lost <n>, shed <n>, load <x>
 """

@@ -5,8 +5,8 @@ Reproduce: make bench-providers-scale
 
 What runs, all on this machine (2 cores here):
 - PostgreSQL and Redis (the test services), migrated fresh;
-- the Procfile's `web` (gunicorn + uvicorn workers), N `sync` processes (rq
-  SimpleWorker on the sync queue; or, with --process worker, N `worker`s: rq
+- the Procfile's `web` (gunicorn + uvicorn workers), N `sync` processes
+  (SyncWorker on the sync queue; or, with --process worker, N `worker`s: rq
   HerokuWorker, a forked work horse per job) and `cron`;
 - in this process: the fake Gmail serving every mailbox over TLS, its Pub/Sub
   pushing to `web` (4 delivery threads, tokens reused as Google does), and the
@@ -219,7 +219,7 @@ def main() -> None:
         "--process",
         choices=("sync", "worker"),
         default="sync",
-        help="the Procfile process that syncs: `sync` (SimpleWorker, the sync queue) or "
+        help="the Procfile process that syncs: `sync` (SyncWorker, the sync queue) or "
         "`worker` (HerokuWorker, a forked work horse per job, every queue)",
     )
     parser.add_argument("--reply-share", type=float, default=0.01)

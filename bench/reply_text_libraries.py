@@ -16,7 +16,7 @@ normalised, the labelled new text with what each method returns:
     ... + our cut        the library's output, then our signature/quote cut
 
 It prints exact-match counts and milliseconds per message (-v lists misses).
-This decided issue 6's question "adopt a library?": see docs/ARCHITECTURE.md.
+This decided whether to adopt a library: see docs/ARCHITECTURE.md.
 """
 
 from __future__ import annotations

@@ -8,8 +8,8 @@ Reproduce:
 What a push produces at scale (bench.providers_scale): one new, unrelated message
 in a Gmail mailbox, then one sync job for it. Here N mailboxes (connected as in
 the scale bench: live token, cursor, watch) each get one newsletter and one sync
-job through `request_sync`; then the Procfile's `sync` command (rq SimpleWorker
-on the sync queue) runs them with `--burst` and exits. Its CPU comes from the
+job through `request_sync`; then the Procfile's `sync` command (SyncWorker on
+the sync queue) runs them with `--burst` and exits. Its CPU comes from the
 kernel (wait4 rusage). A burst over an empty queue is run first, and between
 rounds, to take start-up (imports, warm-up) out: per sync = (CPU of the round -
 CPU of the empty burst) / N. The fake Gmail runs in this process, so it is not

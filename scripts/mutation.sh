@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Mutation testing (`make mutation`, issue 21): mutmut changes the matcher
+# Mutation testing (`make mutation`): mutmut changes the matcher
 # (worker/matching), the sequence rules (worker/sequences/rules.py) and the
 # Salesforce outbox (worker/salesforce/outbox*.py, task_records.py,
 # composite_writes.py) one change at a time, and runs

@@ -81,7 +81,7 @@ class Settings:
     salesforce: SalesforceSettings
     sync_poll_seconds: int
     sequence_tick_seconds: int
-    # Issue 22: a mailbox whose push was measured slow (worker/sync/push_latency.py) is
+    # A mailbox whose push was measured slow (worker/sync/push_latency.py) is
     # polled this often; a sync counts as fresh for a follow-up step only this long
     # (worker/sequences/freshness.py).
     slow_push_poll_seconds: int
@@ -100,7 +100,7 @@ class Settings:
     tracking_self_window_hours: int = 168
     tracking_scanner_seconds: int = 10
     tracking_pii_days: int = 7
-    # Inbound signals (issue 6): see worker/sequences/rules.py.
+    # Inbound signals: see worker/sequences/rules.py.
     auto_reply_pause_seconds: int = 3 * 86400
     auto_reply_max_pause_days: int = 90
     soft_bounce_limit: int = 3
