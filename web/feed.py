@@ -246,7 +246,7 @@ def team_sequences(session: Session, team_id: int) -> list[tuple[int, str]]:
 
 @bp.get("/")
 def index() -> ResponseReturnValue:
-    # The web app's home until issue 8's dashboard: the feed, or the sign-in page.
+    # The web app's home: the feed, or the sign-in page.
     return redirect(url_for("feed.page") if current_user() else url_for("auth.signin"))
 
 

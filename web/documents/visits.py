@@ -13,7 +13,7 @@ What counts (`person` visits confirmed by a first report):
 
     first report ─▶ event document_view (key document_view:<visit>)
                     ─▶ Salesforce: queue_engagement(kind="document_view") on the
-                       email's Task (issue 7's debounced counters)
+                       email's Task (debounced counters)
     reader settles on page n ≥ 2 ─▶ event document_page (document_page:<visit>:<n>)
     download ─▶ event document_download (document_download:<visit>)
 

@@ -1,7 +1,7 @@
 """Command line: ``python -m worker.matching classify [--budget SECONDS] FILE [FILE...]``.
 
-Prints one JSON object per file, one per line, in input order (the contract of
-issue 6, used by our own checks; keep it stable):
+Prints one JSON object per file, one per line, in input order (a contract that
+scripts and our own checks rely on; keep it stable):
 
     {"path", "kind", "refers_to", "bounce", "auto_reply", "text"}
 

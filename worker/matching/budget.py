@@ -9,8 +9,8 @@ message holds, so one message can never hold a mailbox's sync for long.
 Why a cooperative deadline, not a signal or a process:
 
 - ``SIGALRM`` can be armed only from the main thread, and the process has one
-  alarm: in the ``sync`` process (an RQ SimpleWorker) it is the job timeout's,
-  and arming our own would silently disarm RQ's.
+  alarm: in the ``sync`` process (SyncWorker, which runs each job in its main
+  thread) it is the job timeout's, and arming our own would silently disarm RQ's.
 - A child process per message would cost more than classifying it (a push sync
   spends 15-20 ms in all).
 - A deadline in a ``ContextVar`` works in any thread (each thread has its own

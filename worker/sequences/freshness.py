@@ -1,6 +1,6 @@
 """Fresh before send: a follow-up step never goes out on stale knowledge of its mailbox.
 
-The rule (issue 22). A step after the first is claimed only when its mailbox is
+The rule. A step after the first is claimed only when its mailbox is
 *known fresh*, one of::
 
     synced:  a sync began after the step fell due, and within
