@@ -25,6 +25,7 @@ from werkzeug.exceptions import HTTPException
 from core.models import ApiToken, User, utcnow
 from core.tokens import hash_api_token
 from web.db import db
+from web.validation import field_messages
 from worker.sync.connecting import ConnectError
 
 API_PREFIX = "/api/v1"
@@ -84,33 +85,17 @@ def _http_error(exc: HTTPException) -> Response:
     return error_response(status, code, exc.description or exc.name or "error")
 
 
-@bp.app_errorhandler(404)
-@bp.app_errorhandler(405)
-def _unrouted(exc: HTTPException) -> ResponseReturnValue:
+def unrouted_json(exc: HTTPException) -> Response:
     """A path or method under /api/ that matches no route is a JSON error too.
 
     Routing fails before any blueprint is chosen, so the handler above never sees
-    these; pages elsewhere keep Flask's own error page.
+    these: `web.layout`'s app-wide error pages hand the API's paths to this.
     """
-    if request.path == API_PREFIX or request.path.startswith(f"{API_PREFIX}/"):
-        response = _http_error(exc)
-        allow = exc.get_response().headers.get("Allow")
-        if allow:  # a 405 says which methods would do
-            response.headers["Allow"] = allow
-        return response
-    return exc
-
-
-def _field_errors(exc: ValidationError) -> dict[str, str]:
-    fields: dict[str, str] = {}
-    for error in exc.errors():
-        location = ".".join(str(part) for part in error["loc"])
-        message = str(error["msg"]).removeprefix("Value error, ")
-        # Cross-field checks name their field at the start of the message.
-        if not location and ": " in message:
-            location, _, message = message.partition(": ")
-        fields[location or "(body)"] = message
-    return fields
+    response = _http_error(exc)
+    allow = exc.get_response().headers.get("Allow")
+    if allow:  # a 405 says which methods would do
+        response.headers["Allow"] = allow
+    return response
 
 
 def _nul_field(value: Any, at: str = "") -> str | None:
@@ -159,7 +144,7 @@ def parse_body(model: type[M]) -> M:
         # ISO 8601 string is still a date-time, JSON having no other way to write one.
         return model.model_validate_json(request.get_data(), strict=True)
     except ValidationError as exc:
-        fields = _field_errors(exc)
+        fields = field_messages(exc)
         summary = "; ".join(f"{name}: {message}" for name, message in fields.items())
         raise ApiError(422, "invalid_request", summary, fields) from None
 

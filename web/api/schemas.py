@@ -120,15 +120,17 @@ class ExchangeMailboxCreate(Request):
     @classmethod
     def _ews_url(cls, value: str) -> str:
         if not re.match(r"^https?://[^/\s]+/", value):
-            raise ValueError("expected https://host/EWS/Exchange.asmx")
+            raise ValueError("must look like https://mail.example.com/EWS/Exchange.asmx")
         return value
 
     @model_validator(mode="after")
     def _secret(self) -> ExchangeMailboxCreate:
         if self.auth == "oauth" and not self.access_token:
-            raise ValueError("access_token: required with auth oauth")
+            raise ValueError("access_token: is required with OAuth sign-in")
         if self.auth != "oauth" and not (self.username and self.password):
-            raise ValueError(f"password: username and password are required with auth {self.auth}")
+            raise ValueError(
+                f"password: is required (with a user name) for {self.auth.upper()} sign-in"
+            )
         return self
 
     def credentials(self) -> dict[str, Any]:

@@ -31,6 +31,7 @@ from web.api.schemas import MailboxCreate
 from web.app.common import FormErrors, app_blueprint, form_str, owned, team_id, user
 from web.auth import login_required
 from web.db import db
+from web.validation import labelled_messages
 from worker.sync.connecting import ConnectError, connect_imap
 
 bp = app_blueprint("imap", __name__)
@@ -48,6 +49,14 @@ LABELS = {
     "smtp.username": "SMTP user name",
     "smtp.password": "SMTP password",
     "smtp.security": "SMTP security",
+}
+DEFAULT_PORTS = {
+    ("imap", "tls"): "993",
+    ("imap", "starttls"): "143",
+    ("imap", "none"): "143",
+    ("smtp", "tls"): "465",
+    ("smtp", "starttls"): "587",
+    ("smtp", "none"): "25",
 }
 DEFAULTS = {
     "imap_port": "993",
@@ -87,7 +96,12 @@ def _page(errors: FormErrors, status: int = 200) -> ResponseReturnValue:
     return render_template("app/imap.html", values=_values(), errors=errors), status
 
 
+def _default_port(prefix: str, security: str) -> str:
+    return DEFAULT_PORTS.get((prefix, security), "0")
+
+
 def _server(prefix: str, email: str) -> dict[str, object]:
+    security = form_str(f"{prefix}_security") or DEFAULTS[f"{prefix}_security"]
     password = request.form.get(f"{prefix}_password") or ""
     username = form_str(f"{prefix}_username")
     if prefix == "smtp":
@@ -96,10 +110,11 @@ def _server(prefix: str, email: str) -> dict[str, object]:
         username = username or form_str("imap_username")
     return {
         "host": form_str(f"{prefix}_host"),
-        "port": form_str(f"{prefix}_port") or "0",
+        # An empty port is the usual one for the chosen security, not an error.
+        "port": form_str(f"{prefix}_port") or _default_port(prefix, security),
         "username": username or email,
         "password": password,
-        "security": form_str(f"{prefix}_security"),
+        "security": security,
     }
 
 
@@ -130,14 +145,8 @@ def connect() -> ResponseReturnValue:
             }
         )
     except ValidationError as exc:
-        for error in exc.errors():
-            location = ".".join(str(p) for p in error["loc"])
-            field = location.replace(".", "_")
-            label = LABELS.get(location, location)
-            message = str(error["msg"]).removeprefix("Value error, ")
-            if "password" in location and error["type"] == "string_too_short":
-                message = "required"
-            errors.add(field, f"{label}: {message}.")
+        for location, message in labelled_messages(exc, LABELS).items():
+            errors.add(location.replace(".", "_"), message)
     if body is None or errors:
         return _page(errors, 422)
     try:

@@ -25,6 +25,7 @@ from web.api.schemas import ExchangeMailboxCreate
 from web.auth import current_user, login_required, protect
 from web.connect.oauth import start_oauth
 from web.db import db
+from web.validation import labelled_messages
 from worker.sync import quarantine
 from worker.sync.base import ProviderError
 from worker.sync.connecting import (
@@ -45,8 +46,13 @@ def page() -> ResponseReturnValue:
     return _page(request.args.get("message"))
 
 
-def _page(message: str | None, status: int = 200) -> ResponseReturnValue:
-    """The mailboxes page with `message`; an error is shown with its 4xx, not redirected."""
+def _page(
+    message: str | None, status: int = 200, exchange: dict[str, str] | None = None
+) -> ResponseReturnValue:
+    """The mailboxes page with `message`; an error is shown with its 4xx, not redirected.
+
+    `exchange`: what was typed into the Exchange form (never the password), shown again.
+    """
     user = current_user()
     assert user is not None
     rows = (
@@ -63,6 +69,8 @@ def _page(message: str | None, status: int = 200) -> ResponseReturnValue:
         microsoft=providers.microsoft_configured,
         held=_held_back(list(rows)),
         message=message,
+        error=status >= 400,
+        exchange=exchange or {},
     ), status
 
 
@@ -109,19 +117,32 @@ def page_connect(kind: str) -> ResponseReturnValue:
     return redirect(url, code=303)
 
 
+EXCHANGE_LABELS = {
+    "email": "Email address",
+    "ews_url": "EWS URL",
+    "auth": "Sign-in",
+    "username": "User name",
+    "password": "Password",
+}
+EXCHANGE_FIELDS = ("email", "ews_url", "auth", "username")  # kept after an error; no password
+
+
 @pages.post("/mailboxes/exchange")
 @login_required
 def page_connect_exchange() -> ResponseReturnValue:
     user = current_user()
     assert user is not None
-    form = {k: v for k, v in request.form.items() if k != "csrf_token" and v}
+    typed = {name: (request.form.get(name) or "").strip() for name in EXCHANGE_FIELDS}
+    form: dict[str, str] = {k: v for k, v in typed.items() if v}
+    if request.form.get("password"):
+        form["password"] = request.form["password"]
+    # An empty user name is the email address, as on the IMAP form.
+    if "username" not in form and form.get("auth", "ntlm") != "oauth" and "email" in form:
+        form["username"] = form["email"]
     try:
         body = ExchangeMailboxCreate.model_validate(form)
     except ValidationError as exc:
-        fields = "; ".join(
-            f"{'.'.join(map(str, e['loc'])) or 'form'}: {e['msg']}" for e in exc.errors()
-        )
-        return _page(fields, 422)
+        return _page(" ".join(labelled_messages(exc, EXCHANGE_LABELS).values()), 422, typed)
     try:
         connect_exchange(
             db(),
@@ -131,7 +152,7 @@ def page_connect_exchange() -> ResponseReturnValue:
             credentials=body.credentials(),
         )
     except ConnectError as exc:
-        return _page(exc.message, CONNECT_STATUS[exc.code])
+        return _page(exc.message, CONNECT_STATUS[exc.code], typed)
     return redirect(url_for("mailboxes.page", message=f"{body.email} is connected."))
 
 

@@ -25,6 +25,7 @@ address into another team's mailbox.
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from sqlalchemy import select
@@ -245,7 +246,61 @@ def check_ews_url(url: str) -> None:
     try:
         resolve_url(url, purpose="Exchange", schemes=("https", "http"))
     except OutboundError as exc:
-        raise refused("ews_url", OutboundError(f"EWS URL {exc}", permanent=exc.permanent)) from None
+        words = str(exc)
+        if not exc.permanent:  # the name did not resolve
+            words += ": check the server name in the EWS URL."
+        elif "SIGHTLINE_ALLOWED_NETWORKS" in words:  # already says what to do
+            words += "."
+        else:
+            words += ": check the EWS URL."
+        raise refused(
+            "ews_url", OutboundError(f"EWS URL {words}", permanent=exc.permanent)
+        ) from None
+
+
+_EWS_ANSWERED = re.compile(r"^Exchange answered (\w+) while [^:]*(?:: (.*))?$", re.S)
+
+
+def exchange_refusal(exc: ProviderError) -> str:
+    """One sentence for a failed Exchange connect: what went wrong and what to do.
+
+    `exc` is `worker.sync.exchange_errors.ews_error`'s, whose words are already
+    safe to show (an EWS error text only from a well-formed EWS answer); this
+    adds what the person can do about it and drops which call it was.
+    """
+    words = str(exc)
+    if exc.needs_reconnect and "refused the login" in words:
+        return (
+            "Exchange refused the sign-in: check the user name (DOMAIN\\user or the email "
+            "address), the password and the sign-in type, then try again."
+        )
+    if exc.retry_after is not None:
+        return "Exchange is busy and asked us to wait: try again in a minute."
+    if words.startswith("Exchange has no such mailbox"):
+        return (
+            "Exchange has no mailbox for this email address: enter the mailbox's own "
+            "(primary) address."
+        )
+    if words.startswith("Exchange unreachable"):
+        why = words.partition(": ")[2] or "no answer"
+        return (
+            f"Exchange could not be reached: {why}; check the EWS URL and that the server "
+            "accepts connections from Sightline."
+        )
+    if words.startswith("the server did not answer like Exchange"):
+        return (
+            "The server at this EWS URL did not answer like Exchange: check the URL (it "
+            "usually ends in /EWS/Exchange.asmx)."
+        )
+    answered = _EWS_ANSWERED.match(words)
+    if answered:
+        code, text = answered.group(1), (answered.group(2) or "").rstrip(".")
+        detail = f"{code}: {text}" if text else code
+        return (
+            f"Exchange refused the request ({detail}): check that this account may use "
+            "Exchange Web Services, or ask your Exchange administrator."
+        )
+    return f"{words.rstrip('.')}: check the EWS URL, user name and password, then try again."
 
 
 def verify_exchange(email: str, credentials: dict[str, Any]) -> None:
@@ -258,7 +313,8 @@ def verify_exchange(email: str, credentials: dict[str, Any]) -> None:
         with ExchangeProvider(email, credentials) as provider:
             provider.verify()
     except ProviderError as exc:
-        raise ConnectError("mailbox_unreachable", str(exc), {"ews_url": str(exc)}) from None
+        message = exchange_refusal(exc)
+        raise ConnectError("mailbox_unreachable", message, {"ews_url": message}) from None
 
 
 def disconnect(session: Session, mailbox: Mailbox) -> None:

@@ -128,6 +128,13 @@ class FakeEws:
         mailbox.busy_calls = calls
         mailbox.back_off_ms = back_off_ms
 
+    def fault(self, email: str, code: str, text: str, calls: int = 1) -> None:
+        """The next `calls` EWS calls of this mailbox answer a SOAP fault `code` with `text`."""
+        mailbox = self.store.mailbox(email)
+        assert mailbox is not None
+        with self.store.lock:
+            mailbox.fault, mailbox.fault_calls = (code, text), calls
+
     def corrupt(self, item_id: str) -> None:
         self.store.faults.corrupt_ids.add(item_id)
 

@@ -268,6 +268,9 @@ class EwsApp:
                         "The server cannot service this request right now. Try again later.",
                         back_off_ms=mailbox.back_off_ms,
                     )
+                if mailbox.fault_calls > 0 and mailbox.fault is not None:
+                    mailbox.fault_calls -= 1
+                    raise SoapFaultError(*mailbox.fault)
             if operation == "GetStreamingEvents":
                 return self.streaming(mailbox, operation_element, environ, start_response)
             handler = getattr(self, f"op_{operation}", None)

@@ -103,6 +103,9 @@ class EwsMailbox:
     oldest_seq: int = 0
     busy_calls: int = 0
     back_off_ms: int = 1500
+    # The next `fault_calls` calls answer this SOAP fault (ResponseCode, text).
+    fault: tuple[str, str] | None = None
+    fault_calls: int = 0
     conversations: dict[str, str] = field(default_factory=dict)
     calls: int = 0
 
