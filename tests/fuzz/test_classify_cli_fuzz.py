@@ -1,6 +1,6 @@
 """Fuzzing the classify command line: every file gets its one JSON line, whatever it holds.
 
-`python -m worker.matching classify FILE...` (the contract of issue 6): one
+`python -m worker.matching classify FILE...` (its stable contract): one
 JSON object per file, in order, with the same keys; unreadable paths still get
 a line; exit status 0. Here `main()` runs in-process on generated messages,
 random bytes and paths that cannot be read, mixed in one call.

@@ -1,6 +1,6 @@
 """What the fuzzers found, end to end on Dovecot: hostile mail never stops a mailbox's sync.
 
-And issue 18 item 6: a message too slow to classify is quarantined with its
+And a message too slow to classify is quarantined with its
 reason, the sync goes on (its cursor saved, a padded reply recorded), and the
 message is read on a later try (RQ's job timeout: tests/integration/test_sync_job_timeout.py).
 
@@ -52,7 +52,7 @@ def test_hostile_mail_does_not_stop_the_sync_and_a_nul_reply_halts(
     assert len(texts) == 1 and "please." in (texts[0] or "") and "\x00" not in (texts[0] or "")
 
 
-# -- issue 18 item 6: one slow message must neither stall the mailbox nor lose a reply --------
+# -- one slow message must neither stall the mailbox nor lose a reply -------------------------
 
 
 def slow_reply(author: str, to: str, in_reply_to: str, parts: int = 60_000) -> bytes:

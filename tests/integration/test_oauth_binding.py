@@ -1,6 +1,6 @@
 """OAuth connects are finished only by the browser and person who started them, and confirmed.
 
-Issue 18.2: whoever completed a consent link landed their mailbox (Gmail,
+Otherwise whoever completed a consent link would land their mailbox (Gmail,
 Microsoft 365) or org (Salesforce) in the starter's team. Each test runs once
 per provider, against the fake provider through the real client libraries,
 with separate cookie jars for separate browsers:

@@ -1,6 +1,6 @@
 """Quarantined inbound messages: kept with their reason, tried again with back-off, then kept.
 
-Issue 18 item 6: a message over its classification budget is "kept, visible,
+A message over its classification budget is "kept, visible,
 retried", never read as `other`. The retry plan lives in the row's JSON details
 and is queried there, so this runs on both databases.
 """

@@ -1,6 +1,6 @@
 """A quarantined message is visible: its mailbox's count and reason in the API and on the page.
 
-Issue 18 item 6: a message the sync could not read in time is "kept, visible,
+A message the sync could not read in time is "kept, visible,
 retried". Here it is kept (worker.sync.inbound.quarantine, as the sync keeps
 it) and a person sees it: `quarantined` on the mailbox in the API,
 `GET /api/v1/mailboxes/{id}/quarantine` with the reason and the next try, and

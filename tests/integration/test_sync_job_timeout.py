@@ -1,8 +1,8 @@
 """RQ's job timeout during classification fails the sync job; no message is lost or misread.
 
 `rq.timeouts.JobTimeoutException` is an `Exception`, raised by SIGALRM wherever
-the job happens to be (the `sync` process is a SimpleWorker: the job runs in its
-main thread). Before issue 18 item 6, `except Exception` caught it inside
+the job happens to be (the `sync` process is a SyncWorker: the job runs in its
+main thread). Before this was handled, `except Exception` caught it inside
 classification (the message came out `other`: a reply lost, the sequence went
 on) or around the message (quarantined as "JobTimeoutException"), and the job
 ran on past its limit as if nothing had happened. Now the job fails, its batch's

@@ -1,4 +1,4 @@
-"""A plain TCP listener that records whether anything connected (issue 18 tests).
+"""A plain TCP listener that records whether anything connected (the security tests).
 
 It stands in for whatever an attacker would aim the server at: an internal
 service that answers with something worth stealing (an SSH banner, an HTTP

@@ -1,4 +1,4 @@
-"""Spellings of places a team must not make the server connect to (issue 18.4).
+"""Spellings of places a team must not make the server connect to.
 
 Shared by the unit tests of the policy (test_outbound_policy.py) and the tests
 that drive the API and the forms against a live listener (test_outbound_mail.py).

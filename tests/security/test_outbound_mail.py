@@ -1,4 +1,4 @@
-"""A team cannot point the server's mail connections at internal services (issue 18.4).
+"""A team cannot point the server's mail connections at internal services.
 
 A live TCP listener on loopback plays the internal service: it greets with an
 SSH banner (or an HTTP error page) holding a secret. In production mode

@@ -1,4 +1,4 @@
-"""Pinning: a connection goes to the address the outbound policy checked (issue 18.4).
+"""Pinning: a connection goes to the address the outbound policy checked.
 
 A name is resolved once, every address checked, and the socket connected to a
 checked address; nothing resolves it again for that connection, so a DNS

@@ -1,4 +1,4 @@
-"""The outbound policy itself (core.outbound), over the table of spellings (issue 18.4).
+"""The outbound policy itself (core.outbound), over the table of spellings.
 
 No mail server is involved: a name is resolved by this machine's resolver
 (`localhost` from /etc/hosts; every other entry is a literal), and what the

@@ -1,13 +1,13 @@
-"""The operator's Salesforce secret and a team's tokens go only to Salesforce (issue 18.1, 18.3).
+"""The operator's Salesforce secret and a team's tokens go only to Salesforce.
 
-18.1: a team's `login_url` may only be Salesforce's login or My Domain hosts
+Hosts: a team's `login_url` may only be Salesforce's login or My Domain hosts
 (or the operator's own setting); a token answer's `instance_url` is held to the
 same rule before it is stored or used, and a stored one is checked again at
 every use, revoke included. A live listener on 127.0.0.1 plays the host a team
 (or a forged answer) names: it must never be contacted, so neither the Connected
 App's secret nor a bearer token reaches it.
 
-18.3: the JWT bearer flow signs with the operator's key for whoever is named,
+JWT: the JWT bearer flow signs with the operator's key for whoever is named,
 so a team may use it only for the usernames the operator lists for that team
 in SALESFORCE_JWT_ALLOWED; taking a name off the list stops the renewals.
 
@@ -210,7 +210,7 @@ def test_the_session_refuses_lookalikes_of_an_operator_origin(
     assert not listener.connections
 
 
-# -- 18.1 through the API ----------------------------------------------------------------
+# -- hosts, through the API --------------------------------------------------------------
 
 
 def test_connect_refuses_a_login_url_that_is_not_salesforce(
@@ -301,7 +301,7 @@ def test_a_stored_foreign_instance_is_refused_at_use_and_revoke(
     assert not listener.connections  # neither the token, the refresh nor the revoke
 
 
-# -- 18.3: JWT only for the usernames the operator lists ----------------------------------
+# -- JWT only for the usernames the operator lists ----------------------------------------
 
 
 def test_jwt_signs_only_for_usernames_the_operator_lists_for_the_team(

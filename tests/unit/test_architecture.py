@@ -29,8 +29,8 @@ What it checks, over every `.py` under `config/`, `core/`, `worker/` and `web/`
    `path/to/file.py` or `folder/` it mentions exists; every dotted name it mentions
    (`worker.sync.engine.request_sync`) is a module, or a name defined at the top of one.
 
-There is no list of tolerated violations: issue 13 fixed the ones the tree had
-when this test was written (it carried them as a baseline that could only shrink,
+There is no list of tolerated violations: the ones the tree had when this test
+was written were fixed (it carried them as a baseline that could only shrink,
 until it was empty). A failure names each violation, where it is, and what to do.
 """
 

@@ -1,6 +1,6 @@
 """Hostile layouts: a padded reply still reads as a reply, fast; a slow message is quarantined.
 
-Issue 18 item 6. One reply with 600 blank lines took 10 s to classify (minutes
+Before the time budget, one reply with 600 blank lines took 10 s to classify (minutes
 for a few KB more), and a message past RQ's job timeout came out ``other``: the
 person's reply was lost and the sequence went on. Here:
 
