@@ -369,7 +369,7 @@ def _time_import(app: Any, email: str, sequence_id: int, rows: int) -> None:
 
 
 def _assets() -> None:
-    for path in ("web/static/app.css", "web/static/app/app.css", "web/static/app/app.js"):
+    for path in ("web/static/app.css", "web/static/app/app.js", "web/static/time.js"):
         raw = (ROOT / path).read_bytes()
         packed = len(gzip.compress(raw)) / 1024
         print(f"{path:<28} {len(raw) / 1024:6.1f} KB, {packed:5.1f} KB gzipped")

@@ -1,4 +1,4 @@
-"""The Flask application: API v1, health check, sign-in, Live Feed (and, as issues land, UI).
+"""The Flask application: API v1, health check, sign-in, Live Feed and the web app's pages.
 
 `create_app(config=None)` is the factory (the Flask tutorial's shape). The `web`
 process serves it behind the ASGI front door `web.tracking.app` (which answers
@@ -47,6 +47,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         documents,
         feed,
         health,
+        layout,
         oauth_pages,
         security,
         webhooks,
@@ -65,4 +66,5 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     connect.init_app(app)
     oauth_pages.init_app(app)
     cli.init_app(app)
+    layout.init_app(app)  # last: its error pages replace the API's app-wide 404/405
     return app

@@ -65,6 +65,7 @@ PUBLIC = {
     "under a one-time id and hands the browser on to connect.callback",
     "api.openapi_document": "the API's published description",
     "api.index": "the API's name, version and where its description is",
+    "layout.favicon": "the site's icon, which browsers ask for before anyone signs in",
 }
 ASGI_PUBLIC = {"/o/": "the tracking pixel", "/c/": "tracked links"}
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")

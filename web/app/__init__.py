@@ -27,8 +27,6 @@ or run a send anywhere but through the workers' claim (`worker.sequences`).
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from flask import Flask
 
 from core.templates import plain_to_html, sanitize_html
@@ -44,10 +42,6 @@ from web.app import (
     reports,
     sequences,
 )
-
-
-def _when(value: datetime | None) -> str:
-    return value.strftime("%Y-%m-%d %H:%M UTC") if value else "\u2014"
 
 
 def _clean_html(value: str | None) -> str:
@@ -69,6 +63,5 @@ def init_app(app: Flask) -> None:
         imap,
     ):
         app.register_blueprint(module.bp)
-    app.jinja_env.filters["utc"] = _when
     app.jinja_env.filters["clean_html"] = _clean_html
     app.jinja_env.globals["has_endpoint"] = lambda name: name in app.view_functions

@@ -61,11 +61,6 @@ def _filesize(size: int) -> str:
     return megabytes(size)
 
 
-@bp.app_template_filter("when")
-def _when(value: datetime | None) -> str:
-    return value.strftime("%Y-%m-%d %H:%M UTC") if value else "—"
-
-
 def _user() -> User:
     user = current_user()
     assert user is not None
