@@ -344,7 +344,11 @@ def test_sign_in_connect_build_import_send_reply_and_see_it(
     expect(frame.locator("body")).to_contain_text("Hi Walter, the notes are attached")
     shoot(page, "compose-desktop")
     page.get_by_role("button", name="Send", exact=True).click()
-    expect(page.get_by_text("Sending now.")).to_be_visible()
+    # One true status (sending now, or already sent), never "Scheduled for" beside it.
+    expect(page.locator("#send-status")).to_have_attribute(
+        "data-status", re.compile("sending|sent")
+    )
+    expect(page.get_by_text("Scheduled for")).to_have_count(0)
     note = dovecot.wait_for_message(
         walter, lambda m: m["Subject"] == "Notes from today", timeout=30
     )

@@ -440,13 +440,12 @@ def _create(
     for file in kept:
         get_redis().delete(_kept_key(str(file["token"])))
     if send_at <= now:
+        # No flash: the email's page says what is true now (sending, then sent or failed).
         try:
             oneoff.request_send(email.id)
-            flash("Sending now.", "ok")
         except (RedisError, OSError) as exc:
             # Stored and due: the next cron tick queues it.
             log.warning("one_off_enqueue_failed email_id=%s error=%s", email.id, type(exc).__name__)
-            flash("Queued: it goes out within a minute.", "ok")
     else:
         flash(f"Scheduled for {send_at:%Y-%m-%d %H:%M} UTC.", "ok")
     return redirect(url_for("emails.detail", email_id=email.id))

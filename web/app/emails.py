@@ -22,6 +22,7 @@ from core.models import (
     OneOffAttachment,
     OneOffEmail,
     OneOffStatus,
+    SendStatus,
     SentMessage,
     Sequence,
     TrackingHit,
@@ -91,6 +92,21 @@ def index() -> ResponseReturnValue:
 # -- one email -------------------------------------------------------------------------
 
 
+def send_phase(email: OneOffEmail, sent: SentMessage | None) -> str:
+    """The one true thing about this email now: scheduled, sending, waiting, sent, failed…
+
+    A due email not yet claimed is already "sending" (its job is queued, or the next
+    cron tick queues it), never "scheduled for" a time that has passed.
+    """
+    if sent is not None:
+        if sent.status == SendStatus.SENDING and sent.error:
+            return "waiting"  # the mailbox refused our login: it goes once reconnected
+        return str(sent.status)
+    if email.status == OneOffStatus.SCHEDULED:
+        return "sending" if email.send_at <= utcnow() else "scheduled"
+    return "sending" if email.status == OneOffStatus.CLAIMED else str(email.status)
+
+
 @bp.get("/emails/<int:email_id>")
 @login_required
 def detail(email_id: int) -> ResponseReturnValue:
@@ -127,6 +143,7 @@ def detail(email_id: int) -> ResponseReturnValue:
         "app/email.html",
         email=email,
         sent=sent,
+        phase=send_phase(email, sent),
         states=recipient_states([sent]) if sent else {},
         attachments=attachments,
         documents=documents,
