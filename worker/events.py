@@ -86,8 +86,8 @@ def queue_salesforce_engagement(
 ) -> None:
     """Engagement happened (a counted open or click): let Salesforce know, debounced.
 
-    Issue 7's `queue_engagement` moves the sent email's counters and owes its
-    Task an update, in this same transaction.
+    `queue_engagement` moves the sent email's counters and owes its Task an
+    update, in this same transaction.
     """
     queue_engagement(session, sent_message_id=sent_message_id, kind=kind, occurred_at=at)
 
