@@ -1,7 +1,7 @@
 """What classify says about messages no prospect wrote: success notices,
-receipts, calendar traffic, complaints in their variants (issue: signals that
-generalise). The fixtures' kinds are checked in test_classify.py; here, the
-details the sequence engine acts on."""
+receipts, calendar traffic, complaints in their variants (signals that must
+generalise beyond the fixtures). The fixtures' kinds are checked in
+test_classify.py; here, the details the sequence engine acts on."""
 
 from __future__ import annotations
 
