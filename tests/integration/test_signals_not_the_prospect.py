@@ -25,12 +25,12 @@ from tests.integration.test_signals import (
     deliver_inbound,
     enrollment,
     events,
-    outbox_kinds,
     out_of_office,
+    outbox_kinds,
     person_reply,
     send_step,
+    team,  # noqa: F401 - the fixture
 )
-from tests.integration.test_signals import team as team  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.integration
 
@@ -78,7 +78,8 @@ def snapshot(enrollment_id: int) -> tuple[str, int, object]:
 
 @pytest.mark.parametrize("action", ["deliverable", "delivered", "succeeded", ""])
 def test_a_success_notice_is_other_whatever_its_action_word(
-    team: dict[str, int], action: str
+    team: dict[str, int],  # noqa: F811 - the fixture
+    action: str,
 ) -> None:
     _, original = send_step(team["intro"])
     before = snapshot(team["intro"])
@@ -101,7 +102,8 @@ def test_a_success_notice_is_other_whatever_its_action_word(
     ],
 )
 def test_a_teammate_on_reply_all_is_recorded_and_halts_nothing(
-    team: dict[str, int], author: str
+    team: dict[str, int],  # noqa: F811 - the fixture
+    author: str,
 ) -> None:
     _, original = send_step(team["intro"])
     message_id = _message_id(original)
@@ -120,7 +122,9 @@ def test_a_teammate_on_reply_all_is_recorded_and_halts_nothing(
     assert enrollment(team["intro"]).state == "replied"
 
 
-def test_a_teammate_is_a_user_of_the_team_at_any_domain(team: dict[str, int]) -> None:
+def test_a_teammate_is_a_user_of_the_team_at_any_domain(
+    team: dict[str, int],  # noqa: F811 - the fixture
+) -> None:
     with session_scope() as session:
         session.add(User(team_id=team["team"], email="lee.manager@gmail.com", name="Lee"))
     _, original = send_step(team["intro"])
@@ -134,7 +138,7 @@ def test_a_teammate_is_a_user_of_the_team_at_any_domain(team: dict[str, int]) ->
 
 
 def test_someone_else_at_a_free_mail_domain_of_a_teammate_is_not_a_teammate(
-    team: dict[str, int],
+    team: dict[str, int],  # noqa: F811 - the fixture
 ) -> None:
     with session_scope() as session:
         session.add(User(team_id=team["team"], email="lee.manager@gmail.com", name="Lee"))
@@ -147,7 +151,9 @@ def test_someone_else_at_a_free_mail_domain_of_a_teammate_is_not_a_teammate(
     assert enrollment(team["intro"]).state == "replied"
 
 
-def test_a_teammate_s_out_of_office_pauses_nothing(team: dict[str, int]) -> None:
+def test_a_teammate_s_out_of_office_pauses_nothing(
+    team: dict[str, int],  # noqa: F811 - the fixture
+) -> None:
     _, original = send_step(team["intro"])
     before = snapshot(team["intro"])
 
@@ -159,7 +165,7 @@ def test_a_teammate_s_out_of_office_pauses_nothing(team: dict[str, int]) -> None
 
 
 def test_a_helpdesk_acknowledgement_is_an_auto_reply_that_pauses_nothing(
-    team: dict[str, int],
+    team: dict[str, int],  # noqa: F811 - the fixture
 ) -> None:
     _, original = send_step(team["intro"])
     before = snapshot(team["intro"])

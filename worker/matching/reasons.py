@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["HARD_REASONS", "is_hard", "reason_for", "status_for_reason"]
+from worker.matching.reason_wording import Wording, active
+
+__all__ = ["HARD_REASONS", "WORDING", "is_hard", "reason_for", "status_for_reason"]
 
 HARD_REASONS = frozenset({"userunknown", "hostunknown", "hasmoved"})
 
@@ -80,7 +82,8 @@ _TEXT_RULES: tuple[tuple[str, str], ...] = (
         "filtered",
         r"recipient(?:'s)? preferences|(?:refused|rejected|blocked) by (?:the )?(?:recipient|user)"
         r"|recipient (?:has )?(?:refused|rejected|blocked)|user refused|mail filter"
-        r"|(?:message|mail|content) (?:was |has been |is )?filtered",
+        r"|(?:message|mail|content) (?:was |has been |is )?filtered"
+        r"|(?:refused|rejected|declined|blocked) (?:due to|because of) (?:the )?recipient",
     ),
     (
         "userunknown",
@@ -106,7 +109,9 @@ _TEXT_RULES: tuple[tuple[str, str], ...] = (
         r"sender (?:address )?(?:rejected|refused|denied|verify failed|is invalid|unknown)"
         r"|domain of sender|sender domain|invalid sender|bad sender|sender verification"
         r"|address of the sender|return path|envelope sender|from address|mail from"
-        r"|sender .{0,30}(?:not allowed|does not exist)|(?:provide )?a valid from:",
+        r"|sender .{0,30}(?:not allowed|does not exist)|(?:provide )?a valid from:"
+        r"|\bfrom:? (?:\w+ ){0,2}(?:domain|address) (?:is )?(?:invalid|unknown|not (?:valid"
+        r"|allowed|found))",
     ),
     (
         "hostunknown",
@@ -119,6 +124,34 @@ _TEXT_RULES: tuple[tuple[str, str], ...] = (
         r"|domain (?:is )?not reachable|illegal host|invalid host|bad host|no such host"
         r"|(?<![@\w.-])[a-z0-9-]+(?:\.[a-z0-9-]+)+ does not exist"
         r"|dns error: domain|domain name not found|no valid host|couldn't find any host",
+    ),
+    # General wording, by meaning rather than by any one server's sentence: a
+    # thing that names the address (or the domain) next to a word that says it
+    # does not exist. After every more specific reason above, which may share words.
+    (
+        "userunknown",
+        r"\b(?:user|recipient|mailbox|address|account|addressee|userid|local.?part|person)s?\b"
+        r"(?:[^.;]|\.(?! )){0,60}\b(?:unknown|invalid|illegal"
+        r"|not (?:found|listed|known|valid|recogni[sz]ed)"
+        r"|(?:does not|doesn't|do not|did not|no longer) exist|non-?existent|nonexisting)"
+        r"|\b(?:unknown|invalid|illegal|no such|non-?existent|no valid|unrecogni[sz]ed|bad)"
+        r" (?:\w+ ){0,2}(?:user|recipient|mailbox|address|account|addressee|userid)s?\b",
+    ),
+    (
+        "hostunknown",
+        r"\b(?:domain|host|hostname|mail exchanger|mx)s?\b(?:[^.;]|\.(?! )){0,60}\b(?:unknown"
+        r"|invalid|illegal|not (?:found|known|valid|resolv\w*)|unresolvable"
+        r"|(?:does not|doesn't|did not|no longer) exist|non-?existent)"
+        r"|\b(?:unknown|invalid|illegal|no such|non-?existent|unresolvable|unroutable"
+        r"|unrouteable) (?:\w+ ){0,2}(?:domain|host|hostname)s?\b"
+        r"|\bno (?:mx|mail exchanger|dns|a) (?:or a )?(?:records?|hosts?|entry|entries)"
+        r"|\b(?:could not|couldn't|cannot|can't|unable to|failed to) (?:find|locate|resolve"
+        r"|look ?up) (?:a |an |any |the )?(?:mail exchanger|mx|mail host|domain|host ?name)",
+    ),
+    (
+        "notaccept",
+        r"\b(?:does not|doesn't|do not|will not|won't|cannot|can't) (?:accept|receive)\w*"
+        r" (?:any |incoming )?(?:e-?)?mails?\b|\bno (?:smtp|mail) service\b|\bnull mx\b",
     ),
     (
         "virusdetected",
@@ -225,7 +258,10 @@ _RECIPIENT_STAGE = re.compile(
     re.IGNORECASE,
 )
 
-_COMPILED = tuple((reason, re.compile(pattern, re.IGNORECASE)) for reason, pattern in _TEXT_RULES)
+WORDING = Wording(_TEXT_RULES)
+# Held here as well so every pattern of the mail modules is found and checked
+# for linear time (tests/unit/matching/test_regex_linear.py).
+_COMPILED = WORDING.compiled
 
 # RFC 3463 subject.detail codes to the reason they name.
 _STATUS_REASON = {
@@ -367,10 +403,7 @@ def reason_from_text(text: str) -> str | None:
     if flat.lower().startswith("x-unix;"):
         # A local delivery program failed, whatever it printed.
         return "mailererror"
-    for reason, pattern in _COMPILED:
-        if pattern.search(flat):
-            return reason
-    return None
+    return active(WORDING).reason(flat)
 
 
 def reason_from_status(status: str) -> str | None:
