@@ -13,6 +13,8 @@ the cron process resumes what was paused and sends what is due.
     out-of-office→ paused, resumed by cron after the (shortened) default pause,
                    then step 2 goes out
     delay notice → recorded, nothing halted: step 2 goes out on schedule
+    success notice (Action: deliverable, 2.0.0), a teammate's reply-all
+                 → recorded, nothing halted, nothing re-sent
 """
 
 from __future__ import annotations
@@ -33,7 +35,9 @@ from tests.integration.test_signals import (
     delay_notice,
     hard_bounce,
     out_of_office,
+    person_reply,
 )
+from tests.integration.test_signals_not_the_prospect import success_notice
 from tests.services.dovecot import DovecotServer, has_message_id, unique_address
 from tests.stack import Stack
 
@@ -254,3 +258,42 @@ def test_out_of_office_pauses_and_cron_resumes_and_a_delay_halts_nothing(
     )
     assert event_kinds(api, slow_id) == ["sent", "delayed", "sent"]
     assert event_kinds(api, away_id) == ["sent", "auto_reply", "sent"]
+
+
+def test_a_success_notice_and_a_teammate_s_reply_all_halt_nothing(
+    api: ApiClient,
+    stack: Stack,
+    dovecot: DovecotServer,
+    smtp_server: Any,
+) -> None:
+    """A DSN with `Action: deliverable` / 2.0.0 must not be read as a soft bounce
+    (the step would go out again), nor a manager's reply-all as the prospect's."""
+    sender = unique_address("seller.test", "rep")
+    delivered = unique_address("acme.test", "kim")
+    watched = unique_address("acme.test", "lou")
+    manager = unique_address("seller.test", "manager")
+    delivered_id, watched_id = start(api, dovecot, smtp_server, sender, [delivered, watched])
+
+    _, original = step_1(api, stack, dovecot, delivered_id, delivered)
+    dovecot.deliver(
+        sender, success_notice(original, sender, delivered, "deliverable"), mail_from=""
+    )
+    message_id, _ = step_1(api, stack, dovecot, watched_id, watched)
+    reply_all = person_reply(message_id, manager, sender, "Let me know how it goes!")
+    with smtp_server.connect(login=manager) as smtp:
+        smtp.sendmail(manager, [sender], reply_all)
+
+    stack.wait_for("the success notice", lambda: "other" in event_kinds(api, delivered_id))
+    stack.wait_for("the teammate's reply", lambda: "teammate_reply" in event_kinds(api, watched_id))
+    for enrollment_id in (delivered_id, watched_id):
+        assert state_of(api, enrollment_id)["state"] == "active"
+    for enrollment_id in (delivered_id, watched_id):
+        stack.wait_for(
+            "step 2 on schedule",
+            lambda e=enrollment_id: len(sent_messages(api, e)) == 2,
+            timeout=STEP_2_DELAY + 20,
+        )
+    # Step 1 went out once: the success notice re-sent nothing.
+    assert len(smtp_server.sent_to(delivered)) == 2
+    assert event_kinds(api, delivered_id) == ["sent", "other", "sent"]
+    assert event_kinds(api, watched_id) == ["sent", "teammate_reply", "sent"]
