@@ -1,8 +1,10 @@
 """The Live Feed: what happened to the team's emails, newest first, live.
 
 Owns the feed's items (one per event: sent, open, click, reply, auto-reply,
-bounce, complaint, and a recipient opening, paging through or downloading a
-tracked document: "Dana Scully opened pricing.pdf — now on page 4 of 12"),
+bounce, complaint, a tracked document downloaded, and one per reading visit of
+a tracked document, updated in place as the reader goes: "Dana Scully is reading
+pricing.pdf — page 4 of 12, 2 min", later "Dana Scully read pricing.pdf — 7 of 12
+pages, 5 min"),
 the page `/feed`, the JSON endpoint `/feed/items` that returns the same items,
 and `/feed/messages/<id>/hits`: every hit on one email counted by label (own
 devices, proxies, scanners and bots included). The live part (server-sent
@@ -16,8 +18,9 @@ signed-in user's team; the stream filters by team before it sends), or show a
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from flask import Blueprint, abort, jsonify, redirect, render_template, request, url_for
@@ -25,15 +28,29 @@ from flask.typing import ResponseReturnValue
 from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
-from core.models import Enrollment, Event, Prospect, SentMessage, Sequence, TrackingHit
+from core.models import (
+    DocumentVisit,
+    Enrollment,
+    Event,
+    Prospect,
+    SentMessage,
+    Sequence,
+    TrackingHit,
+    utcnow,
+)
 from web.auth import current_user, login_required, login_required_json, protect
 from web.db import db
+from web.first_run import checklist, salesforce_connectable
+from web.salesforce_connect import start_flow
 
 bp = Blueprint("feed", __name__)
 protect(bp)
 
 # Recorded by `web.documents.visits` for a person's visits only; their data names the document.
-DOCUMENT_KINDS = ("document_view", "document_page", "document_download")
+# A visit is one item, its document_view event's; its document_page events (kept for
+# timelines and the API) are folded into it, never items of their own.
+DOCUMENT_KINDS = ("document_view", "document_download")
+FOLDED_KINDS = ("document_page",)
 FEED_KINDS = (
     "sent",
     "open",
@@ -44,6 +61,8 @@ FEED_KINDS = (
     "complaint",
     *DOCUMENT_KINDS,
 )
+# A visit with no beacon for this long is over (the viewer reports every 10 s while read).
+READING_SECONDS = 30
 PAGE_SIZE = 50
 MAX_LIMIT = 200
 
@@ -54,15 +73,13 @@ _LABELS = {
     "auto_reply": "Auto-replied",
     "bounce": "Bounced",
     "complaint": "Marked as spam",
-    "document_view": "Opened a document",
-    "document_page": "Reading a document",
+    "document_view": "Read a document",
     "document_download": "Downloaded a document",
 }
 # What the filter's checkboxes say; a kind not named here shows as its words.
 KIND_NAMES = {
     "auto_reply": "auto-reply",
-    "document_view": "document opened",
-    "document_page": "document page",
+    "document_view": "document reading",
     "document_download": "document download",
 }
 
@@ -122,7 +139,9 @@ def parse_filter(args: Any) -> FeedFilter:
     )
 
 
-def _label(kind: str, data: dict[str, Any]) -> str:
+def _label(kind: str, data: dict[str, Any], document: dict[str, Any] | None = None) -> str:
+    if kind == "document_view" and document and (document.get("visit") or {}).get("reading"):
+        return "Reading a document"
     if kind != "open":
         return _LABELS.get(kind, kind.replace("_", " ").capitalize())
     if data.get("inferred"):
@@ -146,18 +165,50 @@ def _document(kind: str, data: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def document_sentence(kind: str, who: str, document: dict[str, Any]) -> str:
-    """What a document event says in the feed, e.g. "Dana opened pricing.pdf — now on page 4".
+    """What a document item says in the feed, e.g. "Dana is reading pricing.pdf — page 4
+    of 12, 2 min" (a visit still going), "Dana read pricing.pdf — 7 of 12 pages, 5 min".
 
     Plain text: the page and the stream escape it (names and file names are user input).
     """
     name = document["name"]
     if kind == "document_download":
         return f"{who} downloaded {name}"
-    page, pages = document.get("page"), document.get("pages")
-    if kind == "document_page" and page:
+    visit = document.get("visit")
+    if not visit:
+        return f"{who} opened {name}"
+    pages, took = document.get("pages"), _minutes(visit["seconds"])
+    if visit["reading"]:
         of = f" of {pages}" if pages else ""
-        return f"{who} opened {name} — now on page {page}{of}"
-    return f"{who} opened {name}"
+        return f"{who} is reading {name} — page {visit['page']}{of}, {took}"
+    read = visit["pages_read"]
+    of = f"{read} of {pages} pages" if pages else f"{read} page{'s' if read != 1 else ''}"
+    return f"{who} read {name} — {of}, {took}"
+
+
+def _minutes(seconds: float) -> str:
+    if seconds < 60:
+        return "under a minute"
+    return f"{int(seconds // 60 + (1 if seconds % 60 >= 30 else 0))} min"
+
+
+def _visit(row: tuple[Any, ...], now: datetime) -> dict[str, Any] | None:
+    """A reading visit's state from its row (current page, pages read, time, still going?)."""
+    page, pages_read, total_ms, last_seen_at, ended_at = row
+    if last_seen_at is None:
+        return None
+    reading = ended_at is None and (now - last_seen_at).total_seconds() < READING_SECONDS
+    return {
+        "page": int(page or 1),
+        "pages_read": int(pages_read or 0),
+        "seconds": round(int(total_ms or 0) / 1000),
+        "reading": reading,
+        "last_seen_at": _iso(last_seen_at),
+        # Until when "is reading" holds without another beacon: the page turns it into
+        # "read" by itself then (a tab closed without a last word).
+        "reading_until": _iso(last_seen_at + timedelta(seconds=READING_SECONDS))
+        if reading
+        else None,
+    }
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -173,16 +224,24 @@ def _query(team_id: int | None, feed_filter: FeedFilter) -> Select[*tuple[Any, .
             SentMessage.subject,
             Sequence.id,
             Sequence.name,
+            DocumentVisit.current_page,
+            DocumentVisit.pages_seen,
+            DocumentVisit.total_ms,
+            DocumentVisit.last_seen_at,
+            DocumentVisit.ended_at,
         )
         .outerjoin(Prospect, Prospect.id == Event.prospect_id)
         .outerjoin(SentMessage, SentMessage.id == Event.sent_message_id)
         .outerjoin(Enrollment, Enrollment.id == Event.enrollment_id)
         .outerjoin(Sequence, Sequence.id == Enrollment.sequence_id)
+        .outerjoin(DocumentVisit, DocumentVisit.event_id == Event.id)
     )
     if team_id is not None:
         query = query.where(Event.team_id == team_id)
     if feed_filter.kinds is not None:
         query = query.where(Event.kind.in_(sorted(feed_filter.kinds)))
+    else:
+        query = query.where(Event.kind.not_in(FOLDED_KINDS))
     if feed_filter.sequence_id is not None:
         query = query.where(Enrollment.sequence_id == feed_filter.sequence_id)
     return query
@@ -197,8 +256,9 @@ def feed_items(
     before_id: int | None = None,
     limit: int = PAGE_SIZE,
     newest_first: bool = True,
+    ids: Iterable[int] | None = None,
 ) -> list[dict[str, Any]]:
-    """Feed items with ids after `after_id` (and before `before_id`).
+    """Feed items with ids after `after_id` (and before `before_id`), or exactly `ids`.
 
     `team_id=None` is for the live stream's shared poller only, which hands each
     item to its own team's subscribers.
@@ -206,18 +266,25 @@ def feed_items(
     query = _query(team_id, feed_filter or FeedFilter()).where(Event.id > after_id)
     if before_id is not None:
         query = query.where(Event.id < before_id)
+    if ids is not None:
+        query = query.where(Event.id.in_(sorted(ids)))
     query = query.order_by(Event.id.desc() if newest_first else Event.id).limit(limit)
     items = []
-    for event, email, name, subject, sequence_id, sequence_name in session.execute(query):
+    now = utcnow()
+    for event, email, name, subject, sequence_id, sequence_name, *visit_row in session.execute(
+        query
+    ):
         data = dict(event.data or {})
         document = _document(event.kind, data)
+        if document is not None and event.kind == "document_view":
+            document["visit"] = _visit(tuple(visit_row), now)
         who = name or email or data.get("recipient") or "Someone"
         items.append(
             {
                 "id": event.id,
                 "team_id": event.team_id,
                 "kind": event.kind,
-                "label": _label(event.kind, data),
+                "label": _label(event.kind, data, document),
                 "occurred_at": _iso(event.occurred_at),
                 "prospect": {"email": email, "name": name} if email else None,
                 "subject": subject or data.get("subject"),
@@ -230,9 +297,23 @@ def feed_items(
                 "from": data.get("from"),
                 "document": document,
                 "text": document_sentence(event.kind, who, document) if document else None,
+                **_settles(event.kind, who, document),
             }
         )
     return items
+
+
+def _settles(kind: str, who: str, document: dict[str, Any] | None) -> dict[str, Any]:
+    """For a visit still being read: when it counts as over with no further beacon, and
+    what it says then, so the page can turn "is reading" into "read" by itself."""
+    visit = (document or {}).get("visit")
+    if document is None or not visit or not visit["reading"]:
+        return {"reading_until": None, "settled_text": None}
+    settled = {**document, "visit": {**visit, "reading": False}}
+    return {
+        "reading_until": visit["reading_until"],
+        "settled_text": document_sentence(kind, who, settled),
+    }
 
 
 def team_sequences(session: Session, team_id: int) -> list[tuple[int, str]]:
@@ -262,8 +343,17 @@ def page() -> ResponseReturnValue:
     items = feed_items(db(), team_id=user.team_id, feed_filter=feed_filter)
     newest = max((i["id"] for i in items), default=0)
     stream_query = "&".join(p for p in (feed_filter.query_string(), f"after={newest}") if p)
+    # A new team's empty feed shows what to do first (not a filtered feed that is empty).
+    first_steps = (
+        checklist(db(), user.team_id)
+        if not items and feed_filter == FeedFilter() and not _has_items(user.team_id)
+        else None
+    )
     return render_template(
         "feed.html",
+        first_steps=first_steps,
+        salesforce_connectable=salesforce_connectable(),
+        message=request.args.get("message"),
         items=items,
         kinds=FEED_KINDS,
         kind_names=KIND_NAMES,
@@ -271,6 +361,27 @@ def page() -> ResponseReturnValue:
         feed_filter=feed_filter,
         stream_url=f"{url_for('feed.page')}/stream?{stream_query}",
     )
+
+
+def _has_items(team_id: int) -> bool:
+    """Anything ever in the team's feed (a page of items may be empty for other reasons)."""
+    found = db().scalar(
+        select(Event.id).where(Event.team_id == team_id, Event.kind.in_(FEED_KINDS)).limit(1)
+    )
+    return found is not None
+
+
+@bp.post("/feed/connect-salesforce")
+@login_required
+def connect_salesforce() -> ResponseReturnValue:
+    """The checklist's "Connect Salesforce": the same OAuth flow the API starts."""
+    user = current_user()
+    assert user is not None
+    try:
+        url = start_flow(user.team_id, user.id, None)
+    except ValueError as exc:  # worker.salesforce.connections.ConnectError, a ValueError
+        return redirect(url_for("feed.page", message=f"Salesforce could not be connected: {exc}."))
+    return redirect(url, code=303)
 
 
 @bp.get("/feed/items")

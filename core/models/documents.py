@@ -89,6 +89,8 @@ class Document(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
     ready_at: Mapped[datetime | None]
     deleted_at: Mapped[datetime | None]
+    # 1 for the upload; each replace adds one (same row, same links, new file and pages).
+    version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
 
 
 class DocumentPage(Base):
@@ -208,6 +210,10 @@ class DocumentVisit(Base):
     event_id: Mapped[int | None] = mapped_column(
         BigId, ForeignKey("events.id", ondelete="SET NULL")
     )
+    # The document's version this visit read: its page times are about those pages.
+    document_version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    # The viewer's last beacon said the reader left; NULL while reading (or unsaid).
+    ended_at: Mapped[datetime | None]
 
 
 class DocumentPageView(Base):

@@ -26,7 +26,21 @@ from core.tracking.tokens import ClickToken, DeviceRef, OpenToken
 STREAM = "sightline:hits"
 GROUP = "events"
 FEED_NUDGE_CHANNEL = "sightline:feed:nudge"
+# A nudge naming one Live Feed item that changed in place ("update:<event id>").
+FEED_UPDATE_PREFIX = "update:"
 MAX_USER_AGENT = 500
+
+
+def feed_update(item_id: int) -> str:
+    """The nudge that says Live Feed item `item_id` changed (a document visit read on)."""
+    return f"{FEED_UPDATE_PREFIX}{int(item_id)}"
+
+
+def feed_updated_item(message: bytes | str) -> int | None:
+    """The item a nudge names as changed, else None (a plain "something new" nudge)."""
+    text = message.decode("ascii", "replace") if isinstance(message, bytes) else message
+    rest = text.removeprefix(FEED_UPDATE_PREFIX)
+    return int(rest) if rest != text and rest.isdigit() and len(rest) < 20 else None
 
 
 class MalformedHitError(ValueError):

@@ -5,13 +5,16 @@ context: no cookies, another address) the prospect loads the email's pixel and
 follows its link: both appear in the feed without a reload. Then the
 salesperson's own browser loads the same pixel: it is recorded as `self` (by
 the device cookie) and never shown as a reader. A prospect reading a tracked
-document shows up the same way: "Dana Scully opened pricing.pdf", then "— now
-on page 3 of 5" as they turn the pages. Screenshots go to artifacts/.
+document shows up the same way, as one item for the visit that moves on in place:
+"Dana Scully is reading pricing.pdf — page 1 of 5", then "page 3 of 5" as they
+turn the pages, then "Dana Scully read pricing.pdf — 3 of 5 pages" when they
+leave. Screenshots go to artifacts/.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -170,7 +173,7 @@ def test_opens_and_clicks_appear_live_and_the_senders_own_views_do_not(
 
 # One database is enough: the feed's words are checked on both in tests/integration.
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
-def test_a_prospect_reading_a_document_appears_live_page_by_page(
+def test_a_prospect_reading_a_document_is_one_item_that_moves_on_live(
     browser: Any,
     env: Settings,
     database_url: str,
@@ -203,21 +206,32 @@ def test_a_prospect_reading_a_document_appears_live_page_by_page(
         reader = prospect.new_page()
         reader.goto(f"{base}/d/{shared.token}")
         expect(reader.locator("#current")).to_have_text("1")
-        opened = feed.locator("#feed .feed-item.kind-document_view")
-        expect(opened).to_have_count(1, timeout=10000)
-        expect(opened.first.locator(".text")).to_have_text("Dana Scully opened pricing.pdf")
+        # One item for the whole visit, its text moving on in place as pages turn.
+        visit = feed.locator("#feed .feed-item.kind-document_view")
+        expect(visit).to_have_count(1, timeout=10000)
+        expect(visit.locator(".text")).to_have_text(
+            "Dana Scully is reading pricing.pdf — page 1 of 5, under a minute"
+        )
+        expect(visit.locator(".badge")).to_have_text("Reading a document")
+        item_id = visit.get_attribute("data-id")
         reader.keyboard.press("ArrowRight")
         reader.keyboard.press("ArrowRight")
         expect(reader.locator("#current")).to_have_text("3")
-        on_page = feed.locator("#feed .feed-item.kind-document_page")
-        expect(on_page.first.locator(".text")).to_have_text(
-            "Dana Scully opened pricing.pdf — now on page 3 of 5", timeout=10000
+        expect(visit.locator(".text")).to_have_text(
+            "Dana Scully is reading pricing.pdf — page 3 of 5, under a minute", timeout=10000
         )
-        # Newest on top: the page item sits above the open.
-        expect(feed.locator("#feed .feed-item").first).to_have_attribute(
-            "data-kind", "document_page"
-        )
+        expect(feed.locator("#feed .feed-item")).to_have_count(1)  # no item per page
+        assert visit.get_attribute("data-id") == item_id  # the same item, updated in place
         feed.screenshot(path=str(ARTIFACTS / "live-feed-document.png"), full_page=True)
+        # The reader leaves: the viewer's last beacon says so, and the item says "read".
+        reader.goto("about:blank")
+        expect(visit.locator(".text")).to_have_text(
+            re.compile(r"^Dana Scully read pricing\.pdf — [1-5] of 5 pages, under a minute$"),
+            timeout=10000,
+        )
+        expect(visit.locator(".badge")).to_have_text("Read a document")
+        expect(feed.locator("#feed .feed-item")).to_have_count(1)
+        assert visit.get_attribute("data-id") == item_id
         seller.close()
         prospect.close()
     finally:

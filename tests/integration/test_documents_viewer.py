@@ -152,10 +152,18 @@ def open_viewer(client: FlaskClient, token: str, **headers: str) -> tuple[Any, s
     return response, match.group(1) if match else ""
 
 
-def beacon(client: FlaskClient, token: str, visit: str, page: int, ms: dict[str, int]) -> Any:
+def beacon(
+    client: FlaskClient,
+    token: str,
+    visit: str,
+    page: int,
+    ms: dict[str, int],
+    *,
+    final: bool = False,
+) -> Any:
     return client.post(
         f"/d/{token}/beacon",
-        data=json.dumps({"visit": visit, "page": page, "ms": ms}),
+        data=json.dumps({"visit": visit, "page": page, "ms": ms, "final": final}),
         content_type="text/plain",
     )
 
@@ -304,8 +312,15 @@ def test_a_persons_visit_reaches_the_feed_and_salesforce_once(
         assert (summary.sent_message_id, summary.document_views) == (shared.sent_id, 1)
     sign_in(client)
     items = js(client.get("/feed/items"))["items"]
-    assert [i["kind"] for i in items][:2] == ["document_page", "document_view"]
-    assert items[1]["prospect"]["email"] == "dana@prospect.test"
+    # One item for the visit (its page events folded in), saying where the reader is.
+    visit_items = [i for i in items if i["kind"].startswith("document_")]
+    assert [i["kind"] for i in visit_items] == ["document_view"]
+    assert visit_items[0]["prospect"]["email"] == "dana@prospect.test"
+    assert visit_items[0]["text"].endswith("is reading pricing.pdf — page 3 of 4, under a minute")
+    beacon(client, shared.token, visit, 3, {"1": 2200, "3": 2500}, final=True)
+    [item] = [i for i in js(client.get("/feed/items"))["items"] if i["id"] == visit_items[0]["id"]]
+    assert item["text"].endswith("read pricing.pdf — 2 of 4 pages, under a minute")
+    assert item["label"] == "Read a document"
 
 
 def test_the_senders_own_device_is_self_and_never_counted(

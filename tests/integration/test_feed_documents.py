@@ -1,4 +1,4 @@
-"""Document events in the Live Feed: "Dana Scully opened pricing.pdf — now on page 4 of 12".
+"""Document events in the Live Feed: one item per reading visit, and downloads.
 
 The events are recorded the way `web.documents.visits` records them (same
 kinds, same data), then read through the page, the JSON and the live stream
@@ -80,7 +80,7 @@ def sent_prospect(sent: Sent) -> int:
     return prospect_id
 
 
-def test_document_events_say_who_opened_what_and_which_page(
+def test_document_events_say_who_opened_what_and_a_visit_is_one_item(
     client: FlaskClient, teams: tuple[Sent, Sent]
 ) -> None:
     a, b = teams
@@ -91,26 +91,30 @@ def test_document_events_say_who_opened_what_and_which_page(
     document_event(b, "document_view", "document_view:2", page=1)
     sign_in(client, "owner@team-a.test")
     items = data(client.get("/feed/items"))["items"]
+    # The page event is folded into its visit's item (here a visit with no row: its
+    # first words); no item of its own.
     assert [(i["kind"], i["label"], i["text"]) for i in items] == [
         ("document_download", "Downloaded a document", "Dana Scully downloaded pricing.pdf"),
-        (
-            "document_page",
-            "Reading a document",
-            "Dana Scully opened pricing.pdf — now on page 4 of 12",
-        ),
-        ("document_view", "Opened a document", "Dana Scully opened pricing.pdf"),
+        ("document_view", "Read a document", "Dana Scully opened pricing.pdf"),
         ("sent", "Sent", None),
     ]
-    assert items[1]["document"] == {"id": 7, "name": "pricing.pdf", "page": 4, "pages": 12}
-    assert items[3]["document"] is None
+    assert items[1]["document"] == {
+        "id": 7,
+        "name": "pricing.pdf",
+        "page": 1,
+        "pages": 12,
+        "visit": None,
+    }
+    assert items[2]["document"] is None
     assert items[1]["subject"] == "Hello Dana"
 
     page = client.get("/feed").get_data(as_text=True)
     feed = page.split('id="feed"', 1)[1]
-    assert "Dana Scully opened pricing.pdf — now on page 4 of 12" in feed
+    assert "Dana Scully opened pricing.pdf" in feed and "now on page" not in feed
     assert "Dana Scully downloaded pricing.pdf" in feed
     # The filter offers the document kinds, in words.
-    assert 'value="document_page"' in page and "> document page</label>" in page
+    assert 'value="document_view"' in page and "> document reading</label>" in page
+    assert 'value="document_page"' not in page
 
 
 def test_the_kind_filter_picks_document_events(
@@ -123,16 +127,15 @@ def test_the_kind_filter_picks_document_events(
     document_event(a, "document_page", "document_page:1:3", page=3)
     document_event(a, "document_download", "document_download:1")
     sign_in(client, "owner@team-a.test")
-    pages = data(client.get("/feed/items?kind=document_page"))["items"]
-    assert [i["document"]["page"] for i in pages] == [3, 2]
     opened = data(client.get("/feed/items?kind=document_view,document_download"))["items"]
     assert [i["kind"] for i in opened] == ["document_download", "document_view"]
-    html = client.get("/feed?kind=document_page").get_data(as_text=True).split('id="feed"', 1)[1]
-    assert "now on page 3 of 12" in html and "now on page 2 of 12" in html
+    html = client.get("/feed?kind=document_view").get_data(as_text=True).split('id="feed"', 1)[1]
+    assert "Dana Scully opened pricing.pdf" in html and "now on page" not in html
     assert "downloaded" not in html and "Opened</span>" not in html
-    bad = client.get("/feed/items?kind=document")
-    assert bad.status_code == 422
-    assert "document_view" in data(bad)["error"]["message"]  # the message lists the kinds
+    for bad_kind in ("document", "document_page"):  # pages are part of their visit's item
+        bad = client.get(f"/feed/items?kind={bad_kind}")
+        assert bad.status_code == 422
+        assert "document_view" in data(bad)["error"]["message"]  # the message lists the kinds
 
 
 def test_names_and_file_names_are_escaped_and_a_missing_prospect_falls_back_to_the_address(
@@ -163,24 +166,23 @@ def test_document_events_reach_the_live_stream_with_their_words(
     alice = http_sign_in(web, "owner@team-a.test")
     bob = http_sign_in(web, "owner@team-b.test")
     everything = EventStream(alice, f"{web}/feed/stream")
-    pages_only = EventStream(alice, f"{web}/feed/stream?kind=document_page")
+    documents_only = EventStream(alice, f"{web}/feed/stream?kind=document_view")
     other_team = EventStream(bob, f"{web}/feed/stream")
     try:
         time.sleep(0.5)  # all connected and listening
         document_event(a, "document_view", "document_view:1", name=HOSTILE_FILE, page=1)
         document_event(a, "document_page", "document_page:1:4", name=HOSTILE_FILE, page=4)
         _, first = everything.items.get(timeout=5)
-        _, second = everything.items.get(timeout=5)
         assert (first["kind"], first["text"]) == (
             "document_view",
             f"Dana Scully opened {HOSTILE_FILE}",
         )
-        assert second["text"] == f"Dana Scully opened {HOSTILE_FILE} — now on page 4 of 12"
-        assert "team_id" not in second
-        _, page = pages_only.items.get(timeout=5)
-        assert page["id"] == second["id"]
-        time.sleep(1)  # time enough for a wrongly sent item to arrive
-        assert pages_only.items.empty() and other_team.items.empty()
+        assert "team_id" not in first
+        _, mine = documents_only.items.get(timeout=5)
+        assert mine["id"] == first["id"]
+        time.sleep(1)  # time enough for a wrongly sent item (the page event) to arrive
+        assert everything.items.empty() and documents_only.items.empty()
+        assert other_team.items.empty()
     finally:
-        for stream in (everything, pages_only, other_team):
+        for stream in (everything, documents_only, other_team):
             stream.close()

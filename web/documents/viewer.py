@@ -239,16 +239,19 @@ def beacon(token: str) -> ResponseReturnValue:
     if document.deleted_at is not None or link_state(link) != "active":
         # The link stopped working while the page was open: stop counting.
         return _error(410, "this link no longer works")
+    if visit.document_version != document.version:
+        # Replaced while the page was open: these page numbers are the old file's.
+        return _error(409, "the document was replaced: reload the page to read the new one")
     if not visits.tracking_on(db(), link):
         return Response(status=204)  # tracking was switched off while the page was open
     try:
         report = visits.BeaconReport.parse(body, document.page_count or 0)
     except visits.ReportError as exc:
         return _error(422, str(exc))
-    made = visits.record_report(db(), visit.id, report, document)
+    item_id = visits.record_report(db(), visit.id, report, document)
     db().commit()
-    if made:
-        visits.nudge_feed()
+    if item_id is not None:
+        visits.nudge_feed(item_id)
     return Response(status=204)
 
 

@@ -75,7 +75,7 @@ from core.models import (
 )
 from core.redis import get_redis
 from core.tracking.classify import HitFacts, Verdict, classify, is_prefetch
-from core.tracking.hits import FEED_NUDGE_CHANNEL
+from core.tracking.hits import FEED_NUDGE_CHANNEL, feed_update
 from core.tracking.ranges import known_ranges
 from core.tracking.tokens import DEVICE_COOKIE, read_device_cookie
 from web.auth import request_ip
@@ -243,6 +243,7 @@ def start_visit(session: Session, link: DocumentLink, sent: SentMessage) -> Docu
     visit = DocumentVisit(
         team_id=link.team_id,
         document_id=link.document_id,
+        document_version=session.get_one(Document, link.document_id).version,
         link_id=link.id,
         hit_class=str(verdict.hit_class),
         reason=verdict.reason[:200],
@@ -335,10 +336,11 @@ def _record(
     )
 
 
-def nudge_feed() -> None:
-    """Wake the Live Feed's poller now rather than at its next tick (best effort)."""
+def nudge_feed(item_id: int | None = None) -> None:
+    """Wake the Live Feed's poller now rather than at its next tick (best effort);
+    with `item_id`, that item changed in place (a visit read on) and is sent again."""
     try:
-        get_redis().publish(FEED_NUDGE_CHANNEL, "1")
+        get_redis().publish(FEED_NUDGE_CHANNEL, feed_update(item_id) if item_id else "1")
     except (RedisError, OSError) as exc:
         log.warning("feed_nudge_failed error=%s", type(exc).__name__)
 
@@ -378,14 +380,15 @@ def plausible(report: BeaconReport, visit: DocumentVisit, now: datetime) -> dict
 
 def record_report(
     session: Session, visit_id: int, report: BeaconReport, document: Document
-) -> bool:
-    """Apply one beacon. Returns True if it made a feed-worthy event."""
+) -> int | None:
+    """Apply one beacon. Returns the visit's Live Feed item (its document_view event id)
+    when the beacon moved it on (a counted visit: a page, a minute, the reader leaving)."""
     now = utcnow()
     # The first write takes the visit's row lock: a visit's reports apply one at a time.
     session.execute(
         update(DocumentVisit)
         .where(DocumentVisit.id == visit_id)
-        .values(last_seen_at=now, current_page=report.page)
+        .values(last_seen_at=now, current_page=report.page, ended_at=now if report.final else None)
     )
     visit = session.get_one(DocumentVisit, visit_id)
     session.refresh(visit)
@@ -404,8 +407,7 @@ def record_report(
     if not int(total) or not counts(session, visit, link):
         if visit.confirmed_at is None and int(total):
             visit.confirmed_at = now
-        return False
-    made = False
+        return None
     if visit.confirmed_at is None:
         visit.confirmed_at = now
         event_id = _record(
@@ -420,7 +422,6 @@ def record_report(
         )
         if event_id is not None:
             visit.event_id = event_id
-            made = True
             queue_engagement(
                 session,
                 sent_message_id=link.sent_message_id,
@@ -428,7 +429,8 @@ def record_report(
                 occurred_at=visit.started_at,
             )
     if report.page > 1 and ms.get(report.page, 0) >= PAGE_EVENT_MS:
-        event_id = _record(
+        # Kept for timelines and the API; the Live Feed shows the visit's one item instead.
+        _record(
             session,
             "document_page",
             natural_key("document_page", visit.id, report.page),
@@ -438,8 +440,7 @@ def record_report(
             now,
             page=report.page,
         )
-        made = made or event_id is not None
-    return made
+    return visit.event_id
 
 
 def record_download(

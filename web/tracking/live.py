@@ -7,6 +7,13 @@ connections of *its own team* whose filters it matches. Reading the database
 rather than a pub/sub message means every event is seen, whoever recorded it
 (a send, a reply found by a sync, an open drained from the hit stream).
 
+An item can change in place: a document visit is one item, read on page by page.
+Its beacon publishes a nudge naming the item (`core.tracking.hits.feed_update`);
+the poller reads that item again and sends it as an `update` event (no SSE id:
+a client's place in the stream stays the newest new item), which the page puts
+where the item already is. A lost nudge costs one stale line until the next
+beacon, ten seconds later, or a reload.
+
 Ids are not always committed in order on PostgreSQL (two transactions, the later
 id committing first), so the poller re-reads a few seconds of recent ids and
 drops the ones already delivered. A client that reconnects sends
@@ -34,7 +41,7 @@ from sqlalchemy import func, select
 
 from core.db import session_scope
 from core.models import Event, User
-from core.tracking.hits import FEED_NUDGE_CHANNEL
+from core.tracking.hits import FEED_NUDGE_CHANNEL, feed_updated_item
 from web.feed import FeedArgumentError, FeedFilter, feed_items, parse_filter
 
 log = logging.getLogger(__name__)
@@ -45,6 +52,7 @@ REREAD_SECONDS = 5.0
 CATCH_UP_LIMIT = 200
 POLL_LIMIT = 1000
 QUEUE_SIZE = 1000
+UPDATE = "_update"  # marks a queued item as a change to one already sent
 
 
 @dataclass(eq=False)
@@ -88,6 +96,7 @@ class LiveFeed:
         self.wake = asyncio.Event()
         self.delivered: set[int] = set()
         self.floors: deque[tuple[float, int]] = deque()
+        self.updated: set[int] = set()  # items that changed in place, to send again
 
     async def close(self) -> None:
         if self.poller is not None:
@@ -182,7 +191,10 @@ class LiveFeed:
                 )
                 if getter in done:
                     item = getter.result()
-                    if item["id"] not in seen:
+                    if item.get(UPDATE):
+                        seen.add(item["id"])
+                        await _body(send, _event(item, "update"))
+                    elif item["id"] not in seen:
                         await _body(send, _event(item))
                 else:
                     getter.cancel()
@@ -244,6 +256,17 @@ class LiveFeed:
         finally:
             listener.cancel()
 
+    @staticmethod
+    def _items(ids: set[int]) -> list[dict[str, Any]]:
+        with session_scope() as session:
+            return feed_items(session, team_id=None, ids=ids, limit=len(ids))
+
+    def _hand_out(self, item: dict[str, Any]) -> None:
+        for subscriber in list(self.subscribers):
+            if subscriber.team_id == item["team_id"] and subscriber.feed_filter.matches(item):
+                with contextlib.suppress(asyncio.QueueFull):
+                    subscriber.queue.put_nowait(item)
+
     async def _poll_once(self) -> None:
         now = time.monotonic()
         floor = self.floors[0][1]
@@ -253,10 +276,11 @@ class LiveFeed:
             if item["id"] in self.delivered:
                 continue
             self.delivered.add(item["id"])
-            for subscriber in list(self.subscribers):
-                if subscriber.team_id == item["team_id"] and subscriber.feed_filter.matches(item):
-                    with contextlib.suppress(asyncio.QueueFull):
-                        subscriber.queue.put_nowait(item)
+            self._hand_out(item)
+        if self.updated:
+            changed, self.updated = self.updated, set()
+            for item in await asyncio.to_thread(self._items, changed):
+                self._hand_out({**item, UPDATE: True})
         self.floors.append((now, highest))
         # Keep re-reading ids from the last REREAD_SECONDS; forget what is older.
         while len(self.floors) > 1 and self.floors[1][0] < now - REREAD_SECONDS:
@@ -271,6 +295,9 @@ class LiveFeed:
                     await pubsub.subscribe(FEED_NUDGE_CHANNEL)
                     async for message in pubsub.listen():
                         if message.get("type") == "message":
+                            item_id = feed_updated_item(message.get("data") or b"")
+                            if item_id is not None and len(self.updated) < POLL_LIMIT:
+                                self.updated.add(item_id)
                             self.wake.set()
             except (RedisError, OSError) as exc:
                 log.warning("feed_nudges_unavailable error=%s", type(exc).__name__)
@@ -285,8 +312,10 @@ def _last_event_id(scope: Any) -> int | None:
     return None
 
 
-def _event(item: dict[str, Any]) -> bytes:
-    public = {k: v for k, v in item.items() if k != "team_id"}
+def _event(item: dict[str, Any], kind: str = "item") -> bytes:
+    public = {k: v for k, v in item.items() if k not in ("team_id", UPDATE)}
+    if kind == "update":  # no id: the client's place in the stream stays where it is
+        return f"event: update\ndata: {json.dumps(public)}\n\n".encode()
     return f"id: {item['id']}\nevent: item\ndata: {json.dumps(public)}\n\n".encode()
 
 

@@ -48,7 +48,7 @@
     }
     fetch(beaconUrl, { method: "POST", body: body, keepalive: true, credentials: "same-origin",
                        headers: { "Content-Type": "text/plain" } })
-      .then(function (response) { if (response.status === 410 || response.status === 404) stopped = true; })
+      .then(function (response) { if ([404, 409, 410].indexOf(response.status) >= 0) stopped = true; })
       .catch(function () { dirty = true; });
   }
 
