@@ -44,12 +44,7 @@ from email.message import Message
 from typing import Literal
 
 from worker.matching.acknowledgement import is_acknowledgement
-from worker.matching.autoreply import (
-    is_auto_reply,
-    mentions_absence,
-    message_date,
-    return_date,
-)
+from worker.matching.autoreply import is_auto_reply, mentions_absence
 from worker.matching.bounce import read_bounce
 from worker.matching.bounce_report import BouncedRecipient, BounceOutcome
 from worker.matching.budget import DEFAULT_BUDGET_SECONDS, OverBudget, time_budget
@@ -74,6 +69,7 @@ from worker.matching.replytext import (
     new_text,
     quotes_history,
 )
+from worker.matching.return_dates import message_date, return_date
 
 __all__ = ["Classification", "Kind", "classify_message"]
 

@@ -15,11 +15,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from worker.matching.autoreply import return_date
 from worker.matching.classify import classify_message
 from worker.matching.dsn import best_status
 from worker.matching.reasons import is_hard, reason_for, reason_for_category
 from worker.matching.replytext import is_unsubscribe_request, new_text
+from worker.matching.return_dates import return_date
 
 REPO = Path(__file__).resolve().parents[3]
 FIXTURES = REPO / "tests" / "fixtures" / "mail"
