@@ -72,7 +72,15 @@ _BODY = re.compile(
     r"|jag är (?:ledig|på semester|borta|frånvarande|tjänstledig)"
     r"|jeg er (?:på ferie|fraværende|ikke på kontoret|bortreist|på barsel)"
     r"|olen (?:lomalla|poissa|vuosilomalla)|jestem (?:na urlopie|nieobecn[ya]|poza biurem)"
-    r"|不在にしております|休暇を取得|出張のため|外出しております|休暇中",
+    r"|不在にしております|休暇を取得|出張のため|外出しております|休暇中"
+    r"|(?:i am|i'm) (?:currently )?on (?:paternity|medical|bereavement|study|extended|garden)"
+    r" leave|(?:я )?(?:нахожусь )?(?:в отпуске|в командировке|вне офиса|на больничном)"
+    r"|отсутствую|ofis d[ıi][şs][ıi]nday[ıi]m|izindeyim|tatildeyim|ofiste de[ğg]ilim"  # noqa: RUF001 - foreign-language wording
+    r"|jsem (?:mimo kancel[áa][řr]|na dovolen[ée]|nep[řr][íi]tomn[ýa])"
+    r"|szabads[áa]gon vagyok|h[áa]zon k[íi]v[üu]l vagyok|nem vagyok az irod[áa]ban"
+    r"|sunt (?:[îi]n concediu|plecat[ăa]?)|nu sunt la birou"
+    r"|είμαι εκτός γραφείου|βρίσκομαι (?:σε|εκτός)|είμαι σε άδεια|απουσιάζω"
+    r"|不在办公室|不在辦公室|正在休假|休假中|出差中|휴가 ?중|부재 ?중|출장 ?중|자리를 비",
     re.IGNORECASE,
 )
 
@@ -95,7 +103,13 @@ _NOTICE_DETAIL = re.compile(
     r"|n[åa]r jeg (?:er|kommer) tilba(?:ke|ge)|ved hastesaker|i hastende tilf[æa]lde"
     r"|begrenset tilgang|begr[æa]nset adgang|palattuani|kiireellisiss[äa] asioissa"
     r"|rajoitetusti|po (?:moim )?powrocie|w pilnych sprawach|ograniczony dost[ęe]p"
-    r"|急ぎの|緊急の|戻り次第",
+    r"|急ぎの|緊急の|戻り次第|以降に(?:ご)?(?:返信|連絡|対応)|返信いたします|対応いたします"
+    r"|(?:for )?anything urgent|по срочным|в случае срочн|обращайтесь к|после возвращения"
+    r"|acil durumlarda|acil (?:konular|i[şs]ler)|d[öo]n[üu][şs][üu]mde"
+    r"|v nal[ée]hav[ýy]ch p[řr][íi]padech|po (?:m[ée]m )?n[áa]vratu|s[üu]rg[őo]s [üu]gyekben"
+    r"|visszat[ée]r[ée]sem ut[áa]n|pentru urgen[țt]e|la [îi]ntoarcere|για επείγοντα"  # noqa: RUF001 - foreign-language wording
+    r"|κατά την επιστροφή|μόλις επιστρέψω|如有急事|紧急事项|緊急事項|返回后|回来后"
+    r"|급한 (?:용무|일|사항)|복귀 후",
     re.IGNORECASE,
 )
 
