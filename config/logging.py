@@ -1,10 +1,16 @@
 """Key=value log lines, one per event, with the RQ job id and no secrets.
 
-`configure_logging()` is called once by every process entry point. Two filters
-ride on the root handler:
+`configure_logging()` is called once by every process entry point. On the root
+handler ride two filters and a formatter:
 
 - `JobIdFilter` adds `job_id=` from RQ's current job, so every line a job writes
   can be traced to it (the redash habit).
+- `RqChatterFilter` reads RQ's INFO lines as DEBUG: a job started, finished,
+  "Job OK", its result kept or discarded, each cron and scheduler tick, a worker
+  starting and stopping. That was nine lines in ten of an idle `make run`, and
+  says nothing a reader of our own lines (`sent`, `inbound_recorded`,
+  `salesforce_flush` ...) needs; `LOG_LEVEL=DEBUG` shows them again. RQ's
+  warnings and errors (a failed job, a killed work horse) are left as they are.
 - `RedactingFormatter` replaces any configured secret value (SECRET_KEY,
   encryption keys, passwords and tokens from settings) with `[redacted]` in the
   finished line, tracebacks included. It is a safety net, not a licence: code
@@ -37,6 +43,18 @@ class JobIdFilter(logging.Filter):
         return True
 
 
+class RqChatterFilter(logging.Filter):
+    """RQ's INFO records (loggers `rq.*`) become DEBUG ones, shown only at DEBUG."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno != logging.INFO or not record.name.startswith("rq."):
+            return True
+        # RQ sets its loggers to INFO itself (`rq worker --logging_level`), so the
+        # records are made; they are relabelled here rather than never made.
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return logging.getLogger().isEnabledFor(logging.DEBUG)
+
+
 class RedactingFormatter(logging.Formatter):
     def __init__(self, fmt: str, secrets: Iterable[str]) -> None:
         super().__init__(fmt)
@@ -60,6 +78,7 @@ def configure_logging(settings: Settings, stream: object = None) -> None:
     handler._sightline = True  # type: ignore[attr-defined]
     handler.setFormatter(RedactingFormatter(_FORMAT, settings.secrets_to_redact()))
     handler.addFilter(JobIdFilter())
+    handler.addFilter(RqChatterFilter())
     root.addHandler(handler)
     root.setLevel(settings.log_level)
     # Libraries that log request URLs or bodies at DEBUG stay quiet.

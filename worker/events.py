@@ -474,7 +474,8 @@ def prune_personal_data(now: datetime | None = None) -> tuple[int, int]:
             .values(ip=None, user_agent=None)
         )
     counts = (int(hits.rowcount), int(sign_ins.rowcount))  # type: ignore[attr-defined]
-    log.info("tracking_pii_pruned hits=%s sign_ins=%s", *counts)
+    level = logging.INFO if any(counts) else logging.DEBUG  # hourly: INFO if it cleared any
+    log.log(level, "tracking_pii_pruned hits=%s sign_ins=%s", *counts)
     return counts
 
 

@@ -278,7 +278,10 @@ def sync_mailbox(mailbox_id: int) -> SyncStats:
     _set_status(mailbox_id, MailboxStatus.ACTIVE, None, synced=started, cursor=handled)
     if learned:
         push_latency.record_delays(mailbox_id, known_delays, learned)
-    log.info(
+    # A sync that found nothing new is the poll's heartbeat, one a minute per mailbox:
+    # DEBUG. What a new message led to has its own INFO line (`inbound_recorded`).
+    log.log(
+        logging.INFO if stats.listed else logging.DEBUG,
         "sync_done mailbox_id=%s listed=%s fetched=%s outcomes=%s",
         mailbox_id,
         stats.listed,
