@@ -125,5 +125,12 @@ bench-documents: $(VENV)/.dev
 bench-ui: $(VENV)/.dev
 	$(BIN)/python -m bench.ui
 
+## screenshots: every page in Chromium at 1366 and 390 px wide, on a throwaway demo database
+## (a team with a sequence, replies, a document), into artifacts/; prints the list
+.PHONY: screenshots
+screenshots: $(VENV)/.dev
+	scripts/test-prereqs.sh core browser
+	$(BIN)/python -m scripts.screenshots
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
