@@ -7,8 +7,9 @@ us, which come out ``other`` (recorded, nothing done):
   ``text/calendar`` (or ``application/ics``) part with a ``METHOD``, or a
   response subject ("Accepted: ...", "Abgelehnt: ...") over a short text. Even
   under our thread it is not a reply: a calendar answers an invitation.
-- **read receipts** without RFC 8098's structure (``classify`` reads those):
-  a "Read: ..." / "Gelesen: ..." subject over text saying the message was read.
+- **read and delivery receipts** without RFC 8098/3464 structure (``classify``
+  reads those): a "Read: ..." / "Gelesen: ..." / "Delivered: ..." subject over
+  text saying the message was read or delivered.
 - **bulk and transactional mail** (``is_bulk``): list and mass-mailing headers,
   an email service provider's tracking headers, a no-reply or notification
   sender, or a newsletter's or a receipt's wording. These count only for mail
@@ -50,7 +51,8 @@ _RECEIPT_SUBJECT = re.compile(
     r"^[ \t]*+(?:read|not read|read receipt|gelesen|ungelesen|lesebest[äa]tigung|lu|non lu"
     r"|le[íi]do|no le[íi]do|letto|non letto|lido|n[ãa]o lido|gelezen|niet gelezen"
     r"|l[äa]st|ej l[äa]st|l[æa]st|lest|ikke lest|luettu|przeczytan[ay]|nieprzeczytan[ay]"
-    r"|прочитано|не прочитано|開封済み|已读|읽음)[ \t]*+[:：]",  # noqa: RUF001 - full-width colon
+    r"|прочитано|не прочитано|開封済み|已读|읽음|delivered|zugestellt|remis|entregado"
+    r"|consegnato|entregue|bezorgd|levererat|leveret|levert)[ \t]*+[:：]",  # noqa: RUF001 - full-width colon
     re.IGNORECASE,
 )
 _READ_WORDING = re.compile(
@@ -58,7 +60,10 @@ _READ_WORDING = re.compile(
     r"|wurde am .{1,40} gelesen|wurde ungelesen gel[öo]scht|a [ée]t[ée] lu"
     r"|fue le[íi]do|ha sido le[íi]do|[èe] stato letto|foi lido|is gelezen op"
     r"|l[äa]stes|blev l[æa]st|ble lest|luettiin|zosta[łl]a przeczytana|было прочитано"
-    r"|開封されました|已被阅读|읽었습니다",
+    r"|開封されました|已被阅读|읽었습니다"
+    r"|delivery to these recipients or groups is complete|(?:was|has been) delivered to the"
+    r" following|[üu]bermittlung an diese empf[äa]nger .{0,20}abgeschlossen"
+    r"|la remise [àa] ces destinataires .{0,30}(?:termin[ée]e|effectu[ée]e)",
     re.IGNORECASE,
 )
 

@@ -130,3 +130,15 @@ def test_a_person_who_mentions_receiving_is_still_a_person(text: str) -> None:
         f"{text}\r\n"
     ).encode()
     assert classify_message(raw).kind == "reply"
+
+
+def test_an_outlook_delivery_receipt_in_plain_text_is_other() -> None:
+    raw = (
+        b"From: Microsoft Outlook <postmaster@contoso.example>\r\nTo: rep@seller.test\r\n"
+        b"Subject: Delivered: Hello Dana\r\nMessage-ID: <d@contoso.example>\r\n"
+        b"In-Reply-To: <one@seller.test>\r\nContent-Type: text/plain\r\n\r\n"
+        b"Your message has been delivered to the following recipients:\r\n\r\n"
+        b"Dana (dana@contoso.example)\r\n\r\nSubject: Hello Dana\r\n"
+    )
+    result = classify_message(raw)
+    assert (result.kind, result.refers_to) == ("other", ("<one@seller.test>",))
