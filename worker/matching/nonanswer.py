@@ -67,31 +67,29 @@ _READ_WORDING = re.compile(
     re.IGNORECASE,
 )
 
-_LIST_HEADERS = ("list-unsubscribe", "list-id", "list-post", "list-help", "feedback-id")
-# Headers email service providers add to what they send for others.
+_LIST_HEADERS = ("list-unsubscribe", "list-id", "list-post", "list-help")
+# Headers only email service providers add, to what they send for others. Not
+# prefixes that gateways or personal mail services also write: Mimecast adds
+# X-MC-Unique to everything it passes, Proton writes X-Pm-*, Amazon WorkMail's
+# personal mail leaves through SES (X-SES-Outgoing, Feedback-ID).
 _ESP_HEADER_PREFIXES = (
     "x-mailgun-",
-    "x-mc-",
+    "x-mc-user",
     "x-mandrill-",
-    "x-sg-",
+    "x-sg-eid",
     "x-sendgrid",
-    "x-pm-message-id",
     "x-campaign",
     "x-mailchimp",
     "x-marketo",
     "x-mktmail",
-    "x-hs-",
-    "x-hubspot",
-    "x-mailjet-",
-    "x-sib-",
+    "x-mailjet-campaign",
+    "x-sib-id",
     "x-msfbl",
     "x-klaviyo",
     "x-emarsys",
     "x-sfmc-",
     "x-csa-complaints",
     "x-rpcampaign",
-    "x-mailer-sid",
-    "x-ses-outgoing",
 )
 
 _MACHINE_SENDER = re.compile(

@@ -142,3 +142,20 @@ def test_an_outlook_delivery_receipt_in_plain_text_is_other() -> None:
     )
     result = classify_message(raw)
     assert (result.kind, result.refers_to) == ("other", ("<one@seller.test>",))
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "X-MC-Unique: 5Vz3mXgYN2aLr8hFZcEw",  # Mimecast stamps every message it passes
+        "X-Pm-Message-Id: XfE3m1vC2bQ==",  # Proton Mail, a person's own client
+        "X-SES-Outgoing: 2027.03.03-54.240.8.1",  # Amazon WorkMail leaves through SES
+        "Feedback-ID: 1.us-east-1.abc:AmazonSES",
+    ],
+)
+def test_a_person_s_fresh_message_through_a_gateway_is_still_a_reply(header: str) -> None:
+    raw = (
+        "From: Dana <dana@acme.test>\r\nTo: rep@seller.test\r\nSubject: your message\r\n"
+        f"Message-ID: <z@acme.test>\r\n{header}\r\n\r\nHi, yes let's talk on Friday.\r\n"
+    ).encode()
+    assert classify_message(raw).kind == "reply"
