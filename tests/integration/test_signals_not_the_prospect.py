@@ -31,6 +31,7 @@ from tests.integration.test_signals import (
     send_step,
     team,  # noqa: F401 - the fixture
 )
+from web.app.timeline import describe
 
 pytestmark = pytest.mark.integration
 
@@ -89,6 +90,7 @@ def test_a_success_notice_is_other_whatever_its_action_word(
     assert (outcome.status, outcome.kind) == ("recorded", "other")
     [event] = events("other")
     assert event.data["note"] == "delivered"
+    assert describe(event, None, None).label == "Delivery confirmed (a success notice)"
     unchanged(team["intro"], before)
     assert events("soft_bounce") == [] and events("bounce") == []
     assert outbox_kinds() == ["task_sent"]
@@ -116,6 +118,10 @@ def test_a_teammate_on_reply_all_is_recorded_and_halts_nothing(
     unchanged(team["intro"], before)
     assert events("reply") == []
     assert outbox_kinds() == ["task_sent"]
+    [event] = events("teammate_reply")
+    shown = describe(event, None, None)
+    assert shown.label == "A teammate answered (not the prospect; nothing halted)"
+    assert shown.detail == f"from {author.lower()}"
     # The prospect's own answer afterwards still halts the sequence.
     outcome = deliver_inbound(person_reply(message_id, PROSPECT, SENDER, "Yes, Tuesday."))
     assert (outcome.status, outcome.kind) == ("recorded", "reply")

@@ -1,7 +1,8 @@
 """What happened, in order: events and state changes as one list, and state per recipient.
 
 Owns how the app words each event (sent, open, click, reply, auto-reply, bounce,
-soft bounce, delay, complaint, document views) and each enrolment state change
+soft bounce, delay, complaint, a teammate's answer, messages that are no reply,
+document views) and each enrolment state change
 with its reason, for an enrolment, a prospect or one email; and the per-recipient
 state of sent emails (sent, opened, clicked, replied, bounced) for the sent list.
 
@@ -39,6 +40,28 @@ class Item:
     order: int = 0  # tie-break: events before state changes they caused
 
 
+# What an "other" message was (worker.matching.classify's note).
+_OTHER_LABELS = {
+    "delivered": "Delivery confirmed (a success notice)",
+    "read_receipt": "Read receipt",
+    "calendar": "Calendar invitation or response",
+    "automatic": "Automatic message (not a reply)",
+    "bulk": "Newsletter or notification (not a reply)",
+}
+
+
+def _not_the_prospect(kind: str, data: dict[str, Any]) -> tuple[str, str] | None:
+    """Label and detail of an answer that halted nothing: a teammate, a receipt, no reply."""
+    sender = f"from {data.get('from') or 'someone'}"
+    if kind == "auto_reply" and data.get("acknowledgement"):
+        return "Auto-reply (acknowledgement, nothing paused)", sender
+    if kind == "teammate_reply":
+        return "A teammate answered (not the prospect; nothing halted)", sender
+    if kind == "other":
+        return _OTHER_LABELS.get(str(data.get("note") or ""), "Not a reply"), sender
+    return None
+
+
 def _open_label(data: dict[str, Any]) -> tuple[str, str]:
     if data.get("inferred"):
         return "Opened (seen from a click)", "open"
@@ -74,6 +97,8 @@ def describe(event: Event, subject: str | None, step: int | None) -> Item:
         sender = data.get("from") or "someone"
         label = "Asked to be removed" if data.get("unsubscribe") else "Replied"
         detail = f"from {sender}"
+    elif (not_the_prospect := _not_the_prospect(kind, data)) is not None:
+        label, detail = not_the_prospect
     elif kind == "auto_reply":
         until = str(data.get("until") or "")[:10]
         label = "Auto-reply (out of office)"
