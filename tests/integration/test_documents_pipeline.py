@@ -1,7 +1,7 @@
 """Trackable attachments, upload to pages: real LibreOffice, real PyMuPDF, real services.
 
 Uploads go through the API; processing runs the `documents` job function in
-this process, except for hostile files, which go to the Procfile's own worker
+this process, except for hostile files, which go to the Procfile's own `documents`
 process to prove a bad file leaves it standing.
 """
 
@@ -240,7 +240,7 @@ def worker_stack(
     env: Settings, database_url: str, redis_url: str, tmp_path: Path
 ) -> Iterator[Stack]:
     environment = service_environment(database_url, redis_url, env.var_dir)
-    running = Stack(environment, tmp_path / "logs").start("worker")
+    running = Stack(environment, tmp_path / "logs").start("documents")
     yield running
     running.stop()
 
@@ -277,7 +277,7 @@ def test_hostile_files_fail_with_a_clear_reason_and_the_worker_carries_on(
     assert found[scripted]["status"] == "ready"
     assert found[scripted]["active_content"] == ["javascript", "open_action"]
     assert found[scripted]["download"]["file_name"] == "script.pdf"
-    assert worker_stack.running["worker"].poll() is None, "the worker died"
+    assert worker_stack.running["documents"].poll() is None, "the documents worker died"
 
 
 def test_a_lost_job_is_queued_again_by_the_recovery_tick(team_api: Api) -> None:
