@@ -13,12 +13,11 @@ from typing import Any
 
 from flask import Blueprint, Response, g, jsonify, request
 from flask.typing import ResponseReturnValue
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, select
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from config import get_settings
 from core.documents.findings import attachment_blob, describe
-from core.documents.storage import get_blob_store
 from core.models import (
     Document,
     DocumentLink,
@@ -46,6 +45,7 @@ from web.documents.common import (
     seconds_per_page_by_link,
     team_document,
 )
+from web.documents.manage import ManageError, remove, rename, replace
 from web.documents.schemas import (
     DocumentUpdate,
     LinkUpdate,
@@ -155,6 +155,11 @@ def update_document(document_id: int) -> ResponseReturnValue:
     _team()
     document = _document(document_id)
     body = parse_body(DocumentUpdate)
+    if body.name is not None:
+        try:
+            rename(document, body.name)
+        except ManageError as exc:
+            raise ApiError(exc.status, exc.code, str(exc), {"name": str(exc)}) from None
     if body.allow_download is not None:
         document.allow_download = body.allow_download
     if body.never_expires:
@@ -171,23 +176,40 @@ def update_document(document_id: int) -> ResponseReturnValue:
 def delete_document(document_id: int) -> ResponseReturnValue:
     _team()
     document = _document(document_id)
-    in_steps = db().scalar(
-        select(func.count())
-        .select_from(MessageDocument)
-        .where(MessageDocument.document_id == document.id, MessageDocument.step_id.is_not(None))
-    )
-    if in_steps:
-        raise ApiError(
-            409,
-            "document_in_use",
-            f"{document.name} is in {in_steps} sequence step(s); remove it from them first",
-        )
-    now = utcnow()
-    document.deleted_at = now
-    db().execute(delete(DocumentPage).where(DocumentPage.document_id == document.id))
-    get_blob_store().delete_document(db(), document.id)
+    try:
+        remove(db(), document)
+    except ManageError as exc:
+        raise ApiError(exc.status, exc.code, str(exc)) from None
     db().commit()
     return Response(status=204)
+
+
+@bp.put("/documents/<int:document_id>/file")
+@require_token
+def replace_file(document_id: int) -> ResponseReturnValue:
+    _team()
+    document = _document(document_id)
+    request.max_content_length = get_settings().documents.max_bytes + 1024 * 1024
+    upload_file = request.files.get("file")
+    if upload_file is None:
+        raise ApiError(
+            422,
+            "invalid_request",
+            "file: send the new file as multipart/form-data field 'file'",
+            {"file": "required"},
+        )
+    try:
+        replace(db(), document, upload_file.stream, upload_file.filename)
+    except UploadError as exc:
+        code = "file_too_large" if exc.status == 413 else "unsupported_file"
+        raise ApiError(exc.status, code, str(exc), {"file": str(exc)}) from None
+    except ManageError as exc:
+        raise ApiError(exc.status, exc.code, str(exc)) from None
+    db().commit()
+    enqueue_processing(document.id)
+    response = jsonify(document_json(db(), document))
+    response.status_code = 202
+    return response
 
 
 @bp.get("/documents/<int:document_id>/links")

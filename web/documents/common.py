@@ -84,10 +84,19 @@ def _size(stream: IO[bytes]) -> int:
     return size
 
 
-def create_document(
-    session: Session, user: User, stream: IO[bytes], filename: str | None
-) -> Document:
-    """Check an upload and keep it as a queued document. The caller commits, then enqueues.
+@dataclass(frozen=True)
+class CheckedUpload:
+    """An upload that passed: its display name and what its content is."""
+
+    name: str
+    size: int
+    kind: str
+    content_type: str
+    sha256: str
+
+
+def check_upload(stream: IO[bytes], filename: str | None) -> CheckedUpload:
+    """Check a file as an upload or a replacement; `stream` is left at its start.
 
     Raises:
         UploadError: empty, too large, or not a kind we accept (the message says which).
@@ -111,15 +120,27 @@ def create_document(
     while chunk := stream.read(1024 * 1024):
         digest.update(chunk)
     stream.seek(0)
+    return CheckedUpload(name, size, file_type.kind, file_type.content_type, digest.hexdigest())
+
+
+def create_document(
+    session: Session, user: User, stream: IO[bytes], filename: str | None
+) -> Document:
+    """Check an upload and keep it as a queued document. The caller commits, then enqueues.
+
+    Raises:
+        UploadError: empty, too large, or not a kind we accept (the message says which).
+    """
+    checked = check_upload(stream, filename)
     now = utcnow()
     document = Document(
         team_id=user.team_id,
         user_id=user.id,
-        name=name,
-        kind=file_type.kind,
-        content_type=file_type.content_type,
-        size_bytes=size,
-        sha256=digest.hexdigest(),
+        name=checked.name,
+        kind=checked.kind,
+        content_type=checked.content_type,
+        size_bytes=checked.size,
+        sha256=checked.sha256,
         status=DocumentStatus.QUEUED,
         progress=0,
         created_at=now,
@@ -132,8 +153,8 @@ def create_document(
         "document_uploaded document_id=%s team_id=%s kind=%s bytes=%s",
         document.id,
         user.team_id,
-        file_type.kind,
-        size,
+        checked.kind,
+        checked.size,
     )
     return document
 
@@ -163,11 +184,16 @@ def counted() -> Any:
 def seconds_per_page(
     session: Session, document: Document, link_id: int | None = None
 ) -> list[float]:
-    """Seconds on each page (index 0 = page 1) over counted visits."""
+    """Seconds on each page (index 0 = page 1) over counted visits of the current version."""
     query = (
         select(DocumentPageView.page, func.sum(DocumentPageView.ms))
         .join(DocumentVisit, DocumentVisit.id == DocumentPageView.visit_id)
-        .where(DocumentVisit.document_id == document.id, counted())
+        .where(
+            DocumentVisit.document_id == document.id,
+            DocumentVisit.document_version
+            == document.version,  # these pages, not a replaced file's
+            counted(),
+        )
         .group_by(DocumentPageView.page)
     )
     if link_id is not None:
@@ -233,7 +259,11 @@ def seconds_per_page_by_link(session: Session, document: Document) -> dict[int, 
     rows = session.execute(
         select(DocumentVisit.link_id, DocumentPageView.page, func.sum(DocumentPageView.ms))
         .join(DocumentVisit, DocumentVisit.id == DocumentPageView.visit_id)
-        .where(DocumentVisit.document_id == document.id, counted())
+        .where(
+            DocumentVisit.document_id == document.id,
+            DocumentVisit.document_version == document.version,
+            counted(),
+        )
         .group_by(DocumentVisit.link_id, DocumentPageView.page)
     )
     pages = document.page_count or 0
@@ -334,6 +364,7 @@ def document_json(session: Session, document: Document) -> dict[str, Any]:
     return {
         "id": document.id,
         "name": document.name,
+        "version": document.version,
         "kind": document.kind,
         "content_type": document.content_type,
         "size_bytes": document.size_bytes,

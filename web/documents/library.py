@@ -1,4 +1,5 @@
-"""The content library pages: upload, progress, settings, charts, recipients' links."""
+"""The content library pages: upload, progress, settings, charts, recipients' links;
+rename, replace and delete (`web.documents.manage`, shared with the API)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from core.models import (
 )
 from web.auth import current_user, login_required, protect
 from web.db import db
+from web.documents import manage
 from web.documents.charts import duration, seconds_per_page_svg
 from web.documents.common import (
     PLAN_MESSAGE,
@@ -305,6 +307,78 @@ def update_link(link_id: int) -> ResponseReturnValue:
     db().commit()
     flash(f"Link {link_state(link)}.", "ok")
     return redirect(url_for("library.detail", document_id=link.document_id), 303)
+
+
+@bp.post("/documents/<int:document_id>/rename")
+@login_required
+def rename_document(document_id: int) -> ResponseReturnValue:
+    if _team_or_none() is None:
+        return _plan_page()
+    document = _document_or_404(document_id)
+    try:
+        manage.rename(document, request.form.get("name") or "")
+    except manage.ManageError as exc:
+        flash(str(exc), "error")
+        return redirect(url_for("library.detail", document_id=document.id), 303)
+    db().commit()
+    flash(f"Renamed: recipients now see “{document.name}”.", "ok")
+    return redirect(url_for("library.detail", document_id=document.id), 303)
+
+
+@bp.post("/documents/<int:document_id>/replace")
+@login_required
+def replace_document(document_id: int) -> ResponseReturnValue:
+    if _team_or_none() is None:
+        return _plan_page()
+    document = _document_or_404(document_id)
+    request.max_content_length = get_settings().documents.max_bytes + 1024 * 1024
+    back = redirect(url_for("library.detail", document_id=document.id), 303)
+    try:
+        upload_file = request.files.get("file")
+    except RequestEntityTooLarge:
+        limit = megabytes(get_settings().documents.max_bytes)
+        flash(f"That file is larger than {limit}, the most Sightline takes.", "error")
+        return back
+    if upload_file is None or not upload_file.filename:
+        flash("Choose the new file to replace it with.", "error")
+        return back
+    try:
+        manage.replace(db(), document, upload_file.stream, upload_file.filename)
+    except (UploadError, manage.ManageError) as exc:
+        flash(str(exc), "error")
+        return back
+    db().commit()
+    enqueue_processing(document.id)
+    flash(
+        f"Replaced: version {document.version} is being prepared. The links already sent "
+        "keep working and show it once it is ready.",
+        "ok",
+    )
+    return back
+
+
+@bp.route("/documents/<int:document_id>/delete", methods=["GET", "POST"])
+@login_required
+def delete_document(document_id: int) -> ResponseReturnValue:
+    """GET asks the team to confirm (what recipients will see); POST deletes."""
+    if _team_or_none() is None:
+        return _plan_page()
+    document = _document_or_404(document_id)
+    if request.method == "GET":
+        return render_template(
+            "documents/delete.html",
+            document=document,
+            links=len(recipients(db(), document)),
+            in_steps=manage.steps_using(db(), document),
+        )
+    try:
+        manage.remove(db(), document)
+    except manage.ManageError as exc:
+        flash(str(exc), "error")
+        return redirect(url_for("library.detail", document_id=document.id), 303)
+    db().commit()
+    flash(f"Deleted {document.name}. Its links now say it was removed.", "ok")
+    return redirect(url_for("library.index"), 303)
 
 
 @bp.get("/documents/<int:document_id>/p<int:number>-<int:width>.jpg")

@@ -21,6 +21,9 @@ class Request(BaseModel):
 
 
 class DocumentUpdate(Request):
+    name: str | None = Field(
+        default=None, min_length=1, max_length=255, description="The title recipients see."
+    )
     allow_download: bool | None = None
     expires_after_days: int | None = Field(default=None, ge=1, le=3650)
     never_expires: bool = Field(default=False, description="Links made from now on do not expire.")
@@ -58,6 +61,7 @@ class DownloadOut(BaseModel):
 class DocumentOut(BaseModel):
     id: int
     name: str
+    version: int = Field(description="1 for the upload; each replace of the file adds one")
     kind: str = Field(description="pdf, docx, doc, pptx, ppt, odt or odp: read from the content")
     content_type: str
     size_bytes: int
@@ -163,7 +167,7 @@ def extend_document(document: dict[str, Any]) -> dict[str, Any]:
             401: "Missing or unknown API token",
             403: "Not on the team plan (error.code plan_required, with the reason)",
             404: "Not found (or not your team's)",
-            409: "The document is still in a sequence step",
+            409: "Deleting: still in a sequence step; replacing: still being prepared",
             413: "The file is larger than the limit",
             415: "Body is not JSON",
             422: "Invalid field (named in error.fields), or a file of a kind we do not take",
@@ -200,6 +204,27 @@ def extend_document(document: dict[str, Any]) -> dict[str, Any]:
             }
         },
     }
+    replace = answer(
+        "202",
+        "DocumentOut",
+        "Replace the file: same links, the new version shown once processed",
+        404,
+        409,
+        413,
+        422,
+    )
+    replace["requestBody"] = {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {"file": {"type": "string", "format": "binary"}},
+                }
+            }
+        },
+    }
     one = {"parameters": ids("document_id")}
     step = {"parameters": ids("sequence_id", "position")}
     document["paths"].update(
@@ -212,10 +237,14 @@ def extend_document(document: dict[str, Any]) -> dict[str, Any]:
                 **one,
                 "get": answer("200", "DocumentOut", "A document, with its pages' text", 404),
                 "patch": with_body(
-                    answer("200", "DocumentOut", "Link defaults", 404, 415, 422),
+                    answer("200", "DocumentOut", "Rename, link defaults", 404, 415, 422),
                     "DocumentUpdate",
                 ),
                 "delete": answer("204", None, "Remove a document; its links stop", 404, 409),
+            },
+            "/documents/{document_id}/file": {
+                **one,
+                "put": replace,
             },
             "/documents/{document_id}/links": {
                 **one,

@@ -120,7 +120,15 @@ def _resolve(token: str) -> Resolved | Refusal:
         return _not_valid()
     document = db().get_one(Document, link.document_id)
     state = link_state(link)
-    if document.deleted_at is not None or state == "revoked":
+    if document.deleted_at is not None:
+        return _unavailable(
+            "Document removed",
+            f"This document was removed: the sender deleted {document.name} from their "
+            "library, so this link no longer opens it. If you still need it, reply to their "
+            "email and ask for it.",
+            410,
+        )
+    if state == "revoked":
         return _unavailable(
             "No longer shared",
             f"The sender has stopped sharing {document.name}. If you still need it, reply to "
@@ -174,7 +182,10 @@ def view(token: str) -> ResponseReturnValue:
     )
 
     def image(number: int, width: int) -> str:
-        return url_for("viewer.page_image", token=token, number=number, width=width)
+        # The version in the URL: a replaced file's pages are never served from a cache.
+        return url_for(
+            "viewer.page_image", token=token, number=number, width=width, v=document.version
+        )
 
     return render_template(
         "documents/viewer.html",
@@ -207,7 +218,8 @@ def send_page_image(document: Document, number: int, width: int) -> ResponseRetu
         log.error("document_image_missing document_id=%s page=%s", document.id, number)
         return Response(status=404)
     response = Response(stream_with_context(chunks), mimetype="image/jpeg")
-    # Pages never change once rendered; a revoked link stops new fetches, not the cache.
+    # A version's pages never change once rendered (its URLs carry ?v=<version>); a
+    # revoked link stops new fetches, not the cache.
     response.headers["Cache-Control"] = "private, max-age=86400"
     return response
 
