@@ -10,6 +10,7 @@
 `tracking`         tracking hits
 `documents`        documents, pages, blobs, links, visits, page views
 `salesforce`       the org connection, engagement summaries, the outbox
+`optouts`          the opt-out list's history (who added or removed, when, why)
 =================  ==============================================================
 
 Each module's docstring names its natural keys, its indexes and what must never
@@ -45,6 +46,7 @@ from core.models.mailboxes import (
 )
 from core.models.messages import Event, SendStatus, SentMessage
 from core.models.oneoff import EmailTemplate, OneOffAttachment, OneOffEmail, OneOffStatus
+from core.models.optouts import OptOutChange, OptOutSource
 from core.models.salesforce import (
     OutboxStatus,
     SalesforceAuthKind,
@@ -92,6 +94,8 @@ __all__ = [
     "OneOffAttachment",
     "OneOffEmail",
     "OneOffStatus",
+    "OptOutChange",
+    "OptOutSource",
     "OutboxStatus",
     "Plan",
     "Prospect",

@@ -64,6 +64,9 @@ class Prospect(Base):
     company: Mapped[str | None] = mapped_column(String(200))
     undeliverable_at: Mapped[datetime | None]
     opted_out_at: Mapped[datetime | None]
+    # Why, in words (the unsubscribe link, a reply, a complaint, a person's note):
+    # shown on the opt-out list and when an enrolment is refused.
+    opted_out_reason: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import enum
 from datetime import datetime
 
-from sqlalchemy import Boolean, ForeignKey, Index, String
+from sqlalchemy import Boolean, ForeignKey, Index, String, true
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from core.models.base import Base, BigId, utcnow
@@ -36,6 +36,8 @@ class Team(Base):
     name: Mapped[str] = mapped_column(String(200), unique=True)
     plan: Mapped[str] = mapped_column(String(20), default=Plan.SOLO)
     tracking_enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    # List-Unsubscribe + List-Unsubscribe-Post (RFC 8058) on sequence emails.
+    unsubscribe_headers: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
