@@ -287,12 +287,11 @@ def test_a_success_notice_and_a_teammate_s_reply_all_halt_nothing(
     stack.wait_for("the teammate's reply", lambda: "teammate_reply" in event_kinds(api, watched_id))
     for enrollment_id in (delivered_id, watched_id):
         assert state_of(api, enrollment_id)["state"] == "active"
-    for enrollment_id in (delivered_id, watched_id):
-        stack.wait_for(
-            "step 2 on schedule",
-            lambda e=enrollment_id: len(sent_messages(api, e)) == 2,
-            timeout=STEP_2_DELAY + 20,
-        )
+    stack.wait_for(
+        "step 2 to both on schedule",
+        lambda: all(len(sent_messages(api, e)) == 2 for e in (delivered_id, watched_id)),
+        timeout=STEP_2_DELAY + 20,
+    )
     # Step 1 went out once: the success notice re-sent nothing.
     assert len(smtp_server.sent_to(delivered)) == 2
     assert event_kinds(api, delivered_id) == ["sent", "other", "sent"]
