@@ -125,6 +125,9 @@ def test_every_page_shares_one_layout_and_fits_a_phone(
         template_page = f"/templates/{team.world.template_id}"
         page.goto(f"{base}{template_page}")
         assert_picker_usable(page)
+        # The front door (web.tracking.app) hands /favicon.ico to the app, like any page.
+        icon = page.request.get(f"{base}/favicon.ico")
+        assert icon.status == 200 and icon.headers["content-type"].startswith("image/svg+xml")
         context.close()
 
         phone = browser.new_context(viewport=PHONE, is_mobile=True, has_touch=True)
