@@ -67,6 +67,12 @@ class Prospect(Base):
     # Why, in words (the unsubscribe link, a reply, a complaint, a person's note):
     # shown on the opt-out list and when an enrolment is refused.
     opted_out_reason: Mapped[str | None] = mapped_column(Text)
+    # Their IANA zone and where it came from (core.zones.inference.SOURCES, but
+    # never "sequence default": NULL here means the sequence's zone applies),
+    # with the words the pages show ("the email domain .de").
+    time_zone: Mapped[str | None] = mapped_column(String(64))
+    time_zone_source: Mapped[str | None] = mapped_column(String(20))
+    time_zone_note: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -77,6 +83,15 @@ class Sequence(Base):
     team_id: Mapped[int] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"), index=True)
     mailbox_id: Mapped[int] = mapped_column(ForeignKey("mailboxes.id", ondelete="RESTRICT"))
     name: Mapped[str] = mapped_column(String(200))
+    # The send window (core.zones.windows), in each prospect's zone; prospects
+    # without one get `time_zone`. Days: bit 0 = Monday; minutes after local midnight.
+    # The column defaults are "any time", what sequences made before windows
+    # existed keep; the web app and the API give a new one Mon-Fri 08:00-18:00.
+    time_zone: Mapped[str] = mapped_column(String(64), default="UTC", server_default="UTC")
+    send_days: Mapped[int] = mapped_column(Integer, default=127, server_default="127")
+    send_start_minute: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    send_end_minute: Mapped[int] = mapped_column(Integer, default=1440, server_default="1440")
+    holidays: Mapped[list[str] | None]  # ISO dates on which nothing is sent
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     steps: Mapped[list[SequenceStep]] = relationship(
@@ -120,6 +135,8 @@ class Enrollment(Base):
     next_step_at: Mapped[datetime | None]  # None while a step is in flight or when done
     steps_sent: Mapped[int] = mapped_column(Integer, default=0)
     resume_at: Mapped[datetime | None]  # for a paused enrolment (out of office)
+    # Why a due step has not gone out yet: "waiting for the send window: Mon 08:00 Europe/Berlin".
+    wait_reason: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     prospect: Mapped[Prospect] = relationship()

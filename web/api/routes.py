@@ -35,10 +35,13 @@ from web.api.schemas import (
     QuarantineList,
     SequenceCreate,
     SequenceOut,
+    StepOut,
     TransitionOut,
+    send_window_out,
 )
 from web.db import db
 from worker.sequences.enrolling import EnrollmentError, enroll
+from worker.sequences.send_windows import set_zone, zone_name
 from worker.sync import quarantine
 from worker.sync.connecting import connect_imap
 
@@ -129,8 +132,17 @@ def create_sequence() -> ResponseReturnValue:
             f"mailbox_id: mailbox {body.mailbox_id} not found",
             {"mailbox_id": "no such mailbox in your team"},
         )
+    window = body.send_window.window()
     sequence = Sequence(
-        team_id=g.team_id, mailbox_id=mailbox.id, name=body.name, created_at=utcnow()
+        team_id=g.team_id,
+        mailbox_id=mailbox.id,
+        name=body.name,
+        time_zone=body.time_zone,
+        send_days=window.days,
+        send_start_minute=window.start_minute,
+        send_end_minute=window.end_minute,
+        holidays=sorted(d.isoformat() for d in window.holidays) or None,
+        created_at=utcnow(),
     )
     sequence.steps = [
         SequenceStep(
@@ -144,18 +156,35 @@ def create_sequence() -> ResponseReturnValue:
     ]
     db().add(sequence)
     db().commit()
-    return SequenceOut.model_validate(sequence).model_dump(mode="json"), 201
+    return _sequence_out(sequence), 201
+
+
+def _sequence_out(sequence: Sequence) -> dict[str, object]:
+    window = send_window_out(
+        sequence.send_days, sequence.send_start_minute, sequence.send_end_minute, sequence.holidays
+    )
+    out = SequenceOut(
+        id=sequence.id,
+        name=sequence.name,
+        mailbox_id=sequence.mailbox_id,
+        steps=[StepOut.model_validate(s) for s in sequence.steps],
+        time_zone=sequence.time_zone,
+        send_window=window,
+        created_at=sequence.created_at,
+    )
+    return out.model_dump(mode="json")
 
 
 @bp.get("/sequences/<int:sequence_id>")
 @require_token
 def get_sequence(sequence_id: int) -> ResponseReturnValue:
     sequence = _owned(Sequence, sequence_id, "sequence")
-    return SequenceOut.model_validate(sequence).model_dump(mode="json")
+    return _sequence_out(sequence)
 
 
 def _enrollment_out(enrollment: Enrollment) -> dict[str, object]:
     prospect = db().get_one(Prospect, enrollment.prospect_id)
+    sequence = db().get_one(Sequence, enrollment.sequence_id)
     transitions = db().scalars(
         select(EnrollmentTransition)
         .where(EnrollmentTransition.enrollment_id == enrollment.id)
@@ -174,6 +203,9 @@ def _enrollment_out(enrollment: Enrollment) -> dict[str, object]:
         next_step=enrollment.next_step,
         next_step_at=enrollment.next_step_at,
         resume_at=enrollment.resume_at,
+        wait_reason=enrollment.wait_reason,
+        time_zone=zone_name(sequence, prospect),
+        time_zone_source=prospect.time_zone_source or "sequence default",
         transitions=[TransitionOut.model_validate(t) for t in transitions],
     )
     return out.model_dump(mode="json")
@@ -193,6 +225,8 @@ def create_enrollment() -> ResponseReturnValue:
         )
     try:
         enrollment = enroll(db(), sequence=sequence, email=body.email, name=body.name, now=utcnow())
+        if body.time_zone:
+            set_zone(enrollment.prospect, body.time_zone)
         db().commit()
     except EnrollmentError as exc:
         db().rollback()

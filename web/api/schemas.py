@@ -7,12 +7,14 @@ field rather than a silently ignored value.
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from core.header_text import check_header_text, header_text_problem
+from core.zones.names import check_zone
+from core.zones.windows import DAY_NAMES, HOLIDAY_LIMIT, SendWindow, minute_text
 from web.redirects import is_safe_redirect_path
 
 _EMAIL = re.compile(
@@ -154,10 +156,60 @@ class StepCreate(Request):
     _subject = field_validator("subject")(check_header_text)
 
 
+Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+_CLOCK = re.compile(r"^([01][0-9]|2[0-3]):([0-5][0-9])$|^24:00$")
+
+
+def check_time_zone(value: str) -> str:
+    """An IANA zone name (core.zones.names), canonical case; ValueError says what would do."""
+    return check_zone(value)
+
+
+def _workdays() -> list[Day]:
+    return ["mon", "tue", "wed", "thu", "fri"]
+
+
+def _minute(value: str) -> int:
+    if not _CLOCK.match(value):
+        raise ValueError("give a time as HH:MM, 00:00 to 24:00")
+    hours, minutes = value.split(":")
+    return int(hours) * 60 + int(minutes)
+
+
+class SendWindowIn(Request):
+    """When steps go out, in each prospect's zone (default Mon-Fri 08:00-18:00)."""
+
+    days: list[Day] = Field(default_factory=lambda: _workdays(), min_length=1, max_length=7)
+    start: str = Field(default="08:00", max_length=5, description="HH:MM, local")
+    end: str = Field(default="18:00", max_length=5, description="HH:MM, local; after start")
+    holidays: list[date] = Field(default_factory=list, max_length=HOLIDAY_LIMIT)
+
+    @model_validator(mode="after")
+    def _valid(self) -> SendWindowIn:
+        self.window()
+        return self
+
+    def window(self) -> SendWindow:
+        names = [d.lower() for d in DAY_NAMES]
+        start, end = _minute(self.start), _minute(self.end)
+        if start >= 24 * 60:
+            raise ValueError("start: the window must start before 24:00")
+        days = sum(1 << names.index(d) for d in set(self.days))
+        return SendWindow(days, start, end, frozenset(self.holidays)).check()
+
+
 class SequenceCreate(Request):
     name: str = Field(min_length=1, max_length=200)
     mailbox_id: int = Field(ge=1, le=MAX_ID)
     steps: list[StepCreate] = Field(min_length=1, max_length=50)
+    time_zone: str = Field(
+        default="UTC",
+        max_length=64,
+        description="IANA zone for prospects whose own zone is not known",
+    )
+    send_window: SendWindowIn = Field(default_factory=SendWindowIn)
+
+    _time_zone = field_validator("time_zone")(check_time_zone)
 
     @model_validator(mode="after")
     def _threading(self) -> SequenceCreate:
@@ -173,8 +225,16 @@ class EnrollmentCreate(Request):
     sequence_id: int = Field(ge=1, le=MAX_ID)
     email: str = Field(max_length=320)
     name: str | None = Field(default=None, max_length=200)
+    time_zone: str | None = Field(
+        default=None, max_length=64, description="IANA zone: the prospect's, set by hand"
+    )
 
     _email = field_validator("email")(check_email)
+
+    @field_validator("time_zone")
+    @classmethod
+    def _zone(cls, value: str | None) -> str | None:
+        return check_zone(value) if value else None
 
     @field_validator("name")
     @classmethod
@@ -185,6 +245,23 @@ class EnrollmentCreate(Request):
 
 class Response(BaseModel):
     model_config = ConfigDict(from_attributes=True)
+
+
+class SendWindowOut(Response):
+    days: list[Day]
+    start: str
+    end: str
+    holidays: list[date]
+
+
+def send_window_out(days: int, start: int, end: int, holidays: list[str] | None) -> SendWindowOut:
+    names: list[Day] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+    return SendWindowOut(
+        days=[n for i, n in enumerate(names) if days >> i & 1],
+        start=minute_text(start),
+        end=minute_text(end),
+        holidays=[date.fromisoformat(h) for h in holidays or []],
+    )
 
 
 class MailboxOut(Response):
@@ -217,6 +294,8 @@ class SequenceOut(Response):
     name: str
     mailbox_id: int
     steps: list[StepOut]
+    time_zone: str
+    send_window: SendWindowOut
     created_at: datetime
 
 
@@ -240,6 +319,10 @@ class EnrollmentOut(Response):
     next_step: int
     next_step_at: datetime | None
     resume_at: datetime | None
+    # Why a due step has not gone out yet ("waiting for the send window: Mon 08:00 ...").
+    wait_reason: str | None
+    time_zone: str
+    time_zone_source: Literal["set", "salesforce", "phone", "domain", "sequence default"]
     transitions: list[TransitionOut]
 
 

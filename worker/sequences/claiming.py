@@ -16,6 +16,10 @@ first, the claim finds nothing. If the claim committed first, `deliver` re-reads
 the state just before the hand-over and cancels the message instead of sending.
 The only window left is the provider call itself.
 
+Before the claim, the send window (`send_windows.hold_for_window`): a step due
+outside it is moved to the window's next opening in the prospect's zone, with
+the reason, and not claimed.
+
 A claimed step is a `SentMessage` in status ``sending``; its Message-ID is fixed at
 claim time, so a retried hand-over re-sends the *same* message (mail systems
 de-duplicate by Message-ID). A step whose placeholders lack a value is not
@@ -45,7 +49,9 @@ from core.models import (
 from core.templates import render_all
 from worker.sequences.enrolling import transition
 from worker.sequences.messages import owner_name
+from worker.sequences.pacing import hold_for_mailbox
 from worker.sequences.render import placeholder_values, render_template
+from worker.sequences.send_windows import hold_for_window
 from worker.sync.mime import new_message_id
 
 log = logging.getLogger(__name__)
@@ -60,6 +66,9 @@ def claim_due_step(session: Session, enrollment_id: int, now: datetime) -> SentM
     if enrollment is None:
         return None
     position = enrollment.next_step
+    # Outside the send window the step is moved to the next opening, not claimed.
+    if hold_for_window(session, enrollment, now):
+        return None
     # The conditional UPDATE comes before any other write: it is the lock.
     claimed = session.execute(
         update(Enrollment)
@@ -69,7 +78,7 @@ def claim_due_step(session: Session, enrollment_id: int, now: datetime) -> SentM
             Enrollment.next_step == position,
             Enrollment.next_step_at <= now,
         )
-        .values(next_step=position + 1, next_step_at=None)
+        .values(next_step=position + 1, next_step_at=None, wait_reason=None)
         .execution_options(synchronize_session=False)
     )
     if claimed.rowcount != 1:  # type: ignore[attr-defined]
@@ -96,6 +105,9 @@ def claim_due_step(session: Session, enrollment_id: int, now: datetime) -> SentM
     _, blocked = render_all([(step.subject, False), (step.body_html, True)], values)
     if blocked:
         _hold_for_missing_values(session, enrollment.id, position, blocked, now)
+        return None
+    # Over the mailbox's daily cap, inside its spacing or paused: the step waits.
+    if hold_for_mailbox(session, enrollment.id, sequence, position, now):
         return None
     previous = _previous_sent(session, enrollment.id, position) if step.same_thread else None
     # A step re-scheduled after a soft bounce goes out again as a new attempt.

@@ -34,6 +34,8 @@ from core.models import (
     Sequence,
     utcnow,
 )
+from core.zones.inference import from_domain
+from worker.sequences.send_windows import learn_zone, zone_columns
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +61,7 @@ def enroll(
     )
     if prospect is None:
         prospect = Prospect(team_id=sequence.team_id, email=email, name=name)
+        learn_zone(prospect, from_domain(email))
         session.add(prospect)
         session.flush()
     elif name and not prospect.name:
@@ -133,7 +136,14 @@ def enroll_many(
         if company and not prospect.company:
             prospect.company = company
     new = [
-        {"team_id": sequence.team_id, "email": e, "name": n, "company": c, "created_at": now}
+        {
+            "team_id": sequence.team_id,
+            "email": e,
+            "name": n,
+            "company": c,
+            "created_at": now,
+            **zone_columns(from_domain(e)),
+        }
         for e, (n, c) in wanted.items()
         if e not in known
     ]

@@ -57,6 +57,7 @@ from core.models import (
 )
 from worker.salesforce.task_limits import DESCRIPTION_LIMIT
 from worker.sequences.enrolling import transition
+from worker.sequences.send_windows import timing
 from worker.sequences.signals import Signal, resume_time
 
 log = logging.getLogger(__name__)
@@ -329,13 +330,16 @@ def _pause(
         return
     until_text = signal.data.get("until")
     until = date.fromisoformat(until_text) if until_text else None
-    resume = resume_time(until, now, settings)
+    enrollment = session.get_one(Enrollment, sent.enrollment_id)
+    zone, window = timing(enrollment.sequence, enrollment.prospect)
+    resume = resume_time(until, now, settings, zone=zone, window=window)
     stated = f"back {until_text}" if until_text else "no return date"
     if transition(
         session,
         sent.enrollment_id,
         EnrollmentState.PAUSED,
-        f"auto-reply from {who} ({stated}); resumes {resume:%Y-%m-%d %H:%M} UTC",
+        f"auto-reply from {who} ({stated}); resumes "
+        f"{resume.astimezone(zone):%Y-%m-%d %H:%M} {zone.key}",
         from_states={EnrollmentState.ACTIVE},
         event_id=event_id,
         now=now,

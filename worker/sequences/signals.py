@@ -27,14 +27,16 @@ own address always counts as the prospect.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from config import Settings, get_settings
+from core.zones.windows import SendWindow, morning_of
 from worker.matching.bounce_report import BouncedRecipient
 from worker.matching.classify import Classification
 
-RESUME_HOUR_UTC = 8  # a stated return date resumes the sequence that morning
+RESUME_HOUR = 8  # a stated return date resumes the sequence that morning, prospect-local
 
 
 @dataclass(frozen=True)
@@ -58,12 +60,15 @@ def read_signal(
     *,
     other_recipients: frozenset[str] = frozenset(),
     from_teammate: bool = False,
+    resume_in: tuple[ZoneInfo, SendWindow] | None = None,
 ) -> Signal:
     """The signal a classified message carries for the prospect we wrote to.
 
     `other_recipients` are the message's other To/Cc addresses: a bounce about
     one of them (a CC'd colleague's full mailbox) says nothing about the prospect.
     `from_teammate`: the sender is one of the team (see module docstring).
+    `resume_in`: the prospect's zone and the sequence's send window, for when an
+    out-of-office resumes (UTC and any time when not given).
     """
     kind = classification.kind
     if kind == "bounce":
@@ -79,7 +84,9 @@ def read_signal(
     elif kind == "auto_reply":
         until = classification.auto_reply_until
         data["until"] = until.isoformat() if until else None
-        data["resume_at"] = resume_time(until, now, settings or get_settings()).isoformat()
+        zone, window = resume_in or (ZoneInfo("UTC"), None)
+        resume = resume_time(until, now, settings or get_settings(), zone=zone, window=window)
+        data["resume_at"] = resume.isoformat()
     elif kind == "complaint" and classification.complaint is not None:
         data["feedback_type"] = classification.complaint.feedback_type
         data["complainant"] = classification.complaint.complainant
@@ -127,14 +134,25 @@ def _recipient_data(recipient: BouncedRecipient) -> dict[str, Any]:
     }
 
 
-def resume_time(until: date | None, now: datetime, settings: Settings) -> datetime:
-    """When an enrolment paused by an auto-reply resumes.
+def resume_time(
+    until: date | None,
+    now: datetime,
+    settings: Settings,
+    *,
+    zone: ZoneInfo | None = None,
+    window: SendWindow | None = None,
+) -> datetime:
+    """When an enrolment paused by an auto-reply resumes (UTC).
 
-    The morning (08:00 UTC) of a stated return date still to come, else the
-    default pause; never later than the longest pause (a misread year must
-    not silence a prospect for ever).
+    The morning (08:00 in the prospect's `zone`) of a stated return date still
+    to come there, moved to the send window's next opening if it is closed then
+    (a return on Saturday resumes Monday 08:00); else the default pause; never
+    later than the longest pause (a misread year must not silence a prospect
+    for ever).
     """
+    zone = zone or ZoneInfo("UTC")
     latest = now + timedelta(days=settings.auto_reply_max_pause_days)
-    if until is not None and until > now.date():
-        return min(datetime.combine(until, time(RESUME_HOUR_UTC), tzinfo=UTC), latest)
-    return min(now + timedelta(seconds=settings.auto_reply_pause_seconds), latest)
+    if until is not None and until > now.astimezone(zone).date():
+        every_day = SendWindow(days=0b1111111, start_minute=0, end_minute=24 * 60)
+        return min(morning_of(until, zone, window or every_day, RESUME_HOUR), latest)
+    return min(now + timedelta(seconds=settings.auto_reply_pause_seconds), latest).astimezone(UTC)

@@ -58,6 +58,7 @@ from worker.matching.classify import Classification, classify_message
 from worker.matching.matcher import find_sent_messages
 from worker.salesforce.task_limits import DESCRIPTION_LIMIT
 from worker.sequences.rules import apply_signal
+from worker.sequences.send_windows import resume_timing
 from worker.sequences.signals import Signal, read_signal
 from worker.sync import quarantine as held
 from worker.sync.base import HeaderSummary
@@ -234,6 +235,7 @@ def _record(
         other_recipients=others,
         from_teammate=classification.kind in ("reply", "auto_reply")
         and is_teammate(session, mailbox.team_id, summary.from_addr, prospect_email),
+        resume_in=resume_timing(session, sent) if classification.kind == "auto_reply" else None,
     )
     signal = replace(signal, data=_storable(signal.data))
     inbound_id = _insert_inbound(session, mailbox, summary, classification, sent, signal, now)
