@@ -7,7 +7,8 @@
       3. every other Procfile process, under honcho's Manager (each in its own session)
       4. "Sightline is running: open http://localhost:PORT" once GET /healthz answers
       ── Ctrl-C, SIGTERM, or any process exiting (a crash on start included) ──
-      5. honcho stops the processes: SIGTERM, SIGKILL after 5 s
+      5. honcho sends SIGTERM to each process's group; what is still running in
+         their sessions 10 s later (a work horse, a stuck job) is SIGKILLed
       6. Redis last (SHUTDOWN: its AOF flushed), so nothing is left running
 
 One web port. honcho's own command line gives each process its own PORT (web
@@ -32,7 +33,9 @@ DEBUG in every process (config/logging.py).
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -55,6 +58,9 @@ from config.settings import PROJECT_ROOT
 from core.redis import EmbeddedRedisError, run_embedded_server, stop_child_server
 
 READY_TIMEOUT_SECONDS = 120
+STOPPED_ON_REQUEST = (130, 143)  # honcho's Manager after SIGINT, SIGTERM
+# rq's HerokuWorker gives a running job 6 s after SIGTERM; gunicorn's workers 20 s at most.
+STRAGGLER_GRACE_SECONDS = 10
 # gunicorn logs starting, booting, signals and shutting down at INFO; its errors
 # (a worker that fails to boot, a timeout) at ERROR and above.
 GUNICORN_LOG_LEVELS = {"DEBUG": "info", "INFO": "warning", "WARNING": "warning", "ERROR": "error"}
@@ -83,10 +89,14 @@ class ConsolePrinter(Printer):  # type: ignore[misc]
         self._lock = threading.Lock()
         self._held: list[Any] | None = []
         self._verbose = verbose
+        # Each process honcho starts leads a session of its own: its pid is the session id.
+        self.sessions: set[int] = set()
 
     def write(self, message: Any) -> None:
         with self._lock:
             if message.name == "system":  # honcho's own: started, stopped, signals
+                if started := re.search(r" started \(pid=(\d+)\)", str(message.data)):
+                    self.sessions.add(int(started.group(1)))
                 routine = any(s in str(message.data) for s in (" started (pid=", "SIGTERM to"))
                 if routine and not self._verbose:
                     return
@@ -154,6 +164,40 @@ def stop_all_if_redis_dies(
         os.kill(os.getpid(), signal.SIGTERM)
 
 
+def session_members(sessions: set[int]) -> list[int]:
+    """Live processes in these sessions (Linux's /proc; elsewhere none are found)."""
+    found = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            state, _ppid, _group, session = (
+                (entry / "stat").read_text().rpartition(")")[2].split()[:4]
+            )
+        except (OSError, ValueError):  # gone meanwhile
+            continue
+        if int(session) in sessions and state != "Z":
+            found.append(int(entry.name))
+    return found
+
+
+def stop_stragglers(sessions: set[int]) -> None:
+    """Wait for what honcho started and left behind, then SIGKILL it.
+
+    honcho counts a process stopped when its shell (`/bin/sh -c …`) is, and the
+    shell dies at once on SIGTERM while the program it started is still shutting
+    down (the events consumer acknowledging, gunicorn's workers, an RQ work horse
+    in a group of its own): `make run` must not return before them.
+    """
+    deadline = time.monotonic() + STRAGGLER_GRACE_SECONDS
+    while left := session_members(sessions):
+        if time.monotonic() > deadline:
+            for pid in left:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            if time.monotonic() > deadline + 5:
+                return  # unkillable (stuck in the kernel): nothing more to do
+        time.sleep(0.1)
+
+
 def run_release(command: str, env: dict[str, str], settings: Settings) -> int:
     # A Procfile line is a shell command line (Heroku runs it with a shell too).
     done = subprocess.run(  # noqa: S602
@@ -188,9 +232,11 @@ def run_processes(
     finally:
         done.set()
         printer.release()
+        stop_stragglers(printer.sessions)
     if server is not None and server.poll() is not None:
         return 1
-    return int(manager.returncode or 0)
+    # Stopped as asked (Ctrl-C, SIGTERM): a success, and make adds no "Error 130".
+    return 0 if manager.returncode in STOPPED_ON_REQUEST else int(manager.returncode or 0)
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
@@ -228,7 +274,7 @@ def main() -> int:
         print(exc, file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        return 130
+        return 0
     finally:
         # Stopping Redis must not be cut short by a second Ctrl-C.
         signal.signal(signal.SIGINT, signal.SIG_IGN)

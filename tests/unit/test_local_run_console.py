@@ -81,6 +81,7 @@ def test_the_banner_is_the_first_line_and_held_lines_follow_it() -> None:
         "sent sent_id=1",
         "web.1 stopped (rc=-15)",
     ]
+    assert printer.sessions == {10}  # what is swept for stragglers once honcho is done
 
 
 def test_a_process_that_stops_before_web_answers_shows_what_was_held() -> None:
