@@ -17,6 +17,9 @@ from config.settings.parsing import ConfigError, env_int, env_str, env_url
 
 log = logging.getLogger(__name__)
 
+DEFAULT_SKIP_FOLDERS = ("Sent", "Drafts", "Trash", "Junk")
+_MAX_FOLDER_NAME = 200
+
 
 @dataclass(frozen=True)
 class MailProviderSettings:
@@ -50,6 +53,13 @@ class MailProviderSettings:
     exchange_keepalive_seconds: int = 45
     # How often a mailbox whose push is live is polled anyway (the backstop).
     push_poll_seconds: int = 1800
+    # A reply without threading headers on IMAP is matched by subject to what this
+    # mailbox sent its sender within this many days (worker.matching.threads).
+    subject_match_days: int = 30
+    # Folders never synced nor watched: role words (sent, drafts, trash, junk/spam)
+    # name the provider's special folder, anything else a folder by name
+    # (worker.sync.folders). A mailbox's credentials may carry its own list.
+    skip_folders: tuple[str, ...] = DEFAULT_SKIP_FOLDERS
 
     @property
     def google_configured(self) -> bool:
@@ -122,7 +132,34 @@ def read_mail_providers(
         exchange_stream_minutes=env_int(env, "SIGHTLINE_EXCHANGE_STREAM_MINUTES", 29, 1, 30),
         exchange_keepalive_seconds=env_int(env, "SIGHTLINE_EXCHANGE_KEEPALIVE_SECONDS", 45, 1, 45),
         push_poll_seconds=env_int(env, "SIGHTLINE_PUSH_POLL_SECONDS", 1800, 5, 86400),
+        subject_match_days=env_int(env, "SIGHTLINE_SUBJECT_MATCH_DAYS", 30, 1, 365),
+        skip_folders=read_skip_folders(env),
     )
+
+
+def read_skip_folders(env: Mapping[str, str]) -> tuple[str, ...]:
+    """SIGHTLINE_SKIP_FOLDERS: comma-separated folder names; "" syncs every folder.
+
+    Unset: Sent, Drafts, Trash and Junk.
+    """
+    raw = env.get("SIGHTLINE_SKIP_FOLDERS")
+    if raw is None:
+        return DEFAULT_SKIP_FOLDERS
+    names = [part.strip() for part in raw.split(",")]
+    if raw.strip() == "":
+        return ()
+    for name in names:
+        if not name:
+            raise ConfigError(
+                "SIGHTLINE_SKIP_FOLDERS: an empty name between commas "
+                f"(expected e.g. Sent,Drafts,Trash,Junk), got {raw!r}"
+            )
+        if len(name) > _MAX_FOLDER_NAME or any(ord(c) < 32 for c in name):
+            raise ConfigError(
+                f"SIGHTLINE_SKIP_FOLDERS: {name[:40]!r} is not a folder name "
+                f"(at most {_MAX_FOLDER_NAME} printable characters)"
+            )
+    return tuple(dict.fromkeys(names))
 
 
 def _push_service_account(

@@ -12,7 +12,10 @@ Natural keys make every write idempotent:
   one reply in two teammates' mailboxes, records it once.
 
 Indexes: `ix_sent_status_claimed` (status, claimed_at) finds stuck sends;
-`ix_sent_team_id` (team_id, id) is the web app's sent list; `ix_events_team_time`
+`ix_sent_team_id` (team_id, id) is the web app's sent list;
+`ix_sent_mailbox_thread` (mailbox_id, thread_id) and `ix_sent_mailbox_sent_at`
+(mailbox_id, sent_at) match replies that lost their threading headers;
+`ix_events_team_time`
 and `ix_events_enrollment_time` are the feeds, newest first.
 
 Must never happen: a step handed to a provider twice for one attempt; an event
@@ -45,6 +48,10 @@ class SentMessage(Base):
         Index("ix_sent_status_claimed", "status", "claimed_at"),
         # The web app's sent list: a team's messages newest first.
         Index("ix_sent_team_id", "team_id", "id"),
+        # Replies without threading headers (worker.matching.threads): by the
+        # provider's thread, and by subject among a mailbox's recent sends.
+        Index("ix_sent_mailbox_thread", "mailbox_id", "thread_id"),
+        Index("ix_sent_mailbox_sent_at", "mailbox_id", "sent_at"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)

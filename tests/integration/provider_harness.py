@@ -48,6 +48,12 @@ class Harness(Protocol):
 
     def sent_copies(self, address: str) -> list[StoredCopy]: ...
 
+    def deliver_threaded(self, address: str, raw: bytes, thread_with: str) -> None:
+        """Deliver `raw`; a provider with threads files it in `thread_with`'s thread."""
+
+    def file_into(self, address: str, raw: bytes, folder: str) -> bool:
+        """Deliver `raw` straight into `folder`, as a rule would; False: not supported yet."""
+
     def revoke(self, address: str, mailbox_id: int) -> None: ...
 
     def expire_cursor(self, address: str, mailbox_id: int) -> None: ...
@@ -90,6 +96,13 @@ class ImapHarness:
     def deliver(self, address: str, raw: bytes) -> str | None:
         self.server.deliver(address, raw)
         return None
+
+    def deliver_threaded(self, address: str, raw: bytes, thread_with: str) -> None:
+        self.server.deliver(address, raw)  # IMAP has no threads: the subject rule's case
+
+    def file_into(self, address: str, raw: bytes, folder: str) -> bool:
+        self.server.file_into(address, folder, raw)
+        return True
 
     def sent_copies(self, address: str) -> list[StoredCopy]:
         copies = []
@@ -146,6 +159,15 @@ class GmailHarness:
 
     def deliver(self, address: str, raw: bytes) -> str | None:
         return str(self.fake.deliver(address, raw).id)
+
+    def deliver_threaded(self, address: str, raw: bytes, thread_with: str) -> None:
+        labels = ["INBOX", "UNREAD", "CATEGORY_PERSONAL"]
+        self.fake.add_message(address, raw, labels, thread_with=thread_with)
+
+    def file_into(self, address: str, raw: bytes, folder: str) -> bool:
+        # A filter's "skip the Inbox, apply label": a user label, no INBOX.
+        self.fake.add_message(address, raw, ["Label_12", "UNREAD"])
+        return True
 
     def sent_copies(self, address: str) -> list[StoredCopy]:
         return [
@@ -213,6 +235,12 @@ class GraphHarness:
     def deliver(self, address: str, raw: bytes) -> str | None:
         return str(self.fake.deliver(address, raw).id)
 
+    def deliver_threaded(self, address: str, raw: bytes, thread_with: str) -> None:
+        self.fake.deliver(address, raw, thread_with=thread_with)
+
+    def file_into(self, address: str, raw: bytes, folder: str) -> bool:
+        return False
+
     def sent_copies(self, address: str) -> list[StoredCopy]:
         return [
             StoredCopy(m.internet_message_id, m.conversation_id, m.raw)
@@ -254,6 +282,12 @@ class ExchangeHarness:
 
     def deliver(self, address: str, raw: bytes) -> str | None:
         return str(self.fake.deliver(address, raw).id)
+
+    def deliver_threaded(self, address: str, raw: bytes, thread_with: str) -> None:
+        self.fake.deliver(address, raw, thread_with=thread_with)
+
+    def file_into(self, address: str, raw: bytes, folder: str) -> bool:
+        return False
 
     def sent_copies(self, address: str) -> list[StoredCopy]:
         return [

@@ -9,7 +9,10 @@ database, and CI time is counted):
 
 - send, then read back the ids the provider stored (Message-ID, thread);
 - a reply from a colleague at another address, and from a person on CC, ends
-  the sequence;
+  the sequence; so does one whose client dropped its threading headers (matched
+  by the provider's thread, or on IMAP by subject and sender), and the event
+  says which rule matched; the mailbox owner's own message in the thread does not;
+- so does a reply a server rule or filter filed outside the Inbox;
 - a reply that arrived while no push was listening halts the next step when it
   falls due: the step waits for a sync instead of going out on stale knowledge;
 - incremental sync lists only new mail, and fetches only what answers us;
@@ -266,6 +269,60 @@ def test_a_reply_from_a_colleague_or_a_cc_ends_the_sequence(
     assert state_of(first) == ("replied", f"reply from {colleague}")
     assert state_of(second) == ("replied", f"reply from {on_cc}")
     assert event_counts()["reply"] == 2
+    assert [e["matched_by"] for e in reply_events()] == ["references", "references"]
+
+
+def reply_events() -> list[dict[str, object]]:
+    with session_scope() as session:
+        return [dict(e.data) for e in session.scalars(select(Event).where(Event.kind == "reply"))]
+
+
+def test_a_reply_that_lost_its_threading_headers_ends_the_sequence(
+    env: Settings, harness: Harness
+) -> None:
+    """No In-Reply-To, no References: the provider's thread, or on IMAP the subject, says."""
+    seller = make_seller(harness)
+    enrollment, message_id = send_first_step(seller, "dana@acme.test")
+    other, _ = send_first_step(seller, "lee@globex.test")
+    sync_mailbox(seller.mailbox_id)
+
+    # The salesperson's own follow-up by hand, in the thread: never a reply.
+    by_hand = inbound(seller.address, "dana@acme.test", subject="Re: Quick question")
+    harness.deliver_threaded(seller.address, by_hand, message_id)
+    headerless = inbound("dana@acme.test", seller.address, subject="RE:  quick QUESTION")
+    harness.deliver_threaded(seller.address, headerless, message_id)
+    # Lee writes about something else: a subject of his own, in a thread of his own.
+    harness.deliver(seller.address, inbound("lee@globex.test", seller.address, subject="Hi"))
+    # Kim answers someone else's "Quick question": it names another id, so no subject rule.
+    kim, _ = send_first_step(seller, "kim@initech.test")
+    elsewhere = inbound("kim@initech.test", seller.address, "<their-thread@initech.test>")
+    harness.deliver(seller.address, elsewhere)
+    stats = sync_mailbox(seller.mailbox_id)
+
+    assert stats.outcomes == {"recorded": 1}
+    assert state_of(enrollment) == ("replied", "reply from dana@acme.test")
+    assert state_of(other)[0] == "active"
+    assert state_of(kim)[0] == "active"
+    rule = "thread" if harness.has_threads else "subject"
+    assert [e["matched_by"] for e in reply_events()] == [rule]
+
+
+def test_a_reply_a_rule_filed_outside_the_inbox_ends_the_sequence(
+    env: Settings, harness: Harness
+) -> None:
+    """A server rule or a filter put the answer in "Customers": it is seen all the same."""
+    seller = make_seller(harness)
+    enrollment, message_id = send_first_step(seller, "dana@acme.test")
+    sync_mailbox(seller.mailbox_id)
+    reply = inbound("dana@acme.test", seller.address, message_id)
+    if not harness.file_into(seller.address, reply, "Customers"):
+        pytest.skip(f"{harness.kind}: syncing folders other than the Inbox is not built yet")
+    stats = sync_mailbox(seller.mailbox_id)
+
+    assert stats.outcomes == {"recorded": 1}
+    assert state_of(enrollment) == ("replied", "reply from dana@acme.test")
+    # Nothing is read twice: the next sync lists nothing new in any folder.
+    assert sync_mailbox(seller.mailbox_id).listed == 0
 
 
 def fall_due(mailbox_id: int, *, due_ago: float, synced_ago: float) -> None:

@@ -251,6 +251,30 @@ def test_a_push_syncs_the_mailbox_and_the_reply_ends_the_sequence(
     assert status == 204 and queued(queues.SYNC, SYNC_JOB) == []
 
 
+def test_a_reply_a_filter_kept_out_of_the_inbox_is_pushed_and_ends_the_sequence(
+    env: Settings, pushed_to_app: FakeGmail
+) -> None:
+    """ "Skip the Inbox, apply the label Customers": the watch covers every label."""
+    harness = GmailHarness(pushed_to_app)
+    seller = make_seller(harness)
+    enrollment, message_id = send_first_step(seller, "dana@acme.test")
+    sync_mailbox(seller.mailbox_id)
+    renew_push_job(seller.mailbox_id)
+    pushed_to_app.pubsub.published.clear()
+
+    harness.file_into(seller.address, inbound("dana@acme.test", seller.address, message_id), "")
+    assert pushed_to_app.pubsub.wait_idle()
+    assert [p.status for p in pushed_to_app.pubsub.published] == [204]
+    run_jobs(queues.SYNC)
+    assert state_of(enrollment)[0] == "replied"
+
+    # Our own next send is filed under SENT only: no push for it.
+    pushed_to_app.pubsub.published.clear()
+    pushed_to_app.add_message(seller.address, inbound(seller.address, "dana@acme.test"), ["SENT"])
+    assert pushed_to_app.pubsub.wait_idle()
+    assert pushed_to_app.pubsub.published == []
+
+
 def test_a_push_that_is_not_from_google_is_refused(
     env: Settings, pushed_to_app: FakeGmail, client: FlaskClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -25,6 +25,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Self, TypedDict
@@ -167,6 +168,26 @@ class ImapTestServer:
         finally:
             with contextlib.suppress(Exception):
                 client.logout()
+
+    def file_into(self, user: str, name: str, raw: bytes) -> str:
+        """File `raw` in folder `name` (made if missing), as a server-side rule would.
+
+        A server that keeps folders under ``INBOX.`` (Courier) gets ``INBOX.<name>``.
+        Returns the folder's full name.
+        """
+        with self.imap(user) as client:
+            existing = {str(n) for _, _, n in client.list_folders()}
+            folder = next((f for f in (name, f"INBOX.{name}") if f in existing), None)
+            if folder is None:
+                try:
+                    client.create_folder(name)
+                    folder = name
+                except IMAPClientError:
+                    folder = f"INBOX.{name}"
+                    client.create_folder(folder)
+            # Arrived now, as a rule files it (Mailutils dates a dateless APPEND otherwise).
+            client.append(folder, raw, msg_time=datetime.now(UTC))
+            return folder
 
     def messages(self, user: str, folder: str = "INBOX") -> list[bytes]:
         """Every message in `folder` of `user`'s mailbox, in UID order, read over IMAP."""

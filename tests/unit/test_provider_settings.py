@@ -64,3 +64,37 @@ def test_secrets_are_redacted_from_logs(tmp_path: Path) -> None:
     redacted = s.secrets_to_redact()
     assert {"google-secret-value", "microsoft-secret-value", "p" * 30} <= set(redacted)
     assert "google-secret-value" not in repr(s)
+
+
+def test_skipped_folders_and_the_subject_window(tmp_path: Path) -> None:
+    p = load_settings({"SIGHTLINE_VAR_DIR": str(tmp_path)}).providers
+    assert p.skip_folders == ("Sent", "Drafts", "Trash", "Junk")
+    assert p.subject_match_days == 30
+    p = load_settings(
+        {
+            "SIGHTLINE_VAR_DIR": str(tmp_path),
+            "SIGHTLINE_SKIP_FOLDERS": " Sent , Newsletters,Sent",
+            "SIGHTLINE_SUBJECT_MATCH_DAYS": "7",
+        }
+    ).providers
+    assert (p.skip_folders, p.subject_match_days) == (("Sent", "Newsletters"), 7)
+    every = load_settings({"SIGHTLINE_VAR_DIR": str(tmp_path), "SIGHTLINE_SKIP_FOLDERS": ""})
+    assert every.providers.skip_folders == ()
+
+
+@pytest.mark.parametrize(
+    ("env", "says"),
+    [
+        ({"SIGHTLINE_SKIP_FOLDERS": "Sent,,Trash"}, "empty name between commas"),
+        ({"SIGHTLINE_SKIP_FOLDERS": "Sent,Bad\x01Name"}, "is not a folder name"),
+        ({"SIGHTLINE_SUBJECT_MATCH_DAYS": "0"}, "SIGHTLINE_SUBJECT_MATCH_DAYS"),
+        ({"SIGHTLINE_SUBJECT_MATCH_DAYS": "a month"}, "SIGHTLINE_SUBJECT_MATCH_DAYS"),
+    ],
+)
+def test_bad_folder_settings_name_the_variable(
+    tmp_path: Path, env: dict[str, str], says: str
+) -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_settings({"SIGHTLINE_VAR_DIR": str(tmp_path), **env})
+    assert says in str(raised.value)
+    assert str(raised.value).startswith(next(iter(env)))

@@ -122,6 +122,8 @@ class HeaderSummary:
     headers: dict[str, str]  # the few raw headers fetched, lower-cased names
     size: int | None = None
     received_at: datetime | None = None
+    # The provider's thread (Gmail threadId, Graph/EWS conversation id); None on IMAP.
+    thread_id: str | None = None
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,9 @@ sync, and a push during a running sync queues exactly one more, through a
                                                 no:  one is already waiting
     job: job_started("sync:<id>") → take lock → sync → release
 
-Per batch: one lookup of every candidate Message-ID; only a match (or a likely
+Per batch: one lookup of every candidate Message-ID and one of every provider
+thread id (plus, on IMAP, a subject lookup per message naming no Message-ID:
+`worker.matching.threads`); only a match (or a likely
 bounce/complaint/auto-reply) is fetched whole and handled in its own
 transaction, its classification under a time budget (SIGHTLINE_CLASSIFY_BUDGET_MS);
 a message over budget or that fails to parse is quarantined and the sync goes
@@ -62,7 +64,12 @@ from worker.sync import push_latency
 from worker.sync import quarantine as held
 from worker.sync.base import ChangeBatch, HeaderSummary, MailboxProvider, ProviderError
 from worker.sync.credentials import credential_saver
-from worker.sync.inbound import MailboxRef, handle_inbound, quarantine
+from worker.sync.inbound import (
+    MailboxRef,
+    answers_without_references,
+    handle_inbound,
+    quarantine,
+)
 from worker.sync.mime import summarize_headers
 from worker.sync.registry import open_provider
 
@@ -298,10 +305,18 @@ def _handle_batch(
     candidates = {c for m in batch.messages for c in m.candidates}
     with session_scope() as session:
         known = set(find_sent_messages(session, mailbox.team_id, candidates))
+        wanted = {
+            m.provider_id
+            for m in batch.messages
+            if known.intersection(m.candidates) or may_be_report(m)
+        }
+        wanted |= answers_without_references(
+            session, mailbox, [m for m in batch.messages if m.provider_id not in wanted]
+        )
     settings = get_settings()
     max_bytes, budget = settings.max_inbound_bytes, settings.classify_budget_ms / 1000
     for summary in batch.messages:
-        if not (known.intersection(summary.candidates) or may_be_report(summary)):
+        if summary.provider_id not in wanted:
             continue
         try:
             raw = provider.fetch(summary.fetch_ref, max_bytes)

@@ -100,6 +100,7 @@ HEADER_FIELDS = (
     "datetime_received",
     "size",
     "item_class",
+    "conversation_id",
 )
 REBUILD_WINDOW = timedelta(days=2)
 
@@ -404,4 +405,5 @@ def _summary(item: Message) -> HeaderSummary:
         fetch_ref=f"{item.id}|{item.changekey}|{item.message_id or ''}",
         size=int(item.size) if item.size is not None else None,
         received_at=datetime.fromtimestamp(received.timestamp(), UTC) if received else None,
+        thread_id=getattr(item.conversation_id, "id", None),
     )

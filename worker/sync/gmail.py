@@ -29,6 +29,10 @@ Quota (15,000 units/user/minute: history.list 2, messages.get 5, list 5, send
 `provider_id` is the Gmail message id: it never changes. Gmail files our own
 sends under SENT; history entries that are only SENT, or drafts, are skipped
 (5 units each saved), and the engine ignores a message whose Message-ID is ours.
+Every label is synced and watched but the skipped folders' (SIGHTLINE_SKIP_FOLDERS:
+SENT, DRAFT, TRASH, SPAM), so a reply a filter kept out of the Inbox is seen.
+Each summary carries the message's threadId: a reply whose headers were dropped
+still answers us if Gmail threaded it with ours (worker.matching.threads).
 """
 
 from __future__ import annotations
@@ -57,6 +61,7 @@ from worker.sync.base import (
     ProviderError,
     SendResult,
 )
+from worker.sync.folders import gmail_skipped_labels, skip_list
 from worker.sync.gmail_api import (
     SCOPES,
     TIMEOUT_SECONDS,
@@ -114,6 +119,7 @@ class GmailProvider(MailboxProvider):
         self._stored = dict(credentials)
         settings = get_settings().providers
         self._endpoint = settings.gmail_api_endpoint
+        self._skipped = gmail_skipped_labels(skip_list(credentials))
         if get_token is not None:
             token_source = get_token
 
@@ -333,7 +339,11 @@ class GmailProvider(MailboxProvider):
                 for added in record.get("messagesAdded") or []:
                     message = added.get("message") or {}
                     message_id = str(message.get("id", ""))
-                    if message_id and message_id not in seen and _worth_reading(message):
+                    if (
+                        message_id
+                        and message_id not in seen
+                        and _worth_reading(message, self._skipped)
+                    ):
                         seen.add(message_id)
                         ids.append(message_id)
             token = page.get("nextPageToken")
@@ -416,8 +426,18 @@ class GmailProvider(MailboxProvider):
     # -- push ----------------------------------------------------------------------------
 
     def start_watch(self, topic: str) -> datetime:
-        """users.watch on INBOX to the Pub/Sub topic. Returns when the watch expires."""
-        body = {"topicName": topic, "labelIds": ["INBOX"], "labelFilterBehavior": "include"}
+        """users.watch to the Pub/Sub topic on all mail but the skipped labels.
+
+        A reply a filter labelled "Customers" and kept out of the Inbox must push
+        too, so the watch excludes (``labelFilterBehavior: exclude``) the system
+        labels of the skipped folders rather than include INBOX only. Returns when
+        the watch expires.
+        """
+        body = {
+            "topicName": topic,
+            "labelIds": sorted(self._skipped),
+            "labelFilterBehavior": "exclude",
+        }
         answer = self._run("starting the Gmail watch", self._users().watch(userId="me", body=body))
         return datetime.fromtimestamp(int(answer["expiration"]) / 1000, UTC)
 
@@ -444,11 +464,12 @@ class _HistoryExpiredError(Exception):
     """history.list answered 404: the start id is older than Gmail keeps."""
 
 
-def _worth_reading(message: dict[str, Any]) -> bool:
+def _worth_reading(message: dict[str, Any], skipped: set[str]) -> bool:
     labels = set(message.get("labelIds") or [])
-    if labels & {"DRAFT", "CHAT", "SPAM", "TRASH"}:
+    if labels & ({"DRAFT", "CHAT"} | (skipped - {"SENT"})):
         return False
     # Our own sends (and the user's): the engine would call them "own" anyway.
+    # A message labelled SENT and INBOX (written to oneself) is read.
     return not ("SENT" in labels and "INBOX" not in labels)
 
 
@@ -468,4 +489,5 @@ def _summary(resource: dict[str, Any]) -> HeaderSummary:
         received_at=datetime.fromtimestamp(int(internal) / 1000, UTC)
         if internal.isdigit()
         else None,
+        thread_id=str(resource.get("threadId") or ""),
     )

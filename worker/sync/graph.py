@@ -374,4 +374,5 @@ def _summary(row: dict[str, Any]) -> HeaderSummary:
         provider_id=None,
         fetch_ref=f"{row['id']}|{message_id}",
         received_at=received,
+        thread_id=str(row.get("conversationId") or ""),
     )

@@ -40,6 +40,7 @@ def summary_from_headers(
     fetch_ref: str,
     size: int | None = None,
     received_at: datetime | None = None,
+    thread_id: str | None = None,
 ) -> HeaderSummary:
     """The engine's view of a message. `headers` has lower-cased names.
 
@@ -69,4 +70,5 @@ def summary_from_headers(
         headers=dict(headers),
         size=size,
         received_at=received_at,
+        thread_id=thread_id or None,
     )

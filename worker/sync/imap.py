@@ -7,7 +7,14 @@ what went out — unless the mailbox says its server files sent mail itself (Gma
 does; a second copy would be a duplicate). A copy that cannot be filed does not
 fail the send: its reason travels back in `SendResult.sent_copy_error`.
 
-Sync keeps, per folder, ``{"uidvalidity": V, "last_uid": U, "synced_on": date}``::
+Every folder is synced but Sent, Drafts, Trash and Junk (SIGHTLINE_SKIP_FOLDERS,
+or the mailbox's own ``skip_folders``; worker.sync.imap_folders finds them by
+RFC 6154 flag or name), so a reply a server rule filed in "Customers" is seen;
+a mailbox may instead name its ``folders``. Each sync lists the folders (one
+LIST), so a folder made since is synced from then on. IDLE holds INBOX only
+(one connection per mailbox); the other folders are read by every sync: the
+poll (SIGHTLINE_SYNC_POLL_SECONDS, a minute by default) and every sync IDLE
+triggers. Sync keeps, per folder, ``{"uidvalidity": V, "last_uid": U, "synced_on": date}``::
 
     no cursor ───────────────▶ UID SEARCH SINCE <connected on>      (first sync)
     same UIDVALIDITY ────────▶ UID SEARCH UID U+1:4294967295        (incremental)
@@ -54,6 +61,7 @@ from worker.sync.base import (
     ProviderError,
     SendResult,
 )
+from worker.sync.folders import skip_list
 from worker.sync.imap_connect import open_imap, open_smtp
 from worker.sync.imap_fetch import (
     answers_request,
@@ -61,8 +69,9 @@ from worker.sync.imap_fetch import (
     find_message,
     header_fields_request,
 )
-from worker.sync.imap_folders import FolderError, find_sent_folder
+from worker.sync.imap_folders import FolderError, find_sent_folder, watched_folders
 from worker.sync.mime import build_mime, summarize_headers
+from worker.sync.quota import smtp_quota
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +107,10 @@ def _folder_cursor(cursor: dict[str, Any], folder: str) -> dict[str, Any] | None
     return value if isinstance(value, dict) else None
 
 
+def _text(said: bytes | str) -> str:
+    return said.decode("utf-8", "replace") if isinstance(said, bytes) else said
+
+
 class ImapProvider(MailboxProvider):
     kind: ClassVar[str] = "imap"
 
@@ -105,8 +118,13 @@ class ImapProvider(MailboxProvider):
         self.email = email_address
         self._imap_settings = _connection_settings(credentials, "imap")
         self._smtp_settings = _connection_settings(credentials, "smtp")
-        folders = credentials.get("folders") or ["INBOX"]
-        self.folders: list[str] = [str(f) for f in folders]
+        # A person's own choice of folders, else every folder but the skipped ones
+        # (`_watched`). ["INBOX"] was the default before every folder was synced:
+        # it is read as no choice.
+        folders = credentials.get("folders")
+        chosen = [str(f) for f in folders] if isinstance(folders, list) else []
+        self._chosen: list[str] | None = chosen if chosen and chosen != ["INBOX"] else None
+        self.skip_folders = skip_list(credentials)
         self.append_to_sent: bool = bool(credentials.get("append_to_sent", True))
         self._sent_folder: str | None = credentials.get("sent_folder")
         self._client: imapclient.IMAPClient | None = None
@@ -155,10 +173,18 @@ class ImapProvider(MailboxProvider):
         try:
             refused = smtp.sendmail(message.from_addr, recipients, raw)
         except smtplib.SMTPRecipientsRefused as exc:
+            # Gmail answers its daily quota at RCPT too: that is about us, not them.
+            for code, said in exc.recipients.values():
+                quota = smtp_quota(code, _text(said))
+                if quota is not None:
+                    raise quota from exc
             raise ProviderError(
                 f"every recipient was refused: {sorted(exc.recipients)}", permanent=True
             ) from exc
         except smtplib.SMTPResponseException as exc:
+            quota = smtp_quota(exc.smtp_code, _text(exc.smtp_error))
+            if quota is not None:
+                raise quota from exc
             permanent = 500 <= exc.smtp_code < 600
             raise ProviderError(
                 f"SMTP server answered {exc.smtp_code} {exc.smtp_error!r}", permanent=permanent
@@ -219,11 +245,26 @@ class ImapProvider(MailboxProvider):
 
     # -- sync ----------------------------------------------------------------
 
+    def watched(self) -> list[str]:
+        """The folders synced: the chosen ones, else all but the skipped (one LIST).
+
+        Raises:
+            ProviderError: the server would not list its folders.
+        """
+        if self._chosen is not None:
+            return self._chosen
+        try:
+            return watched_folders(self._imap(), self.skip_folders)
+        except FolderError as exc:
+            raise ProviderError(f"IMAP folder listing failed: {exc}") from exc
+        except OSError as exc:
+            raise ProviderError(f"IMAP connection lost listing folders: {exc}") from exc
+
     def changes(self, cursor: dict[str, Any] | None, since: datetime) -> Iterator[ChangeBatch]:
         state = dict(cursor or {})
         client = self._imap()
         self._selected = None  # a new sync: ask the server for each folder's UIDVALIDITY
-        for folder in self.folders:
+        for folder in self.watched():
             try:
                 uidvalidity = self._select(client, folder)
                 previous = _folder_cursor(state, folder)

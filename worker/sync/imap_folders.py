@@ -13,6 +13,15 @@ it ``Sent Items``, Apple ``Sent Messages``, Gmail ``[Gmail]/Sent Mail``. So::
 
 One LIST and one NAMESPACE per lookup; nothing is created when a folder was
 found. Names are compared without regard to case (as users see them).
+
+`watched_folders` is the other direction: every folder a reply may be filed in
+(a server rule's "Customers"), i.e. every selectable folder but the skipped
+ones. A skip entry that is a role word (sent, drafts, trash, junk, spam) names
+that folder by its RFC 6154 flag where the server has one, else by its usual
+names as the last part of the folder's name (``INBOX.Sent`` on Courier);
+anything else names a folder by its full or last name. The virtual \\All and
+\\Flagged folders (Gmail's All Mail, Starred) hold copies of other folders'
+mail and are never synced. INBOX comes first; the rest in the server's order.
 """
 
 from __future__ import annotations
@@ -22,11 +31,21 @@ import logging
 
 import imapclient
 from imapclient.exceptions import IMAPClientError
-from imapclient.imapclient import SENT
+from imapclient.imapclient import ALL, DRAFTS, FLAGGED, JUNK, SENT, TRASH
 
 log = logging.getLogger(__name__)
 
 SENT_NAMES = ("Sent", "Sent Items", "Sent Messages", "Sent Mail", "Sent-Mail")
+# Role words a skip list may use: the RFC 6154 flag, and the names servers use.
+ROLES: dict[str, tuple[bytes, tuple[str, ...]]] = {
+    "sent": (SENT, SENT_NAMES),
+    "drafts": (DRAFTS, ("Drafts", "Draft")),
+    "trash": (TRASH, ("Trash", "Deleted Items", "Deleted Messages", "Deleted", "Bin")),
+    "junk": (JUNK, ("Junk", "Spam", "Junk E-mail", "Junk Email", "Bulk Mail")),
+}
+ROLES["spam"] = ROLES["junk"]
+# Never synced: virtual folders (copies of other folders' mail) and non-folders.
+_NEVER = frozenset(f.decode().lower() for f in (ALL, FLAGGED, b"\\Noselect", b"\\NonExistent"))
 
 
 class FolderError(Exception):
@@ -84,3 +103,38 @@ def _create(client: imapclient.IMAPClient, name: str) -> str:
         client.subscribe_folder(name)
     log.info("imap_sent_folder_created folder=%s", name)
     return name
+
+
+def watched_folders(client: imapclient.IMAPClient, skip: tuple[str, ...] | list[str]) -> list[str]:
+    """Every selectable folder but the skipped ones (module docstring), INBOX first.
+
+    Raises:
+        FolderError: the server refused to list its folders.
+    """
+    try:
+        listed = client.list_folders()
+    except IMAPClientError as exc:
+        raise FolderError(f"the server refused to list folders: {exc}") from exc
+    wanted = [w.strip().lower() for w in skip if w.strip()]
+    flags_skipped = {ROLES[w][0].decode().lower() for w in wanted if w in ROLES} | _NEVER
+    names_skipped = {n.lower() for w in wanted if w in ROLES for n in ROLES[w][1]}
+    names_skipped |= {w for w in wanted if w not in ROLES}
+    found: list[str] = []
+    for flags, delimiter, listed_name in listed:
+        name = str(listed_name)
+        lowered = {_text(f).lower() for f in flags}
+        if lowered & flags_skipped:
+            continue
+        sep = _text(delimiter) if delimiter else ""
+        last = name.rsplit(sep, 1)[-1] if sep else name
+        if name.upper() != "INBOX" and (
+            name.lower() in names_skipped or last.lower() in names_skipped
+        ):
+            continue
+        found.append(name)
+    inbox = [n for n in found if n.upper() == "INBOX"]
+    return [*(inbox or ["INBOX"]), *(n for n in found if n.upper() != "INBOX")]
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)

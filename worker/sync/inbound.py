@@ -25,6 +25,16 @@ none of our Message-IDs (some MTAs attach nothing) are matched by address: the
 latest message this mailbox sent to the sender (auto-reply) or to a failed
 recipient (bounce) within 30 days.
 
+A reply whose client dropped its threading headers is matched by the provider's
+thread, or on IMAP by subject and participants (``worker.matching.threads``,
+which says when each applies). The rules are tried in order and the event's data
+says which one matched (``matched_by``)::
+
+    references   In-Reply-To/References (or a report's attached headers) name ours
+    thread       the provider threaded it with ours (Gmail threadId, conversation id)
+    subject      IMAP: same normalised subject, from someone we sent it to, in the window
+    address      an auto-reply or bounce from/about an address we recently wrote to
+
 A message that cannot be classified within its time budget (or at all) is
 quarantined (``worker.sync.quarantine``): kept, shown, tried again later. It is
 never read as ``other``: that would let the sequence go on as if nobody had
@@ -42,6 +52,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from config import get_settings
 from core.events import insert_ignore, natural_key, queue_salesforce_task, record_event
 from core.mail_domains import domain_of, is_free_mail
 from core.models import (
@@ -56,6 +67,7 @@ from core.models import (
 from worker.matching.budget import DEFAULT_BUDGET_SECONDS
 from worker.matching.classify import Classification, classify_message
 from worker.matching.matcher import find_sent_messages
+from worker.matching.threads import find_by_subject, find_by_thread
 from worker.salesforce.task_limits import DESCRIPTION_LIMIT
 from worker.sequences.rules import apply_signal
 from worker.sequences.send_windows import resume_timing
@@ -117,17 +129,64 @@ def handle_inbound(
     known = find_sent_messages(session, mailbox.team_id, [*refs, *_own_id(summary)])
     if summary.rfc_message_id and summary.rfc_message_id in known:
         return Outcome("own")  # our own sent copy, filed where the sync looks
-    sent = next((known[r] for r in refs if r in known), None)
+    sent, matched_by = next((known[r] for r in refs if r in known), None), "references"
+    if sent is None:
+        sent, matched_by = match_without_references(session, mailbox, summary)
     if sent is None and classification.kind == "auto_reply" and summary.from_addr:
-        sent = _latest_sent_to(session, mailbox, summary.from_addr)
+        sent, matched_by = _latest_sent_to(session, mailbox, summary.from_addr), "address"
     if sent is None and classification.kind == "bounce":
         for recipient in classification.bounce_recipients:
-            sent = _latest_sent_to(session, mailbox, recipient.address)
+            sent, matched_by = _latest_sent_to(session, mailbox, recipient.address), "address"
             if sent is not None:
                 break
     if sent is None:
         return Outcome("unmatched", classification.kind)
-    return _record(session, mailbox, summary, classification, sent)
+    return _record(session, mailbox, summary, classification, sent, matched_by)
+
+
+def match_without_references(
+    session: Session, mailbox: MailboxRef, summary: HeaderSummary
+) -> tuple[SentMessage | None, str]:
+    """What we sent that `summary` answers by thread or subject, and which rule said so.
+
+    The provider's thread when it has one; else (IMAP) the subject rule, and
+    only for a message that names no Message-ID at all (worker.matching.threads).
+    """
+    if summary.thread_id is not None:
+        found = find_by_thread(session, mailbox.id, [summary.thread_id])
+        return found.get(summary.thread_id), "thread"
+    if summary.candidates:
+        return None, "subject"
+    days = get_settings().providers.subject_match_days
+    return find_by_subject(
+        session,
+        team_id=mailbox.team_id,
+        mailbox_id=mailbox.id,
+        sender=summary.from_addr,
+        subject=summary.subject,
+        since=utcnow() - timedelta(days=days),
+    ), "subject"
+
+
+def answers_without_references(
+    session: Session, mailbox: MailboxRef, summaries: list[HeaderSummary]
+) -> set[str]:
+    """Provider ids of the messages that answer ours by thread or subject only.
+
+    One lookup for the batch's threads; the subject rule (IMAP, messages naming
+    no Message-ID) one indexed lookup per such message. Own messages are skipped
+    here as `handle_inbound` would call them "own".
+    """
+    owner = mailbox.email.lower()
+    summaries = [s for s in summaries if (s.from_addr or "") != owner]
+    threaded = find_by_thread(session, mailbox.id, [s.thread_id for s in summaries if s.thread_id])
+    found = {s.provider_id for s in summaries if s.thread_id in threaded}
+    for summary in summaries:
+        if summary.thread_id is None and not summary.candidates:
+            sent, _ = match_without_references(session, mailbox, summary)
+            if sent is not None:
+                found.add(summary.provider_id)
+    return found
 
 
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
@@ -223,6 +282,7 @@ def _record(
     summary: HeaderSummary,
     classification: Classification,
     sent: SentMessage,
+    matched_by: str,
 ) -> Outcome:
     now = utcnow()
     prospect = session.get(Prospect, sent.prospect_id) if sent.prospect_id else None
@@ -237,7 +297,7 @@ def _record(
         and is_teammate(session, mailbox.team_id, summary.from_addr, prospect_email),
         resume_in=resume_timing(session, sent) if classification.kind == "auto_reply" else None,
     )
-    signal = replace(signal, data=_storable(signal.data))
+    signal = replace(signal, data={**_storable(signal.data), "matched_by": matched_by})
     inbound_id = _insert_inbound(session, mailbox, summary, classification, sent, signal, now)
     event_key = natural_key(signal.kind, sent.id, summary.rfc_message_id or summary.provider_id)
     event_id = record_event(
@@ -259,12 +319,13 @@ def _record(
     if signal.kind == "reply":
         _owe_reply_task(session, sent, summary, classification, event_id, now)
     log.info(
-        "inbound_recorded mailbox_id=%s kind=%s signal=%s sent_id=%s event_id=%s",
+        "inbound_recorded mailbox_id=%s kind=%s signal=%s sent_id=%s event_id=%s matched_by=%s",
         mailbox.id,
         classification.kind,
         signal.kind,
         sent.id,
         event_id,
+        matched_by,
     )
     return Outcome("recorded", signal.kind, sent.id, event_id)
 

@@ -99,8 +99,8 @@ class FakeEws:
         self.store.bearer_tokens[token] = email.lower()
         return token
 
-    def deliver(self, email: str, raw: bytes) -> EwsItem:
-        return self.store.add_item(email, raw, "inbox")
+    def deliver(self, email: str, raw: bytes, *, thread_with: str | None = None) -> EwsItem:
+        return self.store.add_item(email, raw, "inbox", thread_with=thread_with)
 
     def items(self, email: str, folder: str | None = None) -> list[EwsItem]:
         mailbox = self.store.mailbox(email)

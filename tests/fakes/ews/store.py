@@ -164,7 +164,12 @@ class EwsStore:
         mailbox.seq += 1
         mailbox.changes.append(Change(mailbox.seq, item.id, item.folder, kind))
 
-    def add_item(self, email: str, raw: bytes, folder: str) -> EwsItem:
+    def add_item(
+        self, email: str, raw: bytes, folder: str, *, thread_with: str | None = None
+    ) -> EwsItem:
+        """File `raw` in `folder`. `thread_with` (a Message-ID in the mailbox): Exchange
+        puts it in that one's conversation, as it does by Thread-Index or topic when a
+        client dropped the References."""
         with self.lock:
             mailbox = self.mailboxes[email.lower()]
             parsed = BytesHeaderParser(policy=policy.compat32).parsebytes(raw)
@@ -178,7 +183,10 @@ class EwsStore:
                 folder=folder,
                 raw=raw,
                 internet_message_id=internet_id,
-                conversation_id=self._conversation(mailbox, raw),
+                conversation_id=(
+                    mailbox.conversations.get(thread_with.lower()) if thread_with else None
+                )
+                or self._conversation(mailbox, raw),
                 received=datetime.now(UTC),
             )
             mailbox.items[item.id] = item

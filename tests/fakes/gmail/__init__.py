@@ -120,8 +120,10 @@ class FakeGmail:
     def deliver(self, email: str, raw: bytes) -> StoredMessage:
         return self.store.deliver(email, raw)
 
-    def add_message(self, email: str, raw: bytes, labels: list[str]) -> StoredMessage:
-        return self.store.add_message(email, raw, labels)
+    def add_message(
+        self, email: str, raw: bytes, labels: list[str], *, thread_with: str | None = None
+    ) -> StoredMessage:
+        return self.store.add_message(email, raw, labels, thread_with=thread_with)
 
     def messages(self, email: str, label: str | None = None) -> list[StoredMessage]:
         user = self.store.user(email)

@@ -287,12 +287,20 @@ class GmailStore:
                 return thread
         return message_id
 
-    def add_message(self, email: str, raw: bytes, labels: list[str]) -> StoredMessage:
-        """File `raw` in `email`'s mailbox with `labels`: one history record."""
+    def add_message(
+        self, email: str, raw: bytes, labels: list[str], *, thread_with: str | None = None
+    ) -> StoredMessage:
+        """File `raw` in `email`'s mailbox with `labels`: one history record.
+
+        `thread_with` (a Message-ID in the mailbox): Gmail threads the message with
+        that one, as it does by subject when a client dropped the References.
+        """
         with self.lock:
             user = self.user(email)
             message_id = self._new_message_id(user)
-            thread_id = self._thread_for(user, raw, message_id)
+            thread_id = (
+                user.threads.get(thread_with.lower()) if thread_with else None
+            ) or self._thread_for(user, raw, message_id)
             user.history_id += 1 + secrets.randbelow(3)
             stored = StoredMessage(
                 id=message_id,

@@ -130,8 +130,8 @@ class FakeGraph:
     def add_user(self, email: str) -> GraphUser:
         return self.store.add_user(email)
 
-    def deliver(self, email: str, raw: bytes) -> GraphMessage:
-        return self.store.deliver(email, raw)
+    def deliver(self, email: str, raw: bytes, *, thread_with: str | None = None) -> GraphMessage:
+        return self.store.add_message(email, raw, "inbox", thread_with=thread_with)
 
     def messages(self, email: str, folder: str | None = None) -> list[GraphMessage]:
         user = self.store.user(email)

@@ -207,7 +207,12 @@ class GraphStore:
                 return found
         return conversation_id()
 
-    def add_message(self, email: str, raw: bytes, folder: str) -> GraphMessage:
+    def add_message(
+        self, email: str, raw: bytes, folder: str, *, thread_with: str | None = None
+    ) -> GraphMessage:
+        """File `raw` in `folder`. `thread_with` (a Message-ID in the mailbox): Exchange
+        puts it in that one's conversation, as it does by Thread-Index or topic when a
+        client dropped the References."""
         with self.lock:
             user = self.user(email)
             parsed = BytesHeaderParser(policy=policy.compat32).parsebytes(raw)
@@ -221,7 +226,10 @@ class GraphStore:
                 folder=folder,
                 raw=raw,
                 internet_message_id=internet_id,
-                conversation_id=self._conversation(user, raw),
+                conversation_id=(
+                    user.conversations.get(thread_with.lower()) if thread_with else None
+                )
+                or self._conversation(user, raw),
                 received=datetime.now(UTC),
             )
             user.messages[message.id] = message

@@ -1,0 +1,134 @@
+"""Replies that lost their threading headers: matched by the provider's thread, or by subject.
+
+Some clients drop ``In-Reply-To``/``References`` (web forms, some mobile apps,
+a gateway that rewrites mail). Such a reply still says what it answers in two
+weaker ways, tried in this order after the Message-ID rule
+(``worker.sync.inbound``)::
+
+    thread   the provider threaded it with a message we sent from this mailbox:
+             Gmail threadId, Graph and EWS conversation id (HeaderSummary.thread_id,
+             SentMessage.thread_id, stored at send). The newest such message.
+    subject  IMAP only (no provider thread): the normalised subject equals that
+             of a message this mailbox sent within SIGHTLINE_SUBJECT_MATCH_DAYS
+             to the sender (the prospect, or any To/Cc recipient). The newest.
+
+The subject rule applies only to a message that names no Message-ID at all. One
+that names ids, none of them ours, belongs to another conversation (the
+prospect's own thread that happens to share a subject such as "Quick
+question"); only the provider's thread, built by the provider from those
+headers and the subject, may still tie it to ours (a reply to a forwarded copy
+that Gmail filed in our thread). The mailbox owner's own messages never reach
+here (``handle_inbound`` calls them "own" first).
+
+Both lookups are indexed: ``ix_sent_mailbox_thread`` (mailbox_id, thread_id)
+and ``ix_sent_mailbox_sent_at`` (mailbox_id, sent_at); the subject rule reads
+only the mailbox's sends in its window naming the sender, and compares subjects
+in Python (a prefix in another language is not SQL's to strip).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from datetime import datetime
+
+from sqlalchemy import Text, cast, or_, select
+from sqlalchemy.orm import Session
+
+from core.models import Prospect, SendStatus, SentMessage
+
+# Reply and forward markers, as mail clients write them in many languages:
+# Re, Aw (de), Sv (sv/da/no), Vs (fi), Antw (nl), Odp (pl), Rif/R (it), Rép/Réf (fr),
+# Res/Enc (pt), Ynt/İlt (tr), Odg (hr), Atb (lv), Fwd/Fw/Wg/Tr/Vb/Vl/Doorst/Pd/Rv,
+# Greek ΑΠ/ΣΧΕΤ/ΠΡΘ, Hebrew תגובה, Chinese 回复/回覆/答复/转发/轉寄, Japanese 返信/転送;
+# with a count ("Re[2]:", "Re(3):") and an ASCII or full-width colon.
+_MARKERS = (
+    r"re|aw|sv|vs|antw|odp|rif|r|r[ée]p|r[ée]f|res|enc|ynt|[iİ]lt|odg|atb|"
+    r"fwd?|wg|tr|vb|vl|doorst|pd|rv|απ|σχετ|πρθ|תגובה|回复|回覆|答复|转发|轉寄|返信|転送"
+)
+_PREFIX = re.compile(
+    rf"^[ \t]*(?:(?:{_MARKERS})[ \t]*(?:\[\d+\]|\(\d+\))?[ \t]*[:\uff1a]"
+    r"|\[(?:ext|external|extern|externe?|extern[oa])\][ \t]*:?)[ \t]*",
+    re.IGNORECASE,
+)
+_SPACE = re.compile(r"\s+")
+# A subject longer than this is compared by its start: RFC 5322 advises 78, and
+# a marker is never this far in.
+_MAX_SUBJECT = 1000
+
+
+def normalize_subject(subject: str | None) -> str:
+    """The subject without reply/forward markers, whitespace collapsed, case folded.
+
+    ``"AW: Re[2]: Fwd:  Quick   Question"`` → ``"quick question"``. Linear: each
+    round strips one marker from the front and never backtracks over the rest.
+    """
+    text = _SPACE.sub(" ", (subject or "")[:_MAX_SUBJECT]).strip()
+    while True:
+        stripped = _PREFIX.sub("", text, count=1)
+        if stripped == text:
+            break
+        text = stripped
+    return text.casefold().strip()
+
+
+def find_by_thread(
+    session: Session, mailbox_id: int, thread_ids: Iterable[str]
+) -> dict[str, SentMessage]:
+    """For each thread id, the newest message this mailbox sent in it."""
+    wanted = sorted({t for t in thread_ids if t})
+    if not wanted:
+        return {}
+    found: dict[str, SentMessage] = {}
+    rows = session.scalars(
+        select(SentMessage)
+        .where(
+            SentMessage.mailbox_id == mailbox_id,
+            SentMessage.thread_id.in_(wanted),
+            SentMessage.status == SendStatus.SENT,
+        )
+        .order_by(SentMessage.sent_at.desc(), SentMessage.id.desc())
+    )
+    for sent in rows:
+        if sent.thread_id is not None:
+            found.setdefault(sent.thread_id, sent)
+    return found
+
+
+def find_by_subject(
+    session: Session,
+    *,
+    team_id: int,
+    mailbox_id: int,
+    sender: str | None,
+    subject: str | None,
+    since: datetime,
+) -> SentMessage | None:
+    """The newest message this mailbox sent to `sender` since `since` with the same subject."""
+    sender = (sender or "").strip().lower()
+    wanted = normalize_subject(subject)
+    if not sender or not wanted:
+        return None
+    prospects = select(Prospect.id).where(Prospect.team_id == team_id, Prospect.email == sender)
+    quoted = f'"{sender}"'  # as the address list's JSON spells it
+    rows = session.scalars(
+        select(SentMessage)
+        .where(
+            SentMessage.mailbox_id == mailbox_id,
+            SentMessage.status == SendStatus.SENT,
+            SentMessage.sent_at >= since,
+            or_(
+                SentMessage.prospect_id.in_(prospects),
+                cast(SentMessage.to_addrs, Text).icontains(quoted, autoescape=True),
+                cast(SentMessage.cc_addrs, Text).icontains(quoted, autoescape=True),
+            ),
+        )
+        .order_by(SentMessage.sent_at.desc(), SentMessage.id.desc())
+    )
+    prospect_ids = set(session.scalars(prospects))
+    for sent in rows:
+        recipients = {a.lower() for a in [*(sent.to_addrs or []), *(sent.cc_addrs or [])]}
+        named = sent.prospect_id in prospect_ids or sender in recipients
+        if named and normalize_subject(sent.subject) == wanted:
+            return sent
+    return None
