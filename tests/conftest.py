@@ -104,6 +104,9 @@ def service_environment(database_url: str, redis_url: str, var_dir: Path) -> dic
         "SIGHTLINE_ENCRYPTION_KEY": TEST_FERNET_KEY,
         "PUBLIC_BASE_URL": "http://localhost:5000",
         "LOG_LEVEL": "INFO",
+        # Tests send step after step from one mailbox within a second; the pacing
+        # tests (tests/integration/test_pacing.py) give their mailbox its own spacing.
+        "SIGHTLINE_SEND_SPACING_SECONDS": "0",
     }
 
 

@@ -60,6 +60,7 @@ FEED_KINDS = (
     "bounce",
     "complaint",
     *DOCUMENT_KINDS,
+    "sending_paused",  # the bounce guard paused a mailbox or sequence (its words in data.text)
 )
 # A visit with no beacon for this long is over (the viewer reports every 10 s while read).
 READING_SECONDS = 30
@@ -75,12 +76,14 @@ _LABELS = {
     "complaint": "Marked as spam",
     "document_view": "Read a document",
     "document_download": "Downloaded a document",
+    "sending_paused": "Sending paused",
 }
 # What the filter's checkboxes say; a kind not named here shows as its words.
 KIND_NAMES = {
     "auto_reply": "auto-reply",
     "document_view": "document reading",
     "document_download": "document download",
+    "sending_paused": "sending paused",
 }
 
 
@@ -296,7 +299,9 @@ def feed_items(
                 "url": data.get("url"),
                 "from": data.get("from"),
                 "document": document,
-                "text": document_sentence(event.kind, who, document) if document else None,
+                "text": document_sentence(event.kind, who, document)
+                if document
+                else data.get("text"),
                 **_settles(event.kind, who, document),
             }
         )

@@ -16,7 +16,8 @@ This module defines `Settings` and assembles it in `load_settings`; each group o
 variables is read by its own module: `parsing` (one variable: whole numbers,
 booleans, URLs; `ConfigError`), `services` (database, Redis, public URL),
 `security` (keys, sign-in limits, forwarded and allowed networks), `salesforce`,
-`providers` (Gmail, Microsoft 365, Exchange) and `documents`.
+`providers` (Gmail, Microsoft 365, Exchange), `documents` and `sending`
+(daily caps, spacing, quota back-off, the bounce guard).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from config.settings.security import (
     read_secret_key_fallbacks,
     read_signin_limits,
 )
+from config.settings.sending import SendingSettings, read_sending
 from config.settings.services import parse_database_url, parse_public_base_url, parse_redis_url
 
 __all__ = [
@@ -51,6 +53,7 @@ __all__ = [
     "DocumentSettings",
     "MailProviderSettings",
     "SalesforceSettings",
+    "SendingSettings",
     "Settings",
     "SigninLimitSettings",
     "get_settings",
@@ -94,6 +97,7 @@ class Settings:
     max_inbound_bytes: int
     documents: DocumentSettings = field(default_factory=DocumentSettings)
     providers: MailProviderSettings = field(default_factory=MailProviderSettings)
+    sending: SendingSettings = field(default_factory=SendingSettings)
     web_concurrency: int = 2
     # Who may set X-Forwarded-For: "*" (behind Heroku's router) or comma-separated IPs.
     forwarded_allow_ips: tuple[str, ...] = ("127.0.0.1",)
@@ -220,6 +224,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             env, "SIGHTLINE_MAX_INBOUND_BYTES", 25 * 1024 * 1024, 1024, 200 * 1024 * 1024
         ),
         documents=read_documents(env, var_dir),
+        sending=read_sending(env),
         web_concurrency=env_int(env, "WEB_CONCURRENCY", 2, 1, 64),
         forwarded_allow_ips=read_forwarded_allow_ips(env),
         tracking_self_window_hours=env_int(

@@ -11,6 +11,7 @@
 `documents`        documents, pages, blobs, links, visits, page views
 `salesforce`       the org connection, engagement summaries, the outbox
 `optouts`          the opt-out list's history (who added or removed, when, why)
+`pauses`           sequences the bounce guard paused, and why
 =================  ==============================================================
 
 Each module's docstring names its natural keys, its indexes and what must never
@@ -47,6 +48,7 @@ from core.models.mailboxes import (
 from core.models.messages import Event, SendStatus, SentMessage
 from core.models.oneoff import EmailTemplate, OneOffAttachment, OneOffEmail, OneOffStatus
 from core.models.optouts import OptOutChange, OptOutSource
+from core.models.pauses import SequencePause
 from core.models.salesforce import (
     OutboxStatus,
     SalesforceAuthKind,
@@ -108,6 +110,7 @@ __all__ = [
     "SendStatus",
     "SentMessage",
     "Sequence",
+    "SequencePause",
     "SequenceStep",
     "SignIn",
     "Team",

@@ -8,6 +8,9 @@ Indexes: `mailboxes.team_id`; `ix_mailbox_push_kind_external` (kind,
 external_id), the webhook's one lookup from a push to its mailbox;
 `inbound_messages.team_id` and `inbound_messages.sent_message_id`.
 
+A mailbox is *paused* while `paused_at` is set and `paused_until` is NULL (a
+person resumes it) or still ahead (a provider's quota resets then).
+
 Must never happen: credentials stored in the clear (they are Fernet-encrypted,
 see `core.crypto`); a message that answers nothing of ours stored (the mailbox's
 `sync_cursor` is what remembers that it was seen).
@@ -19,7 +22,7 @@ import enum
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from core.models.base import Base, BigId, utcnow
@@ -65,6 +68,18 @@ class Mailbox(Base):
     # cleared when a later copy is filed. Shown on the mailboxes page.
     sent_copy_error: Mapped[str | None] = mapped_column(Text)
     sent_copy_failed_at: Mapped[datetime | None]
+    # Pacing (worker.sequences.pacing): at most `daily_cap` sends a UTC day, one
+    # every `send_spacing_seconds` give or take the jitter; None: the default for
+    # its kind (SIGHTLINE_DAILY_CAP_*, SIGHTLINE_SEND_SPACING_SECONDS).
+    daily_cap: Mapped[int | None] = mapped_column(Integer)
+    send_spacing_seconds: Mapped[int | None] = mapped_column(Integer)
+    # No step is claimed for it before this (spacing, or the cap reached until midnight).
+    next_send_at: Mapped[datetime | None]
+    # Paused: a provider's quota error (until it resets) or the bounce guard (until
+    # a person resumes it: paused_until NULL). Shown on the mailboxes page.
+    paused_at: Mapped[datetime | None]
+    paused_until: Mapped[datetime | None]
+    pause_reason: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

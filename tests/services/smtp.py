@@ -170,6 +170,10 @@ class SmtpServer:
             raise
         return client
 
+    def set_over_quota(self, *logins: str) -> None:
+        """These logins (none: nobody) get Gmail's daily-quota answer from now on."""
+        (self.envelope_log_path.parent / "over-quota.txt").write_text("\n".join(logins))
+
     def log(self) -> list[LoggedEnvelope]:
         """Every outcome so far, accepted or refused, oldest first."""
         entries = []

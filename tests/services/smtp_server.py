@@ -24,6 +24,11 @@ Failure injection, by recipient domain (the message is not delivered anywhere):
     anyone@reject-data.smtp.test     DATA answered 554 5.6.0 (permanent)
     anyone@tempfail-data.smtp.test   DATA answered 451 4.3.0 (transient)
 
+By login: a login listed in `over-quota.txt` beside the log (one a line; the test
+writes and clears it: `SmtpServer.set_over_quota`) gets Gmail's answer to a sender
+over its daily quota at MAIL, "550 5.4.5 Daily user sending limit exceeded ...";
+nothing is delivered, and the refusal is logged.
+
 A refused RCPT is logged with `accepted: false` and only that recipient; a refused
 DATA with the whole envelope. If LMTP delivery fails the client gets 451 (and
 recipients already delivered may receive the message twice on its retry).
@@ -58,6 +63,12 @@ REJECT_DOMAINS = {
     "tempfail-data.smtp.test": ("DATA", "451 4.3.0 Try again later (injected failure)"),
 }
 ACCEPTED = "250 2.0.0 Message accepted for delivery"
+# Gmail's own words (smtp.gmail.com), on one line.
+OVER_QUOTA = (
+    "550 5.4.5 Daily user sending limit exceeded. For more information on Gmail "
+    "sending limits go to https://support.google.com/a/answer/166852 (injected)"
+)
+OVER_QUOTA_FILE = "over-quota.txt"
 
 log = logging.getLogger("sightline.smtp_server")
 
@@ -112,6 +123,28 @@ class DeliveringHandler:
         }
         with self.log_path.open("a") as out:
             out.write(json.dumps(entry) + "\n")
+
+    def _login(self, session: Session) -> str | None:
+        auth = session.auth_data
+        login = auth.login if isinstance(auth, LoginPassword) else None
+        return login.decode() if isinstance(login, bytes) else login
+
+    async def handle_MAIL(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        mail_options: list[str],
+    ) -> str:
+        listed = self.log_path.with_name(OVER_QUOTA_FILE)
+        over = listed.read_text().split() if listed.exists() else []
+        if self._login(session) in over:
+            self.record(session, envelope, reply=OVER_QUOTA, mail_from=address)
+            return OVER_QUOTA
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 2.1.0 OK"
 
     async def handle_RCPT(
         self,

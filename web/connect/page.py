@@ -19,13 +19,20 @@ from sqlalchemy import select
 
 from config import get_settings
 from core.crypto import decrypt_json
-from core.models import Mailbox, MailboxKind
+from core.models import Mailbox, MailboxKind, Sequence, SequencePause, utcnow
 from web.api.common import CONNECT_STATUS
 from web.api.schemas import ExchangeMailboxCreate
 from web.auth import current_user, login_required, protect
 from web.connect.oauth import start_oauth
 from web.db import db
 from web.validation import labelled_messages
+from worker.sequences.pacing import (
+    daily_cap,
+    is_paused,
+    resume_mailbox,
+    resume_sequence,
+    sends_today,
+)
 from worker.sync import quarantine
 from worker.sync.base import ProviderError
 from worker.sync.connecting import (
@@ -68,6 +75,18 @@ def _page(
         google=providers.google_configured,
         microsoft=providers.microsoft_configured,
         held=_held_back(list(rows)),
+        now=utcnow(),
+        is_paused=is_paused,
+        daily_cap=daily_cap,
+        sends_today={m.id: sends_today(db(), m.id, utcnow()) for m in rows},
+        paused_sequences=db()
+        .execute(
+            select(Sequence.id, Sequence.name, SequencePause.reason, SequencePause.paused_at)
+            .join(SequencePause, SequencePause.sequence_id == Sequence.id)
+            .where(Sequence.team_id == user.team_id)
+            .order_by(Sequence.name)
+        )
+        .all(),
         message=message,
         error=status >= 400,
         exchange=exchange or {},
@@ -212,3 +231,35 @@ def page_disconnect(mailbox_id: int) -> ResponseReturnValue:
 def _owned(mailbox_id: int, team_id: int) -> Mailbox | None:
     mailbox = db().get(Mailbox, mailbox_id)
     return mailbox if mailbox is not None and mailbox.team_id == team_id else None
+
+
+@pages.post("/mailboxes/<int:mailbox_id>/resume")
+@login_required
+def page_resume(mailbox_id: int) -> ResponseReturnValue:
+    """Lift a mailbox's pause (the bounce guard's, or a quota's before it resets)."""
+    user = current_user()
+    assert user is not None
+    mailbox = _owned(mailbox_id, user.team_id)
+    if mailbox is None:
+        return _page(f"mailbox {mailbox_id} not found", 404)
+    released = resume_mailbox(db(), mailbox.id, utcnow())
+    db().commit()
+    return redirect(
+        url_for("mailboxes.page", message=f"{mailbox.email} sends again ({released} waiting).")
+    )
+
+
+@pages.post("/mailboxes/sequences/<int:sequence_id>/resume")
+@login_required
+def page_resume_sequence(sequence_id: int) -> ResponseReturnValue:
+    """Lift a sequence's pause by the bounce guard."""
+    user = current_user()
+    assert user is not None
+    sequence = db().get(Sequence, sequence_id)
+    if sequence is None or sequence.team_id != user.team_id:
+        return _page(f"sequence {sequence_id} not found", 404)
+    released = resume_sequence(db(), sequence.id, utcnow())
+    db().commit()
+    return redirect(
+        url_for("mailboxes.page", message=f"{sequence.name} sends again ({released} waiting).")
+    )

@@ -11,6 +11,8 @@ re-sends the *same* message (mail systems de-duplicate by Message-ID).
        │ ├──enrolment no longer active──────▶ cancelled (a paused step is given back)
        │ ├──mailbox needs reconnecting──────▶ stays sending, waits for the mailbox
        │ ├──message cannot be made, refused─▶ failed, enrolment paused with the reason
+       │ ├──provider quota, mailbox paused──▶ cancelled, the step given back until the
+       │ │                                    quota resets (worker.sequences.pacing)
        └─┴──transient (database, network)───▶ raised: the job is retried
 
 One-off emails take the same path after their own claim (`oneoff`), so a step
@@ -46,9 +48,11 @@ from core.models import (
 )
 from worker.sequences.enrolling import transition
 from worker.sequences.messages import outgoing_message, sent_description
+from worker.sequences.pacing import hold_after_quota, hold_while_paused, is_paused
 from worker.sync.base import OutgoingMessage, ProviderError, SendResult
 from worker.sync.credentials import credential_saver
 from worker.sync.mime import MessageBuildError, check_message
+from worker.sync.quota import QuotaError
 from worker.sync.registry import open_provider
 
 log = logging.getLogger(__name__)
@@ -100,6 +104,8 @@ def deliver(sent_message_id: int) -> DeliveryOutcome:
         mailbox = session.get_one(Mailbox, sent.mailbox_id)
         if mailbox.status == MailboxStatus.NEEDS_RECONNECT:
             return DeliveryOutcome("waiting", "mailbox needs reconnecting")
+        if is_paused(mailbox, utcnow()):  # claimed before a quota error or the bounce guard
+            return DeliveryOutcome("waiting", hold_while_paused(session, sent, mailbox, utcnow()))
         prepared = _prepare(session, sent, mailbox)
         if isinstance(prepared, str):
             session.rollback()  # nothing half-made is kept (tracked document links)
@@ -120,6 +126,10 @@ def deliver(sent_message_id: int) -> DeliveryOutcome:
                 log.info("send_found_already_sent sent_id=%s", sent_message_id)
             else:
                 result = provider.send(outgoing)
+    except QuotaError as exc:  # not the message's fault: the mailbox waits, the step too
+        with session_scope() as session:
+            sent = session.get_one(SentMessage, sent_message_id)
+            return DeliveryOutcome("waiting", hold_after_quota(session, sent, exc, utcnow()))
     except ProviderError as exc:
         if not exc.permanent:
             raise

@@ -11,6 +11,7 @@ a retried step goes out through the normal claim in ``worker.sequences.claiming`
     reply "remove me"        every live one → opted_out          opted_out_at      Task (reply)
     complaint                every live one → opted_out          opted_out_at      Task
     bounce (hard)            every live one → bounced            undeliverable_at  Task
+      too many, recently     the mailbox / sequence paused (worker.sequences.bounce_guard)
     soft_bounce              the step is re-sent after a back-off
       n-th within window     every live one → bounced            -                 Task
     delayed                  nothing: the server is still trying
@@ -56,6 +57,7 @@ from core.models import (
     SentMessage,
 )
 from worker.salesforce.task_limits import DESCRIPTION_LIMIT
+from worker.sequences.bounce_guard import guard_after_hard_bounce
 from worker.sequences.enrolling import transition
 from worker.sequences.send_windows import timing
 from worker.sequences.signals import Signal, resume_time
@@ -102,6 +104,7 @@ def apply_signal(
         _mark_undeliverable(session, sent, now)
         _stop_all(session, sent, EnrollmentState.BOUNCED, reason, event_id, now)
         _owe_task(session, sent, event_id, "task_bounce", "Email bounced", reason, now)
+        guard_after_hard_bounce(session, sent, now, settings)
     elif kind == "soft_bounce":
         _soft_bounce(session, signal, sent, event_id, now, settings)
     elif kind == "auto_reply" and not signal.data.get("acknowledgement"):

@@ -33,6 +33,7 @@ from googleapiclient.errors import HttpError
 
 from config import get_settings
 from worker.sync.base import ProviderError
+from worker.sync.quota import QuotaError
 
 SCOPES = (
     "https://www.googleapis.com/auth/gmail.readonly",
@@ -84,7 +85,12 @@ def translate_http_error(exc: HttpError, doing: str) -> ProviderError:
     reasons, message = _error_reasons(exc)
     if status == 429 or (status == 403 and reasons & RATE_LIMIT_REASONS):
         wait = retry_after_seconds(exc.resp, message)
-        return ProviderError(f"Gmail rate limit while {doing}: {message}", retry_after=wait)
+        # A QuotaError is still a ProviderError with retry_after (a sync backs off);
+        # a send pauses the mailbox instead of failing (worker.sync.quota).
+        daily = "dailyLimitExceeded" in reasons or "sending limit" in message.lower()
+        return QuotaError(
+            f"Gmail rate limit while {doing}: {message}", daily=daily, retry_after=wait
+        )
     if status == 401:
         return ProviderError(
             f"Gmail refused our access while {doing}: {message}", needs_reconnect=True

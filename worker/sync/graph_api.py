@@ -25,6 +25,7 @@ import requests
 
 from config import get_settings
 from worker.sync.base import ProviderError
+from worker.sync.quota import QuotaError
 
 SCOPES = (
     "https://graph.microsoft.com/Mail.ReadWrite",
@@ -176,10 +177,16 @@ def translate(response: requests.Response, doing: str) -> ProviderError:
     detail = f"{code}: {message}" if code else message
     if code in BROKEN_ITEM_CODES:
         return ProviderError(f"Microsoft Graph cannot read the item ({detail})", permanent=True)
+    if code == "ErrorSubmissionQuotaExceeded":
+        wait = _retry_after(response)
+        return QuotaError(f"Microsoft 365 sending quota: {detail}", daily=True, retry_after=wait)
     if status == 429 or (status in (503, 504) and "Retry-After" in response.headers):
         wait = _retry_after(response)
-        return ProviderError(
+        # A QuotaError is still a ProviderError with retry_after (a sync backs off);
+        # a send pauses the mailbox instead of failing (worker.sync.quota).
+        return QuotaError(
             f"Microsoft Graph throttled {doing}: {detail}",
+            daily=False,
             retry_after=wait if wait is not None else 30.0,
         )
     if status == 401:
