@@ -21,6 +21,7 @@ The same process clears addresses and user agents older than the retention
 
 Event keys: ``open:<sent>:<recipient>:<10-min bucket>:counted|probable``,
 ``open:<sent>:<recipient>:inferred``, ``click:<sent>:<recipient>:<link>:<bucket>``.
+Hits on mail to a prospect marked "do not track" are dropped, never stored.
 `self`, `scanner` and `bot` hits are stored as hits only: never an event, never
 in the feed, never sent to Salesforce.
 
@@ -51,7 +52,7 @@ from config import get_settings
 from config.logging import configure_logging
 from core.db import session_scope
 from core.events import insert_ignore, natural_key, record_event
-from core.models import Device, Event, SentMessage, SignIn, Team, TrackingHit, utcnow
+from core.models import Device, Event, Prospect, SentMessage, SignIn, Team, TrackingHit, utcnow
 from core.redis import get_redis
 from core.tracking import hits as hit_stream
 from core.tracking.classify import COUNTED, PROBABLE, HitFacts, Verdict, classify
@@ -208,16 +209,17 @@ def store_hits(session: Session, batch: Sequence[Hit], stats: DrainStats) -> Non
     settings = get_settings()
     ranges = known_ranges()
     sent_ids = {h.sent_message_id for h in batch}
-    sents = {
-        s.id: s for s in session.scalars(select(SentMessage).where(SentMessage.id.in_(sent_ids)))
-    }
+    found = session.execute(
+        select(SentMessage, Prospect.do_not_track)
+        .outerjoin(Prospect, Prospect.id == SentMessage.prospect_id)
+        .where(SentMessage.id.in_(sent_ids))
+    ).all()
+    sents = {s.id: s for s, _ in found}
+    untracked = {s.id for s, do_not_track in found if do_not_track}
     teams = {s.team_id for s in sents.values()}
-    tracking_on = {
-        int(t)
-        for t in session.scalars(
-            select(Team.id).where(Team.id.in_(teams), Team.tracking_enabled.is_(True))
-        )
-    }
+    tracking_on = set(
+        session.scalars(select(Team.id).where(Team.id.in_(teams), Team.tracking_enabled.is_(True)))
+    )
     window = timedelta(hours=settings.tracking_self_window_hours)
     own_ips = _own_ips(session, teams, utcnow() - window) if window else {}
     device_ids = {h.device_id for h in batch if h.device_id}
@@ -239,7 +241,7 @@ def store_hits(session: Session, batch: Sequence[Hit], stats: DrainStats) -> Non
             log.warning("hit_skipped stream_id=%s reason=no_such_message", hit.stream_id)
             stats.skipped += 1
             continue
-        if sent.team_id not in tracking_on:
+        if sent.team_id not in tracking_on or sent.id in untracked:
             stats.skipped += 1
             continue
         device = devices.get(hit.device_id or "")

@@ -10,6 +10,7 @@
 `tracking`         tracking hits
 `documents`        documents, pages, blobs, links, visits, page views
 `salesforce`       the org connection, engagement summaries, the outbox
+`privacy`          erased addresses (a keyed hash, nothing else)
 `optouts`          the opt-out list's history (who added or removed, when, why)
 `pauses`           sequences the bounce guard paused, and why
 =================  ==============================================================
@@ -49,6 +50,7 @@ from core.models.messages import Event, SendStatus, SentMessage
 from core.models.oneoff import EmailTemplate, OneOffAttachment, OneOffEmail, OneOffStatus
 from core.models.optouts import OptOutChange, OptOutSource
 from core.models.pauses import SequencePause
+from core.models.privacy import ErasedAddress
 from core.models.salesforce import (
     OutboxStatus,
     SalesforceAuthKind,
@@ -86,6 +88,7 @@ __all__ = [
     "Enrollment",
     "EnrollmentState",
     "EnrollmentTransition",
+    "ErasedAddress",
     "Event",
     "InboundMessage",
     "Mailbox",

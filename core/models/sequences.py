@@ -28,7 +28,16 @@ from __future__ import annotations
 import enum
 from datetime import datetime
 
-from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    Boolean,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    false,
+)
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from core.models.base import Base, BigId, utcnow
@@ -64,6 +73,10 @@ class Prospect(Base):
     company: Mapped[str | None] = mapped_column(String(200))
     undeliverable_at: Mapped[datetime | None]
     opted_out_at: Mapped[datetime | None]
+    # No pixel and no rewritten links in mail to them; hits on older mail are dropped.
+    do_not_track: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # Their Contact's Account in Salesforce, once known: who their colleagues are.
+    salesforce_account_id: Mapped[str | None] = mapped_column(String(18))
     # Why, in words (the unsubscribe link, a reply, a complaint, a person's note):
     # shown on the opt-out list and when an enrolment is refused.
     opted_out_reason: Mapped[str | None] = mapped_column(Text)
@@ -83,6 +96,8 @@ class Sequence(Base):
     team_id: Mapped[int] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"), index=True)
     mailbox_id: Mapped[int] = mapped_column(ForeignKey("mailboxes.id", ondelete="RESTRICT"))
     name: Mapped[str] = mapped_column(String(200))
+    # A real reply stops every live enrolment of the team at the prospect's company.
+    stop_at_company: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     # The send window (core.zones.windows), in each prospect's zone; prospects
     # without one get `time_zone`. Days: bit 0 = Monday; minutes after local midnight.
     # The column defaults are "any time", what sequences made before windows

@@ -18,6 +18,8 @@ from pydantic import BaseModel
 
 from web.api.common import API_PREFIX, bp, error_response
 from web.api.openapi_parts import add_schemas, error_responses, json_content
+from web.api.optouts import extend_document as opt_out_routes
+from web.api.privacy import extend_document as privacy_routes
 from web.api.salesforce import extend_document
 from web.api.schemas import (
     EnrollmentCreate,
@@ -182,8 +184,11 @@ def build_document() -> dict[str, Any]:
     }
     # Salesforce routes document themselves (web/api/salesforce.py).
     # Mailbox connect routes likewise (web/connect/api.py), and the content library's
-    # (web/documents/schemas.py).
-    return _with_body_limit(document_routes(connect_routes(extend_document(document))))
+    # (web/documents/schemas.py), and erasure and do-not-track (web/api/privacy.py).
+    # The opt-out list and the team's settings (web/api/optouts.py).
+    return _with_body_limit(
+        opt_out_routes(privacy_routes(document_routes(connect_routes(extend_document(document)))))
+    )
 
 
 def _with_body_limit(document: dict[str, Any]) -> dict[str, Any]:

@@ -33,6 +33,7 @@ from flask.typing import ResponseReturnValue
 from redis.exceptions import RedisError
 from sqlalchemy import select
 
+from core.erasure import ERASED_MESSAGE, erased_addresses
 from core.header_text import flatten_header_text, header_text_problem
 from core.models import (
     Document,
@@ -168,6 +169,8 @@ def _parse_recipients(
 def _blocked_addresses(errors: FormErrors, field: str, label: str, addresses: list[str]) -> None:
     if not addresses:
         return
+    for address in sorted(erased_addresses(db(), team_id(), addresses)):
+        errors.add(field, f"{label}: {address}: {ERASED_MESSAGE}; remove them.")
     for prospect in db().scalars(
         select(Prospect).where(Prospect.team_id == team_id(), Prospect.email.in_(addresses))
     ):
@@ -393,7 +396,9 @@ def _create(
     prospects = [upsert_prospect(session, team_id(), a, n or None, None) for n, a in to]
     mailbox = next(m for m in team_mailboxes() if m.id == mailbox_id)
     sender_email, sender_name = sender_for(mailbox)
-    filled = values_for(prospects[0], sender_email=sender_email, sender_name=sender_name)
+    filled = values_for(
+        prospects[0], sender_email=sender_email, sender_name=sender_name, team_id=team_id()
+    )
     template_id = int(values["template_id"]) if str(values["template_id"]).isdigit() else None
     if template_id is not None:
         template = session.get(EmailTemplate, template_id)

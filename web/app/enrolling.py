@@ -21,6 +21,7 @@ from flask import flash, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 from sqlalchemy import select
 
+from core.erasure import ERASED_MESSAGE, erased_addresses, is_erased
 from core.header_text import header_text_problem
 from core.models import (
     Enrollment,
@@ -57,6 +58,8 @@ IMPORT_KEY = "sightline:import:{team}:{sequence}:{token}"
 
 
 def _enroll_one(sequence: Sequence, row: ImportRow) -> None:
+    if is_erased(db(), sequence.team_id, row.email):
+        raise enrolling.EnrollmentError(f"{row.email}: {ERASED_MESSAGE}")
     upsert_prospect(db(), sequence.team_id, row.email, row.name, row.company)
     enrolling.enroll(db(), sequence=sequence, email=row.email, name=row.name, now=utcnow())
 
@@ -128,16 +131,15 @@ def check_import(sequence: Sequence, parsed: ParsedFile) -> ImportCheck:
     )
     bad = list(parsed.bad)
     good: list[ImportRow] = []
+    erased = erased_addresses(db(), sequence.team_id, emails)
     for row in parsed.rows:
         prospect = known.get(row.email)
-        if row.email in enrolled:
+        if row.email in erased:
+            bad.append(BadRow(row.line, f"{row.email}: {ERASED_MESSAGE}"))
+        elif row.email in enrolled:
             bad.append(BadRow(row.line, f"{row.email} is already enrolled in this sequence"))
-        elif prospect is not None and prospect.opted_out_at is not None:
-            bad.append(
-                BadRow(row.line, f"{row.email} opted out on {prospect.opted_out_at:%Y-%m-%d}")
-            )
-        elif prospect is not None and prospect.undeliverable_at is not None:
-            bad.append(BadRow(row.line, f"{row.email} is undeliverable (a hard bounce)"))
+        elif prospect is not None and (refusal := enrolling.why_not_enrollable(prospect)):
+            bad.append(BadRow(row.line, refusal))
         else:
             good.append(row)
     bad.sort(key=lambda b: b.line)
@@ -162,7 +164,7 @@ def _missing_value_warnings(
             name=row.name or (existing.name if existing else None),
             company=row.company or (existing.company if existing else None),
         )
-        values = values_for(person, sender_email="-", sender_name="-")
+        values = values_for(person, sender_email="-", sender_name="-", team_id=sequence.team_id)
         for position, name in needs:
             if not values.get(name):
                 warnings.append(

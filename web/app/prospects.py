@@ -7,7 +7,11 @@ link to their Contact or Lead in Salesforce once the Salesforce outbox has
 resolved them (`salesforce_outbox.who_id`, on the team's org's instance URL).
 
 `upsert_prospect` is how compose and enrolling name a prospect: found by address,
-blanks filled in, nothing overwritten.
+blanks filled in, nothing overwritten; an erased person is refused (`core.erasure`).
+
+Privacy on the page: "do not track" (no pixel, no rewritten links, hits on older
+mail dropped) and erasing the person (`worker.erasure`), confirmed by typing their
+address; the answer says what stays in Salesforce.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from sqlalchemy import ColumnElement, func, or_, select
 from sqlalchemy.orm import Session
 
 from config import get_settings
+from core.erasure import refuse_erased
 from core.header_text import header_text_problem
 from core.models import (
     Enrollment,
@@ -28,7 +33,10 @@ from core.models import (
     SalesforceConnection,
     SalesforceOutbox,
     Sequence,
+    utcnow,
 )
+from core.zones.inference import from_domain
+from core.zones.names import ZoneError
 from web.app.common import (
     FormErrors,
     app_blueprint,
@@ -36,10 +44,13 @@ from web.app.common import (
     keyset_page,
     owned,
     team_id,
+    user,
 )
 from web.app.timeline import history
 from web.auth import login_required
 from web.db import db
+from worker.erasure import erase_person
+from worker.sequences.send_windows import learn_zone, set_zone
 
 bp = app_blueprint("prospects", __name__)
 
@@ -50,12 +61,18 @@ SEARCH_LIMIT = 200
 def upsert_prospect(
     session: Session, team: int, email: str, name: str | None, company: str | None
 ) -> Prospect:
-    """The team's prospect with that address; blanks filled in, nothing overwritten."""
+    """The team's prospect with that address; blanks filled in, nothing overwritten.
+
+    Raises:
+        ErasedError: the team erased the person at that address.
+    """
+    refuse_erased(session, team, email)
     found = session.scalar(
         select(Prospect).where(Prospect.team_id == team, Prospect.email == email)
     )
     if found is None:
         prospect = Prospect(team_id=team, email=email, name=name, company=company)
+        learn_zone(prospect, from_domain(email))
         session.add(prospect)
         session.flush()
         return prospect
@@ -191,4 +208,54 @@ def update(prospect_id: int) -> ResponseReturnValue:
     prospect.company = company or None
     db().commit()
     flash(f"Saved {prospect.email}.", "ok")
+    return redirect(url_for("prospects.detail", prospect_id=prospect.id))
+
+
+@bp.post("/prospects/<int:prospect_id>/tracking")
+@login_required
+def tracking(prospect_id: int) -> ResponseReturnValue:
+    prospect = owned(Prospect, prospect_id)
+    prospect.do_not_track = request.form.get("do_not_track") == "1"
+    db().commit()
+    flash(
+        "Not tracked from now on: no pixel, no rewritten links, hits on older mail dropped."
+        if prospect.do_not_track
+        else "Tracked again from their next email.",
+        "ok",
+    )
+    return redirect(url_for("prospects.detail", prospect_id=prospect.id))
+
+
+@bp.post("/prospects/<int:prospect_id>/erase")
+@login_required
+def erase(prospect_id: int) -> ResponseReturnValue:
+    prospect = owned(Prospect, prospect_id)
+    if form_str("confirm").strip().lower() != prospect.email:
+        errors = FormErrors()
+        errors.add("confirm", "Erase: type their email address exactly to confirm.")
+        return _page(prospect, errors, 422)
+    report = erase_person(
+        db(), team_id=prospect.team_id, email=prospect.email, user_id=user().id,
+        now=utcnow(),
+    )  # fmt: skip
+    db().commit()
+    flash(f"Erased: nothing about this person is kept but a keyed hash. {report.salesforce_note()}",
+          "ok")  # fmt: skip
+    return redirect(url_for("prospects.index"))
+
+
+@bp.post("/prospects/<int:prospect_id>/time-zone")
+@login_required
+def time_zone(prospect_id: int) -> ResponseReturnValue:
+    """Set the prospect's zone by hand; empty forgets it (guessed again, else the sequence's)."""
+    prospect = owned(Prospect, prospect_id)
+    try:
+        set_zone(prospect, form_str("time_zone"))
+    except ZoneError as exc:
+        db().rollback()
+        errors = FormErrors()
+        errors.add("time_zone", f"Time zone: {exc}.")
+        return _page(prospect, errors, 422)
+    db().commit()
+    flash(f"Time zone of {prospect.email}: {prospect.time_zone or 'the sequence default'}.", "ok")
     return redirect(url_for("prospects.detail", prospect_id=prospect.id))

@@ -68,6 +68,7 @@ from core.models import (
     DocumentPageView,
     DocumentVisit,
     Plan,
+    Prospect,
     SentMessage,
     SignIn,
     Team,
@@ -270,11 +271,16 @@ def start_visit(session: Session, link: DocumentLink, sent: SentMessage) -> Docu
 
 
 def tracking_on(session: Session, link: DocumentLink) -> bool:
-    """The link was made tracked and its team tracks documents now (team plan, tracking on).
+    """The link was made tracked, its team tracks documents now (team plan, tracking
+    on) and its prospect has not been marked "do not track" since.
 
     When it is off, the viewer works and records nothing at all.
     """
     if not link.tracked:
+        return False
+    if link.prospect_id is not None and session.scalar(
+        select(Prospect.do_not_track).where(Prospect.id == link.prospect_id)
+    ):
         return False
     team = session.get_one(Team, link.team_id)
     return team.plan == Plan.TEAM and team.tracking_enabled

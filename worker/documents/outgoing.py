@@ -10,7 +10,8 @@ emails).
   the email gets ``<base>/d/<signed token>``. The anchor carries
   ``data-sightline-untracked`` so click tracking leaves it alone: the viewer
   records the visit itself. If the team is not (or no longer) on the team plan,
-  or has tracking off, the link still works and records nothing (`tracked` false).
+  or has tracking off, or the prospect is marked "do not track", the link still
+  works and records nothing (`tracked` false).
 - plain: the file as an ordinary attachment, never tracked: the original, except
   a PDF with active content, which goes as the copy without it
   (`core.documents.findings.attachment_blob`; the API refuses to add one as a
@@ -42,6 +43,7 @@ from core.models import (
     Enrollment,
     MessageDocument,
     Plan,
+    Prospect,
     SentMessage,
     SequenceStep,
     Team,
@@ -136,6 +138,15 @@ def ensure_link(
     ).one()
 
 
+def _do_not_track(session: Session, sent: SentMessage, recipient: int) -> bool:
+    """The prospect (recipient 0) asked not to be tracked: their links record nothing."""
+    if recipient != 0 or sent.prospect_id is None:
+        return False
+    return bool(
+        session.scalar(select(Prospect.do_not_track).where(Prospect.id == sent.prospect_id))
+    )
+
+
 def _pages(document: Document) -> str:
     if not document.page_count:
         return ""
@@ -150,7 +161,7 @@ def documents_for_message(
     if not attached:
         return MessageDocuments()
     team = session.get_one(Team, sent.team_id)
-    tracked_here = trackable(team)
+    tracked_here = trackable(team) and not _do_not_track(session, sent, recipient)
     lines: list[str] = []
     attachments: list[Attachment] = []
     for row, document in attached:

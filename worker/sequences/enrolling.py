@@ -11,7 +11,7 @@ pausing while a reply lands) leave one winner and an honest history::
                      ├──reply, bounce…──┴──▶ replied, bounced, … (final)
                      └──finish, last step sent──▶ finished (final)
 
-Must never: enrol an opted-out or undeliverable prospect, or the same
+Must never: enrol an opted-out, undeliverable or erased (`core.erasure`) person, or the same
 prospect twice in one sequence; change a state behind `transition`'s back.
 Never commits: the caller owns the transaction. Never sends anything.
 """
@@ -25,6 +25,7 @@ from typing import Any
 from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
+from core.erasure import ERASED_MESSAGE, erased_addresses, is_erased
 from core.models import (
     FINAL_STATES,
     Enrollment,
@@ -50,12 +51,15 @@ def enroll(
     """Enrol `email` in `sequence`, creating the prospect if new.
 
     Raises:
-        EnrollmentError: the sequence has no steps, the prospect opted out or is
-            undeliverable, or is already enrolled in this sequence.
+        EnrollmentError: the sequence has no steps, the person was erased (nothing
+            is stored then), the prospect opted out or is undeliverable, or is
+            already enrolled in this sequence.
     """
     email = email.strip().lower()
     if not sequence.steps:
         raise EnrollmentError("sequence has no steps")
+    if is_erased(session, sequence.team_id, email):
+        raise EnrollmentError(f"{email}: {ERASED_MESSAGE}")
     prospect = session.scalar(
         select(Prospect).where(Prospect.team_id == sequence.team_id, Prospect.email == email)
     )
@@ -66,10 +70,7 @@ def enroll(
         session.flush()
     elif name and not prospect.name:
         prospect.name = name
-    if prospect.opted_out_at is not None:
-        raise EnrollmentError(f"{email} opted out on {prospect.opted_out_at:%Y-%m-%d}")
-    if prospect.undeliverable_at is not None:
-        raise EnrollmentError(f"{email} is undeliverable (hard bounce)")
+    _check_enrollable(prospect)
     existing = session.scalar(
         select(Enrollment).where(
             Enrollment.sequence_id == sequence.id, Enrollment.prospect_id == prospect.id
@@ -118,8 +119,8 @@ def enroll_many(
     filled in. Returns how many were enrolled.
 
     Raises:
-        EnrollmentError: no steps, or the first address that is opted out,
-            undeliverable, or already enrolled in this sequence.
+        EnrollmentError: no steps, or the first address that is erased, opted
+            out, undeliverable, or already enrolled in this sequence.
     """
     if not sequence.steps:
         raise EnrollmentError("sequence has no steps")
@@ -127,6 +128,9 @@ def enroll_many(
     if not wanted:
         return 0
     addresses = list(wanted)
+    erased = erased_addresses(session, sequence.team_id, addresses)
+    if erased:
+        raise EnrollmentError(f"{min(erased)}: {ERASED_MESSAGE}")
     known = _known_prospects(session, sequence.team_id, addresses)
     for email, prospect in known.items():
         _check_enrollable(prospect)
@@ -226,10 +230,23 @@ def _known_prospects(session: Session, team_id: int, emails: list[str]) -> dict[
 
 
 def _check_enrollable(prospect: Prospect) -> None:
+    refusal = why_not_enrollable(prospect)
+    if refusal is not None:
+        raise EnrollmentError(refusal)
+
+
+def why_not_enrollable(prospect: Prospect) -> str | None:
+    """Why the address may not be enrolled, with when and the reason on record; None: it may."""
     if prospect.opted_out_at is not None:
-        raise EnrollmentError(f"{prospect.email} opted out on {prospect.opted_out_at:%Y-%m-%d}")
+        why = f": {prospect.opted_out_reason}" if prospect.opted_out_reason else ""
+        since = f"{prospect.opted_out_at:%Y-%m-%d}"
+        return f"{prospect.email} is on the opt-out list since {since}{why}"
     if prospect.undeliverable_at is not None:
-        raise EnrollmentError(f"{prospect.email} is undeliverable (hard bounce)")
+        return (
+            f"{prospect.email} is undeliverable: it hard-bounced on "
+            f"{prospect.undeliverable_at:%Y-%m-%d}"
+        )
+    return None
 
 
 def transition(

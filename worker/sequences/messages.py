@@ -6,8 +6,14 @@ email's body was written, filled in and checked when it was composed (its
 message are added (tracked links made per recipient only when sending, or
 files), and tracking is applied only to what is actually sent: never to the
 copy in a Salesforce description, only when the team has it on (and the
-one-off asked for it), and only to an HTML body. The plain-text part keeps the
-real links.
+one-off asked for it), only to an HTML body, and never for a prospect marked
+"do not track". The plain-text part keeps the real links.
+
+A sequence step carries List-Unsubscribe (https and mailto) and
+List-Unsubscribe-Post (RFC 8058 one-click) when its team has them on (the
+default); a one-off email a person writes does not: it is one person's mail,
+not a campaign, and a one-click header there would let a mail client end the
+prospect's sequences from a personal note. ``{{unsubscribe_link}}`` works in both.
 
 Both senders (`delivering`, for steps and one-offs alike) and the claim (the
 sender's name for ``{{sender_name}}``) read from here. This module never sends,
@@ -32,9 +38,10 @@ from core.models import (
     User,
 )
 from core.tracking.html import apply_tracking
-from core.tracking.tokens import now_seconds
+from core.tracking.tokens import now_seconds, unsubscribe_url
 from worker.documents.outgoing import documents_for_message
 from worker.salesforce.task_limits import DESCRIPTION_LIMIT
+from worker.sequences.optouts import UNSUBSCRIBE_SUBJECT
 from worker.sequences.render import html_to_text, render_template
 from worker.sync.base import Attachment, OutgoingMessage
 
@@ -59,7 +66,11 @@ def outgoing_message(
     body_html = ""
     track_this = True  # a one-off email may be sent untracked
     extra_attachments: list[Attachment] = []
+    headers: dict[str, str] = {}
+    team = session.get_one(Team, sent.team_id)
     if sent.enrollment_id is not None and sent.step_position is not None:
+        if prospect is not None and team.unsubscribe_headers:
+            headers = unsubscribe_headers(sent.team_id, prospect.email, mailbox.email)
         enrollment = session.get_one(Enrollment, sent.enrollment_id)
         step = session.scalar(
             select(SequenceStep).where(
@@ -86,7 +97,8 @@ def outgoing_message(
     )
     body_html = documents.add_to(body_html)
     sent_html = body_html
-    tracking_on = track_this and session.get_one(Team, sent.team_id).tracking_enabled
+    tracking_on = track_this and team.tracking_enabled
+    tracking_on = tracking_on and not (prospect is not None and prospect.do_not_track)
     if tracked and body_html.strip() and tracking_on:
         sent_html = apply_tracking(
             body_html,
@@ -107,8 +119,23 @@ def outgoing_message(
         in_reply_to=sent.in_reply_to,
         references=(sent.references or "").split(),
         thread_id=sent.thread_id,
+        extra_headers=headers,
         attachments=[*documents.attachments, *extra_attachments],
     )
+
+
+def unsubscribe_headers(team_id: int, email: str, sender: str) -> dict[str, str]:
+    """RFC 2369 List-Unsubscribe (https first, then mailto) and RFC 8058 one-click.
+
+    The https link is what one-click clients POST to; the mailto asks the sender's
+    own mailbox, where the sync reads a message with that subject as a request
+    to be removed (`worker.sync.inbound`).
+    """
+    url = unsubscribe_url(get_settings().public_base_url, team_id, email)
+    return {
+        "List-Unsubscribe": f"<{url}>, <mailto:{sender}?subject={UNSUBSCRIBE_SUBJECT}>",
+        "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+    }
 
 
 def sent_description(session: Session, sent: SentMessage) -> str:

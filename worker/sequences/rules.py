@@ -9,6 +9,7 @@ a retried step goes out through the normal claim in ``worker.sequences.claiming`
     signal (event kind)      enrolments                          prospect          Salesforce
     reply                    this one → replied                  -                 Task (reply)
     reply "remove me"        every live one → opted_out          opted_out_at      Task (reply)
+    reply, stop_at_company   + the company's other live ones → finished (worker.sequences.company)
     complaint                every live one → opted_out          opted_out_at      Task
     bounce (hard)            every live one → bounced            undeliverable_at  Task
       too many, recently     the mailbox / sequence paused (worker.sequences.bounce_guard)
@@ -53,12 +54,15 @@ from core.models import (
     EnrollmentState,
     EnrollmentTransition,
     Event,
+    OptOutSource,
     Prospect,
     SentMessage,
 )
 from worker.salesforce.task_limits import DESCRIPTION_LIMIT
 from worker.sequences.bounce_guard import guard_after_hard_bounce
+from worker.sequences.company import stop_colleagues
 from worker.sequences.enrolling import transition
+from worker.sequences.optouts import mark_opted_out, stop_live
 from worker.sequences.send_windows import timing
 from worker.sequences.signals import Signal, resume_time
 
@@ -81,7 +85,7 @@ def apply_signal(
     settings = settings or get_settings()
     kind = signal.kind
     if kind == "reply" and signal.data.get("unsubscribe"):
-        _opt_out(session, sent, event_id, f"asked to be removed ({who})", now)
+        _opt_out(session, sent, event_id, f"asked to be removed ({who})", now, OptOutSource.REPLY)
     elif kind == "reply":
         if sent.enrollment_id is not None:
             transition(
@@ -97,7 +101,7 @@ def apply_signal(
     elif kind == "complaint":
         feedback = signal.data.get("feedback_type") or "abuse"
         reason = f"spam complaint ({feedback}) via {who}"
-        _opt_out(session, sent, event_id, reason, now)
+        _opt_out(session, sent, event_id, reason, now, OptOutSource.COMPLAINT)
         _owe_task(session, sent, event_id, "task_complaint", "Spam complaint", reason, now)
     elif kind == "bounce":
         reason = f"hard bounce {_describe(signal)}"
@@ -111,6 +115,8 @@ def apply_signal(
         _pause(session, signal, sent, event_id, who, now, settings)
     # "delayed", "other", "teammate_reply", an acknowledgement: recorded as an
     # event only (the server is still trying; nobody from the prospect's side spoke).
+    if kind == "reply":
+        stop_colleagues(session, sent, event_id, now)  # if the sequence asks for it
 
 
 def _describe(signal: Signal) -> str:
@@ -140,30 +146,48 @@ def _stop_all(
     now: datetime,
 ) -> None:
     """Every live enrolment of the prospect (team-wide) to ``to_state``."""
-    ids = _live_enrollments(session, sent.prospect_id) if sent.prospect_id is not None else []
-    if sent.enrollment_id is not None and sent.enrollment_id not in ids:
-        ids.append(sent.enrollment_id)  # finished but re-opened for a retry, say
-    for enrollment_id in ids:
-        transition(
-            session,
-            enrollment_id,
-            to_state,
-            reason,
-            from_states=LIVE,
-            event_id=event_id,
-            now=now,
-            next_step_at=None,
-        )
+    if sent.prospect_id is None:
+        if sent.enrollment_id is not None:
+            transition(
+                session,
+                sent.enrollment_id,
+                to_state,
+                reason,
+                from_states=LIVE,
+                event_id=event_id,
+                now=now,
+                next_step_at=None,
+            )
+        return
+    # With the enrolment sent to: finished but re-opened for a retry, say.
+    stop_live(
+        session,
+        sent.prospect_id,
+        to_state,
+        reason,
+        event_id=event_id,
+        now=now,
+        also=sent.enrollment_id,
+    )
 
 
 def _opt_out(
-    session: Session, sent: SentMessage, event_id: int, reason: str, now: datetime
+    session: Session,
+    sent: SentMessage,
+    event_id: int,
+    reason: str,
+    now: datetime,
+    source: OptOutSource,
 ) -> None:
+    """The address on the team's opt-out list (with the reason) and its live enrolments ended."""
     if sent.prospect_id is not None:
-        session.execute(
-            update(Prospect)
-            .where(Prospect.id == sent.prospect_id, Prospect.opted_out_at.is_(None))
-            .values(opted_out_at=now)
+        mark_opted_out(
+            session,
+            team_id=sent.team_id,
+            prospect_id=sent.prospect_id,
+            reason=reason,
+            source=source,
+            now=now,
         )
     _stop_all(session, sent, EnrollmentState.OPTED_OUT, reason, event_id, now)
 
@@ -208,6 +232,7 @@ def _soft_bounce(
         )
         _stop_all(session, sent, EnrollmentState.BOUNCED, reason, event_id, now)
         _owe_task(session, sent, event_id, "task_bounce", "Email bounced", reason, now)
+        guard_after_hard_bounce(session, sent, now, settings)
         return
     if sent.enrollment_id is None or sent.step_position is None:
         return
