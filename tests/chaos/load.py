@@ -43,6 +43,12 @@ from tests.integration.test_signals import delay_notice, hard_bounce, out_of_off
 from web import create_app
 from worker.matching.msgid import normalize_msgid
 
+ANY_TIME = {
+    "days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"],
+    "start": "00:00",
+    "end": "24:00",
+}
+
 MARKER = "SightlineChaos/"
 CLICK_URL = "https://example.com/pricing?utm=chaos"
 HITS_PER_EMAIL = 40  # at most, and never more than one a second: a reader's pace
@@ -125,6 +131,8 @@ def seed_teams(
                 {
                     "name": f"Intro from {rep}",
                     "mailbox_id": mailbox["id"],
+                    # About what is sent, not when: any day, any hour (default Mon-Fri 08-18).
+                    "send_window": ANY_TIME,
                     "steps": [
                         {
                             "delay_seconds": 0,

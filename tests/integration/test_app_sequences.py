@@ -60,8 +60,17 @@ def text(response: Any) -> str:
     return page
 
 
+# These tests are about what is sent, not when: a window open any day, any hour.
+ANY_TIME = {
+    "send_window": "1",
+    "send_days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"],
+    "send_start": "00:00",
+    "send_end": "24:00",
+}
+
+
 def make_sequence(client: FlaskClient, mailbox_id: int) -> int:
-    created = post(client, "/sequences/new", name="Intro", mailbox_id=str(mailbox_id))
+    created = post(client, "/sequences/new", name="Intro", mailbox_id=str(mailbox_id), **ANY_TIME)
     assert created.status_code == 302
     sequence_id = int(re.findall(r"/sequences/(\d+)", created.headers["Location"])[0])
     assert created.headers["Location"].endswith("/steps/new")

@@ -43,6 +43,12 @@ from tests.services.smtp import SmtpServer
 from tests.stack import Stack
 from worker.sync.engine import request_sync
 
+ANY_TIME = {
+    "days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"],
+    "start": "00:00",
+    "end": "24:00",
+}
+
 pytestmark = pytest.mark.integration
 
 STEP_2_DELAY = 12
@@ -110,6 +116,8 @@ def start_sequence(
         {
             "name": "Intro",
             "mailbox_id": mailbox.json["id"],
+            # About what is sent, not when: any day, any hour (the default is Mon-Fri 08-18).
+            "send_window": ANY_TIME,
             "steps": [
                 {
                     "delay_seconds": 0,
@@ -384,6 +392,8 @@ def start_three(
         {
             "name": "Intro",
             "mailbox_id": mailbox.json["id"],
+            # About what is sent, not when: any day, any hour (the default is Mon-Fri 08-18).
+            "send_window": ANY_TIME,
             "steps": [
                 {
                     "delay_seconds": 0,

@@ -32,6 +32,12 @@ from worker.documents.pdf_active import find_active_content
 from worker.sequences import messages
 from worker.sequences.jobs import send_due_step
 
+ANY_TIME = {
+    "days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"],
+    "start": "00:00",
+    "end": "24:00",
+}
+
 pytestmark = pytest.mark.integration
 
 
@@ -87,6 +93,8 @@ def test_step_documents_arrive_as_a_tracked_link_and_a_plain_attachment(
         {
             "name": "Intro",
             "mailbox_id": mailbox["id"],
+            # About what is sent, not when: any day, any hour (the default is Mon-Fri 08-18).
+            "send_window": ANY_TIME,
             "steps": [
                 {
                     "delay_seconds": 0,

@@ -41,6 +41,12 @@ from tests.integration.test_signals_not_the_prospect import success_notice
 from tests.services.dovecot import DovecotServer, has_message_id, unique_address
 from tests.stack import Stack
 
+ANY_TIME = {
+    "days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"],
+    "start": "00:00",
+    "end": "24:00",
+}
+
 pytestmark = pytest.mark.integration
 
 STEP_2_DELAY = 12
@@ -98,6 +104,8 @@ def start(
         {
             "name": "Intro",
             "mailbox_id": mailbox.json["id"],
+            # About what is sent, not when: any day, any hour (the default is Mon-Fri 08-18).
+            "send_window": ANY_TIME,
             "steps": [
                 {
                     "delay_seconds": 0,

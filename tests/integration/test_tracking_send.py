@@ -30,6 +30,12 @@ from tests.services.dovecot import DovecotServer, has_message_id, unique_address
 from tests.stack import Stack
 from web.tracking.app import PIXEL
 
+ANY_TIME = {
+    "days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"],
+    "start": "00:00",
+    "end": "24:00",
+}
+
 pytestmark = pytest.mark.integration
 
 CHROME = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 Chrome/131 Safari/537.36"
@@ -87,6 +93,8 @@ def enroll(api: ApiClient, dovecot: DovecotServer, smtp_server: Any, sender: str
         {
             "name": "Tracked",
             "mailbox_id": mailbox.json["id"],
+            # About what is sent, not when: any day, any hour (the default is Mon-Fri 08-18).
+            "send_window": ANY_TIME,
             "steps": [
                 {
                     "delay_seconds": 0,

@@ -50,6 +50,7 @@ from web.app.sequences import NAME_LIMIT, sequence_page, team_sequence
 from web.auth import login_required
 from web.db import db
 from worker.sequences import enrolling
+from worker.sequences.send_windows import apply_zones
 
 bp = app_blueprint("enrolling", __name__)
 
@@ -62,6 +63,7 @@ def _enroll_one(sequence: Sequence, row: ImportRow) -> None:
         raise enrolling.EnrollmentError(f"{row.email}: {ERASED_MESSAGE}")
     upsert_prospect(db(), sequence.team_id, row.email, row.name, row.company)
     enrolling.enroll(db(), sequence=sequence, email=row.email, name=row.name, now=utcnow())
+    apply_zones(db(), sequence.team_id, [(row.email, row.time_zone, row.phone)])
 
 
 @bp.post("/sequences/<int:sequence_id>/enroll")
@@ -235,6 +237,7 @@ def import_confirm(sequence_id: int, token: str) -> ResponseReturnValue:
             people=[(row.email, row.name, row.company) for row in check.rows],
             now=utcnow(),
         )
+        apply_zones(db(), sequence.team_id, [(r.email, r.time_zone, r.phone) for r in check.rows])
         db().commit()
     except enrolling.EnrollmentError as exc:
         db().rollback()

@@ -14,6 +14,8 @@ byte-order mark (anything else is refused with the line of the first bad byte
 and how to re-save the file); comma, semicolon or tab separated (read from the
 header line); a header line naming the columns, one of them the email address.
 Column names are matched loosely (`Email Address`, `First name`, `Company name`…).
+Optional `time_zone` (an IANA name, checked: a bad one is a bad row) sets the
+prospect's zone; `phone` is read only for its country code, to guess one.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import re
 from dataclasses import dataclass, field
 
 from core.header_text import flatten_header_text
+from core.zones.names import ZoneError, check_zone
 from web.api.schemas import check_email
 
 MAX_BYTES = 2 * 1024 * 1024
@@ -43,6 +46,8 @@ _COLUMNS: dict[str, tuple[str, ...]] = {
         "account",
         "account_name",
     ),
+    "time_zone": ("time_zone", "timezone", "tz", "zone", "iana_time_zone"),
+    "phone": ("phone", "phone_number", "telephone", "tel", "mobile", "mobile_phone", "mobilephone"),
 }
 
 
@@ -56,6 +61,8 @@ class ImportRow:
     email: str
     name: str | None
     company: str | None
+    time_zone: str | None = None  # checked IANA name: the prospect's, as if set by hand
+    phone: str | None = None  # only read for its country code (core.zones.inference)
 
 
 @dataclass(frozen=True)
@@ -215,5 +222,15 @@ def _read_row(
                 BadRow(line, f"{header_name}: at most {FIELD_LIMIT} characters ({len(value)})")
             )
             return
+    time_zone = cell("time_zone")
+    if time_zone:
+        try:
+            time_zone = check_zone(time_zone)
+        except ZoneError as exc:
+            parsed.bad.append(BadRow(line, f"{parsed.columns['time_zone']}: {exc}"))
+            return
+    phone = cell("phone")[:FIELD_LIMIT]
     seen[email] = line
-    parsed.rows.append(ImportRow(line, email, name or None, company or None))
+    parsed.rows.append(
+        ImportRow(line, email, name or None, company or None, time_zone or None, phone or None)
+    )

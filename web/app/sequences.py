@@ -53,6 +53,7 @@ from web.app.preview import (
     recent_prospects,
     team_mailboxes,
 )
+from web.app.send_window_form import apply_window, read_window, window_text, window_values
 from web.auth import login_required
 from web.db import db
 
@@ -155,6 +156,7 @@ def sequence_page(
             states=STATES,
             state_counts=state_counts,
             describe_delay=describe_delay,
+            window_text=window_text(sequence),
             enroll_errors=enroll_errors or FormErrors(),
             import_error=import_error,
             form=request.form if enroll_errors else None,
@@ -192,6 +194,7 @@ def _settings_form(
             "app/sequence_form.html",
             sequence=sequence,
             values=values,
+            window=window_values(sequence),
             errors=errors,
             mailboxes=mailboxes,
             mailbox_options=[(m.id, m.email) for m in mailboxes],
@@ -216,7 +219,8 @@ def _save_settings(sequence: Sequence | None) -> ResponseReturnValue:
             errors.add("mailbox_id", "Send from: choose one of your team's connected mailboxes.")
         else:
             mailbox_id = chosen.id
-    if errors or mailbox_id is None:
+    timing = read_window(errors, sequence)
+    if errors or mailbox_id is None or timing is None:
         return _settings_form(sequence, errors, 422)
     if sequence is None:
         sequence = Sequence(
@@ -227,6 +231,7 @@ def _save_settings(sequence: Sequence | None) -> ResponseReturnValue:
     else:
         sequence.name, sequence.mailbox_id = name, mailbox_id
         message = f"Saved “{name}”."
+    apply_window(sequence, *timing)
     db().commit()
     flash(message, "ok")
     if not sequence.steps:

@@ -17,11 +17,11 @@ import logging
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from core.models import Enrollment, EnrollmentState, Prospect, SentMessage, Sequence
-from core.zones.inference import ZoneGuess, from_domain
+from core.zones.inference import ZoneGuess, from_domain, from_phone
 from core.zones.names import check_zone, zone
 from core.zones.windows import DAY_NAMES, SendWindow, next_opening
 
@@ -131,3 +131,22 @@ def zone_columns(guess: ZoneGuess | None) -> dict[str, str | None]:
         "time_zone_source": guess.source,
         "time_zone_note": guess.note[:200],
     }
+
+
+def apply_zones(
+    session: Session, team_id: int, people: list[tuple[str, str | None, str | None]]
+) -> None:
+    """(email, zone from a file, phone) of new enrolments: a zone is set, a phone guesses."""
+    wanted = {email: (zone_name, phone) for email, zone_name, phone in people if zone_name or phone}
+    emails = list(wanted)
+    for start in range(0, len(emails), 500):
+        for prospect in session.scalars(
+            select(Prospect).where(
+                Prospect.team_id == team_id, Prospect.email.in_(emails[start : start + 500])
+            )
+        ):
+            zone_name, phone = wanted[prospect.email]
+            if zone_name:
+                set_zone(prospect, zone_name)
+            else:
+                learn_zone(prospect, from_phone(phone))
