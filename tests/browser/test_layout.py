@@ -53,6 +53,9 @@ LAYOUT = """() => ({
   main: Math.round(document.querySelector('main').getBoundingClientRect().width),
   left: Math.round(document.querySelector('main h1').getBoundingClientRect().left),
   nav: document.querySelectorAll('.site-header nav a').length,
+  // Not compared: to tell why a page differs (a page wider than the window moves main).
+  scrollWidth: document.documentElement.scrollWidth,
+  clientWidth: document.documentElement.clientWidth,
 })"""
 
 
