@@ -34,6 +34,9 @@ from typing import Protocol
 
 import nh3
 
+from config import get_settings
+from core.tracking.tokens import unsubscribe_url
+
 # name → what the web app tells the writer it is
 PLACEHOLDERS: dict[str, str] = {
     "first_name": "the prospect's first name",
@@ -44,6 +47,7 @@ PLACEHOLDERS: dict[str, str] = {
     "sender_name": "your name (the mailbox owner's)",
     "sender_first_name": "your first name",
     "sender_email": "the address the email is sent from",
+    "unsubscribe_link": "the link that takes the prospect off your list (no sign-in, one click)",
 }
 
 # Anything between double braces, on one line: a placeholder or an attempt at one.
@@ -92,10 +96,21 @@ def _split_name(name: str | None) -> tuple[str, str, str]:
 
 
 def values_for(
-    prospect: Person | None, *, sender_email: str | None, sender_name: str | None = None
+    prospect: Person | None,
+    *,
+    sender_email: str | None,
+    sender_name: str | None = None,
+    team_id: int | None = None,
 ) -> dict[str, str]:
-    """Every placeholder's value; an empty string is a missing value."""
+    """Every placeholder's value; an empty string is a missing value.
+
+    ``{{unsubscribe_link}}`` needs the team (the link names the team and the
+    address): without `team_id` it is missing.
+    """
     full, first, last = _split_name(prospect.name if prospect else None)
+    link = ""
+    if prospect is not None and prospect.email and team_id is not None:
+        link = unsubscribe_url(get_settings().public_base_url, team_id, prospect.email)
     sender_full, sender_first, _ = _split_name(sender_name)
     return {
         "first_name": first,
@@ -106,6 +121,7 @@ def values_for(
         "sender_name": sender_full,
         "sender_first_name": sender_first,
         "sender_email": sender_email or "",
+        "unsubscribe_link": link,
     }
 
 

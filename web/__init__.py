@@ -50,6 +50,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         layout,
         oauth_pages,
         security,
+        unsubscribe,
         webhooks,
     )
     from web.api import resources as api
@@ -63,6 +64,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     documents.init_app(app)
     app_pages.init_app(app)
     app.register_blueprint(webhooks.bp)
+    app.register_blueprint(unsubscribe.bp)
     connect.init_app(app)
     oauth_pages.init_app(app)
     cli.init_app(app)

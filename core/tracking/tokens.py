@@ -10,6 +10,10 @@ verify: the pixel and links of an email sent before a rotation keep counting.
   URL. The destination is *only* ever taken from here: there is no unsigned
   parameter a third party could point elsewhere (no open redirect).
 - Device cookie: ``[device public id, team id, user id]``, set on sign-in.
+- Unsubscribe token: ``[team id, address]`` (the address lower-cased). It names
+  the address because the opt-out is about the person, not one message, and the
+  signature is what stops anyone unsubscribing an address they only guess
+  (no database id to walk). It never expires: an old email's link must still work.
 
 The recipient is an index into the sent message's `to_addrs + cc_addrs`, so a
 URL names a person without spelling out their address (URLs end up in logs).
@@ -29,6 +33,9 @@ from config import get_settings
 OPEN_SALT = "sightline.track.open"
 CLICK_SALT = "sightline.track.click"
 DEVICE_SALT = "sightline.device"
+UNSUBSCRIBE_SALT = "sightline.unsubscribe"
+# A page-made confirmation, so a one-click POST and the confirm page's button differ.
+UNSUBSCRIBE_CONFIRM_SALT = "sightline.unsubscribe.confirm"
 DEVICE_COOKIE = "sl_device"
 MAX_URL_LENGTH = 4096
 
@@ -52,6 +59,12 @@ class DeviceRef:
     device_id: str
     team_id: int
     user_id: int
+
+
+@dataclass(frozen=True)
+class UnsubscribeRef:
+    team_id: int
+    email: str
 
 
 @lru_cache(maxsize=8)
@@ -126,6 +139,38 @@ def read_device_cookie(value: str) -> DeviceRef | None:
     ):
         return None
     return DeviceRef(payload[0], payload[1], payload[2])
+
+
+def unsubscribe_token(team_id: int, email: str) -> str:
+    return str(_signer(UNSUBSCRIBE_SALT).dumps([team_id, email.strip().lower()]))
+
+
+def unsubscribe_url(base_url: str, team_id: int, email: str) -> str:
+    """The https link of List-Unsubscribe and ``{{unsubscribe_link}}``."""
+    return f"{base_url.rstrip('/')}/u/{unsubscribe_token(team_id, email)}"
+
+
+def read_unsubscribe_token(token: str) -> UnsubscribeRef | None:
+    """The team and address, or None for anything not signed by us as an unsubscribe token."""
+    payload = _loads(UNSUBSCRIBE_SALT, token)
+    if (
+        not isinstance(payload, list)
+        or len(payload) != 2
+        or not _ints(payload[:1])
+        or not isinstance(payload[1], str)
+        or "@" not in payload[1]
+    ):
+        return None
+    return UnsubscribeRef(payload[0], payload[1])
+
+
+def unsubscribe_confirmation(token: str) -> str:
+    """What the confirm page's form carries: proof the button, not a link scanner, posted."""
+    return str(_signer(UNSUBSCRIBE_CONFIRM_SALT).dumps(token))
+
+
+def is_unsubscribe_confirmation(token: str, value: str) -> bool:
+    return bool(value) and _loads(UNSUBSCRIBE_CONFIRM_SALT, value) == token
 
 
 def now_seconds() -> int:

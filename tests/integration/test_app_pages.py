@@ -44,6 +44,8 @@ from worker.sequences import claiming, delivering, enrolling
 from worker.sync.base import SendResult
 
 APP_BLUEPRINTS = (
+    "optouts",
+    "team_settings",
     "emails",
     "templates",
     "sequences",

@@ -231,7 +231,7 @@ def test_csv_import_reports_bad_rows_by_line_and_enrols_the_rest_at_once(
     assert bad_rows == [
         ("3", "Email Address: “not-an-email” is not a valid email address"),
         ("6", "dana@acme.test is already on line 2"),
-        ("7", f"monica@fbi.test opted out on {utcnow():%Y-%m-%d}"),
+        ("7", f"monica@fbi.test is on the opt-out list since {utcnow():%Y-%m-%d}"),
     ]
     assert "Columns not used: Notes." in page
     with session_scope() as session:

@@ -56,6 +56,10 @@ PUBLIC = {
     "viewer.page_image": "the same link's page images",
     "viewer.download": "the same link's download, when the sender allowed it",
     "viewer.beacon": "the same link's reading time reports, with a signed visit token",
+    "unsubscribe.confirm_page": "a recipient's unsubscribe link (its signed token): a page "
+    "that changes nothing",
+    "unsubscribe.unsubscribe": "RFC 8058 one-click unsubscribe and the confirm page's button, "
+    "authorised by the link's signed token; never needs a session",
     "webhooks.gmail_push": "Google Pub/Sub push, authorised by its signed token or shared secret",
     "webhooks.graph_notification": "Microsoft Graph notifications: handshake and clientState",
     "connect.callback": "the OAuth redirect back from Google, Microsoft (and Salesforce, handed "

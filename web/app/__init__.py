@@ -12,6 +12,8 @@ One blueprint per concept, each registered by `init_app`:
     reports      /reports…                                funnel by step, seconds per page
     preview      /preview                                 the editors' live preview (JSON)
     imap         /mailboxes/imap                          connect an IMAP mailbox
+    optouts      /opt-outs…                               the opt-out list: add, remove
+    team_settings /settings                               the team's settings
 
 Pages are server-rendered (Jinja, autoescaped) with a light touch of JavaScript
 (`web/static/app/`): the rich-text editor, the live preview, small helpers; every
@@ -37,10 +39,12 @@ from web.app import (
     enrolling,
     enrollments,
     imap,
+    optouts,
     preview,
     prospects,
     reports,
     sequences,
+    team_settings,
 )
 
 
@@ -61,6 +65,8 @@ def init_app(app: Flask) -> None:
         reports,
         preview,
         imap,
+        optouts,
+        team_settings,
     ):
         app.register_blueprint(module.bp)
     app.jinja_env.filters["clean_html"] = _clean_html

@@ -102,7 +102,9 @@ def build_preview(
     subject: str, body_html: str, prospect: Prospect | None, mailbox: Mailbox | None
 ) -> Preview:
     sender_email, sender_name = sender_for(mailbox)
-    values = values_for(prospect, sender_email=sender_email, sender_name=sender_name)
+    values = values_for(
+        prospect, sender_email=sender_email, sender_name=sender_name, team_id=team_id()
+    )
     rendered_subject = render(subject, values, preview=True)
     body = render(sanitize_html(body_html), values, html_mode=True, preview=True)
     missing = tuple(dict.fromkeys(rendered_subject.missing + body.missing))

@@ -67,4 +67,12 @@ def may_be_report(summary: HeaderSummary) -> bool:
         return True
     if "x-autoreply" in headers or "x-autorespond" in headers:
         return True
+    if is_unsubscribe_mail(summary):
+        return True
     return bool(summary.subject and _REPORT_SUBJECTS.search(summary.subject))
+
+
+def is_unsubscribe_mail(summary: HeaderSummary) -> bool:
+    """True for what a mail client sends to List-Unsubscribe's mailto: the subject
+    ``unsubscribe`` (ours, `worker.sequences.messages`), often with no threading headers."""
+    return (summary.subject or "").strip().lower() == "unsubscribe"

@@ -30,8 +30,12 @@ class _Sender(Protocol):
 def placeholder_values(
     prospect: _Person | None, mailbox: _Sender | None, sender_name: str | None = None
 ) -> dict[str, str]:
+    """The values for a prospect's email; a stored prospect's team gives its unsubscribe link."""
     return values_for(
-        prospect, sender_email=mailbox.email if mailbox else None, sender_name=sender_name
+        prospect,
+        sender_email=mailbox.email if mailbox else None,
+        sender_name=sender_name,
+        team_id=getattr(prospect, "team_id", None),
     )
 
 

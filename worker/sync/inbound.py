@@ -58,6 +58,7 @@ from core.mail_domains import domain_of, is_free_mail
 from core.models import (
     InboundMessage,
     Mailbox,
+    OptOutSource,
     Prospect,
     SendStatus,
     SentMessage,
@@ -66,9 +67,10 @@ from core.models import (
 )
 from worker.matching.budget import DEFAULT_BUDGET_SECONDS
 from worker.matching.classify import Classification, classify_message
-from worker.matching.matcher import find_sent_messages
+from worker.matching.matcher import find_sent_messages, is_unsubscribe_mail
 from worker.matching.threads import find_by_subject, find_by_thread
 from worker.salesforce.task_limits import DESCRIPTION_LIMIT
+from worker.sequences.optouts import opt_out
 from worker.sequences.rules import apply_signal
 from worker.sequences.send_windows import resume_timing
 from worker.sequences.signals import Signal, read_signal
@@ -139,9 +141,34 @@ def handle_inbound(
             sent, matched_by = _latest_sent_to(session, mailbox, recipient.address), "address"
             if sent is not None:
                 break
+    if sent is None and classification.unsubscribe_request and is_unsubscribe_mail(summary):
+        # List-Unsubscribe's mailto: unthreaded, so matched by address like an auto-reply.
+        sent, matched_by = _latest_sent_to(session, mailbox, summary.from_addr or ""), "address"
+        if sent is None:
+            return _opt_out_sender(session, mailbox, summary)
     if sent is None:
         return Outcome("unmatched", classification.kind)
     return _record(session, mailbox, summary, classification, sent, matched_by)
+
+
+def _opt_out_sender(session: Session, mailbox: MailboxRef, summary: HeaderSummary) -> Outcome:
+    """A mailto unsubscribe from a prospect we wrote to longer ago than the address
+    window: no message to record it on, but the request is honoured all the same."""
+    address = (summary.from_addr or "").lower()
+    known = session.scalar(
+        select(Prospect.id).where(Prospect.team_id == mailbox.team_id, Prospect.email == address)
+    )
+    if known is None:
+        return Outcome("unmatched", "reply")  # not someone we email: nothing to stop
+    opt_out(
+        session,
+        team_id=mailbox.team_id,
+        email=address,
+        reason=f"asked to be removed ({address}, by email to {mailbox.email})",
+        source=OptOutSource.REPLY,
+        now=utcnow(),
+    )
+    return Outcome("recorded", "opt_out")
 
 
 def match_without_references(

@@ -20,6 +20,10 @@ from worker.matching.mimetext import parse_header_bytes, sender_address
 from worker.matching.msgid import normalize_msgid, parse_msgid_list, reference_candidates
 from worker.sync.base import HeaderSummary, OutgoingMessage
 
+# SMTP line endings; values we set with `set_raw` (extra headers) are written as
+# given instead of being re-folded by the header parser.
+_POLICY = policy.SMTP.clone(refold_source="none")
+
 
 def summarize_headers(raw_headers: bytes, provider_fallback: str) -> HeaderSummary:
     """Build the engine's view of a message from its raw header block.
@@ -94,7 +98,7 @@ def build_mime(message: OutgoingMessage) -> bytes:
 
 
 def _build(message: OutgoingMessage) -> bytes:
-    msg = EmailMessage(policy=policy.SMTP)
+    msg = EmailMessage(policy=_POLICY)
     msg["From"] = email.utils.formataddr((message.from_name or "", message.from_addr))
     msg["To"] = ", ".join(message.to)
     if message.cc:
@@ -107,7 +111,11 @@ def _build(message: OutgoingMessage) -> bytes:
     if message.references:
         msg["References"] = " ".join(message.references)
     for name, value in message.extra_headers.items():
-        msg[name] = value
+        # Written as given, folded only between list items (List-Unsubscribe's
+        # <https…>, <mailto…>): left to the email package, a long URL is made
+        # RFC 2047 encoded words, which no mail client reads back as a URL.
+        long_line = len(name) + 2 + len(value) > 78
+        msg.set_raw(name, value.replace(">, <", ">,\r\n <") if long_line else value)
     msg.set_content(message.text)
     msg.add_alternative(message.html, subtype="html")
     # Adding a file turns the body into multipart/mixed around the alternatives.
