@@ -29,6 +29,7 @@ from web.api.schemas import (
     MailboxCreate,
     MailboxList,
     MailboxOut,
+    MailboxPacing,
     MessageList,
     QuarantineList,
     SequenceCreate,
@@ -39,6 +40,7 @@ from web.documents.schemas import extend_document as document_routes
 
 _MODELS: list[type[BaseModel]] = [
     MailboxCreate,
+    MailboxPacing,
     MailboxOut,
     MailboxList,
     QuarantineList,
@@ -132,7 +134,16 @@ def build_document() -> dict[str, Any]:
         "paths": {
             "/mailboxes": mailboxes,
             "/mailboxes/{mailbox_id}": {
-                "get": _get("A mailbox", MailboxOut, [_id_param("mailbox_id")], 404)
+                "get": _get("A mailbox", MailboxOut, [_id_param("mailbox_id")], 404),
+                "patch": {
+                    "summary": "Set a mailbox's daily cap and spacing, or resume its sends",
+                    "parameters": [_id_param("mailbox_id")],
+                    "requestBody": {"required": True, "content": _json(MailboxPacing)},
+                    "responses": {
+                        "200": {"description": "OK", "content": _json(MailboxOut)},
+                        **_errors(400, 401, 404, 415, 422),
+                    },
+                },
             },
             "/mailboxes/{mailbox_id}/quarantine": {
                 "get": _get(

@@ -29,6 +29,7 @@ from web.api.schemas import (
     MailboxCreate,
     MailboxList,
     MailboxOut,
+    MailboxPacing,
     MessageList,
     MessageOut,
     QuarantinedMessageOut,
@@ -41,6 +42,7 @@ from web.api.schemas import (
 )
 from web.db import db
 from worker.sequences.enrolling import EnrollmentError, enroll
+from worker.sequences.pacing import daily_cap, resume_mailbox, sends_today
 from worker.sequences.send_windows import set_zone, zone_name
 from worker.sync import quarantine
 from worker.sync.connecting import connect_imap
@@ -71,7 +73,7 @@ def create_mailbox() -> ResponseReturnValue:
         credentials=body.credentials(),
         verify=body.verify,
     )
-    return MailboxOut.model_validate(mailbox).model_dump(mode="json"), 201
+    return mailboxes_out([mailbox])[0].model_dump(mode="json"), 201
 
 
 @bp.get("/mailboxes")
@@ -85,6 +87,23 @@ def list_mailboxes() -> ResponseReturnValue:
 @require_token
 def get_mailbox(mailbox_id: int) -> ResponseReturnValue:
     mailbox = _owned(Mailbox, mailbox_id, "mailbox")
+    return mailboxes_out([mailbox])[0].model_dump(mode="json")
+
+
+@bp.patch("/mailboxes/<int:mailbox_id>")
+@require_token
+def update_mailbox(mailbox_id: int) -> ResponseReturnValue:
+    """Its own daily cap and spacing (null: the default for its kind); `resume` lifts a pause."""
+    mailbox = _owned(Mailbox, mailbox_id, "mailbox")
+    body = parse_body(MailboxPacing)
+    if "daily_cap" in body.model_fields_set:
+        mailbox.daily_cap = body.daily_cap
+    if "send_spacing_seconds" in body.model_fields_set:
+        mailbox.send_spacing_seconds = body.send_spacing_seconds
+    if body.resume:
+        resume_mailbox(db(), mailbox.id, utcnow())
+    db().commit()
+    db().refresh(mailbox)
     return mailboxes_out([mailbox])[0].model_dump(mode="json")
 
 
@@ -115,7 +134,13 @@ def mailboxes_out(mailboxes: list[Mailbox]) -> list[MailboxOut]:
     """The mailboxes as the API shows them, each with its count of quarantined messages."""
     held = quarantine.counts(db(), [m.id for m in mailboxes])
     return [
-        MailboxOut.model_validate(m).model_copy(update={"quarantined": held.get(m.id, 0)})
+        MailboxOut.model_validate(m).model_copy(
+            update={
+                "quarantined": held.get(m.id, 0),
+                "daily_cap_in_force": daily_cap(m),
+                "sends_today": sends_today(db(), m.id, utcnow()),
+            }
+        )
         for m in mailboxes
     ]
 

@@ -243,6 +243,14 @@ class EnrollmentCreate(Request):
         return check_header_text(value) if value else value
 
 
+class MailboxPacing(Request):
+    """PATCH /mailboxes/{id}: a field left out is kept; null means the default for its kind."""
+
+    daily_cap: int | None = Field(default=None, ge=1, le=10000)
+    send_spacing_seconds: int | None = Field(default=None, ge=0, le=86400)
+    resume: bool = Field(default=False, description="lift a pause (bounce guard or quota)")
+
+
 class Response(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
@@ -278,6 +286,15 @@ class MailboxOut(Response):
     # Messages the sync could not read (over the time budget, or unreadable): kept,
     # tried again later; GET /mailboxes/{id}/quarantine lists them with the reason.
     quarantined: int = 0
+    # Pacing (README, "Healthy mailboxes"): its own cap and spacing (None: the default
+    # for its kind), the cap in force, what it sent today (UTC), and a pause if any.
+    daily_cap: int | None = None
+    send_spacing_seconds: int | None = None
+    daily_cap_in_force: int = 0
+    sends_today: int = 0
+    paused_at: datetime | None = None
+    paused_until: datetime | None = None  # None while paused: until a person resumes it
+    pause_reason: str | None = None
     created_at: datetime
 
 

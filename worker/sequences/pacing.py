@@ -240,6 +240,16 @@ def hold_after_quota(session: Session, sent: SentMessage, error: QuotaError, now
     return hold_sent(session, sent, until, reason)
 
 
+def pause_for_reported_quota(
+    session: Session, mailbox_id: int, diagnostic: str, now: datetime
+) -> datetime:
+    """A bounce report said our mailbox was over its daily quota: pause it until midnight UTC."""
+    until = next_utc_midnight(now)
+    reason = f"the provider reported its sending quota exceeded: {diagnostic[:300]}"
+    pause_mailbox(session, mailbox_id, reason, now, until)
+    return until
+
+
 def hold_while_paused(session: Session, sent: SentMessage, mailbox: Mailbox, now: datetime) -> str:
     """A message claimed before its mailbox was paused waits like a new claim would."""
     until = mailbox.paused_until or now + RECHECK

@@ -13,6 +13,8 @@ a retried step goes out through the normal claim in ``worker.sequences.claiming`
     complaint                every live one → opted_out          opted_out_at      Task
     bounce (hard)            every live one → bounced            undeliverable_at  Task
       too many, recently     the mailbox / sequence paused (worker.sequences.bounce_guard)
+    bounce: sender's quota   the step re-sent after the mailbox's pause (worker.sync.quota);
+                             the address is not blamed
     soft_bounce              the step is re-sent after a back-off
       n-th within window     every live one → bounced            -                 Task
     delayed                  nothing: the server is still trying
@@ -63,8 +65,10 @@ from worker.sequences.bounce_guard import guard_after_hard_bounce
 from worker.sequences.company import stop_colleagues
 from worker.sequences.enrolling import transition
 from worker.sequences.optouts import mark_opted_out, stop_live
+from worker.sequences.pacing import pause_for_reported_quota
 from worker.sequences.send_windows import timing
 from worker.sequences.signals import Signal, resume_time
+from worker.sync.quota import reports_sender_quota
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +107,8 @@ def apply_signal(
         reason = f"spam complaint ({feedback}) via {who}"
         _opt_out(session, sent, event_id, reason, now, OptOutSource.COMPLAINT)
         _owe_task(session, sent, event_id, "task_complaint", "Spam complaint", reason, now)
+    elif kind in ("bounce", "soft_bounce") and reports_sender_quota(_diagnostic(signal)):
+        _over_quota(session, signal, sent, event_id, now)
     elif kind == "bounce":
         reason = f"hard bounce {_describe(signal)}"
         _mark_undeliverable(session, sent, now)
@@ -117,6 +123,20 @@ def apply_signal(
     # event only (the server is still trying; nobody from the prospect's side spoke).
     if kind == "reply":
         stop_colleagues(session, sent, event_id, now)  # if the sequence asks for it
+
+
+def _diagnostic(signal: Signal) -> str:
+    return str(signal.data.get("diagnostic") or "")
+
+
+def _over_quota(
+    session: Session, signal: Signal, sent: SentMessage, event_id: int, now: datetime
+) -> None:
+    """Our mailbox was over its sending quota: no fault of the address, and the step goes again."""
+    until = pause_for_reported_quota(session, sent.mailbox_id, _diagnostic(signal), now)
+    if sent.enrollment_id is not None and sent.step_position is not None:
+        why = "was not delivered: the mailbox was over its sending quota"
+        _retry_step(session, sent, event_id, why, until, now)
 
 
 def _describe(signal: Signal) -> str:
@@ -232,7 +252,6 @@ def _soft_bounce(
         )
         _stop_all(session, sent, EnrollmentState.BOUNCED, reason, event_id, now)
         _owe_task(session, sent, event_id, "task_bounce", "Email bounced", reason, now)
-        guard_after_hard_bounce(session, sent, now, settings)
         return
     if sent.enrollment_id is None or sent.step_position is None:
         return

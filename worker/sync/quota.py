@@ -16,6 +16,9 @@ What counts, by provider (README, "Healthy mailboxes", has the sources):
     Gmail API 429 rateLimitExceeded, 403 userRateLimitExceeded / rateLimitExceeded
               / dailyLimitExceeded ("Retry after <time>" when Gmail says)
     Graph     429 (and 503) with Retry-After; ErrorSubmissionQuotaExceeded
+    reports   an NDR after the send was taken (Exchange Online's "554 5.2.2
+              STOREDRV.Submission.Exception:SubmissionQuotaExceededException"):
+              `reports_sender_quota`, read by worker.sequences.rules
 """
 
 from __future__ import annotations
@@ -33,6 +36,14 @@ _SMTP_DAILY = re.compile(
 _SMTP_RATE = re.compile(
     r"4\.5\.3.*(limit|too many)|sender thread limit|submission rate|"
     r"concurrent connections? limit|sending rate",
+    re.IGNORECASE,
+)
+
+
+# A bounce report with these words is about our mailbox, never about its recipient:
+# Microsoft's NDR after a Graph or EWS send was taken (Status 5.2.2 or 5.2.0), Gmail's.
+_REPORTED = re.compile(
+    r"SubmissionQuotaExceeded|submission quota|daily (user )?sending (quota|limit)",
     re.IGNORECASE,
 )
 
@@ -72,3 +83,8 @@ def smtp_quota(code: int, text: str) -> QuotaError | None:
     if _SMTP_RATE.search(said):
         return QuotaError(f"SMTP server answered {said}", daily=False)
     return None
+
+
+def reports_sender_quota(diagnostic: str) -> bool:
+    """True if a bounce report's diagnostic says the *sender* was over its quota."""
+    return bool(_REPORTED.search(diagnostic))

@@ -154,6 +154,12 @@ class FakeGraph:
             user.throttle_calls = calls
             user.retry_after = retry_after
 
+    def exceed_submission_quota(self, email: str, over: bool = True) -> None:
+        """Sends from `email` are taken (202), then bounce back with Exchange's quota NDR."""
+        user = self.store.user(email)
+        with self.store.lock:
+            user.over_submission_quota = over
+
     def corrupt(self, message_id: str) -> None:
         self.store.corrupt_ids.add(message_id)
 

@@ -14,6 +14,11 @@ Facts modelled (Microsoft Graph v1.0 and Microsoft identity platform docs):
   `strict_rotation` the previous one stops working at once, the strictest
   reading), revoked grants answer `invalid_grant` (AADSTS50173/AADSTS700082).
 - Throttling answers 429 with `Retry-After` (seconds).
+- A mailbox over Exchange Online's recipient rate limit (10,000 a day) still has
+  `send` answered 202 and the message filed in Sent Items; what tells is the
+  non-delivery report Exchange puts in its Inbox: Status 5.2.2, "554 5.2.2
+  STOREDRV.Submission.Exception:SubmissionQuotaExceededException" (modelled with
+  `over_submission_quota`; the recipients get nothing).
 - Change-notification subscriptions on messages live at most 10,080 minutes.
 - Exchange Online may give a message its own `internetMessageId`, when the draft
   is created (`message_id_policy`, see `tests.fakes.message_ids`): Sent Items
@@ -118,6 +123,7 @@ class GraphUser:
     retry_after: int = 3
     conversations: dict[str, str] = field(default_factory=dict)  # internet id -> conversation
     calls: int = 0
+    over_submission_quota: bool = False  # sends answer 202, then an NDR arrives
 
 
 @dataclass
@@ -267,6 +273,10 @@ class GraphStore:
                     404, "ErrorItemNotFound", "The specified object was not found in the store."
                 )
         sent = self.move(email, draft_id, "sentitems")
+        if user.over_submission_quota:
+            for recipient in dict.fromkeys(sent.recipients("To", "Cc", "Bcc")):
+                self.deliver(email, submission_quota_ndr(email, recipient, sent.raw))
+            return sent
         for recipient in dict.fromkeys(sent.recipients("To", "Cc", "Bcc")):
             if recipient in self.users and recipient != email.lower():
                 self.deliver(recipient, sent.raw)
@@ -323,3 +333,55 @@ class GraphStore:
 def client_info(user: GraphUser, tenant_id: str) -> str:
     raw = json.dumps({"uid": user.oid, "utid": tenant_id}).encode()
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def submission_quota_ndr(sender: str, recipient: str, original: bytes) -> bytes:
+    """Exchange Online's non-delivery report for a sender over its sending quota."""
+    boundary = "B_" + secrets.token_hex(8)
+    domain = sender.rpartition("@")[2]
+    headers = original.split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0].decode("utf-8", "replace")
+    subject = BytesHeaderParser(policy=policy.compat32).parsebytes(original).get("Subject", "")
+    diagnostic = (
+        "554 5.2.2 STOREDRV.Submission.Exception:SubmissionQuotaExceededException; Failed to "
+        "process message due to a permanent exception with message [BeginDiagnosticData]"
+        "Cannot submit message. SubmissionQuotaExceededException: The message can't be "
+        "submitted because the sender's submission quota was exceeded.[EndDiagnosticData]"
+    )
+    now = datetime.now(UTC).strftime("%a, %d %b %Y %H:%M:%S +0000")
+    text = f"""From: Microsoft Outlook <postmaster@{domain}>
+To: <{sender}>
+Date: {now}
+Subject: Undeliverable: {subject}
+Message-ID: <{uuid.uuid4()}@{domain}>
+Auto-Submitted: auto-replied
+MIME-Version: 1.0
+Content-Type: multipart/report; report-type=delivery-status; boundary="{boundary}"
+
+--{boundary}
+Content-Type: text/plain; charset="us-ascii"
+
+Your message to {recipient} couldn't be delivered.
+{sender} has exceeded the number of messages it can send in a day.
+
+Remote Server returned '{diagnostic}'
+
+--{boundary}
+Content-Type: message/delivery-status
+
+Reporting-MTA: dns;AM0PR01MB1234.eurprd01.prod.exchangelabs.com
+Received-From-MTA: dns;AM0PR01MB1234.eurprd01.prod.exchangelabs.com
+Arrival-Date: {now}
+
+Final-Recipient: rfc822;{recipient}
+Action: failed
+Status: 5.2.2
+Diagnostic-Code: smtp;{diagnostic}
+
+--{boundary}
+Content-Type: text/rfc822-headers
+
+{headers}
+
+--{boundary}--
+"""
+    return text.replace("\r\n", "\n").replace("\n", "\r\n").encode()
