@@ -234,6 +234,13 @@ def test_sign_in_connect_build_import_send_reply_and_see_it(
     # A two-step sequence: step 1 from the template, step 2 in the same thread.
     page.goto(f"{base}/sequences/new")
     page.get_by_label("Name").fill("Q4 outreach")
+    # The send window starts at Mon-Fri 08:00-18:00; this journey runs at any hour.
+    expect(page.get_by_label("Mon", exact=True)).to_be_checked()
+    expect(page.get_by_label("Sat", exact=True)).not_to_be_checked()
+    page.get_by_label("Sat", exact=True).check()
+    page.get_by_label("Sun", exact=True).check()
+    page.get_by_label("From", exact=True).fill("00:00")
+    page.get_by_label("Until", exact=True).fill("24:00")
     page.get_by_role("button", name="Create and add the first step").click()
     page.get_by_label("Start from a template").select_option(label="Intro")
     page.get_by_role("button", name="Use template").click()

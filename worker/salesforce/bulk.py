@@ -23,6 +23,7 @@ from typing import Any
 from core.db import session_scope
 from core.models import OutboxStatus, SalesforceOutbox, utcnow
 from worker.salesforce.client import SalesforceApi, SalesforceError
+from worker.salesforce.composite_writes import remember_zones
 from worker.salesforce.connections import OrgProfile
 from worker.salesforce.outbox_rows import (
     STALE_WHO_CODES,
@@ -102,6 +103,7 @@ def _write(
         if row is not None:
             outcomes[row.id] = _failed_outcome(row, result.get("sf__Error", ""), stale)
     resolver.forget(stale)
+    remember_zones(profile.team_id, resolver.places)
     log.info(
         "salesforce_bulk team_id=%s rows=%s written=%s failed=%s",
         profile.team_id,

@@ -26,7 +26,8 @@ from typing import Any
 from sqlalchemy import select
 
 from core.db import session_scope
-from core.models import OutboxStatus, SalesforceEngagement, SalesforceOutbox
+from core.models import OutboxStatus, Prospect, SalesforceEngagement, SalesforceOutbox
+from core.zones.inference import ZoneGuess
 from worker.salesforce.client import COLLECTION_LIMIT, CollectionOp, OpResult, SalesforceApi
 from worker.salesforce.connections import OrgProfile
 from worker.salesforce.engagement import TASK_ENGAGEMENT, engagement_fields, sent_task_key
@@ -47,6 +48,7 @@ from worker.salesforce.task_records import (
     summaries,
     task_schema,
 )
+from worker.sequences.send_windows import learn_zone
 
 ENGAGEMENT_WAIT = timedelta(minutes=10)  # an update waiting for its email's Task
 # An engagement update whose Task is gone: a person deleted it; we do not re-create it.
@@ -83,6 +85,19 @@ def write_rows(
             )
     resolver.forget(stale)
     settle(rows, outcomes, stats)
+    remember_zones(profile.team_id, resolver.places)
+
+
+def remember_zones(team_id: int, places: dict[str, ZoneGuess]) -> None:
+    """A prospect's zone from their Salesforce address or phone, unless a person set one."""
+    if not places:
+        return
+    with session_scope() as session:
+        emails = list(places)
+        for prospect in session.scalars(
+            select(Prospect).where(Prospect.team_id == team_id, Prospect.email.in_(emails))
+        ):
+            learn_zone(prospect, places[prospect.email])
 
 
 def _engagement_updates(

@@ -14,6 +14,10 @@ Answers are cached in Redis per org: a Contact for a day, a Lead for an hour
 minute). `forget()` drops entries Salesforce called stale
 (ENTITY_IS_DELETED, INVALID_CROSS_REFERENCE_KEY, a converted Lead).
 
+The address (Contact: Mailing*, Lead: City/State/Country) and Phone of the
+record an address resolved to are read as a time zone guess, kept in `places`
+for the caller (`core.zones.inference`).
+
 `create_leads` makes Leads for addresses nobody has, when a team opted in.
 It never calls Salesforce for an address it has a cached answer for.
 """
@@ -26,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.redis import get_redis
+from core.zones.inference import ZoneGuess, infer
 from worker.salesforce.client import COLLECTION_LIMIT, CollectionOp, SalesforceApi, soql_in
 
 log = logging.getLogger(__name__)
@@ -33,10 +38,13 @@ log = logging.getLogger(__name__)
 CONTACT_SECONDS = 86400
 LEAD_SECONDS = 3600
 NOBODY_SECONDS = 300
-CONTACT_SOQL = "SELECT Id, Email FROM Contact WHERE Email IN {} ORDER BY LastModifiedDate DESC"
+CONTACT_SOQL = (
+    "SELECT Id, Email, AccountId, MailingCity, MailingState, MailingCountry, Phone "
+    "FROM Contact WHERE Email IN {} ORDER BY LastModifiedDate DESC"
+)
 LEAD_SOQL = (
-    "SELECT Id, Email, IsConverted, ConvertedContactId FROM Lead WHERE Email IN {} "
-    "ORDER BY LastModifiedDate DESC"
+    "SELECT Id, Email, IsConverted, ConvertedContactId, City, State, Country, Phone "
+    "FROM Lead WHERE Email IN {} ORDER BY LastModifiedDate DESC"
 )
 # Salesforce's Lead field lengths; longer values would be STRING_TOO_LONG.
 LEAD_LIMITS = {"FirstName": 40, "LastName": 80, "Company": 255, "Email": 80}
@@ -59,6 +67,8 @@ class WhoResolver:
     def __init__(self, org_key: str) -> None:
         self.org_key = org_key
         self.redis = get_redis()
+        # email → the zone its Contact's or Lead's address (or phone) says, fresh answers only.
+        self.places: dict[str, ZoneGuess] = {}
 
     def _key(self, email: str) -> str:
         return f"sightline:sf:who:{self.org_key}:{email}"
@@ -100,6 +110,7 @@ class WhoResolver:
                 converted.setdefault(email, str(record["ConvertedContactId"]))
         for email, contact_id in converted.items():
             who.setdefault(email, contact_id)
+        self._read_places(who, contacts, leads)
         found: dict[str, str | None] = {}
         with self.redis.pipeline() as pipe:
             for email in missing:
@@ -111,6 +122,24 @@ class WhoResolver:
                 pipe.set(self._key(email), answer or "", ex=seconds)
             pipe.execute()
         return found
+
+    def _read_places(
+        self, who: dict[str, str], contacts: list[dict[str, Any]], leads: list[dict[str, Any]]
+    ) -> None:
+        """Where the record each address resolved to says the person is (`core.zones`)."""
+        for record, prefix in [*((c, "Mailing") for c in contacts), *((r, "") for r in leads)]:
+            email = str(record.get("Email") or "").lower()
+            if who.get(email) != str(record["Id"]) or email in self.places:
+                continue
+            guess = infer(
+                email=None,
+                phone=record.get("Phone"),
+                country=record.get(f"{prefix}Country"),
+                state=record.get(f"{prefix}State"),
+                city=record.get(f"{prefix}City"),
+            )
+            if guess is not None:
+                self.places[email] = guess
 
     def resolve(self, api: SalesforceApi, emails: Sequence[str]) -> dict[str, str | None]:
         """Cached answers, and one round of queries for the rest."""

@@ -183,6 +183,10 @@ def build_schema(*, ext_id_field: bool, counter_fields: bool) -> dict[str, SObje
                 FieldSpec("Email", "email", "Email", 80, id_lookup=True),
                 FieldSpec("AccountId", "reference", "Account ID", 18, reference_to=("Account",)),
                 FieldSpec("Title", "string", "Title", 128),
+                FieldSpec("Phone", "phone", "Business Phone", 40),
+                FieldSpec("MailingCity", "string", "Mailing City", 40),
+                FieldSpec("MailingState", "string", "Mailing State/Province", 80),
+                FieldSpec("MailingCountry", "string", "Mailing Country", 80),
             ]
         ),
     )
@@ -201,6 +205,10 @@ def build_schema(*, ext_id_field: bool, counter_fields: bool) -> dict[str, SObje
                     "Company", "string", "Company", 255, nillable=False, required_on_create=True
                 ),
                 FieldSpec("Email", "email", "Email", 80, id_lookup=True),
+                FieldSpec("Phone", "phone", "Phone", 40),
+                FieldSpec("City", "string", "City", 40),
+                FieldSpec("State", "string", "State/Province", 80),
+                FieldSpec("Country", "string", "Country", 80),
                 FieldSpec(
                     "Status",
                     "picklist",

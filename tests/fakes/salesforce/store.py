@@ -219,7 +219,9 @@ class Org:
         first_name: str | None = None,
         last_name: str = "Prospect",
         account_id: str | None = None,
+        **fields: Any,
     ) -> str:
+        """A Contact; `fields` sets others by API name (MailingCountry="Germany", Phone=...)."""
         return self._new_record(
             "Contact",
             {
@@ -227,6 +229,7 @@ class Org:
                 "FirstName": first_name,
                 "LastName": last_name,
                 "AccountId": account_id,
+                **fields,
             },
         )
 
@@ -238,6 +241,7 @@ class Org:
         first_name: str | None = None,
         last_name: str = "Prospect",
         company: str = "Prospect Co",
+        **fields: Any,
     ) -> str:
         values: Record = {
             "Email": email,
@@ -246,6 +250,7 @@ class Org:
             "Company": company,
             "Status": "Open - Not Contacted",
             "IsConverted": False,
+            **fields,
         }
         if converted_to is not None:
             contact_id = normalize_id(converted_to)
