@@ -83,7 +83,7 @@ def test_the_right_password_connects_and_stores_it_encrypted(
     assert response.headers["Location"].startswith("/mailboxes?message=")
     page = client.get(response.headers["Location"]).get_data(as_text=True)
     assert f"{seller} is connected." in page
-    assert f"<td>{seller}</td>" in page
+    assert f'<th scope="row" class="address">{seller}</th>' in page
     [mailbox] = mailboxes()
     assert (mailbox.kind, mailbox.email, mailbox.status) == ("imap", seller, "active")
     assert dovecot.password not in mailbox.credentials_encrypted
