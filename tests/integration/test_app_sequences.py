@@ -581,7 +581,9 @@ def test_enrolling_many_is_all_or_nothing(rep: tuple[FlaskClient, int]) -> None:
     ]
     with (
         session_scope() as session,
-        pytest.raises(enrolling.EnrollmentError, match=r"gone@acme\.test is on the opt-out list since "),
+        pytest.raises(
+            enrolling.EnrollmentError, match=r"gone@acme\.test is on the opt-out list since "
+        ),
     ):
         enrolling.enroll_many(
             session, sequence=session.get_one(Sequence, sequence_id), people=people, now=utcnow()
