@@ -26,9 +26,7 @@ depends_on: str | Sequence[str] | None = None
 def upgrade() -> None:
     with op.batch_alter_table("teams", schema=None) as batch_op:
         batch_op.add_column(
-            sa.Column(
-                "unsubscribe_headers", sa.Boolean(), nullable=False, server_default=sa.true()
-            )
+            sa.Column("unsubscribe_headers", sa.Boolean(), nullable=False, server_default=sa.true())
         )
     with op.batch_alter_table("prospects", schema=None) as batch_op:
         batch_op.add_column(sa.Column("opted_out_reason", sa.Text(), nullable=True))
