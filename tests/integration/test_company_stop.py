@@ -7,24 +7,36 @@ bookkeeping, the answer is built the way a mail client writes it.
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from email.message import EmailMessage
 from email.utils import make_msgid
 
 import pytest
+from flask import Flask
 from sqlalchemy import select
 
 from config import Settings
 from core.crypto import encrypt_json
 from core.db import session_scope
 from core.models import Enrollment, Mailbox, Prospect, Sequence, SequenceStep, Team, utcnow
+from tests.conftest import ApiClient, create_user
+from tests.fakes.salesforce import FakeSalesforce
+from tests.integration.test_app_compose import add_mailbox
+from tests.integration.test_app_pages import signed_in
+from tests.integration.test_app_sequences import ANY_TIME, post, text
+from tests.integration.test_feed import PASSWORD
+from tests.integration.test_salesforce_outbox import salesforce
 from tests.integration.test_signals import out_of_office, person_reply
+from worker.salesforce.outbox import flush_team
 from worker.sequences import claiming, delivering, enrolling
 from worker.sync.base import SendResult
 from worker.sync.inbound import MailboxRef, Outcome, handle_inbound
 from worker.sync.mime import summarize_headers
 
 pytestmark = pytest.mark.integration
+
+__all__ = ["salesforce"]  # a fixture, used by name
 
 ABM = "abm@seller.test"
 WEBINAR = "webinar@seller.test"
@@ -184,3 +196,70 @@ def test_auto_replies_and_sequences_without_the_option_stop_nobody_else(
     assert now["webinar:carol@acme.test"][0] == "replied"
     assert now["webinar:ivy@acme.test"] == ("active", "enrolled")
     assert now["abm:bob@acme.test"] == ("active", "enrolled")
+
+
+def test_the_option_is_set_on_the_settings_page_and_through_the_api(
+    app: Flask, env: Settings
+) -> None:
+    token = create_user(app, "rep@s.test", "Sellers", "--password", PASSWORD)
+    mailbox_id = add_mailbox("rep@s.test")
+    client = signed_in(app, "rep@s.test")
+    created = post(
+        client,
+        "/sequences/new",
+        name="ABM",
+        mailbox_id=str(mailbox_id),
+        stop_at_company="1",
+        **ANY_TIME,
+    )
+    assert created.status_code == 302, text(created)
+    sequence_id = int(re.findall(r"/sequences/(\d+)", created.headers["Location"])[0])
+    form = text(client.get(f"/sequences/{sequence_id}/settings"))
+    assert re.search(r'name="stop_at_company"[^>]*checked', form)
+    with session_scope() as session:
+        assert session.get_one(Sequence, sequence_id).stop_at_company is True
+    saved = post(
+        client, f"/sequences/{sequence_id}/settings", name="ABM", mailbox_id=str(mailbox_id),
+        **ANY_TIME,
+    )  # fmt: skip
+    assert saved.status_code == 302, text(saved)
+    with session_scope() as session:
+        assert session.get_one(Sequence, sequence_id).stop_at_company is False
+
+    api = ApiClient(app.test_client(), token)
+    step = {"delay_seconds": 0, "subject": "Hi", "body_html": "<p>Hi</p>"}
+    body = {"name": "API", "mailbox_id": mailbox_id, "steps": [step], "stop_at_company": True}
+    response = api.post("/api/v1/sequences", body)
+    assert response.status_code == 201, response.get_data(as_text=True)
+    assert response.get_json()["stop_at_company"] is True
+    fetched = api.get(f"/api/v1/sequences/{response.get_json()['id']}").get_json()
+    assert fetched["stop_at_company"] is True
+    body.pop("stop_at_company")
+    assert api.post("/api/v1/sequences", body).get_json()["stop_at_company"] is False
+
+
+def test_the_account_comes_from_salesforce_when_the_outbox_finds_the_contact(
+    world: dict[str, int], salesforce: FakeSalesforce
+) -> None:
+    # dana's and ann's Contacts are one Account's, on different domains.
+    account = salesforce.add_account("Acme Group")
+    salesforce.add_contact("dana@acme.test", account_id=account)
+    salesforce.add_contact("ann@acme-group.test", account_id=account)
+    salesforce.add_contact("bob@acme.test", account_id=salesforce.add_account("Acme Labs"))
+    message_id = send(world["abm:dana@acme.test"])
+    for key in ("abm:ann@acme-group.test", "abm:bob@acme.test"):
+        send(world[key])  # their sent Tasks look them up too
+    assert flush_team(world["team"]).done == 3
+    with session_scope() as session:
+        accounts = dict(
+            session.execute(select(Prospect.email, Prospect.salesforce_account_id)).all()
+        )
+    assert accounts["dana@acme.test"] == accounts["ann@acme-group.test"] == account
+    assert accounts["bob@acme.test"] not in (None, account)
+    assert accounts["carol@acme.test"] is None
+
+    deliver(person_reply(message_id, "dana@acme.test", ABM, "Let's talk."), "abm")
+    now = states(world)
+    assert now["abm:ann@acme-group.test"][0] == "finished"  # same Account
+    assert now["abm:bob@acme.test"] == ("active", "enrolled")  # another Account
+    assert now["webinar:carol@acme.test"][0] == "finished"  # no Account: the domain

@@ -167,6 +167,7 @@ def create_sequence() -> ResponseReturnValue:
         send_start_minute=window.start_minute,
         send_end_minute=window.end_minute,
         holidays=sorted(d.isoformat() for d in window.holidays) or None,
+        stop_at_company=body.stop_at_company,
         created_at=utcnow(),
     )
     sequence.steps = [
@@ -195,6 +196,7 @@ def _sequence_out(sequence: Sequence) -> dict[str, object]:
         steps=[StepOut.model_validate(s) for s in sequence.steps],
         time_zone=sequence.time_zone,
         send_window=window,
+        stop_at_company=sequence.stop_at_company,
         created_at=sequence.created_at,
     )
     return out.model_dump(mode="json")

@@ -208,6 +208,11 @@ class SequenceCreate(Request):
         description="IANA zone for prospects whose own zone is not known",
     )
     send_window: SendWindowIn = Field(default_factory=SendWindowIn)
+    stop_at_company: bool = Field(
+        default=False,
+        description="A real reply stops every live enrollment of the team at the prospect's "
+        "company (the Salesforce Account when known, else the email domain, never free mail)",
+    )
 
     _time_zone = field_validator("time_zone")(check_time_zone)
 
@@ -313,6 +318,7 @@ class SequenceOut(Response):
     steps: list[StepOut]
     time_zone: str
     send_window: SendWindowOut
+    stop_at_company: bool
     created_at: datetime
 
 

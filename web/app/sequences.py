@@ -187,6 +187,9 @@ def _settings_form(
             if request.method == "POST"
             else str(sequence.mailbox_id if sequence else (mailboxes[0].id if mailboxes else ""))
         ),
+        "stop_at_company": request.form.get("stop_at_company") == "1"
+        if request.method == "POST"
+        else bool(sequence and sequence.stop_at_company),
     }
     locked = sequence is not None and _sent_count(sequence) > 0
     return (
@@ -232,6 +235,7 @@ def _save_settings(sequence: Sequence | None) -> ResponseReturnValue:
         sequence.name, sequence.mailbox_id = name, mailbox_id
         message = f"Saved “{name}”."
     apply_window(sequence, *timing)
+    sequence.stop_at_company = request.form.get("stop_at_company") == "1"
     db().commit()
     flash(message, "ok")
     if not sequence.steps:

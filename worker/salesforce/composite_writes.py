@@ -13,7 +13,9 @@ One round handles up to 1,000 rows in two or three API calls:
 A collection that fails whole fails only its own rows; an item's error code
 decides whether its row is retried, waits, or becomes a dead letter. An
 engagement update whose email's Task is written in the same round rides on
-that Task instead of costing its own record. This module never claims rows
+that Task instead of costing its own record. The Account of each Contact found
+is written to its prospects (`salesforce_account_id`: who their colleagues
+are, for the company stop). This module never claims rows
 and never decides budgets or parking: `outbox` does.
 """
 
@@ -23,7 +25,7 @@ import json
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from core.db import session_scope
 from core.models import OutboxStatus, Prospect, SalesforceEngagement, SalesforceOutbox
@@ -85,7 +87,21 @@ def write_rows(
             )
     resolver.forget(stale)
     settle(rows, outcomes, stats)
+    remember_accounts(profile.team_id, resolver.accounts)
     remember_zones(profile.team_id, resolver.places)
+
+
+def remember_accounts(team_id: int, accounts: dict[str, str]) -> None:
+    """The Account of each prospect's Contact, learnt while resolving: their company."""
+    if not accounts:
+        return
+    with session_scope() as session:
+        for email, account in accounts.items():
+            session.execute(
+                update(Prospect)
+                .where(Prospect.team_id == team_id, Prospect.email == email)
+                .values(salesforce_account_id=account[:18])
+            )
 
 
 def remember_zones(team_id: int, places: dict[str, ZoneGuess]) -> None:

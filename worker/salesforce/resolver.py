@@ -14,6 +14,9 @@ Answers are cached in Redis per org: a Contact for a day, a Lead for an hour
 minute). `forget()` drops entries Salesforce called stale
 (ENTITY_IS_DELETED, INVALID_CROSS_REFERENCE_KEY, a converted Lead).
 
+A Contact's AccountId, when it has one, is kept in `accounts` for the caller:
+it says who a prospect's colleagues are (`worker.sequences.company`).
+
 The address (Contact: Mailing*, Lead: City/State/Country) and Phone of the
 record an address resolved to are read as a time zone guess, kept in `places`
 for the caller (`core.zones.inference`).
@@ -67,6 +70,8 @@ class WhoResolver:
     def __init__(self, org_key: str) -> None:
         self.org_key = org_key
         self.redis = get_redis()
+        # email → the Account of the Contact found for it, from fresh answers only.
+        self.accounts: dict[str, str] = {}
         # email → the zone its Contact's or Lead's address (or phone) says, fresh answers only.
         self.places: dict[str, ZoneGuess] = {}
 
@@ -100,7 +105,11 @@ class WhoResolver:
         leads = [r for page in answers[contact_count:] for r in page]
         who: dict[str, str] = {}
         for record in contacts:
-            who.setdefault(str(record.get("Email") or "").lower(), str(record["Id"]))
+            email = str(record.get("Email") or "").lower()
+            if who.setdefault(email, str(record["Id"])) == str(record["Id"]) and record.get(
+                "AccountId"
+            ):
+                self.accounts[email] = str(record["AccountId"])
         converted: dict[str, str] = {}
         for record in leads:
             email = str(record.get("Email") or "").lower()
