@@ -26,6 +26,7 @@ from exchangelib.errors import (
     ErrorInternalServerTransientError,
     ErrorNonExistentMailbox,
     ErrorServerBusy,
+    ErrorSubmissionQuotaExceeded,
     ErrorTimeoutExpired,
     EWSError,
     RateLimitError,
@@ -37,6 +38,7 @@ from exchangelib.util import ParseError
 
 from core.outbound import OutboundError, describe_os_error
 from worker.sync.base import ProviderError
+from worker.sync.quota import QuotaError
 
 DEFAULT_BACK_OFF = 30.0
 T = TypeVar("T")
@@ -94,11 +96,17 @@ def ews_error(exc: Exception, doing: str) -> ProviderError:
     when it is a well-formed EWS response message (a ResponseCode and its MessageText)."""
     if isinstance(exc, OutboundError):
         return ProviderError(str(exc), permanent=exc.permanent)
+    # Quota and throttling are QuotaErrors: a sync backs off (retry_after) as before, a
+    # send pauses the mailbox instead of failing the step (worker.sync.quota).
+    if isinstance(exc, ErrorSubmissionQuotaExceeded):
+        return QuotaError(f"Exchange sending quota exceeded ({doing}){_words(exc)}", daily=True)
     if isinstance(exc, ErrorServerBusy):
         wait = exc.back_off if exc.back_off else DEFAULT_BACK_OFF
-        return ProviderError(f"Exchange is busy ({doing}): back off {wait:.0f} s", retry_after=wait)
+        return QuotaError(
+            f"Exchange is busy ({doing}): back off {wait:.0f} s", daily=False, retry_after=wait
+        )
     if isinstance(exc, RateLimitError):
-        return ProviderError(f"Exchange throttled {doing}", retry_after=DEFAULT_BACK_OFF)
+        return QuotaError(f"Exchange throttled {doing}", daily=False, retry_after=DEFAULT_BACK_OFF)
     if isinstance(exc, UnauthorizedError | ErrorAccessDenied):
         return ProviderError(f"Exchange refused the login ({doing})", needs_reconnect=True)
     if isinstance(exc, ErrorNonExistentMailbox):

@@ -88,8 +88,12 @@ def translate_http_error(exc: HttpError, doing: str) -> ProviderError:
         # A QuotaError is still a ProviderError with retry_after (a sync backs off);
         # a send pauses the mailbox instead of failing (worker.sync.quota).
         daily = "dailyLimitExceeded" in reasons or "sending limit" in message.lower()
+        said_when = bool(exc.resp.get("retry-after")) or bool(_RETRY_AT.search(message))
+        # A daily quota with no time given resets at midnight, not in DEFAULT_RETRY_AFTER.
         return QuotaError(
-            f"Gmail rate limit while {doing}: {message}", daily=daily, retry_after=wait
+            f"Gmail rate limit while {doing}: {message}",
+            daily=daily,
+            retry_after=wait if said_when or not daily else None,
         )
     if status == 401:
         return ProviderError(
