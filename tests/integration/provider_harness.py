@@ -52,7 +52,7 @@ class Harness(Protocol):
         """Deliver `raw`; a provider with threads files it in `thread_with`'s thread."""
 
     def file_into(self, address: str, raw: bytes, folder: str) -> bool:
-        """Deliver `raw` straight into `folder`, as a rule would; False: not supported yet."""
+        """Deliver `raw` straight into `folder` (made if missing), as a rule would; True."""
 
     def revoke(self, address: str, mailbox_id: int) -> None: ...
 
@@ -239,7 +239,8 @@ class GraphHarness:
         self.fake.deliver(address, raw, thread_with=thread_with)
 
     def file_into(self, address: str, raw: bytes, folder: str) -> bool:
-        return False
+        self.fake.file_into(address, raw, folder)
+        return True
 
     def sent_copies(self, address: str) -> list[StoredCopy]:
         return [
@@ -287,7 +288,8 @@ class ExchangeHarness:
         self.fake.deliver(address, raw, thread_with=thread_with)
 
     def file_into(self, address: str, raw: bytes, folder: str) -> bool:
-        return False
+        self.fake.file_into(address, raw, folder)
+        return True
 
     def sent_copies(self, address: str) -> list[StoredCopy]:
         return [

@@ -104,7 +104,7 @@ def test_subscription_handshake_notifications_and_client_state(
     assert renew_push_job(seller.mailbox_id)["status"] == "renewed"  # Graph validated our URL
     [subscription] = graph_to_app.subscriptions(seller.address)
     assert subscription.client_state == client_state(seller.mailbox_id)
-    assert subscription.resource == "me/mailFolders('Inbox')/messages"
+    assert subscription.resource == "me/messages"
 
     harness.deliver(seller.address, inbound("boss@acme.test", seller.address, message_id))
     assert graph_to_app.wait_notified()

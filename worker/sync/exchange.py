@@ -15,7 +15,11 @@ Sending is draft + send: CreateItem (SaveOnly, from our MIME: our Message-ID,
 In-Reply-To and References are kept) → GetItem reads back InternetMessageId
 and ConversationId → SendItem (a copy saved to Sent Items).
 
-Sync uses SyncFolderItems on Inbox, one page of ≤ 512 changes at a time, IdOnly
+Sync uses SyncFolderItems on every mail folder but the skipped ones (Sent
+Items, Drafts, Deleted Items, Junk Email, Outbox, Conversation History; listed
+each sync by `worker.sync.exchange_folders`), each with its own sync state in
+``cursor["folders"][<folder id>]`` (a cursor from when Inbox alone was synced,
+``{"sync_state"}`` at the top, goes on as Inbox's), one page of ≤ 512 changes at a time, IdOnly
 plus DateTimeReceived; the new items' headers come from one GetItem per ≤ 100
 items (InternetMessageId, InReplyTo, References, From, Subject, ItemClass) —
 SyncFolderItems returns no body, and neither do we ask for one::
@@ -30,8 +34,8 @@ Message-ID (``mid:<id>``). Throttling (ErrorServerBusy) becomes
 so a throttled mailbox never holds a worker asleep; the engine backs it off.
 Every failure is put in our words by `worker.sync.exchange_errors`.
 
-Inbox is named by its distinguished id, never looked up, so a sync is two
-calls. `watch()` holds a streaming subscription on Inbox for the `listener`
+A sync costs one FindFolder, then SyncFolderItems (+ GetItem for what is
+new) per folder. `watch()` holds a streaming subscription on the same folders for the `listener`
 (Subscribe + GetStreamingEvents, re-issued every `SIGHTLINE_EXCHANGE_STREAM_MINUTES`),
 live while Exchange writes to it: `worker.sync.exchange_stream`.
 """
@@ -65,7 +69,7 @@ from exchangelib.errors import (
 )
 from exchangelib.fields import FieldPath
 from exchangelib.items import ID_ONLY
-from exchangelib.properties import DistinguishedFolderId
+from exchangelib.properties import DistinguishedFolderId, FolderId
 from exchangelib.properties import Mailbox as ExchangeMailbox
 from exchangelib.protocol import BaseProtocol
 from exchangelib.services import GetItem, SyncFolderItems
@@ -82,7 +86,9 @@ from worker.sync.base import (
     SendResult,
 )
 from worker.sync.exchange_errors import EWS_FAILURES, ews_call, ews_error
+from worker.sync.exchange_folders import watched_folders
 from worker.sync.exchange_stream import hold_stream
+from worker.sync.folders import skip_list
 from worker.sync.headers import summary_from_headers
 from worker.sync.mime import build_mime
 
@@ -142,6 +148,7 @@ class ExchangeProvider(MailboxProvider):
         self._url = url
         self._auth = auth
         self._credentials = dict(credentials)
+        self.skip_folders = skip_list(credentials)
         self._account: Account | None = None
 
     # -- connection ----------------------------------------------------------------------
@@ -276,12 +283,33 @@ class ExchangeProvider(MailboxProvider):
 
     def changes(self, cursor: dict[str, Any] | None, since: datetime) -> Iterator[ChangeBatch]:
         state = dict(cursor or {})
+        before = dict(state.get("folders") or {})
+        folders, ids = watched_folders(
+            self.account, self.skip_folders, dict(state.get("well_known") or {})
+        )
+        if isinstance(state.get("sync_state"), str) and ids.get("inbox"):
+            # Written when Inbox alone was synced: Inbox goes on from there.
+            legacy = {k: state[k] for k in ("sync_state", "synced_at") if k in state}
+            before.setdefault(ids["inbox"], legacy)
+        # Folders gone since are dropped; those not read yet keep their state until they are.
+        after = {f.id: before[f.id] for f in folders if isinstance(before.get(f.id), dict)}
+        for folder in folders:
+            for summaries, folder_state in self._folder_changes(
+                FolderId(id=folder.id), after.get(folder.id), since
+            ):
+                after[folder.id] = folder_state
+                yield ChangeBatch(summaries, {"folders": dict(after), "well_known": ids})
+
+    def _folder_changes(
+        self, folder: FolderId, state: dict[str, Any] | None, since: datetime
+    ) -> Iterator[tuple[list[HeaderSummary], dict[str, Any]]]:
+        state = dict(state or {})
         sync_state = state.get("sync_state")
         if not isinstance(sync_state, str):
-            yield from self._sync(None, since)
+            yield from self._sync(folder, None, since)
             return
         try:
-            yield from self._sync(sync_state, None)
+            yield from self._sync(folder, sync_state, None)
         except _SyncStateExpiredError:
             synced = state.get("synced_at")
             window = datetime.fromisoformat(synced) if isinstance(synced, str) else since
@@ -290,20 +318,21 @@ class ExchangeProvider(MailboxProvider):
                 self.email,
                 (window - REBUILD_WINDOW).isoformat(),
             )
-            yield from self._sync(None, window - REBUILD_WINDOW)
+            yield from self._sync(folder, None, window - REBUILD_WINDOW)
 
     def _inbox(self) -> DistinguishedFolderId:
-        # Named, not looked up: saves the two GetFolder calls (root, inbox) a sync would cost.
+        # Named, not looked up: saves the GetFolder calls (root, inbox) a lookup would cost.
         return DistinguishedFolderId(id="inbox", mailbox=ExchangeMailbox(email_address=self.email))
 
-    def _sync(self, sync_state: str | None, not_before: datetime | None) -> Iterator[ChangeBatch]:
-        inbox = self._inbox()
+    def _sync(
+        self, folder: FolderId, sync_state: str | None, not_before: datetime | None
+    ) -> Iterator[tuple[list[HeaderSummary], dict[str, Any]]]:
         service = SyncFolderItems(account=self.account)
         while True:
             try:
                 changes = list(
                     service.call(
-                        folder=inbox,
+                        folder=folder,
                         shape=ID_ONLY,
                         additional_fields=_header_fields(),
                         sync_state=sync_state,
@@ -329,8 +358,7 @@ class ExchangeProvider(MailboxProvider):
             ]
             summaries = self._summaries([(str(i.id), str(i.changekey)) for i in new_items])
             new_state = str(service.sync_state)
-            cursor = {"sync_state": new_state, "synced_at": datetime.now(UTC).isoformat()}
-            yield ChangeBatch(messages=summaries, cursor=cursor)
+            yield summaries, {"sync_state": new_state, "synced_at": datetime.now(UTC).isoformat()}
             if service.includes_last_item_in_range or new_state == sync_state:
                 return
             sync_state = new_state
@@ -374,8 +402,12 @@ class ExchangeProvider(MailboxProvider):
     # -- streaming -----------------------------------------------------------------------
 
     def watch(self, stop: threading.Event, on_change: Callable[[], None]) -> None:
-        """Hold a streaming subscription on Inbox until `stop` (worker.sync.exchange_stream)."""
-        hold_stream(self.account, self._inbox(), stop, on_change, self.push_alive)
+        """Hold a streaming subscription on the synced folders until `stop`
+        (worker.sync.exchange_stream). The folders are listed when it starts: one made
+        later is streamed from the next reconnection, and read by every sync meanwhile."""
+        folders, _ = watched_folders(self.account, self.skip_folders, {})
+        ids = [FolderId(id=f.id) for f in folders] or [self._inbox()]
+        hold_stream(self.account, ids, stop, on_change, self.push_alive)
 
 
 def _summary(item: Message) -> HeaderSummary:

@@ -1,4 +1,4 @@
-"""EWS streaming for the `listener`: new mail on Inbox at once, on a stream honest about its health.
+"""EWS streaming for the `listener`: new mail in the synced folders at once, on an honest stream.
 
 An open GetStreamingEvents response is a run of SOAP envelopes ([MS-OXWSNTIF]),
 each a GetStreamingEventsResponseMessage whose ConnectionStatus says whether
@@ -48,7 +48,7 @@ from collections.abc import Callable
 from typing import Any
 
 from exchangelib import Account
-from exchangelib.properties import CreatedEvent, DistinguishedFolderId, NewMailEvent
+from exchangelib.properties import CreatedEvent, DistinguishedFolderId, FolderId, NewMailEvent
 from exchangelib.services import GetStreamingEvents, SubscribeToStreaming, Unsubscribe
 
 from config import get_settings
@@ -92,21 +92,21 @@ class _LiveStreamingEvents(GetStreamingEvents):  # type: ignore[misc]
 
 def hold_stream(
     account: Account,
-    inbox: DistinguishedFolderId,
+    folders: list[DistinguishedFolderId | FolderId],
     stop: threading.Event,
     on_change: Callable[[], None],
     push_alive: Callable[[], None] | None,
 ) -> None:
-    """Subscribe to Inbox and hold its stream until `stop`; see the module docstring.
+    """Subscribe to `folders` and hold their stream until `stop`; see the module docstring.
 
     Raises ProviderError when the stream fails or falls silent (the caller reconnects).
     """
     providers = get_settings().providers
     silence = 2 * providers.exchange_keepalive_seconds
     subscription = ews_call(
-        "subscribing to Inbox",
+        "subscribing to new mail",
         lambda: SubscribeToStreaming(account=account).get(
-            folders=[inbox], event_types=("NewMailEvent", "CreatedEvent")
+            folders=folders, event_types=("NewMailEvent", "CreatedEvent")
         ),
     )
     try:
@@ -154,7 +154,7 @@ def _read_stream(
                 f"the Exchange stream fell silent: {silent:.0f} s without a frame, "
                 "not even a keep-alive"
             ) from exc
-        raise ews_error(exc, "streaming Inbox events") from exc
+        raise ews_error(exc, "streaming new-mail events") from exc
     except AttributeError:
         if stop.is_set():  # the stream was closed under exchangelib by stop
             return

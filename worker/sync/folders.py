@@ -49,3 +49,34 @@ def gmail_skipped_labels(skip: tuple[str, ...]) -> set[str]:
         elif entry.isupper():
             labels.add(entry)
     return labels
+
+
+# Exchange's well-known folders (Graph's well-known names, EWS's distinguished ids:
+# the same words). Outbox and Conversation History never hold a reply: always skipped.
+EXCHANGE_ROLE_FOLDERS = {
+    "sent": "sentitems",
+    "drafts": "drafts",
+    "trash": "deleteditems",
+    "junk": "junkemail",
+    "spam": "junkemail",
+}
+EXCHANGE_ALWAYS_SKIPPED = ("outbox", "conversationhistory")
+
+
+def exchange_skipped(skip: tuple[str, ...]) -> tuple[set[str], set[str]]:
+    """(well-known folder names, lower-cased display names) of the skipped folders.
+
+    A role word, or a well-known name itself ("deleteditems"), names the folder
+    whatever the mailbox's language calls it; any other entry is a display name.
+    """
+    well_known = set(EXCHANGE_ALWAYS_SKIPPED)
+    names = set()
+    for entry in (e.strip() for e in skip):
+        lowered = entry.lower()
+        if lowered in EXCHANGE_ROLE_FOLDERS:
+            well_known.add(EXCHANGE_ROLE_FOLDERS[lowered])
+        elif lowered in EXCHANGE_ROLE_FOLDERS.values():
+            well_known.add(lowered)
+        elif entry:
+            names.add(lowered)
+    return well_known, names

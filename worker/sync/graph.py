@@ -19,12 +19,19 @@ ids change when a message moves (the sent draft becomes a new item), so the
 engine's `provider_id` is the Message-ID (``mid:<id>``) and `fetch()` falls back
 to a lookup by Message-ID when the id it was given is gone.
 
-Sync is a delta query on Inbox::
+Sync is a delta query on every mail folder but the skipped ones (Sent Items,
+Drafts, Deleted Items, Junk Email, Outbox, Conversation History: listed by
+`graph_folders` each sync), each folder with its own delta state in
+``cursor["folders"][<folder id>]``::
 
-    no cursor ──────────▶ delta?$filter=receivedDateTime ge <since>  ─ pages ─▶ {delta_link}
+    no state ───────────▶ delta?$filter=receivedDateTime ge <since>  ─ pages ─▶ {delta_link}
     {next_link} ────────▶ the round goes on from its page             (resumable)
     {delta_link} ───────▶ what arrived since                          ─ pages ─▶ {delta_link}
       410 Gone ─────────▶ a new round from <synced_at - 2 days>
+
+A cursor from when Inbox alone was read (``{"delta_link"}`` at the top) goes
+on as Inbox's. Change notifications: one subscription on ``me/messages``
+(created), renewed by PATCH; one made on Inbox alone is replaced.
 
 Each row carries only a few properties and, as single-value extended
 properties, PidTagInReplyToId (0x1042), PidTagInternetReferences (0x1039) and
@@ -55,7 +62,9 @@ from worker.sync.base import (
     ProviderError,
     SendResult,
 )
+from worker.sync.folders import skip_list
 from worker.sync.graph_api import TIMEOUT_SECONDS, MsalToken, shared_session, translate
+from worker.sync.graph_folders import legacy_inbox_cursor, watched_folders, well_known_ids
 from worker.sync.headers import summary_from_headers
 from worker.sync.mime import build_mime
 
@@ -71,7 +80,13 @@ DELTA_EXPAND = (
 )
 PAGE_SIZE = 100
 REBUILD_WINDOW = timedelta(days=2)
-SUBSCRIPTION_RESOURCE = "me/mailFolders('Inbox')/messages"
+# One subscription on every message of the mailbox, not one per folder: Graph allows
+# 1,000 Outlook subscriptions per mailbox for all apps together, a folder made later
+# is covered without a new subscription, and the one row, clientState and renewal
+# stay as they were. The price: a notification for our own drafts and sent copies
+# too, each one sync request (queued once while one waits).
+SUBSCRIPTION_RESOURCE = "me/messages"
+INBOX_ONLY_RESOURCES = ("me/mailfolders('inbox')/messages",)
 # Outlook message subscriptions live at most 10,080 minutes; ask for a little less.
 SUBSCRIPTION_LIFETIME = timedelta(minutes=10_000)
 
@@ -98,6 +113,7 @@ class GraphProvider(MailboxProvider):
         self._credentials = dict(credentials)
         self._get_token = get_token
         self._msal: MsalToken | None = None
+        self.skip_folders = skip_list(credentials)
         self.session = shared_session()
 
     def _token(self, *, force: bool = False) -> str:
@@ -212,19 +228,42 @@ class GraphProvider(MailboxProvider):
 
     # -- sync ----------------------------------------------------------------------------
 
-    def _first_round(self, since: datetime) -> str:
+    def _first_round(self, folder_id: str, since: datetime) -> str:
         stamp = since.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         query = (
             f"$select={DELTA_SELECT}&$expand={quote(DELTA_EXPAND, safe='(),=')}"
             f"&$filter={quote(f'receivedDateTime ge {stamp}', safe='')}"
         )
-        return f"{self.endpoint}/me/mailFolders/inbox/messages/delta?{query}"
+        folder = quote(folder_id, safe="")
+        return f"{self.endpoint}/me/mailFolders/{folder}/messages/delta?{query}"
 
     def changes(self, cursor: dict[str, Any] | None, since: datetime) -> Iterator[ChangeBatch]:
         state = dict(cursor or {})
+        before = dict(state.get("folders") or {})
+        known = dict(state.get("well_known") or {})
+        legacy = legacy_inbox_cursor(state)
+        if legacy is not None:  # written when Inbox alone was read: it goes on from there
+            known = well_known_ids(self.request, {"inbox"}, known) | known
+            if known.get("inbox"):
+                before.setdefault(known["inbox"], legacy)
+        folders, ids = watched_folders(self.request, self.skip_folders, known)
+        ids = {**known, **ids}
+        # Folders gone since are dropped; those not read yet keep their state until they are.
+        after = {f.id: before[f.id] for f in folders if isinstance(before.get(f.id), dict)}
+        for folder in folders:
+            for summaries, folder_state in self._folder_changes(
+                folder.id, after.get(folder.id), since
+            ):
+                after[folder.id] = folder_state
+                yield ChangeBatch(summaries, {"folders": dict(after), "well_known": ids})
+
+    def _folder_changes(
+        self, folder_id: str, state: dict[str, Any] | None, since: datetime
+    ) -> Iterator[tuple[list[HeaderSummary], dict[str, Any]]]:
+        state = dict(state or {})
         link = state.get("next_link") or state.get("delta_link")
         if not isinstance(link, str):
-            link = self._first_round(since)
+            link = self._first_round(folder_id, since)
         try:
             yield from self._rounds(link, state)
         except _DeltaExpiredError:
@@ -234,9 +273,12 @@ class GraphProvider(MailboxProvider):
             log.warning(
                 "graph_delta_expired mailbox=%s relisting_from=%s", self.email, start.isoformat()
             )
-            yield from self._rounds(self._first_round(start), {"synced_at": window.isoformat()})
+            first = self._first_round(folder_id, start)
+            yield from self._rounds(first, {"synced_at": window.isoformat()})
 
-    def _rounds(self, link: str, state: dict[str, Any]) -> Iterator[ChangeBatch]:
+    def _rounds(
+        self, link: str, state: dict[str, Any]
+    ) -> Iterator[tuple[list[HeaderSummary], dict[str, Any]]]:
         synced_at = state.get("synced_at") or datetime.now(UTC).isoformat()
         while True:
             page = self.request(
@@ -248,14 +290,13 @@ class GraphProvider(MailboxProvider):
             summaries = [_summary(row) for row in page.get("value") or [] if "@removed" not in row]
             next_link = page.get("@odata.nextLink")
             if isinstance(next_link, str):
-                yield ChangeBatch(summaries, {"next_link": next_link, "synced_at": synced_at})
+                yield summaries, {"next_link": next_link, "synced_at": synced_at}
                 link = next_link
                 continue
             delta_link = page.get("@odata.deltaLink")
             if not isinstance(delta_link, str):
                 raise ProviderError("Microsoft Graph ended a delta round without a deltaLink")
-            now = datetime.now(UTC).isoformat()
-            yield ChangeBatch(summaries, {"delta_link": delta_link, "synced_at": now})
+            yield summaries, {"delta_link": delta_link, "synced_at": datetime.now(UTC).isoformat()}
             return
 
     def fetch(self, fetch_ref: str, max_bytes: int) -> bytes:
@@ -289,7 +330,7 @@ class GraphProvider(MailboxProvider):
     # -- change notifications --------------------------------------------------------------
 
     def subscribe(self, notification_url: str, client_state: str) -> tuple[str, datetime]:
-        """A `created` subscription on Inbox; Graph validates `notification_url` first."""
+        """A `created` subscription on every message; Graph validates `notification_url` first."""
         expires = datetime.now(UTC) + SUBSCRIPTION_LIFETIME
         body = {
             "changeType": "created",
@@ -300,7 +341,7 @@ class GraphProvider(MailboxProvider):
             "clientState": client_state,
         }
         answer = self.request(
-            "POST", "/subscriptions", "subscribing to Inbox", expect=(201,), json=body
+            "POST", "/subscriptions", "subscribing to new mail", expect=(201,), json=body
         ).json()
         return str(answer["id"]), _parse_time(answer.get("expirationDateTime"), expires)
 
@@ -312,6 +353,10 @@ class GraphProvider(MailboxProvider):
             "renewing the subscription",
             json={"expirationDateTime": expires.strftime("%Y-%m-%dT%H:%M:%S.0000000Z")},
         ).json()
+        if str(answer.get("resource") or "").lower() in INBOX_ONLY_RESOURCES:
+            # Made when Inbox alone was watched; PATCH cannot change a resource.
+            self.unsubscribe(subscription_id)
+            raise ProviderError("the subscription watched Inbox only", permanent=True)
         return _parse_time(answer.get("expirationDateTime"), expires)
 
     def unsubscribe(self, subscription_id: str) -> None:

@@ -20,6 +20,7 @@ from typing import Any
 from tests.fakes.httpfake import FakeHttpServer
 
 from .app import EwsApp
+from .folders import DISPLAY
 from .store import EwsItem, EwsMailbox, EwsStore
 
 PASSWORD = "Exchange-Passw0rd!"
@@ -101,6 +102,22 @@ class FakeEws:
 
     def deliver(self, email: str, raw: bytes, *, thread_with: str | None = None) -> EwsItem:
         return self.store.add_item(email, raw, "inbox", thread_with=thread_with)
+
+    def file_into(self, email: str, raw: bytes, folder: str) -> EwsItem:
+        """A rule files `raw` in `folder` ("Customers/Acme": display names, made where
+        missing; "Junk Email" is the default folder of that name)."""
+        return self.store.add_item(email, raw, self.folder_key(email, folder))
+
+    def folder_key(self, email: str, path: str) -> str:
+        """The key the items of the folder at `path` carry (made where missing)."""
+        parent = "msgfolderroot"
+        for name in path.split("/"):
+            default = [k for k, shown in DISPLAY.items() if shown.lower() == name.lower()]
+            if parent == "msgfolderroot" and default:
+                parent = default[0]
+            else:
+                parent = self.store.add_folder(email, name, parent)
+        return parent
 
     def items(self, email: str, folder: str | None = None) -> list[EwsItem]:
         mailbox = self.store.mailbox(email)

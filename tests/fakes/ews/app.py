@@ -5,7 +5,8 @@ Microsoft's published EWS examples (the `m:`/`t:` namespaces, one
 `<Op>ResponseMessage ResponseClass=… ><m:ResponseCode>` per item,
 `ServerVersionInfo` in the SOAP header):
 
-    GetFolder            distinguished (root, msgfolderroot, inbox, sentitems, drafts) or by id
+    GetFolder            distinguished (root, msgfolderroot, inbox, sentitems, drafts, ...) or by id
+    FindFolder           Shallow or Deep under a folder, IndexedPageFolderView paging
     SyncFolderItems      ≤ MaxChangesReturned (≤ 512) Create/Delete changes, SyncState,
                          IncludesLastItemInRange; an unknown state: ErrorInvalidSyncStateData
     GetItem              the requested properties, MimeContent base64; per-item errors
@@ -43,6 +44,7 @@ import spnego
 from lxml import etree
 from werkzeug.wrappers import Request, Response
 
+from .folders import folder_xml, subfolders
 from .store import MAX_CHANGES, EwsItem, EwsMailbox, EwsStore, Subscription
 
 S = "http://schemas.xmlsoap.org/soap/envelope/"
@@ -57,14 +59,6 @@ VERSION = (
     'xmlns:xsd="http://www.w3.org/2001/XMLSchema" '
     'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"/>'
 )
-DISPLAY = {
-    "root": "Root",
-    "msgfolderroot": "Top of Information Store",
-    "inbox": "Inbox",
-    "sentitems": "Sent Items",
-    "drafts": "Drafts",
-    "deleteditems": "Deleted Items",
-}
 
 
 class SoapFaultError(Exception):
@@ -145,19 +139,6 @@ def sync_error(code: str, text: str) -> str:
 
 def _iso(when: datetime) -> str:
     return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _folder_xml(mailbox: EwsMailbox, name: str) -> str:
-    folder_id = mailbox.folder_ids[name]
-    parent = mailbox.folder_ids["root" if name in ("root", "msgfolderroot") else "msgfolderroot"]
-    count = sum(1 for i in mailbox.items.values() if i.folder == name)
-    return (
-        f'<t:Folder><t:FolderId Id="{folder_id}" ChangeKey="AQAAAA=="/>'
-        f'<t:ParentFolderId Id="{parent}" ChangeKey="AQAAAA=="/>'
-        f"<t:FolderClass>IPF.Note</t:FolderClass><t:DisplayName>{DISPLAY[name]}</t:DisplayName>"
-        f"<t:TotalCount>{count}</t:TotalCount><t:ChildFolderCount>0</t:ChildFolderCount>"
-        "<t:UnreadCount>0</t:UnreadCount></t:Folder>"
-    )
 
 
 def _mailbox_xml(name: str, address: str) -> str:
@@ -371,7 +352,7 @@ class EwsApp:
         distinguished = element.find("t:DistinguishedFolderId", NS)
         if distinguished is not None:
             name = distinguished.get("Id", "")
-            return name if name in mailbox.folder_ids else None
+            return name if name in self.store.FOLDERS and name in mailbox.folder_ids else None
         plain = element.find("t:FolderId", NS)
         if plain is not None:
             return self.store.folder_name(mailbox, plain.get("Id", ""))
@@ -394,9 +375,38 @@ class EwsApp:
                 )
             else:
                 messages.append(
-                    success("GetFolder", f"<m:Folders>{_folder_xml(mailbox, name)}</m:Folders>")
+                    success("GetFolder", f"<m:Folders>{folder_xml(mailbox, name)}</m:Folders>")
                 )
         return response("GetFolder", messages)
+
+    def op_FindFolder(self, mailbox: EwsMailbox, request: etree._Element) -> bytes:
+        parents = request.find("m:ParentFolderIds", NS)
+        name = self._folder_name(mailbox, parents) if parents is not None else None
+        if name is None:
+            return response(
+                "FindFolder",
+                [
+                    error(
+                        "FindFolder",
+                        "ErrorFolderNotFound",
+                        "The specified folder could not be found in the store.",
+                    )
+                ],
+            )
+        view = request.find("m:IndexedPageFolderView", NS)
+        offset = int(view.get("Offset", "0")) if view is not None else 0
+        limit = int(view.get("MaxEntriesReturned", "1000")) if view is not None else 1000
+        with self.store.lock:
+            found = subfolders(mailbox, name, deep=request.get("Traversal") == "Deep")
+            page = found[offset : offset + limit]
+            rendered = "".join(folder_xml(mailbox, key) for key in page)
+        last = offset + len(page) >= len(found)
+        content = (
+            f'<m:RootFolder IndexedPagingOffset="{offset + len(page)}" '
+            f'TotalItemsInView="{len(found)}" IncludesLastItemInRange="{str(last).lower()}">'
+            f"<t:Folders>{rendered}</t:Folders></m:RootFolder>"
+        )
+        return response("FindFolder", [success("FindFolder", content)])
 
     def op_SyncFolderItems(self, mailbox: EwsMailbox, request: etree._Element) -> bytes:
         sync_folder = request.find("m:SyncFolderId", NS)

@@ -97,6 +97,9 @@ class EwsMailbox:
     email: str
     password: str
     folder_ids: dict[str, str] = field(default_factory=dict)  # distinguished name -> id
+    # Folders a person made ("Customers"): their key is their id (folder_ids[id] == id).
+    folder_names: dict[str, str] = field(default_factory=dict)  # key -> display name
+    folder_parents: dict[str, str] = field(default_factory=dict)  # key -> parent's key
     items: dict[str, EwsItem] = field(default_factory=dict)
     changes: list[Change] = field(default_factory=list)
     seq: int = 0
@@ -121,7 +124,17 @@ class EwsFaults:
 
 
 class EwsStore:
-    FOLDERS = ("msgfolderroot", "root", "inbox", "sentitems", "drafts", "deleteditems")
+    FOLDERS = (
+        "msgfolderroot",
+        "root",
+        "inbox",
+        "sentitems",
+        "drafts",
+        "deleteditems",
+        "junkemail",
+        "outbox",
+        "calendar",
+    )
 
     def __init__(self) -> None:
         self.lock = threading.RLock()
@@ -144,6 +157,19 @@ class EwsStore:
 
     def mailbox(self, email: str) -> EwsMailbox | None:
         return self.mailboxes.get(email.lower())
+
+    def add_folder(self, email: str, name: str, parent: str = "msgfolderroot") -> str:
+        """The key of the folder called `name` under `parent` (a key), made if missing."""
+        with self.lock:
+            mailbox = self.mailboxes[email.lower()]
+            for key, shown in mailbox.folder_names.items():
+                if shown.lower() == name.lower() and mailbox.folder_parents[key] == parent:
+                    return key
+            key = new_id()
+            mailbox.folder_ids[key] = key
+            mailbox.folder_names[key] = name
+            mailbox.folder_parents[key] = parent
+            return key
 
     def folder_name(self, mailbox: EwsMailbox, folder_id: str) -> str | None:
         for name, value in mailbox.folder_ids.items():

@@ -5,8 +5,9 @@ authority). Point MSAL at ``fake.authority`` (with ``instance_discovery=False``)
 and Graph calls at ``fake.graph_endpoint``.
 
 Test-side operations: ``add_user``, ``deliver`` (a message arrives in Inbox and
-subscriptions are notified), ``consenting_user`` (who signs in at the consent
-screen), ``revoke_user``, ``expire_delta``, ``throttle``, ``corrupt``,
+subscriptions are notified), ``file_into`` (a rule files it in another folder:
+subscriptions on ``me/messages`` hear of it, those on Inbox do not),
+``consenting_user`` (who signs in at the consent screen), ``revoke_user``, ``expire_delta``, ``throttle``, ``corrupt``,
 ``subscriptions``, ``notifications`` (what was POSTed to notification URLs).
 Change notifications are POSTed by a background thread, like Graph does, through
 ``transport`` (requests by default; tests may route them to a Flask test client).
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import json
 import queue
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -32,6 +34,10 @@ from .store import GraphMessage, GraphStore, GraphUser, Subscription
 
 SCOPES = ["https://graph.microsoft.com/Mail.ReadWrite", "https://graph.microsoft.com/Mail.Send"]
 Transport = Callable[[str, dict[str, str], bytes], tuple[int, str]]
+_MAILBOX_RESOURCE = re.compile(r"^(me|users/[^/]+)/messages$", re.IGNORECASE)
+_FOLDER_RESOURCE = re.compile(
+    r"^(?:me|users/[^/]+)/mailFolders(?:\('([^']+)'\)|/([^/]+))/messages$", re.IGNORECASE
+)
 
 
 def _requests_transport(url: str, headers: dict[str, str], body: bytes) -> tuple[int, str]:
@@ -66,7 +72,7 @@ class FakeGraph:
         self._thread = threading.Thread(
             target=self._deliver_loop, name="fake-graph-notify", daemon=True
         )
-        self.store.on_new_inbox_message = self._notify_new
+        self.store.on_new_message = self._notify_new
         self.reset()
 
     def _transport(self, url: str, headers: dict[str, str], body: bytes) -> tuple[int, str]:
@@ -103,6 +109,7 @@ class FakeGraph:
             store.consenting_user = None
             store.corrupt_ids.clear()
             store.message_id_policy = "keep"
+        self.app.folders.clear()
         self.notifications.clear()
         self.transport = _requests_transport
         self.server.calls.clear()
@@ -132,6 +139,20 @@ class FakeGraph:
 
     def deliver(self, email: str, raw: bytes, *, thread_with: str | None = None) -> GraphMessage:
         return self.store.add_message(email, raw, "inbox", thread_with=thread_with)
+
+    def file_into(self, email: str, raw: bytes, folder: str) -> GraphMessage:
+        """A rule files `raw` in `folder` ("Customers/Acme": a path of display names,
+        made where missing; "Junk Email" is the well-known folder of that name)."""
+        return self.store.add_message(email, raw, self.folder_key(email, folder))
+
+    def folder_key(self, email: str, path: str) -> str:
+        """The key the messages of the folder at `path` carry (made where missing)."""
+        user = self.store.user(email)
+        parent: str | None = None
+        for name in path.split("/"):
+            parent = self.app.folders.ensure(user, name, parent)
+        assert parent is not None
+        return parent
 
     def messages(self, email: str, folder: str | None = None) -> list[GraphMessage]:
         user = self.store.user(email)
@@ -179,7 +200,7 @@ class FakeGraph:
         for subscription in self.subscriptions(user.email):
             if subscription.expiration <= now or "created" not in subscription.change_type:
                 continue
-            if "inbox" not in subscription.resource.lower():
+            if not self._covers(user, subscription.resource, message.folder):
                 continue
             resource = f"Users/{user.oid}/Messages/{message.id}"
             payload = {
@@ -207,6 +228,17 @@ class FakeGraph:
             )
             self.notifications.append(note)
             self._queue.put(note)
+
+    def _covers(self, user: GraphUser, resource: str, folder: str) -> bool:
+        """Whether a subscription on `resource` hears of a message created in `folder`:
+        ``me/messages`` (or ``users/{id}/messages``) every folder, ``me/mailFolders('x')/
+        messages`` folder x only."""
+        path = resource.strip("/")
+        match = _FOLDER_RESOURCE.match(path)
+        if match is None:
+            return bool(_MAILBOX_RESOURCE.match(path))
+        named = match.group(1) or match.group(2) or ""
+        return self.app.folders.resolve(user, named) == folder
 
     def _deliver_loop(self) -> None:
         while not self._stop.is_set():

@@ -4,7 +4,8 @@
     GET  /{tenant}/oauth2/v2.0/authorize                   consent: 302 with code (+ state)
     POST /{tenant}/oauth2/v2.0/token                       authorization_code (PKCE) | refresh_token
     GET  /v1.0/me                                          the signed-in user
-    GET  /v1.0/me/mailFolders/{folder}                     a well-known folder
+    GET  /v1.0/me/mailFolders[/{f}/childFolders]           folders, paged ($top, $skip)
+    GET  /v1.0/me/mailFolders/{folder}                     a folder, by well-known name or id
     POST /v1.0/me/messages                                 a draft, from base64 MIME (text/plain)
     POST /v1.0/me/messages/{id}/send                       202; the draft becomes a new Sent item
     GET  /v1.0/me/messages/{id}[/$value]                   one message ($select, $expand) or MIME
@@ -36,6 +37,7 @@ from urllib.parse import urlencode
 import jwt
 from werkzeug.wrappers import Request, Response
 
+from .folders import FolderTree
 from .store import (
     MAX_SUBSCRIPTION_MINUTES,
     GraphError,
@@ -46,7 +48,6 @@ from .store import (
     client_info,
 )
 
-FOLDERS = {"inbox": "inbox", "sentitems": "sentitems", "drafts": "drafts"}
 _FOLDER_ARG = re.compile(r"^mailFolders(?:\('([^']+)'\)|/([^/]+))$", re.IGNORECASE)
 _PROPERTY = re.compile(r"id eq '([^']+)'")
 _INTERNET_ID_FILTER = re.compile(r"^internetMessageId eq '(.*)'$")
@@ -143,6 +144,12 @@ def _parse_expand(value: str | None) -> list[str] | None:
     return _PROPERTY.findall(value)
 
 
+def _pick(full: dict[str, Any], select: list[str] | None) -> dict[str, Any]:
+    if select is None:
+        return full
+    return {"id": full["id"], **{k: full[k] for k in select if k in full}}
+
+
 def _parse_select(value: str | None) -> list[str] | None:
     return [s.strip() for s in value.split(",") if s.strip()] if value else None
 
@@ -159,6 +166,7 @@ class GraphApp:
         self.notify = notify
         self.signing_key = secrets.token_bytes(32)
         self.rounds: dict[str, dict[str, Any]] = {}  # skip tokens: a round's remaining pages
+        self.folders = FolderTree()
 
     def __call__(
         self, environ: dict[str, Any], start_response: Callable[..., Any]
@@ -366,20 +374,27 @@ class GraphApp:
                 },
             )
         folder: str | None = None
+        if parts == ["mailFolders"] and method == "GET":
+            request.environ["fake.label"] = "mailFolders.list"
+            return self.list_folders(request, user, None)
         if parts[0].lower().startswith("mailfolders"):
             folder_part = "/".join(parts[:2]) if parts[0].lower() == "mailfolders" else parts[0]
             match = _FOLDER_ARG.match(folder_part)
             if not match:
                 raise GraphError(400, "BadRequest", "Invalid folder.")
-            folder = FOLDERS.get((match.group(1) or match.group(2) or "").lower())
+            folder = self.folders.resolve(user, match.group(1) or match.group(2) or "")
             if folder is None:
-                raise GraphError(404, "ErrorInvalidIdMalformed", "Id is malformed.")
+                raise GraphError(
+                    404, "ErrorItemNotFound", "The specified object was not found in the store."
+                )
             parts = parts[2:] if parts[0].lower() == "mailfolders" else parts[1:]
             if not parts and method == "GET":
                 request.environ["fake.label"] = "mailFolders.get"
-                return _json(
-                    200, {"id": folder, "displayName": folder.title(), "totalItemCount": 0}
-                )
+                shown = self.folders.render(user, self.folders.folders(user)[folder])
+                return _json(200, _pick(shown, _parse_select(request.args.get("$select"))))
+            if parts == ["childFolders"] and method == "GET":
+                request.environ["fake.label"] = "mailFolders.childFolders"
+                return self.list_folders(request, user, folder)
         if parts == ["messages", "delta"] and method == "GET" and folder is not None:
             request.environ["fake.label"] = "messages.delta"
             return self.delta(request, user, folder)
@@ -463,6 +478,25 @@ class GraphApp:
         select = _parse_select(request.args.get("$select"))
         top = int(request.args.get("$top", "10"))
         return _json(200, {"value": [_render(m, select, None) for m in found[:top]]})
+
+    def list_folders(self, request: Request, user: GraphUser, parent: str | None) -> Response:
+        """One page of a folder's children (msgfolderroot's when `parent` is None)."""
+        args = request.args
+        top = int(args.get("$top", str(DEFAULT_PAGE)))
+        skip = int(args.get("$skip", "0"))
+        select = _parse_select(args.get("$select"))
+        children = self.folders.children(user, parent)
+        page = children[skip : skip + top]
+        body: dict[str, Any] = {
+            "@odata.context": "https://graph.microsoft.com/v1.0/$metadata#users('"
+            f"{user.oid}')/mailFolders",
+            "value": [_pick(self.folders.render(user, f), select) for f in page],
+        }
+        if skip + top < len(children):
+            query = {k: v for k, v in args.items() if k != "$skip"}
+            query["$skip"] = str(skip + top)
+            body["@odata.nextLink"] = f"{self.base_url()}{request.path}?{urlencode(query)}"
+        return _json(200, body)
 
     # -- delta -------------------------------------------------------------------------
 

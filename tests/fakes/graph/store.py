@@ -82,7 +82,7 @@ def conversation_id() -> str:
 @dataclass
 class GraphMessage:
     id: str
-    folder: str  # inbox, sentitems, drafts
+    folder: str  # a well-known name (inbox, sentitems, drafts), else the folder's id
     raw: bytes
     internet_message_id: str
     conversation_id: str
@@ -179,7 +179,7 @@ class GraphStore:
         self.consenting_user: str | None = None
         self.corrupt_ids: set[str] = set()  # $value answers 500 ErrorMimeContentConversionFailed
         self.message_id_policy = "keep"  # tests.fakes.message_ids.POLICIES
-        self.on_new_inbox_message: Callable[[GraphUser, GraphMessage], None] | None = None
+        self.on_new_message: Callable[[GraphUser, GraphMessage], None] | None = None
 
     # -- users and mail ----------------------------------------------------------------
 
@@ -241,7 +241,7 @@ class GraphStore:
             user.messages[message.id] = message
             user.conversations.setdefault(internet_id.lower(), message.conversation_id)
             self._record(user, message)
-            callback = self.on_new_inbox_message if folder == "inbox" else None
+            callback = self.on_new_message
         if callback is not None:
             callback(user, message)
         return message
@@ -259,7 +259,7 @@ class GraphStore:
             message.folder = folder
             user.messages[message.id] = message
             self._record(user, message)
-            callback = self.on_new_inbox_message if folder == "inbox" else None
+            callback = self.on_new_message
         if callback is not None:
             callback(user, message)
         return message
