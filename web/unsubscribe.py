@@ -1,7 +1,8 @@
 """One-click unsubscribe (RFC 8058): ``/u/<token>``, answered without sign-in.
 
 The token (`core.tracking.tokens.unsubscribe_token`) names the team and the
-address, signed; nothing else in the request is trusted::
+address, sealed (encrypted and authenticated); nothing else in the request is
+trusted::
 
     POST  List-Unsubscribe=One-Click   a mail client's one-click ──▶ opted out, 200 text
     GET                                 the confirm page: who, what will happen, a button;

@@ -10,10 +10,14 @@ verify: the pixel and links of an email sent before a rotation keep counting.
   URL. The destination is *only* ever taken from here: there is no unsigned
   parameter a third party could point elsewhere (no open redirect).
 - Device cookie: ``[device public id, team id, user id]``, set on sign-in.
-- Unsubscribe token: ``[team id, address]`` (the address lower-cased). It names
-  the address because the opt-out is about the person, not one message, and the
-  signature is what stops anyone unsubscribing an address they only guess
-  (no database id to walk). It never expires: an old email's link must still work.
+- Unsubscribe token: ``[team id, address]`` (the address lower-cased), encrypted
+  and authenticated (AES-SIV, its key derived from SECRET_KEY and each fallback;
+  deterministic, so the header and ``{{unsubscribe_link}}`` are one link).
+  It names the address because the opt-out is about the person, not one message;
+  the authentication is what stops anyone unsubscribing an address they only
+  guess (no database id to walk), and the encryption keeps the address out of
+  the URL, which ends up in routers' logs like the others. It never expires: an
+  old email's link must still work.
 
 The recipient is an index into the sent message's `to_addrs + cc_addrs`, so a
 URL names a person without spelling out their address (URLs end up in logs).
@@ -21,11 +25,17 @@ URL names a person without spelling out their address (URLs end up in logs).
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
+import json
 import time
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESSIV
 from itsdangerous import BadData, URLSafeSerializer
 
 from config import get_settings
@@ -141,8 +151,20 @@ def read_device_cookie(value: str) -> DeviceRef | None:
     return DeviceRef(payload[0], payload[1], payload[2])
 
 
+@lru_cache(maxsize=4)
+def _unsubscribe_ciphers(keys: tuple[str, ...]) -> tuple[AESSIV, ...]:
+    """AES-SIV per signing key, newest first: deterministic, so one address has one link."""
+    return tuple(AESSIV(hashlib.sha512(f"{UNSUBSCRIBE_SALT}:{k}".encode()).digest()) for k in keys)
+
+
+def _unsubscribe_keys() -> tuple[AESSIV, ...]:
+    return _unsubscribe_ciphers(tuple(get_settings().signing_keys))
+
+
 def unsubscribe_token(team_id: int, email: str) -> str:
-    return str(_signer(UNSUBSCRIBE_SALT).dumps([team_id, email.strip().lower()]))
+    payload = json.dumps([team_id, email.strip().lower()], separators=(",", ":")).encode()
+    sealed = _unsubscribe_keys()[0].encrypt(payload, [UNSUBSCRIBE_SALT.encode()])
+    return base64.urlsafe_b64encode(sealed).decode().rstrip("=")
 
 
 def unsubscribe_url(base_url: str, team_id: int, email: str) -> str:
@@ -151,8 +173,18 @@ def unsubscribe_url(base_url: str, team_id: int, email: str) -> str:
 
 
 def read_unsubscribe_token(token: str) -> UnsubscribeRef | None:
-    """The team and address, or None for anything not signed by us as an unsubscribe token."""
-    payload = _loads(UNSUBSCRIBE_SALT, token)
+    """The team and address, or None for anything not made by us as an unsubscribe token."""
+    try:
+        sealed = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+    except (ValueError, binascii.Error):
+        return None
+    payload: Any = None
+    for cipher in _unsubscribe_keys():
+        try:
+            payload = json.loads(cipher.decrypt(sealed, [UNSUBSCRIBE_SALT.encode()]))
+            break
+        except (InvalidTag, ValueError, UnicodeError):
+            continue
     if (
         not isinstance(payload, list)
         or len(payload) != 2
