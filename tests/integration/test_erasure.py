@@ -45,6 +45,8 @@ from core.models import (
 )
 from tests.conftest import ApiClient, create_user
 from tests.fixtures.documents import samples
+from tests.integration.test_app_pages import csrf
+from tests.integration.test_app_sequences import make_sequence, post, rep, text
 from tests.integration.test_documents_viewer import (
     PASSWORD,
     beacon,
@@ -62,6 +64,8 @@ from worker.sequences.messages import outgoing_message
 from worker.sync.base import SendResult
 
 pytestmark = pytest.mark.integration
+
+__all__ = ["rep"]  # a fixture, used by name
 
 SENDER = "rep@seller.test"
 ADDRESS = "quilla.zyx@prospect-corp.test"
@@ -123,7 +127,8 @@ def _setup(app: Flask, client: FlaskClient) -> dict[str, Any]:
                 subject="Hello {{first_name}}",
                 body_html='<p>Hi {{first_name}}, <a href="https://seller.example/pricing">'
                 "pricing</a></p>",
-            )
+            ),
+            SequenceStep(position=1, delay_seconds=3600, subject="Again", body_html="<p>2</p>"),
         ]
         session.add(sequence)
         session.flush()
@@ -171,6 +176,14 @@ def test_erasing_a_person_leaves_nothing_that_names_them(
         f"Thanks, this is {NAME}: write to {ADDRESS} any time.",
     )
     assert deliver_inbound(reply, "uid-7").kind == "reply"
+    # They also answered their colleague's email: that reply names them too.
+    with session_scope() as session:
+        bob = claiming.claim_due_step(session, person["colleague"], utcnow())
+        assert bob is not None
+        bob_id, bob_message_id = bob.id, bob.message_id
+    delivering._record_sent(bob_id, SendResult(message_id=bob_message_id))
+    answer_for_bob = person_reply(bob_message_id, ADDRESS, SENDER, f"Bob is away. {NAME}")
+    assert deliver_inbound(answer_for_bob, "uid-8").kind == "reply"
     # An open and a click, drained by the real events worker.
     stream = core_redis.get_redis()
     events.ensure_group(stream)
@@ -209,13 +222,14 @@ def test_erasing_a_person_leaves_nothing_that_names_them(
     assert "never deletes CRM data" in answer["salesforce"]
     assert answer["deleted"]["tracking_hits"] == 2
     assert answer["deleted"]["document_visits"] == 1
-    assert answer["deleted"]["inbound_messages"] == 1
+    assert answer["deleted"]["inbound_messages"] == 2  # theirs, and theirs to Bob's email
 
     assert scan(ADDRESS, NAME) == []
-    # Their colleague is untouched.
+    # Their colleague stays, with the history of that reply minus who wrote it.
     with session_scope() as session:
         colleague = session.get_one(Enrollment, person["colleague"])
-        assert colleague.state == "active"
+        assert (colleague.state, colleague.state_reason) == ("replied", "reply from [erased]")
+        assert session.get_one(SentMessage, bob_id).to_addrs == [COLLEAGUE]
     assert "prospects.email" in scan(COLLEAGUE)
 
     # Never again: enrolling, the CSV import's check and do-not-track all refuse,
@@ -301,4 +315,36 @@ def test_the_prospect_page_sets_do_not_track_and_erases_after_confirmation(
     )
     text = done.get_data(as_text=True)
     assert "Erased" in text and "never deletes CRM data" in text
+    assert scan(ADDRESS, NAME) == []
+
+
+def test_the_csv_import_sets_do_not_track_and_leaves_erased_people_out(
+    rep: tuple[FlaskClient, int],
+) -> None:
+    client, mailbox_id = rep
+    sequence_id = make_sequence(client, mailbox_id)
+    with session_scope() as session:
+        team_id = session.get_one(Sequence, sequence_id).team_id
+        erase_person(session, team_id=team_id, email=ADDRESS, user_id=None, now=utcnow())
+    csv_text = (
+        "email,name,Do not track\n"
+        "dana@acme.test,Dana,yes\n"
+        "fox@fbi.test,Fox,no\n"
+        f"{ADDRESS},{NAME},\n"
+        "walter@fbi.test,Walter,maybe\n"
+    )
+    preview = client.post(
+        f"/sequences/{sequence_id}/import",
+        data={"csrf_token": csrf(client), "file": (io.BytesIO(csv_text.encode()), "list.csv")},
+        content_type="multipart/form-data",
+    )
+    page = text(preview)
+    assert f"{ADDRESS}: this person asked to be erased" in page
+    assert "Do not track: “maybe” is neither yes nor no" in page
+    confirm_path = re.search(r'action="(/sequences/\d+/import/[^"]+)"', page)
+    assert confirm_path is not None
+    assert post(client, confirm_path.group(1), expected="2").status_code == 302
+    with session_scope() as session:
+        flags = dict(session.execute(select(Prospect.email, Prospect.do_not_track)).all())
+    assert flags == {"dana@acme.test": True, "fox@fbi.test": False}
     assert scan(ADDRESS, NAME) == []

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from flask import flash, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from core.erasure import ERASED_MESSAGE, erased_addresses, is_erased
 from core.header_text import header_text_problem
@@ -104,6 +104,18 @@ def enroll(sequence_id: int) -> ResponseReturnValue:
 
 
 # -- CSV import: preview, then confirm -------------------------------------------------
+
+
+def apply_do_not_track(team: int, rows: list[ImportRow]) -> None:
+    """The file's `do_not_track` column, where it says yes or no, onto the prospects."""
+    for value in (True, False):
+        emails = [r.email for r in rows if r.do_not_track is value]
+        for start in range(0, len(emails), 500):
+            db().execute(
+                update(Prospect)
+                .where(Prospect.team_id == team, Prospect.email.in_(emails[start : start + 500]))
+                .values(do_not_track=value)
+            )
 
 
 @dataclass
@@ -238,6 +250,7 @@ def import_confirm(sequence_id: int, token: str) -> ResponseReturnValue:
             now=utcnow(),
         )
         apply_zones(db(), sequence.team_id, [(r.email, r.time_zone, r.phone) for r in check.rows])
+        apply_do_not_track(sequence.team_id, check.rows)
         db().commit()
     except enrolling.EnrollmentError as exc:
         db().rollback()

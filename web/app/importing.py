@@ -16,6 +16,7 @@ header line); a header line naming the columns, one of them the email address.
 Column names are matched loosely (`Email Address`, `First name`, `Company name`…).
 Optional `time_zone` (an IANA name, checked: a bad one is a bad row) sets the
 prospect's zone; `phone` is read only for its country code, to guess one.
+Optional `do_not_track` (yes/no, empty: left as it is) sets the prospect's flag.
 """
 
 from __future__ import annotations
@@ -48,7 +49,10 @@ _COLUMNS: dict[str, tuple[str, ...]] = {
     ),
     "time_zone": ("time_zone", "timezone", "tz", "zone", "iana_time_zone"),
     "phone": ("phone", "phone_number", "telephone", "tel", "mobile", "mobile_phone", "mobilephone"),
+    "do_not_track": ("do_not_track", "dnt", "no_tracking", "untracked"),
 }
+_YES = frozenset({"yes", "y", "true", "1", "x"})
+_NO = frozenset({"no", "n", "false", "0"})
 
 
 class ImportFileError(ValueError):
@@ -63,6 +67,7 @@ class ImportRow:
     company: str | None
     time_zone: str | None = None  # checked IANA name: the prospect's, as if set by hand
     phone: str | None = None  # only read for its country code (core.zones.inference)
+    do_not_track: bool | None = None  # None: the column is absent or the cell empty
 
 
 @dataclass(frozen=True)
@@ -230,7 +235,20 @@ def _read_row(
             parsed.bad.append(BadRow(line, f"{parsed.columns['time_zone']}: {exc}"))
             return
     phone = cell("phone")[:FIELD_LIMIT]
+    flag = cell("do_not_track").lower()
+    if flag and flag not in _YES | _NO:
+        column = parsed.columns["do_not_track"]
+        parsed.bad.append(BadRow(line, f"{column}: “{flag[:20]}” is neither yes nor no"))
+        return
     seen[email] = line
     parsed.rows.append(
-        ImportRow(line, email, name or None, company or None, time_zone or None, phone or None)
+        ImportRow(
+            line,
+            email,
+            name or None,
+            company or None,
+            time_zone or None,
+            phone or None,
+            (flag in _YES) if flag else None,
+        )
     )
