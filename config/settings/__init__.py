@@ -44,7 +44,12 @@ from config.settings.security import (
     read_signin_limits,
 )
 from config.settings.sending import SendingSettings, read_sending
-from config.settings.services import parse_database_url, parse_public_base_url, parse_redis_url
+from config.settings.services import (
+    parse_database_url,
+    parse_public_base_url,
+    parse_redis_url,
+    parse_tracking_cname_targets,
+)
 
 __all__ = [
     "ENVIRONMENTS",
@@ -121,6 +126,9 @@ class Settings:
     # Networks a team's mail servers and URLs may be in although they are private
     # (core.outbound refuses private, loopback, link-local ... addresses otherwise).
     allowed_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    # Where a team's tracking host must point (core.tracking_domains): names, or
+    # ".suffix" for any name under a domain. Empty: the host of public_base_url.
+    tracking_cname_targets: tuple[str, ...] = ()
 
     @property
     def is_production(self) -> bool:
@@ -245,6 +253,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         secret_key_fallbacks=read_secret_key_fallbacks(env, secret_key),
         signin_limits=read_signin_limits(env),
         allowed_networks=read_allowed_networks(env),
+        tracking_cname_targets=parse_tracking_cname_targets(
+            env_str(env, "SIGHTLINE_TRACKING_CNAME_TARGET"),
+            parse_public_base_url(env_str(env, "PUBLIC_BASE_URL"), port),
+        ),
     )
 
 

@@ -1,6 +1,7 @@
 """Teams and the people in them: users, their API tokens, the browsers they sign in from.
 
-Natural keys: `teams.name`; `users.email` (one account per address, across
+Natural keys: `teams.name`; `teams.tracking_host` (one team per tracking host);
+`users.email` (one account per address, across
 teams); `api_tokens.token_hash`; `devices.public_id` (what the signed device
 cookie names).
 
@@ -31,6 +32,7 @@ class Plan(enum.StrEnum):
 
 class Team(Base):
     __tablename__ = "teams"
+    __table_args__ = (Index("ix_teams_tracking_host", "tracking_host", unique=True),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(200), unique=True)
@@ -39,6 +41,13 @@ class Team(Base):
     # List-Unsubscribe + List-Unsubscribe-Post (RFC 8058) on sequence emails.
     unsubscribe_headers: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # The team's own host for pixels, clicks and document links (a CNAME to the
+    # operator's), lower-cased. Used in sent mail only once `tracking_host_verified_at`
+    # is set; `tracking_host_error` says why the last check failed (core.tracking_domains).
+    tracking_host: Mapped[str | None] = mapped_column(String(253))
+    tracking_host_verified_at: Mapped[datetime | None]
+    tracking_host_checked_at: Mapped[datetime | None]
+    tracking_host_error: Mapped[str | None] = mapped_column(String(300))
 
 
 class User(Base):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 from cryptography.fernet import Fernet
@@ -80,6 +81,9 @@ def test_production_refuses_to_start_without(missing: str) -> None:
         ("LOG_LEVEL", "LOUD", "expected DEBUG"),
         ("REDIS_TLS_VERIFY", "maybe", "true or false"),
         ("SIGHTLINE_ENV", "staging", "expected one of"),
+        ("SIGHTLINE_TRACKING_CNAME_TARGET", "10.0.0.1", "expected host names"),
+        ("SIGHTLINE_TRACKING_CNAME_TARGET", ".com", "at least two labels"),
+        ("SIGHTLINE_TRACKING_CNAME_TARGET", "app.example.com, https://x.example.com", "got 'https"),
     ],
 )
 def test_bad_values_name_the_variable(name: str, value: str, message: str) -> None:
@@ -87,6 +91,14 @@ def test_bad_values_name_the_variable(name: str, value: str, message: str) -> No
         load_settings(production(**{name: value}))
     assert str(raised.value).startswith(f"{name}: ")
     assert message in str(raised.value)
+
+
+def test_tracking_hosts_point_at_the_public_host_unless_told_otherwise() -> None:
+    assert load_settings(production()).tracking_cname_targets == (
+        urlsplit(production()["PUBLIC_BASE_URL"]).hostname,
+    )
+    told = production(SIGHTLINE_TRACKING_CNAME_TARGET=" .HerokuDNS.com, edge.example.net ")
+    assert load_settings(told).tracking_cname_targets == (".herokudns.com", "edge.example.net")
 
 
 def test_key_rotation_accepts_a_list_newest_first() -> None:

@@ -35,6 +35,7 @@ from web.api.schemas import (
     SequenceCreate,
     SequenceOut,
 )
+from web.api.tracking_host import extend_document as tracking_host_routes
 from web.connect.api import extend_document as connect_routes
 from web.documents.schemas import extend_document as document_routes
 
@@ -196,10 +197,10 @@ def build_document() -> dict[str, Any]:
     # Salesforce routes document themselves (web/api/salesforce.py).
     # Mailbox connect routes likewise (web/connect/api.py), and the content library's
     # (web/documents/schemas.py), and erasure and do-not-track (web/api/privacy.py).
-    # The opt-out list and the team's settings (web/api/optouts.py).
-    return _with_body_limit(
-        opt_out_routes(privacy_routes(document_routes(connect_routes(extend_document(document)))))
-    )
+    # The opt-out list and the team's settings (web/api/optouts.py), its tracking host
+    # (web/api/tracking_host.py).
+    document = privacy_routes(document_routes(connect_routes(extend_document(document))))
+    return _with_body_limit(tracking_host_routes(opt_out_routes(document)))
 
 
 def _with_body_limit(document: dict[str, Any]) -> dict[str, Any]:

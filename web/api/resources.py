@@ -1,7 +1,7 @@
 """The API's resources on its one blueprint: what `create_app` installs.
 
-Importing routes.py, salesforce.py, privacy.py, optouts.py and openapi.py adds their
-routes to
+Importing routes.py, salesforce.py, privacy.py, optouts.py, tracking_host.py and
+openapi.py adds their routes to
 `web.api.common.bp`; `init_app` registers the blueprint after that, once.
 """
 
@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from flask import Flask
 
-from web.api import openapi, optouts, privacy, routes, salesforce
+from web.api import openapi, optouts, privacy, routes, salesforce, tracking_host
 from web.api.common import bp
 
-RESOURCES = (routes, salesforce, privacy, optouts, openapi)
+RESOURCES = (routes, salesforce, privacy, optouts, tracking_host, openapi)
 
 
 def init_app(app: Flask) -> None:

@@ -14,6 +14,7 @@ One blueprint per concept, each registered by `init_app`:
     imap         /mailboxes/imap                          connect an IMAP mailbox
     optouts      /opt-outs…                               the opt-out list: add, remove
     team_settings /settings                               the team's settings
+    tracking_host /settings/tracking-host                 the team's own tracking host
 
 Pages are server-rendered (Jinja, autoescaped) with a light touch of JavaScript
 (`web/static/app/`): the rich-text editor, the live preview, small helpers; every
@@ -45,6 +46,7 @@ from web.app import (
     reports,
     sequences,
     team_settings,
+    tracking_host,
 )
 
 
@@ -67,6 +69,7 @@ def init_app(app: Flask) -> None:
         imap,
         optouts,
         team_settings,
+        tracking_host,
     ):
         app.register_blueprint(module.bp)
     app.jinja_env.filters["clean_html"] = _clean_html
