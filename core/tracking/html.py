@@ -7,8 +7,9 @@ of the markup is left byte for byte as it was: tags are found with the standard
 HTML parser and only the ``href`` attribute of each ``<a>`` is rewritten.
 
 Left alone: ``mailto:``, ``tel:``, in-page ``#anchors``, links without a scheme,
-links to our own public base URL (the click endpoint, the document viewer: they
-record their own hits), and any ``<a>`` carrying ``data-sightline-untracked``.
+links to our own base URLs (`own_urls`: the operator's and the team's tracking
+host; the click endpoint, the document viewer and the unsubscribe page record or
+act on their own), and any ``<a>`` carrying ``data-sightline-untracked``.
 A plain-text-only email cannot carry a pixel: it is untrackable for opens (see
 the README).
 """
@@ -67,7 +68,7 @@ def _replace_href(tag: str, url: str) -> str:
     return _HREF.sub(replacement, tag, count=1)
 
 
-def _trackable(href: str | None, base_url: str) -> bool:
+def _trackable(href: str | None, own_urls: tuple[str, ...]) -> bool:
     if not href:
         return False
     value = href.strip()
@@ -75,7 +76,7 @@ def _trackable(href: str | None, base_url: str) -> bool:
         return False
     if not value.lower().startswith(("http://", "https://")):
         return False
-    return not (value == base_url or value.startswith(f"{base_url}/"))
+    return not any(value == own or value.startswith(f"{own}/") for own in own_urls)
 
 
 def apply_tracking(
@@ -86,15 +87,20 @@ def apply_tracking(
     team_id: int,
     recipient: int,
     issued_at: int,
+    own_urls: tuple[str, ...] = (),
 ) -> TrackedBody:
-    """The body with its links rewritten and the pixel inserted."""
+    """The body with its links rewritten and the pixel inserted, both on `base_url`.
+
+    Links to `base_url` or to any of `own_urls` are left as they are.
+    """
+    own = (base_url, *own_urls)
     finder = _AnchorFinder()
     finder.feed_text(body_html)
     pieces: list[str] = []
     links: list[str] = []
     cursor = 0
     for start, end, raw, href, untracked in finder.anchors:
-        if untracked or not _trackable(href, base_url) or body_html[start:end] != raw:
+        if untracked or not _trackable(href, own) or body_html[start:end] != raw:
             continue
         assert href is not None
         destination = href.strip()

@@ -4,7 +4,7 @@
 team per host); `tracking_host_verified_at`: set when DNS showed it points at
 us, and only then is it used in sent mail; `tracking_host_checked_at` and
 `tracking_host_error`: the last check and, when it failed, why. See
-core.tracking.domains.
+core.tracking_domains.
 
 Revision ID: d5e8a1c3b7f4
 Revises: b41c7d93e0f2

@@ -5,6 +5,8 @@ one) and then the link row: revoked, expired, deleted or not-yet-ready links
 get a clear page with the right status (410, 404, 200 "being prepared"), never
 an error. Responses are `no-store` (the page) or private (images), send no
 referrer, ask not to be indexed, and allow nothing from another origin.
+On a team's tracking host (`core.tracking_domains`), only that team's links
+open: another team's token there is "not valid", as a forged one is.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from core.models import (
     DocumentVisit,
     SentMessage,
 )
+from core.tracking_domains import team_of
 from web.db import db
 from web.documents import visits
 from web.documents.common import download_file, link_state
@@ -105,6 +108,12 @@ def _not_valid() -> Refusal:
     )
 
 
+def _on_its_host(link: DocumentLink) -> bool:
+    """False when the request came to another team's tracking host."""
+    host_team = team_of(db(), request.host)
+    return host_team is None or host_team == link.team_id
+
+
 def _resolve(token: str) -> Resolved | Refusal:
     """The link and document, or the page to show instead."""
     ref = read_link_token(token)
@@ -116,6 +125,7 @@ def _resolve(token: str) -> Resolved | Refusal:
         or link.document_id != ref.document_id
         or link.sent_message_id != ref.sent_message_id
         or link.recipient != ref.recipient
+        or not _on_its_host(link)
     ):
         return _not_valid()
     document = db().get_one(Document, link.document_id)
@@ -245,7 +255,7 @@ def beacon(token: str) -> ResponseReturnValue:
         return _error(422, "visit: not a visit of this link")
     visit = db().get(DocumentVisit, visit_ref.visit_id)
     link = db().get(DocumentLink, ref.link_id)
-    if visit is None or link is None or visit.link_id != link.id:
+    if visit is None or link is None or visit.link_id != link.id or not _on_its_host(link):
         return _error(404, "no such visit")
     document = db().get_one(Document, link.document_id)
     if document.deleted_at is not None or link_state(link) != "active":

@@ -14,6 +14,15 @@ Click ``GET|HEAD /c/<token>``: the destination comes from the signed token only.
 Bad token: 404 page. Good token: XADD, then 302 to the destination — also when
 Redis is down (logged as a lost hit): a prospect's click is never blocked.
 
+A team's tracking host (`web.tracking.hosts`: a Host a team claimed) answers
+only what a recipient opens: the pixel, clicks, the document viewer (``/d/``,
+its stylesheet, script and icon); everything else there is a 404, never the
+app, sign-in or API. A token of another team on it is treated as forged (the
+GIF and nothing kept; the bad-link page); the viewer checks its links the same
+way. Any other Host (the operator's) is served as before. ``/tls/allowed?domain=``
+(not on a team's host) tells a reverse proxy with on-demand TLS which names may
+get a certificate: the operator's and verified team hosts.
+
 A failed XADD (Redis restarting, a failover) is retried for up to
 `APPEND_RETRY_SECONDS` before a pixel answers 503, so a brief outage costs a
 little latency, not opens. A valid token hammered from one address is shed by
@@ -25,8 +34,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any, cast
-from urllib.parse import quote
+from typing import Any, TypeVar, cast
+from urllib.parse import parse_qs, quote
 
 import redis.asyncio as aioredis
 from a2wsgi import WSGIMiddleware
@@ -35,6 +44,7 @@ from redis.exceptions import RedisError
 
 from config import get_settings
 from config.logging import configure_logging
+from core.db import session_scope
 from core.redis import client_url
 from core.tracking import hits as hit_stream
 from core.tracking.classify import client_ip, is_prefetch
@@ -47,7 +57,9 @@ from core.tracking.tokens import (
     read_device_cookie,
     read_open_token,
 )
+from core.tracking_domains import operator_host, request_host, verified_team_of
 from web import create_app
+from web.tracking.hosts import TeamHosts
 from web.tracking.limits import FLUSH_SECONDS, SHED_KEY, HitLimiter, address_key
 from web.tracking.live import LiveFeed
 
@@ -85,6 +97,14 @@ _HTML_HEADERS = [
     (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'"),
 ]
 _SHED_HEADER = (b"x-sightline-hit", b"shed")
+TokenT = TypeVar("TokenT", bound=OpenToken)
+_NOT_FOUND_PAGE = (
+    b"<!doctype html><html lang=en><meta charset=utf-8><title>Not found</title>"
+    b"<p>Nothing here. This address only serves links in emails.</p></html>"
+)
+# What a team's tracking host serves through Flask: the document viewer and its files.
+_TEAM_HOST_FLASK = ("/d/", "/static/documents/")
+_TEAM_HOST_FLASK_FILES = ("/static/favicon.svg", "/favicon.ico")
 # How long a failed XADD is retried (Redis restarting) before the hit is given up.
 APPEND_RETRY_SECONDS = 3.0
 
@@ -204,6 +224,7 @@ class SightlineAsgi:
         self.live: Any = None
         self.limiter = HitLimiter()
         self.shed_flush: asyncio.Future[None] | None = None
+        self.hosts: TeamHosts | None = None
 
     # -- lifespan ---------------------------------------------------------------
 
@@ -216,6 +237,7 @@ class SightlineAsgi:
         self.flask_app = create_app()
         self.flask = cast(AsgiApp, WSGIMiddleware(self.flask_app, workers=16))
         self.live = LiveFeed(self.flask_app, self.redis)
+        self.hosts = TeamHosts()
 
     async def stop(self) -> None:
         if self.live is not None:
@@ -253,15 +275,49 @@ class SightlineAsgi:
             # No lifespan (a server that skips it): build everything on first use.
             await asyncio.to_thread(self.start)
         path: str = scope["path"]
-        if path.startswith("/o/"):
+        assert self.hosts is not None
+        team = await self.hosts.team_for(header(scope, b"host"))
+        if team is not None:
+            await self.team_host(scope, receive, send, path, team)
+        elif path.startswith("/o/"):
             await self.pixel(scope, send, path[3:])
         elif path.startswith("/c/"):
             await self.click(scope, send, path[3:])
+        elif path == "/tls/allowed":
+            await self.tls_allowed(scope, send)
         elif path == "/feed/stream":
             await self.live.stream(scope, receive, send)
         else:
             assert self.flask is not None
             await self.flask(scope, receive, send)
+
+    async def team_host(
+        self, scope: Scope, receive: Receive, send: Send, path: str, team: int
+    ) -> None:
+        """A team's tracking host: its own tracking paths only."""
+        if path.startswith("/o/"):
+            await self.pixel(scope, send, path[3:], team)
+        elif path.startswith("/c/"):
+            await self.click(scope, send, path[3:], team)
+        elif path.startswith(_TEAM_HOST_FLASK) or path in _TEAM_HOST_FLASK_FILES:
+            assert self.flask is not None
+            await self.flask(scope, receive, send)
+        else:
+            body = b"" if scope["method"] == "HEAD" else _NOT_FOUND_PAGE
+            await _respond(send, 404, body, _HTML_HEADERS)
+
+    async def tls_allowed(self, scope: Scope, send: Send) -> None:
+        """Caddy's on-demand TLS ``ask``: 200 for a verified team host (or ours), else 404.
+
+        Asked once per name before a certificate is obtained, so an unknown name
+        never costs a certificate (nor a CA's rate limit).
+        """
+        query = parse_qs(bytes(scope.get("query_string", b"")).decode("latin-1"))
+        name = request_host((query.get("domain") or [""])[0])
+        allowed = bool(name) and (
+            name == operator_host() or await asyncio.to_thread(_verified_host, name)
+        )
+        await _respond(send, 200 if allowed else 404, b"", [(b"cache-control", NO_STORE)])
 
     # -- hot paths --------------------------------------------------------------
 
@@ -318,12 +374,12 @@ class SightlineAsgi:
         )
         await self.writer.append(fields)
 
-    async def pixel(self, scope: Scope, send: Send, name: str) -> None:
+    async def pixel(self, scope: Scope, send: Send, name: str, team: int | None = None) -> None:
         method = scope["method"]
         if method not in ("GET", "HEAD"):
             await _respond(send, 405, b"", [(b"allow", b"GET, HEAD")])
             return
-        token = read_open_token(name.removesuffix(".gif"))
+        token = _of_team(read_open_token(name.removesuffix(".gif")), team)
         status = 200
         headers = _PIXEL_HEADERS
         if token is not None:
@@ -340,12 +396,12 @@ class SightlineAsgi:
         body = b"" if method == "HEAD" else PIXEL
         await _respond(send, status, body, headers)
 
-    async def click(self, scope: Scope, send: Send, name: str) -> None:
+    async def click(self, scope: Scope, send: Send, name: str, team: int | None = None) -> None:
         method = scope["method"]
         if method not in ("GET", "HEAD"):
             await _respond(send, 405, b"", [(b"allow", b"GET, HEAD")])
             return
-        token = read_click_token(name)
+        token = _of_team(read_click_token(name), team)
         if token is None:
             await _respond(send, 404, b"" if method == "HEAD" else _BAD_LINK_PAGE, _HTML_HEADERS)
             return
@@ -374,6 +430,24 @@ class SightlineAsgi:
                 *extra,
             ],
         )
+
+
+def _of_team(token: TokenT | None, team: int | None) -> TokenT | None:
+    """The token, unless it came to a team's host (`team`) and names another team."""
+    if token is None or team is None or token.team_id == team:
+        return token
+    log.warning(
+        "tracking_wrong_host sent_id=%s token_team=%s host_team=%s",
+        token.sent_message_id,
+        token.team_id,
+        team,
+    )
+    return None
+
+
+def _verified_host(name: str) -> bool:
+    with session_scope() as session:
+        return verified_team_of(session, name) is not None
 
 
 def safe_location(url: str) -> bytes:

@@ -39,6 +39,7 @@ from core.models import (
 )
 from core.tracking.html import apply_tracking
 from core.tracking.tokens import now_seconds, unsubscribe_url
+from core.tracking_domains import tracking_base_url
 from worker.documents.outgoing import documents_for_message
 from worker.salesforce.task_limits import DESCRIPTION_LIMIT
 from worker.sequences.optouts import UNSUBSCRIBE_SUBJECT
@@ -91,10 +92,10 @@ def outgoing_message(
         composed = composed_body(session, sent, with_files=tracked)
         if composed is not None:
             body_html, track_this, extra_attachments = composed
+    # Links, the pixel and document links use the team's verified tracking host, if any.
+    base_url = tracking_base_url(team)
     # Documents on the step: tracked links (made per recipient only when sending) and files.
-    documents = documents_for_message(
-        session, sent, base_url=get_settings().public_base_url, sending=tracked
-    )
+    documents = documents_for_message(session, sent, base_url=base_url, sending=tracked)
     body_html = documents.add_to(body_html)
     sent_html = body_html
     tracking_on = track_this and team.tracking_enabled
@@ -102,7 +103,8 @@ def outgoing_message(
     if tracked and body_html.strip() and tracking_on:
         sent_html = apply_tracking(
             body_html,
-            base_url=get_settings().public_base_url,
+            base_url=base_url,
+            own_urls=(get_settings().public_base_url,),
             sent_message_id=sent.id,
             team_id=sent.team_id,
             recipient=0,  # a step goes to one prospect: to_addrs[0]
