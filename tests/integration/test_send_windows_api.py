@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from tests.conftest import ApiClient
 from tests.integration.test_api import mailbox_body, sequence_body
 
@@ -45,7 +47,7 @@ def test_a_window_and_zone_of_ones_own(api: ApiClient) -> None:
 
 def test_bad_zones_and_windows_are_422_naming_the_field(api: ApiClient) -> None:
     mailbox_id = api.post("/api/v1/mailboxes", mailbox_body()).json["id"]
-    cases = [
+    cases: list[tuple[dict[str, Any], str, str]] = [
         ({"time_zone": "CEST"}, "time_zone", "unknown time zone"),
         ({"send_window": {"days": []}}, "send_window.days", ""),
         ({"send_window": {"days": ["funday"]}}, "send_window.days.0", ""),

@@ -25,8 +25,8 @@ SYDNEY = ZoneInfo("Australia/Sydney")
 DEFAULT = SendWindow()
 
 
-def utc(*parts: int) -> datetime:
-    return datetime(*parts, tzinfo=UTC)  # type: ignore[misc]
+def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> datetime:
+    return datetime(year, month, day, hour, minute, tzinfo=UTC)
 
 
 def test_inside_the_window_is_now() -> None:
