@@ -75,6 +75,8 @@ class TeamHosts:
 
 
 def _is_ip(name: str) -> bool:
+    if not name[-1].isdigit():  # a name's last label starts with a letter; skips a raise
+        return False
     try:
         ipaddress.ip_address(name)
     except ValueError:
