@@ -170,6 +170,29 @@ def test_sends_are_spaced_with_jitter_and_the_step_says_when_it_goes(env: Settin
     assert claim(second, waiting.next_step_at) is not None
 
 
+def test_steps_held_by_spacing_queue_one_gap_apart_instead_of_all_coming_due_at_once(
+    env: Settings,
+) -> None:
+    now = utcnow()
+    _, mailbox_id, sequence_id = make_team(spacing=100)
+    first, *rest = enrol(sequence_id, 5, now - timedelta(minutes=1))
+    assert claim(first, now) is not None
+    gap = mailbox_row(mailbox_id).next_send_at
+    assert gap is not None
+
+    for enrollment_id in rest:
+        assert claim(enrollment_id, now + timedelta(seconds=1)) is None
+
+    for place, enrollment_id in enumerate(rest):
+        slot = enrolment(enrollment_id).next_step_at
+        assert slot is not None
+        assert (
+            gap + timedelta(seconds=100 * place)
+            <= slot
+            < gap + timedelta(seconds=100 * (place + 1))
+        )
+
+
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 def test_racing_claims_of_one_mailbox_never_pass_its_cap(env: Settings) -> None:
     now = utcnow()

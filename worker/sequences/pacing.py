@@ -61,6 +61,7 @@ RECHECK = timedelta(minutes=15)
 # What every reason this module writes starts with: resuming finds them by it.
 MAILBOX_PAUSED = "waiting: mailbox paused"
 SEQUENCE_PAUSED = "waiting: sequence paused"
+SPACING = "waiting: mailbox sends"
 
 _jitter = random.Random()  # noqa: S311 (spacing jitter, not a secret)
 
@@ -132,7 +133,7 @@ def hold_for_mailbox(
     mailbox = session.get_one(Mailbox, mailbox_id)
     session.refresh(mailbox)
     if passed.rowcount != 1:  # type: ignore[attr-defined]
-        until, reason = _why_not_now(mailbox, now)
+        until, reason = _why_not_now(session, mailbox, now)
         _give_back(session, enrollment_id, position, until, reason)
         return True
     cap = daily_cap(mailbox)
@@ -147,8 +148,8 @@ def hold_for_mailbox(
     return False
 
 
-def _why_not_now(mailbox: Mailbox, now: datetime) -> tuple[datetime, str]:
-    """When the mailbox may send again and the words the enrolment shows meanwhile."""
+def _why_not_now(session: Session, mailbox: Mailbox, now: datetime) -> tuple[datetime, str]:
+    """When the step may go and the words the enrolment shows meanwhile."""
     if is_paused(mailbox, now):
         if mailbox.paused_until is None:
             return now + RECHECK, (
@@ -164,11 +165,29 @@ def _why_not_now(mailbox: Mailbox, now: datetime) -> tuple[datetime, str]:
             f"waiting: mailbox daily cap {daily_cap(mailbox)} reached, next send after 00:00 UTC"
         )
     spacing = spacing_seconds(mailbox)
-    # Steps given back together would all come due together: spread them over the next gap.
-    spread = timedelta(seconds=_jitter.uniform(0, max(spacing, 1)))
-    return until + spread, (
-        f"waiting: mailbox sends one message every ~{spacing} s, "
-        f"next send after {until:%H:%M:%S} UTC"
+    # Each step waiting for this mailbox's spacing takes the next free slot, one spacing
+    # after those queued before it: so a burst of n due steps costs about n claims,
+    # not n^2 (all coming due together and all but one given back again, each gap).
+    queued = _queued_for_spacing(session, mailbox.id, now)
+    slot = until + timedelta(seconds=spacing * queued + _jitter.uniform(0, max(spacing, 1)))
+    return slot, (f"{SPACING} one message every ~{spacing} s, next send after {until:%H:%M:%S} UTC")
+
+
+def _queued_for_spacing(session: Session, mailbox_id: int, now: datetime) -> int:
+    """Steps of this mailbox already given back for its spacing and still to come."""
+    return int(
+        session.scalar(
+            select(func.count())
+            .select_from(Enrollment)
+            .join(Sequence, Sequence.id == Enrollment.sequence_id)
+            .where(
+                Sequence.mailbox_id == mailbox_id,
+                Enrollment.state == EnrollmentState.ACTIVE,
+                Enrollment.next_step_at > now,
+                Enrollment.wait_reason.startswith(SPACING, autoescape=True),
+            )
+        )
+        or 0
     )
 
 
