@@ -269,6 +269,12 @@ def test_a_send_through_make_run_tracks_its_open_and_ctrl_c_stops_everything(
             json={
                 "name": "Intro",
                 "mailbox_id": mailbox.json()["id"],
+                # About what is sent, not when: any day, any hour (default Mon-Fri 08-18).
+                "send_window": {
+                    "days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"],
+                    "start": "00:00",
+                    "end": "24:00",
+                },
                 "steps": [
                     {
                         "delay_seconds": 0,
