@@ -26,6 +26,7 @@ dropped when it falls silent (`worker.sync.exchange_stream`). Gmail and Microsof
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import signal
 import threading
@@ -47,6 +48,7 @@ from core.redis import get_redis
 from worker.sync import push_latency
 from worker.sync.base import ProviderError
 from worker.sync.engine import request_sync
+from worker.sync.folders import with_skip_folders
 from worker.sync.registry import open_provider
 
 log = logging.getLogger(__name__)
@@ -136,7 +138,10 @@ class Listener:
                 except CredentialsError as exc:
                     log.error("listener_credentials mailbox_id=%s error=%s", mailbox.id, exc)
                     continue
-                fingerprint = hashlib.sha256(mailbox.credentials_encrypted.encode()).hexdigest()
+                credentials = with_skip_folders(credentials, mailbox.skip_folders)
+                # New credentials or other folders skipped: the watch starts again.
+                watched = f"{mailbox.credentials_encrypted}|{json.dumps(mailbox.skip_folders)}"
+                fingerprint = hashlib.sha256(watched.encode()).hexdigest()
                 wanted[mailbox.id] = (mailbox.kind, mailbox.email, credentials, fingerprint)
         for mailbox_id, watch in list(self.watches.items()):
             gone = mailbox_id not in wanted or wanted[mailbox_id][3] != watch.fingerprint

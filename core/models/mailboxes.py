@@ -80,6 +80,9 @@ class Mailbox(Base):
     paused_at: Mapped[datetime | None]
     paused_until: Mapped[datetime | None]
     pause_reason: Mapped[str | None] = mapped_column(Text)
+    # Folders never synced nor watched (worker.sync.folders: role words such as
+    # "Sent", or folder names); None: SIGHTLINE_SKIP_FOLDERS.
+    skip_folders: Mapped[list[str] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

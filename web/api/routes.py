@@ -45,7 +45,8 @@ from worker.sequences.enrolling import EnrollmentError, enroll
 from worker.sequences.pacing import daily_cap, resume_mailbox, sends_today
 from worker.sequences.send_windows import set_zone, zone_name
 from worker.sync import quarantine
-from worker.sync.connecting import connect_imap
+from worker.sync.connecting import connect_imap, set_skip_folders
+from worker.sync.folders import skip_in_force
 
 PAGE_LIMIT = 500
 QUARANTINE_LISTED = 100
@@ -93,7 +94,7 @@ def get_mailbox(mailbox_id: int) -> ResponseReturnValue:
 @bp.patch("/mailboxes/<int:mailbox_id>")
 @require_token
 def update_mailbox(mailbox_id: int) -> ResponseReturnValue:
-    """Its own daily cap and spacing (null: the default for its kind); `resume` lifts a pause."""
+    """Its own daily cap, spacing, skipped folders (null: the default); `resume` lifts a pause."""
     mailbox = _owned(Mailbox, mailbox_id, "mailbox")
     body = parse_body(MailboxPacing)
     if "daily_cap" in body.model_fields_set:
@@ -103,6 +104,8 @@ def update_mailbox(mailbox_id: int) -> ResponseReturnValue:
     if body.resume:
         resume_mailbox(db(), mailbox.id, utcnow())
     db().commit()
+    if "skip_folders" in body.model_fields_set:
+        set_skip_folders(db(), mailbox, body.skip_folders)
     db().refresh(mailbox)
     return mailboxes_out([mailbox])[0].model_dump(mode="json")
 
@@ -139,6 +142,7 @@ def mailboxes_out(mailboxes: list[Mailbox]) -> list[MailboxOut]:
                 "quarantined": held.get(m.id, 0),
                 "daily_cap_in_force": daily_cap(m),
                 "sends_today": sends_today(db(), m.id, utcnow()),
+                "skip_folders_in_force": skip_in_force(m.skip_folders),
             }
         )
         for m in mailboxes

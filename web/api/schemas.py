@@ -16,6 +16,7 @@ from core.header_text import check_header_text, header_text_problem
 from core.zones.names import check_zone
 from core.zones.windows import DAY_NAMES, HOLIDAY_LIMIT, SendWindow, minute_text
 from web.redirects import is_safe_redirect_path
+from worker.sync.folders import MAX_SKIPPED, check_skip_folders
 
 _EMAIL = re.compile(
     r"^[^@\s<>(),;:\"\[\]]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+$"
@@ -254,6 +255,20 @@ class MailboxPacing(Request):
     daily_cap: int | None = Field(default=None, ge=1, le=10000)
     send_spacing_seconds: int | None = Field(default=None, ge=0, le=86400)
     resume: bool = Field(default=False, description="lift a pause (bounce guard or quota)")
+    skip_folders: list[str] | None = Field(
+        default=None,
+        max_length=MAX_SKIPPED,
+        description=(
+            "Folders never read for replies: role words (Sent, Drafts, Trash, Junk) name "
+            "the provider's own folder, anything else a folder by name; [] reads every "
+            "folder; null: the server's default (SIGHTLINE_SKIP_FOLDERS)."
+        ),
+    )
+
+    @field_validator("skip_folders")
+    @classmethod
+    def _skip_folders(cls, value: list[str] | None) -> list[str] | None:
+        return None if value is None else check_skip_folders(value)
 
 
 class Response(BaseModel):
@@ -300,6 +315,9 @@ class MailboxOut(Response):
     paused_at: datetime | None = None
     paused_until: datetime | None = None  # None while paused: until a person resumes it
     pause_reason: str | None = None
+    # Folders never read for replies: its own (None: the default) and those in force.
+    skip_folders: list[str] | None = None
+    skip_folders_in_force: list[str] = Field(default_factory=list)
     created_at: datetime
 
 

@@ -2,10 +2,11 @@
 
 Each mailbox with its status and the messages its sync keeps but could not read
 (quarantined: sender, subject, what happened and happens next); forms to connect
-Gmail or Microsoft 365 (OAuth, `web.connect.oauth`) and Exchange, to reconnect
-and to disconnect (CSRF-protected). IMAP connects on its own form
-(`web.app.imap`). What is stored and started is `worker.sync.connecting`'s; a
-refusal is shown on this page with its status, never redirected away.
+Gmail or Microsoft 365 (OAuth, `web.connect.oauth`) and Exchange, to reconnect,
+to name the folders never read for replies, and to disconnect (CSRF-protected).
+IMAP connects on its own form (`web.app.imap`). What is stored and started is
+`worker.sync.connecting`'s; a refusal is shown on this page with its status,
+never redirected away.
 """
 
 from __future__ import annotations
@@ -41,7 +42,9 @@ from worker.sync.connecting import (
     ConnectError,
     connect_exchange,
     disconnect,
+    set_skip_folders,
 )
+from worker.sync.folders import parse_skip_text, skip_in_force
 
 pages = Blueprint("mailboxes", __name__)
 protect(pages)
@@ -79,6 +82,8 @@ def _page(
         is_paused=is_paused,
         daily_cap=daily_cap,
         sends_today={m.id: sends_today(db(), m.id, utcnow()) for m in rows},
+        skip_in_force=skip_in_force,
+        skip_default=", ".join(providers.skip_folders) or "none: every folder is read",
         paused_sequences=db()
         .execute(
             select(Sequence.id, Sequence.name, SequencePause.reason, SequencePause.paused_at)
@@ -226,6 +231,26 @@ def page_disconnect(mailbox_id: int) -> ResponseReturnValue:
         return redirect(url_for("mailboxes.page", message=f"mailbox {mailbox_id} not found"))
     disconnect(db(), mailbox)
     return redirect(url_for("mailboxes.page", message=f"{mailbox.email} is disconnected."))
+
+
+@pages.post("/mailboxes/<int:mailbox_id>/folders")
+@login_required
+def page_skip_folders(mailbox_id: int) -> ResponseReturnValue:
+    """The folders a mailbox never reads for replies: typed, or back to the default."""
+    user = current_user()
+    assert user is not None
+    mailbox = _owned(mailbox_id, user.team_id)
+    if mailbox is None:
+        return _page(f"mailbox {mailbox_id} not found", 404)
+    skip: list[str] | None = None
+    if not request.form.get("default"):
+        try:
+            skip = parse_skip_text(request.form.get("skip_folders", ""))
+        except ValueError as exc:
+            return _page(f"The folders for {mailbox.email} were not saved: {exc}.", 422)
+    set_skip_folders(db(), mailbox, skip)
+    shown = ", ".join(skip_in_force(skip)) or "none: every folder is read"
+    return redirect(url_for("mailboxes.page", message=f"{mailbox.email} does not read: {shown}."))
 
 
 def _owned(mailbox_id: int, team_id: int) -> Mailbox | None:

@@ -327,6 +327,19 @@ def disconnect(session: Session, mailbox: Mailbox) -> None:
     log.info("mailbox_disconnect_requested mailbox_id=%s", mailbox.id)
 
 
+def set_skip_folders(session: Session, mailbox: Mailbox, skip: list[str] | None) -> None:
+    """The folders `mailbox` never reads (None: SIGHTLINE_SKIP_FOLDERS), in force at once:
+    the next sync reads by them, a held watch (IMAP IDLE, the EWS stream) starts again
+    on the new folders, and a Gmail watch is renewed with the new labels left out."""
+    mailbox.skip_folders = None if skip is None else list(skip)
+    session.commit()
+    if mailbox.kind == MailboxKind.GMAIL:
+        request_renewal(mailbox.id)
+    announce_mailbox_change()
+    request_sync(mailbox.id)
+    log.info("mailbox_skip_folders mailbox_id=%s count=%s", mailbox.id, len(skip or []))
+
+
 def in_use(session: Session, kind: str, email: str) -> bool:
     """Whether a mailbox of any team holds a grant for this account."""
     found = session.scalar(

@@ -64,6 +64,7 @@ from worker.sync import push_latency
 from worker.sync import quarantine as held
 from worker.sync.base import ChangeBatch, HeaderSummary, MailboxProvider, ProviderError
 from worker.sync.credentials import credential_saver
+from worker.sync.folders import with_skip_folders
 from worker.sync.inbound import (
     MailboxRef,
     answers_without_references,
@@ -248,6 +249,7 @@ def sync_mailbox(mailbox_id: int) -> SyncStats:
         except CredentialsError as exc:
             _set_status(mailbox_id, MailboxStatus.NEEDS_RECONNECT, str(exc))
             return stats
+        credentials = with_skip_folders(credentials, mailbox.skip_folders)
     # A handled batch's cursor is written when the next batch is in hand, the last
     # one together with the sync's status: one commit fewer per sync (most syncs
     # are one batch), and a crash still re-lists at most one batch.

@@ -3,8 +3,12 @@
 A reply may be filed anywhere a server rule or a filter puts it ("Customers"),
 so every provider syncs, and pushes for, every folder but those that never
 hold an answer: by default Sent, Drafts, Trash and Junk (SIGHTLINE_SKIP_FOLDERS,
-or the mailbox's own ``skip_folders`` in its credentials). An entry that is a
-role word names the provider's own folder for it, whatever it is called::
+or the mailbox's own ``skip_folders``: its column, set on the API and the
+Mailboxes page, handed to the provider in its credentials by
+`with_skip_folders`; never kept in the encrypted credentials, which a sync
+rewrites when a token rotates). An entry that is a role word names the
+provider's own folder for it, whatever it is called (Graph and EWS: the
+well-known folder, `exchange_skipped`)::
 
     role word        IMAP (worker.sync.imap_folders)      Gmail label
     sent             \\Sent, or Sent / Sent Items ...      SENT
@@ -80,3 +84,49 @@ def exchange_skipped(skip: tuple[str, ...]) -> tuple[set[str], set[str]]:
         elif entry:
             names.add(lowered)
     return well_known, names
+
+
+def with_skip_folders(credentials: dict[str, Any], skip: list[str] | None) -> dict[str, Any]:
+    """The credentials a provider is opened with: the mailbox's own `skip_folders`
+    (its column, editable on the API and the mailbox page) in force, or none
+    (SIGHTLINE_SKIP_FOLDERS). A copy a provider saved back with its tokens never wins."""
+    opened = {k: v for k, v in credentials.items() if k != "skip_folders"}
+    if skip is not None:
+        opened["skip_folders"] = list(skip)
+    return opened
+
+
+MAX_SKIPPED = 50
+MAX_FOLDER_NAME = 200
+
+
+def check_skip_folders(entries: list[str]) -> list[str]:
+    """A mailbox's own skipped folders, trimmed and without repeats.
+
+    Raises:
+        ValueError: in the words the API and the mailbox page show.
+    """
+    if len(entries) > MAX_SKIPPED:
+        raise ValueError(f"at most {MAX_SKIPPED} folders can be skipped")
+    kept: dict[str, str] = {}
+    for entry in (e.strip() for e in entries):
+        if not entry:
+            raise ValueError("a folder name can't be empty")
+        if len(entry) > MAX_FOLDER_NAME:
+            raise ValueError(f"a folder name is at most {MAX_FOLDER_NAME} characters")
+        if "," in entry:
+            raise ValueError(f"“{entry[:40]}”: a folder name can't contain a comma")
+        if any(ord(c) < 32 or ord(c) == 127 for c in entry):
+            raise ValueError("a folder name can't contain control characters (tabs, line breaks)")
+        kept.setdefault(entry.lower(), entry)
+    return list(kept.values())
+
+
+def parse_skip_text(text: str) -> list[str]:
+    """The page's text field: folder names separated by commas (blanks ignored)."""
+    return check_skip_folders([p for p in text.split(",") if p.strip()])
+
+
+def skip_in_force(own: list[str] | None) -> list[str]:
+    """What a mailbox skips: its own list, else SIGHTLINE_SKIP_FOLDERS."""
+    return list(own) if own is not None else list(get_settings().providers.skip_folders)

@@ -42,6 +42,7 @@ from core.models import Mailbox, MailboxKind, MailboxPush, MailboxStatus, PushKi
 from worker.queueing import enqueue_once, job_started
 from worker.sync.base import MailboxProvider, ProviderError
 from worker.sync.credentials import credential_saver
+from worker.sync.folders import with_skip_folders
 from worker.sync.registry import open_provider
 
 if TYPE_CHECKING:
@@ -219,6 +220,7 @@ def renew_push_job(mailbox_id: int) -> dict[str, object]:
         except CredentialsError as exc:
             _record(mailbox_id, kind, None, None, str(exc))
             return {"status": "failed"}
+        credentials = with_skip_folders(credentials, mailbox.skip_folders)
     providers = get_settings().providers
     topic, url = providers.gmail_pubsub_topic, providers.graph_notification_url
     if (kind == MailboxKind.GMAIL and not topic) or (kind == MailboxKind.GRAPH and not url):

@@ -7,8 +7,9 @@ and Graph calls at ``fake.graph_endpoint``.
 Test-side operations: ``add_user``, ``deliver`` (a message arrives in Inbox and
 subscriptions are notified), ``file_into`` (a rule files it in another folder:
 subscriptions on ``me/messages`` hear of it, those on Inbox do not),
-``consenting_user`` (who signs in at the consent screen), ``revoke_user``, ``expire_delta``, ``throttle``, ``corrupt``,
-``subscriptions``, ``notifications`` (what was POSTed to notification URLs).
+``consenting_user`` (who signs in at the consent screen), ``revoke_user``,
+``expire_delta``, ``throttle``, ``corrupt``, ``subscriptions``, ``notifications``
+(what was POSTed to notification URLs).
 Change notifications are POSTed by a background thread, like Graph does, through
 ``transport`` (requests by default; tests may route them to a Flask test client).
 """
