@@ -16,7 +16,7 @@ In-Reply-To and References are kept) → GetItem reads back InternetMessageId
 and ConversationId → SendItem (a copy saved to Sent Items).
 
 Sync uses SyncFolderItems on every mail folder but the skipped ones (Sent
-Items, Drafts, Deleted Items, Junk Email, Outbox, Conversation History; listed
+Items, Drafts, Deleted Items, Junk Email, Outbox, Conversation History, Sync Issues; listed
 each sync by `worker.sync.exchange_folders`), each with its own sync state in
 ``cursor["folders"][<folder id>]`` (a cursor from when Inbox alone was synced,
 ``{"sync_state"}`` at the top, goes on as Inbox's), one page of ≤ 512 changes at a time, IdOnly

@@ -4,7 +4,7 @@ A reply a rule filed in "Customers" must be seen, so `worker.sync.exchange`
 syncs every mail folder under msgfolderroot (FindFolder, Traversal Deep: one
 call a sync, so a folder made since is read from then on) except the skipped
 ones (`worker.sync.folders`: Sent Items, Drafts, Deleted Items, Junk Email by
-default, Outbox and Conversation History always) and everything under them.
+default, Outbox, Conversation History and Sync Issues always) and everything under them.
 Calendars, contacts and tasks (a FolderClass other than IPF.Note…) hold no mail.
 
 FindFolder does not say which folder is Sent Items, so the skipped

@@ -56,7 +56,8 @@ def gmail_skipped_labels(skip: tuple[str, ...]) -> set[str]:
 
 
 # Exchange's well-known folders (Graph's well-known names, EWS's distinguished ids:
-# the same words). Outbox and Conversation History never hold a reply: always skipped.
+# the same words). Outbox, Conversation History (Skype's) and Sync Issues (Outlook's
+# conflict copies) never hold a reply: always skipped.
 EXCHANGE_ROLE_FOLDERS = {
     "sent": "sentitems",
     "drafts": "drafts",
@@ -64,7 +65,7 @@ EXCHANGE_ROLE_FOLDERS = {
     "junk": "junkemail",
     "spam": "junkemail",
 }
-EXCHANGE_ALWAYS_SKIPPED = ("outbox", "conversationhistory")
+EXCHANGE_ALWAYS_SKIPPED = ("outbox", "conversationhistory", "syncissues")
 
 
 def exchange_skipped(skip: tuple[str, ...]) -> tuple[set[str], set[str]]:

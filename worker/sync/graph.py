@@ -20,7 +20,7 @@ engine's `provider_id` is the Message-ID (``mid:<id>``) and `fetch()` falls back
 to a lookup by Message-ID when the id it was given is gone.
 
 Sync is a delta query on every mail folder but the skipped ones (Sent Items,
-Drafts, Deleted Items, Junk Email, Outbox, Conversation History: listed by
+Drafts, Deleted Items, Junk Email, Outbox, Conversation History, Sync Issues: listed by
 `graph_folders` each sync), each folder with its own delta state in
 ``cursor["folders"][<folder id>]``::
 

@@ -3,7 +3,7 @@
 A reply a rule filed in "Customers" must be seen, so `worker.sync.graph` reads
 every mail folder with a delta link of its own, except the skipped ones
 (`worker.sync.folders`: Sent Items, Drafts, Deleted Items, Junk Email by
-default, plus Outbox and Conversation History always) and everything under them.
+default, plus Outbox, Conversation History and Sync Issues always) and everything under them.
 
 Graph v1.0's mailFolder has no well-known-name property, so a skipped
 well-known folder is found by asking for it by name (``GET
