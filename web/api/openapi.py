@@ -137,7 +137,7 @@ def build_document() -> dict[str, Any]:
             "/mailboxes/{mailbox_id}": {
                 "get": _get("A mailbox", MailboxOut, [_id_param("mailbox_id")], 404),
                 "patch": {
-                    "summary": "Set a mailbox's daily cap and spacing, or resume its sends",
+                    "summary": "Set a mailbox's pacing and skipped folders, or resume its sends",
                     "parameters": [_id_param("mailbox_id")],
                     "requestBody": {"required": True, "content": _json(MailboxPacing)},
                     "responses": {
