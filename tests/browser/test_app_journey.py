@@ -384,7 +384,8 @@ def test_sign_in_connect_build_import_send_reply_and_see_it(
         assert wider_than_the_screen(phone) == [], f"{path} scrolls sideways at phone width"
         shoot(phone, f"{name}-phone")
     phone.goto(f"{base}/prospects?q=dana")
-    phone.get_by_role("link", name="Dana Scully").click()
+    with phone.expect_navigation():  # measure the prospect's page, not one being left
+        phone.get_by_role("link", name="Dana Scully").click()
     assert wider_than_the_screen(phone) == []
     shoot(phone, "prospect-phone")
     assert watch.problems == [], watch.problems
