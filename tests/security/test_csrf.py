@@ -27,6 +27,9 @@ NOT_SESSION = {
     "/api/": "a bearer token in the Authorization header, which another site cannot send",
     "/webhooks/": "Google's signed push token or shared secret; Graph's clientState",
     "viewer.beacon": "the signed visit token in the body; it records reading time, nothing else",
+    "unsubscribe.unsubscribe": "RFC 8058 one-click: the mail client POSTs with no session by "
+    "design; the sealed per-address token in the path is the proof, and it only opts that "
+    "address out (tests/integration/test_unsubscribe.py refuses forged tokens)",
     "connect.callback": "Microsoft posts the OAuth answer (form_post) cross-site by design: "
     "it is only parked under a one-time id and the browser sent on (303) to a GET, where the "
     "flow's browser cookie and the starter's session are checked; nothing is saved before the "

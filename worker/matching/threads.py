@@ -47,8 +47,10 @@ _MARKERS = (
     r"fwd?|wg|tr|vb|vl|doorst|pd|rv|απ|σχετ|πρθ|תגובה|回复|回覆|答复|转发|轉寄|返信|転送"
 )
 _PREFIX = re.compile(
-    rf"^[ \t]*(?:(?:{_MARKERS})[ \t]*(?:\[\d+\]|\(\d+\))?[ \t]*[:\uff1a]"
-    r"|\[(?:ext|external|extern|externe?|extern[oa])\][ \t]*:?)[ \t]*",
+    # Possessive: "Antw" then a run of spaces must not be split between the two
+    # space runs in every way before the missing colon is noticed (quadratic).
+    rf"^[ \t]*+(?:(?:{_MARKERS})[ \t]*+(?:\[\d+\]|\(\d+\))?[ \t]*+[:\uff1a]"
+    r"|\[(?:ext|external|extern|externe?|extern[oa])\][ \t]*+:?)[ \t]*+",
     re.IGNORECASE,
 )
 _SPACE = re.compile(r"\s+")
