@@ -176,7 +176,15 @@ def task_subjects(fake: FakeSalesforce) -> list[str]:
     return sorted(t["Subject"] for t in fake.tasks())
 
 
-@pytest.mark.parametrize("who_answers", ["colleague", "cc"])
+# The processes' interplay is the same on both databases; SQLite once (it is make
+# run's default, and tests/integration/test_make_run.py runs the whole loop on it),
+# PostgreSQL (production) for each who answers.
+@pytest.mark.parametrize(
+    ("database_url", "who_answers"),
+    [("postgresql", "colleague"), ("postgresql", "cc"), ("sqlite", "colleague")],
+    indirect=["database_url"],
+    ids=["postgresql-colleague", "postgresql-cc", "sqlite-colleague"],
+)
 def test_a_reply_from_anyone_halts_the_sequence_and_logs_once(
     api: ApiClient,
     stack: Stack,
@@ -251,6 +259,7 @@ def _sync_queue_empty() -> bool:
     return redis.llen("rq:queue:sync") == 0 and not redis.keys("sightline:queued:sync:*")
 
 
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 def test_worker_killed_while_salesforce_holds_the_write(
     api: ApiClient,
     stack: Stack,

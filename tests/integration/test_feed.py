@@ -325,6 +325,7 @@ def http_sign_in(base: str, email: str) -> requests.Session:
     return session
 
 
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)  # a web process
 def test_new_items_reach_each_team_live_and_only_their_own(
     web: str, teams: tuple[Sent, Sent]
 ) -> None:

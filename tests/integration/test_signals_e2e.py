@@ -47,7 +47,12 @@ ANY_TIME = {
     "end": "24:00",
 }
 
-pytestmark = pytest.mark.integration
+# The rules run on both databases through the real inbound path in test_signals.py
+# and test_signals_not_the_prospect.py; here the processes, on PostgreSQL.
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.parametrize("database_url", ["postgresql"], indirect=True),
+]
 
 STEP_2_DELAY = 12
 PAUSE_SECONDS = 4

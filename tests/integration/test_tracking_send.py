@@ -36,7 +36,12 @@ ANY_TIME = {
     "end": "24:00",
 }
 
-pytestmark = pytest.mark.integration
+# Processes on PostgreSQL (production); test_make_run.py loads a pixel through make
+# run on SQLite, and the hit rules run on both in test_tracking_rules.py.
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.parametrize("database_url", ["postgresql"], indirect=True),
+]
 
 CHROME = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 Chrome/131 Safari/537.36"
 DESTINATION = "https://acme.test/pricing?plan=team&utm=mail"
