@@ -2,16 +2,32 @@
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from scripts.prune_discovery import KEEP, documents_dir, prune
 from worker.sync.gmail_api import users_resource
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def _script() -> Any:
+    """scripts/prune_discovery.py, loaded by path (scripts/ is not a package)."""
+    spec = importlib.util.spec_from_file_location(
+        "prune_discovery", ROOT / "scripts/prune_discovery.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_prune = _script()
+KEEP, documents_dir, prune = _prune.KEEP, _prune.documents_dir, _prune.prune
 
 
 def test_the_gmail_service_builds_from_the_documents_kept() -> None:
