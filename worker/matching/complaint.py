@@ -115,14 +115,18 @@ def _read_forwarded_complaint(msg: Message, parts: list[Message]) -> Complaint |
     if _is_delivery_report(msg, parts):
         return None
     x_arf = str(msg.get("X-ARF", "")).strip().lower() in ("yes", "true", "1")
-    subject = decode_header(msg.get("Subject"))
-    opening = " ".join(body_text(msg)[:1500].split())
-    worded = bool(_COMPLAINT_WORDING.search(subject) or _COMPLAINT_WORDING.search(opening))
     original = _original_headers(parts)
     from_desk = bool(_ABUSE_SENDER.search(str(msg.get("From", ""))))
-    if not (x_arf or (worded and (original or from_desk))):
+    if not (x_arf or original or from_desk):
+        # Wording alone is no complaint: a person's reply never gets this far, so
+        # its body is read once, by the classifier, not here as well.
         return None
     body = body_text(msg)[:50_000]
+    if not x_arf:
+        opening = " ".join(body[:1500].split())
+        subject = decode_header(msg.get("Subject"))
+        if not (_COMPLAINT_WORDING.search(subject) or _COMPLAINT_WORDING.search(opening)):
+            return None
     ids = parse_msgid_list(original.get("message-id", ""))
     if not ids and (pasted_id := _INLINE_MESSAGE_ID.search(body)):
         ids = parse_msgid_list(pasted_id.group(1))
