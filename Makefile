@@ -11,7 +11,8 @@ $(VENV)/.runtime: requirements.txt
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) is required (set PYTHON=...)"; exit 1; }
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || { \
 		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-			rm -rf $(VENV); apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null \
+			rm -rf $(VENV); apt-get -o DPkg::Lock::Timeout=600 update -qq \
+			&& apt-get -o DPkg::Lock::Timeout=600 install -y -qq python3-venv >/dev/null \
 			&& $(PYTHON) -m venv $(VENV); \
 		else echo "Python's venv module is missing: install python3-venv"; exit 1; fi; }
 	@# The venv's own pip (no upgrade: it is not in the lock). pymupdf 2.x and
@@ -56,9 +57,11 @@ stop: $(VENV)/.local
 	$(BIN)/python -m core.redis stop
 
 ## test: set up, install and start the services the tests need, run every test
+## (the system packages and the venv are installed side by side: a minute less on a new machine)
 test:
-	scripts/test-prereqs.sh core browser office
-	$(MAKE) --no-print-directory $(VENV)/.dev
+	@scripts/test-prereqs.sh core browser office & prereqs=$$!; \
+	$(MAKE) --no-print-directory $(VENV)/.dev; venv=$$?; \
+	wait $$prereqs || exit 1; exit $$venv
 	$(BIN)/python -m pytest
 
 lint: $(VENV)/.dev
