@@ -107,6 +107,9 @@ class Sequence(Base):
     send_start_minute: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     send_end_minute: Mapped[int] = mapped_column(Integer, default=1440, server_default="1440")
     holidays: Mapped[list[str] | None]  # ISO dates on which nothing is sent
+    # Opens and clicks tracked in its emails: True or False as chosen, NULL: the
+    # team's "tracking on by default" (Team.tracking_enabled) when each step is sent.
+    tracking: Mapped[bool | None] = mapped_column(Boolean)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     steps: Mapped[list[SequenceStep]] = relationship(
@@ -152,6 +155,9 @@ class Enrollment(Base):
     resume_at: Mapped[datetime | None]  # for a paused enrolment (out of office)
     # Why a due step has not gone out yet: "waiting for the send window: Mon 08:00 Europe/Berlin".
     wait_reason: Mapped[str | None] = mapped_column(Text)
+    # Paused only because the sender (the mailbox owner) lacks a value a step needs
+    # ({{sender_name}}, {{signature}}): resumed when they fill it in on their Account page.
+    waits_for_sender: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     prospect: Mapped[Prospect] = relationship()
