@@ -16,8 +16,8 @@ This module defines `Settings` and assembles it in `load_settings`; each group o
 variables is read by its own module: `parsing` (one variable: whole numbers,
 booleans, URLs; `ConfigError`), `services` (database, Redis, public URL),
 `security` (keys, sign-in limits, forwarded and allowed networks), `salesforce`,
-`providers` (Gmail, Microsoft 365, Exchange), `documents` and `sending`
-(daily caps, spacing, quota back-off, the bounce guard).
+`providers` (Gmail, Microsoft 365, Exchange), `addons` (the Gmail add-on),
+`documents` and `sending` (daily caps, spacing, quota back-off, the bounce guard).
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from functools import lru_cache
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from config.settings.addons import GmailAddonSettings, read_gmail_addon
 from config.settings.documents import DocumentSettings, read_documents
 from config.settings.parsing import ConfigError, env_bool, env_int, env_str
 from config.settings.providers import MailProviderSettings, read_mail_providers
@@ -56,6 +57,7 @@ __all__ = [
     "PROJECT_ROOT",
     "ConfigError",
     "DocumentSettings",
+    "GmailAddonSettings",
     "MailProviderSettings",
     "SalesforceSettings",
     "SendingSettings",
@@ -103,6 +105,7 @@ class Settings:
     documents: DocumentSettings = field(default_factory=DocumentSettings)
     providers: MailProviderSettings = field(default_factory=MailProviderSettings)
     sending: SendingSettings = field(default_factory=SendingSettings)
+    gmail_addon: GmailAddonSettings = field(default_factory=GmailAddonSettings)
     web_concurrency: int = 2
     # Who may set X-Forwarded-For: "*" (behind Heroku's router) or comma-separated IPs.
     forwarded_allow_ips: tuple[str, ...] = ("127.0.0.1",)
@@ -233,6 +236,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         ),
         documents=read_documents(env, var_dir),
         sending=read_sending(env),
+        gmail_addon=read_gmail_addon(env),
         web_concurrency=env_int(env, "WEB_CONCURRENCY", 2, 1, 64),
         forwarded_allow_ips=read_forwarded_allow_ips(env),
         tracking_self_window_hours=env_int(
