@@ -101,7 +101,8 @@ def current_user() -> User | None:
     user_id = session.get("user_id")
     if isinstance(user_id, int):
         found = db().get(User, user_id)
-        if found is not None and found.team_id == session.get("team_id"):
+        # A removed user's session ends with their membership (web.members).
+        if found is not None and found.team_id == session.get("team_id") and not found.removed_at:
             user = found
     g.user = user
     return user
@@ -214,7 +215,7 @@ def signin() -> ResponseReturnValue:
             return _too_many(email, wait)
         else:
             user = db().scalar(select(User).where(User.email == email))
-            has_password = user is not None and bool(user.password_hash)
+            has_password = user is not None and bool(user.password_hash) and not user.removed_at
             stored = user.password_hash if user is not None and user.password_hash else _DUMMY_HASH
             # Always one hash check, so a wrong email answers as slowly as a wrong password.
             matches = check_password_hash(stored, password)

@@ -1,6 +1,7 @@
 """Operator commands run as `flask --app web …`: users, API tokens, key rotation.
 
     users create EMAIL --team T [--name N]   a user, their team if new, and an API token
+                                             (a new team's first user is its admin)
     users list [--team T]                    who has an account; never a hash or a token
     users set-password EMAIL                 a new password for signing in to the web app
     tokens list [--user EMAIL]               API tokens by id and visible prefix
@@ -32,7 +33,17 @@ from werkzeug.security import generate_password_hash
 
 from core.crypto import CredentialsError, rotate
 from core.db import session_scope
-from core.models import ApiToken, Mailbox, Plan, SalesforceConnection, SignIn, Team, User, utcnow
+from core.models import (
+    ApiToken,
+    Mailbox,
+    Plan,
+    Role,
+    SalesforceConnection,
+    SignIn,
+    Team,
+    User,
+    utcnow,
+)
 from core.tokens import (
     API_TOKEN_PREFIX,
     DISPLAY_PREFIX_LENGTH,
@@ -162,6 +173,12 @@ def _table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> None:
     default=None,
     help="Plan for a new team (default: solo).",
 )
+@click.option(
+    "--role",
+    type=click.Choice([r.value for r in Role]),
+    default=None,
+    help="admin or member (default: admin for a new team's first user, else member).",
+)
 def create_user(
     email: str,
     team_name: str,
@@ -170,6 +187,7 @@ def create_user(
     password_stdin: bool,
     no_password: bool,
     plan: str | None,
+    role: str | None,
 ) -> None:
     """Create the team if needed, the user, and an API token (printed alone on the last line).
 
@@ -188,6 +206,7 @@ def create_user(
     secret = None if no_password else read_password(email, password, password_stdin)
     with session_scope() as session:
         team = session.scalar(select(Team).where(Team.name == team_name))
+        new_team = team is None
         if team is None:
             team = Team(name=team_name, plan=plan or Plan.SOLO)
             session.add(team)
@@ -200,6 +219,8 @@ def create_user(
             email=email,
             name=name,
             password_hash=generate_password_hash(secret) if secret is not None else None,
+            # A team is never without an admin: its first user is one.
+            role=role or (Role.ADMIN if new_team else Role.MEMBER),
         )
         session.add(user)
         session.flush()

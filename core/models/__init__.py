@@ -2,7 +2,8 @@
 
 =================  ==============================================================
 `base`             `Base`, `UTCDateTime`, `BigId`, `utcnow`: what every table shares
-`teams`            teams, users, API tokens, devices, sign-ins
+`teams`            teams, users and their roles, API tokens, devices, sign-ins
+`invitations`      invitations to join a team (the link's token, hashed)
 `mailboxes`        mailboxes, their push channels, inbound messages
 `sequences`        prospects, sequences and steps, enrolments and their transitions
 `messages`         sent messages and events
@@ -38,6 +39,7 @@ from core.models.documents import (
     DocumentVisit,
     MessageDocument,
 )
+from core.models.invitations import Invitation
 from core.models.mailboxes import (
     InboundMessage,
     Mailbox,
@@ -68,7 +70,7 @@ from core.models.sequences import (
     Sequence,
     SequenceStep,
 )
-from core.models.teams import ApiToken, Device, Plan, SignIn, Team, User
+from core.models.teams import ApiToken, Device, Plan, Role, SignIn, Team, User
 from core.models.tracking import TrackingHit
 
 __all__ = [
@@ -91,6 +93,7 @@ __all__ = [
     "ErasedAddress",
     "Event",
     "InboundMessage",
+    "Invitation",
     "Mailbox",
     "MailboxKind",
     "MailboxPush",
@@ -105,6 +108,7 @@ __all__ = [
     "Plan",
     "Prospect",
     "PushKind",
+    "Role",
     "SalesforceAuthKind",
     "SalesforceConnection",
     "SalesforceConnectionStatus",

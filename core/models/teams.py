@@ -5,6 +5,11 @@ Natural keys: `teams.name`; `teams.tracking_host` (one team per tracking host);
 teams); `api_tokens.token_hash`; `devices.public_id` (what the signed device
 cookie names).
 
+A user is an `admin` or a `member` of their team (`Role`; what each may do is
+`web.roles`'). A removed user keeps their row (their mailboxes, sequences and
+history still name them) with `removed_at` set: they cannot sign in, their
+tokens are revoked, and they are not counted among the team's people.
+
 Indexes: `users.team_id`, `api_tokens.user_id`, `devices.team_id` and
 `devices.user_id`; `ix_sign_ins_team_at` (team_id, at) answers "did someone of
 this team sign in from this address lately", which labels a tracking hit `self`.
@@ -28,6 +33,11 @@ from core.models.base import Base, BigId, utcnow
 class Plan(enum.StrEnum):
     SOLO = "solo"
     TEAM = "team"
+
+
+class Role(enum.StrEnum):
+    ADMIN = "admin"
+    MEMBER = "member"
 
 
 class Team(Base):
@@ -60,9 +70,16 @@ class User(Base):
     password_hash: Mapped[str | None] = mapped_column(String(300))
     # `{{signature}}`: HTML the allow-list kept (core.templates.clean_signature); NULL: none.
     signature: Mapped[str | None] = mapped_column(Text)
+    role: Mapped[str] = mapped_column(String(20), default=Role.MEMBER, server_default=Role.MEMBER)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Removed from the team by an admin (web.members): no sign-in, no token, no sync.
+    removed_at: Mapped[datetime | None]
 
     team: Mapped[Team] = relationship()
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == Role.ADMIN and self.removed_at is None
 
 
 class ApiToken(Base):
