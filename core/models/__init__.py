@@ -14,6 +14,7 @@
 `privacy`          erased addresses (a keyed hash, nothing else)
 `optouts`          the opt-out list's history (who added or removed, when, why)
 `pauses`           sequences the bounce guard paused, and why
+`addons`           drafts composed in Gmail or Outlook with our tracking
 =================  ==============================================================
 
 Each module's docstring names its natural keys, its indexes and what must never
@@ -28,6 +29,7 @@ names from here: `from core.models import Mailbox`.
 
 from __future__ import annotations
 
+from core.models.addons import DraftSource, ExternalDraft
 from core.models.base import Base, BigId, UTCDateTime, utcnow
 from core.models.documents import (
     Document,
@@ -86,12 +88,14 @@ __all__ = [
     "DocumentPageView",
     "DocumentStatus",
     "DocumentVisit",
+    "DraftSource",
     "EmailTemplate",
     "Enrollment",
     "EnrollmentState",
     "EnrollmentTransition",
     "ErasedAddress",
     "Event",
+    "ExternalDraft",
     "InboundMessage",
     "Invitation",
     "Mailbox",

@@ -39,6 +39,9 @@ class SendStatus(enum.StrEnum):
     SENT = "sent"
     CANCELLED = "cancelled"  # claimed, then the enrollment stopped before handing over
     FAILED = "failed"
+    # A draft composed in Gmail or Outlook with our tracking (core.models.addons),
+    # not seen in the mailbox's Sent folder yet; never handed over by us.
+    DRAFT = "draft"
 
 
 class SentMessage(Base):
@@ -79,6 +82,9 @@ class SentMessage(Base):
     # 0 for a step's first send; n for its n-th re-send after a soft bounce.
     attempt: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     error: Mapped[str | None] = mapped_column(Text)
+    # Where a message sent from the mail client itself came from ("gmail",
+    # "outlook": core.models.addons); None for what Sightline handed over.
+    origin: Mapped[str | None] = mapped_column(String(20))
     claimed_at: Mapped[datetime] = mapped_column(default=utcnow)
     sent_at: Mapped[datetime | None]
 
