@@ -149,6 +149,26 @@ def parse_body(model: type[M]) -> M:
         raise ApiError(422, "invalid_request", summary, fields) from None
 
 
+def parse_query(model: type[M]) -> M:
+    """The query string validated as `model` (values are text: "5" is read as 5), or a 422.
+
+    A parameter given twice is refused rather than one of its values picked.
+    """
+    fields: dict[str, str] = {}
+    values: dict[str, str] = {}
+    for name, given in request.args.lists():
+        if len(given) > 1:
+            fields[name[:100]] = "given more than once"
+        values[name] = given[-1]
+    if not fields:
+        try:
+            return model.model_validate(values)
+        except ValidationError as exc:
+            fields = field_messages(exc)
+    summary = "; ".join(f"{name}: {message}" for name, message in fields.items())
+    raise ApiError(422, "invalid_request", summary, fields)
+
+
 def int_arg(
     name: str,
     *,
@@ -217,4 +237,5 @@ def require_token(view: F) -> F:
         g.team_id = g.user.team_id
         return view(*args, **kwargs)
 
+    wrapper.requires_token = True  # type: ignore[attr-defined]  # web.api.operations reads it
     return wrapper  # type: ignore[return-value]

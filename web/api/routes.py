@@ -1,4 +1,8 @@
-"""API v1 resources: mailboxes, sequences, enrollments, messages, events."""
+"""API v1 resources: mailboxes, sequences, enrollments, messages, events.
+
+Each route is registered with `web.api.operations.operation`, which also describes it
+in the OpenAPI document.
+"""
 
 from __future__ import annotations
 
@@ -20,8 +24,10 @@ from core.models import (
     SequenceStep,
     utcnow,
 )
-from web.api.common import ApiError, bp, int_arg, parse_body, require_token
+from web.api.common import ApiError, int_arg, parse_body
+from web.api.operations import Query, operation
 from web.api.schemas import (
+    ApiIndexOut,
     EnrollmentCreate,
     EnrollmentOut,
     EventList,
@@ -62,8 +68,16 @@ def _owned(model: type[T], object_id: int, what: str) -> T:
     return found
 
 
-@bp.post("/mailboxes")
-@require_token
+@operation(
+    "POST",
+    "/mailboxes",
+    summary="Connect a mailbox",
+    body=MailboxCreate,
+    response=MailboxOut,
+    status=201,
+    response_description="Created",
+    errors=[409],
+)
 def create_mailbox() -> ResponseReturnValue:
     body = parse_body(MailboxCreate)
     mailbox = connect_imap(
@@ -77,22 +91,25 @@ def create_mailbox() -> ResponseReturnValue:
     return mailboxes_out([mailbox])[0].model_dump(mode="json"), 201
 
 
-@bp.get("/mailboxes")
-@require_token
+@operation("GET", "/mailboxes", summary="List the team's mailboxes", response=MailboxList)
 def list_mailboxes() -> ResponseReturnValue:
     rows = db().scalars(select(Mailbox).where(Mailbox.team_id == g.team_id).order_by(Mailbox.id))
     return MailboxList(mailboxes=mailboxes_out(list(rows))).model_dump(mode="json")
 
 
-@bp.get("/mailboxes/<int:mailbox_id>")
-@require_token
+@operation("GET", "/mailboxes/<int:mailbox_id>", summary="A mailbox", response=MailboxOut)
 def get_mailbox(mailbox_id: int) -> ResponseReturnValue:
     mailbox = _owned(Mailbox, mailbox_id, "mailbox")
     return mailboxes_out([mailbox])[0].model_dump(mode="json")
 
 
-@bp.patch("/mailboxes/<int:mailbox_id>")
-@require_token
+@operation(
+    "PATCH",
+    "/mailboxes/<int:mailbox_id>",
+    summary="Set a mailbox's pacing and skipped folders, or resume its sends",
+    body=MailboxPacing,
+    response=MailboxOut,
+)
 def update_mailbox(mailbox_id: int) -> ResponseReturnValue:
     """Its own daily cap, spacing, skipped folders (null: the default); `resume` lifts a pause."""
     mailbox = _owned(Mailbox, mailbox_id, "mailbox")
@@ -110,8 +127,12 @@ def update_mailbox(mailbox_id: int) -> ResponseReturnValue:
     return mailboxes_out([mailbox])[0].model_dump(mode="json")
 
 
-@bp.get("/mailboxes/<int:mailbox_id>/quarantine")
-@require_token
+@operation(
+    "GET",
+    "/mailboxes/<int:mailbox_id>/quarantine",
+    summary="Messages the sync keeps but could not read, newest first",
+    response=QuarantineList,
+)
 def get_quarantine(mailbox_id: int) -> ResponseReturnValue:
     """The messages the sync keeps but could not read: why, and when it tries again."""
     mailbox = _owned(Mailbox, mailbox_id, "mailbox")
@@ -149,8 +170,15 @@ def mailboxes_out(mailboxes: list[Mailbox]) -> list[MailboxOut]:
     ]
 
 
-@bp.post("/sequences")
-@require_token
+@operation(
+    "POST",
+    "/sequences",
+    summary="Create a sequence",
+    body=SequenceCreate,
+    response=SequenceOut,
+    status=201,
+    response_description="Created",
+)
 def create_sequence() -> ResponseReturnValue:
     body = parse_body(SequenceCreate)
     mailbox = db().get(Mailbox, body.mailbox_id)
@@ -206,8 +234,7 @@ def _sequence_out(sequence: Sequence) -> dict[str, object]:
     return out.model_dump(mode="json")
 
 
-@bp.get("/sequences/<int:sequence_id>")
-@require_token
+@operation("GET", "/sequences/<int:sequence_id>", summary="A sequence", response=SequenceOut)
 def get_sequence(sequence_id: int) -> ResponseReturnValue:
     sequence = _owned(Sequence, sequence_id, "sequence")
     return _sequence_out(sequence)
@@ -242,8 +269,16 @@ def _enrollment_out(enrollment: Enrollment) -> dict[str, object]:
     return out.model_dump(mode="json")
 
 
-@bp.post("/enrollments")
-@require_token
+@operation(
+    "POST",
+    "/enrollments",
+    summary="Enroll a prospect",
+    body=EnrollmentCreate,
+    response=EnrollmentOut,
+    status=201,
+    response_description="Created",
+    errors=[409],
+)
 def create_enrollment() -> ResponseReturnValue:
     body = parse_body(EnrollmentCreate)
     sequence = db().get(Sequence, body.sequence_id)
@@ -269,15 +304,25 @@ def create_enrollment() -> ResponseReturnValue:
     return _enrollment_out(enrollment), 201
 
 
-@bp.get("/enrollments/<int:enrollment_id>")
-@require_token
+@operation(
+    "GET",
+    "/enrollments/<int:enrollment_id>",
+    summary="An enrollment with its state history",
+    response=EnrollmentOut,
+)
 def get_enrollment(enrollment_id: int) -> ResponseReturnValue:
     enrollment = _owned(Enrollment, enrollment_id, "enrollment")
     return _enrollment_out(enrollment)
 
 
-@bp.get("/messages")
-@require_token
+@operation(
+    "GET",
+    "/messages",
+    summary="Messages sent to an enrollment",
+    response=MessageList,
+    query=[Query("enrollment_id", required=True)],
+    errors=[404],
+)
 def list_messages() -> ResponseReturnValue:
     enrollment_id = int_arg("enrollment_id", required=True)
     assert enrollment_id is not None
@@ -308,8 +353,18 @@ def list_messages() -> ResponseReturnValue:
     return MessageList(messages=messages).model_dump(mode="json")
 
 
-@bp.get("/events")
-@require_token
+@operation(
+    "GET",
+    "/events",
+    summary="An enrollment's events, oldest first",
+    response=EventList,
+    query=[
+        Query("enrollment_id", required=True),
+        Query("after_id", minimum=0),
+        Query("limit", maximum=PAGE_LIMIT),
+    ],
+    errors=[404],
+)
 def list_events() -> ResponseReturnValue:
     enrollment_id = int_arg("enrollment_id", required=True)
     assert enrollment_id is not None
@@ -337,10 +392,13 @@ def list_events() -> ResponseReturnValue:
     return jsonify(body.model_dump(mode="json"))
 
 
-@bp.get("/")
+@operation(
+    "GET",
+    "/",
+    summary="The API's name, version and where its description is",
+    response=ApiIndexOut,
+    public=True,
+)
 def index() -> ResponseReturnValue:
-    return {
-        "api": "sightline",
-        "version": 1,
-        "openapi": request.url_root.rstrip("/") + "/api/v1/openapi.json",
-    }
+    openapi = request.url_root.rstrip("/") + "/api/v1/openapi.json"
+    return ApiIndexOut(api="sightline", version=1, openapi=openapi).model_dump(mode="json")

@@ -434,3 +434,9 @@ class ErrorDetail(BaseModel):
 
 class ErrorOut(BaseModel):
     error: ErrorDetail
+
+
+class ApiIndexOut(Response):
+    api: str
+    version: int
+    openapi: str = Field(description="Where the OpenAPI document is")
