@@ -48,7 +48,16 @@ PLACEHOLDERS: dict[str, str] = {
     "sender_first_name": "your first name",
     "sender_email": "the address the email is sent from",
     "unsubscribe_link": "the link that takes the prospect off your list (no sign-in, one click)",
+    "signature": "your email signature (set on your Account page)",
 }
+
+# The sender's own values (the mailbox owner's): a missing one is asked of the
+# sender, on their Account page, never of the prospect.
+SENDER_PLACEHOLDERS = frozenset({"sender_name", "sender_first_name", "sender_email", "signature"})
+# Values that are HTML (kept by the allow-list when saved): inserted as they are in an
+# HTML body, as their text elsewhere (a subject, the plain-text part).
+HTML_VALUES = frozenset({"signature"})
+SIGNATURE_LIMIT = 5000
 
 # Anything between double braces, on one line: a placeholder or an attempt at one.
 _BRACES = re.compile(r"\{\{([^{}\n]*)\}\}")
@@ -100,12 +109,14 @@ def values_for(
     *,
     sender_email: str | None,
     sender_name: str | None = None,
+    sender_signature: str | None = None,
     team_id: int | None = None,
 ) -> dict[str, str]:
     """Every placeholder's value; an empty string is a missing value.
 
     ``{{unsubscribe_link}}`` needs the team (the link names the team and the
-    address): without `team_id` it is missing.
+    address): without `team_id` it is missing. `sender_signature` is HTML
+    (`clean_signature`'s); a signature with no text in it is missing.
     """
     full, first, last = _split_name(prospect.name if prospect else None)
     link = ""
@@ -122,6 +133,9 @@ def values_for(
         "sender_first_name": sender_first,
         "sender_email": sender_email or "",
         "unsubscribe_link": link,
+        "signature": sender_signature
+        if sender_signature and has_signature(sender_signature)
+        else "",
     }
 
 
@@ -171,6 +185,9 @@ def render(
                 if name not in missing:
                     missing.append(name)
                 return shown(f"{name} missing") if preview else ""
+        if name in HTML_VALUES and value is not fallback:
+            # Re-checked by the allow-list here too: a value never carries markup it lost.
+            return sanitize_html(value) if html_mode else signature_text(value)
         return html.escape(value, quote=True) if html_mode else value
 
     text = _BRACES.sub(substitute, template)
@@ -216,6 +233,35 @@ def sanitize_html(body: str) -> str:
         strip_comments=True,
     )
     return cleaned.strip()
+
+
+def clean_signature(text: str) -> str:
+    """A signature as typed (plain text, or HTML pasted in) as the HTML that is kept.
+
+    Plain text becomes paragraphs with its line breaks; HTML keeps only what the
+    allow-list keeps. An empty result means "no signature".
+    """
+    text = text.replace("\r\n", "\n").strip()
+    if _MARKUP.search(text) and not _BLOCKS.search(text):
+        text = text.replace("\n", "<br>\n")  # pasted inline HTML: its lines are still lines
+    cleaned = sanitize_html(plain_to_html(text))
+    return cleaned if has_signature(cleaned) else ""
+
+
+def has_signature(value: str) -> bool:
+    """Whether a signature shows anything: some text, or an image (a logo)."""
+    return bool(signature_text(value)) or "<img" in value
+
+
+_BLOCKS = re.compile(r"<(?:br|p|div|li|tr|table|h[1-4])\b", re.IGNORECASE)
+_LINE_BREAKS = re.compile(r"<br\s*/?>|</(?:p|div|li|tr|h[1-4])>", re.IGNORECASE)
+
+
+def signature_text(value: str) -> str:
+    """The text of an HTML value (line breaks kept), for a subject or the plain part."""
+    text = nh3.clean(_LINE_BREAKS.sub("\n", value), tags=set(), strip_comments=True)
+    lines = [" ".join(line.split()) for line in html.unescape(text).splitlines()]
+    return "\n".join(line for line in lines if line)
 
 
 _MARKUP = re.compile(r"</?[a-z][a-z0-9]*(?:\s[^<>]*)?/?>|&(?:[a-z]+|#\d+);", re.IGNORECASE)

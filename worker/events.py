@@ -52,7 +52,7 @@ from config import get_settings
 from config.logging import configure_logging
 from core.db import session_scope
 from core.events import insert_ignore, natural_key, record_event
-from core.models import Device, Event, Prospect, SentMessage, SignIn, Team, TrackingHit, utcnow
+from core.models import Device, Event, Prospect, SentMessage, SignIn, TrackingHit, utcnow
 from core.redis import get_redis
 from core.tracking import hits as hit_stream
 from core.tracking.classify import COUNTED, PROBABLE, HitFacts, Verdict, classify
@@ -217,9 +217,6 @@ def store_hits(session: Session, batch: Sequence[Hit], stats: DrainStats) -> Non
     sents = {s.id: s for s, _ in found}
     untracked = {s.id for s, do_not_track in found if do_not_track}
     teams = {s.team_id for s in sents.values()}
-    tracking_on = set(
-        session.scalars(select(Team.id).where(Team.id.in_(teams), Team.tracking_enabled.is_(True)))
-    )
     window = timedelta(hours=settings.tracking_self_window_hours)
     own_ips = _own_ips(session, teams, utcnow() - window) if window else {}
     device_ids = {h.device_id for h in batch if h.device_id}
@@ -241,7 +238,9 @@ def store_hits(session: Session, batch: Sequence[Hit], stats: DrainStats) -> Non
             log.warning("hit_skipped stream_id=%s reason=no_such_message", hit.stream_id)
             stats.skipped += 1
             continue
-        if sent.team_id not in tracking_on or sent.id in untracked:
+        # Only mail sent tracked carries a token, so a hit is never dropped for the team's
+        # default (a sequence or email may turn tracking on); "do not track" always wins.
+        if sent.id in untracked:
             stats.skipped += 1
             continue
         device = devices.get(hit.device_id or "")

@@ -395,9 +395,13 @@ def _create(
     session = db()
     prospects = [upsert_prospect(session, team_id(), a, n or None, None) for n, a in to]
     mailbox = next(m for m in team_mailboxes() if m.id == mailbox_id)
-    sender_email, sender_name = sender_for(mailbox)
+    sender_email, sender_name, signature = sender_for(mailbox)
     filled = values_for(
-        prospects[0], sender_email=sender_email, sender_name=sender_name, team_id=team_id()
+        prospects[0],
+        sender_email=sender_email,
+        sender_name=sender_name,
+        sender_signature=signature,
+        team_id=team_id(),
     )
     template_id = int(values["template_id"]) if str(values["template_id"]).isdigit() else None
     if template_id is not None:
@@ -416,7 +420,8 @@ def _create(
         # The subject was checked as typed; a filled-in value (a stored name) may not be.
         subject=flatten_header_text(render(subject, filled).text),
         body_html=render(body, filled, html_mode=True).text,
-        tracked=bool(values["tracked"]) and team().tracking_enabled,
+        # The team's setting is the default the form starts from; the choice made is kept.
+        tracked=bool(values["tracked"]),
         document_ids=[int(d) for d in documents],
         status=OneOffStatus.SCHEDULED,
         send_at=send_at,

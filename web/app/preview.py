@@ -83,12 +83,12 @@ class Preview:
         }
 
 
-def sender_for(mailbox: Mailbox | None) -> tuple[str | None, str | None]:
-    """(address, owner's name) of the mailbox an email would be sent from."""
+def sender_for(mailbox: Mailbox | None) -> tuple[str | None, str | None, str | None]:
+    """(address, owner's name, owner's signature) of the mailbox an email would be sent from."""
     if mailbox is None:
-        return None, user().name
+        return None, user().name, user().signature
     owner = db().get(User, mailbox.user_id) if mailbox.user_id else None
-    return mailbox.email, owner.name if owner else None
+    return mailbox.email, owner.name if owner else None, owner.signature if owner else None
 
 
 def team_mailboxes(*, active_only: bool = True) -> list[Mailbox]:
@@ -101,9 +101,13 @@ def team_mailboxes(*, active_only: bool = True) -> list[Mailbox]:
 def build_preview(
     subject: str, body_html: str, prospect: Prospect | None, mailbox: Mailbox | None
 ) -> Preview:
-    sender_email, sender_name = sender_for(mailbox)
+    sender_email, sender_name, signature = sender_for(mailbox)
     values = values_for(
-        prospect, sender_email=sender_email, sender_name=sender_name, team_id=team_id()
+        prospect,
+        sender_email=sender_email,
+        sender_name=sender_name,
+        sender_signature=signature,
+        team_id=team_id(),
     )
     rendered_subject = render(subject, values, preview=True)
     body = render(sanitize_html(body_html), values, html_mode=True, preview=True)

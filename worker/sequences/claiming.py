@@ -46,9 +46,10 @@ from core.models import (
     SentMessage,
     Sequence,
 )
-from core.templates import render_all
+from core.templates import SENDER_PLACEHOLDERS, render_all
 from worker.sequences.enrolling import transition
-from worker.sequences.messages import owner_name
+from worker.sequences.messages import Sender, mailbox_sender
+from worker.sequences.missing_values import missing_values_reason
 from worker.sequences.pacing import hold_for_mailbox
 from worker.sequences.render import placeholder_values, render_template
 from worker.sequences.send_windows import hold_for_window
@@ -98,13 +99,14 @@ def claim_due_step(session: Session, enrollment_id: int, now: datetime) -> SentM
         return None
     mailbox = session.get_one(Mailbox, sequence.mailbox_id)
     prospect = session.get_one(Prospect, enrollment.prospect_id)
-    sender_name = owner_name(session, mailbox)
-    # A value the step needs and the prospect lacks is never sent as a gap or as
-    # raw braces: the enrolment waits, paused, with the reason (core.templates).
-    values = placeholder_values(prospect, mailbox, sender_name)
+    sender = mailbox_sender(session, mailbox)
+    sender_name = sender.name
+    # A value the step needs and the prospect (or the sender) lacks is never sent as a
+    # gap or as raw braces: the enrolment waits, paused, with the reason (core.templates).
+    values = placeholder_values(prospect, mailbox, sender_name, sender.signature)
     _, blocked = render_all([(step.subject, False), (step.body_html, True)], values)
     if blocked:
-        _hold_for_missing_values(session, enrollment.id, position, blocked, now)
+        _hold_for_missing_values(session, enrollment.id, position, blocked, sender, now)
         return None
     # Over the mailbox's daily cap, inside its spacing or paused: the step waits.
     if hold_for_mailbox(session, enrollment.id, sequence, position, now):
@@ -120,7 +122,13 @@ def claim_due_step(session: Session, enrollment_id: int, now: datetime) -> SentM
     # A filled-in value (a prospect's name with a line break, from an import or
     # Salesforce) is made one line here rather than breaking the message later.
     subject = flatten_header_text(
-        render_template(step.subject, prospect, mailbox, sender_name=sender_name)
+        render_template(
+            step.subject,
+            prospect,
+            mailbox,
+            sender_name=sender_name,
+            sender_signature=sender.signature,
+        )
     ).strip()
     references: list[str] = []
     in_reply_to = None
@@ -129,7 +137,13 @@ def claim_due_step(session: Session, enrollment_id: int, now: datetime) -> SentM
         references = [*(previous.references or "").split(), previous.message_id]
         if not subject:
             base = previous.subject or flatten_header_text(
-                render_template(first_subject, prospect, mailbox, sender_name=sender_name)
+                render_template(
+                    first_subject,
+                    prospect,
+                    mailbox,
+                    sender_name=sender_name,
+                    sender_signature=sender.signature,
+                )
             )
             subject = base if base.lower().startswith("re:") else f"Re: {base}"
     sent = SentMessage(
@@ -155,30 +169,44 @@ def claim_due_step(session: Session, enrollment_id: int, now: datetime) -> SentM
 
 
 def _hold_for_missing_values(
-    session: Session, enrollment_id: int, position: int, blocked: tuple[str, ...], now: datetime
+    session: Session,
+    enrollment_id: int,
+    position: int,
+    blocked: tuple[str, ...],
+    sender: Sender,
+    now: datetime,
 ) -> None:
-    """Give the claimed step back and pause: a person fills the value in, then resumes."""
+    """Give the claimed step back and pause, asking whoever lacks the value for it.
+
+    A value only the sender has (their name, their signature) is asked of the
+    sender, on their Account page; when that was all that was missing the
+    enrolment is marked `waits_for_sender` and resumes once they fill it in
+    (`resume_for_sender`). Anything the prospect lacks needs a person to fill it
+    in on the prospect and resume by hand.
+    """
+    for_sender = [b for b in blocked if b in SENDER_PLACEHOLDERS]
+    for_prospect = [b for b in blocked if b not in SENDER_PLACEHOLDERS]
     session.execute(
         update(Enrollment)
         .where(Enrollment.id == enrollment_id)
         .values(next_step=position, next_step_at=None)
         .execution_options(synchronize_session=False)
     )
-    names = ", ".join(f"{{{{{b}}}}}" if not b.startswith("{{") else b for b in blocked)
     transition(
         session,
         enrollment_id,
         EnrollmentState.PAUSED,
-        f"step {position + 1} needs a value for {names}: fill it in on the prospect "
-        "(or give the placeholder a fallback, e.g. {{first_name|there}}), then resume",
+        missing_values_reason(position, for_sender, for_prospect),
         from_states={EnrollmentState.ACTIVE},
         now=now,
+        waits_for_sender=not for_prospect,
     )
     log.info(
-        "step_held_missing_values enrollment_id=%s step=%s missing=%s",
+        "step_held_missing_values enrollment_id=%s step=%s missing=%s sender_user_id=%s",
         enrollment_id,
         position,
         ",".join(blocked),
+        sender.user_id,
     )
 
 

@@ -263,9 +263,12 @@ def transition(
     """Move an enrolment to `to_state` if it is in one of `from_states`.
 
     Returns False when another process got there first (or the state is not one
-    we may leave). The transition and its reason are recorded.
+    we may leave). The transition and its reason are recorded. Any move clears
+    `waits_for_sender` unless `values` sets it: only the claim's pause for the
+    sender's own values marks it (`worker.sequences.missing_values`).
     """
     now = now or utcnow()
+    values.setdefault("waits_for_sender", False)
     current = session.scalar(select(Enrollment.state).where(Enrollment.id == enrollment_id))
     result = session.execute(
         update(Enrollment)

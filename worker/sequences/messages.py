@@ -5,9 +5,10 @@ email's body was written, filled in and checked when it was composed (its
 `OneOffEmail` row, with its attachments). Either way the documents on the
 message are added (tracked links made per recipient only when sending, or
 files), and tracking is applied only to what is actually sent: never to the
-copy in a Salesforce description, only when the team has it on (and the
-one-off asked for it), only to an HTML body, and never for a prospect marked
-"do not track". The plain-text part keeps the real links.
+copy in a Salesforce description, only when the email has it on (a one-off's
+own switch; a sequence's own choice, else the team's "tracking on by default"),
+only to an HTML body, and never for a prospect marked "do not track". The
+plain-text part keeps the real links.
 
 A sequence step carries List-Unsubscribe (https and mailto) and
 List-Unsubscribe-Post (RFC 8058 one-click) when its team has them on (the
@@ -16,11 +17,13 @@ not a campaign, and a one-click header there would let a mail client end the
 prospect's sequences from a personal note. ``{{unsubscribe_link}}`` works in both.
 
 Both senders (`delivering`, for steps and one-offs alike) and the claim (the
-sender's name for ``{{sender_name}}``) read from here. This module never sends,
+sender's name and signature: `mailbox_sender`) read from here. This module never sends,
 never claims and never changes a row's status.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -33,6 +36,7 @@ from core.models import (
     OneOffEmail,
     Prospect,
     SentMessage,
+    Sequence,
     SequenceStep,
     Team,
     User,
@@ -47,11 +51,25 @@ from worker.sequences.render import html_to_text, render_template
 from worker.sync.base import Attachment, OutgoingMessage
 
 
-def owner_name(session: Session, mailbox: Mailbox) -> str | None:
-    """The mailbox owner's name, for ``{{sender_name}}``."""
+@dataclass(frozen=True)
+class Sender:
+    """The mailbox owner's own values: ``{{sender_name}}``, ``{{signature}}``."""
+
+    user_id: int | None
+    name: str | None
+    signature: str | None
+
+
+def mailbox_sender(session: Session, mailbox: Mailbox) -> Sender:
+    """Who sends from `mailbox` (its owner), with the values only they can fill in."""
     if mailbox.user_id is None:
-        return None
-    return session.scalar(select(User.name).where(User.id == mailbox.user_id))
+        return Sender(None, None, None)
+    found = session.execute(
+        select(User.name, User.signature).where(User.id == mailbox.user_id)
+    ).first()
+    if found is None:
+        return Sender(None, None, None)
+    return Sender(mailbox.user_id, found.name, found.signature)
 
 
 def outgoing_message(
@@ -60,19 +78,25 @@ def outgoing_message(
     """The message as handed over; `tracked` applies the pixel and click links.
 
     Tracking is applied only to what is actually sent (never to the copy in a
-    Salesforce description), only when the team has it on, and only to an HTML
+    Salesforce description), only when the email has it on, and only to an HTML
     body. The plain-text part keeps the real links.
     """
     prospect = session.get(Prospect, sent.prospect_id) if sent.prospect_id else None
     body_html = ""
-    track_this = True  # a one-off email may be sent untracked
+    # Tracking is chosen per email: a one-off's own switch, a sequence's own choice,
+    # else the team's default (Team.tracking_enabled, "tracking on by default").
+    team = session.get_one(Team, sent.team_id)
+    track_this = team.tracking_enabled
     extra_attachments: list[Attachment] = []
     headers: dict[str, str] = {}
-    team = session.get_one(Team, sent.team_id)
     if sent.enrollment_id is not None and sent.step_position is not None:
         if prospect is not None and team.unsubscribe_headers:
             headers = unsubscribe_headers(sent.team_id, prospect.email, mailbox.email)
         enrollment = session.get_one(Enrollment, sent.enrollment_id)
+        chosen = session.scalar(
+            select(Sequence.tracking).where(Sequence.id == enrollment.sequence_id)
+        )
+        track_this = team.tracking_enabled if chosen is None else chosen
         step = session.scalar(
             select(SequenceStep).where(
                 SequenceStep.sequence_id == enrollment.sequence_id,
@@ -80,12 +104,14 @@ def outgoing_message(
             )
         )
         if step is not None:
+            sender = mailbox_sender(session, mailbox)
             body_html = render_template(
                 step.body_html,
                 prospect,
                 mailbox,
                 html=True,
-                sender_name=owner_name(session, mailbox),
+                sender_name=sender.name,
+                sender_signature=sender.signature,
             )
     else:
         # A one-off email: its body was written, filled in and checked when composed.
@@ -98,8 +124,8 @@ def outgoing_message(
     documents = documents_for_message(session, sent, base_url=base_url, sending=tracked)
     body_html = documents.add_to(body_html)
     sent_html = body_html
-    tracking_on = track_this and team.tracking_enabled
-    tracking_on = tracking_on and not (prospect is not None and prospect.do_not_track)
+    # A prospect marked "do not track" is never tracked, whatever the email chose.
+    tracking_on = track_this and not (prospect is not None and prospect.do_not_track)
     if tracked and body_html.strip() and tracking_on:
         sent_html = apply_tracking(
             body_html,

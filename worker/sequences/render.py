@@ -28,13 +28,17 @@ class _Sender(Protocol):
 
 
 def placeholder_values(
-    prospect: _Person | None, mailbox: _Sender | None, sender_name: str | None = None
+    prospect: _Person | None,
+    mailbox: _Sender | None,
+    sender_name: str | None = None,
+    sender_signature: str | None = None,
 ) -> dict[str, str]:
     """The values for a prospect's email; a stored prospect's team gives its unsubscribe link."""
     return values_for(
         prospect,
         sender_email=mailbox.email if mailbox else None,
         sender_name=sender_name,
+        sender_signature=sender_signature,
         team_id=getattr(prospect, "team_id", None),
     )
 
@@ -46,8 +50,9 @@ def render_template(
     *,
     html: bool = False,
     sender_name: str | None = None,
+    sender_signature: str | None = None,
 ) -> str:
-    values = placeholder_values(prospect, mailbox, sender_name)
+    values = placeholder_values(prospect, mailbox, sender_name, sender_signature)
     return render(template, values, html_mode=html).text
 
 
