@@ -59,7 +59,7 @@ def _text(value: bytes | str) -> str:
 
 
 class OrgBudget:
-    """The shared view of one org's allowance (`org_key` from `connections.OrgProfile`)."""
+    """The shared view of one org's allowance (`org_key` from `profiles.OrgProfile`)."""
 
     def __init__(self, org_key: str) -> None:
         self.org_key = org_key

@@ -24,7 +24,6 @@ from core.db import session_scope
 from core.models import OutboxStatus, SalesforceOutbox, utcnow
 from worker.salesforce.client import SalesforceApi, SalesforceError
 from worker.salesforce.composite_writes import remember_zones
-from worker.salesforce.connections import OrgProfile
 from worker.salesforce.outbox_rows import (
     STALE_WHO_CODES,
     TASK_KINDS,
@@ -37,6 +36,7 @@ from worker.salesforce.outbox_rows import (
     sent_id_of,
     settle,
 )
+from worker.salesforce.profiles import OrgProfile
 from worker.salesforce.resolver import WhoResolver
 from worker.salesforce.task_records import (
     TaskSchema,

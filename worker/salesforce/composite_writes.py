@@ -31,7 +31,6 @@ from core.db import session_scope
 from core.models import OutboxStatus, Prospect, SalesforceEngagement, SalesforceOutbox
 from core.zones.inference import ZoneGuess
 from worker.salesforce.client import COLLECTION_LIMIT, CollectionOp, OpResult, SalesforceApi
-from worker.salesforce.connections import OrgProfile
 from worker.salesforce.engagement import TASK_ENGAGEMENT, engagement_fields, sent_task_key
 from worker.salesforce.outbox_rows import (
     STALE_WHO_CODES,
@@ -42,6 +41,7 @@ from worker.salesforce.outbox_rows import (
     sent_id_of,
     settle,
 )
+from worker.salesforce.profiles import OrgProfile
 from worker.salesforce.resolver import WhoResolver
 from worker.salesforce.task_records import (
     TaskSchema,

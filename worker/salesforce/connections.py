@@ -19,10 +19,11 @@ and the confirm step, are web.oauth_flow's)::
           identity read (who approved, which org): an `OrgGrant`, nothing saved
         → the person confirms: `save_grant` stores it encrypted; cancels: `revoke_grant`
 
-`OrgProfile` is what a flush reads once: where the org is, its budget key
-(`org_key`: the org id when known, so teams sharing an org share its
-allowance), and whether it can be written to now. Disconnecting or a refused
-refresh holds the team's outbox rows; they are written after a reconnect.
+`OrgProfile` (worker.salesforce.profiles) is what a flush reads once: where
+the org is, its budget key (`org_key`: the org id when known, so teams sharing
+an org share its allowance), and whether it can be written to now.
+Disconnecting or a refused refresh holds the team's outbox rows; they are
+written after a reconnect.
 
 This module never logs a token, a password or a code.
 """
@@ -62,10 +63,14 @@ from worker.salesforce.auth import (
 from worker.salesforce.budget import OrgBudget, parse_limit_info
 from worker.salesforce.client import SalesforceApi, SalesforceError, TokenSource
 from worker.salesforce.hosts import checked_url, salesforce_session
+from worker.salesforce.profiles import (
+    DEFAULT_BUDGET_SHARE,
+    OrgProfile,
+    load_profile,  # noqa: F401 - web.api.salesforce's import
+)
 
 log = logging.getLogger(__name__)
 
-DEFAULT_BUDGET_SHARE = 80
 CALLBACK_PATH = "/api/v1/salesforce/oauth/callback"
 
 
@@ -77,54 +82,6 @@ class ConnectError(ValueError):
         self.field = field
         self.reason = message
         self.status = status  # 403: the operator does not allow it
-
-
-@dataclass(frozen=True)
-class OrgProfile:
-    team_id: int
-    org_key: str
-    auth_kind: str
-    connection_id: int | None
-    budget_share: int
-    create_leads: bool
-    ready: bool
-    reason: str | None = None
-
-
-def load_profile(team_id: int) -> OrgProfile:
-    """The team's org and settings, as a flush needs them."""
-    settings = get_settings().salesforce
-    with session_scope() as session:
-        row = session.scalar(
-            select(SalesforceConnection).where(SalesforceConnection.team_id == team_id)
-        )
-        if row is not None:
-            session.expunge(row)
-    share = row.budget_share if row is not None else DEFAULT_BUDGET_SHARE
-    create_leads = bool(row.create_leads) if row is not None else False
-    if row is None or row.auth_kind == SalesforceAuthKind.DEFAULT:
-        ready = settings.configured
-        return OrgProfile(
-            team_id,
-            "default",
-            SalesforceAuthKind.DEFAULT,
-            None,
-            share,
-            create_leads,
-            ready,
-            None if ready else "no Salesforce org: connect one or set SALESFORCE_* settings",
-        )
-    ready = row.status == SalesforceConnectionStatus.ACTIVE
-    return OrgProfile(
-        team_id,
-        f"org:{row.org_id}" if row.org_id else f"conn:{row.id}",
-        row.auth_kind,
-        row.id,
-        share,
-        create_leads,
-        ready,
-        None if ready else f"Salesforce connection {row.status}: {row.status_reason or ''}".strip(),
-    )
 
 
 def token_source(profile: OrgProfile) -> TokenSource:

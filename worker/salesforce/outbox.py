@@ -42,7 +42,7 @@ from worker.salesforce import bulk
 from worker.salesforce.budget import OrgBudget
 from worker.salesforce.client import SalesforceApi, SalesforceError
 from worker.salesforce.composite_writes import write_rows
-from worker.salesforce.connections import OrgProfile, load_profile, open_api
+from worker.salesforce.connections import open_api
 from worker.salesforce.outbox_rows import (
     CLAIM_BATCH,
     TASK_KINDS,
@@ -53,6 +53,7 @@ from worker.salesforce.outbox_rows import (
     outage_over,
     release,
 )
+from worker.salesforce.profiles import OrgProfile, load_profile
 
 log = logging.getLogger(__name__)
 

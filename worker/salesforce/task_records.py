@@ -31,9 +31,9 @@ from core.db import session_scope
 from core.models import OutboxStatus, Prospect, SalesforceEngagement, SalesforceOutbox
 from core.redis import get_redis
 from worker.salesforce.client import SalesforceApi, soql_in
-from worker.salesforce.connections import OrgProfile
 from worker.salesforce.engagement import TASK_FIELDS, engagement_fields
 from worker.salesforce.outbox_rows import FlushStats, Outcome, sent_id_of
+from worker.salesforce.profiles import OrgProfile
 from worker.salesforce.resolver import Prospective, WhoResolver
 from worker.salesforce.task_limits import DESCRIPTION_LIMIT, SUBJECT_LIMIT
 
