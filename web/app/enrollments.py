@@ -3,8 +3,8 @@
 The history is every event of the enrolment (sends, opens, clicks, replies with
 their text, auto-replies, bounces, complaints, document views) merged with every
 state change and its reason (`web.app.timeline`). State changes made here go
-through `worker.sequences.enrolling.transition`, the same conditional UPDATE the
-workers use, so a reply arriving at the same moment wins or loses cleanly and
+through `worker.sequences.by_hand` (what the add-ons share), the same conditional
+UPDATE the workers use, so a reply arriving at the same moment wins or loses cleanly and
 the history records who did what:
 
     active ──pause──▶ paused ──resume──▶ active (the next step goes out now, or
@@ -22,19 +22,17 @@ from sqlalchemy import select
 
 from core.models import (
     Enrollment,
-    EnrollmentState,
     Event,
     Mailbox,
     Prospect,
     SentMessage,
     Sequence,
-    utcnow,
 )
 from web.app.common import app_blueprint, owned, user
 from web.app.timeline import history, recipient_states
 from web.auth import login_required
 from web.db import db
-from worker.sequences.enrolling import transition
+from worker.sequences.by_hand import Action, change_by_hand
 
 bp = app_blueprint("enrollments", __name__)
 DONE = {
@@ -83,45 +81,10 @@ def detail(enrollment_id: int) -> ResponseReturnValue:
     )
 
 
-def _change(enrollment_id: int, action: str) -> ResponseReturnValue:
+def _change(enrollment_id: int, action: Action) -> ResponseReturnValue:
     enrollment = owned(Enrollment, enrollment_id)
     who = user().email
-    now = utcnow()
-    changed = False
-    if action == "pause":
-        changed = transition(
-            db(),
-            enrollment.id,
-            EnrollmentState.PAUSED,
-            f"paused by {who}",
-            from_states={EnrollmentState.ACTIVE},
-            now=now,
-            resume_at=None,
-        )
-    elif action == "resume":
-        # A step not yet due keeps its time; one that was due (or held) goes out now.
-        due = enrollment.next_step_at
-        changed = transition(
-            db(),
-            enrollment.id,
-            EnrollmentState.ACTIVE,
-            f"resumed by {who}",
-            from_states={EnrollmentState.PAUSED},
-            now=now,
-            resume_at=None,
-            next_step_at=due if due is not None and due > now else now,
-        )
-    elif action == "finish":
-        changed = transition(
-            db(),
-            enrollment.id,
-            EnrollmentState.FINISHED,
-            f"finished by {who}",
-            from_states={EnrollmentState.ACTIVE, EnrollmentState.PAUSED},
-            now=now,
-            next_step_at=None,
-            resume_at=None,
-        )
+    changed = change_by_hand(db(), enrollment.id, action, who)
     db().commit()
     if changed:
         flash(DONE[action], "ok")
