@@ -225,6 +225,7 @@ def _query(team_id: int | None, feed_filter: FeedFilter) -> Select[*tuple[Any, .
             Prospect.email,
             Prospect.name,
             SentMessage.subject,
+            SentMessage.origin,
             Sequence.id,
             Sequence.name,
             DocumentVisit.current_page,
@@ -274,20 +275,22 @@ def feed_items(
     query = query.order_by(Event.id.desc() if newest_first else Event.id).limit(limit)
     items = []
     now = utcnow()
-    for event, email, name, subject, sequence_id, sequence_name, *visit_row in session.execute(
-        query
-    ):
+    for row in session.execute(query):
+        event, email, name, subject, origin, sequence_id, sequence_name, *visit_row = row
         data = dict(event.data or {})
         document = _document(event.kind, data)
         if document is not None and event.kind == "document_view":
             document["visit"] = _visit(tuple(visit_row), now)
-        who = name or email or data.get("recipient") or "Someone"
+        # Mail sent from Gmail or Outlook to several people: its activity is the draft's.
+        anyone = "A recipient" if origin else "Someone"
+        who = name or email or data.get("recipient") or anyone
+        label = _label(event.kind, data, document)
         items.append(
             {
                 "id": event.id,
                 "team_id": event.team_id,
                 "kind": event.kind,
-                "label": _label(event.kind, data, document),
+                "label": label,
                 "occurred_at": _iso(event.occurred_at),
                 "prospect": {"email": email, "name": name} if email else None,
                 "subject": subject or data.get("subject"),
@@ -299,16 +302,47 @@ def feed_items(
                 "url": data.get("url"),
                 "from": data.get("from"),
                 "document": document,
-                "text": document_sentence(event.kind, who, document)
-                if document
-                else data.get("text"),
-                **_settles(event.kind, who, document),
+                "origin": origin,
+                "text": _from_client(
+                    origin,
+                    document_sentence(event.kind, who, document)
+                    if document
+                    else data.get("text") or (origin and client_sentence(event.kind, who, label)),
+                ),
+                **_settles(event.kind, who, document, origin),
             }
         )
     return items
 
 
-def _settles(kind: str, who: str, document: dict[str, Any] | None) -> dict[str, Any]:
+# Mail sent from the mail client itself, carrying an add-on's link or pixel.
+ORIGIN_NAMES = {"gmail": "Gmail", "outlook": "Outlook"}
+
+
+def client_sentence(kind: str, who: str, label: str) -> str:
+    """An item's sentence when the feed would otherwise show the label and the name apart
+    (mail sent from Gmail or Outlook says where it came from, so it needs one)."""
+    if kind == "sent":
+        return f"Sent to {who}"
+    if kind == "open":
+        return f"{who} opened the email" if label == "Opened" else f"{who}: {label.lower()}"
+    if kind == "click":
+        return f"{who} clicked a link"
+    if kind == "reply":
+        return f"{who} replied"
+    return f"{who}: {label.lower()}"
+
+
+def _from_client(origin: str | None, text: str | None) -> str | None:
+    """`text` with "— sent from Gmail" (or Outlook) for mail sent from the mail client."""
+    if not origin or not text:
+        return text
+    return f"{text} — sent from {ORIGIN_NAMES.get(origin, origin)}"
+
+
+def _settles(
+    kind: str, who: str, document: dict[str, Any] | None, origin: str | None = None
+) -> dict[str, Any]:
     """For a visit still being read: when it counts as over with no further beacon, and
     what it says then, so the page can turn "is reading" into "read" by itself."""
     visit = (document or {}).get("visit")
@@ -317,7 +351,7 @@ def _settles(kind: str, who: str, document: dict[str, Any] | None) -> dict[str, 
     settled = {**document, "visit": {**visit, "reading": False}}
     return {
         "reading_until": visit["reading_until"],
-        "settled_text": document_sentence(kind, who, settled),
+        "settled_text": _from_client(origin, document_sentence(kind, who, settled)),
     }
 
 
