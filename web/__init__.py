@@ -53,6 +53,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         unsubscribe,
         webhooks,
     )
+    from web.addons.gmail import routes as gmail_addon
     from web.api import resources as api
 
     security.init_app(app)  # first: its URL converter applies to the rules added below
@@ -66,6 +67,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(webhooks.bp)
     app.register_blueprint(unsubscribe.bp)
     connect.init_app(app)
+    gmail_addon.init_app(app)
     oauth_pages.init_app(app)
     cli.init_app(app)
     layout.init_app(app)  # last: its error pages replace the API's app-wide 404/405

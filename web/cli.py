@@ -51,6 +51,7 @@ from core.tokens import (
     hash_api_token,
     new_api_token,
 )
+from web.addons.gmail.deployment import gmail_addon
 from web.api.schemas import check_email
 
 users = AppGroup("users", help="Manage users: create, list, set a password.")
@@ -427,3 +428,4 @@ def init_app(app: Flask) -> None:
     app.cli.add_command(users)
     app.cli.add_command(tokens)
     app.cli.add_command(rotate_credentials)
+    app.cli.add_command(gmail_addon)

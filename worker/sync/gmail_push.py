@@ -102,6 +102,18 @@ def _fetch_certs(url: str) -> tuple[dict[str, str], int]:
 _CERTS = _CertCache()
 
 
+def google_certs(url: str, kid: str) -> dict[str, str]:
+    """Google's certificates at `url` that should hold `kid`, cached and refetched as above.
+
+    The Gmail add-on's ID tokens are Google's too (`web.addons.gmail.auth`): one
+    cache per process, keyed by URL, serves both.
+
+    Raises:
+        requests.RequestException, ValueError: the fetch failed and nothing is held.
+    """
+    return _CERTS.for_key(url, kid)
+
+
 def forget_push_certs() -> None:
     """Drop the cached certificates and fetch times (tests with another fake Google)."""
     _CERTS.forget()
