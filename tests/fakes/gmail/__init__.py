@@ -63,6 +63,7 @@ class FakeGmail:
         with store.lock:
             store.users.clear()
             store.access_tokens.clear()
+            store.message_tokens.clear()
             store.refresh_tokens.clear()
             store.codes.clear()
             store.clients = {self.client_id: self.client_secret}

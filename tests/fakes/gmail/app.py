@@ -20,6 +20,9 @@ ListHistoryResponse), errors Google's JSON error body, `fields` honoured.
     POST token                                          authorization_code (PKCE) | refresh_token
     POST revoke                                         revoke a grant
     GET  oauth2/v1/certs                                push-token certificates {kid: PEM}
+
+A token granted only Gmail add-on scopes (`gmail.addons.*`) reads one message: the
+one its `X-Goog-Gmail-Access-Token` header (an add-on event's message token) names.
 """
 
 from __future__ import annotations
@@ -54,6 +57,8 @@ from .store import (
 
 _USER_PATH = re.compile(r"^/(?:upload/)?gmail/v1/users/(?P<user>[^/]+)/(?P<rest>.*)$")
 MAX_BATCH = 100
+# Tokens granted only these scopes are a Gmail add-on's (gmail.addons.current.message.*).
+ADDON_SCOPE_PREFIX = "https://www.googleapis.com/auth/gmail.addons."
 
 
 def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
@@ -217,7 +222,9 @@ class GmailApp:
         return self.store.user(token.email), token
 
     def api(self, request: Request, user_id: str, rest: str) -> Response:
-        user, _ = self._authorized_user(request, user_id)
+        user, token = self._authorized_user(request, user_id)
+        if token.scopes and all(s.startswith(ADDON_SCOPE_PREFIX) for s in token.scopes):
+            self._addon_message_only(request, user, rest)
         method = request.method
         route: tuple[str, Callable[[Request, GmailUser], Any]] | None = None
         message_match = re.fullmatch(r"messages/([0-9a-f]+)", rest)
@@ -253,6 +260,18 @@ class GmailApp:
             except FieldsError as exc:
                 raise bad_request(str(exc)) from None
         return _json(200, body)
+
+    def _addon_message_only(self, request: Request, user: GmailUser, rest: str) -> None:
+        """A Gmail add-on's token reads only the message its event's message token names."""
+        message_token = request.headers.get("X-Goog-Gmail-Access-Token", "")
+        allowed = self.store.message_tokens.get(message_token)
+        if request.method != "GET" or allowed is None or allowed != (user.email, rest[9:]):
+            raise GmailApiError(
+                403,
+                "Request had insufficient authentication scopes.",
+                "forbidden",
+                "PERMISSION_DENIED",
+            )
 
     # -- methods -----------------------------------------------------------------------
 

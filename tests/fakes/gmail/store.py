@@ -240,6 +240,8 @@ class GmailStore:
         self.clock = clock
         self.users: dict[str, GmailUser] = {}
         self.access_tokens: dict[str, Token] = {}
+        # Gmail add-on message tokens (X-Goog-Gmail-Access-Token): token -> (user, message id)
+        self.message_tokens: dict[str, tuple[str, str]] = {}
         self.refresh_tokens: dict[str, Token] = {}
         self.codes: dict[str, AuthCode] = {}
         self.clients: dict[str, str] = {}  # client_id -> secret
@@ -415,6 +417,12 @@ class GmailStore:
         self.access_tokens[token] = Token(
             email.lower(), client_id, scopes, expires_at=self.clock() + ACCESS_TOKEN_SECONDS
         )
+        return token
+
+    def issue_message_token(self, email: str, message_id: str) -> str:
+        """A Gmail add-on event's `gmail.accessToken`: opens this one message only."""
+        token = "msg." + secrets.token_urlsafe(30)
+        self.message_tokens[token] = (email.lower(), message_id)
         return token
 
     def issue_refresh_token(self, email: str, client_id: str, scopes: list[str]) -> str:
