@@ -30,9 +30,16 @@ activity "— sent from Gmail" / "— sent from Outlook".
 
 from __future__ import annotations
 
+from datetime import datetime
+
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from core.models import Document, DocumentStatus, Plan, Team, User
+from web import feed
+from web.addons import drafts, panel
 from web.addons.views import (
+    FEED_LIMIT,
     ActionResult,
     AddonError,
     ContentChoices,
@@ -46,6 +53,10 @@ from web.addons.views import (
     SequenceChoice,
     Source,
 )
+from web.documents.common import PLAN_MESSAGE
+
+MAX_FEED_LIMIT = 200
+MAX_DOCUMENTS = 200
 
 __all__ = [
     "ActionResult",
@@ -73,11 +84,17 @@ __all__ = [
 
 
 def find_user(session: Session, email: str) -> int | None:
-    """The id of the Sightline user whose sign-in address is `email` (case ignored), else None.
+    """The id of the Sightline user whose sign-in address is `email` (case ignored), else
+    None (also for a user removed from their team).
 
     For the add-ons' authentication: Google's verified email, Outlook's identity.
     """
-    raise NotImplementedError
+    user_id = session.scalar(
+        select(User.id).where(
+            func.lower(User.email) == email.strip().lower(), User.removed_at.is_(None)
+        )
+    )
+    return int(user_id) if user_id is not None else None
 
 
 def prospect_panel(session: Session, user_id: int, addresses: list[str]) -> ProspectPanel:
@@ -91,7 +108,7 @@ def prospect_panel(session: Session, user_id: int, addresses: list[str]) -> Pros
     Raises:
         AddonError: not_found (no such user), invalid (field "addresses").
     """
-    raise NotImplementedError
+    return panel.prospect_panel(session, _user(session, user_id), addresses)
 
 
 def add_to_sequence(
@@ -105,7 +122,7 @@ def add_to_sequence(
     Raises:
         AddonError: not_found (user or sequence), invalid (field "address").
     """
-    raise NotImplementedError
+    return panel.add_to_sequence(session, _user(session, user_id), sequence_id, address, name)
 
 
 def pause(session: Session, user_id: int, enrollment_id: int) -> ActionResult:
@@ -114,27 +131,70 @@ def pause(session: Session, user_id: int, enrollment_id: int) -> ActionResult:
     Raises:
         AddonError: not_found (user, or an enrolment not of the user's team).
     """
-    raise NotImplementedError
+    return panel.change(session, _user(session, user_id), enrollment_id, "pause")
 
 
 def resume(session: Session, user_id: int, enrollment_id: int) -> ActionResult:
     """Resume a paused enrolment; a step already due goes out at the next tick."""
-    raise NotImplementedError
+    return panel.change(session, _user(session, user_id), enrollment_id, "resume")
 
 
 def stop(session: Session, user_id: int, enrollment_id: int) -> ActionResult:
     """End an active or paused enrolment: no further step (state ``finished``)."""
-    raise NotImplementedError
+    return panel.change(session, _user(session, user_id), enrollment_id, "stop")
 
 
-def feed_items(session: Session, user_id: int, limit: int = 20) -> list[FeedItem]:
+def feed_items(session: Session, user_id: int, limit: int = FEED_LIMIT) -> list[FeedItem]:
     """The newest `limit` (1-200) Live Feed items of the user's team, newest first."""
-    raise NotImplementedError
+    if not 1 <= limit <= MAX_FEED_LIMIT:
+        raise AddonError("invalid", f"limit must be 1 to {MAX_FEED_LIMIT}", "limit")
+    user = _user(session, user_id)
+    items = []
+    for item in feed.feed_items(session, team_id=user.team_id, limit=limit):
+        prospect = item.get("prospect") or {}
+        who = prospect.get("name") or prospect.get("email") or item.get("from") or ""
+        subject = item.get("subject")
+        text = item.get("text") or " ".join(
+            part for part in (item["label"], who, f"“{subject}”" if subject else "") if part
+        )
+        items.append(
+            FeedItem(
+                id=item["id"],
+                kind=item["kind"],
+                label=item["label"],
+                text=text,
+                occurred_at=datetime.fromisoformat(item["occurred_at"])
+                if item.get("occurred_at")
+                else None,
+                prospect_email=prospect.get("email"),
+                prospect_name=prospect.get("name"),
+                subject=subject,
+                sequence_name=(item.get("sequence") or {}).get("name"),
+                origin=item.get("origin"),
+            )
+        )
+    return items
 
 
 def content_choices(session: Session, user_id: int) -> ContentChoices:
     """The team's ready library documents (newest first), or why content is unavailable."""
-    raise NotImplementedError
+    user = _user(session, user_id)
+    team = session.get_one(Team, user.team_id)
+    if team.plan != Plan.TEAM:
+        return ContentChoices(documents=[], unavailable=PLAN_MESSAGE)
+    rows = session.scalars(
+        select(Document)
+        .where(
+            Document.team_id == team.id,
+            Document.status == DocumentStatus.READY,
+            Document.deleted_at.is_(None),
+        )
+        .order_by(Document.created_at.desc(), Document.id.desc())
+        .limit(MAX_DOCUMENTS)
+    )
+    return ContentChoices(
+        documents=[DocumentChoice(d.id, d.name, d.kind, d.page_count) for d in rows]
+    )
 
 
 def insert_for_draft(
@@ -170,4 +230,21 @@ def insert_for_draft(
             not_found (document), plan_required (a document on a Solo team),
             no_mailbox (the user has no connected mailbox).
     """
-    raise NotImplementedError
+    return drafts.insert_for_draft(
+        session,
+        _user(session, user_id),
+        source=source,
+        draft_ref=draft_ref,
+        recipients=recipients,
+        document_id=document_id,
+        track_opens=track_opens,
+        sender=sender,
+    )
+
+
+def _user(session: Session, user_id: int) -> User:
+    user = session.get(User, user_id)
+    if user is None or user.removed_at is not None:
+        # Removed from the team: their add-on sees nothing of it any more.
+        raise AddonError("not_found", f"user {user_id} not found")
+    return user
