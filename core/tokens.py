@@ -16,8 +16,10 @@ import secrets
 from typing import Any
 
 from itsdangerous import BadSignature, URLSafeSerializer
+from sqlalchemy.orm import Session
 
 from config import get_settings
+from core.models import ApiToken, utcnow
 
 API_TOKEN_PREFIX = "sl_"  # noqa: S105 - a visible prefix, not a secret
 DISPLAY_PREFIX_LENGTH = 10  # what is kept in the clear to name a token: 7 of its random characters
@@ -33,6 +35,31 @@ def hash_api_token(token: str) -> str:
 
 def display_prefix(token: str) -> str:
     return token[:DISPLAY_PREFIX_LENGTH]
+
+
+TOKEN_NAME_LIMIT = 100
+
+
+def add_api_token(session: Session, user_id: int, name: str | None = None) -> tuple[str, ApiToken]:
+    """A new API token for the user: (the token, to show once; its stored row).
+
+    What `flask --app web tokens create` and the Account page both call.
+    """
+    token = new_api_token()
+    row = ApiToken(
+        user_id=user_id, token_hash=hash_api_token(token), prefix=display_prefix(token), name=name
+    )
+    session.add(row)
+    session.flush()
+    return token, row
+
+
+def revoke_api_token(row: ApiToken) -> bool:
+    """Revoke `row` from the next request on; False when it already was."""
+    if row.revoked_at is not None:
+        return False
+    row.revoked_at = utcnow()
+    return True
 
 
 def _serializer(purpose: str) -> URLSafeSerializer:

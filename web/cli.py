@@ -42,14 +42,14 @@ from core.models import (
     SignIn,
     Team,
     User,
-    utcnow,
 )
 from core.tokens import (
     API_TOKEN_PREFIX,
     DISPLAY_PREFIX_LENGTH,
+    add_api_token,
     display_prefix,
     hash_api_token,
-    new_api_token,
+    revoke_api_token,
 )
 from web.addons.gmail.deployment import gmail_addon
 from web.api.schemas import check_email
@@ -133,11 +133,7 @@ def _user(session: Session, email: str) -> User:
 
 
 def _add_token(session: Session, user: User) -> tuple[str, ApiToken]:
-    token = new_api_token()
-    row = ApiToken(user_id=user.id, token_hash=hash_api_token(token), prefix=display_prefix(token))
-    session.add(row)
-    session.flush()
-    return token, row
+    return add_api_token(session, user.id)
 
 
 def _when(moment: datetime | None) -> str:
@@ -381,7 +377,7 @@ def revoke_token(token: str, email: str | None) -> None:
         if row.revoked_at is not None:
             click.echo(f"API token {row.id} ({row.prefix}…) of {owner} was already revoked")
             return
-        row.revoked_at = utcnow()
+        revoke_api_token(row)
         click.echo(f"revoked API token {row.id} ({row.prefix}…) of {owner}")
 
 

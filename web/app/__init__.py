@@ -14,6 +14,8 @@ One blueprint per concept, each registered by `init_app`:
     imap         /mailboxes/imap                          connect an IMAP mailbox
     optouts      /opt-outs…                               the opt-out list: add, remove
     team_settings /settings                               the team's settings
+    account      /account…                                your name, signature, password,
+                                                          devices and API tokens
     tracking_host /settings/tracking-host                 the team's own tracking host
 
 Pages are server-rendered (Jinja, autoescaped) with a light touch of JavaScript
@@ -34,6 +36,7 @@ from flask import Flask
 
 from core.templates import plain_to_html, sanitize_html
 from web.app import (
+    account,
     compose,
     email_templates,
     emails,
@@ -70,6 +73,7 @@ def init_app(app: Flask) -> None:
         optouts,
         team_settings,
         tracking_host,
+        account,
     ):
         app.register_blueprint(module.bp)
     app.jinja_env.filters["clean_html"] = _clean_html

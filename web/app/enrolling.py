@@ -30,7 +30,6 @@ from core.models import (
     utcnow,
 )
 from core.redis import get_redis
-from core.templates import used_placeholders, values_for
 from web.api.schemas import check_email
 from web.app.common import (
     FormErrors,
@@ -50,6 +49,12 @@ from web.app.sequences import NAME_LIMIT, sequence_page, team_sequence
 from web.auth import login_required
 from web.db import db
 from worker.sequences import enrolling
+from worker.sequences.missing_values import (
+    enrolment_warnings,
+    needed_values,
+    prospect_warning,
+    sender_warning,
+)
 from worker.sequences.send_windows import apply_zones
 
 bp = app_blueprint("enrolling", __name__)
@@ -100,6 +105,12 @@ def enroll(sequence_id: int) -> ResponseReturnValue:
     if errors:
         return sequence_page(sequence, enroll_errors=errors, status=422)
     flash(f"Enrolled {email}.", "ok")
+    # What will make this enrolment wait, said now rather than found later as a pause.
+    prospect = db().scalar(
+        select(Prospect).where(Prospect.team_id == sequence.team_id, Prospect.email == email)
+    )
+    for warning in enrolment_warnings(db(), sequence, prospect):
+        flash(f"Warning: {warning}", "warning")
     return redirect(url_for("sequences.detail", sequence_id=sequence.id))
 
 
@@ -163,14 +174,9 @@ def check_import(sequence: Sequence, parsed: ParsedFile) -> ImportCheck:
 def _missing_value_warnings(
     sequence: Sequence, rows: list[ImportRow], known: dict[str, Prospect]
 ) -> list[str]:
-    """Rows whose data lacks a value a step needs: they will wait at that step."""
-    needs: list[tuple[int, str]] = []
-    for step in sequence.steps:
-        for text, is_html in ((step.subject, False), (step.body_html, True)):
-            for name, has_fallback in used_placeholders(text, html_mode=is_html):
-                if not has_fallback and name not in {n for _, n in needs}:
-                    needs.append((step.position, name))
-    warnings = []
+    """What the sender lacks, then rows whose data lacks a value a step needs: they will wait."""
+    needs = needed_values(sequence.steps)
+    warnings = [w for w in (sender_warning(db(), sequence),) if w is not None]
     for row in rows:
         existing = known.get(row.email)
         person = Prospect(
@@ -178,14 +184,9 @@ def _missing_value_warnings(
             name=row.name or (existing.name if existing else None),
             company=row.company or (existing.company if existing else None),
         )
-        values = values_for(person, sender_email="-", sender_name="-", team_id=sequence.team_id)
-        for position, name in needs:
-            if not values.get(name):
-                warnings.append(
-                    f"Line {row.line}: {row.email} has no {name.replace('_', ' ')}; "
-                    f"they will wait, paused, at step {position + 1} until it is filled in."
-                )
-                break
+        found = prospect_warning(needs, person, sequence.team_id, line=row.line)
+        if found is not None:
+            warnings.append(found)
     return warnings
 
 
