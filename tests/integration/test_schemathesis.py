@@ -23,7 +23,10 @@ bodies, and Salesforce logins go to an address that refuses at once.
 from __future__ import annotations
 
 import os
+import tempfile
+from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import pytest
 import schemathesis
@@ -35,8 +38,9 @@ from schemathesis.config import SchemathesisConfig
 from schemathesis.core.parameters import ParameterLocation
 
 from config import get_settings
-from tests.conftest import create_user
+from tests.conftest import create_user, service_environment
 from tests.integration.test_app_pages import build_world
+from web import create_app
 from web.api.openapi import build_document
 
 MAX_EXAMPLES = int(os.environ.get("SCHEMATHESIS_EXAMPLES", "25"))
@@ -85,8 +89,27 @@ def api_token(app: Flask, monkeypatch: pytest.MonkeyPatch) -> str:
 # A body over the size limit is refused with 413 (documented on every operation with a
 # body) before anything reads it: a refusal like the others (found by the long run).
 REFUSALS = ["400", "401", "403", "404", "405", "406", "409", "413", "415", "422", "428", "429"]
+
+
+def served_document() -> dict[str, Any]:
+    """The document an app built like the fixture's serves (it is generated from its routes).
+
+    Building the app touches neither database nor Redis: settings that name them suffice.
+    """
+    with tempfile.TemporaryDirectory() as var:
+        database = f"sqlite:///{Path(var) / 'unused.db'}"
+        names = service_environment(database, "redis://127.0.0.1:6379/15", Path(var))
+        with mock.patch.dict(os.environ, names):
+            get_settings.cache_clear()
+            app = create_app({"TESTING": True})
+            with app.app_context():
+                document = build_document()
+        get_settings.cache_clear()
+    return document
+
+
 schema = schemathesis.openapi.from_dict(
-    build_document(),
+    served_document(),
     config=SchemathesisConfig.from_dict(
         {"checks": {"negative_data_rejection": {"expected-statuses": REFUSALS}}}
     ),

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from flask import Flask
 
-from web.api import openapi, optouts, privacy, routes, salesforce, tracking_host
+from web.api import members, openapi, optouts, privacy, routes, salesforce, tracking_host
 from web.api.common import bp
 
-RESOURCES = (routes, salesforce, privacy, optouts, tracking_host, openapi)
+RESOURCES = (routes, salesforce, privacy, optouts, tracking_host, members, openapi)
 
 
 def init_app(app: Flask) -> None:
