@@ -39,6 +39,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     # Blueprints imported at the top cost that master 58 MiB RSS, and the web dyno
     # (master + 2 workers, after 20 s of load) 10 to 15 MiB PSS: 219 MiB, not 204-209.
     from web import app as app_pages
+    from web.addons.outlook import pages as outlook_addin
     from web import (
         auth,
         cli,
@@ -66,6 +67,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app_pages.init_app(app)
     app.register_blueprint(webhooks.bp)
     app.register_blueprint(unsubscribe.bp)
+    app.register_blueprint(outlook_addin.bp)
     connect.init_app(app)
     gmail_addon.init_app(app)
     oauth_pages.init_app(app)

@@ -8,7 +8,9 @@
 - `default_headers` gives every answer `X-Content-Type-Options: nosniff` and
   every HTML page the app's security headers (CSP with `frame-ancestors
   'none'`, no framing, same-origin referrers) unless its blueprint set its own
-  (the document viewer's stricter policy, the app's pages).
+  (the document viewer's stricter policy, the app's pages); a page whose own
+  policy lets some origins frame it (the Outlook add-in's panes) gets no
+  `X-Frame-Options`.
 
 Must never: loosen a header a blueprint set, or let a bad id reach the database.
 """
@@ -69,8 +71,14 @@ class BoundedIntConverter(IntegerConverter):
 def default_headers(response: BaseResponse) -> BaseResponse:
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
     if response.mimetype == "text/html":
+        # A page whose own policy names its frame-ancestors (the Outlook add-in's panes,
+        # framed by Outlook on the web) decides its framing: X-Frame-Options has no way
+        # to name an origin, and DENY would override it in older browsers.
+        policy = response.headers.get("Content-Security-Policy", "")
+        own_framing = "frame-ancestors" in policy and "frame-ancestors 'none'" not in policy
         for name, value in HTML_HEADERS.items():
-            response.headers.setdefault(name, value)
+            if not (name == "X-Frame-Options" and own_framing):
+                response.headers.setdefault(name, value)
     return response
 
 

@@ -41,6 +41,7 @@ from core.models import (
 from core.tokens import hash_api_token, new_api_token
 from tests.integration.test_app_pages import World, build_world, csrf, signed_in
 from tests.integration.test_tracking_edge import call
+from web.addons.outlook.pages import FRAME_ANCESTORS
 from web.tracking.app import SightlineAsgi
 
 pytestmark = pytest.mark.integration
@@ -70,6 +71,17 @@ PUBLIC = {
     "api.openapi_document": "the API's published description",
     "api.index": "the API's name, version and where its description is",
     "layout.favicon": "the site's icon, which browsers ask for before anyone signs in",
+    "outlook_addin.manifest": "the Outlook add-in's manifest an admin uploads: URLs, no data",
+    "outlook_addin.compose_pane": "an Outlook task pane's shell: its data comes from the API "
+    "with the add-in's bearer",
+    "outlook_addin.read_pane": "the same, for a message being read",
+    "outlook_addin.function_file": "the function file the manifest names: Office.js only",
+}
+# Pages Outlook on the web frames (web.addons.outlook.pages.FRAME_ANCESTORS), and only it.
+FRAMED_BY_OUTLOOK = {
+    "outlook_addin.compose_pane",
+    "outlook_addin.read_pane",
+    "outlook_addin.function_file",
 }
 ASGI_PUBLIC = {"/o/": "the tracking pixel", "/c/": "tracked links"}
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
@@ -353,7 +365,10 @@ def test_every_page_has_the_security_headers(app: Flask, sides: tuple[Side, Side
                 continue
             pages += 1
             policy = headers.get("Content-Security-Policy", "")
-            assert "frame-ancestors 'none'" in policy, f"{path}: {policy!r}"
+            if rule.endpoint in FRAMED_BY_OUTLOOK:
+                assert policy.endswith(f"frame-ancestors {FRAME_ANCESTORS}"), f"{path}: {policy!r}"
+            else:
+                assert "frame-ancestors 'none'" in policy, f"{path}: {policy!r}"
             assert "script-src 'self'" in policy or "default-src 'none'" in policy, path
             assert "unsafe-inline" not in policy.split("script-src")[-1].split(";")[0], path
     assert pages >= 30

@@ -9,10 +9,20 @@ from __future__ import annotations
 
 from flask import Flask
 
+from web.addons.outlook import api as outlook_addin
 from web.api import members, openapi, optouts, privacy, routes, salesforce, tracking_host
 from web.api.common import bp
 
-RESOURCES = (routes, salesforce, privacy, optouts, tracking_host, members, openapi)
+RESOURCES = (
+    routes,
+    salesforce,
+    privacy,
+    optouts,
+    tracking_host,
+    members,
+    outlook_addin,
+    openapi,
+)
 
 
 def init_app(app: Flask) -> None:
