@@ -244,6 +244,11 @@ def _too_many(email: str, wait: int) -> ResponseReturnValue:
     return page, 429, {"Retry-After": str(wait)}
 
 
+def sign_in(user: User) -> BaseResponse:
+    """Start a session for `user` (a password was just checked or chosen) and go on."""
+    return _sign_in(user)
+
+
 def _sign_in(user: User) -> BaseResponse:
     session.clear()
     session.permanent = True

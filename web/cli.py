@@ -43,6 +43,7 @@ from core.models import (
     Team,
     User,
 )
+from core.passwords import password_problem
 from core.tokens import (
     API_TOKEN_PREFIX,
     DISPLAY_PREFIX_LENGTH,
@@ -57,24 +58,8 @@ from web.api.schemas import check_email
 users = AppGroup("users", help="Manage users: create, list, set a password.")
 tokens = AppGroup("tokens", help="Manage API tokens: list, create, revoke.")
 
-# OWASP ASVS 4.0 §2.1.1-2.1.2: at least 12 characters, up to 128 allowed (spaces too).
-MIN_PASSWORD_LENGTH = 12
-MAX_PASSWORD_LENGTH = 128
 PROMPT_TRIES = 3
 NAME_MAX_LENGTH = 200  # users.name and teams.name
-
-
-def password_problem(password: str, email: str) -> str | None:
-    """Why `password` may not be used for `email`'s account, or None when it may."""
-    if not password.strip():
-        return "must not be empty"
-    if len(password) < MIN_PASSWORD_LENGTH:
-        return f"must be at least {MIN_PASSWORD_LENGTH} characters (a few words make a good one)"
-    if len(password) > MAX_PASSWORD_LENGTH:
-        return f"must be at most {MAX_PASSWORD_LENGTH} characters"
-    if password.strip().lower() in (email.lower(), email.partition("@")[0].lower()):
-        return "must not be the email address"
-    return None
 
 
 def read_password(email: str, given: str | None, from_stdin: bool) -> str:

@@ -45,6 +45,7 @@ from config.settings.security import (
     read_signin_limits,
 )
 from config.settings.sending import SendingSettings, read_sending
+from config.settings.team_mail import TeamMailSettings, read_team_mail
 from config.settings.services import (
     parse_database_url,
     parse_public_base_url,
@@ -106,6 +107,7 @@ class Settings:
     providers: MailProviderSettings = field(default_factory=MailProviderSettings)
     sending: SendingSettings = field(default_factory=SendingSettings)
     gmail_addon: GmailAddonSettings = field(default_factory=GmailAddonSettings)
+    team_mail: TeamMailSettings = field(default_factory=TeamMailSettings)
     web_concurrency: int = 2
     # Who may set X-Forwarded-For: "*" (behind Heroku's router) or comma-separated IPs.
     forwarded_allow_ips: tuple[str, ...] = ("127.0.0.1",)
@@ -163,6 +165,8 @@ class Settings:
             for v in (mp.google_client_secret, mp.gmail_push_token, mp.microsoft_client_secret)
             if v
         ]
+        if self.team_mail.smtp is not None and self.team_mail.smtp.password:
+            values.append(self.team_mail.smtp.password)
         redis_password = urlsplit(self.redis_url).password
         db_password = urlsplit(self.database_url).password
         values += [v for v in (redis_password, db_password) if v]
@@ -237,6 +241,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         documents=read_documents(env, var_dir),
         sending=read_sending(env),
         gmail_addon=read_gmail_addon(env),
+        team_mail=read_team_mail(env),
         web_concurrency=env_int(env, "WEB_CONCURRENCY", 2, 1, 64),
         forwarded_allow_ips=read_forwarded_allow_ips(env),
         tracking_self_window_hours=env_int(

@@ -17,6 +17,7 @@ One blueprint per concept, each registered by `init_app`:
     account      /account…                                your name, signature, password,
                                                           devices and API tokens
     tracking_host /settings/tracking-host                 the team's own tracking host
+    members      /team/members…, /join/<token>            the team's people, invitations (admins)
 
 Pages are server-rendered (Jinja, autoescaped) with a light touch of JavaScript
 (`web/static/app/`): the rich-text editor, the live preview, small helpers; every
@@ -43,6 +44,7 @@ from web.app import (
     enrolling,
     enrollments,
     imap,
+    members,
     optouts,
     preview,
     prospects,
@@ -74,6 +76,7 @@ def init_app(app: Flask) -> None:
         team_settings,
         tracking_host,
         account,
+        members,
     ):
         app.register_blueprint(module.bp)
     app.jinja_env.filters["clean_html"] = _clean_html

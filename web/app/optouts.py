@@ -24,6 +24,7 @@ from web.api.schemas import check_email
 from web.app.common import FormErrors, app_blueprint, form_str, keyset_page, owned, team_id, user
 from web.auth import login_required
 from web.db import db
+from web.roles import admin_required
 from worker.sequences import optouts
 
 bp = app_blueprint("optouts", __name__)
@@ -176,6 +177,7 @@ def add() -> ResponseReturnValue:
 
 @bp.post("/opt-outs/<int:prospect_id>/remove")
 @login_required
+@admin_required
 def remove(prospect_id: int) -> ResponseReturnValue:
     prospect = owned(Prospect, prospect_id)
     removed = optouts.remove(

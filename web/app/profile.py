@@ -29,7 +29,7 @@ from werkzeug.security import check_password_hash, generate_password_hash
 
 from core.header_text import header_text_problem
 from core.models import ApiToken, Device, SignIn, User, utcnow
-from web.cli import password_problem  # the CLI's rule, one rule for every password
+from core.passwords import password_problem  # the CLI's rule, one rule for every password
 from core.templates import SIGNATURE_LIMIT, clean_signature
 from core.tokens import TOKEN_NAME_LIMIT, add_api_token, revoke_api_token
 from worker.sequences.missing_values import resume_for_sender

@@ -19,6 +19,7 @@ from core.outbound import OutboundError
 from web.app.common import FormErrors, app_blueprint, form_str, team, user
 from web.auth import login_required
 from web.db import db
+from web.roles import admin_required
 
 bp = app_blueprint("tracking_host", __name__)
 log = logging.getLogger(__name__)
@@ -43,12 +44,14 @@ def _page(
 
 @bp.get("/settings/tracking-host")
 @login_required
+@admin_required
 def index() -> ResponseReturnValue:
     return _page()
 
 
 @bp.post("/settings/tracking-host")
 @login_required
+@admin_required
 def save() -> ResponseReturnValue:
     current = team()
     value = form_str("host", limit=300)
@@ -67,6 +70,7 @@ def save() -> ResponseReturnValue:
 
 @bp.post("/settings/tracking-host/verify")
 @login_required
+@admin_required
 def verify() -> ResponseReturnValue:
     current = team()
     if not current.tracking_host:
@@ -83,6 +87,7 @@ def verify() -> ResponseReturnValue:
 
 @bp.post("/settings/tracking-host/remove")
 @login_required
+@admin_required
 def remove() -> ResponseReturnValue:
     current = team()
     tracking_domains.remove_host(current)
