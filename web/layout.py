@@ -12,6 +12,12 @@
   under the API keep their JSON errors (`web.api.common`).
 - `/favicon.ico`: browsers and crawlers ask for it whatever the page links;
   it answers with the same SVG as `static/favicon.svg`.
+- The Salesforce banner: while the team's activities wait for a missing or
+  broken Salesforce connection, every signed-in page says so ("12 activities
+  are waiting: Salesforce is not connected — Connect"; a member is told whom
+  to ask). `salesforce_banner()` asks `worker.salesforce.org_status.banner`
+  once per request: one lookup by team, plus one index-only count only while
+  the connection is missing or broken (`bench/banner_cost.py`).
 
 Must never: turn an error inside an error page into a second traceback for the
 user (the 500 page falls back to plain text, and the failure is logged).
@@ -20,14 +26,28 @@ user (the 500 page falls back to plain text, and the failure is logged).
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from flask import Blueprint, Flask, current_app, render_template, request, send_from_directory
+from flask import (
+    Blueprint,
+    Flask,
+    current_app,
+    g,
+    render_template,
+    request,
+    send_from_directory,
+    url_for,
+)
 from flask.typing import ResponseReturnValue
 from markupsafe import Markup, escape
 from werkzeug.exceptions import HTTPException, InternalServerError
 
 from web.api.common import API_PREFIX, unrouted_json
+from web.auth import current_user
+from web.db import db
+from web.roles import admins_sentence
+from worker.salesforce.org_status import banner
 
 log = logging.getLogger(__name__)
 bp = Blueprint("layout", __name__)
@@ -85,6 +105,34 @@ def server_error(exc: InternalServerError) -> ResponseReturnValue:
         )
 
 
+@dataclass(frozen=True)
+class SalesforceBanner:
+    text: str  # "12 activities are waiting: Salesforce is not connected"
+    action: str | None  # an admin's link text: "Connect", "Reconnect"
+    url: str | None
+    ask: str | None  # a member's: whom to ask
+
+
+def salesforce_banner() -> SalesforceBanner | None:
+    """The banner for the signed-in user's team, or None; asked once per request."""
+    if "salesforce_banner" in g:
+        cached: SalesforceBanner | None = g.salesforce_banner
+        return cached
+    user = current_user()
+    found = banner(db(), user.team_id) if user is not None else None
+    shown = None
+    if user is not None and found is not None:
+        noun = "activity is" if found.count == 1 else "activities are"
+        text = f"{found.count} {noun} waiting: {found.sentence}"
+        if user.is_admin:
+            action = "Reconnect" if found.code == "token_revoked" else "Connect"
+            shown = SalesforceBanner(text, action, url_for("salesforce_page.index"), None)
+        else:
+            shown = SalesforceBanner(text, None, None, admins_sentence(user.team_id))
+    g.salesforce_banner = shown
+    return shown
+
+
 @bp.get("/favicon.ico")
 def favicon() -> ResponseReturnValue:
     static = current_app.static_folder
@@ -100,3 +148,4 @@ def init_app(app: Flask) -> None:
     app.register_error_handler(InternalServerError, server_error)
     app.jinja_env.filters["utc"] = time_element
     app.jinja_env.filters["when"] = time_element
+    app.jinja_env.globals["salesforce_banner"] = salesforce_banner

@@ -3,9 +3,10 @@
 The Salesforce `FlowKind` of web.oauth_flow, which binds the flow to the browser
 and person who started it and asks them to confirm; the Salesforce side (the
 authorize URL, the code exchange, the identity, saving and revoking) is
-worker.salesforce.connections'. Started from the API only: the API answers the
-flow's start link (/connect/start/<id>), which the same user opens while
-signed in to Sightline.
+worker.salesforce.connections'. Started from the Salesforce page's "Connect
+Salesforce" (web.app.salesforce_page), or from the API, which answers the
+flow's start link (/connect/start/<id>) for the same user to open while signed
+in to Sightline. A confirmed connect lands on the Salesforce page.
 
 The confirm page asks "Connect Salesforce org 00D… as admin@acme.example to
 team Acme?": the org id and username come from Salesforce's identity service
@@ -20,6 +21,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
+
+from flask import flash, url_for
 
 from web import oauth_flow
 from web.oauth_flow import Flow, FlowError, Proposal, Saved
@@ -51,10 +54,13 @@ def start_flow(team_id: int, user_id: int, login_url: str | None) -> str:
 class SalesforceFlow:
     label = "Salesforce"
     start_again = (
-        "Ask for a new connect link (POST /api/v1/salesforce/connect) and open it in this "
+        "Start again with Connect Salesforce on the Salesforce page (or the API), in this "
         "browser while signed in to Sightline as yourself."
     )
-    start_page = None
+
+    @property
+    def start_page(self) -> tuple[str, str]:
+        return url_for("salesforce_page.index"), "Salesforce"
 
     def finish(self, flow: Flow, values: Mapping[str, str]) -> Proposal:
         if values.get("error"):
@@ -93,7 +99,9 @@ class SalesforceFlow:
 
         grant = _grant(proposal)
         save_grant(proposal.team_id, grant)
-        return Saved(f"Salesforce org {grant.org_id} ({grant.username}) is connected.")
+        message = f"Salesforce org {grant.org_id} ({grant.username}) is connected."
+        flash(message, "success")  # shown on the Salesforce page, where the person lands
+        return Saved(message, return_to=url_for("salesforce_page.index"))
 
     def discard(self, proposal: Proposal) -> None:
         # lazy import: simple-salesforce costs the web process 8 MiB RSS (module docstring).

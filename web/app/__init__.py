@@ -17,6 +17,9 @@ One blueprint per concept, each registered by `init_app`:
     account      /account…                                your name, signature, password,
                                                           devices and API tokens
     tracking_host /settings/tracking-host                 the team's own tracking host
+    salesforce_page /salesforce                           the team's org: connect, status,
+                                                          API use, settings, dead letters
+    jobs         /admin/jobs                              failed background work: requeue
     members      /team/members…, /join/<token>            the team's people, invitations (admins)
 
 Pages are server-rendered (Jinja, autoescaped) with a light touch of JavaScript
@@ -44,11 +47,13 @@ from web.app import (
     enrolling,
     enrollments,
     imap,
+    jobs,
     members,
     optouts,
     preview,
     prospects,
     reports,
+    salesforce_page,
     sequences,
     team_settings,
     tracking_host,
@@ -77,6 +82,8 @@ def init_app(app: Flask) -> None:
         tracking_host,
         account,
         members,
+        salesforce_page,
+        jobs,
     ):
         app.register_blueprint(module.bp)
     app.jinja_env.filters["clean_html"] = _clean_html

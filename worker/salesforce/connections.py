@@ -50,6 +50,7 @@ from core.models import (
     utcnow,
 )
 from core.outbound import OutboundError
+from worker.salesforce import profiles
 from worker.salesforce.auth import (
     ConnectionTokens,
     SettingsTokens,
@@ -63,13 +64,13 @@ from worker.salesforce.auth import (
 from worker.salesforce.budget import OrgBudget, parse_limit_info
 from worker.salesforce.client import SalesforceApi, SalesforceError, TokenSource
 from worker.salesforce.hosts import checked_url, salesforce_session
-from worker.salesforce.profiles import (
-    DEFAULT_BUDGET_SHARE,
-    OrgProfile,
-    load_profile,  # noqa: F401 - web.api.salesforce's import
-)
+from worker.salesforce.profiles import OrgProfile
 
 log = logging.getLogger(__name__)
+
+# web.api.salesforce imports these from here, where they lived before profiles.py.
+DEFAULT_BUDGET_SHARE = profiles.DEFAULT_BUDGET_SHARE
+load_profile = profiles.load_profile
 
 CALLBACK_PATH = "/api/v1/salesforce/oauth/callback"
 
