@@ -70,6 +70,11 @@ class MailProviderSettings:
         return bool(self.microsoft_client_id and self.microsoft_client_secret)
 
 
+# What the operator sets to offer each OAuth provider (the Mailboxes page names them).
+GOOGLE_OAUTH_VARIABLES = ("GOOGLE_CLIENT_ID", "GOOGLE_CLIENT_SECRET")
+MICROSOFT_OAUTH_VARIABLES = ("MICROSOFT_CLIENT_ID", "MICROSOFT_CLIENT_SECRET")
+
+
 def read_mail_providers(
     env: Mapping[str, str], public_base_url: str, *, production: bool = False
 ) -> MailProviderSettings:

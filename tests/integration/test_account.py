@@ -17,7 +17,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select, update
 
-from config import Settings
+from config import Settings, get_settings
 from core.db import session_scope
 from core.models import Device, Enrollment, SentMessage, Sequence
 from core.tracking.tokens import DEVICE_COOKIE, read_device_cookie
@@ -284,3 +284,63 @@ def test_a_forgotten_device_is_no_longer_the_senders_own(
     hit(stream, sent, device=device)
     drain(stream)
     assert [c for _, c, _ in stored()] == ["self", "person"]
+
+
+def test_the_api_does_what_the_account_page_does_for_the_token_holder_only(
+    app: Flask, rep: FlaskClient
+) -> None:
+    token = create_user(app, "api@acct.test", "Account team", "--password", PASSWORD)
+    api = app.test_client()
+    headers = {"Authorization": f"Bearer {token}"}
+    named = api.patch(
+        "/api/v1/account", json={"name": "  Ada   Api ", "signature": "Ada"}, headers=headers
+    )
+    assert named.status_code == 200, named.get_json()
+    assert (named.get_json()["name"], named.get_json()["signature"]) == ("Ada Api", "<p>Ada</p>")
+    bad = api.patch("/api/v1/account", json={"name": "x" * 201}, headers=headers)
+    assert bad.status_code == 422 and "name" in bad.get_json()["error"]["fields"]
+    wrong = api.post(
+        "/api/v1/account/password",
+        json={"current_password": "nope", "new_password": NEW_PASSWORD},
+        headers=headers,
+    )
+    assert wrong.status_code == 422
+    assert wrong.get_json()["error"]["fields"] == {
+        "current_password": "that is not your current password"
+    }
+    made = api.post("/api/v1/account/tokens", json={"name": "laptop"}, headers=headers)
+    assert made.status_code == 201 and made.headers["Cache-Control"] == "no-store"
+    second = made.get_json()
+    listed = api.get("/api/v1/account/tokens", headers=headers).get_json()["tokens"]
+    assert [t["name"] for t in listed] == ["laptop", None]  # newest first; the CLI's has none
+    assert second["token"] not in str(listed) and listed[0]["prefix"] == second["token"][:10]
+    # Someone else's token and device are not found, whoever asks.
+    with session_scope() as session:
+        rep_device = session.scalars(select(Device.id)).first()
+    assert api.delete(f"/api/v1/account/devices/{rep_device}", headers=headers).status_code == 404
+    gone = api.delete(f"/api/v1/account/tokens/{second['id']}", headers=headers)
+    assert gone.status_code == 204
+    refused = api.get("/api/v1/account", headers={"Authorization": f"Bearer {second['token']}"})
+    assert refused.status_code == 401
+    assert api.get("/api/v1/account", headers=headers).get_json()["email"] == "api@acct.test"
+
+
+def test_the_mailboxes_page_lists_every_provider_and_what_the_operator_must_set(
+    app: Flask, rep: FlaskClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("GOOGLE_CLIENT_ID", "GOOGLE_CLIENT_SECRET"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("MICROSOFT_CLIENT_ID", "client-id")
+    monkeypatch.setenv("MICROSOFT_CLIENT_SECRET", "client-secret")
+    get_settings.cache_clear()
+    listing = page(rep.get("/mailboxes"))
+    for kind, available in (
+        ("gmail", "no"),
+        ("graph", "yes"),
+        ("exchange", "yes"),
+        ("imap", "yes"),
+    ):
+        assert f'data-provider="{kind}" data-available="{available}"' in listing
+    assert listing.count("the operator must set") == 1
+    assert "the operator must set GOOGLE_CLIENT_ID and GOOGLE_CLIENT_SECRET" in listing
+    assert re.search(r"<button type=\"submit\" disabled[^>]*>Connect Gmail", listing)

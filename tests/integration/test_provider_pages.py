@@ -66,7 +66,10 @@ def test_the_page_shows_each_mailbox_and_what_needs_attention(
     assert "Exchange" in exchange_row and "Needs reconnecting" in exchange_row
     assert "Exchange refused the login" in exchange_row  # the error, visibly
     assert "never" in exchange_row
-    assert "Connect Gmail" in page and "Connect Microsoft 365" not in page  # only Google is set up
+    # Only Google is set up: Microsoft 365 is listed all the same, disabled, saying what to set.
+    assert 'data-provider="gmail" data-available="yes"' in page
+    assert 'data-provider="graph" data-available="no"' in page
+    assert "the operator must set MICROSOFT_CLIENT_ID and MICROSOFT_CLIENT_SECRET" in page
 
     token = CSRF.search(page)
     assert token is not None

@@ -10,7 +10,16 @@ from __future__ import annotations
 from flask import Flask
 
 from web.addons.outlook import api as outlook_addin
-from web.api import members, openapi, optouts, privacy, routes, salesforce, tracking_host
+from web.api import (
+    account,
+    members,
+    openapi,
+    optouts,
+    privacy,
+    routes,
+    salesforce,
+    tracking_host,
+)
 from web.api.common import bp
 
 RESOURCES = (
@@ -20,6 +29,7 @@ RESOURCES = (
     optouts,
     tracking_host,
     members,
+    account,
     outlook_addin,
     openapi,
 )

@@ -1,8 +1,10 @@
 """The mailboxes page, `/mailboxes` (signed-in users): the list and the actions as forms.
 
 Each mailbox with its status and the messages its sync keeps but could not read
-(quarantined: sender, subject, what happened and happens next); forms to connect
-Gmail or Microsoft 365 (OAuth, `web.connect.oauth`) and Exchange, to reconnect,
+(quarantined: sender, subject, what happened and happens next); every provider
+listed to connect (`provider_choices`: Gmail or Microsoft 365 by OAuth,
+`web.connect.oauth`, shown disabled with the settings the operator must add
+when their OAuth client is not configured; Exchange; IMAP), forms to reconnect,
 to name the folders never read for replies, and to disconnect (CSRF-protected).
 IMAP connects on its own form (`web.app.imap`). What is stored and started is
 `worker.sync.connecting`'s; a refusal is shown on this page with its status,
@@ -19,6 +21,7 @@ from pydantic import ValidationError
 from sqlalchemy import select
 
 from config import get_settings
+from config.settings.providers import GOOGLE_OAUTH_VARIABLES, MICROSOFT_OAUTH_VARIABLES
 from core.crypto import decrypt_json
 from core.models import Mailbox, MailboxKind, Sequence, SequencePause, utcnow
 from web.api.common import CONNECT_STATUS
@@ -75,8 +78,7 @@ def _page(
         "mailboxes.html",
         mailboxes=rows,
         names=PROVIDER_NAMES,
-        google=providers.google_configured,
-        microsoft=providers.microsoft_configured,
+        choices=provider_choices(),
         held=_held_back(list(rows)),
         now=utcnow(),
         is_paused=is_paused,
@@ -96,6 +98,42 @@ def _page(
         error=status >= 400,
         exchange=exchange or {},
     ), status
+
+
+@dataclass(frozen=True)
+class ProviderChoice:
+    """One way to connect a mailbox, as the page lists it: every provider, always.
+
+    `missing` names what the operator must set when this server cannot offer it
+    (the OAuth client of Google or Microsoft): the page shows it disabled with
+    that one line, rather than leaving a user to wonder where Gmail went.
+    """
+
+    kind: str
+    name: str
+    missing: tuple[str, ...] = ()
+
+    @property
+    def available(self) -> bool:
+        return not self.missing
+
+    @property
+    def operator_line(self) -> str:
+        names = " and ".join(self.missing)
+        return f"Not set up on this server: the operator must set {names} (see the README)."
+
+
+def provider_choices() -> list[ProviderChoice]:
+    """Gmail, Microsoft 365, Exchange and IMAP, each with what it still needs, if anything."""
+    providers = get_settings().providers
+    google = () if providers.google_configured else GOOGLE_OAUTH_VARIABLES
+    microsoft = () if providers.microsoft_configured else MICROSOFT_OAUTH_VARIABLES
+    return [
+        ProviderChoice("gmail", "Gmail (Google Workspace)", google),
+        ProviderChoice("graph", "Microsoft 365", microsoft),
+        ProviderChoice("exchange", "Exchange Server (on-premises)"),
+        ProviderChoice("imap", "IMAP (any other mail server)"),
+    ]
 
 
 @dataclass(frozen=True)
