@@ -8,6 +8,7 @@
     tokens create EMAIL                      another API token for a user
     tokens revoke TOKEN                      by id, visible prefix or the whole token
     rotate-credentials                       re-encrypt under the newest encryption key
+    jobs failed|requeue|delete               failed background jobs (web/jobs_cli.py)
 
 A password is asked for twice at a hidden prompt; scripts pipe it with
 `--password-stdin` (one line). A new API token is printed once, alone on the
@@ -54,6 +55,7 @@ from core.tokens import (
 )
 from web.addons.gmail.deployment import gmail_addon
 from web.api.schemas import check_email
+from web.jobs_cli import jobs
 
 users = AppGroup("users", help="Manage users: create, list, set a password.")
 tokens = AppGroup("tokens", help="Manage API tokens: list, create, revoke.")
@@ -410,3 +412,4 @@ def init_app(app: Flask) -> None:
     app.cli.add_command(tokens)
     app.cli.add_command(rotate_credentials)
     app.cli.add_command(gmail_addon)
+    app.cli.add_command(jobs)
