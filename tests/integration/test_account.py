@@ -21,7 +21,7 @@ from config import Settings, get_settings
 from core.db import session_scope
 from core.models import Device, Enrollment, SentMessage, Sequence
 from core.tracking.tokens import DEVICE_COOKIE, read_device_cookie
-from tests.conftest import create_user
+from tests.conftest import ApiClient, create_user
 from tests.integration.test_app_compose import add_mailbox, server
 from tests.integration.test_app_pages import csrf, signed_in
 from tests.integration.test_events_worker import Sent, drain, hit, make_sent, stored, stream
@@ -344,3 +344,25 @@ def test_the_mailboxes_page_lists_every_provider_and_what_the_operator_must_set(
     assert listing.count("the operator must set") == 1
     assert "the operator must set GOOGLE_CLIENT_ID and GOOGLE_CLIENT_SECRET" in listing
     assert re.search(r"<button type=\"submit\" disabled[^>]*>Connect Gmail", listing)
+
+
+def test_enrolling_one_prospect_by_api_warns_what_will_make_it_wait(
+    app: Flask, api: ApiClient
+) -> None:
+    mailbox_id = add_mailbox("owner@team-a.test")
+    step = {"delay_seconds": 0, "subject": "Hi", "body_html": "<p>{{company}}</p>{{sender_name}}"}
+    created = api.post(
+        "/api/v1/sequences",
+        {"name": "Intro", "mailbox_id": mailbox_id, "steps": [step], "tracking": False},
+    )
+    assert created.status_code == 201, created.get_json()
+    assert created.get_json()["tracking"] is False
+    enrolled = api.post(
+        "/api/v1/enrollments",
+        {"sequence_id": created.get_json()["id"], "email": "dana@prospect.test"},
+    )
+    assert enrolled.status_code == 201, enrolled.get_json()
+    sender, prospect = enrolled.get_json()["warnings"]
+    assert "The sender (owner@team-a.test) has no name yet" in sender
+    assert "Account page (/account)" in sender
+    assert prospect.startswith("dana@prospect.test has no company")

@@ -48,6 +48,7 @@ from web.api.schemas import (
 )
 from web.db import db
 from worker.sequences.enrolling import EnrollmentError, enroll
+from worker.sequences.missing_values import enrolment_warnings
 from worker.sequences.pacing import daily_cap, resume_mailbox, sends_today
 from worker.sequences.send_windows import set_zone, zone_name
 from worker.sync import quarantine
@@ -200,6 +201,7 @@ def create_sequence() -> ResponseReturnValue:
         send_end_minute=window.end_minute,
         holidays=sorted(d.isoformat() for d in window.holidays) or None,
         stop_at_company=body.stop_at_company,
+        tracking=body.tracking,
         created_at=utcnow(),
     )
     sequence.steps = [
@@ -229,6 +231,7 @@ def _sequence_out(sequence: Sequence) -> dict[str, object]:
         time_zone=sequence.time_zone,
         send_window=window,
         stop_at_company=sequence.stop_at_company,
+        tracking=sequence.tracking,
         created_at=sequence.created_at,
     )
     return out.model_dump(mode="json")
@@ -301,7 +304,10 @@ def create_enrollment() -> ResponseReturnValue:
     except IntegrityError:
         db().rollback()
         raise ApiError(409, "cannot_enroll", f"{body.email} is already enrolled") from None
-    return _enrollment_out(enrollment), 201
+    out = _enrollment_out(enrollment)
+    # Said now, not found later as a pause: what the sender or the prospect lacks.
+    out["warnings"] = enrolment_warnings(db(), sequence, enrollment.prospect)
+    return out, 201
 
 
 @operation(

@@ -214,6 +214,11 @@ class SequenceCreate(Request):
         description="A real reply stops every live enrollment of the team at the prospect's "
         "company (the Salesforce Account when known, else the email domain, never free mail)",
     )
+    tracking: bool | None = Field(
+        default=None,
+        description="Opens and clicks tracked in its emails; null follows the team's "
+        "tracking_enabled (tracking on by default) when each step is sent",
+    )
 
     _time_zone = field_validator("time_zone")(check_time_zone)
 
@@ -337,6 +342,7 @@ class SequenceOut(Response):
     time_zone: str
     send_window: SendWindowOut
     stop_at_company: bool
+    tracking: bool | None = Field(description="null: the team's default")
     created_at: datetime
 
 
@@ -365,6 +371,11 @@ class EnrollmentOut(Response):
     time_zone: str
     time_zone_source: Literal["set", "salesforce", "phone", "domain", "sequence default"]
     transitions: list[TransitionOut]
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="on enrolling: values the sender or the prospect lacks that a step "
+        "needs, which will make the enrolment wait at that step",
+    )
 
 
 class MessageOut(Response):
