@@ -80,6 +80,10 @@ def rows(page: str) -> list[str]:
     return re.findall(r'<tr data-job="([^"]+)">', page)
 
 
+def api(app: Flask, token: str, method: str, path: str) -> Any:
+    return app.test_client().open(path, method=method, headers={"Authorization": f"Bearer {token}"})
+
+
 def cli(app: Flask, *args: str) -> Any:
     result = app.test_cli_runner().invoke(args=["jobs", *args])
     return result
@@ -88,8 +92,8 @@ def cli(app: Flask, *args: str) -> Any:
 def test_a_failed_job_is_listed_safely_requeued_and_succeeds(
     app: Flask, org: FakeSalesforce
 ) -> None:
-    create_user(app, ADMIN, "Team A", "--password", PASSWORD)
-    create_user(app, OTHER, "Team B", "--password", PASSWORD)
+    token = create_user(app, ADMIN, "Team A", "--password", PASSWORD)
+    other_token = create_user(app, OTHER, "Team B", "--password", PASSWORD)
     org.faults.add("http_503", None, match="limits")
     assert request_limits_refresh(team_id("Team A"))
     enqueue(queues.DEFAULT, "tests.integration.test_failed_jobs.leak", SECRET, retry=None)
@@ -106,6 +110,21 @@ def test_a_failed_job_is_listed_safely_requeued_and_succeeds(
     other = Browser(app, OTHER)
     assert rows(other.client.get("/admin/jobs").get_data(as_text=True)) == []
     assert "no longer in the failed list" in press(other, "/admin/jobs/requeue", {"job_id": job_id})
+    assert job_id in failed_ids()
+
+    # The API says the same to each team's admin; another team's id is as absent as none.
+    listed_api = api(app, token, "GET", "/api/v1/jobs/failed").json["jobs"]
+    assert [(j["id"], j["function"], j["queue"]) for j in listed_api] == [
+        (job_id, "Salesforce limits read", "salesforce")
+    ]
+    assert api(app, other_token, "GET", "/api/v1/jobs/failed").json == {"jobs": []}
+    for method, path in [
+        ("POST", f"/api/v1/jobs/failed/{job_id}/requeue"),
+        ("DELETE", f"/api/v1/jobs/failed/{job_id}"),
+    ]:
+        refused = api(app, other_token, method, path)
+        assert refused.status_code == 404 and refused.json["error"]["code"] == "not_found"
+    assert api(app, other_token, "POST", "/api/v1/jobs/failed/requeue").json == {"requeued": 0}
     assert job_id in failed_ids()
 
     # The operator sees both; the secret the job was handed is blanked.

@@ -98,8 +98,8 @@ def run_salesforce_jobs() -> None:
 def test_banner_until_connected_then_status_and_api_use_from_the_orgs_limits(
     app: Flask, org: FakeSalesforce
 ) -> None:
-    create_user(app, ADMIN, "Team A", "--password", PASSWORD)
-    create_user(app, MEMBER, "Team A", "--password", PASSWORD)
+    token = create_user(app, ADMIN, "Team A", "--password", PASSWORD)
+    member_token = create_user(app, MEMBER, "Team A", "--password", PASSWORD)
     owe(["one", "two", "three"])
     admin, member = Browser(app, ADMIN), Browser(app, MEMBER)
 
@@ -111,6 +111,10 @@ def test_banner_until_connected_then_status_and_api_use_from_the_orgs_limits(
     assert said is not None and said.startswith("3 activities are waiting")
     assert f"Ask an admin of your team: {ADMIN}" in said
     assert member.client.get("/salesforce").status_code == 403
+    refused = app.test_client().get(
+        "/api/v1/salesforce/status", headers={"Authorization": f"Bearer {member_token}"}
+    )
+    assert refused.status_code == 403 and refused.json["error"]["code"] == "admin_only"
     page = text(admin.client.get("/salesforce"))
     assert 'data-reason="not_connected"' in page and "<strong>3</strong>" in page
 
@@ -141,6 +145,18 @@ def test_banner_until_connected_then_status_and_api_use_from_the_orgs_limits(
     assert f'data-used="{used}" data-max="{maximum}"' in page
     assert 'data-share="80"' in page
     assert "41,235 of 100,000 daily API calls used (41 %)" in page
+    status = (
+        app.test_client()
+        .get("/api/v1/salesforce/status", headers={"Authorization": f"Bearer {token}"})
+        .json
+    )
+    assert (status["org_id"], status["username"], status["waiting"]) == (
+        org.state.org.org_id,
+        CONSENTING,
+        3,
+    )
+    assert (status["usage"]["used"], status["usage"]["max"]) == (used, maximum)
+    assert [r["code"] for r in status["reasons"]] == []
 
     org.add_contact("dana@acme.test")
     owe(["four"], email="nobody@acme.test")  # nobody in Salesforce has this address

@@ -12,12 +12,14 @@ from flask import Flask
 from web.addons.outlook import api as outlook_addin
 from web.api import (
     account,
+    jobs,
     members,
     openapi,
     optouts,
     privacy,
     routes,
     salesforce,
+    salesforce_admin,
     tracking_host,
 )
 from web.api.common import bp
@@ -30,6 +32,8 @@ RESOURCES = (
     tracking_host,
     members,
     account,
+    salesforce_admin,
+    jobs,
     outlook_addin,
     openapi,
 )
