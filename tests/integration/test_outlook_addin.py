@@ -24,7 +24,7 @@ from flask.testing import FlaskClient
 
 from config import get_settings
 from core.db import session_scope
-from core.models import Team, User
+from core.models import Team, User, utcnow
 from tests.conftest import create_user
 from tests.integration.test_feed import PASSWORD, csrf_from, sign_in
 from web.addons.outlook import tokens
@@ -193,7 +193,7 @@ def test_the_dialog_issues_a_token_that_works_where_allowed_until_signed_out(
     assert client.get("/api/v1/outlook/session", headers=bearer(again)).status_code == 200
 
 
-def test_a_token_ends_with_its_age_and_when_its_user_leaves_the_team(
+def test_a_token_ends_with_its_age_and_when_its_user_is_removed_or_leaves_the_team(
     app: Flask, client: FlaskClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     create_user(app, "rep@seller.test", "Sellers", "--password", PASSWORD)
@@ -204,6 +204,14 @@ def test_a_token_ends_with_its_age_and_when_its_user_leaves_the_team(
     monkeypatch.setattr(time, "time", lambda: issued + 60)
     assert client.get("/api/v1/outlook/session", headers=bearer(token)).status_code == 200
 
+    with session_scope() as session:
+        user = session.query(User).filter_by(email="rep@seller.test").one()
+        user.removed_at = utcnow()
+    assert client.get("/api/v1/outlook/session", headers=bearer(token)).status_code == 401
+    with session_scope() as session:
+        user = session.query(User).filter_by(email="rep@seller.test").one()
+        user.removed_at = None
+    assert client.get("/api/v1/outlook/session", headers=bearer(token)).status_code == 200
     with session_scope() as session:
         user = session.query(User).filter_by(email="rep@seller.test").one()
         other = Team(name="Elsewhere")

@@ -16,7 +16,8 @@ Why not an API token: those live until revoked and open the whole API. This one
 - expires after `LIFETIME` (a working day), after which the pane asks to sign in again;
 - is revoked by signing out of the pane: its random id is kept in Redis until the
   token would have expired anyway (`revoke`), and `verify` refuses it from then on;
-- names a user who must still exist and still belong to the team it names; and
+- names a user who must still exist, not be removed, and belong to the team it
+  names; and
 - is accepted only by the operations that say so (`web.addons.outlook.bearer`),
   never by the rest of the API.
 
@@ -95,12 +96,12 @@ def is_revoked(claims: AddinToken) -> bool:
 
 
 def verify(session: Session, token: str) -> User | None:
-    """The user the token speaks for, or None: bad, expired, revoked, or the user moved team."""
+    """The user the token speaks for, or None: bad, expired, revoked, or the user left the team."""
     claims = read(token)
     if claims is None or is_revoked(claims):
         return None
     user = session.get(User, claims.user_id)
-    if user is None or user.team_id != claims.team_id:
+    if user is None or user.team_id != claims.team_id or user.removed_at is not None:
         return None
     return user
 
