@@ -19,7 +19,7 @@ from sqlalchemy import select, update
 
 from config import Settings, get_settings
 from core.db import session_scope
-from core.models import Device, Enrollment, SentMessage, Sequence
+from core.models import Device, Enrollment, SentMessage, Sequence, Team
 from core.tracking.tokens import DEVICE_COOKIE, read_device_cookie
 from tests.conftest import ApiClient, create_user
 from tests.integration.test_app_compose import add_mailbox, server
@@ -366,3 +366,9 @@ def test_enrolling_one_prospect_by_api_warns_what_will_make_it_wait(
     assert "The sender (owner@team-a.test) has no name yet" in sender
     assert "Account page (/account)" in sender
     assert prospect.startswith("dana@prospect.test has no company")
+    # The team's default goes off through the API as on the settings page.
+    headers = {"Authorization": f"Bearer {api.token}"}
+    switched = api.client.patch("/api/v1/team", json={"tracking_enabled": False}, headers=headers)
+    assert switched.status_code == 200 and switched.get_json()["tracking_enabled"] is False
+    with session_scope() as session:
+        assert session.scalars(select(Team.tracking_enabled)).one() is False

@@ -84,6 +84,11 @@ class TeamOut(BaseModel):
 
 class TeamUpdate(Request):
     unsubscribe_headers: bool | None = None
+    tracking_enabled: bool | None = Field(
+        default=None,
+        description="tracking on by default: opens and clicks in new emails and sequences "
+        "that do not choose for themselves",
+    )
 
 
 MODELS: list[type[BaseModel]] = [
@@ -207,6 +212,8 @@ def update_team() -> ResponseReturnValue:
     team = db().get_one(Team, g.team_id)
     if body.unsubscribe_headers is not None:
         team.unsubscribe_headers = body.unsubscribe_headers
+    if body.tracking_enabled is not None:
+        team.tracking_enabled = body.tracking_enabled
     db().commit()
     return _team_out(team)
 
