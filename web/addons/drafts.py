@@ -62,16 +62,16 @@ _KINDS = {
 }
 
 
-def clean_addresses(raw: list[str], field: str) -> list[str]:
-    """Lower-cased addresses in order, without repeats ("Dana <dana@x>" allowed).
+def named_addresses(raw: list[str], field: str) -> list[tuple[str, str]]:
+    """(display name, lower-cased address) in order, without repeats ("Dana <dana@x>").
 
     Raises:
         AddonError: invalid, naming `field`, for anything that is not an address.
     """
     if len(raw) > MAX_RECIPIENTS:
         raise AddonError("invalid", f"at most {MAX_RECIPIENTS} addresses", field)
-    out: list[str] = []
-    for _, address in getaddresses([str(r) for r in raw]):
+    out: list[tuple[str, str]] = []
+    for name, address in getaddresses([str(r) for r in raw]):
         if not address.strip():
             continue
         try:
@@ -80,9 +80,14 @@ def clean_addresses(raw: list[str], field: str) -> list[str]:
             raise AddonError(
                 "invalid", f"“{address[:80]}” is not a valid email address", field
             ) from None
-        if checked not in out:
-            out.append(checked)
+        if checked not in [a for _, a in out]:
+            out.append((" ".join(name.split())[:200], checked))
     return out
+
+
+def clean_addresses(raw: list[str], field: str) -> list[str]:
+    """Lower-cased addresses in order, without repeats (see `named_addresses`)."""
+    return [address for _, address in named_addresses(raw, field)]
 
 
 def pick_mailbox(session: Session, user: User, source: Source, sender: str | None) -> Mailbox:
@@ -206,7 +211,8 @@ def insert_for_draft(
         raise AddonError("invalid", f"a draft id of 1 to {MAX_DRAFT_REF} characters", "draft_ref")
     if document_id is None and not track_opens:
         raise AddonError("invalid", "choose a document, or Track opens, or both", "document_id")
-    to = clean_addresses(recipients.to, "recipients.to")
+    named_to = named_addresses(recipients.to, "recipients.to")
+    to = [address for _, address in named_to]
     cc = clean_addresses(recipients.cc, "recipients.cc")
     team = session.get_one(Team, user.team_id)
     document = _document(session, team, document_id) if document_id is not None else None
@@ -216,7 +222,8 @@ def insert_for_draft(
     prospect_id = None
     if per_recipient:
         try:
-            prospect_id = upsert_prospect(session, team.id, to[0], None, None).id
+            name = named_to[0][0] or None
+            prospect_id = upsert_prospect(session, team.id, to[0], name, None).id
         except ErasedError:
             raise AddonError("invalid", f"{to[0]}: {ERASED_MESSAGE}", "recipients.to") from None
     sent.prospect_id = prospect_id

@@ -124,6 +124,22 @@ class HeaderSummary:
     received_at: datetime | None = None
     # The provider's thread (Gmail threadId, Graph/EWS conversation id); None on IMAP.
     thread_id: str | None = None
+    # Found in the mailbox's Sent folder: never a reply; read only for our tokens
+    # (mail sent from Gmail or Outlook with an add-on's link: worker.sync.sent_mail).
+    in_sent: bool = False
+
+
+@dataclass(frozen=True)
+class SentCopy:
+    """What is read of a message in Sent: a few headers and its text parts, bounded."""
+
+    message_id: str | None  # canonical
+    subject: str
+    to: list[str]
+    cc: list[str]
+    text: str = field(repr=False)  # the text parts, decoded and joined
+    sent_at: datetime | None = None
+    thread_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -170,6 +186,11 @@ class MailboxProvider(ABC):
     @abstractmethod
     def fetch(self, fetch_ref: str, max_bytes: int) -> bytes:
         """The whole message, or its first `max_bytes` when larger."""
+
+    def read_sent(self, fetch_ref: str) -> SentCopy | None:
+        """A message of the Sent folder read in one call, when the provider can hand its
+        text parts over decoded (Gmail); None: the engine reads `fetch()`'s first bytes."""
+        return None
 
     def watch(self, stop: threading.Event, on_change: Callable[[], None]) -> None:
         """Hold a push connection (IMAP IDLE, EWS streaming) for the `listener` until `stop`.

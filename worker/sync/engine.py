@@ -73,6 +73,7 @@ from worker.sync.inbound import (
 )
 from worker.sync.mime import summarize_headers
 from worker.sync.registry import open_provider
+from worker.sync.sent_mail import recognise_sent
 
 log = logging.getLogger(__name__)
 
@@ -304,6 +305,7 @@ def _handle_batch(
     provider: MailboxProvider, mailbox: MailboxRef, batch: ChangeBatch, stats: SyncStats
 ) -> None:
     stats.listed += len(batch.messages)
+    batch = recognise_sent(provider, mailbox, batch, stats.count)  # Sent: add-on mail
     candidates = {c for m in batch.messages for c in m.candidates}
     with session_scope() as session:
         known = set(find_sent_messages(session, mailbox.team_id, candidates))

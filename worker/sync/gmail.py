@@ -27,8 +27,10 @@ Quota (15,000 units/user/minute: history.list 2, messages.get 5, list 5, send
 `Retry-After` or Gmail's "Retry after <time>", else a minute.
 
 `provider_id` is the Gmail message id: it never changes. Gmail files our own
-sends under SENT; history entries that are only SENT, or drafts, are skipped
-(5 units each saved), and the engine ignores a message whose Message-ID is ours.
+sends under SENT; history entries that are only SENT are not read as replies
+(5 units each saved) but handed on as Sent-folder copies (`in_sent`, read by
+`read_sent` only while an add-on's draft waits: `worker.sync.gmail_sent`),
+drafts are skipped, and the engine ignores a message whose Message-ID is ours.
 Every label is synced and watched but the skipped folders' (SIGHTLINE_SKIP_FOLDERS:
 SENT, DRAFT, TRASH, SPAM), so a reply a filter kept out of the Inbox is seen.
 Each summary carries the message's threadId: a reply whose headers were dropped
@@ -60,6 +62,7 @@ from worker.sync.base import (
     OutgoingMessage,
     ProviderError,
     SendResult,
+    SentCopy,
 )
 from worker.sync.folders import gmail_skipped_labels, skip_list
 from worker.sync.gmail_api import (
@@ -74,6 +77,7 @@ from worker.sync.gmail_api import (
     translate_http_error,
     users_resource,
 )
+from worker.sync.gmail_sent import added_messages, sent_copy
 from worker.sync.headers import summary_from_headers
 from worker.sync.mime import build_mime
 
@@ -96,6 +100,8 @@ METADATA_HEADERS = [
 ]
 METADATA_FIELDS = "id,threadId,labelIds,sizeEstimate,internalDate,payload/headers"
 HISTORY_FIELDS = "history(id,messagesAdded/message(id,threadId,labelIds)),nextPageToken,historyId"
+# A SENT message read for an add-on's tokens: its headers and part tree, nothing more.
+FULL_FIELDS = "id,threadId,payload"
 BATCH_SIZE = 50  # Google allows 100 calls a batch and advises at most 50
 HISTORY_PAGE = 500
 LIST_PAGE = 500
@@ -334,25 +340,14 @@ class GmailProvider(MailboxProvider):
             except (google.auth.exceptions.TransportError, httplib2.HttpLib2Error, OSError) as exc:
                 raise ProviderError(f"Gmail unreachable while reading history: {exc}") from exc
             records = page.get("history") or []
-            ids: list[str] = []
-            for record in records:
-                for added in record.get("messagesAdded") or []:
-                    message = added.get("message") or {}
-                    message_id = str(message.get("id", ""))
-                    if (
-                        message_id
-                        and message_id not in seen
-                        and _worth_reading(message, self._skipped)
-                    ):
-                        seen.add(message_id)
-                        ids.append(message_id)
+            ids, sent = added_messages(records, seen, self._skipped)
             token = page.get("nextPageToken")
             if token and records:
                 resume = str(records[-1]["id"])
             else:
                 resume = str(page.get("historyId") or start)
             cursor = {"history_id": resume, "synced_at": datetime.now(UTC).isoformat()}
-            yield ChangeBatch(messages=self._summaries(ids), cursor=cursor)
+            yield ChangeBatch(messages=self._summaries(ids) + sent, cursor=cursor)
             if not token:
                 return
 
@@ -423,6 +418,17 @@ class GmailProvider(MailboxProvider):
         raw = base64.urlsafe_b64decode(str(message.get("raw", "")) + "==")
         return raw[:max_bytes]
 
+    def read_sent(self, fetch_ref: str) -> SentCopy | None:
+        """A SENT message in one call (5 units): ``format=full`` hands the text parts
+        over decoded and attachments as ids only, so no attachment is downloaded."""
+        message = self._run(
+            "reading a sent message",
+            self._users()
+            .messages()
+            .get(userId="me", id=fetch_ref, format="full", fields=FULL_FIELDS),
+        )
+        return sent_copy(message)
+
     # -- push ----------------------------------------------------------------------------
 
     def start_watch(self, topic: str) -> datetime:
@@ -462,15 +468,6 @@ class GmailProvider(MailboxProvider):
 
 class _HistoryExpiredError(Exception):
     """history.list answered 404: the start id is older than Gmail keeps."""
-
-
-def _worth_reading(message: dict[str, Any], skipped: set[str]) -> bool:
-    labels = set(message.get("labelIds") or [])
-    if labels & ({"DRAFT", "CHAT"} | (skipped - {"SENT"})):
-        return False
-    # Our own sends (and the user's): the engine would call them "own" anyway.
-    # A message labelled SENT and INBOX (written to oneself) is read.
-    return not ("SENT" in labels and "INBOX" not in labels)
 
 
 def _summary(resource: dict[str, Any]) -> HeaderSummary:

@@ -72,6 +72,7 @@ from worker.sync.imap_fetch import (
 from worker.sync.imap_folders import FolderError, find_sent_folder, watched_folders
 from worker.sync.mime import build_mime, summarize_headers
 from worker.sync.quota import smtp_quota
+from worker.sync.sent_copy import in_sent
 
 log = logging.getLogger(__name__)
 
@@ -264,7 +265,10 @@ class ImapProvider(MailboxProvider):
         state = dict(cursor or {})
         client = self._imap()
         self._selected = None  # a new sync: ask the server for each folder's UIDVALIDITY
-        for folder in self.watched():
+        watched = self.watched()
+        # Sent too, for mail sent with an add-on's link (worker.sync.sent_mail), never as replies.
+        sent = [] if self._chosen is not None else [self._sent_folder_name()]
+        for folder in [*watched, *(f for f in sent if f not in watched)]:
             try:
                 uidvalidity = self._select(client, folder)
                 previous = _folder_cursor(state, folder)
@@ -304,7 +308,11 @@ class ImapProvider(MailboxProvider):
                 continue
             for start in range(0, len(uids), BATCH_SIZE):
                 chunk = uids[start : start + BATCH_SIZE]
-                messages = self._summaries(client, folder, uidvalidity, chunk)
+                messages = (
+                    self._summaries(client, folder, uidvalidity, chunk)
+                    if folder in watched
+                    else [in_sent(f"{uidvalidity}:{uid}:{folder}") for uid in chunk]
+                )
                 last_uid = max(last_uid, chunk[-1])
                 state[folder] = {
                     "uidvalidity": uidvalidity,

@@ -419,7 +419,9 @@ def _owe_reply_task(
     now: datetime,
 ) -> None:
     prospect = session.get(Prospect, sent.prospect_id) if sent.prospect_id else None
-    if prospect is None:
+    # Mail sent from Gmail/Outlook to several people is no one prospect's: whoever answered.
+    who = prospect.email if prospect else (summary.from_addr if sent.origin else None)
+    if who is None:
         return
     subject = summary.subject or sent.subject
     description = (
@@ -431,7 +433,7 @@ def _owe_reply_task(
         team_id=sent.team_id,
         key=natural_key("task", "reply", event_id),
         kind="task_reply",
-        who_email=prospect.email,
+        who_email=who,
         event_id=event_id,
         payload={
             "subject": f"Reply: {subject}"[:255],

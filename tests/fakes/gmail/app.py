@@ -114,9 +114,11 @@ def _message_resource(message: StoredMessage, fmt: str, wanted: list[str]) -> di
         }
         if fmt == "metadata":
             payload["body"] = {"size": 0}
-        else:  # full: a single body part is enough for our callers
-            _, _, body = message.raw.partition(b"\r\n\r\n")
-            payload["body"] = {"size": len(body), "data": _b64url(body)}
+        else:  # full: Gmail's part tree, the headers as sent
+            payload = {
+                **_part_resource(message_from_bytes(message.raw), ""),
+                "headers": payload["headers"],
+            }
         resource["payload"] = payload
     resource.update(
         sizeEstimate=len(message.raw),
@@ -124,6 +126,33 @@ def _message_resource(message: StoredMessage, fmt: str, wanted: list[str]) -> di
         internalDate=str(message.internal_date_ms),
     )
     return resource
+
+
+def _part_resource(part: Message, part_id: str) -> dict[str, Any]:
+    """One MessagePart as Gmail's format=full gives it: leaves carry their content
+    transfer-decoded in body.data, attachments only an attachmentId."""
+    entry: dict[str, Any] = {
+        "partId": part_id,
+        "mimeType": part.get_content_type(),
+        "filename": part.get_filename() or "",
+        "headers": [{"name": k, "value": str(v)} for k, v in part.items()],
+    }
+    if part.is_multipart():
+        children = part.get_payload()
+        assert isinstance(children, list)
+        entry["body"] = {"size": 0}
+        entry["parts"] = [
+            _part_resource(child, f"{part_id}.{i}" if part_id else str(i))
+            for i, child in enumerate(children)
+        ]
+        return entry
+    data = part.get_payload(decode=True)
+    data = data if isinstance(data, bytes) else b""
+    if entry["filename"]:
+        entry["body"] = {"size": len(data), "attachmentId": f"att-{part_id or '0'}"}
+    else:
+        entry["body"] = {"size": len(data), "data": _b64url(data)}
+    return entry
 
 
 def _parse_when(value: str) -> float | None:
