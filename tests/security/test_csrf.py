@@ -26,6 +26,8 @@ STATE_CHANGING = ("POST", "PUT", "PATCH", "DELETE")
 NOT_SESSION = {
     "/api/": "a bearer token in the Authorization header, which another site cannot send",
     "/webhooks/": "Google's signed push token or shared secret; Graph's clientState",
+    "/addons/gmail/": "Google's ID token of the add-on's service account, for the URL called "
+    "(tests/integration/test_gmail_addon.py refuses every other caller with 401)",
     "viewer.beacon": "the signed visit token in the body; it records reading time, nothing else",
     "unsubscribe.unsubscribe": "RFC 8058 one-click: the mail client POSTs with no session by "
     "design; the sealed per-address token in the path is the proof, and it only opts that "
