@@ -149,11 +149,13 @@ bench-ui: $(VENV)/.dev
 	$(BIN)/python -m bench.ui
 
 ## screenshots: every page in Chromium at 1366 and 390 px wide, on a throwaway demo database
-## (a team with a sequence, replies, a document), into artifacts/; prints the list
+## (a team with a sequence, replies, a document), into artifacts/; prints the list; then the
+## Gmail add-on's cards as Google gets them, drawn as Gmail shows them (artifacts/gmail-*.png)
 .PHONY: screenshots
 screenshots: $(VENV)/.dev
 	scripts/test-prereqs.sh core browser
 	$(BIN)/python -m scripts.screenshots
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/browser/test_gmail_addon_cards.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
