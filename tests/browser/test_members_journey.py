@@ -75,7 +75,9 @@ def test_an_admin_invites_by_email_and_the_newcomer_joins_as_a_member(
     expect(admin.locator(f'tr[data-invitation="{NEWCOMER}"]')).to_contain_text("pending")
 
     mail = dovecot.wait_for_message(NEWCOMER, lambda m: "Join Sellers" in str(m["Subject"]))
-    text = unicodedata.normalize("NFC", mail.get_body(preferencelist=("plain",)).get_content())
+    body = mail.get_body(preferencelist=("plain",))
+    assert body is not None
+    text = unicodedata.normalize("NFC", body.get_content())
     assert "Ann Admin (ann@sellers.test) invites you" in text
     found = LINK.search(text)
     assert found, text
