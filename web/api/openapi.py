@@ -15,38 +15,10 @@ from flask import Flask, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
 
 from web.api.common import API_PREFIX, bp, error_response
-from web.api.openapi_parts import error_responses
-from web.api.operations import Answer, openapi_path, operation
-from web.api.operations import build_document as generated_document
-from web.api.optouts import extend_document as opt_out_routes
-from web.api.privacy import extend_document as privacy_routes
-from web.api.salesforce import extend_document
-from web.api.tracking_host import extend_document as tracking_host_routes
-from web.connect.api import extend_document as connect_routes
-from web.documents.schemas import extend_document as document_routes
+from web.api.operations import Answer, build_document, openapi_path, operation
 
 _DOCUMENT = "sightline.openapi"
 _QUERIES = "sightline.openapi.queries"
-
-
-def build_document(app: Flask | None = None) -> dict[str, Any]:
-    """The document `app` (default: the current app) serves."""
-    document = generated_document(app)
-    # Modules not converted to `web.api.operations` yet still add their paths by hand.
-    document = privacy_routes(document_routes(connect_routes(extend_document(document))))
-    return _with_body_limit(tracking_host_routes(opt_out_routes(document)))
-
-
-def _with_body_limit(document: dict[str, Any]) -> dict[str, Any]:
-    """Every operation that takes a body may answer 413: the app refuses one over its limit
-    (10 MB; a document upload's own limit for uploads) before the route reads it."""
-    too_large = error_responses({413: "Body over the size limit"}, 413)
-    for operations in document["paths"].values():
-        for op in operations.values():
-            if isinstance(op, dict) and "requestBody" in op:
-                for status, answer in too_large.items():
-                    op["responses"].setdefault(status, answer)
-    return document
 
 
 def app_document(app: Flask) -> dict[str, Any]:

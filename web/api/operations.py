@@ -33,7 +33,7 @@ How to add an operation (the whole recipe)::
 - Automatic error answers, each an `ErrorOut`: 401 unless public; 404 when the
   path has parameters (another team's id answers 404 too); 400, 413, 415 and
   422 with a JSON body; 413 and 422 with a `form` body; 422 with query
-  parameters. `errors` adds others or rewords these (`{404: "No host set"}`).
+  parameters (unless public). `errors` adds others or rewords these (`{404: "No host set"}`).
 - Query parameters: a list of `Query` (integers by default, read with
   `common.int_arg`) or a pydantic model (read with `common.parse_query`). Any
   query parameter the operation does not list is refused with a 422
@@ -112,8 +112,9 @@ class Query:
 class Answer:
     """A successful (or otherwise not-`ErrorOut`) answer: status, body model, what it means.
 
-    `schema` is a raw JSON Schema for a body no model describes; `json=False`
-    for an answer without a JSON body (a redirect, a page).
+    `any_of`: other models the body may be instead of `model`; `schema`: a raw
+    JSON Schema for a body no model describes; `json=False` for an answer
+    without a JSON body (a redirect, a page).
     """
 
     status: int
@@ -121,10 +122,17 @@ class Answer:
     description: str = "OK"
     schema: Mapping[str, Any] | None = None
     json: bool = True
+    any_of: tuple[type[BaseModel], ...] = ()
+
+    def models(self) -> tuple[type[BaseModel], ...]:
+        return (self.model, *self.any_of) if self.model is not None else self.any_of
 
     def response(self) -> dict[str, Any]:
         out: dict[str, Any] = {"description": self.description}
-        if self.model is not None:
+        if self.any_of:
+            refs = [{"$ref": REF.format(model=m.__name__)} for m in self.models()]
+            out["content"] = {"application/json": {"schema": {"anyOf": refs}}}
+        elif self.model is not None:
             out["content"] = json_content(self.model.__name__)
         elif self.schema is not None and self.json:
             out["content"] = {"application/json": {"schema": dict(self.schema)}}
@@ -152,8 +160,8 @@ class Operation:
         if self.body is not None:
             yield self.body, "validation"
         for answer in self.answers:
-            if answer.model is not None:
-                yield answer.model, "serialization"
+            for model in answer.models():
+                yield model, "serialization"
 
     def query_parameters(self) -> list[dict[str, Any]]:
         if self.query_model is None:
@@ -264,7 +272,7 @@ def _error_texts(
         statuses.update((400, 413, 415, 422))
     if form is not None:
         statuses.update((413, 422))
-    if has_query:
+    if has_query and not public:  # a public route's callers add parameters of their own
         statuses.add(422)
     return {s: given.get(s) or ERROR_TEXT[s] for s in sorted(statuses)}
 

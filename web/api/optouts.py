@@ -23,9 +23,9 @@ from sqlalchemy import select
 
 from core.header_text import check_header_text
 from core.models import OptOutSource, Prospect, Team, utcnow
-from web.api.common import ApiError, bp, int_arg, parse_body, require_token
-from web.api.openapi_parts import add_schemas, error_responses, json_content
-from web.api.schemas import MAX_ID, Request, check_email
+from web.api.common import ApiError, int_arg, parse_body
+from web.api.operations import Answer, Query, operation
+from web.api.schemas import Request, check_email
 from web.app.optouts import ChangeView, added_by, changes
 from web.db import db
 from worker.sequences import optouts
@@ -91,17 +91,6 @@ class TeamUpdate(Request):
     )
 
 
-MODELS: list[type[BaseModel]] = [
-    OptOutCreate,
-    OptOutOut,
-    OptOutList,
-    OptOutChangeOut,
-    OptOutChangeList,
-    TeamOut,
-    TeamUpdate,
-]
-
-
 def _entries(prospects: list[Prospect]) -> list[OptOutOut]:
     by = added_by(db(), g.team_id, [p.id for p in prospects])
     out = []
@@ -120,8 +109,13 @@ def _entries(prospects: list[Prospect]) -> list[OptOutOut]:
     return out
 
 
-@bp.get("/opt-outs")
-@require_token
+@operation(
+    "GET",
+    "/opt-outs",
+    summary="The team's opt-out list, newest first",
+    response=OptOutList,
+    query=[Query("before"), Query("limit", maximum=PAGE_MAX)],
+)
 def list_opt_outs() -> ResponseReturnValue:
     before = int_arg("before")
     limit = int_arg("limit", default=PAGE_DEFAULT, maximum=PAGE_MAX) or PAGE_DEFAULT
@@ -137,8 +131,16 @@ def list_opt_outs() -> ResponseReturnValue:
     return body.model_dump(mode="json")
 
 
-@bp.post("/opt-outs")
-@require_token
+@operation(
+    "POST",
+    "/opt-outs",
+    summary="Put an address on the opt-out list (its live enrolments end)",
+    body=OptOutCreate,
+    answers=[
+        Answer(201, OptOutOut, "Added"),
+        Answer(200, OptOutOut, "Already on the list"),
+    ],
+)
 def add_opt_out() -> ResponseReturnValue:
     body = parse_body(OptOutCreate)
     result = optouts.opt_out(
@@ -155,8 +157,14 @@ def add_opt_out() -> ResponseReturnValue:
     return _entries([prospect])[0].model_dump(mode="json"), 201 if result.added else 200
 
 
-@bp.delete("/opt-outs/<int:prospect_id>")
-@require_token
+@operation(
+    "DELETE",
+    "/opt-outs/<int:prospect_id>",
+    summary="Take an address off the opt-out list",
+    status=204,
+    response_description="Removed",
+    errors={404: "Not on the team's opt-out list (or not your team's)"},
+)
 def remove_opt_out(prospect_id: int) -> ResponseReturnValue:
     removed = optouts.remove(
         db(),
@@ -172,8 +180,13 @@ def remove_opt_out(prospect_id: int) -> ResponseReturnValue:
     return "", 204
 
 
-@bp.get("/opt-outs/changes")
-@require_token
+@operation(
+    "GET",
+    "/opt-outs/changes",
+    summary="Every change to the opt-out list: who, when, why; newest first",
+    response=OptOutChangeList,
+    query=[Query("before", maximum=2**63 - 1), Query("limit", maximum=PAGE_MAX)],
+)
 def list_opt_out_changes() -> ResponseReturnValue:
     before = int_arg("before", maximum=2**63 - 1)
     limit = int_arg("limit", default=PAGE_DEFAULT, maximum=PAGE_MAX) or PAGE_DEFAULT
@@ -199,14 +212,14 @@ def _team_out(team: Team) -> dict[str, Any]:
     ).model_dump(mode="json")
 
 
-@bp.get("/team")
-@require_token
+@operation("GET", "/team", summary="The team's settings", response=TeamOut)
 def get_team() -> ResponseReturnValue:
     return _team_out(db().get_one(Team, g.team_id))
 
 
-@bp.patch("/team")
-@require_token
+@operation(
+    "PATCH", "/team", summary="Change the team's settings", body=TeamUpdate, response=TeamOut
+)
 def update_team() -> ResponseReturnValue:
     body = parse_body(TeamUpdate)
     team = db().get_one(Team, g.team_id)
@@ -216,87 +229,3 @@ def update_team() -> ResponseReturnValue:
         team.tracking_enabled = body.tracking_enabled
     db().commit()
     return _team_out(team)
-
-
-_ERRORS = {
-    400: "Body is not valid JSON",
-    401: "Missing or unknown API token",
-    404: "Not on the team's opt-out list (or not your team's)",
-    415: "Body is not JSON",
-    422: "Invalid field (named in error.fields)",
-}
-
-
-def _query(name: str, maximum: int = MAX_ID) -> dict[str, Any]:
-    return {
-        "name": name,
-        "in": "query",
-        "required": False,
-        "schema": {"type": "integer", "minimum": 1, "maximum": maximum},
-    }
-
-
-def _ok(name: str, *errors: int, status: str = "200") -> dict[str, Any]:
-    return {
-        status: {"description": "OK", "content": json_content(name)},
-        **error_responses(_ERRORS, 401, *errors),
-    }
-
-
-def extend_document(document: dict[str, Any]) -> dict[str, Any]:
-    """Add the opt-out list's and the team's routes and schemas to the OpenAPI document."""
-    add_schemas(
-        document,
-        MODELS,
-        lambda m: "validation" if m in (OptOutCreate, TeamUpdate) else "serialization",
-    )
-    page = [_query("before"), _query("limit", PAGE_MAX)]
-    paths = document["paths"]
-    paths["/opt-outs"] = {
-        "get": {
-            "summary": "The team's opt-out list, newest first",
-            "parameters": page,
-            "responses": _ok("OptOutList", 422),
-        },
-        "post": {
-            "summary": "Put an address on the opt-out list (its live enrolments end)",
-            "requestBody": {"required": True, "content": json_content("OptOutCreate")},
-            "responses": {
-                **_ok("OptOutOut", 400, 415, 422, status="201"),
-                "200": {"description": "Already on the list", "content": json_content("OptOutOut")},
-            },
-        },
-    }
-    paths["/opt-outs/{prospect_id}"] = {
-        "delete": {
-            "summary": "Take an address off the opt-out list",
-            "parameters": [
-                {
-                    "name": "prospect_id",
-                    "in": "path",
-                    "required": True,
-                    "schema": {"type": "integer", "minimum": 1, "maximum": MAX_ID},
-                }
-            ],
-            "responses": {
-                "204": {"description": "Removed"},
-                **error_responses(_ERRORS, 401, 404),
-            },
-        }
-    }
-    paths["/opt-outs/changes"] = {
-        "get": {
-            "summary": "Every change to the opt-out list: who, when, why; newest first",
-            "parameters": [_query("before", 2**63 - 1), page[1]],
-            "responses": _ok("OptOutChangeList", 422),
-        }
-    }
-    paths["/team"] = {
-        "get": {"summary": "The team's settings", "responses": _ok("TeamOut")},
-        "patch": {
-            "summary": "Change the team's settings",
-            "requestBody": {"required": True, "content": json_content("TeamUpdate")},
-            "responses": _ok("TeamOut", 400, 415, 422),
-        },
-    }
-    return document

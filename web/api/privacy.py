@@ -13,17 +13,15 @@ address. Neither logs it.
 
 from __future__ import annotations
 
-from typing import Any
-
 from flask import g
 from flask.typing import ResponseReturnValue
-from pydantic import BaseModel, Field, field_validator
+from pydantic import Field, field_validator
 from sqlalchemy import select
 
 from core.erasure import ERASED_MESSAGE, is_erased
 from core.models import Prospect, utcnow
-from web.api.common import ApiError, bp, parse_body, require_token
-from web.api.openapi_parts import add_schemas, error_responses, json_content
+from web.api.common import ApiError, parse_body
+from web.api.operations import operation
 from web.api.schemas import Request, Response, check_email
 from web.db import db
 from worker.erasure import erase_person
@@ -59,11 +57,16 @@ class DoNotTrackOut(Response):
     do_not_track: bool
 
 
-MODELS: list[type[BaseModel]] = [ErasureCreate, ErasureOut, DoNotTrackSet, DoNotTrackOut]
-
-
-@bp.post("/prospects/erase")
-@require_token
+@operation(
+    "POST",
+    "/prospects/erase",
+    summary="Erase a person (GDPR art. 17); keep only a keyed hash of the address so they "
+    "are never written to again",
+    body=ErasureCreate,
+    response=ErasureOut,
+    response_description="Erased: what was removed, what stays in Salesforce",
+    errors={422: "Invalid field (named in error.fields), or the person was erased"},
+)
 def erase() -> ResponseReturnValue:
     body = parse_body(ErasureCreate)
     report = erase_person(
@@ -82,8 +85,15 @@ def erase() -> ResponseReturnValue:
     ).model_dump(mode="json")
 
 
-@bp.post("/prospects/do-not-track")
-@require_token
+@operation(
+    "POST",
+    "/prospects/do-not-track",
+    summary="No pixel and no rewritten links in mail to this person",
+    body=DoNotTrackSet,
+    response=DoNotTrackOut,
+    response_description="Set",
+    errors={422: "Invalid field (named in error.fields), or the person was erased"},
+)
 def do_not_track() -> ResponseReturnValue:
     body = parse_body(DoNotTrackSet)
     email = body.email.lower()
@@ -100,53 +110,3 @@ def do_not_track() -> ResponseReturnValue:
     return DoNotTrackOut(
         prospect_id=prospect.id, email=prospect.email, do_not_track=prospect.do_not_track
     ).model_dump(mode="json")
-
-
-def extend_document(document: dict[str, Any]) -> dict[str, Any]:
-    """Add these routes and their schemas to the OpenAPI document."""
-    add_schemas(
-        document,
-        MODELS,
-        lambda model: "serialization" if issubclass(model, Response) else "validation",
-    )
-    errors = error_responses(
-        {
-            400: "Body is not valid JSON",
-            401: "Missing or unknown API token",
-            415: "Body is not JSON",
-            422: "Invalid field (named in error.fields), or the person was erased",
-        },
-        400,
-        401,
-        415,
-        422,
-    )
-    document["paths"].update(
-        {
-            "/prospects/erase": {
-                "post": {
-                    "summary": "Erase a person (GDPR art. 17); keep only a keyed hash of the "
-                    "address so they are never written to again",
-                    "requestBody": {"required": True, "content": json_content("ErasureCreate")},
-                    "responses": {
-                        "200": {
-                            "description": "Erased: what was removed, what stays in Salesforce",
-                            "content": json_content("ErasureOut"),
-                        },
-                        **errors,
-                    },
-                }
-            },
-            "/prospects/do-not-track": {
-                "post": {
-                    "summary": "No pixel and no rewritten links in mail to this person",
-                    "requestBody": {"required": True, "content": json_content("DoNotTrackSet")},
-                    "responses": {
-                        "200": {"description": "Set", "content": json_content("DoNotTrackOut")},
-                        **errors,
-                    },
-                }
-            },
-        }
-    )
-    return document

@@ -38,8 +38,8 @@ from sqlalchemy import func, select
 
 from core.models import OutboxStatus, SalesforceConnection, SalesforceOutbox
 from web import oauth_pages
-from web.api.common import ApiError, bp, int_arg, parse_body, require_token
-from web.api.openapi_parts import add_schemas, error_responses, json_content
+from web.api.common import ApiError, int_arg, parse_body
+from web.api.operations import Answer, Query, operation
 from web.api.schemas import MAX_ID, Request, Response
 from web.db import db
 from web.salesforce_connect import KIND as ORG_FLOW
@@ -160,16 +160,7 @@ class ReplayOut(Response):
     replayed: int
 
 
-MODELS: list[type[Request] | type[Response]] = [
-    SalesforceConnect,
-    SalesforceSettingsUpdate,
-    ReplayRequest,
-    AuthorizeOut,
-    SalesforceConnectionOut,
-    SalesforceUsageOut,
-    DeadLetterList,
-    ReplayOut,
-]
+CONNECTION = Answer(200, SalesforceConnectionOut, "The team's org and settings")
 
 
 def _salesforce_error(exc: Exception) -> ApiError:
@@ -204,8 +195,26 @@ def _connection_out(team_id: int) -> dict[str, Any]:
     return out.model_dump(mode="json")
 
 
-@bp.post("/salesforce/connect")
-@require_token
+@operation(
+    "POST",
+    "/salesforce/connect",
+    summary="Connect the team's own Salesforce org",
+    body=SalesforceConnect,
+    answers=[
+        Answer(
+            200,
+            AuthorizeOut,
+            "oauth: the same user opens authorize_url, signed in to Sightline, and confirms "
+            "the org there",
+        ),
+        Answer(201, SalesforceConnectionOut, "The team's org and settings"),
+    ],
+    errors={
+        403: "Not allowed by the operator (jwt: the username is not listed for this team)",
+        422: "Invalid field (named in error.fields), or Salesforce refused",
+        502: "Salesforce unreachable",
+    },
+)
 def salesforce_connect() -> ResponseReturnValue:
     # lazy import: simple-salesforce costs the web process 8 MiB RSS (module docstring).
     from worker.salesforce.client import SalesforceError
@@ -232,7 +241,22 @@ def salesforce_connect() -> ResponseReturnValue:
     return _connection_out(g.team_id), 201
 
 
-@bp.get("/salesforce/oauth/callback")
+@operation(
+    "GET",
+    "/salesforce/oauth/callback",
+    summary="Salesforce's redirect after approval: handed on (303) to "
+    "/connect/salesforce/callback, which only the browser and user that opened the start link "
+    "can finish, and which asks them to confirm the org",
+    query=[
+        Query(name, schema={"type": "string"})
+        for name in ("code", "state", "error", "error_description")
+    ],
+    answers=[
+        Answer(303, None, "On to /connect/salesforce/callback (a page)", json=False),
+        Answer(400, None, "Too many or too long parameters (a page)", json=False),
+    ],
+    public=True,
+)
 def salesforce_oauth_callback() -> ResponseReturnValue:
     """Salesforce sends the person here after they approve (or refuse) the connection.
 
@@ -243,14 +267,24 @@ def salesforce_oauth_callback() -> ResponseReturnValue:
     return oauth_pages.relay(ORG_FLOW, request.args)
 
 
-@bp.get("/salesforce/connection")
-@require_token
+@operation(
+    "GET",
+    "/salesforce/connection",
+    summary="The team's Salesforce org and settings",
+    answers=[CONNECTION],
+)
 def salesforce_connection() -> ResponseReturnValue:
     return _connection_out(g.team_id)
 
 
-@bp.delete("/salesforce/connection")
-@require_token
+@operation(
+    "DELETE",
+    "/salesforce/connection",
+    summary="Disconnect the team's own org (its writes are held, not lost)",
+    status=204,
+    response_description="Disconnected",
+    errors={404: "This team has not connected an org of its own"},
+)
 def salesforce_disconnect() -> ResponseReturnValue:
     # lazy import: simple-salesforce costs the web process 8 MiB RSS (module docstring).
     from worker.salesforce.connections import disconnect
@@ -260,8 +294,13 @@ def salesforce_disconnect() -> ResponseReturnValue:
     return "", 204
 
 
-@bp.patch("/salesforce/settings")
-@require_token
+@operation(
+    "PATCH",
+    "/salesforce/settings",
+    summary="Budget share and lead creation",
+    body=SalesforceSettingsUpdate,
+    answers=[CONNECTION],
+)
 def salesforce_settings() -> ResponseReturnValue:
     # lazy import: simple-salesforce costs the web process 8 MiB RSS (module docstring).
     from worker.salesforce.connections import update_settings
@@ -271,8 +310,12 @@ def salesforce_settings() -> ResponseReturnValue:
     return _connection_out(g.team_id)
 
 
-@bp.get("/salesforce/usage")
-@require_token
+@operation(
+    "GET",
+    "/salesforce/usage",
+    summary="The org's daily API usage, deferral, parking and the queue",
+    response=SalesforceUsageOut,
+)
 def salesforce_usage() -> ResponseReturnValue:
     # lazy import: simple-salesforce costs the web process 8 MiB RSS (module docstring).
     from worker.salesforce.connections import load_profile
@@ -311,8 +354,13 @@ def salesforce_usage() -> ResponseReturnValue:
     return out.model_dump(mode="json")
 
 
-@bp.get("/salesforce/dead-letters")
-@require_token
+@operation(
+    "GET",
+    "/salesforce/dead-letters",
+    summary="Writes Salesforce refused, oldest first",
+    response=DeadLetterList,
+    query=[Query("after_id", minimum=0), Query("limit", maximum=DEAD_LETTER_PAGE)],
+)
 def salesforce_dead_letters() -> ResponseReturnValue:
     after_id = int_arg("after_id", default=0, minimum=0) or 0
     limit = int_arg("limit", default=100, minimum=1, maximum=DEAD_LETTER_PAGE) or 100
@@ -337,132 +385,15 @@ def salesforce_dead_letters() -> ResponseReturnValue:
     return out.model_dump(mode="json")
 
 
-@bp.post("/salesforce/dead-letters/replay")
-@require_token
+@operation(
+    "POST",
+    "/salesforce/dead-letters/replay",
+    summary="Queue dead letters again (after fixing the cause)",
+    body=ReplayRequest,
+    response=ReplayOut,
+)
 def salesforce_replay() -> ResponseReturnValue:
     body = parse_body(ReplayRequest)
     replayed = replay_failed(db(), g.team_id, None if body.all else body.ids)
     db().commit()
     return ReplayOut(replayed=replayed).model_dump(mode="json")
-
-
-_ERRORS = {
-    400: "Bad callback parameters, or Salesforce refused",
-    401: "Missing or unknown API token",
-    403: "Not allowed by the operator (jwt: the username is not listed for this team)",
-    404: "Nothing to act on",
-    415: "Body is not JSON",
-    422: "Invalid field (named in error.fields), or Salesforce refused",
-    502: "Salesforce unreachable",
-}
-
-
-def extend_document(document: dict[str, Any]) -> dict[str, Any]:
-    """Add these routes and their schemas to the OpenAPI document."""
-    add_schemas(
-        document,
-        MODELS,
-        lambda model: "serialization" if issubclass(model, Response) else "validation",
-    )
-    content = json_content
-
-    def errors(*statuses: int) -> dict[str, Any]:
-        return error_responses(_ERRORS, *statuses)
-
-    def query(name: str, minimum: int, maximum: int = 2**31 - 1) -> dict[str, Any]:
-        return {
-            "name": name,
-            "in": "query",
-            "required": False,
-            "schema": {"type": "integer", "minimum": minimum, "maximum": maximum},
-        }
-
-    def body(name: str) -> dict[str, Any]:
-        return {"required": True, "content": content(name)}
-
-    connection = {
-        "description": "The team's org and settings",
-        "content": content("SalesforceConnectionOut"),
-    }
-    document["paths"].update(
-        {
-            "/salesforce/connect": {
-                "post": {
-                    "summary": "Connect the team's own Salesforce org",
-                    "requestBody": body("SalesforceConnect"),
-                    "responses": {
-                        "200": {
-                            "description": "oauth: the same user opens authorize_url, signed "
-                            "in to Sightline, and confirms the org there",
-                            "content": content("AuthorizeOut"),
-                        },
-                        "201": connection,
-                        **errors(400, 401, 403, 415, 422, 502),
-                    },
-                }
-            },
-            "/salesforce/oauth/callback": {
-                "get": {
-                    "summary": "Salesforce's redirect after approval: handed on (303) to "
-                    "/connect/salesforce/callback, which only the browser and user that "
-                    "opened the start link can finish, and which asks them to confirm the org",
-                    "security": [],
-                    "parameters": [
-                        {"name": n, "in": "query", "required": False, "schema": {"type": "string"}}
-                        for n in ("code", "state", "error", "error_description")
-                    ],
-                    "responses": {
-                        "303": {"description": "On to /connect/salesforce/callback (a page)"},
-                        "400": {"description": "Too many or too long parameters (a page)"},
-                    },
-                }
-            },
-            "/salesforce/connection": {
-                "get": {
-                    "summary": "The team's Salesforce org and settings",
-                    "responses": {"200": connection, **errors(401)},
-                },
-                "delete": {
-                    "summary": "Disconnect the team's own org (its writes are held, not lost)",
-                    "responses": {"204": {"description": "Disconnected"}, **errors(401, 404)},
-                },
-            },
-            "/salesforce/settings": {
-                "patch": {
-                    "summary": "Budget share and lead creation",
-                    "requestBody": body("SalesforceSettingsUpdate"),
-                    "responses": {"200": connection, **errors(400, 401, 415, 422)},
-                }
-            },
-            "/salesforce/usage": {
-                "get": {
-                    "summary": "The org's daily API usage, deferral, parking and the queue",
-                    "responses": {
-                        "200": {"description": "OK", "content": content("SalesforceUsageOut")},
-                        **errors(401),
-                    },
-                }
-            },
-            "/salesforce/dead-letters": {
-                "get": {
-                    "summary": "Writes Salesforce refused, oldest first",
-                    "parameters": [query("after_id", 0), query("limit", 1, DEAD_LETTER_PAGE)],
-                    "responses": {
-                        "200": {"description": "OK", "content": content("DeadLetterList")},
-                        **errors(401, 422),
-                    },
-                }
-            },
-            "/salesforce/dead-letters/replay": {
-                "post": {
-                    "summary": "Queue dead letters again (after fixing the cause)",
-                    "requestBody": body("ReplayRequest"),
-                    "responses": {
-                        "200": {"description": "OK", "content": content("ReplayOut")},
-                        **errors(400, 401, 415, 422),
-                    },
-                }
-            },
-        }
-    )
-    return document

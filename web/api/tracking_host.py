@@ -22,8 +22,8 @@ from pydantic import BaseModel, Field
 from core import tracking_domains
 from core.models import Team
 from core.outbound import OutboundError
-from web.api.common import ApiError, bp, parse_body, require_token
-from web.api.openapi_parts import add_schemas, error_responses, json_content
+from web.api.common import ApiError, parse_body
+from web.api.operations import operation
 from web.api.schemas import Request
 from web.db import db
 
@@ -55,14 +55,24 @@ def tracking_host_out(team: Team) -> dict[str, Any]:
     ).model_dump(mode="json")
 
 
-@bp.get("/team/tracking-host")
-@require_token
+@operation(
+    "GET",
+    "/team/tracking-host",
+    summary="The team's tracking host and its status",
+    response=TrackingHostOut,
+)
 def get_tracking_host() -> ResponseReturnValue:
     return tracking_host_out(db().get_one(Team, g.team_id))
 
 
-@bp.put("/team/tracking-host")
-@require_token
+@operation(
+    "PUT",
+    "/team/tracking-host",
+    summary="Set the team's tracking host (pending until verified)",
+    body=TrackingHostSet,
+    response=TrackingHostOut,
+    errors={422: "Invalid host (the message says what is wrong with it)"},
+)
 def set_tracking_host() -> ResponseReturnValue:
     body = parse_body(TrackingHostSet)
     team = db().get_one(Team, g.team_id)
@@ -74,8 +84,13 @@ def set_tracking_host() -> ResponseReturnValue:
     return tracking_host_out(team)
 
 
-@bp.post("/team/tracking-host/verify")
-@require_token
+@operation(
+    "POST",
+    "/team/tracking-host/verify",
+    summary="Check the host's DNS now: verified, or failed with the reason",
+    response=TrackingHostOut,
+    errors={404: "No tracking host is set"},
+)
 def verify_tracking_host() -> ResponseReturnValue:
     team = db().get_one(Team, g.team_id)
     if not team.tracking_host:
@@ -85,54 +100,15 @@ def verify_tracking_host() -> ResponseReturnValue:
     return tracking_host_out(team)
 
 
-@bp.delete("/team/tracking-host")
-@require_token
+@operation(
+    "DELETE",
+    "/team/tracking-host",
+    summary="Remove the team's tracking host",
+    status=204,
+    response_description="Removed",
+)
 def remove_tracking_host() -> ResponseReturnValue:
     team = db().get_one(Team, g.team_id)
     tracking_domains.remove_host(team)
     db().commit()
     return "", 204
-
-
-_ERRORS = {
-    400: "Body is not valid JSON",
-    401: "Missing or unknown API token",
-    404: "No tracking host is set",
-    415: "Body is not JSON",
-    422: "Invalid host (the message says what is wrong with it)",
-}
-
-
-def _ok(*errors: int) -> dict[str, Any]:
-    return {
-        "200": {"description": "OK", "content": json_content("TrackingHostOut")},
-        **error_responses(_ERRORS, 401, *errors),
-    }
-
-
-def extend_document(document: dict[str, Any]) -> dict[str, Any]:
-    """Add the tracking host's routes and schemas to the OpenAPI document."""
-    add_schemas(
-        document,
-        (TrackingHostSet, TrackingHostOut),
-        lambda m: "validation" if m is TrackingHostSet else "serialization",
-    )
-    document["paths"]["/team/tracking-host"] = {
-        "get": {"summary": "The team's tracking host and its status", "responses": _ok()},
-        "put": {
-            "summary": "Set the team's tracking host (pending until verified)",
-            "requestBody": {"required": True, "content": json_content("TrackingHostSet")},
-            "responses": _ok(400, 415, 422),
-        },
-        "delete": {
-            "summary": "Remove the team's tracking host",
-            "responses": {"204": {"description": "Removed"}, **error_responses(_ERRORS, 401)},
-        },
-    }
-    document["paths"]["/team/tracking-host/verify"] = {
-        "post": {
-            "summary": "Check the host's DNS now: verified, or failed with the reason",
-            "responses": _ok(404),
-        }
-    }
-    return document

@@ -21,9 +21,8 @@ from web.api.common import (
     connect_error_response,
     error_response,
     parse_body,
-    require_token,
 )
-from web.api.openapi_parts import add_schemas, error_responses, json_content
+from web.api.operations import Answer, operation
 from web.api.schemas import ExchangeMailboxCreate, MailboxOut, OAuthConnect, OAuthStarted
 from web.connect.oauth import start_oauth
 from web.db import db
@@ -32,6 +31,16 @@ from worker.sync.base import ProviderError
 from worker.sync.connecting import OAUTH_KINDS, ConnectError, connect_exchange, disconnect
 
 api = Blueprint("connect_api", __name__, url_prefix="/api/v1/mailboxes")
+
+
+STARTED = (
+    "authorization_url is a one-time start link on this site: the same user opens it in a "
+    "browser, signed in to Sightline; it goes on to Google or Microsoft, and the connect is "
+    "finished (and confirmed) in that browser only"
+)
+REFUSED = "Invalid field (named in error.fields), or the server refused the credentials"
+UNREACHABLE = "The provider's sign-in is unreachable"
+CONFLICT = "Another address, or already connected"
 
 
 @api.errorhandler(ApiError)
@@ -70,15 +79,32 @@ def _start(kind: str, **flow: Any) -> dict[str, Any]:
     return OAuthStarted(authorization_url=url, expires_in=oauth_flow.FLOW_SECONDS).model_dump()
 
 
-@api.post("/connect")
-@require_token
+@operation(
+    "POST",
+    "/connect",
+    summary="Start connecting a Gmail or Microsoft 365 mailbox (OAuth)",
+    body=OAuthConnect,
+    response=OAuthStarted,
+    response_description=STARTED,
+    errors={422: REFUSED, 503: UNREACHABLE},
+    blueprint=api,
+)
 def api_connect() -> ResponseReturnValue:
     body = parse_body(OAuthConnect)
     return _start(body.kind, login_hint=body.login_hint, return_to=body.return_to)
 
 
-@api.post("/exchange")
-@require_token
+@operation(
+    "POST",
+    "/exchange",
+    summary="Connect an Exchange on-premises mailbox (EWS)",
+    body=ExchangeMailboxCreate,
+    response=MailboxOut,
+    status=201,
+    response_description="The mailbox",
+    errors={409: CONFLICT, 422: REFUSED},
+    blueprint=api,
+)
 def api_connect_exchange() -> ResponseReturnValue:
     body = parse_body(ExchangeMailboxCreate)
     mailbox = connect_exchange(
@@ -92,8 +118,18 @@ def api_connect_exchange() -> ResponseReturnValue:
     return _mailbox_json(mailbox), 201
 
 
-@api.post("/<int:mailbox_id>/reconnect")
-@require_token
+@operation(
+    "POST",
+    "/<int:mailbox_id>/reconnect",
+    summary="Reconnect: an OAuth link (Gmail, Microsoft 365) or Exchange credentials",
+    body=ExchangeMailboxCreate,
+    body_required=False,
+    answers=[
+        Answer(200, OAuthStarted, "OAuthStarted, or the Exchange mailbox", any_of=(MailboxOut,))
+    ],
+    errors={409: CONFLICT, 422: REFUSED, 503: UNREACHABLE},
+    blueprint=api,
+)
 def api_reconnect(mailbox_id: int) -> ResponseReturnValue:
     mailbox = _owned(mailbox_id, g.team_id)
     if mailbox.kind in OAUTH_KINDS:
@@ -126,81 +162,15 @@ def api_reconnect(mailbox_id: int) -> ResponseReturnValue:
     )
 
 
-@api.post("/<int:mailbox_id>/disconnect")
-@require_token
+@operation(
+    "POST",
+    "/<int:mailbox_id>/disconnect",
+    summary="Disconnect: stop watching, give the grant back, keep the history",
+    response=MailboxOut,
+    response_description="The mailbox",
+    blueprint=api,
+)
 def api_disconnect(mailbox_id: int) -> ResponseReturnValue:
     mailbox = _owned(mailbox_id, g.team_id)
     disconnect(db(), mailbox)
     return _mailbox_json(mailbox)
-
-
-_ERRORS = {
-    400: "Body is not valid JSON",
-    401: "Missing or unknown API token",
-    404: "Not found (or not your team's)",
-    409: "Another address, or already connected",
-    415: "Body is not JSON",
-    422: "Invalid field (named in error.fields), or the server refused the credentials",
-    503: "The provider's sign-in is unreachable",
-}
-
-
-def extend_document(document: dict[str, Any]) -> dict[str, Any]:
-    """Add the connect routes and their schemas to the OpenAPI document (web/api/openapi.py)."""
-    add_schemas(
-        document,
-        (OAuthConnect, OAuthStarted, ExchangeMailboxCreate),
-        lambda model: "serialization" if model is OAuthStarted else "validation",
-    )
-    content = json_content
-
-    def errors(*statuses: int) -> dict[str, Any]:
-        return error_responses(_ERRORS, *statuses)
-
-    mailbox_id = {
-        "name": "mailbox_id",
-        "in": "path",
-        "required": True,
-        "schema": {"type": "integer", "minimum": 1, "maximum": 2**31 - 1},
-    }
-    started = {
-        "description": "authorization_url is a one-time start link on this site: the same "
-        "user opens it in a browser, signed in to Sightline; it goes on to Google or "
-        "Microsoft, and the connect is finished (and confirmed) in that browser only",
-        "content": content("OAuthStarted"),
-    }
-    mailbox = {"description": "The mailbox", "content": content("MailboxOut")}
-    paths = document["paths"]
-    paths["/mailboxes/connect"] = {
-        "post": {
-            "summary": "Start connecting a Gmail or Microsoft 365 mailbox (OAuth)",
-            "requestBody": {"required": True, "content": content("OAuthConnect")},
-            "responses": {"200": started, **errors(400, 401, 415, 422, 503)},
-        }
-    }
-    paths["/mailboxes/exchange"] = {
-        "post": {
-            "summary": "Connect an Exchange on-premises mailbox (EWS)",
-            "requestBody": {"required": True, "content": content("ExchangeMailboxCreate")},
-            "responses": {"201": mailbox, **errors(400, 401, 409, 415, 422)},
-        }
-    }
-    paths["/mailboxes/{mailbox_id}/reconnect"] = {
-        "post": {
-            "summary": "Reconnect: an OAuth link (Gmail, Microsoft 365) or Exchange credentials",
-            "parameters": [mailbox_id],
-            "requestBody": {"required": False, "content": content("ExchangeMailboxCreate")},
-            "responses": {
-                "200": {**started, "description": "OAuthStarted, or the Exchange mailbox"},
-                **errors(401, 404, 409, 422, 503),
-            },
-        }
-    }
-    paths["/mailboxes/{mailbox_id}/disconnect"] = {
-        "post": {
-            "summary": "Disconnect: stop watching, give the grant back, keep the history",
-            "parameters": [mailbox_id],
-            "responses": {"200": mailbox, **errors(401, 404)},
-        }
-    }
-    return document

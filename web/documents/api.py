@@ -3,8 +3,8 @@
 Bearer-token authenticated like the rest of API v1, with its error shape
 (`{"error": {"code", "message", "fields"}}`). A team not on the team plan gets
 403 ``plan_required`` with the reason on every route here. The request and
-answer models, and this API's part of the OpenAPI document, are
-`web.documents.schemas`'.
+answer models are `web.documents.schemas`'; each route describes itself in the
+OpenAPI document with `web.api.operations.operation`.
 """
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ from core.models import (
     Team,
     utcnow,
 )
-from web.api.common import ApiError, error_response, parse_body, require_token
+from web.api.common import ApiError, error_response, parse_body
+from web.api.operations import operation
 from web.db import db
 from web.documents.common import (
     PLAN_MESSAGE,
@@ -47,15 +48,26 @@ from web.documents.common import (
 )
 from web.documents.manage import ManageError, remove, rename, replace
 from web.documents.schemas import (
+    DocumentList,
+    DocumentOut,
     DocumentUpdate,
+    DocumentViews,
+    LinkList,
+    LinkOut,
     LinkUpdate,
     StepDocuments,
+    StepDocumentsOut,
 )
 
 bp = Blueprint("documents_api", __name__, url_prefix="/api/v1")
 
 # Mail systems refuse messages much past 25 MB; base64 adds a third.
 MAX_ATTACHMENT_BYTES = 18 * 1024 * 1024
+PLAN = {403: "Not on the team plan (error.code plan_required, with the reason)"}
+TOO_LARGE = "The file is larger than the limit"
+FILE_REFUSED = "Invalid field (named in error.fields), or a file of a kind we do not take"
+FILE = {"file": {"type": "string", "format": "binary"}}
+FILE_FORM = {"type": "object", "required": ["file"], "properties": FILE}
 
 
 @bp.errorhandler(ApiError)
@@ -91,8 +103,19 @@ def _document(document_id: int) -> Document:
     return document
 
 
-@bp.post("/documents")
-@require_token
+@operation(
+    "POST",
+    "/documents",
+    summary="Upload a document (processing starts at once)",
+    form={
+        **FILE_FORM,
+        "properties": {**FILE, "name": {"type": "string", "description": "shown to recipients"}},
+    },
+    response=DocumentOut,
+    status=202,
+    errors={**PLAN, 413: TOO_LARGE, 422: FILE_REFUSED},
+    blueprint=bp,
+)
 def upload() -> ResponseReturnValue:
     _team()
     request.max_content_length = get_settings().documents.max_bytes + 1024 * 1024
@@ -119,8 +142,14 @@ def upload() -> ResponseReturnValue:
     return response
 
 
-@bp.get("/documents")
-@require_token
+@operation(
+    "GET",
+    "/documents",
+    summary="The team's content library",
+    response=DocumentList,
+    errors=PLAN,
+    blueprint=bp,
+)
 def list_documents() -> ResponseReturnValue:
     _team()
     rows = db().scalars(
@@ -132,8 +161,14 @@ def list_documents() -> ResponseReturnValue:
     return jsonify({"documents": [document_json(db(), d) for d in rows]})
 
 
-@bp.get("/documents/<int:document_id>")
-@require_token
+@operation(
+    "GET",
+    "/documents/<int:document_id>",
+    summary="A document, with its pages' text",
+    response=DocumentOut,
+    errors=PLAN,
+    blueprint=bp,
+)
 def get_document(document_id: int) -> ResponseReturnValue:
     _team()
     document = _document(document_id)
@@ -149,8 +184,15 @@ def get_document(document_id: int) -> ResponseReturnValue:
     return jsonify(body)
 
 
-@bp.patch("/documents/<int:document_id>")
-@require_token
+@operation(
+    "PATCH",
+    "/documents/<int:document_id>",
+    summary="Rename, link defaults",
+    body=DocumentUpdate,
+    response=DocumentOut,
+    errors=PLAN,
+    blueprint=bp,
+)
 def update_document(document_id: int) -> ResponseReturnValue:
     _team()
     document = _document(document_id)
@@ -171,8 +213,14 @@ def update_document(document_id: int) -> ResponseReturnValue:
     return jsonify(document_json(db(), document))
 
 
-@bp.delete("/documents/<int:document_id>")
-@require_token
+@operation(
+    "DELETE",
+    "/documents/<int:document_id>",
+    summary="Remove a document; its links stop",
+    status=204,
+    errors={**PLAN, 409: "Still in a sequence step"},
+    blueprint=bp,
+)
 def delete_document(document_id: int) -> ResponseReturnValue:
     _team()
     document = _document(document_id)
@@ -184,8 +232,16 @@ def delete_document(document_id: int) -> ResponseReturnValue:
     return Response(status=204)
 
 
-@bp.put("/documents/<int:document_id>/file")
-@require_token
+@operation(
+    "PUT",
+    "/documents/<int:document_id>/file",
+    summary="Replace the file: same links, the new version shown once processed",
+    form=FILE_FORM,
+    response=DocumentOut,
+    status=202,
+    errors={**PLAN, 409: "Still being prepared", 413: TOO_LARGE, 422: FILE_REFUSED},
+    blueprint=bp,
+)
 def replace_file(document_id: int) -> ResponseReturnValue:
     _team()
     document = _document(document_id)
@@ -212,16 +268,28 @@ def replace_file(document_id: int) -> ResponseReturnValue:
     return response
 
 
-@bp.get("/documents/<int:document_id>/links")
-@require_token
+@operation(
+    "GET",
+    "/documents/<int:document_id>/links",
+    summary="Each recipient's link and views",
+    response=LinkList,
+    errors=PLAN,
+    blueprint=bp,
+)
 def list_links(document_id: int) -> ResponseReturnValue:
     _team()
     document = _document(document_id)
     return jsonify({"links": [link_json(row) for row in recipients(db(), document)]})
 
 
-@bp.get("/documents/<int:document_id>/views")
-@require_token
+@operation(
+    "GET",
+    "/documents/<int:document_id>/views",
+    summary="Seconds per page, per recipient",
+    response=DocumentViews,
+    errors=PLAN,
+    blueprint=bp,
+)
 def views(document_id: int) -> ResponseReturnValue:
     _team()
     document = _document(document_id)
@@ -243,8 +311,15 @@ def views(document_id: int) -> ResponseReturnValue:
     )
 
 
-@bp.patch("/document-links/<int:link_id>")
-@require_token
+@operation(
+    "PATCH",
+    "/document-links/<int:link_id>",
+    summary="Download, expiry, revoke",
+    body=LinkUpdate,
+    response=LinkOut,
+    errors=PLAN,
+    blueprint=bp,
+)
 def update_link(link_id: int) -> ResponseReturnValue:
     _team()
     link = db().get(DocumentLink, link_id)
@@ -301,15 +376,28 @@ def _step_documents(step: SequenceStep) -> list[dict[str, Any]]:
     ]
 
 
-@bp.get("/sequences/<int:sequence_id>/steps/<int:position>/documents")
-@require_token
+@operation(
+    "GET",
+    "/sequences/<int:sequence_id>/steps/<int:position>/documents",
+    summary="Documents on a step",
+    response=StepDocumentsOut,
+    errors=PLAN,
+    blueprint=bp,
+)
 def get_step_documents(sequence_id: int, position: int) -> ResponseReturnValue:
     _team()
     return jsonify({"documents": _step_documents(_step(sequence_id, position))})
 
 
-@bp.put("/sequences/<int:sequence_id>/steps/<int:position>/documents")
-@require_token
+@operation(
+    "PUT",
+    "/sequences/<int:sequence_id>/steps/<int:position>/documents",
+    summary="Set a step's documents",
+    body=StepDocuments,
+    response=StepDocumentsOut,
+    errors=PLAN,
+    blueprint=bp,
+)
 def put_step_documents(sequence_id: int, position: int) -> ResponseReturnValue:
     _team()
     step = _step(sequence_id, position)
