@@ -173,7 +173,9 @@ def walk(value: Any) -> Iterator[dict[str, Any]]:
 
 
 def find_button(card: dict[str, Any], label: str) -> dict[str, Any]:
-    found = [b for node in walk(card) for b in node.get("buttons", []) if b.get("text") == label]
+    found: list[dict[str, Any]] = [
+        b for node in walk(card) for b in node.get("buttons", []) if b.get("text") == label
+    ]
     assert found, f"no button {label!r} in {json.dumps(card)[:2000]}"
     return found[0]
 

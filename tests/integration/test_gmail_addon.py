@@ -17,6 +17,7 @@ import pytest
 from flask import Flask
 from sqlalchemy import select
 
+from config import ConfigError, get_settings, load_settings
 from core.db import session_scope
 from core.events import record_event
 from core.models import Enrollment
@@ -34,6 +35,7 @@ from tests.integration.gmail_addon_support import (
     schema_errors,
     texts,
     the_card,
+    walk,
     world,
 )
 
@@ -102,8 +104,6 @@ def test_calls_that_are_not_googles_for_our_deployment_get_401(
     assert certs.fetches() <= 1  # cached with its max-age
     # Until the service account is set, even Google's genuine call is refused.
     monkeypatch.delenv("GMAIL_ADDON_SERVICE_ACCOUNT")
-    from config import get_settings
-
     get_settings.cache_clear()
     assert google.call(url).status_code == 401
 
@@ -171,6 +171,26 @@ def test_the_message_shows_its_people_and_pause_pauses_the_enrolment(
     assert "renderActions" in refused and "navigations" not in refused["renderActions"]["action"]
     with session_scope() as session:
         assert session.get_one(Enrollment, w.enrollment_id).state == "paused"
+
+
+@on_sqlite
+def test_add_to_sequence_enrols_the_person_and_redraws_the_message(
+    google: Google, app: Flask
+) -> None:
+    w = world(app)
+    message = the_card(
+        google.card_answer(BASE + "/message", gmail={"toRecipients": ["Walter <walter@acme.test>"]})
+    )
+    choose = next(n["card"] for n in walk(message) if isinstance(n.get("card"), dict))
+    assert "Intro to Acme" in texts(choose)
+    added = google.press(choose, "Add", form={"sequence_id": [str(w.sequence_id)]})
+    assert added["renderActions"]["action"]["navigations"][0] == {"pop": True}
+    assert "Intro to Acme" in texts(the_card(added))
+    with session_scope() as session:
+        enrolled = session.scalars(
+            select(Enrollment).where(Enrollment.sequence_id == w.sequence_id)
+        ).all()
+        assert len(enrolled) == 2
 
 
 @on_sqlite
@@ -267,3 +287,20 @@ def test_the_deployment_descriptor_names_our_endpoints(
         app.test_client().get(common["logoUrl"].removeprefix("http://localhost:5000")).status_code
         == 200
     )
+
+
+def test_the_settings_refuse_what_is_not_an_add_on_account_or_client() -> None:
+    with pytest.raises(ConfigError, match=r"^GMAIL_ADDON_SERVICE_ACCOUNT: expected"):
+        load_settings({"GMAIL_ADDON_SERVICE_ACCOUNT": "rep@gmail.com"})
+    with pytest.raises(ConfigError, match=r"^GMAIL_ADDON_OAUTH_CLIENT_ID: expected"):
+        load_settings({"GMAIL_ADDON_OAUTH_CLIENT_ID": "not a client id"})
+    with pytest.raises(ConfigError, match=r"^GMAIL_ADDON_LOGO_URL: expected https"):
+        load_settings({"GMAIL_ADDON_LOGO_URL": "http://example.com/logo.png"})
+    assert not load_settings(
+        {"GMAIL_ADDON_SERVICE_ACCOUNT": SERVICE_ACCOUNT}
+    ).gmail_addon.configured
+    both = {
+        "GMAIL_ADDON_SERVICE_ACCOUNT": SERVICE_ACCOUNT,
+        "GMAIL_ADDON_OAUTH_CLIENT_ID": CLIENT_ID,
+    }
+    assert load_settings(both).gmail_addon.configured
