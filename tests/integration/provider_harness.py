@@ -314,26 +314,56 @@ class ExchangeHarness:
 
 
 def run_jobs(*queue_names: str) -> int:
-    """Run what is queued with RQ's own in-process worker, as `worker` would. Returns jobs run."""
+    """Run what is queued, as the processes would, until nothing is left. Returns what ran.
+
+    RQ jobs with RQ's own in-process worker (as `worker` would); on the sync queue,
+    the mailboxes that want a sync as the `sync` process would
+    (`worker.sync.drain.drain_waiting`). A job may ask for a sync and a sync for a
+    job: rounds go on until both are empty.
+    """
     from rq import Queue, SimpleWorker
 
     from config import queues
     from core.redis import get_redis
+    from worker.sync.drain import drain_waiting
 
     names = queue_names or (queues.SYNC, queues.DEFAULT)
     redis = get_redis()
-    pending = sum(len(Queue(n, connection=redis)) for n in names)
-    if pending:
-        worker = SimpleWorker([Queue(n, connection=redis) for n in names], connection=redis)
-        worker.work(burst=True, with_scheduler=False)
-    return pending
+    ran = 0
+    while True:
+        pending = sum(len(Queue(n, connection=redis)) for n in names)
+        if pending:
+            worker = SimpleWorker([Queue(n, connection=redis) for n in names], connection=redis)
+            worker.work(burst=True, with_scheduler=False)
+        drained = drain_waiting() if queues.SYNC in names else 0
+        if not pending and not drained:
+            return ran
+        ran += pending + drained
 
 
 def queued(queue_name: str, function: str) -> list[tuple[Any, ...]]:
-    """The argument tuples of the jobs of `function` waiting on `queue_name`."""
+    """The argument tuples of the jobs of `function` waiting on `queue_name`.
+
+    On the sync queue, a mailbox that wants a sync (`worker.sync.wanted`) counts
+    as a waiting `SYNC_JOB` for it: that is what a sync job was.
+    """
     from rq import Queue
 
+    from config import queues
     from core.redis import get_redis
+    from worker.sync import wanted
+    from worker.sync.engine import SYNC_JOB
 
     queue = Queue(queue_name, connection=get_redis())
-    return [tuple(j.args) for j in queue.get_jobs() if j.func_name == function]
+    jobs = [tuple(j.args) for j in queue.get_jobs() if j.func_name == function]
+    if queue_name == queues.SYNC and function == SYNC_JOB:
+        jobs += [(mailbox_id,) for mailbox_id in wanted.waiting()]
+    return jobs
+
+
+def forget_queued_syncs() -> None:
+    """Drop every waiting sync request (as if a sync had just taken them)."""
+    from core.redis import get_redis
+    from worker.sync import wanted
+
+    get_redis().delete(wanted.WANTED_KEY, wanted.STREAM_KEY)

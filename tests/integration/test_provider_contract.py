@@ -31,7 +31,6 @@ from email.message import EmailMessage
 from email.utils import make_msgid
 
 import pytest
-from rq.registry import ScheduledJobRegistry
 from sqlalchemy import func, select
 
 from config import Settings, queues
@@ -61,6 +60,7 @@ from tests.integration.provider_harness import (
 )
 from worker.sequences import claiming, delivering, enrolling
 from worker.sequences.jobs import send_due_step
+from worker.sync import wanted
 from worker.sync.base import OutgoingMessage
 from worker.sync.engine import backoff_remaining, sync_mailbox, sync_mailbox_job
 from worker.sync.mime import new_message_id
@@ -438,8 +438,8 @@ def test_throttling_backs_off_that_mailbox_only(
     wait = backoff_remaining(seller.mailbox_id)
     assert 0 < wait <= 3600
     assert "throttled" in (mailbox_row(seller.mailbox_id).status_reason or "")
-    scheduled = ScheduledJobRegistry(queues.SYNC, connection=get_redis())
-    assert len(scheduled.get_job_ids()) == 1  # the next sync waits for the provider's time
+    # the next sync waits for the provider's time
+    assert list(wanted.scheduled()) == [seller.mailbox_id]
 
     # A push meanwhile does not touch the provider; another mailbox syncs normally.
     assert sync_mailbox_job(seller.mailbox_id)["status"] == "backoff"

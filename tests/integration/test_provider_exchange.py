@@ -10,13 +10,11 @@ import threading
 import time
 
 import pytest
-from rq import Queue
 
 from config import Settings, queues
-from core.redis import get_redis
 from tests.conftest import ApiClient
 from tests.fakes.ews import FakeEws
-from tests.integration.provider_harness import ExchangeHarness, queued
+from tests.integration.provider_harness import ExchangeHarness, forget_queued_syncs, queued
 from tests.integration.test_provider_contract import (
     inbound,
     make_seller,
@@ -25,7 +23,6 @@ from tests.integration.test_provider_contract import (
     state_of,
 )
 from worker.listener import Listener
-from worker.queueing import job_started
 from worker.sync.base import ProviderError
 from worker.sync.engine import SYNC_JOB, sync_mailbox, sync_mailbox_job
 from worker.sync.exchange import ExchangeProvider
@@ -135,8 +132,7 @@ def test_the_listener_holds_a_stream_per_exchange_mailbox(env: Settings, fake_ew
         deadline = time.monotonic() + 5
         while not fake_ews.store.subscriptions and time.monotonic() < deadline:
             time.sleep(0.02)
-        job_started(f"sync:{seller.mailbox_id}")  # the catch-up sync it queued on start
-        Queue(queues.SYNC, connection=get_redis()).empty()
+        forget_queued_syncs()  # the catch-up sync it asked for on start
         time.sleep(0.3)
         harness.deliver(seller.address, newsletter(seller.address, 1))
         deadline = time.monotonic() + 5

@@ -2,13 +2,14 @@
 
 One sync per mailbox at a time: a Redis lock held as a lease, renewed by a
 thread while the sync runs, so a worker killed mid-sync frees its mailbox
-within `LOCK_LEASE_SECONDS`. A burst of pushes queues one
-sync, and a push during a running sync queues exactly one more, through a
-"queued" marker set with NX::
+within `LOCK_LEASE_SECONDS`. A burst of pushes queues one sync, and a push
+during a running sync queues exactly one more (`worker.sync.wanted`: a set that
+de-duplicates, a stream the `sync` processes drain many at a time)::
 
-    push/poll ──enqueue_once("sync:<id>")──▶ enqueued?  yes: one job
-                                                no:  one is already waiting
-    job: job_started("sync:<id>") → take lock → sync → release
+    push/poll ──request_sync──▶ wanted.want(id): waiting already?  no: one entry
+                                                                   yes: nothing
+    drainer (worker.sync.drain): claim many ─▶ per mailbox sync_now: lock? ─▶ sync
+        lock held by another sync ─▶ asked again in BUSY_RETRY_SECONDS
 
 Per batch: one lookup of every candidate Message-ID and one of every provider
 thread id (plus, on IMAP, a subject lookup per message naming no Message-ID:
@@ -29,9 +30,10 @@ read and let the job run on past its limit.
 
 Throttling is per mailbox: a `ProviderError` with `retry_after` (Gmail quota,
 Graph 429, EWS ErrorServerBusy) sets a back-off key for that mailbox only and
-schedules its next sync for then; a push during the wait finds that job waiting::
+schedules its next sync for then (`wanted.want_later`); a push during the wait
+finds the key and schedules again::
 
-    job ─▶ back-off key set? ── yes ─▶ schedule sync at its end, return
+    sync_now ─▶ back-off key set? ── yes ─▶ schedule sync at its end, return
              │ no
              ▼
            sync ── ProviderError(retry_after=s) ─▶ key for s seconds, sync scheduled in s
@@ -40,7 +42,6 @@ schedules its next sync for then; a push during the wait finds that job waiting:
 from __future__ import annotations
 
 import logging
-import math
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -53,14 +54,14 @@ from redis.lock import Lock
 from rq.timeouts import BaseTimeoutException
 from sqlalchemy import Table, select, update
 
-from config import get_settings, queues
+from config import get_settings
 from core.crypto import CredentialsError, decrypt_json
 from core.db import get_engine, session_scope
 from core.models import Mailbox, MailboxPush, MailboxStatus, utcnow
 from core.redis import get_redis
 from worker.matching.matcher import find_sent_messages, may_be_report
-from worker.queueing import enqueue_once, job_started
-from worker.sync import push_latency
+from worker.queueing import job_started
+from worker.sync import push_latency, wanted
 from worker.sync import quarantine as held
 from worker.sync.base import ChangeBatch, HeaderSummary, MailboxProvider, ProviderError
 from worker.sync.credentials import credential_saver
@@ -87,12 +88,12 @@ LOCK_WAIT_SECONDS = 20
 BACKOFF_KEY = "sightline:sync:backoff:{mailbox_id}"
 MIN_BACKOFF_SECONDS = 1.0
 MAX_BACKOFF_SECONDS = 3600.0
+# The RQ job a sync used to be, one per push. Still served (by `worker` on the sync
+# queue) for jobs queued before the drainers, and for a sync run as a job by hand.
 SYNC_JOB = "worker.sync.engine.sync_mailbox_job"
-# How long a "sync queued" marker may outlive its job. Short on purpose: a worker
-# killed after taking the job but before it starts leaves the marker behind, and
-# until it expires no push can queue a sync. A spare sync, the price of a marker
-# that expired early, is harmless (one sync at a time per mailbox, idempotent).
-QUEUED_MARKER_SECONDS = 120
+# A mailbox another process is syncing is asked again this much later: the sync
+# in progress may have begun before the push that asked for this one.
+BUSY_RETRY_SECONDS = 1.0
 
 
 @dataclass
@@ -107,27 +108,22 @@ class SyncStats:
 
 
 def request_sync(mailbox_id: int, *, delay: float | None = None, pushed: bool = False) -> bool:
-    """Queue a sync of the mailbox unless one is already waiting. True if queued.
+    """Ask for a sync of the mailbox unless one is already waiting. True if queued.
 
     With `delay` (seconds) the sync is scheduled for later (a provider asked us
-    to back off); pushes meanwhile find it waiting and add nothing. `pushed`: a
-    push (IDLE, a webhook) said new mail is here; the sync measures how late it
-    was (`worker.sync.push_latency`).
+    to back off). `pushed`: a push (IDLE, a webhook) said new mail is here; the
+    sync measures how late it was (`worker.sync.push_latency`). One Redis round
+    trip either way: this is most of what a push endpoint does.
     """
-    if pushed:
-        push_latency.note_push(mailbox_id)
     if delay is not None and delay > 0:
-        return enqueue_once(
-            f"sync:{mailbox_id}",
-            queues.SYNC,
-            SYNC_JOB,
-            mailbox_id,
-            ttl=QUEUED_MARKER_SECONDS + math.ceil(delay),
-            delay=timedelta(seconds=delay),
-        )
-    return enqueue_once(
-        f"sync:{mailbox_id}", queues.SYNC, SYNC_JOB, mailbox_id, ttl=QUEUED_MARKER_SECONDS
-    )
+        if pushed:
+            push_latency.note_push(mailbox_id)
+        return wanted.want_later(mailbox_id, delay)
+    with get_redis().pipeline(transaction=False) as pipe:
+        if pushed:
+            push_latency.note_push(mailbox_id, redis=pipe)
+        wanted.want(mailbox_id, redis=pipe)
+        return bool(pipe.execute()[-1])
 
 
 def backoff_remaining(mailbox_id: int) -> float:
@@ -158,16 +154,32 @@ def back_off(mailbox_id: int, seconds: float, reason: str) -> float:
 def sync_mailbox_job(mailbox_id: int) -> dict[str, object]:
     """RQ entry point: sync one mailbox. Returns counts (for logs and tests)."""
     job_started(f"sync:{mailbox_id}")
+    return sync_now(mailbox_id)
+
+
+def sync_now(
+    mailbox_id: int,
+    *,
+    lock_wait: float | None = None,
+    lease: float | None = None,
+) -> dict[str, object]:
+    """Sync one mailbox unless it is backed off or another sync holds it. Returns counts.
+
+    What the drainers and the RQ job share. `lock_wait`: how long to wait for a
+    sync of this mailbox running elsewhere (a drainer waits not at all: it asks
+    again in `BUSY_RETRY_SECONDS` and goes on with its batch). `lease`: the
+    mailbox lock's lease (`mailbox_lock`).
+    """
     waiting = backoff_remaining(mailbox_id)
     if waiting > 0:
         # A push arrived while the provider wants us to wait: come back then.
         request_sync(mailbox_id, delay=waiting)
         return {"status": "backoff", "retry_in": round(waiting, 1)}
-    with mailbox_lock(mailbox_id) as locked:
+    with mailbox_lock(mailbox_id, wait=lock_wait, lease=lease) as locked:
         if not locked:
             # Another sync of this mailbox is running; make sure one follows it.
             log.info("sync_busy mailbox_id=%s", mailbox_id)
-            request_sync(mailbox_id)
+            request_sync(mailbox_id, delay=BUSY_RETRY_SECONDS)
             return {"status": "busy"}
         try:
             stats = sync_mailbox(mailbox_id)
@@ -180,24 +192,29 @@ def sync_mailbox_job(mailbox_id: int) -> dict[str, object]:
 
 
 @contextmanager
-def mailbox_lock(mailbox_id: int) -> Iterator[bool]:
+def mailbox_lock(
+    mailbox_id: int, *, wait: float | None = None, lease: float | None = None
+) -> Iterator[bool]:
     """Hold the mailbox's sync lock for the block; yield False if another sync has it.
 
-    Waits up to `LOCK_WAIT_SECONDS` for it. While the block runs a thread renews
-    the lease, so a sync may take as long as it needs; a process that dies
-    leaves the lock for at most `LOCK_LEASE_SECONDS`.
+    Waits up to `wait` seconds for it (0: not at all; default `LOCK_WAIT_SECONDS`).
+    While the block runs a thread renews the lease (every third of `lease`,
+    default `LOCK_LEASE_SECONDS`), so a sync may take as long as it needs; a
+    process that dies leaves the lock for at most `lease` seconds.
     """
+    wait = LOCK_WAIT_SECONDS if wait is None else wait
+    lease = LOCK_LEASE_SECONDS if lease is None else lease
     # thread_local=False: the token must be visible to the renewing thread.
     lock = get_redis().lock(
-        LOCK_KEY.format(mailbox_id=mailbox_id), timeout=LOCK_LEASE_SECONDS, thread_local=False
+        LOCK_KEY.format(mailbox_id=mailbox_id), timeout=lease, thread_local=False
     )
-    if not lock.acquire(blocking=True, blocking_timeout=LOCK_WAIT_SECONDS):
+    if not lock.acquire(blocking=wait > 0, blocking_timeout=wait if wait > 0 else None):
         yield False
         return
     stop = threading.Event()
     renewer = threading.Thread(
         target=_renew_lease,
-        args=(lock, stop, mailbox_id),
+        args=(lock, stop, mailbox_id, lease),
         name=f"sync-lock-{mailbox_id}",
         daemon=True,
     )
@@ -213,8 +230,8 @@ def mailbox_lock(mailbox_id: int) -> Iterator[bool]:
             log.warning("sync_lock_lost mailbox_id=%s", mailbox_id)
 
 
-def _renew_lease(lock: Lock, stop: threading.Event, mailbox_id: int) -> None:
-    while not stop.wait(LOCK_LEASE_SECONDS / 3):
+def _renew_lease(lock: Lock, stop: threading.Event, mailbox_id: int, lease: float) -> None:
+    while not stop.wait(lease / 3):
         try:
             lock.reacquire()
         except LockError:
@@ -494,4 +511,4 @@ def poll_mailboxes() -> int:
                 | (Mailbox.push_prompt.is_(False) & (Mailbox.last_synced_at < slow_due_before)),
             )
         ).all()
-    return sum(request_sync(int(mailbox_id)) for mailbox_id in ids)
+    return wanted.want_many([int(mailbox_id) for mailbox_id in ids])

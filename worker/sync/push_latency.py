@@ -50,6 +50,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import cast
 
+from redis import Redis
 from sqlalchemy import Table, update
 
 from core.db import get_engine
@@ -112,10 +113,14 @@ def pending_push(mailbox_id: int) -> datetime | None:
     return as_time(get_redis().get(PUSHED_KEY.format(mailbox_id=mailbox_id)))
 
 
-def note_push(mailbox_id: int, at: float | None = None) -> None:
-    """Remember that a push said new mail is here (the earliest one until a sync takes it)."""
+def note_push(mailbox_id: int, at: float | None = None, redis: Redis | None = None) -> None:
+    """Remember that a push said new mail is here (the earliest one until a sync takes it).
+
+    `redis` may be a pipeline: a push then costs the endpoint one round trip in all.
+    """
     moment = at if at is not None else utcnow().timestamp()
-    get_redis().set(
+    client = redis if redis is not None else get_redis()
+    client.set(
         PUSHED_KEY.format(mailbox_id=mailbox_id), f"{moment:.3f}", nx=True, ex=PUSHED_TTL_SECONDS
     )
 
