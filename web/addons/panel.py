@@ -129,9 +129,8 @@ def _activity(session: Session, team_id: int, prospect_ids: list[int]) -> dict[i
     found: dict[int, list[Activity]] = defaultdict(list)
     if not wanted:
         return found
-    owner = dict(
-        session.execute(select(Event.id, Event.prospect_id).where(Event.id.in_(wanted))).tuples()
-    )
+    rows = session.execute(select(Event.id, Event.prospect_id).where(Event.id.in_(wanted)))
+    owner = {int(event_id): prospect_id for event_id, prospect_id in rows}
     for item in feed_items(session, team_id=team_id, ids=wanted, limit=len(wanted)):
         whose = owner.get(item["id"])
         if whose is None:
@@ -172,14 +171,14 @@ def prospect_panel(session: Session, user: User, addresses: list[str]) -> Prospe
     ids = [p.id for p in prospects.values()]
     enrollments: dict[int, list[tuple[Enrollment, str]]] = defaultdict(list)
     if ids:
-        rows = session.execute(
+        found = session.execute(
             select(Enrollment, Sequence.name)
             .join(Sequence, Sequence.id == Enrollment.sequence_id)
             .where(Enrollment.team_id == user.team_id, Enrollment.prospect_id.in_(ids))
             .order_by(Enrollment.id.desc())
-        ).tuples()
-        for enrollment, name in rows:
-            enrollments[enrollment.prospect_id].append((enrollment, name))
+        )
+        for enrollment, name in found:
+            enrollments[enrollment.prospect_id].append((enrollment, str(name)))
     steps = _step_counts(session, {e.sequence_id for rows in enrollments.values() for e, _ in rows})
     choices = sequence_choices(session, user.team_id)
     activity = _activity(session, user.team_id, ids)

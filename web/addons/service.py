@@ -40,6 +40,7 @@ from web import feed
 from web.addons import drafts, panel
 from web.addons.views import (
     FEED_LIMIT,
+    MAX_ADDRESSES,
     ActionResult,
     AddonError,
     ContentChoices,
@@ -59,6 +60,9 @@ MAX_FEED_LIMIT = 200
 MAX_DOCUMENTS = 200
 
 __all__ = [
+    "FEED_LIMIT",
+    "MAX_ADDRESSES",
+    "MAX_FEED_LIMIT",
     "ActionResult",
     "AddonError",
     "ContentChoices",

@@ -12,6 +12,7 @@ from flask import Flask
 from web.addons.outlook import api as outlook_addin
 from web.api import (
     account,
+    addons,
     jobs,
     members,
     openapi,
@@ -35,6 +36,7 @@ RESOURCES = (
     salesforce_admin,
     jobs,
     outlook_addin,
+    addons,
     openapi,
 )
 
