@@ -66,7 +66,7 @@ def _open_message(google: Google, fake: FakeGmail, message_id: str) -> dict[str,
 
 @on_sqlite
 def test_calls_that_are_not_googles_for_our_deployment_get_401(
-    google: Google, app: Flask, monkeypatch: pytest.MonkeyPatch
+    google: Google, app: Flask, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     world(app)
     url = BASE + "/homepage"
@@ -102,6 +102,16 @@ def test_calls_that_are_not_googles_for_our_deployment_get_401(
         assert response.status_code == 401, label
         assert response.get_json()["error"]["code"] == "unauthorized", label
     assert certs.fetches() <= 1  # cached with its max-age
+    reasons = [r.getMessage() for r in caplog.records if "gmail_addon_refused" in r.getMessage()]
+    for said in (
+        "no bearer token",
+        "another audience",
+        "expired",
+        "bad signature",
+        "not our add-on",
+    ):
+        assert any(said in reason for reason in reasons), (said, reasons)
+    assert not any("eyJ" in reason for reason in reasons)  # never a token in the log
     # Until the service account is set, even Google's genuine call is refused.
     monkeypatch.delenv("GMAIL_ADDON_SERVICE_ACCOUNT")
     get_settings.cache_clear()

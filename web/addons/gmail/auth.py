@@ -57,6 +57,21 @@ class GmailCaller:
     email: str | None
 
 
+def _why(exc: Exception) -> str:
+    """google-auth's reason in a few words: its messages may quote the token itself."""
+    text = str(exc).lower()
+    for words, reason in (
+        ("expired", "expired"),
+        ("too early", "not valid yet"),
+        ("audience", "another audience"),
+        ("signature", "bad signature"),
+        ("certificate for key id", "unknown key id"),
+    ):
+        if words in text:
+            return reason
+    return f"malformed ({type(exc).__name__})"
+
+
 def verify_id_token(token: str, audience: str | Sequence[str]) -> dict[str, Any]:
     """Google's claims of `token` for `audience`: signature, expiry, audience, issuer checked.
 
@@ -81,7 +96,7 @@ def verify_id_token(token: str, audience: str | Sequence[str]) -> dict[str, Any]
             clock_skew_in_seconds=CLOCK_SKEW_SECONDS,
         )
     except (ValueError, google.auth.exceptions.GoogleAuthError) as exc:
-        raise CallRefusedError(f"ID token rejected: {exc}") from exc
+        raise CallRefusedError(f"ID token rejected: {_why(exc)}") from exc
     except requests.RequestException as exc:
         unreachable = f"Google's certificates are unreachable: {type(exc).__name__}"
         raise CallRefusedError(unreachable) from exc
