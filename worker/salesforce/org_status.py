@@ -18,9 +18,10 @@ asks. Every reason is a code and a sentence a person can act on::
 
 Cost. `banner` is on every signed-in page view: one lookup of the team's
 connection row (unique on team_id) and, only while that connection is missing
-or broken, one count over `ix_outbox_team_status_due` (team_id, status): index
-only (`bench/banner_cost.py` prints what it adds to a page). `org_status` is
-the page's: a grouped count, a max, and the budget's Redis keys.
+or broken, one count over `ix_outbox_team_status_due` (team_id, status), kept
+in Redis for BANNER_COUNT_SECONDS: 50,000 waiting rows take ~25 ms to count,
+too much for every page (`bench/banner_cost.py` prints what it adds).
+`org_status` is the page's: a grouped count, a max, and the budget's Redis keys.
 
 This module reads and never calls Salesforce (nor imports its client): the
 org's /limits are read by `worker.salesforce.limits.refresh_limits_job`, which
@@ -29,10 +30,13 @@ org's /limits are read by `worker.salesforce.limits.refresh_limits_job`, which
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from redis import Redis
+from redis.exceptions import RedisError
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -44,6 +48,7 @@ from core.models import (
     SalesforceConnectionStatus,
     SalesforceOutbox,
 )
+from core.redis import get_redis
 from worker.queueing import enqueue_once
 from worker.salesforce.budget import OrgBudget, Parked, Usage
 from worker.salesforce.profiles import OrgProfile, profile_of
@@ -53,6 +58,11 @@ WAITING = (OutboxStatus.PENDING, OutboxStatus.WAITING_WHO, OutboxStatus.IN_FLIGH
 LIMITS_JOB = "worker.salesforce.limits.refresh_limits_job"
 # A reading older than this is asked for again when the page is shown.
 USAGE_FRESH_SECONDS = 300
+# The banner's count is kept this long in Redis: counting a large backlog costs more
+# than a page view should pay every time (bench/banner_cost.py).
+BANNER_COUNT_SECONDS = 10
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -123,14 +133,43 @@ def banner(session: Session, team_id: int) -> Banner | None:
     problem = connection_problem(profile_of(team_id, connection), connection)
     if problem is None:
         return None
-    count = session.scalar(
-        select(func.count())
-        .select_from(SalesforceOutbox)
-        .where(SalesforceOutbox.team_id == team_id, SalesforceOutbox.status.in_(WAITING))
-    )
+    count = _waiting_count(session, team_id, connection)
     if not count:
         return None
-    return Banner(int(count), problem.code, problem.sentence)
+    return Banner(count, problem.code, problem.sentence)
+
+
+def _waiting_count(session: Session, team_id: int, connection: SalesforceConnection | None) -> int:
+    """The team's waiting rows, counted at most every BANNER_COUNT_SECONDS per connection state.
+
+    The key names the connection's state and token_version (moved by every connect,
+    disconnect and refused refresh), so a change of connection is never answered
+    with the count of the one before.
+    """
+    state = f"{connection.status}:{connection.token_version}" if connection else "none"
+    key = f"sightline:sf:banner:{team_id}:{state}"
+    redis: Redis | None = get_redis()
+    try:
+        cached = redis.get(key) if redis is not None else None
+    except RedisError as exc:  # the count still answers; only the cache is lost
+        log.warning("salesforce_banner_cache_failed team_id=%s error=%s", team_id, exc)
+        cached, redis = None, None
+    if cached is not None:
+        return int(cached)
+    count = int(
+        session.scalar(
+            select(func.count())
+            .select_from(SalesforceOutbox)
+            .where(SalesforceOutbox.team_id == team_id, SalesforceOutbox.status.in_(WAITING))
+        )
+        or 0
+    )
+    if redis is not None:
+        try:
+            redis.set(key, count, ex=BANNER_COUNT_SECONDS)
+        except RedisError as exc:
+            log.warning("salesforce_banner_cache_failed team_id=%s error=%s", team_id, exc)
+    return count
 
 
 def org_status(session: Session, team_id: int) -> OrgStatus:
