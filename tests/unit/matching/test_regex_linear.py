@@ -51,6 +51,8 @@ EXTRA_MODULES = [
     "worker.sync.inbound",
     "worker.events",
     "web.documents.visits",
+    "worker.sync.sent_mail",
+    "worker.sync.gmail_sent",
 ]
 PACKAGES = [worker.matching, core.tracking, web.tracking]
 
