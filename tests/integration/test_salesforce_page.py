@@ -90,6 +90,13 @@ def connect_with_the_button(browser: Browser, org: FakeSalesforce) -> Any:
     return browser.follow(browser.answer(confirm, "connect"))
 
 
+def status_of(app: Flask, token: str) -> Any:
+    """GET /api/v1/salesforce/status with `token` (the answer, its `json` typed loosely)."""
+    return app.test_client().get(
+        "/api/v1/salesforce/status", headers={"Authorization": f"Bearer {token}"}
+    )
+
+
 def run_salesforce_jobs() -> None:
     """An RQ worker's burst on the Salesforce queue (in this process, on the real Redis)."""
     SimpleWorker([get_queue(queues.SALESFORCE)], connection=get_redis()).work(burst=True)
@@ -111,9 +118,7 @@ def test_banner_until_connected_then_status_and_api_use_from_the_orgs_limits(
     assert said is not None and said.startswith("3 activities are waiting")
     assert f"Ask an admin of your team: {ADMIN}" in said
     assert member.client.get("/salesforce").status_code == 403
-    refused = app.test_client().get(
-        "/api/v1/salesforce/status", headers={"Authorization": f"Bearer {member_token}"}
-    )
+    refused = status_of(app, member_token)
     assert refused.status_code == 403 and refused.json["error"]["code"] == "admin_only"
     page = text(admin.client.get("/salesforce"))
     assert 'data-reason="not_connected"' in page and "<strong>3</strong>" in page
@@ -145,11 +150,7 @@ def test_banner_until_connected_then_status_and_api_use_from_the_orgs_limits(
     assert f'data-used="{used}" data-max="{maximum}"' in page
     assert 'data-share="80"' in page
     assert "41,235 of 100,000 daily API calls used (41 %)" in page
-    status = (
-        app.test_client()
-        .get("/api/v1/salesforce/status", headers={"Authorization": f"Bearer {token}"})
-        .json
-    )
+    status = status_of(app, token).json
     assert (status["org_id"], status["username"], status["waiting"]) == (
         org.state.org.org_id,
         CONSENTING,
