@@ -233,6 +233,10 @@ def test_compose_inserts_a_link_per_recipient_or_for_the_draft_and_the_pixel(
         drafts = session.scalars(select(ExternalDraft)).all()
         assert [(d.source, d.per_recipient) for d in drafts] == [("gmail", True)]
 
+    nothing = google.press(compose, "Insert", form={"document_id": ["none"]})
+    assert set(nothing["renderActions"]) == {"action"}  # a sentence, nothing inserted
+    assert nothing["renderActions"]["action"]["notification"]["text"]
+
     fresh = the_card(google.card_answer(BASE + "/compose"))
     two = google.press(
         fresh,

@@ -83,7 +83,7 @@ def _answer(handler: Handler, *, is_action: bool) -> ResponseReturnValue:
         log.info("gmail_addon_refused_action path=%s code=%s", request.path, exc.code)
         if is_action:
             return jsonify(cards.notify(exc.message))
-        return jsonify(cards.push(views.message_unreadable_card(exc.message)))
+        return jsonify(cards.push(views.notice_card(exc.message, "Not available")))
 
 
 # -- triggers -----------------------------------------------------------------------------
@@ -119,7 +119,7 @@ def _panel(event: AddonEvent, user_id: int, people: list[str]) -> cards.Card:
 def message(event: AddonEvent, user_id: int, email: str) -> dict[str, Any]:
     people = thread_people(event)
     if isinstance(people, str):
-        return cards.push(views.message_unreadable_card(people))
+        return cards.push(views.notice_card(people))
     return cards.push(_panel(event, user_id, people))
 
 

@@ -96,12 +96,10 @@ def needs_email_card() -> Card:
     )
 
 
-def message_unreadable_card(reason: str) -> Card:
+def notice_card(reason: str, subtitle: str = "This message") -> Card:
+    """A sentence instead of the card asked for: why it cannot be shown."""
     return cards.card(
-        "Sightline",
-        "This message",
-        [cards.section([cards.paragraph(plain(reason))])],
-        "message_unreadable",
+        "Sightline", subtitle, [cards.section([cards.paragraph(plain(reason))])], "notice"
     )
 
 
