@@ -104,8 +104,10 @@
     function personView(person) {
       var card = el("section", { class: "card person", "data-address": person.address });
       card.appendChild(el("h2", {}, person.name || person.address));
-      var address = person.address + (person.company ? " · " + person.company : "");
-      card.appendChild(el("p", { class: "address" }, address));
+      var about = [person.name ? person.address : null, person.company].filter(Boolean).join(" · ");
+      if (about) {
+        card.appendChild(el("p", { class: "address" }, about));
+      }
       if (!person.enrollments.length) {
         card.appendChild(el("p", { class: "empty" }, person.prospect_id === null ?
           "Not a prospect yet." : "In no sequence."));
