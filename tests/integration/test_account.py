@@ -15,11 +15,11 @@ import pytest
 import redis
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from config import Settings, get_settings
 from core.db import session_scope
-from core.models import Device, Enrollment, SentMessage, Sequence, Team
+from core.models import Device, Enrollment, SentMessage, Team
 from core.tracking.tokens import DEVICE_COOKIE, read_device_cookie
 from tests.conftest import ApiClient, create_user
 from tests.integration.test_app_compose import add_mailbox, server
@@ -52,8 +52,17 @@ def page(response: Any) -> str:
     )
 
 
-def sequence_with(client: FlaskClient, mailbox_id: int, subject: str, body: str) -> int:
-    created = post(client, "/sequences/new", name="Intro", mailbox_id=str(mailbox_id), **ANY_TIME)
+def sequence_with(
+    client: FlaskClient, mailbox_id: int, subject: str, body: str, tracking: str = ""
+) -> int:
+    created = post(
+        client,
+        "/sequences/new",
+        name="Intro",
+        mailbox_id=str(mailbox_id),
+        tracking=tracking,
+        **ANY_TIME,
+    )
     assert created.status_code == 302, page(created)
     sequence_id = int(re.findall(r"/sequences/(\d+)", created.headers["Location"])[0])
     step = post(
@@ -176,13 +185,9 @@ def test_a_team_with_tracking_off_by_default_sends_no_pixel_unless_a_sequence_as
     assert 'name="tracking_enabled" type="checkbox" checked' not in page(client.get("/settings"))
     body = '<p>Our <a href="https://acme.test/pricing">pricing</a>.</p>'
     delivered: dict[str, str] = {}
-    for label, chosen in (("default", None), ("chosen", True)):
+    for label, chosen in (("default", ""), ("chosen", "on")):
         prospect = unique_address()
-        sequence_id = sequence_with(client, mailbox_id, f"Pricing {label}", body)
-        with session_scope() as session:
-            session.execute(
-                update(Sequence).where(Sequence.id == sequence_id).values(tracking=chosen)
-            )
+        sequence_id = sequence_with(client, mailbox_id, f"Pricing {label}", body, chosen)
         enrollment_id, _ = enrol(client, sequence_id, prospect, "Dana Scully")
         assert send_due_step(enrollment_id, 0) == "sent"
         with session_scope() as session:

@@ -31,6 +31,7 @@ from core.db import session_scope
 from core.models import (
     ApiToken,
     Base,
+    Device,
     Document,
     DocumentLink,
     DocumentPage,
@@ -103,6 +104,8 @@ class Side:
     token: str
     document_id: int
     link_id: int
+    token_id: int = 0  # the API token `token`'s row
+    device_id: int = 0  # a browser the user signed in from
 
     def values(self) -> dict[str, Any]:
         w = self.world
@@ -116,6 +119,8 @@ class Side:
             "sent_message_id": w.sent_id,
             "document_id": self.document_id,
             "link_id": self.link_id,
+            "token_id": self.token_id,
+            "device_id": self.device_id,
             "number": 1,
             "position": 0,
             "width": 800,
@@ -133,7 +138,9 @@ def side(app: Flask, team: str, user: str, prospect: str, secret: str) -> Side:
     with session_scope() as session:
         session.get_one(Team, world.team_id).plan = "team"
         user_id = session.scalars(select(User.id).where(User.email == user)).one()
-        session.add(ApiToken(user_id=user_id, token_hash=hash_api_token(token), prefix=token[:10]))
+        api_token = ApiToken(user_id=user_id, token_hash=hash_api_token(token), prefix=token[:10])
+        device = Device(public_id=f"device-{secret}", team_id=world.team_id, user_id=user_id)
+        session.add_all([api_token, device])
         document = Document(
             team_id=world.team_id,
             name=f"Deck {secret}.pdf",
@@ -156,7 +163,7 @@ def side(app: Flask, team: str, user: str, prospect: str, secret: str) -> Side:
         )
         session.add(link)
         session.flush()
-        return Side(world, token, int(document.id), int(link.id))
+        return Side(world, token, int(document.id), int(link.id), int(api_token.id), int(device.id))
 
 
 @pytest.fixture

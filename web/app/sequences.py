@@ -174,6 +174,10 @@ def detail(sequence_id: int) -> ResponseReturnValue:
 # -- creating and renaming -------------------------------------------------------------
 
 
+# A sequence's own tracking choice as the form's value: NULL follows the team's default.
+TRACKING_CHOICE: dict[bool | None, str] = {None: "", True: "on", False: "off"}
+
+
 def _settings_form(
     sequence: Sequence | None, errors: FormErrors, status: int = 200
 ) -> ResponseReturnValue:
@@ -190,7 +194,11 @@ def _settings_form(
         "stop_at_company": request.form.get("stop_at_company") == "1"
         if request.method == "POST"
         else bool(sequence and sequence.stop_at_company),
+        "tracking": form_str("tracking")
+        if request.method == "POST"
+        else TRACKING_CHOICE.get(sequence.tracking if sequence else None, ""),
     }
+    team_default = "on" if team().tracking_enabled else "off"
     locked = sequence is not None and _sent_count(sequence) > 0
     return (
         render_template(
@@ -202,6 +210,11 @@ def _settings_form(
             mailboxes=mailboxes,
             mailbox_options=[(m.id, m.email) for m in mailboxes],
             mailbox_locked=locked,
+            tracking_options=[
+                ("", f"As the team's default (now {team_default})"),
+                ("on", "On for this sequence"),
+                ("off", "Off for this sequence"),
+            ],
         ),
         status,
     )
@@ -223,6 +236,9 @@ def _save_settings(sequence: Sequence | None) -> ResponseReturnValue:
         else:
             mailbox_id = chosen.id
     timing = read_window(errors, sequence)
+    tracking = form_str("tracking")
+    if tracking not in ("", "on", "off"):
+        errors.add("tracking", "Track opens and clicks: choose one of the options.")
     if errors or mailbox_id is None or timing is None:
         return _settings_form(sequence, errors, 422)
     if sequence is None:
@@ -236,6 +252,7 @@ def _save_settings(sequence: Sequence | None) -> ResponseReturnValue:
         message = f"Saved “{name}”."
     apply_window(sequence, *timing)
     sequence.stop_at_company = request.form.get("stop_at_company") == "1"
+    sequence.tracking = {"on": True, "off": False}.get(tracking)
     db().commit()
     flash(message, "ok")
     if not sequence.steps:
