@@ -1,8 +1,9 @@
 """The API's resources on its one blueprint: what `create_app` installs.
 
-Importing routes.py, salesforce.py, privacy.py, optouts.py, tracking_host.py and
-openapi.py adds their routes to
-`web.api.common.bp`; `init_app` registers the blueprint after that, once.
+Importing a module of RESOURCES adds its routes to `web.api.common.bp` (each
+registered with `web.api.operations.operation`, which also describes it in the
+OpenAPI document); `init_app` registers the blueprint after that, once. A new
+API module is imported here and named in RESOURCES.
 """
 
 from __future__ import annotations
@@ -13,14 +14,18 @@ from web.addons.outlook import api as outlook_addin
 from web.api import (
     account,
     addons,
+    emails,
+    enrollments,
     jobs,
     members,
     openapi,
     optouts,
     privacy,
+    prospects,
     routes,
     salesforce,
     salesforce_admin,
+    templates,
     tracking_host,
 )
 from web.api.common import bp
@@ -37,6 +42,10 @@ RESOURCES = (
     jobs,
     outlook_addin,
     addons,
+    enrollments,
+    prospects,
+    templates,
+    emails,
     openapi,
 )
 

@@ -6,7 +6,7 @@ in the OpenAPI document.
 
 from __future__ import annotations
 
-from typing import TypeVar
+from typing import Any, Protocol, TypeVar
 
 from flask import g, jsonify, request
 from flask.typing import ResponseReturnValue
@@ -59,10 +59,16 @@ PAGE_LIMIT = 500
 QUARANTINE_LISTED = 100
 
 
-T = TypeVar("T", Mailbox, Sequence, Enrollment)
+class TeamOwned(Protocol):
+    id: Any
+    team_id: Any
 
 
-def _owned(model: type[T], object_id: int, what: str) -> T:
+T = TypeVar("T", bound=TeamOwned)
+
+
+def owned(model: type[T], object_id: int, what: str) -> T:
+    """The team's row, or a 404 ApiError: another team's id is answered as a missing one."""
     found = db().get(model, object_id)
     if found is None or found.team_id != g.team_id:
         raise ApiError(404, "not_found", f"{what} {object_id} not found")
@@ -100,7 +106,7 @@ def list_mailboxes() -> ResponseReturnValue:
 
 @operation("GET", "/mailboxes/<int:mailbox_id>", summary="A mailbox", response=MailboxOut)
 def get_mailbox(mailbox_id: int) -> ResponseReturnValue:
-    mailbox = _owned(Mailbox, mailbox_id, "mailbox")
+    mailbox = owned(Mailbox, mailbox_id, "mailbox")
     return mailboxes_out([mailbox])[0].model_dump(mode="json")
 
 
@@ -113,7 +119,7 @@ def get_mailbox(mailbox_id: int) -> ResponseReturnValue:
 )
 def update_mailbox(mailbox_id: int) -> ResponseReturnValue:
     """Its own daily cap, spacing, skipped folders (null: the default); `resume` lifts a pause."""
-    mailbox = _owned(Mailbox, mailbox_id, "mailbox")
+    mailbox = owned(Mailbox, mailbox_id, "mailbox")
     body = parse_body(MailboxPacing)
     if "daily_cap" in body.model_fields_set:
         mailbox.daily_cap = body.daily_cap
@@ -136,7 +142,7 @@ def update_mailbox(mailbox_id: int) -> ResponseReturnValue:
 )
 def get_quarantine(mailbox_id: int) -> ResponseReturnValue:
     """The messages the sync keeps but could not read: why, and when it tries again."""
-    mailbox = _owned(Mailbox, mailbox_id, "mailbox")
+    mailbox = owned(Mailbox, mailbox_id, "mailbox")
     count = quarantine.counts(db(), [mailbox.id]).get(mailbox.id, 0)
     messages = [
         QuarantinedMessageOut(
@@ -239,11 +245,11 @@ def _sequence_out(sequence: Sequence) -> dict[str, object]:
 
 @operation("GET", "/sequences/<int:sequence_id>", summary="A sequence", response=SequenceOut)
 def get_sequence(sequence_id: int) -> ResponseReturnValue:
-    sequence = _owned(Sequence, sequence_id, "sequence")
+    sequence = owned(Sequence, sequence_id, "sequence")
     return _sequence_out(sequence)
 
 
-def _enrollment_out(enrollment: Enrollment) -> dict[str, object]:
+def enrollment_out(enrollment: Enrollment) -> dict[str, object]:
     prospect = db().get_one(Prospect, enrollment.prospect_id)
     sequence = db().get_one(Sequence, enrollment.sequence_id)
     transitions = db().scalars(
@@ -304,7 +310,7 @@ def create_enrollment() -> ResponseReturnValue:
     except IntegrityError:
         db().rollback()
         raise ApiError(409, "cannot_enroll", f"{body.email} is already enrolled") from None
-    out = _enrollment_out(enrollment)
+    out = enrollment_out(enrollment)
     # Said now, not found later as a pause: what the sender or the prospect lacks.
     out["warnings"] = enrolment_warnings(db(), sequence, enrollment.prospect)
     return out, 201
@@ -317,8 +323,8 @@ def create_enrollment() -> ResponseReturnValue:
     response=EnrollmentOut,
 )
 def get_enrollment(enrollment_id: int) -> ResponseReturnValue:
-    enrollment = _owned(Enrollment, enrollment_id, "enrollment")
-    return _enrollment_out(enrollment)
+    enrollment = owned(Enrollment, enrollment_id, "enrollment")
+    return enrollment_out(enrollment)
 
 
 @operation(
@@ -332,7 +338,7 @@ def get_enrollment(enrollment_id: int) -> ResponseReturnValue:
 def list_messages() -> ResponseReturnValue:
     enrollment_id = int_arg("enrollment_id", required=True)
     assert enrollment_id is not None
-    _owned(Enrollment, enrollment_id, "enrollment")
+    owned(Enrollment, enrollment_id, "enrollment")
     rows = db().scalars(
         select(SentMessage)
         .where(SentMessage.enrollment_id == enrollment_id, SentMessage.team_id == g.team_id)
@@ -376,7 +382,7 @@ def list_events() -> ResponseReturnValue:
     assert enrollment_id is not None
     after_id = int_arg("after_id", default=0, minimum=0) or 0
     limit = int_arg("limit", default=100, minimum=1, maximum=PAGE_LIMIT) or 100
-    _owned(Enrollment, enrollment_id, "enrollment")
+    owned(Enrollment, enrollment_id, "enrollment")
     rows = list(
         db().scalars(
             select(Event)

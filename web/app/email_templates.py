@@ -78,26 +78,28 @@ def _form_page(
     )
 
 
-def _save(template: EmailTemplate | None) -> ResponseReturnValue:
+def check_template(name: str, subject: str, body: str) -> tuple[str, str, FormErrors]:
+    """The name (spaces folded) and body as they will be saved, and what is wrong with them.
+
+    What the template form and the API (web/api/templates.py) both check.
+    """
     errors = FormErrors()
-    name = " ".join(form_str("name").split())
+    name = " ".join(name.split())
     if not name:
         errors.add("name", "Name: give the template a name.")
     elif len(name) > NAME_LIMIT:
         errors.add("name", f"Name: at most {NAME_LIMIT} characters ({len(name)} given).")
-    subject = form_str("subject")
-    body = clean_content(errors, subject, request.form.get("body_html", ""))
-    if request.form.get("action") == "preview" or errors:
-        return _form_page(template, errors, 422 if errors else 200)
+    return name, clean_content(errors, subject, body), errors
+
+
+def save_template(
+    template: EmailTemplate | None, team: int, user_id: int, name: str, subject: str, body: str
+) -> EmailTemplate:
+    """Create (`template` None) or overwrite a template with checked values; the caller commits."""
     now = utcnow()
     if template is None:
         template = EmailTemplate(
-            team_id=team_id(),
-            user_id=user().id,
-            created_at=now,
-            name=name,
-            subject="",
-            body_html="",
+            team_id=team, user_id=user_id, created_at=now, name=name, subject="", body_html=""
         )
         db().add(template)
     template.name, template.subject, template.body_html, template.updated_at = (
@@ -106,6 +108,18 @@ def _save(template: EmailTemplate | None) -> ResponseReturnValue:
         body,
         now,
     )
+    db().flush()
+    return template
+
+
+def _save(template: EmailTemplate | None) -> ResponseReturnValue:
+    subject = form_str("subject")
+    name, body, errors = check_template(
+        form_str("name"), subject, request.form.get("body_html", "")
+    )
+    if request.form.get("action") == "preview" or errors:
+        return _form_page(template, errors, 422 if errors else 200)
+    template = save_template(template, team_id(), user().id, name, subject, body)
     db().commit()
     flash(f"Saved template “{template.name}”.", "ok")
     return redirect(url_for("templates.edit", template_id=template.id))

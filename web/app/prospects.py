@@ -108,7 +108,7 @@ def salesforce_link(prospect: Prospect) -> tuple[str, str] | None:
     return f"{instance.rstrip('/')}/{who_id}", str(who_id)
 
 
-def _search_filter(q: str) -> ColumnElement[bool]:
+def search_filter(q: str) -> ColumnElement[bool]:
     needle = q.lower()
     return or_(
         func.lower(Prospect.email).contains(needle, autoescape=True),
@@ -123,7 +123,7 @@ def index() -> ResponseReturnValue:
     q = (request.args.get("q") or "").strip()[:SEARCH_LIMIT]
     query = select(Prospect).where(Prospect.team_id == team_id())
     if q:
-        query = query.where(_search_filter(q))
+        query = query.where(search_filter(q))
     page = keyset_page(query, Prospect.id)
     ids = [p.id for p in page.items]
     counts: dict[int, int] = dict(

@@ -1,0 +1,172 @@
+"""API v1 operations for what the pages do: enrolments by hand, prospects, templates, emails.
+
+Each through the real app and the same services the pages call, on both
+databases; another team's ids answer 404 exactly like missing ones.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from core.db import session_scope
+from core.models import EnrollmentState, Mailbox, OneOffEmail, OneOffStatus, utcnow
+from tests.conftest import ApiClient, create_user
+from tests.integration.test_api import mailbox_body, sequence_body
+
+pytestmark = pytest.mark.integration
+
+
+class Client(ApiClient):
+    def send(self, method: str, path: str, body: Any = None) -> Any:
+        return self.client.open(
+            path,
+            method=method,
+            headers=self._headers(),
+            data=None if body is None else json.dumps(body),
+            content_type="application/json" if body is not None else None,
+        )
+
+
+@pytest.fixture
+def two_teams(app: Flask, client: FlaskClient) -> tuple[Client, Client]:
+    return (
+        Client(client, create_user(app, "owner@team-a.test", "Team A")),
+        Client(client, create_user(app, "owner@team-b.test", "Team B")),
+    )
+
+
+def _enrolled(api: Client, email: str = "dana@acme.test") -> dict[str, Any]:
+    mailbox_id = api.post("/api/v1/mailboxes", mailbox_body()).json["id"]
+    sequence = api.post("/api/v1/sequences", sequence_body(mailbox_id)).json
+    response = api.post("/api/v1/enrollments", {"sequence_id": sequence["id"], "email": email})
+    assert response.status_code == 201, response.json
+    return dict(response.json)
+
+
+def test_an_enrolment_is_paused_resumed_and_finished_by_hand(
+    two_teams: tuple[Client, Client],
+) -> None:
+    api, other = two_teams
+    enrollment = _enrolled(api)
+    base = f"/api/v1/enrollments/{enrollment['id']}"
+    assert other.post(f"{base}/pause", {}).status_code == 404
+    assert api.send("POST", f"{base}/resume").status_code == 409  # active: nothing to resume
+    paused = api.send("POST", f"{base}/pause")
+    assert paused.status_code == 200
+    assert paused.json["state"] == EnrollmentState.PAUSED
+    assert paused.json["transitions"][-1]["reason"] == "paused by owner@team-a.test"
+    assert api.send("POST", f"{base}/resume").json["state"] == EnrollmentState.ACTIVE
+    assert api.send("POST", f"{base}/finish").json["state"] == EnrollmentState.FINISHED
+    refused = api.send("POST", f"{base}/pause")
+    assert refused.status_code == 409
+    assert "finished" in refused.json["error"]["message"]
+
+
+def test_prospects_are_listed_searched_paged_and_changed(two_teams: tuple[Client, Client]) -> None:
+    api, other = two_teams
+    enrollment = _enrolled(api)
+    for n in range(3):
+        api.post(
+            "/api/v1/prospects/do-not-track", {"email": f"p{n}@beta.test", "do_not_track": False}
+        )
+    first = api.get("/api/v1/prospects?limit=2").json
+    assert len(first["prospects"]) == 2 and first["next_after_id"] is not None
+    rest = api.get(f"/api/v1/prospects?limit=2&after_id={first['next_after_id']}").json
+    emails = [p["email"] for p in first["prospects"] + rest["prospects"]]
+    assert sorted(emails) == ["dana@acme.test", "p0@beta.test", "p1@beta.test", "p2@beta.test"]
+    assert rest["next_after_id"] is None
+    found = api.get("/api/v1/prospects?q=ACME").json["prospects"]
+    assert [p["email"] for p in found] == ["dana@acme.test"]
+    assert found[0]["enrollments"] == 1
+    assert other.get("/api/v1/prospects").json["prospects"] == []
+
+    path = f"/api/v1/prospects/{enrollment['prospect_id']}"
+    assert other.get(path).status_code == 404
+    assert other.send("PATCH", path, {"name": "x"}).status_code == 404
+    changed = api.send(
+        "PATCH",
+        path,
+        {"name": "  Dana \n Smith ", "company": "Acme", "time_zone": "europe/berlin",
+         "do_not_track": True},
+    )  # fmt: skip
+    assert changed.status_code == 200, changed.json
+    assert (changed.json["name"], changed.json["company"]) == ("Dana Smith", "Acme")
+    assert (changed.json["time_zone"], changed.json["time_zone_source"]) == ("Europe/Berlin", "set")
+    assert changed.json["do_not_track"] is True
+    bad = api.send("PATCH", path, {"time_zone": "Mars/Olympus"})
+    assert bad.status_code == 422 and "time_zone" in bad.json["error"]["fields"]
+    cleared = api.send("PATCH", path, {"name": None, "time_zone": None}).json
+    assert cleared["name"] is None and cleared["company"] == "Acme"
+    assert cleared["time_zone_source"] != "set"
+    assert api.get("/api/v1/prospects?q=x&limit=0").status_code == 422
+    assert api.get("/api/v1/prospects?limit=1&limit=2").status_code == 422
+
+
+def test_templates_are_created_checked_changed_and_deleted(
+    two_teams: tuple[Client, Client],
+) -> None:
+    api, other = two_teams
+    body = {"name": " Intro ", "subject": "Hi {{first_name}}", "body_html": "Hello there"}
+    created = api.post("/api/v1/templates", body)
+    assert created.status_code == 201, created.json
+    template = created.json
+    assert template["name"] == "Intro"
+    assert template["body_html"].startswith("<p>")  # plain text made HTML, as the form does
+    unknown = api.post("/api/v1/templates", {**body, "subject": "Hi {{frist_name}}"})
+    assert unknown.status_code == 422
+    assert "not a placeholder" in unknown.json["error"]["fields"]["subject"]
+    assert api.post("/api/v1/templates", {**body, "name": "  "}).status_code == 422
+
+    path = f"/api/v1/templates/{template['id']}"
+    assert other.get(path).status_code == 404
+    assert other.send("DELETE", path).status_code == 404
+    assert other.get("/api/v1/templates").json["templates"] == []
+    changed = api.send("PATCH", path, {"subject": "Hello {{company|there}}"}).json
+    assert (changed["name"], changed["subject"]) == ("Intro", "Hello {{company|there}}")
+    assert [t["id"] for t in api.get("/api/v1/templates").json["templates"]] == [template["id"]]
+    assert api.send("DELETE", path).status_code == 204
+    assert api.get(path).status_code == 404
+
+
+def test_one_off_emails_are_listed_read_and_cancelled_until_sent(
+    two_teams: tuple[Client, Client],
+) -> None:
+    api, other = two_teams
+    mailbox_id = api.post("/api/v1/mailboxes", mailbox_body()).json["id"]
+    with session_scope() as session:
+        mailbox = session.get_one(Mailbox, mailbox_id)
+        ids = []
+        for status in (OneOffStatus.SCHEDULED, OneOffStatus.CLAIMED):
+            email = OneOffEmail(
+                team_id=mailbox.team_id,
+                mailbox_id=mailbox.id,
+                to_addrs=["dana@acme.test"],
+                cc_addrs=[],
+                subject="Hello",
+                body_html="<p>Hi</p>",
+                status=status,
+                send_at=utcnow(),
+                created_at=utcnow(),
+            )
+            session.add(email)
+            session.flush()
+            ids.append(email.id)
+    scheduled, claimed = ids
+    listed = api.get("/api/v1/emails").json["emails"]
+    assert [e["id"] for e in listed] == ids
+    assert [e["id"] for e in api.get("/api/v1/emails?status=claimed").json["emails"]] == [claimed]
+    assert other.get("/api/v1/emails").json["emails"] == []
+    assert other.get(f"/api/v1/emails/{scheduled}").status_code == 404
+    assert other.send("POST", f"/api/v1/emails/{scheduled}/cancel").status_code == 404
+    assert api.get(f"/api/v1/emails/{scheduled}").json["phase"] == "sending"  # due, unclaimed
+    too_late = api.send("POST", f"/api/v1/emails/{claimed}/cancel")
+    assert too_late.status_code == 409
+    cancelled = api.send("POST", f"/api/v1/emails/{scheduled}/cancel")
+    assert cancelled.status_code == 200
+    assert (cancelled.json["status"], cancelled.json["phase"]) == ("cancelled", "cancelled")
+    assert api.send("POST", f"/api/v1/emails/{scheduled}/cancel").status_code == 409

@@ -1,0 +1,135 @@
+"""API v1: one-off emails (written by hand, sent now or later): list, one, cancel.
+
+    GET  /emails?status=&after_id=&limit=   oldest first; status scheduled, claimed, cancelled
+    GET  /emails/{id}                       with `phase`, the one true thing about it now
+    POST /emails/{id}/cancel                scheduled → cancelled; 409 once it is being sent
+
+`phase` is the email page's (`web.app.emails.send_phase`); cancelling is
+`worker.sequences.oneoff.cancel`, the conditional UPDATE the page uses, so a
+worker claiming the email at the same moment wins or loses cleanly.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from flask import g
+from flask.typing import ResponseReturnValue
+from pydantic import BaseModel, Field
+from sqlalchemy import select
+
+from core.models import OneOffEmail, SentMessage, utcnow
+from web.api.common import ApiError, parse_query
+from web.api.operations import operation
+from web.api.routes import owned
+from web.api.schemas import MAX_ID, Response
+from web.app.emails import send_phase
+from web.db import db
+from worker.sequences import oneoff
+
+PAGE_DEFAULT = 100
+PAGE_MAX = 500
+
+
+class EmailQuery(BaseModel):
+    status: Literal["scheduled", "claimed", "cancelled"] | None = Field(
+        default=None, description="only emails in this state (claimed: being sent or sent)"
+    )
+    after_id: int = Field(default=0, ge=0, le=MAX_ID, description="the last id of the page before")
+    limit: int = Field(default=PAGE_DEFAULT, ge=1, le=PAGE_MAX)
+
+
+class EmailOut(Response):
+    id: int
+    mailbox_id: int
+    prospect_id: int | None
+    template_id: int | None
+    to: list[str]
+    cc: list[str]
+    subject: str
+    body_html: str
+    tracked: bool
+    document_ids: list[int]
+    status: str = Field(description="scheduled, claimed (handed to sending) or cancelled")
+    phase: str = Field(
+        description="scheduled, sending, waiting (the mailbox needs reconnecting), sent, "
+        "failed, bounced or cancelled"
+    )
+    send_at: datetime
+    sent_message_id: int | None
+    message_id: str | None = Field(description="the Message-ID it went out with")
+    created_at: datetime
+    cancelled_at: datetime | None
+
+
+class EmailList(Response):
+    emails: list[EmailOut]
+    next_after_id: int | None = Field(description="pass as ?after_id= for the next page")
+
+
+def _out(email: OneOffEmail) -> EmailOut:
+    sent = db().get(SentMessage, email.sent_message_id) if email.sent_message_id else None
+    return EmailOut(
+        id=email.id,
+        mailbox_id=email.mailbox_id,
+        prospect_id=email.prospect_id,
+        template_id=email.template_id,
+        to=list(email.to_addrs),
+        cc=list(email.cc_addrs),
+        subject=email.subject,
+        body_html=email.body_html,
+        tracked=email.tracked,
+        document_ids=list(email.document_ids or []),
+        status=email.status,
+        phase=send_phase(email, sent),
+        send_at=email.send_at,
+        sent_message_id=email.sent_message_id,
+        message_id=sent.message_id if sent is not None else None,
+        created_at=email.created_at,
+        cancelled_at=email.cancelled_at,
+    )
+
+
+@operation(
+    "GET",
+    "/emails",
+    summary="The team's one-off emails, oldest first",
+    response=EmailList,
+    query=EmailQuery,
+)
+def list_emails() -> ResponseReturnValue:
+    args = parse_query(EmailQuery)
+    query = select(OneOffEmail).where(
+        OneOffEmail.team_id == g.team_id, OneOffEmail.id > args.after_id
+    )
+    if args.status is not None:
+        query = query.where(OneOffEmail.status == args.status)
+    rows = list(db().scalars(query.order_by(OneOffEmail.id).limit(args.limit + 1)))
+    more = len(rows) > args.limit
+    rows = rows[: args.limit]
+    return EmailList(
+        emails=[_out(e) for e in rows], next_after_id=rows[-1].id if more else None
+    ).model_dump(mode="json")
+
+
+@operation("GET", "/emails/<int:email_id>", summary="A one-off email", response=EmailOut)
+def get_email(email_id: int) -> ResponseReturnValue:
+    return _out(owned(OneOffEmail, email_id, "email")).model_dump(mode="json")
+
+
+@operation(
+    "POST",
+    "/emails/<int:email_id>/cancel",
+    summary="Cancel a scheduled email (too late once it is being sent)",
+    response=EmailOut,
+    errors={409: "Too late: it is already being sent (or was cancelled)"},
+)
+def cancel_email(email_id: int) -> ResponseReturnValue:
+    email = owned(OneOffEmail, email_id, "email")
+    if not oneoff.cancel(db(), email.id, g.team_id, utcnow()):
+        db().rollback()
+        raise ApiError(409, "conflict", f"too late to cancel: the email is {email.status}")
+    db().commit()
+    db().refresh(email)
+    return _out(email).model_dump(mode="json")
