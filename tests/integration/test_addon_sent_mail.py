@@ -46,7 +46,7 @@ from core.models import (
     utcnow,
 )
 from tests.fakes.salesforce import FakeSalesforce
-from tests.integration.provider_harness import GmailHarness, ImapHarness
+from tests.integration.provider_harness import GmailHarness, GraphHarness, ImapHarness
 from tests.integration.test_documents_viewer import beacon, open_viewer, started_ago
 from tests.integration.test_tracking_edge import CHROME, call, run
 from web.addons import service
@@ -281,20 +281,31 @@ def test_gmail_sent_copy_is_recognised_its_reply_logged_and_its_views_worded_sen
     assert feed_texts(other_team) == []
 
 
-def test_imap_sent_copy_to_several_people_is_the_drafts_and_the_replier_gets_the_task(
-    env: Settings, dovecot: Any, smtp_server: Any
+@pytest.mark.parametrize(
+    ("kind", "database_url"),
+    [("imap", "sqlite"), ("imap", "postgresql"), ("graph", "postgresql")],
+    indirect=["database_url"],
+)
+def test_outlook_sent_copy_to_several_people_is_the_drafts_and_the_replier_gets_the_task(
+    kind: str, env: Settings, request: pytest.FixtureRequest
 ) -> None:
-    imap = ImapHarness(dovecot, smtp_server)
-    address = imap.new_address()
+    """Outlook on an IMAP mailbox (Dovecot: the client's own APPEND to Sent) or on
+    Microsoft 365 (the Graph fake: Sent Items)."""
+    harness: Any = (
+        ImapHarness(request.getfixturevalue("dovecot"), request.getfixturevalue("smtp_server"))
+        if kind == "imap"
+        else GraphHarness(request.getfixturevalue("fake_graph"))
+    )
+    address = harness.new_address()
     team_id, user_id = make_team("Sellers", address)
-    mailbox_id = add_mailbox(team_id, user_id, "imap", address, imap.credentials(address))
+    mailbox_id = add_mailbox(team_id, user_id, kind, address, harness.credentials(address))
     document_id = add_document(team_id)
     sync_mailbox(mailbox_id)
     to = ["dana@prospect.test", "fox@prospect.test"]
     made = insert(user_id, "thread-9", to, document_id, "outlook")
     assert not made.per_recipient
     raw, real_id = sent_mail(address, to, "Pricing for both", made.html)
-    dovecot.file_into(address, dovecot.sent_folder, raw)  # the client's own APPEND
+    harness.file_into(address, raw, "Sent" if kind == "imap" else "Sent Items")
     assert sync_mailbox(mailbox_id).outcomes.get("sent_recognised") == 1
     with session_scope() as session:
         sent = session.get_one(SentMessage, made.sent_message_id)
@@ -302,7 +313,7 @@ def test_imap_sent_copy_to_several_people_is_the_drafts_and_the_replier_gets_the
 
     open_pixel(made.pixel_url or "")
     assert "A recipient opened the email — sent from Outlook" in feed_texts(team_id)
-    dovecot.file_into(address, "INBOX", reply_to(real_id, "fox@prospect.test", address, "P"))
+    harness.deliver(address, reply_to(real_id, "fox@prospect.test", address, "P"))
     assert sync_mailbox(mailbox_id).outcomes.get("recorded") == 1
     assert outbox(team_id) == [
         ("task_sent", "dana@prospect.test"),

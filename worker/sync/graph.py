@@ -46,6 +46,7 @@ import base64
 import email.utils
 import logging
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 from urllib.parse import quote
@@ -250,11 +251,18 @@ class GraphProvider(MailboxProvider):
         ids = {**known, **ids}
         # Folders gone since are dropped; those not read yet keep their state until they are.
         after = {f.id: before[f.id] for f in folders if isinstance(before.get(f.id), dict)}
-        for folder in folders:
-            for summaries, folder_state in self._folder_changes(
-                folder.id, after.get(folder.id), since
+        # Sent Items too, for mail sent with an add-on's link (worker.sync.sent_mail).
+        sent = ids.get("sentitems") or ""
+        read_sent = bool(sent) and all(f.id != sent for f in folders)
+        if read_sent and isinstance(before.get(sent), dict):
+            after[sent] = before[sent]
+        for folder_id in [f.id for f in folders] + ([sent] if read_sent else []):
+            for listed, folder_state in self._folder_changes(
+                folder_id, after.get(folder_id), since
             ):
-                after[folder.id] = folder_state
+                after[folder_id] = folder_state
+                in_sent = read_sent and folder_id == sent
+                summaries = [replace(m, in_sent=True) for m in listed] if in_sent else listed
                 yield ChangeBatch(summaries, {"folders": dict(after), "well_known": ids})
 
     def _folder_changes(
