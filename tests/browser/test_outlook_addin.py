@@ -4,8 +4,8 @@ The Flask app is served on a thread (the panes and the API are all Flask). Each
 page of a test's browser context gets, before any script of ours, a fake of
 Office.js (tests/browser/outlook_fake_office.js) standing where Outlook's would:
 it answers the open item's properties and records what the add-in asked; the
-real office.js URL answers an empty script. The panes are 360 px wide, as in
-Outlook's task pane.
+real office.js URL answers an empty script. The panes are 360 px wide (and
+checked at 320 and 450 px), as in Outlook's task pane.
 
 - Signing in: the pane's "Sign in" opens our sign-in page in a popup through the
   fake's displayDialogAsync; the person signs in and continues; the token comes
@@ -189,6 +189,14 @@ def office_calls(page: Any, method: str) -> list[dict[str, Any]]:
     return [c for c in calls if c["method"] == method]
 
 
+def fits_every_pane_width(page: Any) -> None:
+    """Outlook's pane is 320 to 450 px wide: nothing may scroll sideways in that range."""
+    for width in (320, 450):
+        page.set_viewport_size({"width": width, "height": PANE_SIZE["height"]})
+        assert page.evaluate("document.documentElement.scrollWidth") <= width, width
+    page.set_viewport_size(PANE_SIZE)
+
+
 def enrollment_state(enrollment_id: int) -> str:
     with session_scope() as session:
         return str(session.get_one(Enrollment, enrollment_id).state)
@@ -279,6 +287,7 @@ def test_compose_inserts_the_recipients_link_or_the_drafts_and_the_pixel(
     assert link["coercionType"] == "html"
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "outlook-compose.png"), full_page=True)
+    fits_every_pane_width(page)
 
     page.get_by_role("button", name="Track opens").click()
     expect(page.locator("#compose-result")).to_have_text("Opens of this email will be tracked.")
@@ -342,6 +351,7 @@ def test_the_read_pane_shows_the_sequence_state_and_pause_pauses_it(
     expect(page.locator(f'[data-address="{REP}"]')).to_have_count(0)  # the user's own address
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "outlook-read.png"), full_page=True)
+    fits_every_pane_width(page)
 
     enrollment.get_by_role("button", name="Pause").click()
     expect(enrollment.locator(".state")).to_have_text("Paused")
