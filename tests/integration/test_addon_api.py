@@ -196,7 +196,19 @@ def test_panel_actions_feed_content_and_drafts_for_the_users_team_only(
     assert [a["text"] for a in opens["people"][0]["last_opens"]] == [
         "Dana Scully opened the email — sent from Outlook"
     ]
+    with session_scope() as session:
+        record_event(
+            session,
+            team_id=team_id,
+            key="reply:test",
+            kind="reply",
+            prospect_id=dana["prospect_id"],
+            data={"subject": "Re: Hi"},
+        )
     feed = body(api.get("/api/v1/addons/feed?limit=5"))["items"]
-    assert [(i["kind"], i["origin"]) for i in feed] == [("open", "outlook")]
+    assert [(i["kind"], i["origin"], i["text"]) for i in feed] == [
+        ("reply", None, "Replied: Dana Scully — “Re: Hi”"),
+        ("open", "outlook", "Dana Scully opened the email — sent from Outlook"),
+    ]
     assert body(other.get("/api/v1/addons/feed"))["items"] == []
     assert api.get("/api/v1/addons/feed?limit=0").status_code == 422

@@ -158,8 +158,9 @@ def feed_items(session: Session, user_id: int, limit: int = FEED_LIMIT) -> list[
         prospect = item.get("prospect") or {}
         who = prospect.get("name") or prospect.get("email") or item.get("from") or ""
         subject = item.get("subject")
-        text = item.get("text") or " ".join(
-            part for part in (item["label"], who, f"“{subject}”" if subject else "") if part
+        # The feed page shows label, person and subject side by side; a card has one line.
+        text = item.get("text") or "".join(
+            (item["label"], f": {who}" if who else "", f" — “{subject}”" if subject else "")
         )
         items.append(
             FeedItem(
