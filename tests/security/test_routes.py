@@ -129,6 +129,7 @@ class Side:
             "filename": "app.css",
             "start_id": "not-a-start-link-0123456789",
             "confirm_id": "not-a-confirmation-0123456789",
+            "job_id": "not-a-failed-job-0123456789",
         }
 
 
