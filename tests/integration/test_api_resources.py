@@ -14,7 +14,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from core.db import session_scope
-from core.models import EnrollmentState, Mailbox, OneOffEmail, OneOffStatus, utcnow
+from core.models import EnrollmentState, Mailbox, OneOffEmail, OneOffStatus, SentMessage, utcnow
 from tests.conftest import ApiClient, create_user
 from tests.integration.test_api import mailbox_body, sequence_body
 
@@ -170,3 +170,87 @@ def test_one_off_emails_are_listed_read_and_cancelled_until_sent(
     assert cancelled.status_code == 200
     assert (cancelled.json["status"], cancelled.json["phase"]) == ("cancelled", "cancelled")
     assert api.send("POST", f"/api/v1/emails/{scheduled}/cancel").status_code == 409
+
+
+def test_sequences_and_their_steps_are_changed_while_history_stays_true(
+    two_teams: tuple[Client, Client],
+) -> None:
+    api, other = two_teams
+    mailbox_id = api.post("/api/v1/mailboxes", mailbox_body()).json["id"]
+    second_mailbox = api.post("/api/v1/mailboxes", mailbox_body("rep2@seller.test")).json["id"]
+    spare = api.post("/api/v1/sequences", sequence_body(mailbox_id)).json
+    sequence = api.post("/api/v1/sequences", sequence_body(mailbox_id)).json
+    base = f"/api/v1/sequences/{sequence['id']}"
+    listed = api.get("/api/v1/sequences?limit=1").json
+    assert [s["id"] for s in listed["sequences"]] == [spare["id"]]
+    after = api.get(f"/api/v1/sequences?after_id={listed['next_after_id']}").json
+    assert [s["id"] for s in after["sequences"]] == [sequence["id"]]
+    assert other.get("/api/v1/sequences").json["sequences"] == []
+    for method, path in (("PATCH", base), ("DELETE", base), ("DELETE", f"{base}/steps/1")):
+        assert other.send(method, path, {} if method == "PATCH" else None).status_code == 404
+
+    changed = api.send(
+        "PATCH",
+        base,
+        {"name": " Intro  v2 ", "time_zone": "europe/paris", "tracking": False,
+         "send_window": {"days": ["mon"], "start": "09:00", "end": "17:00"},
+         "mailbox_id": second_mailbox},
+    )  # fmt: skip
+    assert changed.status_code == 200, changed.json
+    assert (changed.json["name"], changed.json["time_zone"]) == ("Intro v2", "Europe/Paris")
+    assert changed.json["send_window"]["days"] == ["mon"]
+    assert (changed.json["tracking"], changed.json["mailbox_id"]) == (False, second_mailbox)
+    assert api.send("PATCH", base, {"tracking": None}).json["tracking"] is None
+
+    added = api.post(f"{base}/steps", {"delay_seconds": 60, "subject": "Last", "body_html": "Bye"})
+    assert added.status_code == 201, added.json
+    assert [s["subject"] for s in added.json["steps"]][2] == "Last"
+    assert added.json["steps"][2]["body_html"].startswith("<p>")  # as the step form saves it
+    unknown = api.post(
+        f"{base}/steps", {"delay_seconds": 0, "subject": "{{nope}}", "body_html": "x"}
+    )
+    assert unknown.status_code == 422 and "subject" in unknown.json["error"]["fields"]
+    edited = api.send("PATCH", f"{base}/steps/2", {"subject": "Really last"}).json
+    assert edited["steps"][2]["subject"] == "Really last"
+    assert api.send("PATCH", f"{base}/steps/0", {"same_thread": True}).status_code == 422
+    assert api.send("PATCH", f"{base}/steps/9", {"subject": "x"}).status_code == 404
+
+    assert api.send("PUT", f"{base}/steps/order", {"order": [0, 1]}).status_code == 422
+    # Step 1 replies in the thread without a subject: it cannot come first.
+    assert api.send("PUT", f"{base}/steps/order", {"order": [1, 0, 2]}).status_code == 422
+    reordered = api.send("PUT", f"{base}/steps/order", {"order": [2, 0, 1]})
+    assert reordered.status_code == 200, reordered.json
+    assert [s["subject"] for s in reordered.json["steps"]] == [
+        "Really last",
+        "Hello {{first_name}}",
+        "",
+    ]
+    assert [s["position"] for s in reordered.json["steps"]] == [0, 1, 2]
+    assert api.send("DELETE", f"{base}/steps/0").status_code == 409  # not the last
+    assert len(api.send("DELETE", f"{base}/steps/2").json["steps"]) == 2
+
+    enrollment = api.post(
+        "/api/v1/enrollments", {"sequence_id": sequence["id"], "email": "d@acme.test"}
+    ).json
+    with session_scope() as session:
+        mailbox = session.get_one(Mailbox, second_mailbox)
+        session.add(
+            SentMessage(
+                team_id=mailbox.team_id,
+                mailbox_id=mailbox.id,
+                enrollment_id=enrollment["id"],
+                step_position=1,
+                prospect_id=enrollment["prospect_id"],
+                message_id="<a.1@seller.test>",
+                subject="Hello",
+                to_addrs=["d@acme.test"],
+                cc_addrs=[],
+                status="sent",
+            )
+        )
+    assert api.send("PUT", f"{base}/steps/order", {"order": [1, 0]}).status_code == 409
+    assert api.send("DELETE", f"{base}/steps/1").status_code == 409  # sent to someone
+    assert api.send("PATCH", base, {"mailbox_id": mailbox_id}).status_code == 409
+    assert api.send("DELETE", base).status_code == 409  # somebody is enrolled
+    assert api.send("DELETE", f"/api/v1/sequences/{spare['id']}").status_code == 204
+    assert api.get(f"/api/v1/sequences/{spare['id']}").status_code == 404

@@ -25,6 +25,7 @@ from web.api import (
     routes,
     salesforce,
     salesforce_admin,
+    sequences,
     templates,
     tracking_host,
 )
@@ -46,6 +47,7 @@ RESOURCES = (
     prospects,
     templates,
     emails,
+    sequences,
     openapi,
 )
 

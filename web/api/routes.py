@@ -222,10 +222,10 @@ def create_sequence() -> ResponseReturnValue:
     ]
     db().add(sequence)
     db().commit()
-    return _sequence_out(sequence), 201
+    return sequence_out(sequence), 201
 
 
-def _sequence_out(sequence: Sequence) -> dict[str, object]:
+def sequence_out(sequence: Sequence) -> dict[str, object]:
     window = send_window_out(
         sequence.send_days, sequence.send_start_minute, sequence.send_end_minute, sequence.holidays
     )
@@ -246,7 +246,7 @@ def _sequence_out(sequence: Sequence) -> dict[str, object]:
 @operation("GET", "/sequences/<int:sequence_id>", summary="A sequence", response=SequenceOut)
 def get_sequence(sequence_id: int) -> ResponseReturnValue:
     sequence = owned(Sequence, sequence_id, "sequence")
-    return _sequence_out(sequence)
+    return sequence_out(sequence)
 
 
 def enrollment_out(enrollment: Enrollment) -> dict[str, object]:

@@ -30,7 +30,6 @@ from core.models import (
     MessageDocument,
     Plan,
     Prospect,
-    SentMessage,
     Sequence,
     SequenceStep,
     utcnow,
@@ -56,6 +55,7 @@ from web.app.preview import (
 from web.app.send_window_form import apply_window, read_window, window_text, window_values
 from web.auth import login_required
 from web.db import db
+from worker.sequences.editing import remove_last_step, save_step, sent_count
 
 bp = app_blueprint("sequences", __name__)
 
@@ -71,15 +71,7 @@ def team_sequence(sequence_id: int) -> Sequence:
 
 
 def _sent_count(sequence: Sequence, position: int | None = None) -> int:
-    query = (
-        select(func.count())
-        .select_from(SentMessage)
-        .join(Enrollment, Enrollment.id == SentMessage.enrollment_id)
-        .where(Enrollment.sequence_id == sequence.id)
-    )
-    if position is not None:
-        query = query.where(SentMessage.step_position == position)
-    return int(db().scalar(query) or 0)
+    return sent_count(db(), sequence, position)
 
 
 def describe_delay(seconds: int, first: bool) -> str:
@@ -401,16 +393,15 @@ def _save_step(sequence: Sequence, step: SequenceStep | None) -> ResponseReturnV
         errors.add("documents", "Content: choose documents from your library that are ready.")
     if request.form.get("action") == "preview" or errors:
         return _step_form(sequence, step, errors, 422 if errors else 200)
-    if step is None:
-        step = SequenceStep(sequence_id=sequence.id, position=position, subject="", body_html="")
-        db().add(step)
-    step.delay_seconds, step.subject, step.body_html, step.same_thread = (
-        delay_seconds,
-        subject,
-        body,
-        same_thread,
+    step = save_step(
+        db(),
+        sequence,
+        step,
+        delay_seconds=delay_seconds,
+        subject=subject,
+        body_html=body,
+        same_thread=same_thread,
     )
-    db().flush()
     _replace_documents(db(), step, [int(d) for d in chosen_documents])
     db().commit()
     flash(f"Saved step {position + 1}.", "ok")
@@ -463,14 +454,10 @@ def edit_step(sequence_id: int, number: int) -> ResponseReturnValue:
 def delete_step(sequence_id: int, number: int) -> ResponseReturnValue:
     sequence = team_sequence(sequence_id)
     step = _step(sequence, number)
-    if step.position != len(sequence.steps) - 1:
-        flash(f"Step {number}: only the last step can be removed.", "error")
-    elif _sent_count(sequence, step.position):
-        flash(
-            f"Step {number} was already sent to someone: it stays, so history stays true.", "error"
-        )
+    refused = remove_last_step(db(), sequence, step)
+    if refused:
+        flash(refused, "error")
     else:
-        sequence.steps.remove(step)
         db().commit()
         flash(f"Removed step {number}.", "ok")
     return redirect(url_for("sequences.detail", sequence_id=sequence.id))
