@@ -9,6 +9,7 @@ pane must never be able to end an integration's token by accident).
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
 
 from flask import g
@@ -20,6 +21,8 @@ from web.addons.outlook import tokens
 from web.addons.outlook.bearer import addin_or_api_token
 from web.api.operations import operation
 from web.db import db
+
+log = logging.getLogger(__name__)
 
 
 class SessionOut(BaseModel):
@@ -56,4 +59,5 @@ def outlook_signout() -> ResponseReturnValue:
     claims: tokens.AddinToken | None = g.addin_token
     if claims is not None:
         tokens.revoke(claims)
+        log.info("outlook_addin_signed_out user_id=%s team_id=%s", g.user.id, g.team_id)
     return "", 204
