@@ -44,6 +44,8 @@ from web.db import db
 from web.redirects import is_safe_redirect_path, path_of
 
 ADMIN_ONLY = "admin_only"
+# The 403 an admin-only API operation documents (web.api.operations `errors=`).
+ADMIN_ONLY_ERROR = "Admins only: the token's user is a member (`admin_only`, naming the admins)"
 
 F = TypeVar("F", bound=Callable[..., ResponseReturnValue])
 

@@ -110,8 +110,18 @@ def test_a_member_is_refused_admin_pages_and_operations_with_the_admins_named(
     assert answer.status_code == 403
     assert answer.json["error"]["code"] == "admin_only"
     assert "Ann Admin <ann@team-a.test>" in answer.json["error"]["message"]
-    invited = api(client, team_a["member"], "POST", "/invitations", {"email": "x@y.test"})
-    assert invited.json["error"]["code"] == "admin_only"
+    for method, path, body in (
+        ("POST", "/invitations", {"email": "x@y.test"}),
+        ("PATCH", "/team", {"tracking_enabled": False}),
+        ("PUT", "/team/tracking-host", {"host": "t.team-a.test"}),
+        ("DELETE", "/opt-outs/1", None),
+        ("PATCH", "/salesforce/settings", {"create_leads": True}),
+        ("DELETE", "/salesforce/connection", None),
+    ):
+        refused = api(client, team_a["member"], method, path, body)
+        assert refused.status_code == 403, (method, path, refused.json)
+        assert refused.json["error"]["code"] == "admin_only", (method, path)
+    assert api(client, team_a["member"], "GET", "/team").status_code == 200  # reading is fine
 
     admin = signed_in(app, ADMIN)
     page = admin.get("/team/members").get_data(as_text=True)

@@ -27,7 +27,9 @@ pytestmark = pytest.mark.integration
 
 
 def api_for(app: Flask, client: FlaskClient, email: str, team: str) -> ApiClient:
-    return ApiClient(client, create_user(app, email, team, "--name", "Robin Admin"))
+    return ApiClient(
+        client, create_user(app, email, team, "--name", "Robin Admin", "--role", "admin")
+    )
 
 
 def delete(api: ApiClient, path: str) -> Any:

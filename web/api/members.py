@@ -29,11 +29,10 @@ from web.api.operations import operation
 from web.api.schemas import Request, check_email
 from web.db import db
 from web.invitations import Delivery, invitations, invite, resend, revoke
+from web.roles import ADMIN_ONLY_ERROR as ADMIN_ONLY
 from web.roles import admin_required
 from worker import members as team_members
 from worker.members import MemberError
-
-ADMIN_ONLY = "The token's user is a member, not an admin (`admin_only`, naming the admins)"
 
 
 class MemberOut(BaseModel):

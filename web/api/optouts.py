@@ -7,8 +7,8 @@
     GET    /team, PATCH /team             the team's settings (unsubscribe headers)
 
 Adding and removing go through `worker.sequences.optouts`, the same path as the
-page and the unsubscribe endpoint. Roles do not exist yet: any token of the
-team may add or remove.
+page and the unsubscribe endpoint. Any token of the team may add; removing an
+address and changing the team's settings are admins' (`web.roles`), as on the pages.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from web.api.operations import Answer, Query, operation
 from web.api.schemas import Request, check_email
 from web.app.optouts import ChangeView, added_by, changes
 from web.db import db
+from web.roles import ADMIN_ONLY_ERROR, admin_required
 from worker.sequences import optouts
 
 PAGE_DEFAULT = 100
@@ -163,8 +164,9 @@ def add_opt_out() -> ResponseReturnValue:
     summary="Take an address off the opt-out list",
     status=204,
     response_description="Removed",
-    errors={404: "Not on the team's opt-out list (or not your team's)"},
+    errors={404: "Not on the team's opt-out list (or not your team's)", 403: ADMIN_ONLY_ERROR},
 )
+@admin_required
 def remove_opt_out(prospect_id: int) -> ResponseReturnValue:
     removed = optouts.remove(
         db(),
@@ -218,8 +220,14 @@ def get_team() -> ResponseReturnValue:
 
 
 @operation(
-    "PATCH", "/team", summary="Change the team's settings", body=TeamUpdate, response=TeamOut
+    "PATCH",
+    "/team",
+    summary="Change the team's settings",
+    body=TeamUpdate,
+    response=TeamOut,
+    errors={403: ADMIN_ONLY_ERROR},
 )
+@admin_required
 def update_team() -> ResponseReturnValue:
     body = parse_body(TeamUpdate)
     team = db().get_one(Team, g.team_id)

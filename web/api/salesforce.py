@@ -42,6 +42,7 @@ from web.api.common import ApiError, int_arg, parse_body
 from web.api.operations import Answer, Query, operation
 from web.api.schemas import MAX_ID, Request, Response
 from web.db import db
+from web.roles import ADMIN_ONLY_ERROR, admin_required
 from web.salesforce_connect import KIND as ORG_FLOW
 from web.salesforce_connect import start_flow
 from worker.salesforce.budget import OrgBudget
@@ -210,11 +211,13 @@ def _connection_out(team_id: int) -> dict[str, Any]:
         Answer(201, SalesforceConnectionOut, "The team's org and settings"),
     ],
     errors={
-        403: "Not allowed by the operator (jwt: the username is not listed for this team)",
+        403: "Admins only (`admin_only`), or not allowed by the operator (jwt: the "
+        "username is not listed for this team)",
         422: "Invalid field (named in error.fields), or Salesforce refused",
         502: "Salesforce unreachable",
     },
 )
+@admin_required
 def salesforce_connect() -> ResponseReturnValue:
     # lazy import: simple-salesforce costs the web process 8 MiB RSS (module docstring).
     from worker.salesforce.client import SalesforceError
@@ -283,8 +286,9 @@ def salesforce_connection() -> ResponseReturnValue:
     summary="Disconnect the team's own org (its writes are held, not lost)",
     status=204,
     response_description="Disconnected",
-    errors={404: "This team has not connected an org of its own"},
+    errors={404: "This team has not connected an org of its own", 403: ADMIN_ONLY_ERROR},
 )
+@admin_required
 def salesforce_disconnect() -> ResponseReturnValue:
     # lazy import: simple-salesforce costs the web process 8 MiB RSS (module docstring).
     from worker.salesforce.connections import disconnect
@@ -300,7 +304,9 @@ def salesforce_disconnect() -> ResponseReturnValue:
     summary="Budget share and lead creation",
     body=SalesforceSettingsUpdate,
     answers=[CONNECTION],
+    errors={403: ADMIN_ONLY_ERROR},
 )
+@admin_required
 def salesforce_settings() -> ResponseReturnValue:
     # lazy import: simple-salesforce costs the web process 8 MiB RSS (module docstring).
     from worker.salesforce.connections import update_settings
@@ -391,7 +397,9 @@ def salesforce_dead_letters() -> ResponseReturnValue:
     summary="Queue dead letters again (after fixing the cause)",
     body=ReplayRequest,
     response=ReplayOut,
+    errors={403: ADMIN_ONLY_ERROR},
 )
+@admin_required
 def salesforce_replay() -> ResponseReturnValue:
     body = parse_body(ReplayRequest)
     replayed = replay_failed(db(), g.team_id, None if body.all else body.ids)

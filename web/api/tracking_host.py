@@ -6,8 +6,8 @@
     DELETE /team/tracking-host            remove it: links go back to the service's own host
 
 What is checked, and why, is `core.tracking_domains`; the settings page does the
-same through the same functions. Roles do not exist yet: any token of the team
-may change it.
+same through the same functions. Reading is everyone's; changing it is admins'
+(`web.roles`), as on the page.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from web.api.common import ApiError, parse_body
 from web.api.operations import operation
 from web.api.schemas import Request
 from web.db import db
+from web.roles import ADMIN_ONLY_ERROR, admin_required
 
 
 class TrackingHostSet(Request):
@@ -71,8 +72,9 @@ def get_tracking_host() -> ResponseReturnValue:
     summary="Set the team's tracking host (pending until verified)",
     body=TrackingHostSet,
     response=TrackingHostOut,
-    errors={422: "Invalid host (the message says what is wrong with it)"},
+    errors={422: "Invalid host (the message says what is wrong with it)", 403: ADMIN_ONLY_ERROR},
 )
+@admin_required
 def set_tracking_host() -> ResponseReturnValue:
     body = parse_body(TrackingHostSet)
     team = db().get_one(Team, g.team_id)
@@ -89,8 +91,9 @@ def set_tracking_host() -> ResponseReturnValue:
     "/team/tracking-host/verify",
     summary="Check the host's DNS now: verified, or failed with the reason",
     response=TrackingHostOut,
-    errors={404: "No tracking host is set"},
+    errors={404: "No tracking host is set", 403: ADMIN_ONLY_ERROR},
 )
+@admin_required
 def verify_tracking_host() -> ResponseReturnValue:
     team = db().get_one(Team, g.team_id)
     if not team.tracking_host:
@@ -106,7 +109,9 @@ def verify_tracking_host() -> ResponseReturnValue:
     summary="Remove the team's tracking host",
     status=204,
     response_description="Removed",
+    errors={403: ADMIN_ONLY_ERROR},
 )
+@admin_required
 def remove_tracking_host() -> ResponseReturnValue:
     team = db().get_one(Team, g.team_id)
     tracking_domains.remove_host(team)

@@ -5,8 +5,8 @@ pages, like every list); each row says who put it there (a person of the team,
 or the recipient: the unsubscribe link, a reply, a complaint) and the reason.
 Adding and removing go through `worker.sequences.optouts`, as the API and the
 unsubscribe endpoint do, and are recorded with who and when (the history
-under the list). Roles do not exist yet: any signed-in user of the team may
-add or remove.
+under the list). Anyone in the team may add an address (it only ever stops
+mail); taking one off lets the team email them again, so it is admins' (`web.roles`).
 """
 
 from __future__ import annotations

@@ -3,8 +3,7 @@
 Set a host (stored pending), verify it (DNS, now), remove it; the status says
 pending, verified or failed with the reason, and what CNAME record to add.
 The API has the same (``/api/v1/team/tracking-host``); both call
-`core.tracking_domains`. Roles do not exist yet: any signed-in user of the
-team may change it.
+`core.tracking_domains`. Admins only (`web.roles`).
 """
 
 from __future__ import annotations
