@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 5000
 
-.PHONY: run test lint lock format chaos chaos-crash fuzz mutation bench bench-reply bench-salesforce bench-salesforce-faults bench-pixel bench-documents bench-ui bench-providers bench-providers-scale bench-sync-cpu stop clean setup setup-dev
+.PHONY: run test lint lock format chaos chaos-crash fuzz mutation bench bench-reply bench-salesforce bench-salesforce-faults bench-pixel bench-documents bench-ui bench-providers bench-providers-scale bench-sync-cpu bench-gmail-addon stop clean setup setup-dev
 
 $(VENV)/.runtime: requirements.txt
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) is required (set PYTHON=...)"; exit 1; }
@@ -133,6 +133,11 @@ bench-salesforce: $(VENV)/.dev
 bench-salesforce-faults: $(VENV)/.dev
 	scripts/test-prereqs.sh core
 	$(BIN)/python -m bench.salesforce_faults
+
+## bench-gmail-addon: a Gmail add-on call: ID tokens verified, each card answered (ms)
+bench-gmail-addon: $(VENV)/.dev
+	scripts/test-prereqs.sh core
+	$(BIN)/python -m bench.gmail_addon
 
 ## bench-pixel: wrk against the pixel endpoint and nginx serving the same GIF
 bench-pixel: $(VENV)/.dev
