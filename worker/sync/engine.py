@@ -74,7 +74,7 @@ from worker.sync.inbound import (
 )
 from worker.sync.mime import summarize_headers
 from worker.sync.registry import open_provider
-from worker.sync.sent_mail import recognise_sent
+from worker.sync.sent_mail import recognise_sent, sent_wanted
 
 log = logging.getLogger(__name__)
 
@@ -268,6 +268,7 @@ def sync_mailbox(mailbox_id: int) -> SyncStats:
             _set_status(mailbox_id, MailboxStatus.NEEDS_RECONNECT, str(exc))
             return stats
         credentials = with_skip_folders(credentials, mailbox.skip_folders)
+        credentials |= sent_wanted(session, ref)  # Sent listed while an add-on draft waits
     # A handled batch's cursor is written when the next batch is in hand, the last
     # one together with the sync's status: one commit fewer per sync (most syncs
     # are one batch), and a crash still re-lists at most one batch.
@@ -321,8 +322,8 @@ def sync_mailbox(mailbox_id: int) -> SyncStats:
 def _handle_batch(
     provider: MailboxProvider, mailbox: MailboxRef, batch: ChangeBatch, stats: SyncStats
 ) -> None:
-    stats.listed += len(batch.messages)
     batch = recognise_sent(provider, mailbox, batch, stats.count)  # Sent: add-on mail
+    stats.listed += len(batch.messages)
     candidates = {c for m in batch.messages for c in m.candidates}
     with session_scope() as session:
         known = set(find_sent_messages(session, mailbox.team_id, candidates))

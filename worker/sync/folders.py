@@ -91,7 +91,8 @@ def with_skip_folders(credentials: dict[str, Any], skip: list[str] | None) -> di
     """The credentials a provider is opened with: the mailbox's own `skip_folders`
     (its column, editable on the API and the mailbox page) in force, or none
     (SIGHTLINE_SKIP_FOLDERS). A copy a provider saved back with its tokens never wins."""
-    opened = {k: v for k, v in credentials.items() if k != "skip_folders"}
+    # read_sent_since (worker.sync.sent_mail) is added per sync, never kept either.
+    opened = {k: v for k, v in credentials.items() if k not in ("skip_folders", "read_sent_since")}
     if skip is not None:
         opened["skip_folders"] = list(skip)
     return opened

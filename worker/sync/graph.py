@@ -68,6 +68,7 @@ from worker.sync.graph_api import TIMEOUT_SECONDS, MsalToken, shared_session, tr
 from worker.sync.graph_folders import legacy_inbox_cursor, watched_folders, well_known_ids
 from worker.sync.headers import summary_from_headers
 from worker.sync.mime import build_mime
+from worker.sync.sent_copy import read_sent_since
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +116,7 @@ class GraphProvider(MailboxProvider):
         self._get_token = get_token
         self._msal: MsalToken | None = None
         self.skip_folders = skip_list(credentials)
+        self._sent_since = read_sent_since(credentials)  # Sent read while a draft waits
         self.session = shared_session()
 
     def _token(self, *, force: bool = False) -> str:
@@ -251,14 +253,16 @@ class GraphProvider(MailboxProvider):
         ids = {**known, **ids}
         # Folders gone since are dropped; those not read yet keep their state until they are.
         after = {f.id: before[f.id] for f in folders if isinstance(before.get(f.id), dict)}
-        # Sent Items too, for mail sent with an add-on's link (worker.sync.sent_mail).
+        # Sent Items too while an add-on's draft waits (worker.sync.sent_mail); its
+        # state is kept between such times.
         sent = ids.get("sentitems") or ""
-        read_sent = bool(sent) and all(f.id != sent for f in folders)
-        if read_sent and isinstance(before.get(sent), dict):
+        if sent and all(f.id != sent for f in folders) and isinstance(before.get(sent), dict):
             after[sent] = before[sent]
+        read_sent = bool(sent and self._sent_since) and all(f.id != sent for f in folders)
         for folder_id in [f.id for f in folders] + ([sent] if read_sent else []):
+            start = self._sent_since if read_sent and folder_id == sent else since
             for listed, folder_state in self._folder_changes(
-                folder_id, after.get(folder_id), since
+                folder_id, after.get(folder_id), start or since
             ):
                 after[folder_id] = folder_state
                 in_sent = read_sent and folder_id == sent

@@ -72,7 +72,7 @@ from worker.sync.imap_fetch import (
 from worker.sync.imap_folders import FolderError, find_sent_folder, watched_folders
 from worker.sync.mime import build_mime, summarize_headers
 from worker.sync.quota import smtp_quota
-from worker.sync.sent_copy import in_sent
+from worker.sync.sent_copy import in_sent, read_sent_since
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +126,7 @@ class ImapProvider(MailboxProvider):
         chosen = [str(f) for f in folders] if isinstance(folders, list) else []
         self._chosen: list[str] | None = chosen if chosen and chosen != ["INBOX"] else None
         self.skip_folders = skip_list(credentials)
+        self._sent_since = read_sent_since(credentials)  # Sent listed while a draft waits
         self.append_to_sent: bool = bool(credentials.get("append_to_sent", True))
         self._sent_folder: str | None = credentials.get("sent_folder")
         self._client: imapclient.IMAPClient | None = None
@@ -266,9 +267,10 @@ class ImapProvider(MailboxProvider):
         client = self._imap()
         self._selected = None  # a new sync: ask the server for each folder's UIDVALIDITY
         watched = self.watched()
-        # Sent too, for mail sent with an add-on's link (worker.sync.sent_mail), never as replies.
-        sent = [] if self._chosen is not None else [self._sent_folder_name()]
+        # Sent too while an add-on's draft waits (worker.sync.sent_mail), never as replies.
+        sent = [self._sent_folder_name()] if self._sent_since and self._chosen is None else []
         for folder in [*watched, *(f for f in sent if f not in watched)]:
+            listed_from = self._sent_since if folder not in watched and self._sent_since else since
             try:
                 uidvalidity = self._select(client, folder)
                 previous = _folder_cursor(state, folder)
@@ -287,11 +289,11 @@ class ImapProvider(MailboxProvider):
                             uidvalidity,
                         )
                         synced_on = date.fromisoformat(
-                            previous.get("synced_on") or since.date().isoformat()
+                            previous.get("synced_on") or listed_from.date().isoformat()
                         )
                         window_start = synced_on - REBUILD_WINDOW
                     else:
-                        window_start = since.date()
+                        window_start = listed_from.date()
                     last_uid = 0
                     uids = client.search(["SINCE", window_start])
             except (IMAPClientError, OSError) as exc:

@@ -17,6 +17,7 @@ from datetime import datetime
 from email import message_from_bytes, policy
 from email.message import Message
 from email.utils import getaddresses, parsedate_to_datetime
+from typing import Any
 
 from worker.matching.msgid import normalize_msgid
 from worker.sync.base import HeaderSummary, SentCopy
@@ -27,6 +28,18 @@ from worker.sync.headers import decode_words
 MAX_SENT_BYTES = 512 * 1024
 MAX_TEXT_CHARS = 256 * 1024
 TEXT_TYPES = ("text/html", "text/plain")
+# Set in the credentials a provider is opened with while an add-on draft waits
+# (worker.sync.sent_mail.sent_wanted): where its listing of Sent starts.
+READ_SENT_SINCE = "read_sent_since"
+
+
+def read_sent_since(credentials: dict[str, Any]) -> datetime | None:
+    """When a provider's listing of Sent starts (see `sent_wanted`); None: do not list it."""
+    value = credentials.get(READ_SENT_SINCE)
+    try:
+        return datetime.fromisoformat(value) if isinstance(value, str) else None
+    except ValueError:
+        return None
 
 
 def in_sent(

@@ -29,10 +29,10 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable, Iterable
-from datetime import datetime
+from datetime import datetime, timedelta
 from urllib.parse import unquote
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from core.db import session_scope
@@ -45,7 +45,7 @@ from worker.salesforce.task_limits import DESCRIPTION_LIMIT
 from worker.sequences.render import html_to_text
 from worker.sync.base import ChangeBatch, MailboxProvider, ProviderError, SentCopy
 from worker.sync.inbound import MailboxRef
-from worker.sync.sent_copy import MAX_SENT_BYTES, sent_copy_from_bytes
+from worker.sync.sent_copy import MAX_SENT_BYTES, READ_SENT_SINCE, sent_copy_from_bytes
 
 log = logging.getLogger(__name__)
 
@@ -195,6 +195,21 @@ def _record_sent(
             "message_id": sent.message_id,
         },
     )
+
+
+def sent_wanted(session: Session, mailbox: MailboxRef) -> dict[str, str]:
+    """What a provider is opened with so that it lists its Sent folder: the creation
+    time of the team's oldest add-on draft not found yet (nothing, when none waits:
+    then IMAP and Graph do not list Sent at all). Gmail's history lists SENT anyway."""
+    oldest = session.scalar(
+        select(func.min(ExternalDraft.created_at)).where(
+            ExternalDraft.team_id == mailbox.team_id, ExternalDraft.recognised_at.is_(None)
+        )
+    )
+    if oldest is None:
+        return {}
+    # A little earlier than the insert: the provider's clock may differ from ours.
+    return {READ_SENT_SINCE: (oldest - timedelta(hours=1)).isoformat()}
 
 
 def recognise_sent(
