@@ -98,6 +98,8 @@ def test_calls_that_are_not_googles_for_our_deployment_get_401(
         json={"authorizationEventObject": {"userIdToken": foreign_user}},
         headers={"Authorization": f"Bearer {system}"},
     )
+    # The add-on's base URL is ours too (Google's reference says "the service URL").
+    assert google.call(url, audience=BASE).status_code == 200
     for label, response in refused.items():
         assert response.status_code == 401, label
         assert response.get_json()["error"]["code"] == "unauthorized", label

@@ -48,9 +48,15 @@ def base_url() -> str:
 
 
 def _audiences() -> list[str]:
-    """The URLs Google may have addressed this call to: the endpoint, with its query or not."""
+    """The URLs Google may have addressed this call's token to.
+
+    Google's reference names the audience "the endpoint URL": the URL called
+    (with its query or not); the add-on's base URL and PUBLIC_BASE_URL are
+    accepted too, being ours as much. A token for any other URL (another
+    service's, or another of our endpoints) is refused.
+    """
     root = get_settings().public_base_url
-    found = [root + request.path]
+    found = [root + request.path, base_url(), root, root + "/"]
     query = request.query_string.decode("latin-1")
     if query:
         found.append(f"{root}{request.path}?{query}")
