@@ -28,6 +28,7 @@ import re
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,7 @@ from werkzeug.serving import make_server
 
 from core.crypto import encrypt_json
 from core.db import session_scope
+from core.events import natural_key, record_event
 from core.models import (
     Document,
     DocumentPage,
@@ -327,10 +329,46 @@ def test_a_solo_team_reads_why_content_is_unavailable(
     context.close()
 
 
+def dana_opened_and_clicked(world: World) -> None:
+    """Step 1 went to Dana an hour ago; she opened it and followed its link."""
+    with session_scope() as session:
+        enrollment = session.get_one(Enrollment, world.enrollment_id)
+        sent = SentMessage(
+            team_id=world.team_id,
+            mailbox_id=session.get_one(SequenceRow, world.sequence_id).mailbox_id,
+            enrollment_id=enrollment.id,
+            step_position=0,
+            prospect_id=enrollment.prospect_id,
+            message_id="<step1.dana@seller.test>",
+            subject="Hi",
+            to_addrs=["dana@acme.test"],
+            status="sent",
+            sent_at=utcnow() - timedelta(hours=1),
+        )
+        session.add(sent)
+        session.flush()
+        for kind, data in (
+            ("open", {"recipient": 0}),
+            ("click", {"recipient": 0, "url": "https://acme.test/pricing"}),
+        ):
+            record_event(
+                session,
+                team_id=world.team_id,
+                key=natural_key(kind, sent.id, 0),
+                kind=kind,
+                sent_message_id=sent.id,
+                enrollment_id=enrollment.id,
+                prospect_id=enrollment.prospect_id,
+                occurred_at=utcnow() - timedelta(minutes=30),
+                data=data,
+            )
+
+
 def test_the_read_pane_shows_the_sequence_state_and_pause_pauses_it(
     chromium: Any, app: Flask, served: str
 ) -> None:
     world = build_world(app)
+    dana_opened_and_clicked(world)
     reading = {
         "mode": "read",
         "me": REP,
@@ -349,6 +387,9 @@ def test_the_read_pane_shows_the_sequence_state_and_pause_pauses_it(
     expect(enrollment.locator(".state")).to_have_text("Active")
     expect(page.locator('[data-address="fox@acme.test"]')).to_contain_text("Not a prospect yet.")
     expect(page.locator(f'[data-address="{REP}"]')).to_have_count(0)  # the user's own address
+    expect(dana.locator(".activity li")).to_have_count(2)  # her open and her click
+    expect(dana.locator(".activity li").first).to_contain_text("Hi")
+    expect(page.locator("#activity .feed-item")).to_have_count(2)  # the footer's Live Feed
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "outlook-read.png"), full_page=True)
     fits_every_pane_width(page)
