@@ -153,6 +153,14 @@ def test_a_failed_job_is_listed_safely_requeued_and_succeeds(
     assert job_id not in failed_ids()
     assert rows(admin.client.get("/admin/jobs").get_data(as_text=True)) == []
 
+    # Failing again, the admin deletes it from the page: gone for good.
+    org.faults.add("http_503", None, match="limits")
+    assert request_limits_refresh(team_id("Team A"))
+    work()
+    [again] = rows(admin.client.get("/admin/jobs").get_data(as_text=True))
+    assert "is deleted" in press(admin, "/admin/jobs/delete", {"job_id": again})
+    assert again not in failed_ids()
+
     # The operator requeues the rest, it fails again, and is deleted for good.
     assert cli(app, "requeue", "--all").output.strip() == "requeued 1 job"
     work()
