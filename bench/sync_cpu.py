@@ -42,7 +42,7 @@ from bench.providers_scale import setup  # noqa: E402
 
 
 def queue_round(w: World, ids: dict[str, int], bodies: list[bytes]) -> int:
-    """One new message in every mailbox and one sync job each. Returns the jobs queued."""
+    """One new message in every mailbox and a sync asked for each. Returns how many were asked."""
     from worker.sync.engine import request_sync
 
     queued = 0
@@ -134,32 +134,18 @@ def main() -> None:
 
 
 def profile(w: World, ids: dict[str, int], bodies: list[bytes], top: int, out: str | None) -> None:
-    """The same syncs through the `sync` process's worker class, in this process, under cProfile."""
-    import logging
+    """The syncs as the `sync` process runs them (`drain_waiting`), in this process, profiled."""
+    from worker.sync.drain import drain_waiting
 
-    from rq import Queue
-    from rq.utils import import_attribute
-
-    from config import queues
-    from core.redis import get_redis
-    from tests.stack import procfile
-    from worker import rqsettings  # noqa: F401 - the `sync` process's warm-up, as it runs
-
-    command = procfile()["sync"]
-    worker_class = import_attribute(command[command.index("--worker-class") + 1])
-
-    logging.getLogger("rq.worker").setLevel(logging.INFO)  # as `rq worker` sets it
-    redis = get_redis()
-    worker = worker_class([Queue(queues.SYNC, connection=redis)], connection=redis)
     queue_round(w, ids, bodies)
-    worker.work(burst=True)  # warm this process as the real one is after its first jobs
+    drain_waiting()  # warm this process as the real one is after its first syncs
     before = history_calls(w)
     queue_round(w, ids, bodies)
     # CPU of this thread only: the fake's threads and waits on sockets are left out.
     profiler = cProfile.Profile(time.thread_time)
     started = time.thread_time()
     profiler.enable()
-    worker.work(burst=True)
+    drain_waiting()
     profiler.disable()
     used = time.thread_time() - started
     syncs = history_calls(w) - before

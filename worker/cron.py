@@ -33,7 +33,7 @@ from worker.salesforce.outbox import flush_all
 from worker.sequences.jobs import enqueue_due_steps, recover_stuck_sends, resume_paused
 from worker.sequences.oneoff import enqueue_due_one_offs
 from worker.sync.drain import drain_tick
-from worker.sync.engine import poll_mailboxes
+from worker.sync.polling import poll_mailboxes
 from worker.sync.push import renew_due as renew_push
 
 log = logging.getLogger(__name__)

@@ -253,10 +253,9 @@ def outbox_statuses() -> set[str]:
 
 
 def _sync_queue_empty() -> bool:
-    from core.redis import get_redis
+    from worker.sync import wanted
 
-    redis = get_redis()
-    return redis.llen("rq:queue:sync") == 0 and not redis.keys("sightline:queued:sync:*")
+    return not any(wanted.backlog().values())
 
 
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)

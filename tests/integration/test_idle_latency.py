@@ -38,7 +38,8 @@ from tests.services.smtp import SmtpServer
 from worker.listener import Listener
 from worker.sequences.freshness import ready_to_send
 from worker.sync import push_latency
-from worker.sync.engine import SYNC_JOB, poll_mailboxes
+from worker.sync.engine import SYNC_JOB
+from worker.sync.polling import poll_mailboxes
 
 pytestmark = pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 

@@ -106,7 +106,7 @@ def _wait_for(what: str, check: Callable[[], bool], timeout: float = 30) -> None
 
 def _pending_of(consumer: str) -> list[str]:
     """Entry ids `consumer` claimed and never acknowledged."""
-    rows = get_redis().xpending_range(
+    rows: Any = get_redis().xpending_range(
         wanted.STREAM_KEY, wanted.GROUP, min="-", max="+", count=1000, consumername=consumer
     )
     return [r["message_id"].decode() for r in rows]
@@ -150,8 +150,8 @@ def test_fifty_pushes_in_a_burst_sync_the_mailbox_once(
     assert Drainer(threads=4).run(burst=True) == 1
     assert _history_reads(fake_gmail) == 1  # synced exactly once, and only that mailbox
     with session_scope() as session:
-        cursor = session.get(Mailbox, mailbox_id).sync_cursor  # type: ignore[union-attr]
-    assert int(cursor["history_id"]) >= history  # it read the new mail
+        cursor = session.scalar(select(Mailbox.sync_cursor).where(Mailbox.id == mailbox_id))
+    assert cursor is not None and int(cursor["history_id"]) >= history  # it read the new mail
     assert wanted.backlog() == {"waiting": 0, "claimed": 0, "later": 0}  # acknowledged
     assert quiet_id not in wanted.waiting()
 
@@ -263,8 +263,10 @@ def test_a_sync_process_killed_mid_batch_leaves_its_mailboxes_to_the_survivor(
     _, survivor_log = drainers("survivor", "--lease-seconds", "2")
     _wait_for(
         "every mailbox synced and acknowledged",
-        lambda: _synced_since(list(ids), delivered) == set(ids)
-        and wanted.backlog() == {"waiting": 0, "claimed": 0, "later": 0},
+        lambda: (
+            _synced_since(list(ids), delivered) == set(ids)
+            and wanted.backlog() == {"waiting": 0, "claimed": 0, "later": 0}
+        ),
     )
     assert not _pending_of(dead)
     assert "sync_requests_taken_over" in survivor_log.read_text()

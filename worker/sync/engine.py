@@ -52,12 +52,12 @@ from typing import cast
 from redis.exceptions import LockError, RedisError
 from redis.lock import Lock
 from rq.timeouts import BaseTimeoutException
-from sqlalchemy import Table, select, update
+from sqlalchemy import Table, update
 
 from config import get_settings
 from core.crypto import CredentialsError, decrypt_json
 from core.db import get_engine, session_scope
-from core.models import Mailbox, MailboxPush, MailboxStatus, utcnow
+from core.models import Mailbox, MailboxStatus, utcnow
 from core.redis import get_redis
 from worker.matching.matcher import find_sent_messages, may_be_report
 from worker.queueing import job_started
@@ -474,42 +474,3 @@ def _set_status(
     _update_mailbox(mailbox_id, values)
     if status != MailboxStatus.ACTIVE:
         log.warning("mailbox_status mailbox_id=%s status=%s reason=%s", mailbox_id, status, reason)
-
-
-def poll_mailboxes() -> int:
-    """Cron: queue a sync for every mailbox not synced within the poll interval.
-
-    The push paths (IDLE, webhooks) keep most mailboxes fresh; this is the
-    backstop. Mailboxes fall due at their own times (their last sync), so polls
-    spread out instead of firing together. A Gmail or Microsoft 365 mailbox whose
-    push is live (renewed, not expired, no error) is polled only every
-    SIGHTLINE_PUSH_POLL_SECONDS: at 10,000 mailboxes a minute's poll would cost
-    as much as the pushes themselves. A mailbox whose push was measured slow
-    (an IDLE that only looks every minute: `worker.sync.push_latency`) is polled
-    every SIGHTLINE_SLOW_PUSH_POLL_SECONDS instead.
-    """
-    settings = get_settings()
-    now = utcnow()
-    due_before = now - timedelta(seconds=settings.sync_poll_seconds)
-    slow_due_before = now - timedelta(seconds=settings.slow_push_poll_seconds)
-    push_due_before = now - timedelta(seconds=settings.providers.push_poll_seconds)
-    live_push = (
-        select(MailboxPush.id)
-        .where(
-            MailboxPush.mailbox_id == Mailbox.id,
-            MailboxPush.last_error.is_(None),
-            MailboxPush.expires_at > now,
-        )
-        .exists()
-    )
-    with session_scope() as session:
-        ids = session.scalars(
-            select(Mailbox.id).where(
-                Mailbox.status.in_([MailboxStatus.ACTIVE, MailboxStatus.ERROR]),
-                (Mailbox.last_synced_at.is_(None))
-                | ((Mailbox.last_synced_at < due_before) & ~live_push)
-                | (Mailbox.last_synced_at < push_due_before)
-                | (Mailbox.push_prompt.is_(False) & (Mailbox.last_synced_at < slow_due_before)),
-            )
-        ).all()
-    return wanted.want_many([int(mailbox_id) for mailbox_id in ids])

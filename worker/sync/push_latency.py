@@ -28,7 +28,7 @@ receivedDateTime), to the second, on the server's clock: a delay below
 -`SKEW_SECONDS` says the clocks differ, and is not counted (an unmeasured push
 is not trusted, so a skewed clock costs syncs, never a missed reply).
 
-Who reads the verdict: the poll (`worker.sync.engine.poll_mailboxes`) syncs a
+Who reads the verdict: the poll (`worker.sync.polling.poll_mailboxes`) syncs a
 slow-push mailbox every SIGHTLINE_SLOW_PUSH_POLL_SECONDS; the fresh-before-send
 rule (`worker.sequences.freshness`) counts only a prompt push as freshness.
 

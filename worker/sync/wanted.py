@@ -187,6 +187,8 @@ class Consumer:
         self.lease_ms = int(lease_seconds * 1000)
         self.redis = redis if redis is not None else get_redis()
         self.ensure_group()
+        # Listed in XINFO CONSUMERS from the start, not only after its first entry.
+        self.redis.xgroup_createconsumer(STREAM_KEY, GROUP, name)
 
     def ensure_group(self) -> None:
         """Create the consumer group (reading from the start: entries queued before count)."""
