@@ -21,6 +21,7 @@ from typing import Any
 from flask import abort, flash, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 
+from core.templates import clean_signature, signature_text
 from web.app import profile
 from web.app.common import FormErrors, app_blueprint, user
 from web.auth import login_required
@@ -46,11 +47,19 @@ def _errors(exc: profile.InvalidError, *, prefix: str = "") -> FormErrors:
     return errors
 
 
+def editable_signature(stored: str | None) -> str:
+    """The signature as its owner would type it: plain text when that is all it is."""
+    if not stored:
+        return ""
+    text = signature_text(stored)
+    return text if clean_signature(text) == stored else stored
+
+
 def account_page(
     *, errors: FormErrors | None = None, values: dict[str, Any] | None = None, **extra: Any
 ) -> str:
     me = user()
-    shown = {"name": me.name or "", "signature": me.signature or "", **(values or {})}
+    shown = {"name": me.name or "", "signature": editable_signature(me.signature), **(values or {})}
     return render_template(
         "app/account.html",
         me=me,
