@@ -101,7 +101,7 @@ mutation: $(VENV)/.dev
 	scripts/test-prereqs.sh core
 	scripts/mutation.sh $(MUTANTS)
 
-bench: bench-reply bench-salesforce bench-pixel bench-documents bench-ui bench-providers bench-providers-scale bench-sync-cpu
+bench: bench-reply bench-salesforce bench-pixel bench-documents bench-ui bench-providers bench-push-endpoint bench-providers-scale bench-sync-cpu
 
 ## bench-providers: bytes per unrelated message, Gmail quota units, reply -> halt with push (all providers)
 bench-providers: $(VENV)/.dev
@@ -110,10 +110,16 @@ bench-providers: $(VENV)/.dev
 	$(BIN)/python -m bench.providers quota
 	$(BIN)/python -m bench.providers latency
 
-## bench-providers-scale: 10,000 Gmail mailboxes, a message a minute each: CPU per role, reply -> halt
+## bench-providers-scale: 10,000 Gmail mailboxes, a message a minute each, a tenth replies: pushes
+## acknowledged, reply -> halt p95/p99, lost; then 1, 2 and 4 sync processes (last line: scale: ...)
 bench-providers-scale: $(VENV)/.dev
 	scripts/test-prereqs.sh core
-	$(BIN)/python -m bench.providers_scale --mailboxes 10000 --seconds 120 --workers 8 --process sync
+	$(BIN)/python -m bench.providers_scale --mailboxes 10000 --seconds 120 --sync-processes 2 --scaling 1,2,4 --capacity 3000
+
+## bench-push-endpoint: CPU, wall time and Redis commands per Gmail push, this tree and before the drain
+bench-push-endpoint: $(VENV)/.dev
+	scripts/test-prereqs.sh core
+	$(BIN)/python -m bench.push_endpoint --pushes 2000
 
 ## bench-sync-cpu: CPU per Gmail push sync in the Procfile `sync` process (--profile: where it goes)
 bench-sync-cpu: $(VENV)/.dev
