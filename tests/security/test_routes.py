@@ -130,6 +130,7 @@ class Side:
             "start_id": "not-a-start-link-0123456789",
             "confirm_id": "not-a-confirmation-0123456789",
             "job_id": "not-a-failed-job-0123456789",
+            "action": "pause",  # /api/v1/addons/enrollments/<id>/<action>
         }
 
 
