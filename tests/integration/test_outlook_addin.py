@@ -4,7 +4,8 @@ The manifest is parsed as XML and read the way Office reads it: the add-in's Id
 stable for one install and different for another, every URL under
 `PUBLIC_BASE_URL`, a read and a compose button each opening its pane, the
 VersionOverrides 1.0/1.1 nesting, shared folders, Mailbox requirement sets, and
-every `resid` defined. The sign-in dialog issues an add-in token only after the
+every `resid` defined; while `PUBLIC_BASE_URL` is not https, a sentence saying
+so instead. The sign-in dialog issues an add-in token only after the
 signed-in person's POST; the token speaks for that user on the operations that
 accept it and nowhere else, and stops working when signed out, tampered with,
 expired, or when its user leaves the team.
@@ -53,7 +54,12 @@ def manifest(client: FlaskClient) -> ET.Element:
 def test_the_manifest_describes_this_install_as_office_reads_it(
     app: Flask, client: FlaskClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    base = get_settings().public_base_url.rstrip("/")
+    refused = client.get("/addons/outlook/manifest.xml")  # the suite's http://localhost:5000
+    assert refused.status_code == 409 and refused.mimetype == "text/plain"
+    assert "https only" in refused.get_data(as_text=True)
+    monkeypatch.setenv("PUBLIC_BASE_URL", "https://sightline.acme.test")
+    get_settings.cache_clear()
+    base = "https://sightline.acme.test"
     root = manifest(client)
     assert root.tag == f"{{{NS['o']}}}OfficeApp" and root.get(XSI_TYPE) == "MailApp"
     # The basics in the schema's order (Office refuses a manifest whose order differs).

@@ -1,6 +1,8 @@
 """The Outlook add-in's pages: the manifest, the task panes, and the sign-in dialog.
 
-- ``/addons/outlook/manifest.xml``: what an admin uploads (`manifest.render_manifest`).
+- ``/addons/outlook/manifest.xml``: what an admin uploads (`manifest.render_manifest`);
+  a plain 409 sentence instead while `PUBLIC_BASE_URL` is not https (Office would
+  refuse the file).
 - ``/addons/outlook/compose`` and ``/read``: the task panes. They are shells that
   hold nothing of a team's: the pane's script asks API v1 for everything, with
   the add-in token as bearer (cookies may never reach a frame inside Outlook on the
@@ -28,6 +30,7 @@ from flask import Blueprint, Response, render_template, request
 from flask.typing import ResponseReturnValue
 from werkzeug.wrappers import Response as BaseResponse
 
+from config import get_settings
 from web.addons.outlook import tokens
 from web.addons.outlook.manifest import PREFIX, render_manifest
 from web.auth import current_user, login_required, protect
@@ -72,8 +75,18 @@ def _page(html: str, *, framed: bool) -> Response:
     return response
 
 
+NOT_HTTPS = (
+    "Outlook loads add-ins over https only, and PUBLIC_BASE_URL is {base}. Set it to the "
+    "https address people reach Sightline at, restart web, and download the manifest again."
+)
+
+
 @bp.get("/manifest.xml")
 def manifest() -> ResponseReturnValue:
+    base = get_settings().public_base_url
+    if not base.startswith("https://"):
+        # A manifest Office would refuse on upload, with a less helpful message.
+        return Response(NOT_HTTPS.format(base=base), status=409, mimetype="text/plain")
     response = Response(render_manifest(), mimetype="application/xml")
     response.headers["Content-Disposition"] = 'inline; filename="sightline-outlook.xml"'
     return response
