@@ -9,7 +9,7 @@ granted the `userinfo.email` scope.
 
     Authorization header ──▶ signature (Google's certs, kid) · exp · aud = this URL
                               · iss Google · email = our service account, verified
-        any failure ──▶ CallRefusedError (401), nothing read from the body
+        any failure ──▶ CallRefusedError (401), the body not even parsed
     userIdToken ──▶ signature · exp · aud = our OAuth client · iss Google
         missing ──▶ GmailCaller(email=None): a card asks for the scope
         bad ──▶ CallRefusedError (401)
@@ -112,16 +112,13 @@ def bearer(authorization: str | None) -> str:
     return token.strip()
 
 
-def verify_call(
-    authorization: str | None, event: dict[str, Any], audiences: Sequence[str]
-) -> GmailCaller:
-    """Prove the call is Google's for our deployment, then say which Gmail user it is for.
+def verify_google(authorization: str | None, audiences: Sequence[str]) -> None:
+    """Prove the call is Google's for our deployment; nothing of the body is read.
 
-    `audiences` are the URLs this request may have been addressed to (the
-    endpoint, with and without its query string).
+    `audiences` are the URLs this request may have been addressed to.
 
     Raises:
-        CallRefusedError: not configured, no or a bad system token, a bad user token.
+        CallRefusedError: not configured, no system token or a bad one.
     """
     addon = get_settings().gmail_addon
     if not addon.configured:
@@ -132,15 +129,33 @@ def verify_call(
     system = verify_id_token(bearer(authorization), audiences)
     if system.get("email") != addon.service_account or system.get("email_verified") is not True:
         raise CallRefusedError(f"the call is signed for {system.get('email')!r}, not our add-on")
+
+
+def gmail_user(event: dict[str, Any]) -> GmailCaller:
+    """The Gmail user of a proven call (`verify_google`), by their own ID token in the body.
+
+    Raises:
+        CallRefusedError: the user's token is there but not Google's for our OAuth client.
+    """
     authorization_event = event.get("authorizationEventObject")
     user_token = (
         authorization_event.get("userIdToken") if isinstance(authorization_event, dict) else None
     )
     if not isinstance(user_token, str) or not user_token:
         return GmailCaller(email=None)
-    assert addon.oauth_client_id is not None  # configured
-    user = verify_id_token(user_token, addon.oauth_client_id)
+    client_id = get_settings().gmail_addon.oauth_client_id
+    if client_id is None:
+        raise CallRefusedError("GMAIL_ADDON_OAUTH_CLIENT_ID is not set")
+    user = verify_id_token(user_token, client_id)
     email = user.get("email")
     if not isinstance(email, str) or user.get("email_verified") is not True:
         return GmailCaller(email=None)
     return GmailCaller(email=email.strip().lower())
+
+
+def verify_call(
+    authorization: str | None, event: dict[str, Any], audiences: Sequence[str]
+) -> GmailCaller:
+    """Both checks at once (`verify_google`, then `gmail_user`), for callers holding the body."""
+    verify_google(authorization, audiences)
+    return gmail_user(event)

@@ -27,7 +27,7 @@ from flask.typing import ResponseReturnValue
 from config import get_settings
 from web.addons import service
 from web.addons.gmail import cards, views
-from web.addons.gmail.auth import CallRefusedError, verify_call
+from web.addons.gmail.auth import CallRefusedError, gmail_user, verify_google
 from web.addons.gmail.events import AddonEvent, read_event
 from web.addons.views import FEED_LIMIT, AddonError, Recipients
 from web.db import db
@@ -68,14 +68,16 @@ def _refusal(card_json: cards.Card, is_action: bool) -> dict[str, Any]:
 
 
 def _answer(handler: Handler, *, is_action: bool) -> ResponseReturnValue:
-    body = request.get_json(silent=True)
-    event_json = body if isinstance(body, dict) else {}
     try:
-        caller = verify_call(request.headers.get("Authorization"), event_json, _audiences())
+        verify_google(request.headers.get("Authorization"), _audiences())
+        body = request.get_json(silent=True)  # read only once the caller is Google
+        event_json = body if isinstance(body, dict) else {}
+        caller = gmail_user(event_json)
     except CallRefusedError as exc:
         log.warning("gmail_addon_refused path=%s reason=%s", request.path, exc)
         message = "Only Google may call the Gmail add-on, with a valid ID token for this URL."
-        return jsonify(error={"code": "unauthorized", "message": message, "fields": []}), 401
+        error = {"code": "unauthorized", "message": message, "fields": []}
+        return jsonify(error=error), 401, {"WWW-Authenticate": 'Bearer realm="gmail-addon"'}
     event = read_event(event_json)
     if caller.email is None:
         return jsonify(_refusal(views.needs_email_card(), is_action))
