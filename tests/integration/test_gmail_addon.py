@@ -320,3 +320,20 @@ def test_the_settings_refuse_what_is_not_an_add_on_account_or_client() -> None:
         "GMAIL_ADDON_OAUTH_CLIENT_ID": CLIENT_ID,
     }
     assert load_settings(both).gmail_addon.configured
+
+
+def test_the_card_schema_refuses_what_gmail_would_not_draw() -> None:
+    card = {"sections": [{"widgets": [{"textParagraph": {"text": "Hi"}}]}]}
+    assert schema_errors({"action": {"navigations": [{"pushCard": card}]}}) == []
+    misspelt = {"sections": [{"widgets": [{"textParagrph": {"text": "Hi"}}]}]}
+    no_click = {"sections": [{"widgets": [{"buttonList": {"buttons": [{"text": "Go"}]}}]}]}
+    insert = {"insertContents": [{"content": "<a>x</a>", "contentType": "MUTABLE_HTML"}]}
+    for bad in (
+        {"action": {"navigations": [{"pushCard": misspelt}]}},
+        {"action": {"navigations": [{"pushCard": no_click}]}},
+        {"action": {"navigations": [{"pushCard": {"header": {"title": "No sections"}}}]}},
+        {"renderActions": {"hostAppAction": {"gmailAction": {"updateDraftActionMarkup": {
+            "updateBody": insert}}}}},  # no "type"
+        {"renderActions": {"action": {"navigations": [{"updateCard": card, "pop": True}]}}},
+    ):  # fmt: skip
+        assert schema_errors(bad), bad
