@@ -25,7 +25,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -36,7 +35,6 @@ import pytest
 from flask import Flask
 from playwright.sync_api import expect
 from sqlalchemy import select
-from werkzeug.serving import make_server
 
 from core.crypto import encrypt_json
 from core.db import session_scope
@@ -57,6 +55,7 @@ from core.models import (
 )
 from core.models import Sequence as SequenceRow
 from tests.browser.test_live_feed import ARTIFACTS, CHROMIUM, CHROMIUM_FLAGS, PASSWORD
+from tests.browser.test_unsubscribe_page import served  # noqa: F401 - the fixture
 from tests.conftest import create_user
 from tests.services.process import in_ci
 from web.addons.outlook import tokens
@@ -88,18 +87,6 @@ def chromium() -> Iterator[Any]:
         )
         yield browser
         browser.close()
-
-
-@pytest.fixture
-def served(app: Flask) -> Iterator[str]:
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        thread.join(5)
 
 
 @dataclass(frozen=True)
@@ -205,7 +192,9 @@ def enrollment_state(enrollment_id: int) -> str:
 
 
 def test_signing_in_through_the_dialog_and_out_again(
-    chromium: Any, app: Flask, served: str
+    chromium: Any,
+    app: Flask,
+    served: str,  # noqa: F811 - the fixture
 ) -> None:
     world = build_world(app)
     reading = {
@@ -271,7 +260,9 @@ def drafts() -> list[tuple[bool, list[str]]]:
 
 
 def test_compose_inserts_the_recipients_link_or_the_drafts_and_the_pixel(
-    chromium: Any, app: Flask, served: str
+    chromium: Any,
+    app: Flask,
+    served: str,  # noqa: F811 - the fixture
 ) -> None:
     world = build_world(app)
     token = addin_token(world.user_id)
@@ -318,7 +309,9 @@ def test_compose_inserts_the_recipients_link_or_the_drafts_and_the_pixel(
 
 
 def test_a_solo_team_reads_why_content_is_unavailable(
-    chromium: Any, app: Flask, served: str
+    chromium: Any,
+    app: Flask,
+    served: str,  # noqa: F811 - the fixture
 ) -> None:
     world = build_world(app, plan=Plan.SOLO)
     context = pane_context(chromium, composing(["dana@acme.test"]), addin_token(world.user_id))
@@ -365,7 +358,9 @@ def dana_opened_and_clicked(world: World) -> None:
 
 
 def test_the_read_pane_shows_the_sequence_state_and_pause_pauses_it(
-    chromium: Any, app: Flask, served: str
+    chromium: Any,
+    app: Flask,
+    served: str,  # noqa: F811 - the fixture
 ) -> None:
     world = build_world(app)
     dana_opened_and_clicked(world)
