@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import re
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -36,8 +37,10 @@ from core.models import (
     DocumentLink,
     DocumentPage,
     DocumentStatus,
+    Invitation,
     Team,
     User,
+    utcnow,
 )
 from core.tokens import hash_api_token, new_api_token
 from tests.integration.test_app_pages import World, build_world, csrf, signed_in
@@ -72,6 +75,8 @@ PUBLIC = {
     "api.openapi_document": "the API's published description",
     "api.index": "the API's name, version and where its description is",
     "layout.favicon": "the site's icon, which browsers ask for before anyone signs in",
+    "members.join": "an invitation's link (its random token, stored hashed): the invitee "
+    "has no account yet; a link that is not pending only gets a page saying so",
     "outlook_addin.manifest": "the Outlook add-in's manifest an admin uploads: URLs, no data",
     "outlook_addin.compose_pane": "an Outlook task pane's shell: its data comes from the API "
     "with the add-in's bearer",
@@ -106,6 +111,8 @@ class Side:
     link_id: int
     token_id: int = 0  # the API token `token`'s row
     device_id: int = 0  # a browser the user signed in from
+    user_id: int = 0  # the team's one user (its admin)
+    invitation_id: int = 0  # a pending invitation to the team
 
     def values(self) -> dict[str, Any]:
         w = self.world
@@ -121,6 +128,8 @@ class Side:
             "link_id": self.link_id,
             "token_id": self.token_id,
             "device_id": self.device_id,
+            "user_id": self.user_id,
+            "invitation_id": self.invitation_id,
             "number": 1,
             "position": 0,
             "width": 800,
@@ -164,8 +173,16 @@ def side(app: Flask, team: str, user: str, prospect: str, secret: str) -> Side:
             prospect_id=world.prospect_id,
         )
         session.add(link)
+        invitation = Invitation(
+            team_id=world.team_id,
+            email=f"invited-{secret.lower()}@new.test",
+            token_hash=secret.lower().rjust(64, "0"),
+            expires_at=utcnow() + timedelta(days=7),
+        )
+        session.add(invitation)
         session.flush()
-        return Side(world, token, int(document.id), int(link.id), int(api_token.id), int(device.id))
+        ids = (document.id, link.id, api_token.id, device.id, user_id, invitation.id)
+        return Side(world, token, *(int(i) for i in ids))
 
 
 @pytest.fixture

@@ -149,8 +149,9 @@ def list_members() -> ResponseReturnValue:
 )
 @admin_required
 def update_member(user_id: int) -> ResponseReturnValue:
-    body = parse_body(MemberUpdate)
     try:
+        team_members.member(db(), g.team_id, user_id)  # another team's id: 404 before the body
+        body = parse_body(MemberUpdate)
         changed = team_members.change_role(db(), g.team_id, user_id, body.role, by=g.user)
     except MemberError as exc:
         raise _refused(exc) from None

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 
-from flask import flash, redirect, render_template, request, url_for
+from flask import abort, flash, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 
 from config import get_settings
@@ -74,6 +74,8 @@ def _page(
 
 
 def _refused(exc: MemberError, values: dict[str, str] | None = None) -> ResponseReturnValue:
+    if exc.status == 404:  # another team's id answers exactly like one that does not exist
+        abort(404)
     if exc.field is not None and values is not None:
         errors = FormErrors()
         errors.add(exc.field, exc.message)
