@@ -2,7 +2,7 @@
 
     users create EMAIL --team T [--name N]   a user, their team if new, and an API token
                                              (a new team's first user is its admin)
-    users list [--team T]                    who has an account; never a hash or a token
+    users list [--team T]                    who has an account, their role; never a hash or a token
     users set-password EMAIL                 a new password for signing in to the web app
     tokens list [--user EMAIL]               API tokens by id and visible prefix
     tokens create EMAIL                      another API token for a user
@@ -216,7 +216,7 @@ def create_user(
 @users.command("list")
 @click.option("--team", "team_name", default=None, help="Only this team's users.")
 def list_users(team_name: str | None) -> None:
-    """Every user: email, name, team, web sign-in, active API tokens, created, last sign-in."""
+    """Every user: email, name, team, role, web sign-in, API tokens, created, last sign-in."""
     last_sign_in = (
         select(SignIn.user_id, func.max(SignIn.at).label("at")).group_by(SignIn.user_id).subquery()
     )
@@ -245,6 +245,7 @@ def list_users(team_name: str | None) -> None:
                 user.email,
                 user.name or "-",
                 f"{team.name} ({team.plan})",
+                "removed" if user.removed_at else user.role,
                 "yes" if user.password_hash else "no",
                 str(tokens_active or 0),
                 _when(user.created_at),
@@ -260,6 +261,7 @@ def list_users(team_name: str | None) -> None:
         "email",
         "name",
         "team",
+        "role",
         "password",
         "tokens",
         "created UTC",

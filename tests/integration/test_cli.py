@@ -127,19 +127,26 @@ def test_list_shows_users_and_teams_and_no_secrets(app: Flask, client: FlaskClie
     token = run(app, "users", "create", "riley@s.test", "--team", "Sellers", "--name", "Riley Rep",
                 "--password", PASSWORD).output.strip().splitlines()[-1]  # fmt: skip
     run(app, "users", "create", "bot@o.test", "--team", "Others", "--no-password")
+    run(app, "users", "create", "sam@s.test", "--team", "Sellers", "--no-password")
+    run(app, "users", "create", "kim@s.test", "--team", "Sellers", "--no-password",
+        "--role", "admin")  # fmt: skip
     assert sign_in(client, "riley@s.test", PASSWORD) == 302
     listed = run(app, "users", "list")
     assert listed.exit_code == 0, listed.output
     lines = listed.output.splitlines()
     assert lines[0].split() == [
-        "id", "email", "name", "team", "password", "tokens", "created", "UTC", "last", "sign-in",
-        "UTC",
+        "id", "email", "name", "team", "role", "password", "tokens", "created", "UTC", "last",
+        "sign-in", "UTC",
     ]  # fmt: skip
     riley = next(line for line in lines if "riley@s.test" in line)
     bot = next(line for line in lines if "bot@o.test" in line)
     assert "Riley Rep" in riley and "Sellers (solo)" in riley and " yes " in riley
     assert riley.count("20") >= 2, "created and last sign-in times"
     assert "Others (solo)" in bot and " no " in bot and bot.rstrip().endswith("-")
+    # A new team's first user is its admin; later ones are members unless --role says.
+    roles = {line.split()[1]: line for line in lines[1:]}
+    assert " admin " in riley and " admin " in bot and " admin " in roles["kim@s.test"]
+    assert " member " in roles["sam@s.test"]
     user = stored_user("riley@s.test")
     assert user is not None and user.password_hash is not None
     for secret in (user.password_hash, user.password_hash.split("$")[-1], token, token[10:]):
