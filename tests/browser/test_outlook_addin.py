@@ -47,6 +47,7 @@ from core.models import (
     ExternalDraft,
     Mailbox,
     Plan,
+    Prospect,
     SentMessage,
     SequenceStep,
     Team,
@@ -70,6 +71,7 @@ pytestmark = [
 FAKE_OFFICE = (Path(__file__).parent / "outlook_fake_office.js").read_text()
 PANE_SIZE = {"width": 360, "height": 640}
 REP = "rep@seller.test"
+HOSTILE = '<img src=x onerror="window.__xss=1">'
 
 
 @pytest.fixture(scope="module")
@@ -389,8 +391,13 @@ def test_the_read_pane_shows_the_sequence_state_and_pause_pauses_it(
     page.screenshot(path=str(ARTIFACTS / "outlook-read.png"), full_page=True)
     fits_every_pane_width(page)
 
-    enrollment.get_by_role("button", name="Pause").click()
+    with session_scope() as session:  # text from the database is drawn as text, never markup
+        enrolled = session.get_one(Enrollment, world.enrollment_id)
+        session.get_one(Prospect, enrolled.prospect_id).company = HOSTILE
+    enrollment.get_by_role("button", name="Pause").click()  # the pane draws itself again
     expect(enrollment.locator(".state")).to_have_text("Paused")
+    expect(dana.locator(".address")).to_have_text(f"dana@acme.test · {HOSTILE}")
+    assert page.evaluate("window.__xss") is None and page.locator("img").count() == 0
     assert enrollment_state(world.enrollment_id) == "paused"
     expect(enrollment.get_by_role("button", name="Resume")).to_be_visible()
 
