@@ -303,6 +303,9 @@ def test_removal_pauses_live_enrolments_disconnects_mailboxes_and_ends_access(
         )
         assert session.get_one(User, rep).removed_at is not None  # kept, not deleted
     assert rep_session.get("/feed").status_code == 302  # the session ended
+    made_later = app.test_cli_runner().invoke(args=["tokens", "create", "rep@team-a.test"])
+    fresh = made_later.output.strip().splitlines()[-1]
+    assert api(client, fresh, "GET", "/mailboxes").status_code == 401
     assert sign_in(app.test_client(), "rep@team-a.test").status_code == 401
     listed = api(client, admin_token, "GET", "/members").json["members"]
     assert [m["email"] for m in listed] == [ADMIN]

@@ -215,7 +215,9 @@ def authenticate() -> User:
             ApiToken.token_hash == hash_api_token(token.strip()), ApiToken.revoked_at.is_(None)
         )
     )
-    if row is None:
+    # A removed user's tokens are revoked with them (worker.members); checked here too, so
+    # that one made for them afterwards (tokens create) opens nothing either.
+    if row is None or row.user.removed_at is not None:
         raise ApiError(401, "unauthorized", "unknown or revoked API token")
     now = utcnow()
     # Touch at most once a minute: a busy client must not write on every call.
