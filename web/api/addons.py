@@ -233,7 +233,11 @@ def addon_content() -> ResponseReturnValue:
     summary="Tracking for a draft: a document link and/or the pixel, made once per draft",
     body=DraftIn,
     response=DraftOut,
-    errors={403: "Trackable content is a Team plan feature", 409: "No mailbox connected"},
+    errors={
+        403: "Trackable content is a Team plan feature",
+        404: "No such document in the team's library",
+        409: "No mailbox of the user's connected",
+    },
 )
 @addin_or_api_token
 def addon_draft() -> ResponseReturnValue:
