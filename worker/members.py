@@ -44,7 +44,7 @@ from core.models import (
 )
 from worker.listener import announce_mailbox_change
 from worker.queueing import enqueue
-from worker.sequences.enrolling import transition
+from worker.sequences.enrolling import transition_many
 from worker.sync.push import DISCONNECT_JOB
 
 log = logging.getLogger(__name__)
@@ -219,17 +219,14 @@ def _pause_enrollments(
             Sequence.mailbox_id.in_(mailbox_ids),
             Enrollment.state.in_(list(live)),
         )
+        .order_by(Enrollment.id)
     ).all()
-    reason = f"paused: {name} was removed from the team"
-    return sum(
-        transition(
-            session,
-            enrollment_id,
-            EnrollmentState.PAUSED,
-            reason,
-            from_states=live,
-            now=now,
-            resume_at=None,
-        )
-        for enrollment_id in ids
+    return transition_many(
+        session,
+        list(ids),
+        EnrollmentState.PAUSED,
+        f"paused: {name} was removed from the team",
+        from_states=live,
+        now=now,
+        resume_at=None,
     )

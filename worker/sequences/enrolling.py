@@ -291,6 +291,59 @@ def transition(
     return True
 
 
+def transition_many(
+    session: Session,
+    enrollment_ids: list[int],
+    to_state: EnrollmentState,
+    reason: str,
+    *,
+    from_states: frozenset[str] | set[str],
+    now: datetime,
+    **values: Any,
+) -> int:
+    """`transition` for many enrolments at once, with the same promise; returns how many moved.
+
+    For a change that reaches a whole team's worth of rows in one request (removing
+    a member pauses every live enrolment sending from their mailboxes): one
+    conditional UPDATE per 500 ids, RETURNING the ids it moved, and one INSERT of
+    their transitions, instead of three statements an enrolment (5,000 enrolments:
+    `python -m bench.members_removal`). An enrolment another process moved first is
+    left alone and gets no transition; its `from_state` is the one read just before.
+    """
+    values.setdefault("waits_for_sender", False)
+    moved: list[int] = []
+    before: dict[int, str] = {}
+    for start in range(0, len(enrollment_ids), 500):
+        chunk = enrollment_ids[start : start + 500]
+        read = session.execute(
+            select(Enrollment.id, Enrollment.state).where(Enrollment.id.in_(chunk))
+        )
+        before.update({row_id: state for row_id, state in read})
+        result = session.execute(
+            update(Enrollment)
+            .where(Enrollment.id.in_(chunk), Enrollment.state.in_(list(from_states)))
+            .values(state=to_state, state_reason=reason, state_changed_at=now, **values)
+            .returning(Enrollment.id)
+            .execution_options(synchronize_session=False)
+        )
+        moved.extend(result.scalars().all())
+    if moved:
+        session.execute(
+            insert(EnrollmentTransition),
+            [
+                {
+                    "enrollment_id": enrollment_id,
+                    "from_state": before.get(enrollment_id) or "?",
+                    "to_state": to_state,
+                    "reason": reason[:2000],
+                    "at": now,
+                }
+                for enrollment_id in moved
+            ],
+        )
+    return len(moved)
+
+
 def resume_due(session: Session, now: datetime) -> int:
     """Resume paused enrolments whose resume time has come. Returns how many."""
     ids = session.scalars(
