@@ -338,7 +338,8 @@ def main() -> None:
         print(
             f"command: python -m bench.providers_scale --mailboxes {args.mailboxes} "
             f"--seconds {args.seconds:.0f} --sync-processes {args.sync_processes} "
-            f"--threads {args.threads} --reply-share {args.reply_share} --scaling {args.scaling}"
+            f"--threads {args.threads} --reply-share {args.reply_share} --scaling {args.scaling} "
+            f"--capacity {args.capacity}"
         )
         print(
             f"machine: {os.cpu_count()} cores; {load_note(load)} at the start (other work on "
