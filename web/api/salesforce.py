@@ -15,7 +15,8 @@
     GET    /salesforce/dead-letters         what Salesforce refused, with its error
     POST   /salesforce/dead-letters/replay  put them back in the queue
 
-The web app's pages do not show these; this API is where a person looks.
+The Salesforce page (web.app.salesforce_page) does the same for an admin in the
+browser; its status and usage refresh are web.api.salesforce_admin's operations.
 Errors follow the API's conventions: 422 names the field; a refusal by
 Salesforce is 422 `salesforce_refused`; Salesforce unreachable is 502. No
 route returns a token, a password or a secret.
