@@ -140,10 +140,10 @@ def change_role(session: Session, team_id: int, user_id: int, role: str, *, by: 
     Raises:
         MemberError: not a role (422), no such member (404), or the last admin (409).
     """
+    _lock_team(session, team_id)
+    user = member(session, team_id, user_id)  # first: another team's id is a 404, whatever else
     if role not in (Role.ADMIN, Role.MEMBER):
         raise MemberError(422, "invalid_request", "role: expected admin or member", "role")
-    _lock_team(session, team_id)
-    user = member(session, team_id, user_id)
     if user.role == role:
         return user
     if role == Role.MEMBER:
