@@ -46,7 +46,12 @@ from core.models import (
     utcnow,
 )
 from tests.fakes.salesforce import FakeSalesforce
-from tests.integration.provider_harness import GmailHarness, GraphHarness, ImapHarness
+from tests.integration.provider_harness import (
+    ExchangeHarness,
+    GmailHarness,
+    GraphHarness,
+    ImapHarness,
+)
 from tests.integration.test_documents_viewer import beacon, open_viewer, started_ago
 from tests.integration.test_tracking_edge import CHROME, call, run
 from web.addons import service
@@ -283,19 +288,26 @@ def test_gmail_sent_copy_is_recognised_its_reply_logged_and_its_views_worded_sen
 
 @pytest.mark.parametrize(
     ("kind", "database_url"),
-    [("imap", "sqlite"), ("imap", "postgresql"), ("graph", "postgresql")],
+    [
+        ("imap", "sqlite"),
+        ("imap", "postgresql"),
+        ("graph", "postgresql"),
+        ("exchange", "postgresql"),
+    ],
     indirect=["database_url"],
 )
 def test_outlook_sent_copy_to_several_people_is_the_drafts_and_the_replier_gets_the_task(
     kind: str, env: Settings, request: pytest.FixtureRequest
 ) -> None:
-    """Outlook on an IMAP mailbox (Dovecot: the client's own APPEND to Sent) or on
-    Microsoft 365 (the Graph fake: Sent Items)."""
-    harness: Any = (
-        ImapHarness(request.getfixturevalue("dovecot"), request.getfixturevalue("smtp_server"))
-        if kind == "imap"
-        else GraphHarness(request.getfixturevalue("fake_graph"))
-    )
+    """Outlook on an IMAP mailbox (Dovecot: the client's own APPEND to Sent), on
+    Microsoft 365 (the Graph fake) or on Exchange Server (the EWS fake): Sent Items."""
+    harness: Any = {
+        "imap": lambda: ImapHarness(
+            request.getfixturevalue("dovecot"), request.getfixturevalue("smtp_server")
+        ),
+        "graph": lambda: GraphHarness(request.getfixturevalue("fake_graph")),
+        "exchange": lambda: ExchangeHarness(request.getfixturevalue("fake_ews")),
+    }[kind]()
     address = harness.new_address()
     team_id, user_id = make_team("Sellers", address)
     mailbox_id = add_mailbox(team_id, user_id, kind, address, harness.credentials(address))

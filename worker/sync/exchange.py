@@ -47,6 +47,7 @@ import email.utils
 import logging
 import threading
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
@@ -91,6 +92,7 @@ from worker.sync.exchange_stream import hold_stream
 from worker.sync.folders import skip_list
 from worker.sync.headers import summary_from_headers
 from worker.sync.mime import build_mime
+from worker.sync.sent_copy import read_sent_since
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +151,7 @@ class ExchangeProvider(MailboxProvider):
         self._auth = auth
         self._credentials = dict(credentials)
         self.skip_folders = skip_list(credentials)
+        self._sent_since = read_sent_since(credentials)  # Sent read while a draft waits
         self._account: Account | None = None
 
     # -- connection ----------------------------------------------------------------------
@@ -293,11 +296,20 @@ class ExchangeProvider(MailboxProvider):
             before.setdefault(ids["inbox"], legacy)
         # Folders gone since are dropped; those not read yet keep their state until they are.
         after = {f.id: before[f.id] for f in folders if isinstance(before.get(f.id), dict)}
-        for folder in folders:
-            for summaries, folder_state in self._folder_changes(
-                FolderId(id=folder.id), after.get(folder.id), since
+        # Sent Items too while an add-on's draft waits (worker.sync.sent_mail); its
+        # state is kept between such times.
+        sent = ids.get("sentitems") or ""
+        if sent and all(f.id != sent for f in folders) and isinstance(before.get(sent), dict):
+            after[sent] = before[sent]
+        read_sent = bool(sent and self._sent_since) and all(f.id != sent for f in folders)
+        for folder_id in [f.id for f in folders] + ([sent] if read_sent else []):
+            start = self._sent_since if read_sent and folder_id == sent else since
+            for listed, folder_state in self._folder_changes(
+                FolderId(id=folder_id), after.get(folder_id), start or since
             ):
-                after[folder.id] = folder_state
+                after[folder_id] = folder_state
+                in_sent = read_sent and folder_id == sent
+                summaries = [replace(m, in_sent=True) for m in listed] if in_sent else listed
                 yield ChangeBatch(summaries, {"folders": dict(after), "well_known": ids})
 
     def _folder_changes(
