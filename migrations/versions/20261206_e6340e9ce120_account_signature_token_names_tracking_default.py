@@ -32,9 +32,7 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("tracking", sa.Boolean(), nullable=True))
     with op.batch_alter_table("enrollments", schema=None) as batch_op:
         batch_op.add_column(
-            sa.Column(
-                "waits_for_sender", sa.Boolean(), server_default=sa.false(), nullable=False
-            )
+            sa.Column("waits_for_sender", sa.Boolean(), server_default=sa.false(), nullable=False)
         )
 
 
