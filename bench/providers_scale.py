@@ -257,6 +257,9 @@ def capacity_phase(
     from worker.sync import wanted
 
     drainers.stop()
+    drainers.start(count)
+    while sum(wanted.backlog().values()) > 0:  # what the offered phase left: not timed
+        time.sleep(0.5)
     subscriptions = dict(w.gmail.pubsub.subscriptions)
     w.gmail.pubsub.subscriptions.clear()  # no pushes: the backlog is asked for at once below
     ids: dict[str, int] = world["ids"]
@@ -264,7 +267,6 @@ def capacity_phase(
     for n, (address, _) in enumerate(chosen):
         w.gmail.deliver(address, newsletter("team@seller.test", n % 20))
     w.gmail.pubsub.subscriptions.update(subscriptions)
-    drainers.start(count)
     groups0 = cpu_by_group()
     start = time.monotonic()
     wanted.want_many([mailbox_id for _, mailbox_id in chosen])
