@@ -254,12 +254,14 @@ def capacity_phase(
     args: argparse.Namespace, w: World, world: dict[str, Any], drainers: Drainers, count: int
 ) -> tuple[float, float]:
     """`count` sync processes drain one new message per mailbox: (syncs/s, cpu per sync)."""
+    from core.redis import get_redis
     from worker.sync import wanted
 
     drainers.stop()
+    # What the offered phase left (its replies are counted already) is dropped:
+    # a capacity phase times its own backlog only.
+    get_redis().delete(wanted.WANTED_KEY, wanted.STREAM_KEY, wanted.LATER_KEY)
     drainers.start(count)
-    while sum(wanted.backlog().values()) > 0:  # what the offered phase left: not timed
-        time.sleep(0.5)
     subscriptions = dict(w.gmail.pubsub.subscriptions)
     w.gmail.pubsub.subscriptions.clear()  # no pushes: the backlog is asked for at once below
     ids: dict[str, int] = world["ids"]
