@@ -12,9 +12,11 @@ The rules, the same from the members page and the API:
   each mailbox of theirs with the reason; pauses every live enrolment of a
   sequence sending from those mailboxes with the reason "paused: <name> was
   removed from the team" (active ones, and paused ones that would otherwise
-  resume by themselves). After the commit each mailbox's disconnect job stops
-  its push and wipes its tokens (`worker.sync.push.disconnect_job`), as a
-  person disconnecting it would, and the listener lets go of its watches.
+  resume by themselves); cancels the emails they scheduled from those mailboxes
+  (the same conditional UPDATE as the Cancel button: one already claimed goes
+  out). After the commit each mailbox's disconnect job stops its push and wipes
+  its tokens (`worker.sync.push.disconnect_job`), as a person disconnecting it
+  would, and the listener lets go of its watches.
 
 Must never: leave a team without an admin, touch another team's rows, or
 delete anything a removed person made.
@@ -36,6 +38,8 @@ from core.models import (
     EnrollmentState,
     Mailbox,
     MailboxStatus,
+    OneOffEmail,
+    OneOffStatus,
     Role,
     Sequence,
     SignIn,
@@ -74,6 +78,7 @@ class Removal:
     user_id: int
     mailboxes_disconnected: list[int]
     enrollments_paused: int
+    emails_cancelled: int
     tokens_revoked: int
 
 
@@ -188,21 +193,42 @@ def remove(session: Session, team_id: int, user_id: int, *, by: User, now: datet
             mailbox.status = MailboxStatus.DISABLED
             mailbox.status_reason = f"disconnected: {name} was removed from the team"
             disconnected.append(mailbox.id)
-    paused = _pause_enrollments(session, team_id, [m.id for m in mailboxes], name, now)
+    mailbox_ids = [m.id for m in mailboxes]
+    paused = _pause_enrollments(session, team_id, mailbox_ids, name, now)
+    cancelled = _cancel_scheduled(session, team_id, mailbox_ids, now)
     session.commit()
     for mailbox_id in disconnected:
         enqueue(queues.DEFAULT, DISCONNECT_JOB, mailbox_id)
     if disconnected:
         announce_mailbox_change()
     log.info(
-        "member_removed team_id=%s user_id=%s by_user_id=%s mailboxes=%s enrollments_paused=%s",
+        "member_removed team_id=%s user_id=%s by_user_id=%s mailboxes=%s enrollments_paused=%s "
+        "emails_cancelled=%s",
         team_id,
         user.id,
         by.id,
         len(disconnected),
         paused,
+        cancelled,
     )
-    return Removal(user.id, disconnected, paused, int(tokens.rowcount))  # type: ignore[attr-defined]
+    revoked = int(tokens.rowcount)  # type: ignore[attr-defined]
+    return Removal(user.id, disconnected, paused, cancelled, revoked)
+
+
+def _cancel_scheduled(session: Session, team_id: int, mailbox_ids: list[int], now: datetime) -> int:
+    if not mailbox_ids:
+        return 0
+    done = session.execute(
+        update(OneOffEmail)
+        .where(
+            OneOffEmail.team_id == team_id,
+            OneOffEmail.mailbox_id.in_(mailbox_ids),
+            OneOffEmail.status == OneOffStatus.SCHEDULED,
+        )
+        .values(status=OneOffStatus.CANCELLED, cancelled_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return int(done.rowcount)  # type: ignore[attr-defined]
 
 
 def _pause_enrollments(

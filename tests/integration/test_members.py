@@ -30,6 +30,7 @@ from core.models import (
     EnrollmentTransition,
     Invitation,
     Mailbox,
+    OneOffEmail,
     Sequence,
     User,
     utcnow,
@@ -277,14 +278,24 @@ def test_removal_pauses_live_enrolments_disconnects_mailboxes_and_ends_access(
         live = enrolling.enroll(
             session, sequence=sequence, email="gil@acme.test", name="Gil", now=utcnow()
         )
+        later = OneOffEmail(
+            team_id=sequence.team_id,
+            mailbox_id=world.mailbox_id,
+            to_addrs=["hal@acme.test"],
+            subject="Next week",
+            body_html="<p>Talk then.</p>",
+            send_at=utcnow() + timedelta(days=2),
+        )
+        session.add(later)
         session.flush()
-        live_id = live.id
+        live_id, later_id = live.id, later.id
         rep = session.scalars(select(User).where(User.email == "rep@team-a.test")).one().id
 
     removed = api(client, admin_token, "DELETE", f"/members/{rep}")
     assert removed.status_code == 200, removed.json
     assert removed.json["mailboxes_disconnected"] == [world.mailbox_id]
     assert removed.json["enrollments_paused"] == 1 and removed.json["tokens_revoked"] == 1
+    assert removed.json["emails_cancelled"] == 2  # build_world's scheduled email, and this one
     with session_scope() as session:
         enrollment = session.get_one(Enrollment, live_id)
         assert enrollment.state == "paused"
@@ -293,6 +304,8 @@ def test_removal_pauses_live_enrolments_disconnects_mailboxes_and_ends_access(
             select(EnrollmentTransition.reason).where(EnrollmentTransition.enrollment_id == live_id)
         ).all()
         assert history[-1] == "paused: Rep ALPHA was removed from the team"
+        assert session.get_one(OneOffEmail, later_id).status == "cancelled"
+        assert session.get_one(OneOffEmail, world.email_id).status == "cancelled"
         replied = session.get_one(Enrollment, world.enrollment_id)
         assert replied.state == "replied"  # a final state stays as it was
         mailbox = session.get_one(Mailbox, world.mailbox_id)

@@ -56,6 +56,7 @@ class RemovalOut(BaseModel):
     user_id: int
     mailboxes_disconnected: list[int]
     enrollments_paused: int
+    emails_cancelled: int = Field(description="emails they scheduled, not yet claimed")
     tokens_revoked: int
 
 
@@ -173,8 +174,8 @@ def update_member(user_id: int) -> ResponseReturnValue:
     summary="Remove someone from the team",
     description="Their API tokens are revoked and their sessions end; each mailbox of "
     "theirs is disconnected; every live enrolment of a sequence sending from one is "
-    'paused with the reason "paused: <name> was removed from the team". Nothing they '
-    "made is deleted.",
+    'paused with the reason "paused: <name> was removed from the team"; the emails they '
+    "scheduled from one are cancelled. Nothing they made is deleted.",
     response=RemovalOut,
     errors={403: ADMIN_ONLY, 409: "The team's only admin cannot leave (`last_admin`)"},
 )
@@ -188,6 +189,7 @@ def remove_member(user_id: int) -> ResponseReturnValue:
         user_id=removal.user_id,
         mailboxes_disconnected=removal.mailboxes_disconnected,
         enrollments_paused=removal.enrollments_paused,
+        emails_cancelled=removal.emails_cancelled,
         tokens_revoked=removal.tokens_revoked,
     ).model_dump(mode="json")
 

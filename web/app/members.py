@@ -163,7 +163,8 @@ def remove(user_id: int) -> ResponseReturnValue:
     flash(
         f"{team_members.display_name(removed)} was removed from the team: "
         f"{len(removal.mailboxes_disconnected)} mailbox(es) disconnected, "
-        f"{removal.enrollments_paused} enrolment(s) paused.",
+        f"{removal.enrollments_paused} enrolment(s) paused, "
+        f"{removal.emails_cancelled} scheduled email(s) cancelled.",
         "success",
     )
     return redirect(url_for("members.index"))
