@@ -22,10 +22,12 @@ from flask import g
 from flask.typing import ResponseReturnValue
 from pydantic import BaseModel, ConfigDict, Field
 
+from core.models import Sequence
 from web.addons import service
 from web.addons.outlook.bearer import addin_or_api_token
 from web.api.common import ApiError, int_arg, parse_body
 from web.api.operations import Query, operation
+from web.api.routes import owned
 from web.api.schemas import Request
 from web.db import db
 
@@ -185,6 +187,7 @@ def addon_panel() -> ResponseReturnValue:
 )
 @addin_or_api_token
 def addon_enroll(sequence_id: int) -> ResponseReturnValue:
+    owned(Sequence, sequence_id, "sequence")  # another team's id: 404 before the body is read
     body = parse_body(EnrollIn)
     return _answer(ActionOut, _call(service.add_to_sequence, sequence_id, body.address, body.name))
 
