@@ -7,6 +7,7 @@ databases; another team's ids answer 404 exactly like missing ones.
 from __future__ import annotations
 
 import json
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -254,3 +255,51 @@ def test_sequences_and_their_steps_are_changed_while_history_stays_true(
     assert api.send("DELETE", base).status_code == 409  # somebody is enrolled
     assert api.send("DELETE", f"/api/v1/sequences/{spare['id']}").status_code == 204
     assert api.get(f"/api/v1/sequences/{spare['id']}").status_code == 404
+
+
+def test_a_one_off_email_is_written_checked_like_the_compose_page_and_scheduled(
+    two_teams: tuple[Client, Client],
+) -> None:
+    api, other = two_teams
+    mailbox_id = api.post("/api/v1/mailboxes", mailbox_body()).json["id"]
+    api.post("/api/v1/opt-outs", {"email": "gone@acme.test", "reason": "asked"})
+    later = (
+        (utcnow() + timedelta(days=2))
+        .replace(microsecond=0)
+        .astimezone(timezone(timedelta(hours=1)))
+    )
+    body = {
+        "mailbox_id": mailbox_id,
+        "to": ["Dana Scully <dana@acme.test>"],
+        "subject": "Hi {{first_name}}",
+        "body_html": "Hello from {{company|us}}",
+        "send_at": later.isoformat(),
+    }
+    refusals = {
+        "to": {"to": ["dana@acme.test", "gone@acme.test"]},
+        "subject": {"subject": "Hi {{frist_name}}"},
+        "send_at": {"send_at": "2020-01-01T09:00:00Z"},
+        "mailbox_id": {"mailbox_id": mailbox_id + 1000},
+    }
+    for field, change in refusals.items():
+        refused = api.post("/api/v1/emails", {**body, **change})
+        assert refused.status_code == 422, (field, refused.json)
+        assert field in refused.json["error"]["fields"], refused.json
+    naive = api.post("/api/v1/emails", {**body, "send_at": later.replace(tzinfo=None).isoformat()})
+    assert naive.json["error"]["fields"] == {
+        "send_at": "give a time zone (e.g. 2026-12-31T17:00:00Z)"
+    }
+    assert other.post("/api/v1/emails", body).json["error"]["fields"].keys() == {"mailbox_id"}
+
+    created = api.post("/api/v1/emails", body)
+    assert created.status_code == 201, created.json
+    email = created.json
+    assert (email["status"], email["phase"]) == ("scheduled", "scheduled")
+    assert email["subject"] == "Hi Dana"  # filled from the first recipient, as the page does
+    assert datetime.fromisoformat(email["send_at"]) == later
+    assert email["to"] == ["dana@acme.test"] and email["tracked"] is True
+    assert api.send("POST", f"/api/v1/emails/{email['id']}/cancel").json["status"] == "cancelled"
+
+    now = api.post("/api/v1/emails", {**body, "send_at": None, "tracked": False})
+    assert now.status_code == 201, now.json
+    assert (now.json["phase"], now.json["tracked"]) == ("sending", False)

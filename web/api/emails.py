@@ -1,9 +1,15 @@
-"""API v1: one-off emails (written by hand, sent now or later): list, one, cancel.
+"""API v1: one-off emails (written by hand, sent now or later): write, list, one, cancel.
 
+    POST /emails {mailbox_id, to, cc, subject, body_html, tracked, document_ids, send_at}
     GET  /emails?status=&after_id=&limit=   oldest first; status scheduled, claimed, cancelled
     GET  /emails/{id}                       with `phase`, the one true thing about it now
     POST /emails/{id}/cancel                scheduled → cancelled; 409 once it is being sent
 
+Writing one is the compose page's own `check_compose` and `create_email`
+(`web.app.compose`): the same checks (recipients not erased, opted out or
+undeliverable; placeholders with a value for the first recipient; library
+documents only as tracked links), each refusal on its field, and the same
+hand-over to the sending worker. Plain file attachments are the page's alone.
 `phase` is the email page's (`web.app.emails.send_phase`); cancelling is
 `worker.sequences.oneoff.cancel`, the conditional UPDATE the page uses, so a
 worker claiming the email at the same moment wins or loses cleanly.
@@ -12,22 +18,27 @@ worker claiming the email at the same moment wins or loses cleanly.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Any, Literal
 
 from flask import g
 from flask.typing import ResponseReturnValue
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
-from core.models import OneOffEmail, SentMessage, utcnow
-from web.api.common import ApiError, parse_query
+from core.models import OneOffEmail, SentMessage, Team, utcnow
+from web.api.common import ApiError, parse_body, parse_query
 from web.api.operations import operation
 from web.api.routes import owned
-from web.api.schemas import MAX_ID, Response
+from web.api.schemas import MAX_ID, Request, Response
+from web.app.common import FormErrors
+from web.app.compose import MAX_RECIPIENTS, check_compose, create_email
 from web.app.emails import send_phase
+from web.app.preview import BODY_LIMIT, SUBJECT_LIMIT
 from web.db import db
 from worker.sequences import oneoff
 
+# The form's field names where the API's differ.
+FIELDS = {"documents": "document_ids"}
 PAGE_DEFAULT = 100
 PAGE_MAX = 500
 
@@ -38,6 +49,28 @@ class EmailQuery(BaseModel):
     )
     after_id: int = Field(default=0, ge=0, le=MAX_ID, description="the last id of the page before")
     limit: int = Field(default=PAGE_DEFAULT, ge=1, le=PAGE_MAX)
+
+
+class EmailCreate(Request):
+    mailbox_id: int = Field(ge=1, le=MAX_ID, description="one of the team's connected mailboxes")
+    to: list[Annotated[str, Field(min_length=3, max_length=400)]] = Field(
+        min_length=1,
+        max_length=MAX_RECIPIENTS,
+        description='addresses, or "Dana Scully <dana@acme.test>"; the first fills placeholders',
+    )
+    cc: list[Annotated[str, Field(min_length=3, max_length=400)]] = Field(
+        default_factory=list, max_length=MAX_RECIPIENTS
+    )
+    subject: str = Field(max_length=SUBJECT_LIMIT, description="placeholders allowed")
+    body_html: str = Field(max_length=BODY_LIMIT, description="HTML or plain text; sanitised")
+    tracked: bool | None = Field(default=None, description="null: the team's tracking_enabled")
+    document_ids: list[Annotated[int, Field(ge=1, le=MAX_ID)]] = Field(
+        default_factory=list, max_length=10, description="library documents, as tracked links"
+    )
+    send_at: datetime | None = Field(default=None, description="with a time zone; null sends now")
+    template_id: int | None = Field(
+        default=None, ge=1, le=MAX_ID, description="the template it was written from, if any"
+    )
 
 
 class EmailOut(Response):
@@ -111,6 +144,48 @@ def list_emails() -> ResponseReturnValue:
     return EmailList(
         emails=[_out(e) for e in rows], next_after_id=rows[-1].id if more else None
     ).model_dump(mode="json")
+
+
+@operation(
+    "POST",
+    "/emails",
+    summary="Write a one-off email: sent now, or scheduled for send_at",
+    body=EmailCreate,
+    response=EmailOut,
+    status=201,
+    response_description="Stored: sending now (phase sending) or scheduled",
+    errors={
+        422: "Invalid field (named in error.fields): a recipient erased, opted out or "
+        "undeliverable, a placeholder without a value, a time in the past …"
+    },
+)
+def create_one_off_email() -> ResponseReturnValue:
+    body = parse_body(EmailCreate)
+    if body.send_at is not None and body.send_at.tzinfo is None:
+        message = "give a time zone (e.g. 2026-12-31T17:00:00Z)"
+        raise ApiError(422, "invalid_request", f"send_at: {message}", {"send_at": message})
+    team = db().get_one(Team, g.team_id)
+    values: dict[str, Any] = {
+        "mailbox_id": str(body.mailbox_id),
+        "to": ", ".join(body.to),
+        "cc": ", ".join(body.cc),
+        "subject": body.subject,
+        "body_html": body.body_html,
+        "tracked": team.tracking_enabled if body.tracked is None else body.tracked,
+        "documents": [str(d) for d in body.document_ids],
+        "when": "later" if body.send_at is not None else "now",
+        "send_at": body.send_at.isoformat() if body.send_at is not None else "",
+        "tz_offset": "",
+        "template_id": str(body.template_id or ""),
+    }
+    errors = FormErrors()
+    now = utcnow()
+    checked = check_compose(values, [], errors, now)
+    if checked is None:
+        fields = {FIELDS.get(name, name): message for name, message in errors.items()}
+        raise ApiError(422, "invalid_request", "; ".join(fields.values()), fields)
+    email = create_email(values, checked, [], now)
+    return _out(email).model_dump(mode="json"), 201
 
 
 @operation("GET", "/emails/<int:email_id>", summary="A one-off email", response=EmailOut)

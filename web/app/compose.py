@@ -24,6 +24,7 @@ import logging
 import mimetypes
 import secrets
 import unicodedata
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.utils import formataddr, getaddresses
 from typing import Any
@@ -324,6 +325,39 @@ def send() -> ResponseReturnValue:
                 "data": data,
             }
         )
+    checked = check_compose(values, kept, errors, now)
+    if checked is None or request.form.get("action") == "preview":
+        return _compose_page(values, errors, kept, 422 if errors else 200)
+    email = create_email(values, checked, kept, now)
+    for file in kept:
+        get_redis().delete(_kept_key(str(file["token"])))
+    if checked.send_at > now:
+        flash(f"Scheduled for {checked.send_at:%Y-%m-%d %H:%M} UTC.", "ok")
+    # Sent now: no flash, the email's page says what is true (sending, then sent or failed).
+    return redirect(url_for("emails.detail", email_id=email.id))
+
+
+@dataclass(frozen=True)
+class Checked:
+    """A composed email that passed every check: what `create_email` stores."""
+
+    mailbox_id: int
+    to: list[tuple[str, str]]
+    cc: list[tuple[str, str]]
+    subject: str
+    body: str
+    documents: list[str]
+    send_at: datetime
+
+
+def check_compose(
+    values: dict[str, Any], kept: list[dict[str, Any]], errors: FormErrors, now: datetime
+) -> Checked | None:
+    """Check a composed email (the form's values, files kept) as the page and the API do.
+
+    Problems go to `errors`, each on its field; None if there were any. The
+    signed-in user's team (`web.app.common`, a token's user for the API) owns it.
+    """
     total = sum(int(f["size"]) for f in kept)
     if total > ATTACHMENTS_LIMIT:
         errors.add(
@@ -374,24 +408,24 @@ def send() -> ResponseReturnValue:
                 f"{{{{{name}|there}}}}, or fill it in on their prospect page first.",
             )
     values["body_html"] = body if not errors.get("body_html") else values["body_html"]
-    if errors or request.form.get("action") == "preview":
-        return _compose_page(values, errors, kept, 422 if errors else 200)
+    if errors:
+        return None
     assert mailbox is not None
-    return _create(values, mailbox.id, to, cc, subject, body, documents, send_at, kept, now)
+    return Checked(mailbox.id, to, cc, subject, body, documents, send_at)
 
 
-def _create(
-    values: dict[str, Any],
-    mailbox_id: int,
-    to: list[tuple[str, str]],
-    cc: list[tuple[str, str]],
-    subject: str,
-    body: str,
-    documents: list[str],
-    send_at: datetime,
-    kept: list[dict[str, Any]],
-    now: datetime,
-) -> ResponseReturnValue:
+def create_email(
+    values: dict[str, Any], checked: Checked, kept: list[dict[str, Any]], now: datetime
+) -> OneOffEmail:
+    """Store a checked email with its files and, when it is due, ask for it to be sent."""
+    mailbox_id, to, cc, subject, body = (
+        checked.mailbox_id,
+        checked.to,
+        checked.cc,
+        checked.subject,
+        checked.body,
+    )
+    documents, send_at = checked.documents, checked.send_at
     session = db()
     prospects = [upsert_prospect(session, team_id(), a, n or None, None) for n, a in to]
     mailbox = next(m for m in team_mailboxes() if m.id == mailbox_id)
@@ -447,15 +481,10 @@ def _create(
         len(to) + len(cc),
         send_at > now,
     )
-    for file in kept:
-        get_redis().delete(_kept_key(str(file["token"])))
     if send_at <= now:
-        # No flash: the email's page says what is true now (sending, then sent or failed).
         try:
             oneoff.request_send(email.id)
         except (RedisError, OSError) as exc:
             # Stored and due: the next cron tick queues it.
             log.warning("one_off_enqueue_failed email_id=%s error=%s", email.id, type(exc).__name__)
-    else:
-        flash(f"Scheduled for {send_at:%Y-%m-%d %H:%M} UTC.", "ok")
-    return redirect(url_for("emails.detail", email_id=email.id))
+    return email
