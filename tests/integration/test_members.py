@@ -323,6 +323,19 @@ def test_removal_pauses_live_enrolments_disconnects_mailboxes_and_ends_access(
     listed = api(client, admin_token, "GET", "/members").json["members"]
     assert [m["email"] for m in listed] == [ADMIN]
 
+    # Someone this team removed may be invited back: their account (and history) returns.
+    back = api(client, admin_token, "POST", "/invitations", {"email": "rep@team-a.test"})
+    assert back.status_code == 201, back.json
+    assert (
+        accept(
+            app, back.json["link"].removeprefix("http://localhost:5000"), "Rep Again"
+        ).status_code
+        == 302
+    )
+    with session_scope() as session:
+        returned = session.get_one(User, rep)
+        assert (returned.removed_at, returned.name, returned.role) == (None, "Rep Again", "member")
+
 
 def test_another_teams_people_and_invitations_answer_404(
     app: Flask, client: FlaskClient, team_a: dict[str, str]
