@@ -3,8 +3,9 @@
 What the web app (enrol, CSV import, pause, resume, finish by hand) and the
 workers (a reply ends an enrolment, a date resumes one) both do to enrolments.
 Every state change goes through `transition` (or `transition_many`, the same for
-a batch), one conditional UPDATE that records its reason, so two changes racing for the same enrolment (a person
-pausing while a reply lands) leave one winner and an honest history::
+a batch), one conditional UPDATE that records its reason, so two changes racing
+for the same enrolment (a person pausing while a reply lands) leave one winner
+and an honest history::
 
     new ──enrol──▶ active ──pause──▶ paused ──resume──▶ active
                      │                  │
