@@ -113,7 +113,10 @@ def connect_oauth(api: ApiClient, client: FlaskClient, org: FakeSalesforce) -> d
     assert confirm.status_code == 200, shown
     org_id = org.state.org.org_id
     assert f"Connect Salesforce org {org_id} as {org.oauth['username']} to team Team A?" in shown
-    assert browser.answer(confirm, "connect").status_code == 200
+    connected = browser.answer(confirm, "connect")
+    assert connected.status_code == 303 and connected.headers["Location"] == "/salesforce"
+    landed = browser.follow(connected)  # the Salesforce page, saying so
+    assert landed.status_code == 200 and "is connected." in landed.get_data(as_text=True)
     answer = api.get("/api/v1/salesforce/connection")
     body = answer.json
     assert isinstance(body, dict)
