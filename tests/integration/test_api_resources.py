@@ -15,7 +15,15 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from core.db import session_scope
-from core.models import EnrollmentState, Mailbox, OneOffEmail, OneOffStatus, SentMessage, utcnow
+from core.models import (
+    EnrollmentState,
+    Mailbox,
+    OneOffEmail,
+    OneOffStatus,
+    SentMessage,
+    SequencePause,
+    utcnow,
+)
 from tests.conftest import ApiClient, create_user
 from tests.integration.test_api import mailbox_body, sequence_body
 
@@ -249,6 +257,12 @@ def test_sequences_and_their_steps_are_changed_while_history_stays_true(
                 status="sent",
             )
         )
+        session.add(SequencePause(sequence_id=sequence["id"], team_id=mailbox.team_id, reason="x"))
+    assert other.send("POST", f"{base}/resume").status_code == 404
+    resumed = api.send("POST", f"{base}/resume")
+    assert resumed.json == {"sequence_id": sequence["id"], "released": 0}
+    with session_scope() as session:
+        assert session.get(SequencePause, sequence["id"]) is None
     assert api.send("PUT", f"{base}/steps/order", {"order": [1, 0]}).status_code == 409
     assert api.send("DELETE", f"{base}/steps/1").status_code == 409  # sent to someone
     assert api.send("PATCH", base, {"mailbox_id": mailbox_id}).status_code == 409

@@ -8,6 +8,8 @@
     PATCH  /sequences/{id}/steps/{position}           change a step (position counts from 0)
     DELETE /sequences/{id}/steps/{position}           the last step, if nobody received it
     PUT    /sequences/{id}/steps/order {order}        reorder, while no step was sent
+    POST   /sequences/{id}/resume                     lift the bounce guard's pause (as the
+                                                      Mailboxes page does)
 
 The rules are the sequence pages': `worker.sequences.editing` (history stays
 true: a sent step stays, the order is fixed once anything went out, the
@@ -26,7 +28,7 @@ from pydantic import Field, field_validator, model_validator
 from sqlalchemy import select
 
 from core.header_text import check_header_text
-from core.models import Mailbox, Sequence, SequenceStep
+from core.models import Mailbox, Sequence, SequenceStep, utcnow
 from web.api.common import ApiError, int_arg, parse_body
 from web.api.operations import Query, operation
 from web.api.routes import owned, sequence_out
@@ -50,6 +52,7 @@ from worker.sequences.editing import (
     save_step,
     sent_count,
 )
+from worker.sequences.pacing import resume_sequence
 
 PAGE_DEFAULT = 100
 PAGE_MAX = 500
@@ -99,6 +102,11 @@ class StepOrder(Request):
         if len(set(self.order)) != len(self.order):
             raise ValueError("order: list each position once")
         return self
+
+
+class SequenceResumed(Response):
+    sequence_id: int
+    released: int = Field(description="steps that were waiting for the pause and are now due")
 
 
 class SequenceList(Response):
@@ -313,3 +321,16 @@ def reorder(sequence_id: int) -> ResponseReturnValue:
     db().commit()
     db().refresh(sequence)
     return sequence_out(sequence)
+
+
+@operation(
+    "POST",
+    "/sequences/<int:sequence_id>/resume",
+    summary="Lift a sequence's pause by the bounce guard: its waiting steps are due at once",
+    response=SequenceResumed,
+)
+def resume(sequence_id: int) -> ResponseReturnValue:
+    sequence = owned(Sequence, sequence_id, "sequence")
+    released = resume_sequence(db(), sequence.id, utcnow())
+    db().commit()
+    return SequenceResumed(sequence_id=sequence.id, released=released).model_dump(mode="json")
