@@ -225,7 +225,9 @@ def _deliver(session: Session, invitation: Invitation, token: str, by: User) -> 
         "If you did not expect this, ignore this email: nothing happens unless you open it.\n"
     )
     try:
-        send_operator_mail(invitation.email, f"Join {team.name} on Sightline", text)
+        # One line whatever the team's name holds: a line break cannot end the header.
+        subject = " ".join(f"Join {team.name} on Sightline".split())
+        send_operator_mail(invitation.email, subject, text)
     except OperatorMailError as exc:
         log.warning("invitation_mail_failed invitation_id=%s error=%s", invitation.id, exc)
         return Delivery(invitation, emailed=False, link=link, error=str(exc))
