@@ -258,8 +258,10 @@ def capacity_phase(
     from worker.sync import wanted
 
     drainers.stop()
-    # What the offered phase left (its replies are counted already) is dropped:
-    # a capacity phase times its own backlog only.
+    # What the offered phase left (its replies are counted already) is dropped, and
+    # the pushes Pub/Sub still holds for `web` are held: a capacity phase times its
+    # own backlog only.
+    w.gmail.pubsub.paused.set()
     get_redis().delete(wanted.WANTED_KEY, wanted.STREAM_KEY, wanted.LATER_KEY)
     drainers.start(count)
     subscriptions = dict(w.gmail.pubsub.subscriptions)
