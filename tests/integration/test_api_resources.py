@@ -289,7 +289,7 @@ def test_a_one_off_email_is_written_checked_like_the_compose_page_and_scheduled(
         "body_html": "Hello from {{company|us}}",
         "send_at": later.isoformat(),
     }
-    refusals = {
+    refusals: dict[str, dict[str, Any]] = {
         "to": {"to": ["dana@acme.test", "gone@acme.test"]},
         "subject": {"subject": "Hi {{frist_name}}"},
         "send_at": {"send_at": "2020-01-01T09:00:00Z"},
