@@ -39,7 +39,6 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     # Blueprints imported at the top cost that master 58 MiB RSS, and the web dyno
     # (master + 2 workers, after 20 s of load) 10 to 15 MiB PSS: 219 MiB, not 204-209.
     from web import app as app_pages
-    from web.addons.outlook import pages as outlook_addin
     from web import (
         auth,
         cli,
@@ -55,6 +54,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         webhooks,
     )
     from web.addons.gmail import routes as gmail_addon
+    from web.addons.outlook import pages as outlook_addin
     from web.api import resources as api
 
     security.init_app(app)  # first: its URL converter applies to the rules added below

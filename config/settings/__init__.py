@@ -45,13 +45,13 @@ from config.settings.security import (
     read_signin_limits,
 )
 from config.settings.sending import SendingSettings, read_sending
-from config.settings.team_mail import TeamMailSettings, read_team_mail
 from config.settings.services import (
     parse_database_url,
     parse_public_base_url,
     parse_redis_url,
     parse_tracking_cname_targets,
 )
+from config.settings.team_mail import TeamMailSettings, read_team_mail
 
 __all__ = [
     "ENVIRONMENTS",
