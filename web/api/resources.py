@@ -16,6 +16,7 @@ from web.api import (
     addons,
     emails,
     enrollments,
+    imports,
     jobs,
     members,
     openapi,
@@ -48,6 +49,7 @@ RESOURCES = (
     templates,
     emails,
     sequences,
+    imports,
     openapi,
 )
 

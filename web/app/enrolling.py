@@ -171,6 +171,22 @@ def check_import(sequence: Sequence, parsed: ParsedFile) -> ImportCheck:
     return ImportCheck(good, bad, _missing_value_warnings(sequence, good, known), parsed)
 
 
+def enroll_checked(sequence: Sequence, check: ImportCheck) -> None:
+    """The checked rows enrolled at once, with the file's time zones and do-not-track.
+
+    The page's confirm and the API's import both end here; the caller commits, or
+    rolls back on `EnrollmentError` (nothing of the file is then enrolled).
+    """
+    enrolling.enroll_many(
+        db(),
+        sequence=sequence,
+        people=[(row.email, row.name, row.company) for row in check.rows],
+        now=utcnow(),
+    )
+    apply_zones(db(), sequence.team_id, [(r.email, r.time_zone, r.phone) for r in check.rows])
+    apply_do_not_track(sequence.team_id, check.rows)
+
+
 def _missing_value_warnings(
     sequence: Sequence, rows: list[ImportRow], known: dict[str, Prospect]
 ) -> list[str]:
@@ -244,14 +260,7 @@ def import_confirm(sequence_id: int, token: str) -> ResponseReturnValue:
             "app/import_preview.html", sequence=sequence, check=check, token=token, filename=""
         )
     try:
-        enrolling.enroll_many(
-            db(),
-            sequence=sequence,
-            people=[(row.email, row.name, row.company) for row in check.rows],
-            now=utcnow(),
-        )
-        apply_zones(db(), sequence.team_id, [(r.email, r.time_zone, r.phone) for r in check.rows])
-        apply_do_not_track(sequence.team_id, check.rows)
+        enroll_checked(sequence, check)
         db().commit()
     except enrolling.EnrollmentError as exc:
         db().rollback()
