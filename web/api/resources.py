@@ -21,6 +21,7 @@ from web.api import (
     members,
     openapi,
     optouts,
+    preview,
     privacy,
     prospects,
     routes,
@@ -50,6 +51,7 @@ RESOURCES = (
     emails,
     sequences,
     imports,
+    preview,
     openapi,
 )
 
