@@ -317,3 +317,30 @@ def test_a_one_off_email_is_written_checked_like_the_compose_page_and_scheduled(
     now = api.post("/api/v1/emails", {**body, "send_at": None, "tracked": False})
     assert now.status_code == 201, now.json
     assert (now.json["phase"], now.json["tracked"]) == ("sending", False)
+
+
+def test_a_sequence_made_in_one_call_is_checked_as_its_steps_would_be(
+    two_teams: tuple[Client, Client],
+) -> None:
+    """`POST /sequences` with its steps: the step form's rules, each field named by step."""
+    api, _ = two_teams
+    mailbox_id = api.post("/api/v1/mailboxes", mailbox_body()).json["id"]
+    body = sequence_body(mailbox_id)
+    body["steps"][0]["body_html"] = "<p>Hi {{frist_name}}</p>"
+    body["steps"][1]["subject"] = "Re {{compny}}"
+    refused = api.post("/api/v1/sequences", body)
+    assert refused.status_code == 422, refused.json
+    fields = refused.json["error"]["fields"]
+    assert set(fields) == {"steps.0.body_html", "steps.1.subject"}, fields
+    assert "frist_name" in fields["steps.0.body_html"]
+
+    first = {"delay_seconds": 0, "subject": "Hi", "body_html": "x", "same_thread": True}
+    threaded = api.post("/api/v1/sequences", {**body, "steps": [first]})
+    assert set(threaded.json["error"]["fields"]) == {"steps.0.same_thread"}
+
+    body = sequence_body(mailbox_id)
+    body["steps"][0]["body_html"] = "<p onclick='x()'>Hi {{first_name}}</p><script>x()</script>"
+    made = api.post("/api/v1/sequences", body)
+    assert made.status_code == 201, made.json
+    saved = made.json["steps"][0]["body_html"]
+    assert "<script" not in saved and "onclick" not in saved and "{{first_name}}" in saved

@@ -42,10 +42,13 @@ from web.api.schemas import (
     QuarantineList,
     SequenceCreate,
     SequenceOut,
+    StepCreate,
     StepOut,
     TransitionOut,
     send_window_out,
 )
+from web.app.common import FormErrors
+from web.app.preview import clean_content
 from web.db import db
 from worker.sequences.enrolling import EnrollmentError, enroll
 from worker.sequences.missing_values import enrolment_warnings
@@ -196,6 +199,7 @@ def create_sequence() -> ResponseReturnValue:
             f"mailbox_id: mailbox {body.mailbox_id} not found",
             {"mailbox_id": "no such mailbox in your team"},
         )
+    bodies = _checked_steps(body.steps)
     window = body.send_window.window()
     sequence = Sequence(
         team_id=g.team_id,
@@ -214,8 +218,8 @@ def create_sequence() -> ResponseReturnValue:
         SequenceStep(
             position=i,
             delay_seconds=s.delay_seconds,
-            subject=s.subject,
-            body_html=s.body_html,
+            subject=s.subject.strip(),
+            body_html=bodies[i],
             same_thread=s.same_thread,
         )
         for i, s in enumerate(body.steps)
@@ -223,6 +227,33 @@ def create_sequence() -> ResponseReturnValue:
     db().add(sequence)
     db().commit()
     return sequence_out(sequence), 201
+
+
+def _checked_steps(steps: list[StepCreate]) -> list[str]:
+    """Each step checked as the step form checks it; the bodies as they will be saved.
+
+    The same rules as adding a step later (`web.app.preview.clean_content`: sanitised
+    HTML, a subject unless the step replies in the thread, only known placeholders),
+    so a sequence made in one call cannot hold what the pages would refuse.
+    """
+    errors: dict[str, str] = {}
+    bodies: list[str] = []
+    for i, step in enumerate(steps):
+        found = FormErrors()
+        if i == 0 and step.same_thread:
+            found.add("same_thread", "the first step cannot reply in a thread")
+        bodies.append(
+            clean_content(
+                found,
+                step.subject.strip(),
+                step.body_html,
+                subject_required=not (step.same_thread and i > 0),
+            )
+        )
+        errors.update({f"steps.{i}.{name}": message for name, message in found.items()})
+    if errors:
+        raise ApiError(422, "invalid_request", "; ".join(errors.values()), errors)
+    return bodies
 
 
 def sequence_out(sequence: Sequence) -> dict[str, object]:
