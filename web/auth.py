@@ -21,6 +21,7 @@ without the session's CSRF token.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import logging
 import secrets
@@ -102,7 +103,14 @@ def current_user() -> User | None:
     if isinstance(user_id, int):
         found = db().get(User, user_id)
         # A removed user's session ends with their membership (web.members).
-        if found is not None and found.team_id == session.get("team_id") and not found.removed_at:
+        # A new password (page, API or CLI) ends the user's other sessions: each
+        # carries a mark of the password it was opened with.
+        if (
+            found is not None
+            and found.team_id == session.get("team_id")
+            and not found.removed_at
+            and hmac.compare_digest(str(session.get("pw", "")), password_mark(found))
+        ):
             user = found
     g.user = user
     return user
@@ -244,6 +252,21 @@ def _too_many(email: str, wait: int) -> ResponseReturnValue:
     return page, 429, {"Retry-After": str(wait)}
 
 
+def password_mark(user: User) -> str:
+    """A short digest of the user's password hash, kept in their session cookie.
+
+    The cookie is signed, not secret: this says which password opened the session
+    and nothing about it (it digests a salted hash). Changing the password changes
+    the mark, so every session opened with the old one ends at its next request.
+    """
+    return hashlib.sha256((user.password_hash or "").encode()).hexdigest()[:16]
+
+
+def keep_session_after_password_change(user: User) -> None:
+    """The session that changed the password stays signed in; the others end."""
+    session["pw"] = password_mark(user)
+
+
 def sign_in(user: User) -> BaseResponse:
     """Start a session for `user` (a password was just checked or chosen) and go on."""
     return _sign_in(user)
@@ -254,6 +277,7 @@ def _sign_in(user: User) -> BaseResponse:
     session.permanent = True
     session["user_id"] = user.id
     session["team_id"] = user.team_id
+    session["pw"] = password_mark(user)
     csrf_token()  # a fresh token for the new session
     response = redirect(safe_redirect_path(_next_target(), url_for("feed.page")))
     device = _remember_device(user, response)

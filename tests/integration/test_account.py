@@ -242,6 +242,8 @@ def test_a_token_is_shown_once_works_and_stops_working_when_revoked(
 def test_a_password_changes_only_with_the_current_one_and_by_the_cli_rule(
     app: Flask, rep: FlaskClient
 ) -> None:
+    elsewhere = signed_in(app, "rep@acct.test")  # another browser, same person
+    assert elsewhere.get("/account").status_code == 200
     wrong = post(
         rep,
         "/account/password",
@@ -267,6 +269,9 @@ def test_a_password_changes_only_with_the_current_one_and_by_the_cli_rule(
         confirm_password=NEW_PASSWORD,
     )
     assert changed.status_code == 302
+    # The browser that changed it stays signed in; the other one is signed out.
+    assert rep.get("/account").status_code == 200
+    assert elsewhere.get("/account").status_code == 302
     assert sign_in(app.test_client(), "rep@acct.test").status_code == 401
     assert sign_in(app.test_client(), "rep@acct.test", NEW_PASSWORD).status_code == 302
 

@@ -24,7 +24,7 @@ from flask.typing import ResponseReturnValue
 from core.templates import clean_signature, signature_text
 from web.app import profile
 from web.app.common import FormErrors, app_blueprint, user
-from web.auth import login_required
+from web.auth import keep_session_after_password_change, login_required
 from web.db import db
 
 bp = app_blueprint("account", __name__)
@@ -111,7 +111,8 @@ def password() -> ResponseReturnValue:
         db().rollback()
         return account_page(errors=_errors(exc)), 422
     db().commit()
-    flash("Password changed. Use the new one next time you sign in.", "ok")
+    keep_session_after_password_change(user())
+    flash("Password changed; your other sessions are signed out.", "ok")
     return redirect(url_for("account.index"))
 
 
