@@ -393,3 +393,28 @@ def test_enrolling_one_prospect_by_api_warns_what_will_make_it_wait(
     assert switched.status_code == 200 and switched.get_json()["tracking_enabled"] is False
     with session_scope() as session:
         assert session.scalars(select(Team.tracking_enabled)).one() is False
+
+
+def test_guessing_the_current_password_is_limited_as_signing_in_is(
+    app: Flask, rep: FlaskClient
+) -> None:
+    for _ in range(10):  # SIGHTLINE_SIGNIN_MAX_FAILURES: the same counter as /signin's
+        guess = post(
+            rep,
+            "/account/password",
+            current_password="a wrong guess!",
+            new_password=NEW_PASSWORD,
+            confirm_password=NEW_PASSWORD,
+        )
+        assert guess.status_code == 422
+    right = post(
+        rep,
+        "/account/password",
+        current_password=PASSWORD,
+        new_password=NEW_PASSWORD,
+        confirm_password=NEW_PASSWORD,
+    )
+    assert right.status_code == 429 and int(right.headers["Retry-After"]) > 0
+    assert "too many wrong passwords" in page(right)
+    # The sign-in page counts the same guesses: its limit is reached too.
+    assert sign_in(app.test_client(), "rep@acct.test").status_code == 429

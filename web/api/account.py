@@ -24,10 +24,11 @@ from pydantic import BaseModel, Field
 from core.models import ApiToken, Device, User
 from core.templates import SIGNATURE_LIMIT
 from core.tokens import TOKEN_NAME_LIMIT
-from web.api.common import ApiError, parse_body
+from web.api.common import ApiError, error_response, parse_body
 from web.api.operations import operation
 from web.api.schemas import Request
 from web.app import profile
+from web.auth import request_ip
 from web.db import db
 
 
@@ -147,14 +148,20 @@ def update_account() -> ResponseReturnValue:
     summary="Change your password (the current one is required)",
     body=PasswordChange,
     status=204,
+    errors={429: "Too many wrong current passwords (Retry-After says when to try again)"},
 )
 def change_password() -> ResponseReturnValue:
     body = parse_body(PasswordChange)
     try:
-        profile.change_password(_me(), body.current_password, body.new_password)
+        profile.change_password(_me(), body.current_password, body.new_password, ip=request_ip())
     except profile.InvalidError as exc:
         db().rollback()
         raise _invalid(exc) from None
+    except profile.TooManyAttemptsError as exc:
+        db().rollback()
+        response = error_response(429, "too_many_attempts", str(exc))
+        response.headers["Retry-After"] = str(exc.wait)
+        return response
     db().commit()
     return "", 204
 

@@ -24,7 +24,7 @@ from flask.typing import ResponseReturnValue
 from core.templates import clean_signature, signature_text
 from web.app import profile
 from web.app.common import FormErrors, app_blueprint, user
-from web.auth import keep_session_after_password_change, login_required
+from web.auth import keep_session_after_password_change, login_required, request_ip
 from web.db import db
 
 bp = app_blueprint("account", __name__)
@@ -106,10 +106,15 @@ def password() -> ResponseReturnValue:
             request.form.get("current_password", ""),
             request.form.get("new_password", ""),
             request.form.get("confirm_password", ""),
+            ip=request_ip(),
         )
     except profile.InvalidError as exc:
         db().rollback()
         return account_page(errors=_errors(exc)), 422
+    except profile.TooManyAttemptsError as exc:
+        db().rollback()
+        limited = _errors(profile.InvalidError({"current_password": str(exc)}))
+        return account_page(errors=limited), 429, {"Retry-After": str(exc.wait)}
     db().commit()
     keep_session_after_password_change(user())
     flash("Password changed; your other sessions are signed out.", "ok")

@@ -32,6 +32,7 @@ from core.models import ApiToken, Device, SignIn, User, utcnow
 from core.passwords import password_problem  # the CLI's rule, one rule for every password
 from core.templates import SIGNATURE_LIMIT, clean_signature
 from core.tokens import TOKEN_NAME_LIMIT, add_api_token, revoke_api_token
+from web import signin_limit
 from worker.sequences.missing_values import resume_for_sender
 
 log = logging.getLogger(__name__)
@@ -98,10 +99,29 @@ def save_profile(
     return ProfileSaved(resumed)
 
 
-def change_password(user: User, current: str, new: str, confirm: str | None = None) -> None:
-    """Set a new password once the current one is given; InvalidError names the field."""
+class TooManyAttemptsError(Exception):
+    """The current password was wrong too often: the sign-in limit's counters are full."""
+
+    def __init__(self, wait: int) -> None:
+        super().__init__(f"too many wrong passwords; try again in {wait} s")
+        self.wait = wait
+
+
+def change_password(
+    user: User, current: str, new: str, confirm: str | None = None, *, ip: str | None = None
+) -> None:
+    """Set a new password once the current one is given; InvalidError names the field.
+
+    Guessing the current password here counts as guessing it at /signin (the same
+    counters, web.signin_limit): a stolen session or token cannot try passwords
+    faster than the sign-in page allows. TooManyAttemptsError when they are full.
+    """
+    if (wait := signin_limit.retry_after(user.email, ip)) is not None:
+        raise TooManyAttemptsError(wait)
     if not user.password_hash or not check_password_hash(user.password_hash, current):
+        signin_limit.record_failure(user.email, ip)
         raise InvalidError({"current_password": "that is not your current password"})
+    signin_limit.record_success(user.email, ip)
     if (problem := password_problem(new, user.email)) is not None:
         raise InvalidError({"new_password": f"the password {problem}"})
     if confirm is not None and confirm != new:
