@@ -24,8 +24,11 @@ from typing import TYPE_CHECKING
 
 from flask import flash, url_for
 
+from core.models import Role, User
 from web import oauth_flow
+from web.db import db
 from web.oauth_flow import Flow, FlowError, Proposal, Saved
+from web.roles import admins_sentence
 
 if TYPE_CHECKING:
     from worker.salesforce.connections import OrgGrant
@@ -97,6 +100,15 @@ class SalesforceFlow:
         # lazy import: simple-salesforce costs the web process 8 MiB RSS (module docstring).
         from worker.salesforce.connections import save_grant
 
+        # Only an admin starts the flow; one made a member since then does not finish it
+        # (the answer then revokes the grant, as a Cancel does).
+        person = db().get(User, proposal.user_id)
+        if person is None or person.role != Role.ADMIN or person.removed_at is not None:
+            raise FlowError(
+                403,
+                "Only a team admin can connect Salesforce, and you are no longer one: "
+                f"nothing was saved. {admins_sentence(proposal.team_id)}",
+            )
         grant = _grant(proposal)
         save_grant(proposal.team_id, grant)
         message = f"Salesforce org {grant.org_id} ({grant.username}) is connected."

@@ -26,7 +26,7 @@ from config import Settings, get_settings
 from core.crypto import decrypt_json
 from core.db import session_scope
 from core.events import queue_salesforce_task
-from core.models import SalesforceConnection, SalesforceOutbox, Team
+from core.models import Role, SalesforceConnection, SalesforceOutbox, Team, User
 from tests.conftest import ApiClient
 from tests.fakes.salesforce import FakeSalesforce, generate_rsa_keypair
 from tests.integration.oauth_browsers import OWNER, Browser, Callback, owner_api, text_of
@@ -142,6 +142,29 @@ def test_oauth_web_server_flow_connects_the_team_org(
     owe(team_id(), 1)
     assert flush_team(team_id()).done == 1
     assert [t["WhoId"] for t in org.tasks()] == [contact]
+
+
+def test_an_admin_made_a_member_mid_flow_does_not_finish_it(
+    api: ApiClient, client: FlaskClient, org: FakeSalesforce
+) -> None:
+    """Starting needs an admin; the confirm checks again, and the grant is revoked."""
+    started = api.post("/api/v1/salesforce/connect", {"kind": "oauth"})
+    browser = Browser(api.client.application, OWNER)
+    approved = requests.get(
+        browser.open_start(started.json["authorize_url"]), allow_redirects=False, timeout=10
+    )
+    confirm = browser.come_back(Callback("GET", approved.headers["Location"], {}))
+    assert confirm.status_code == 200, text_of(confirm)
+    assert org.state.tokens.refresh_tokens()  # the org granted one
+    with session_scope() as session:
+        owner = session.scalars(select(User).where(User.email == OWNER)).one()
+        owner.role = Role.MEMBER
+    refused = browser.answer(confirm, "connect")
+    assert refused.status_code == 403
+    assert "no longer one: nothing was saved" in text_of(refused)
+    with session_scope() as session:
+        assert session.scalars(select(SalesforceConnection)).all() == []
+    assert not org.state.tokens.refresh_tokens()  # revoked, as a Cancel does
 
 
 def test_expired_session_is_refreshed_once_and_the_rotated_token_saved(
