@@ -282,8 +282,9 @@ def feed_items(
         if document is not None and event.kind == "document_view":
             document["visit"] = _visit(tuple(visit_row), now)
         # Mail sent from Gmail or Outlook to several people: its activity is the draft's.
+        # (data["recipient"] is the recipient's position in the mail, never a name.)
         anyone = "A recipient" if origin else "Someone"
-        who = name or email or data.get("recipient") or anyone
+        who = name or email or anyone
         label = _label(event.kind, data, document)
         items.append(
             {

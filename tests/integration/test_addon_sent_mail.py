@@ -325,6 +325,10 @@ def test_outlook_sent_copy_to_several_people_is_the_drafts_and_the_replier_gets_
 
     open_pixel(made.pixel_url or "")
     assert "A recipient opened the email — sent from Outlook" in feed_texts(team_id)
+    with session_scope() as session:  # a hit's recipient is a position, never a name
+        opened = session.scalars(select(Event).where(Event.kind == "open")).one()
+        opened.data = {**(opened.data or {}), "recipient": 1}
+    assert "A recipient opened the email — sent from Outlook" in feed_texts(team_id)
     harness.deliver(address, reply_to(real_id, "fox@prospect.test", address, "P"))
     assert sync_mailbox(mailbox_id).outcomes.get("recorded") == 1
     assert outbox(team_id) == [
