@@ -77,7 +77,7 @@ def test_the_right_password_connects_and_stores_it_encrypted(
     client: FlaskClient, seller: str, dovecot: DovecotServer, smtp_server: Any
 ) -> None:
     listing = client.get("/mailboxes").get_data(as_text=True)
-    assert '<a href="/mailboxes/imap">Connect an IMAP mailbox</a>' in listing
+    assert '<a href="/mailboxes/imap">Connect IMAP (any other mail server)</a>' in listing
     response = post(client, form(dovecot, smtp_server, seller))
     assert response.status_code == 302, problems(response)
     assert response.headers["Location"].startswith("/mailboxes?message=")
