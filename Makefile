@@ -4,6 +4,9 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 5000
+# make test: test files run on this many processes (pytest-xdist; each test session's
+# Redis database, PostgreSQL databases and mail servers are its own: tests/services).
+TEST_WORKERS ?= 2
 
 .PHONY: run test lint lock format chaos chaos-crash fuzz mutation bench bench-reply bench-salesforce bench-salesforce-faults bench-pixel bench-documents bench-ui bench-providers bench-providers-scale bench-sync-cpu bench-gmail-addon stop clean setup setup-dev
 
@@ -62,7 +65,7 @@ test:
 	@scripts/test-prereqs.sh core browser office & prereqs=$$!; \
 	$(MAKE) --no-print-directory $(VENV)/.dev; venv=$$?; \
 	wait $$prereqs || exit 1; exit $$venv
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 lint: $(VENV)/.dev
 	$(BIN)/ruff check .
