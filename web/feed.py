@@ -282,9 +282,12 @@ def feed_items(
         if document is not None and event.kind == "document_view":
             document["visit"] = _visit(tuple(visit_row), now)
         # Mail sent from Gmail or Outlook to several people: its activity is the draft's.
-        # (data["recipient"] is the recipient's position in the mail, never a name.)
+        # data["recipient"]: an address where one was recorded; a position (a number)
+        # in the mail is never shown as a name.
+        recipient = data.get("recipient")
+        address = recipient if isinstance(recipient, str) and "@" in recipient else None
         anyone = "A recipient" if origin else "Someone"
-        who = name or email or anyone
+        who = name or email or address or anyone
         label = _label(event.kind, data, document)
         items.append(
             {
