@@ -97,7 +97,9 @@ def test_a_slow_message_is_quarantined_retried_and_read_while_the_reply_halts_th
     slow = slow_reply("boss@acme.test", setup["sender"], setup["message_id"])
     dovecot.deliver(setup["sender"], slow)
     dovecot.deliver(setup["sender"], padded_reply(setup["sender"], setup["message_id"]))
-    _budget(monkeypatch, 100)  # the slow one needs several times this; the reply 1-5 ms
+    # The slow one needs most of a second (more on a busy machine); the reply 1-5 ms, and
+    # well under this when two test processes share the cores.
+    _budget(monkeypatch, 300)
 
     stats = sync_mailbox(setup["mailbox_id"])
 
@@ -113,7 +115,7 @@ def test_a_slow_message_is_quarantined_retried_and_read_while_the_reply_halts_th
     assert (reply.text or "").startswith("Yes, Tuesday at 10.")
     held = rows["<slow.60000.boss@acme.test>"]
     assert held.quarantined and held.kind == "quarantined"
-    assert held.error == "classification took longer than 0.1 s"
+    assert held.error == "classification took longer than 0.3 s"
     assert held.details is not None and held.details["retry"]["attempts"] == 1
     assert held.details["retry"]["next_at"] > utcnow().strftime("%Y-%m-%dT%H:%M:%S")
 
