@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 from flask import Blueprint, Response, g, jsonify, request
 from flask.typing import ResponseReturnValue
 from pydantic import BaseModel, ValidationError
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from werkzeug.exceptions import HTTPException
 
 from core.models import ApiToken, User, utcnow
@@ -241,3 +241,25 @@ def require_token(view: F) -> F:
 
     wrapper.requires_token = True  # type: ignore[attr-defined]  # web.api.operations reads it
     return wrapper  # type: ignore[return-value]
+
+
+# Lists page by id (`?after_id=&limit=`): oldest first, the answer's `next_after_id`
+# is the last id of a full page, or null on the last one.
+PAGE_DEFAULT = 100
+PAGE_MAX = 500
+
+
+def id_page(
+    query: Select[Any], id_column: Any, after_id: int, limit: int
+) -> tuple[list[Any], int | None]:
+    """One page of `query`'s rows with ids after `after_id`, in id order, and the
+    `next_after_id` to answer (None on the last page).
+
+    One row more than the page is read to know whether another page follows, so
+    the last page never hands out an id that leads to an empty one.
+    """
+    found = db().scalars(query.where(id_column > after_id).order_by(id_column).limit(limit + 1))
+    rows = list(found)
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return rows, (rows[-1].id if more and rows else None)

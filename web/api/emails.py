@@ -26,7 +26,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from core.models import OneOffEmail, SentMessage, Team, utcnow
-from web.api.common import ApiError, parse_body, parse_query
+from web.api.common import PAGE_DEFAULT, PAGE_MAX, ApiError, id_page, parse_body, parse_query
 from web.api.operations import operation
 from web.api.routes import owned
 from web.api.schemas import MAX_ID, Request, Response
@@ -39,8 +39,6 @@ from worker.sequences import oneoff
 
 # The form's field names where the API's differ.
 FIELDS = {"documents": "document_ids"}
-PAGE_DEFAULT = 100
-PAGE_MAX = 500
 
 
 class EmailQuery(BaseModel):
@@ -133,17 +131,13 @@ def _out(email: OneOffEmail) -> EmailOut:
 )
 def list_emails() -> ResponseReturnValue:
     args = parse_query(EmailQuery)
-    query = select(OneOffEmail).where(
-        OneOffEmail.team_id == g.team_id, OneOffEmail.id > args.after_id
-    )
+    query = select(OneOffEmail).where(OneOffEmail.team_id == g.team_id)
     if args.status is not None:
         query = query.where(OneOffEmail.status == args.status)
-    rows = list(db().scalars(query.order_by(OneOffEmail.id).limit(args.limit + 1)))
-    more = len(rows) > args.limit
-    rows = rows[: args.limit]
-    return EmailList(
-        emails=[_out(e) for e in rows], next_after_id=rows[-1].id if more else None
-    ).model_dump(mode="json")
+    rows, next_after_id = id_page(query, OneOffEmail.id, args.after_id, args.limit)
+    return EmailList(emails=[_out(e) for e in rows], next_after_id=next_after_id).model_dump(
+        mode="json"
+    )
 
 
 @operation(

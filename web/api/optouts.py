@@ -23,16 +23,13 @@ from sqlalchemy import select
 
 from core.header_text import check_header_text
 from core.models import OptOutSource, Prospect, Team, utcnow
-from web.api.common import ApiError, int_arg, parse_body
+from web.api.common import PAGE_DEFAULT, PAGE_MAX, ApiError, int_arg, parse_body
 from web.api.operations import Answer, Query, operation
 from web.api.schemas import Request, check_email
 from web.app.optouts import ChangeView, added_by, changes
 from web.db import db
 from web.roles import ADMIN_ONLY_ERROR, admin_required
 from worker.sequences import optouts
-
-PAGE_DEFAULT = 100
-PAGE_MAX = 500
 
 
 class OptOutCreate(Request):

@@ -23,16 +23,13 @@ from sqlalchemy import func, select
 from core.header_text import check_header_text
 from core.models import Enrollment, Prospect
 from core.zones.names import ZoneError
-from web.api.common import ApiError, parse_body, parse_query
+from web.api.common import PAGE_DEFAULT, PAGE_MAX, ApiError, id_page, parse_body, parse_query
 from web.api.operations import operation
 from web.api.routes import owned
 from web.api.schemas import MAX_ID, Request, Response
 from web.app.prospects import NAME_LIMIT, SEARCH_LIMIT, search_filter
 from web.db import db
 from worker.sequences.send_windows import set_zone
-
-PAGE_DEFAULT = 100
-PAGE_MAX = 500
 
 
 class ProspectQuery(BaseModel):
@@ -128,13 +125,11 @@ def _out(prospects: list[Prospect]) -> list[ProspectOut]:
 )
 def list_prospects() -> ResponseReturnValue:
     args = parse_query(ProspectQuery)
-    query = select(Prospect).where(Prospect.team_id == g.team_id, Prospect.id > args.after_id)
+    query = select(Prospect).where(Prospect.team_id == g.team_id)
     if args.q and args.q.strip():
         query = query.where(search_filter(args.q.strip()))
-    rows = list(db().scalars(query.order_by(Prospect.id).limit(args.limit + 1)))
-    more = len(rows) > args.limit
-    rows = rows[: args.limit]
-    body = ProspectList(prospects=_out(rows), next_after_id=rows[-1].id if more else None)
+    rows, next_after_id = id_page(query, Prospect.id, args.after_id, args.limit)
+    body = ProspectList(prospects=_out(rows), next_after_id=next_after_id)
     return body.model_dump(mode="json")
 
 

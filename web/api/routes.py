@@ -24,7 +24,7 @@ from core.models import (
     SequenceStep,
     utcnow,
 )
-from web.api.common import ApiError, int_arg, parse_body
+from web.api.common import ApiError, id_page, int_arg, parse_body
 from web.api.operations import Query, operation
 from web.api.schemas import (
     ApiIndexOut,
@@ -414,24 +414,9 @@ def list_events() -> ResponseReturnValue:
     after_id = int_arg("after_id", default=0, minimum=0) or 0
     limit = int_arg("limit", default=100, minimum=1, maximum=PAGE_LIMIT) or 100
     owned(Enrollment, enrollment_id, "enrollment")
-    rows = list(
-        db().scalars(
-            select(Event)
-            .where(
-                Event.enrollment_id == enrollment_id,
-                Event.team_id == g.team_id,
-                Event.id > after_id,
-            )
-            .order_by(Event.id)
-            .limit(limit + 1)
-        )
-    )
-    more = len(rows) > limit
-    rows = rows[:limit]
-    body = EventList(
-        events=[EventOut.model_validate(e) for e in rows],
-        next_after_id=rows[-1].id if more and rows else None,
-    )
+    query = select(Event).where(Event.enrollment_id == enrollment_id, Event.team_id == g.team_id)
+    rows, next_after_id = id_page(query, Event.id, after_id, limit)
+    body = EventList(events=[EventOut.model_validate(e) for e in rows], next_after_id=next_after_id)
     return jsonify(body.model_dump(mode="json"))
 
 

@@ -29,7 +29,7 @@ from sqlalchemy import select
 
 from core.header_text import check_header_text
 from core.models import Mailbox, Sequence, SequenceStep, utcnow
-from web.api.common import ApiError, int_arg, parse_body
+from web.api.common import PAGE_DEFAULT, PAGE_MAX, ApiError, id_page, int_arg, parse_body
 from web.api.operations import Query, operation
 from web.api.routes import owned, sequence_out
 from web.api.schemas import (
@@ -54,8 +54,6 @@ from worker.sequences.editing import (
 )
 from worker.sequences.pacing import resume_sequence
 
-PAGE_DEFAULT = 100
-PAGE_MAX = 500
 MAX_DELAY = 365 * 24 * 3600
 REFUSED = "Refused to keep history true (error.message says why)"
 
@@ -167,19 +165,11 @@ def _checked_step(
 def list_sequences() -> ResponseReturnValue:
     after_id = int_arg("after_id", default=0, minimum=0) or 0
     limit = int_arg("limit", default=PAGE_DEFAULT, maximum=PAGE_MAX) or PAGE_DEFAULT
-    rows = list(
-        db().scalars(
-            select(Sequence)
-            .where(Sequence.team_id == g.team_id, Sequence.id > after_id)
-            .order_by(Sequence.id)
-            .limit(limit + 1)
-        )
-    )
-    more = len(rows) > limit
-    rows = rows[:limit]
+    query = select(Sequence).where(Sequence.team_id == g.team_id)
+    rows, next_after_id = id_page(query, Sequence.id, after_id, limit)
     return {
         "sequences": [sequence_out(s) for s in rows],
-        "next_after_id": rows[-1].id if more else None,
+        "next_after_id": next_after_id,
     }
 
 

@@ -21,16 +21,13 @@ from pydantic import Field
 from sqlalchemy import select
 
 from core.models import EmailTemplate
-from web.api.common import ApiError, int_arg, parse_body
+from web.api.common import PAGE_DEFAULT, PAGE_MAX, ApiError, id_page, int_arg, parse_body
 from web.api.operations import Query, operation
 from web.api.routes import owned
 from web.api.schemas import Request, Response
 from web.app.email_templates import check_template, save_template
 from web.app.preview import BODY_LIMIT, SUBJECT_LIMIT
 from web.db import db
-
-PAGE_DEFAULT = 100
-PAGE_MAX = 500
 
 
 class TemplateCreate(Request):
@@ -84,19 +81,11 @@ def _out(template: EmailTemplate) -> dict[str, object]:
 def list_templates() -> ResponseReturnValue:
     after_id = int_arg("after_id", default=0, minimum=0) or 0
     limit = int_arg("limit", default=PAGE_DEFAULT, maximum=PAGE_MAX) or PAGE_DEFAULT
-    rows = list(
-        db().scalars(
-            select(EmailTemplate)
-            .where(EmailTemplate.team_id == g.team_id, EmailTemplate.id > after_id)
-            .order_by(EmailTemplate.id)
-            .limit(limit + 1)
-        )
-    )
-    more = len(rows) > limit
-    rows = rows[:limit]
+    query = select(EmailTemplate).where(EmailTemplate.team_id == g.team_id)
+    rows, next_after_id = id_page(query, EmailTemplate.id, after_id, limit)
     return TemplateList(
         templates=[TemplateOut.model_validate(t) for t in rows],
-        next_after_id=rows[-1].id if more else None,
+        next_after_id=next_after_id,
     ).model_dump(mode="json")
 
 
