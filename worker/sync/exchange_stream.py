@@ -31,9 +31,8 @@ exchangelib hands its caller notifications only, never a keep-alive, so
 ConnectionStatus.
 
 Cost: one Redis SET per frame (a keep-alive every 45 s per mailbox), one thread
-per mailbox blocked on its stream, and one more that wakes each
-`STOP_CHECK_SECONDS` to end the stream when the listener stops it (IMAP IDLE
-checks as often).
+per mailbox blocked on its stream, and one for all streams that wakes each
+`STOP_CHECK_SECONDS` to end those the listener stops (IMAP IDLE checks as often).
 
 Must never: touch the database, or mark live before the server has written.
 """
@@ -132,11 +131,7 @@ def _read_stream(
     on_change: Callable[[], None],
 ) -> None:
     """One GetStreamingEvents request, read until Exchange closes it or `stop`."""
-    ended = threading.Event()
-    stopper = threading.Thread(
-        target=_stop_when, args=(stop, ended, service), name="ews-stream-stop", daemon=True
-    )
-    stopper.start()
+    _STOPPER.watch(service, stop)
     try:
         for notification in service.call(
             subscription_ids=[subscription], connection_timeout=minutes
@@ -160,19 +155,55 @@ def _read_stream(
             return
         raise
     finally:
-        ended.set()
+        _STOPPER.forget(service)
 
 
-def _stop_when(stop: threading.Event, ended: threading.Event, service: GetStreamingEvents) -> None:
-    """Unblock the streaming read when `stop` is set (closing the response alone does not).
+class _Stopper:
+    """Unblocks the streaming read of each open stream whose `stop` is set (closing the
+    response alone does not).
 
-    Ends with the stream: one such thread per open stream, never one per stream ever opened.
+    One thread for every stream of the process, looking each `STOP_CHECK_SECONDS`:
+    a listener holding 10,000 streams would otherwise run 10,000 more threads, each
+    waking every second.
     """
-    while not stop.wait(STOP_CHECK_SECONDS):
-        if ended.is_set():
-            return
-    if ended.is_set():
-        return
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._open: dict[int, tuple[GetStreamingEvents, threading.Event]] = {}
+        self._thread: threading.Thread | None = None
+
+    def watch(self, service: GetStreamingEvents, stop: threading.Event) -> None:
+        with self._lock:
+            self._open[id(service)] = (service, stop)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._run, name="ews-stream-stop", daemon=True
+                )
+                self._thread.start()
+
+    def forget(self, service: GetStreamingEvents) -> None:
+        with self._lock:
+            self._open.pop(id(service), None)
+
+    def _run(self) -> None:
+        """Ends with the last open stream: a process that streams no more keeps no thread."""
+        while True:
+            time.sleep(STOP_CHECK_SECONDS)
+            with self._lock:
+                if not self._open:
+                    self._thread = None
+                    return
+                stopped = [s for s, stop in self._open.values() if stop.is_set()]
+            for service in stopped:
+                self.forget(service)
+                _end(service)
+
+
+_STOPPER = _Stopper()
+
+
+def _end(service: GetStreamingEvents) -> None:
+    """Shut the stream's socket: the read blocked on it returns at once."""
     response = getattr(service, "_streaming_response", None)
     connection = getattr(getattr(response, "raw", None), "connection", None)
     sock = getattr(connection, "sock", None)

@@ -7,7 +7,11 @@ Test-side operations: ``add_mailbox`` (address + password), ``deliver``,
 with BackOffMilliseconds), ``corrupt``, ``issue_token`` (OAuth bearer),
 ``close_streams`` / ``stream_seconds`` (how long GetStreamingEvents holds on),
 ``keepalive`` (how often, and in which server's shape, an idle stream is written to),
-``stall_streams`` / ``resume_streams`` (streams held open with nothing written).
+``stall_streams`` / ``resume_streams`` (streams held open with nothing written),
+``hold_events`` (new mail waits, keep-alives go on),
+``add_mailboxes`` and ``sync_state`` (many mailboxes already synced, for the scale
+bench), ``live_streams`` / ``event_frames`` / ``sync_calls`` (streams open now,
+frames that carried events, SyncFolderItems calls by folder).
 """
 
 from __future__ import annotations
@@ -46,7 +50,7 @@ class FakeEws:
         return self
 
     def stop(self) -> None:
-        self.app.closing.set()
+        self.close_streams()
         self.server.stop()
 
     def __enter__(self) -> FakeEws:
@@ -58,13 +62,14 @@ class FakeEws:
     def reset(self) -> None:
         with self.store.lock:
             self.store.mailboxes.clear()
-            self.store.subscriptions.clear()
+            self.store.clear_subscriptions()
             self.store.bearer_tokens.clear()
             self.store.faults.clear()
             self.store.message_id_policy = "keep"
         self.app.stream_seconds = None
         self.keepalive(45.0)
         self.app.stalled.clear()
+        self.app.held.clear()
         self.app.forget_connections()
         self.app.closing.clear()
         self._write_ntlm_users()
@@ -80,6 +85,16 @@ class FakeEws:
         mailbox = self.store.add_mailbox(email, password)
         self._write_ntlm_users()
         return mailbox
+
+    def add_mailboxes(self, emails: list[str], password: str = PASSWORD) -> None:
+        """Many mailboxes at once (the scale bench's 10,000): the NTLM users file written once."""
+        for email in emails:
+            self.store.add_mailbox(email, password)
+        self._write_ntlm_users()
+
+    def sync_state(self, email: str, folder: str = "inbox") -> str:
+        """The SyncState a client that has just synced `folder` holds (for a stored cursor)."""
+        return self.store.sync_state(email, folder)
 
     def credentials(self, email: str, auth: str = "basic") -> dict[str, Any]:
         mailbox = self.store.mailbox(email)
@@ -157,12 +172,14 @@ class FakeEws:
 
     def close_streams(self) -> None:
         self.app.closing.set()
+        self.app.wake_streams()
 
     def keepalive(self, seconds: float, style: str = "exchange") -> None:
         """Write to an idle stream every `seconds`, as Exchange ("exchange") or gromox does."""
         assert style in ("exchange", "gromox")
         self.app.keepalive_seconds = seconds
         self.app.keepalive_style = style
+        self.app.wake_streams()  # a stream asleep until the old interval's end
 
     def stall_streams(self) -> None:
         """Open streams (and new ones) stay open with nothing written: a hung server."""
@@ -170,6 +187,26 @@ class FakeEws:
 
     def resume_streams(self) -> None:
         self.app.stalled.clear()
+
+    def hold_events(self, held: bool) -> None:
+        """Held: new mail waits on its subscription while keep-alives go on; released:
+        what waited is written at once."""
+        if held:
+            self.app.held.set()
+        else:
+            self.app.held.clear()
+            self.app.wake_streams()
+
+    @property
+    def live_streams(self) -> int:
+        return self.app.live_streams
+
+    @property
+    def event_frames(self) -> int:
+        return self.app.event_frames
+
+    def sync_calls(self, folder: str = "inbox") -> int:
+        return self.app.sync_calls.get(folder, 0)
 
     @property
     def calls(self) -> Any:

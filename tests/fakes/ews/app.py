@@ -215,10 +215,19 @@ class EwsApp:
         self.keepalive_seconds = 45.0
         self.keepalive_style = "exchange"
         self.stalled = threading.Event()
+        # Events wait on their subscription, keep-alives still go out (the scale bench's
+        # capacity phases: no push, the streams alive).
+        self.held = threading.Event()
         self.closing = threading.Event()
         self._ntlm: dict[int, Any] = {}
         self.ntlm_users_file: str | None = None
         self.last_auth_error: str | None = None
+        # Counted for the scale bench (bench.scale_ews): streams open now, frames that
+        # carried events, SyncFolderItems calls by folder.
+        self._counts = threading.Lock()
+        self.live_streams = 0
+        self.event_frames = 0
+        self.sync_calls: dict[str, int] = {}
 
     # -- WSGI --------------------------------------------------------------------------
 
@@ -421,6 +430,8 @@ class EwsApp:
                     )
                 ],
             )
+        with self._counts:
+            self.sync_calls[name] = self.sync_calls.get(name, 0) + 1
         fields, mime = _shape(request)
         if mime:
             return response(
@@ -647,8 +658,7 @@ class EwsApp:
             email=mailbox.email,
             folders=folders,
         )
-        with self.store.lock:
-            self.store.subscriptions[subscription.id] = subscription
+        self.store.subscribe(subscription)
         return response(
             "Subscribe",
             [success("Subscribe", f"<m:SubscriptionId>{subscription.id}</m:SubscriptionId>")],
@@ -656,8 +666,7 @@ class EwsApp:
 
     def op_Unsubscribe(self, mailbox: EwsMailbox, request: etree._Element) -> bytes:
         subscription_id = (request.findtext("m:SubscriptionId", "", NS) or "").strip()
-        with self.store.lock:
-            found = self.store.subscriptions.pop(subscription_id, None)
+        found = self.store.unsubscribe(subscription_id)
         if found is None:
             return response(
                 "Unsubscribe",
@@ -710,35 +719,60 @@ class EwsApp:
         return self._stream([s for s in subscriptions if s is not None], time.monotonic() + limit)
 
     def _stream(self, subscriptions: list[Subscription], deadline: float) -> Iterator[bytes]:
+        with self._counts:
+            self.live_streams += 1
+        try:
+            yield from self._frames(subscriptions, deadline)
+        finally:
+            with self._counts:
+                self.live_streams -= 1
+
+    def _frames(self, subscriptions: list[Subscription], deadline: float) -> Iterator[bytes]:
+        """The stream's envelopes. A stream sleeps on its subscription until an event, its
+        keep-alive or its end: 10,000 idle streams (the scale bench) cost no CPU."""
         if self.stalled.is_set():
             yield b""  # the HTTP head goes out, then nothing: a server that hung
         while self.stalled.is_set() and not self.closing.wait(0.05):
             pass
         yield self._stream_envelope([], "OK")
         written = time.monotonic()
+        first = subscriptions[0]
         while time.monotonic() < deadline and not self.closing.is_set():
             if self.stalled.is_set():  # held open, silent; events wait on the subscription
                 self.closing.wait(0.05)
                 continue
-            for subscription in subscriptions:
-                with subscription.wakeup:
-                    if not subscription.events:
-                        subscription.wakeup.wait(timeout=min(0.2, self.keepalive_seconds))
+            wait = min(deadline, written + self.keepalive_seconds) - time.monotonic()
+            if len(subscriptions) > 1:
+                wait = min(wait, 0.2)  # woken by the first one's events; the others polled
+            with first.wakeup:
+                idle = self.held.is_set() or not first.events
+                if idle and wait > 0 and not self.closing.is_set():
+                    first.wakeup.wait(timeout=wait)
             if self.stalled.is_set():
                 continue  # it hung meanwhile: what happened waits on the subscription
             batch: list[tuple[Subscription, list[tuple[str, str, str, str]]]] = []
-            for subscription in subscriptions:
+            for subscription in [] if self.held.is_set() else subscriptions:
                 with subscription.wakeup:
                     if subscription.events:
                         batch.append((subscription, list(subscription.events)))
                         subscription.events.clear()
             if batch:
                 yield self._stream_envelope(batch, "OK")
+                with self._counts:
+                    self.event_frames += 1
                 written = time.monotonic()
             elif time.monotonic() - written >= self.keepalive_seconds:
                 yield self._keepalive(subscriptions)
                 written = time.monotonic()
         yield self._stream_envelope([], "Closed")
+
+    def wake_streams(self) -> None:
+        """Every stream looks at `closing` now, not at its next keep-alive."""
+        with self.store.lock:
+            subscriptions = list(self.store.subscriptions.values())
+        for subscription in subscriptions:
+            with subscription.wakeup:
+                subscription.wakeup.notify_all()
 
     def _keepalive(self, subscriptions: list[Subscription]) -> bytes:
         """What a server writes to an idle stream so neither side takes it for dead."""

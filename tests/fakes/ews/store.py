@@ -140,6 +140,9 @@ class EwsStore:
         self.lock = threading.RLock()
         self.mailboxes: dict[str, EwsMailbox] = {}
         self.subscriptions: dict[str, Subscription] = {}
+        # The same subscriptions by mailbox: a delivery looks at its mailbox's only
+        # (10,000 streams in the scale bench).
+        self._subscribed: dict[str, list[Subscription]] = {}
         self.bearer_tokens: dict[str, str] = {}  # OAuth access token -> mailbox
         self.faults = EwsFaults()
         self.message_id_policy = "keep"  # tests.fakes.message_ids.POLICIES
@@ -154,6 +157,23 @@ class EwsStore:
                 mailbox.folder_ids = {name: new_id() for name in self.FOLDERS}
                 self.mailboxes[email] = mailbox
             return mailbox
+
+    def subscribe(self, subscription: Subscription) -> None:
+        with self.lock:
+            self.subscriptions[subscription.id] = subscription
+            self._subscribed.setdefault(subscription.email, []).append(subscription)
+
+    def unsubscribe(self, subscription_id: str) -> Subscription | None:
+        with self.lock:
+            found = self.subscriptions.pop(subscription_id, None)
+            if found is not None:
+                self._subscribed[found.email].remove(found)
+            return found
+
+    def clear_subscriptions(self) -> None:
+        with self.lock:
+            self.subscriptions.clear()
+            self._subscribed.clear()
 
     def mailbox(self, email: str) -> EwsMailbox | None:
         return self.mailboxes.get(email.lower())
@@ -245,8 +265,8 @@ class EwsStore:
         return sent
 
     def _event(self, mailbox: EwsMailbox, item: EwsItem) -> None:
-        for subscription in list(self.subscriptions.values()):
-            if subscription.email != mailbox.email or item.folder not in subscription.folders:
+        for subscription in list(self._subscribed.get(mailbox.email, ())):
+            if item.folder not in subscription.folders:
                 continue
             watermark = base64.b64encode(json.dumps({"s": mailbox.seq}).encode()).decode()
             with subscription.wakeup:
@@ -254,6 +274,12 @@ class EwsStore:
                     subscription.events.append(("NewMailEvent", item.id, item.folder, watermark))
                 subscription.events.append(("CreatedEvent", item.id, item.folder, watermark))
                 subscription.wakeup.notify_all()
+
+    def sync_state(self, email: str, folder: str) -> str:
+        """What SyncFolderItems answers once a client has read everything in `folder`."""
+        with self.lock:
+            mailbox = self.mailboxes[email.lower()]
+            return base64.b64encode(json.dumps({"f": folder, "s": mailbox.seq}).encode()).decode()
 
     def invalidate_sync_states(self, email: str) -> None:
         with self.lock:
