@@ -13,7 +13,8 @@ from sqlalchemy import select
 from config import get_settings
 from core.db import session_scope
 from core.models import Mailbox, MailboxPush, MailboxStatus, utcnow
-from worker.sync import wanted
+from worker.sequences.freshness import LISTENER_KINDS
+from worker.sync import push_latency, wanted
 
 
 def poll_mailboxes() -> int:
@@ -21,12 +22,16 @@ def poll_mailboxes() -> int:
 
     The push paths (IDLE, webhooks) keep most mailboxes fresh; this is the
     backstop. Mailboxes fall due at their own times (their last sync), so polls
-    spread out instead of firing together. A Gmail or Microsoft 365 mailbox whose
-    push is live (renewed, not expired, no error) is polled only every
-    SIGHTLINE_PUSH_POLL_SECONDS: at 10,000 mailboxes a minute's poll would cost
-    as much as the pushes themselves. A mailbox whose push was measured slow
-    (an IDLE that only looks every minute: `worker.sync.push_latency`) is polled
-    every SIGHTLINE_SLOW_PUSH_POLL_SECONDS instead.
+    spread out instead of firing together. A mailbox whose push is live is polled
+    only every SIGHTLINE_PUSH_POLL_SECONDS: at 10,000 mailboxes a minute's poll
+    would cost as much as the pushes themselves. Live means a Gmail watch or
+    Microsoft 365 subscription renewed, not expired, without error; or an IMAP
+    IDLE or EWS stream the listener holds now (its mark in Redis,
+    `push_latency.live_among`) whose push was measured prompt: the listener asks
+    for a sync at every (re)connection, so what arrived while it was away is not
+    left to the poll. A mailbox whose push was measured slow (an IDLE that only
+    looks every minute: `worker.sync.push_latency`) is polled every
+    SIGHTLINE_SLOW_PUSH_POLL_SECONDS instead.
     """
     settings = get_settings()
     now = utcnow()
@@ -43,8 +48,8 @@ def poll_mailboxes() -> int:
         .exists()
     )
     with session_scope() as session:
-        ids = session.scalars(
-            select(Mailbox.id).where(
+        due = session.execute(
+            select(Mailbox.id, Mailbox.kind, Mailbox.push_prompt, Mailbox.last_synced_at).where(
                 Mailbox.status.in_([MailboxStatus.ACTIVE, MailboxStatus.ERROR]),
                 (Mailbox.last_synced_at.is_(None))
                 | ((Mailbox.last_synced_at < due_before) & ~live_push)
@@ -52,4 +57,14 @@ def poll_mailboxes() -> int:
                 | (Mailbox.push_prompt.is_(False) & (Mailbox.last_synced_at < slow_due_before)),
             )
         ).all()
-    return wanted.want_many([int(mailbox_id) for mailbox_id in ids])
+    # Due only by the minute's rule, and a listener holds a prompt push: spared while held.
+    held = [
+        int(row.id)
+        for row in due
+        if row.kind in LISTENER_KINDS
+        and row.push_prompt is True
+        and row.last_synced_at is not None
+        and row.last_synced_at >= push_due_before
+    ]
+    spared = push_latency.live_among(held) if held else set()
+    return wanted.want_many([int(row.id) for row in due if int(row.id) not in spared])

@@ -48,13 +48,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import cast
+from typing import Any
 
 from redis import Redis
-from sqlalchemy import Table, update
 
-from core.db import get_engine
-from core.models import Mailbox, utcnow
+from core.models import utcnow
 from core.redis import get_redis
 from worker.sync.base import HeaderSummary
 
@@ -72,8 +70,6 @@ LIVE_KEY = "sightline:push:live:{mailbox_id}"
 # Three missed IDLE heartbeats (worker.sync.base.PUSH_ALIVE_SECONDS), two missed EWS
 # keep-alives (worker.sync.exchange_stream).
 LIVE_TTL_SECONDS = 90
-
-_MAILBOXES = cast(Table, Mailbox.__table__)
 
 
 def mark_live(mailbox_id: int) -> None:
@@ -93,6 +89,17 @@ def mark_live(mailbox_id: int) -> None:
 def clear_live(mailbox_id: int) -> None:
     """The listener's connection for this mailbox is gone."""
     get_redis().delete(LIVE_KEY.format(mailbox_id=mailbox_id))
+
+
+def live_among(mailbox_ids: list[int]) -> set[int]:
+    """Those of `mailbox_ids` whose connection the listener holds now (one MGET per 1,000)."""
+    redis = get_redis()
+    live: set[int] = set()
+    for start in range(0, len(mailbox_ids), 1000):
+        chunk = mailbox_ids[start : start + 1000]
+        marks = redis.mget([LIVE_KEY.format(mailbox_id=m) for m in chunk])
+        live.update(m for m, mark in zip(chunk, marks, strict=True) if mark is not None)
+    return live
 
 
 def as_time(raw: bytes | str | None) -> datetime | None:
@@ -174,20 +181,15 @@ def verdict(delays: list[float]) -> bool | None:
     return None if all(d <= PROMPT_SECONDS for d in delays) else False
 
 
-def record_delays(mailbox_id: int, known: list[float] | None, new: list[float]) -> bool | None:
-    """Append `new` to the mailbox's kept delays and store the verdict; returns it."""
+def delay_values(mailbox_id: int, known: list[float] | None, new: list[float]) -> dict[str, Any]:
+    """The mailbox columns that keep `new` delays and their verdict (the sync's own
+    closing UPDATE writes them: no statement of their own)."""
     delays = [*(known or []), *new][-DELAYS_KEPT:]
     prompt = verdict(delays)
-    with get_engine().begin() as connection:
-        connection.execute(
-            update(_MAILBOXES)
-            .where(_MAILBOXES.c.id == mailbox_id)
-            .values(push_delays=delays, push_prompt=prompt)
-        )
     log.info(
         "push_latency mailbox_id=%s new=%s prompt=%s",
         mailbox_id,
         ",".join(f"{d:.1f}" for d in new),
         prompt,
     )
-    return prompt
+    return {"push_delays": delays, "push_prompt": prompt}
