@@ -10,8 +10,17 @@ subscriptions on ``me/messages`` hear of it, those on Inbox do not),
 ``consenting_user`` (who signs in at the consent screen), ``revoke_user``,
 ``expire_delta``, ``throttle``, ``corrupt``, ``subscriptions``, ``notifications``
 (what was POSTed to notification URLs).
-Change notifications are POSTed by a background thread, like Graph does, through
-``transport`` (requests by default; tests may route them to a Flask test client).
+Change notifications are POSTed by background threads (``notify_threads``), like
+Graph does, through ``transport`` (requests by default, one kept-alive connection
+per delivery thread; tests may route them to a Flask test client). A notification
+is posted once: its status is recorded, a refused one is not retried. ``paused``
+holds deliveries (they wait in the queue) while set.
+
+For benches that need thousands of connected mailboxes without signing each in:
+``grant`` (an MSAL token cache with live tokens, as a sign-in leaves it),
+``subscribe`` (a live subscription, as if validated when it was made),
+``delta_link`` and ``folder_id`` (a cursor at the mailbox's current state),
+``delta_rounds`` (delta rounds started per folder) and ``delivered`` (2xx answers).
 """
 
 from __future__ import annotations
@@ -21,19 +30,24 @@ import queue
 import re
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import urlparse
 
 import requests
 
 from tests.fakes.httpfake import FakeHttpServer
 
-from .app import GraphApp
-from .store import GraphMessage, GraphStore, GraphUser, Subscription
+from .app import GraphApp, delta_token
+from .store import MAX_SUBSCRIPTION_MINUTES, GraphMessage, GraphStore, GraphUser, Subscription
 
 SCOPES = ["https://graph.microsoft.com/Mail.ReadWrite", "https://graph.microsoft.com/Mail.Send"]
+# What Sightline's connect flow asks for (worker.sync.graph_api.SCOPES): a granted
+# cache holds its access token for exactly these.
+GRANTED_SCOPES = [*SCOPES, "https://graph.microsoft.com/User.Read"]
 Transport = Callable[[str, dict[str, str], bytes], tuple[int, str]]
 _MAILBOX_RESOURCE = re.compile(r"^(me|users/[^/]+)/messages$", re.IGNORECASE)
 _FOLDER_RESOURCE = re.compile(
@@ -43,6 +57,18 @@ _FOLDER_RESOURCE = re.compile(
 
 def _requests_transport(url: str, headers: dict[str, str], body: bytes) -> tuple[int, str]:
     answer = requests.post(url, data=body, headers=headers, timeout=10)
+    return answer.status_code, answer.text
+
+
+_SESSIONS = threading.local()
+
+
+def _kept_alive_transport(url: str, headers: dict[str, str], body: bytes) -> tuple[int, str]:
+    """`_requests_transport` on this delivery thread's kept-alive connection, as Graph's are."""
+    session = getattr(_SESSIONS, "session", None)
+    if session is None:
+        session = _SESSIONS.session = requests.Session()
+    answer = session.post(url, data=body, headers=headers, timeout=10)
     return answer.status_code, answer.text
 
 
@@ -61,18 +87,22 @@ class FakeGraph:
     client_secret = "fake~graph~secret"
     tenant = "common"
 
-    def __init__(self) -> None:
+    def __init__(self, *, notify_threads: int = 1) -> None:
         self.store = GraphStore()
         self.transport: Transport = _requests_transport
         self.app = GraphApp(self.store, lambda: self.url, self._transport)
         self.server = FakeHttpServer(self.app, name="fake-graph")
         self.url = self.server.url
         self.notifications: list[Notification] = []
+        self.paused = threading.Event()  # set: notifications wait (the endpoint is "down")
         self._queue: queue.Queue[Notification] = queue.Queue()
         self._stop = threading.Event()
-        self._thread = threading.Thread(
-            target=self._deliver_loop, name="fake-graph-notify", daemon=True
-        )
+        self._delivered = 0
+        self._delivered_lock = threading.Lock()
+        self._threads = [
+            threading.Thread(target=self._deliver_loop, name=f"fake-graph-notify-{n}", daemon=True)
+            for n in range(notify_threads)
+        ]
         self.store.on_new_message = self._notify_new
         self.reset()
 
@@ -83,12 +113,14 @@ class FakeGraph:
 
     def start(self) -> FakeGraph:
         self.server.start()
-        self._thread.start()
+        for thread in self._threads:
+            thread.start()
         return self
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=5)
+        for thread in self._threads:
+            thread.join(timeout=5)
         self.server.stop()
 
     def __enter__(self) -> FakeGraph:
@@ -111,7 +143,11 @@ class FakeGraph:
             store.corrupt_ids.clear()
             store.message_id_policy = "keep"
         self.app.folders.clear()
+        self.app.delta_rounds.clear()
         self.notifications.clear()
+        self.paused.clear()
+        with self._delivered_lock:
+            self._delivered = 0
         self.transport = _requests_transport
         self.server.calls.clear()
 
@@ -161,6 +197,70 @@ class FakeGraph:
             found = list(user.messages.values())
         return [m for m in found if folder is None or m.folder == folder]
 
+    def grant(self, email: str) -> dict[str, Any]:
+        """Credentials as Sightline's connect flow stores them (worker.sync.graph_oauth):
+        an MSAL token cache holding a live access token, a refresh token and the account,
+        as MSAL itself fills it from the token endpoint's answer, with no sign-in made."""
+        import msal
+
+        self.add_user(email)
+        response = self.app.token_response(
+            self.tenant, email, self.client_id, [*GRANTED_SCOPES, "offline_access"], None
+        )
+        cache = msal.SerializableTokenCache()
+        cache.add(
+            {
+                "client_id": self.client_id,
+                "scope": response["scope"].split(),
+                "token_endpoint": f"{self.authority}/oauth2/v2.0/token",
+                "environment": urlparse(self.url).hostname,
+                "grant_type": "authorization_code",
+                "response": response,
+            }
+        )
+        user = self.store.user(email)
+        return {
+            "token_cache": cache.serialize(),
+            "home_account_id": f"{user.oid}.{self.store.tenant_id}",
+            "username": email.lower(),
+        }
+
+    def subscribe(
+        self, email: str, notification_url: str, client_state: str, resource: str = "me/messages"
+    ) -> Subscription:
+        """A live `created` subscription, as if made (and validated) a moment ago."""
+        subscription = Subscription(
+            id=str(uuid.uuid4()),
+            email=self.add_user(email).email,
+            resource=resource,
+            change_type="created",
+            notification_url=notification_url,
+            client_state=client_state,
+            expiration=datetime.now(UTC) + timedelta(minutes=MAX_SUBSCRIPTION_MINUTES - 1),
+            lifecycle_url=notification_url,
+        )
+        with self.store.lock:
+            self.store.subscriptions[subscription.id] = subscription
+        return subscription
+
+    def folder_id(self, email: str, key: str) -> str:
+        """The id Graph shows for the folder with this key (a well-known name, or an id)."""
+        return self.app.folders.folders(self.store.user(email))[key].id
+
+    def delta_link(self, email: str, key: str, select: str | None, expand: str | None) -> str:
+        """The deltaLink a delta round on this folder ($select, $expand) would end with now."""
+        user = self.store.user(email)
+        with self.store.lock:
+            seq = user.seq
+        state = {"u": user.oid, "f": key, "sel": select, "exp": expand, "s": seq}
+        base = f"{self.graph_endpoint}/me/mailFolders/{key}/messages/delta"  # as the app links
+        return f"{base}?$deltatoken={delta_token(state)}"
+
+    def delta_rounds(self, key: str = "inbox") -> int:
+        """Delta rounds started on folders with this key, over every mailbox."""
+        with self.store.lock:
+            return self.app.delta_rounds.get(key, 0)
+
     def revoke_user(self, email: str) -> None:
         self.store.revoke_user(email)
 
@@ -187,8 +287,9 @@ class FakeGraph:
 
     def subscriptions(self, email: str | None = None) -> list[Subscription]:
         with self.store.lock:
-            found = list(self.store.subscriptions.values())
-        return [s for s in found if email is None or s.email == email.lower()]
+            if email is not None:
+                return self.store.subscriptions.of(email)
+            return list(self.store.subscriptions.values())
 
     @property
     def calls(self) -> Any:
@@ -243,12 +344,18 @@ class FakeGraph:
 
     def _deliver_loop(self) -> None:
         while not self._stop.is_set():
+            if self.paused.is_set():
+                time.sleep(0.05)
+                continue
             try:
                 note = self._queue.get(timeout=0.2)
             except queue.Empty:
                 continue
+            send = self.transport
+            if send is _requests_transport:
+                send = _kept_alive_transport
             try:
-                status, _ = self.transport(
+                status, _ = send(
                     note.url,
                     {"Content-Type": "application/json"},
                     json.dumps(note.payload).encode(),
@@ -258,6 +365,13 @@ class FakeGraph:
             note.status = status
             if 200 <= status < 300:
                 note.delivered_at = time.monotonic()
+                with self._delivered_lock:
+                    self._delivered += 1
+
+    def delivered(self) -> int:
+        """Notifications answered 2xx so far."""
+        with self._delivered_lock:
+            return self._delivered
 
     def wait_notified(self, timeout: float = 10.0) -> bool:
         deadline = time.monotonic() + timeout

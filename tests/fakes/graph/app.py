@@ -66,7 +66,7 @@ def _iso(when: datetime) -> str:
     return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _token(data: dict[str, Any]) -> str:
+def delta_token(data: dict[str, Any]) -> str:
     return base64.urlsafe_b64encode(json.dumps(data).encode()).decode().rstrip("=")
 
 
@@ -167,6 +167,9 @@ class GraphApp:
         self.signing_key = secrets.token_bytes(32)
         self.rounds: dict[str, dict[str, Any]] = {}  # skip tokens: a round's remaining pages
         self.folders = FolderTree()
+        # Delta rounds started (a deltaLink or a first round; not their nextLink pages)
+        # per folder key: one Inbox round per sync, what the scale bench counts.
+        self.delta_rounds: dict[str, int] = {}
 
     def __call__(
         self, environ: dict[str, Any], start_response: Callable[..., Any]
@@ -315,6 +318,12 @@ class GraphApp:
     def _tokens(
         self, tenant: str, email: str, client_id: str, scopes: list[str], nonce: str | None
     ) -> Response:
+        return _json(200, self.token_response(tenant, email, client_id, scopes, nonce))
+
+    def token_response(
+        self, tenant: str, email: str, client_id: str, scopes: list[str], nonce: str | None
+    ) -> dict[str, Any]:
+        """New tokens for `email`, as the token endpoint's JSON answer."""
         user = self.store.user(email)
         access, refresh = self.store.issue_tokens(email, client_id, scopes)
         now = int(time.time())
@@ -335,19 +344,16 @@ class GraphApp:
             claims["nonce"] = nonce
         id_token = jwt.encode(claims, self.signing_key, algorithm="HS256")
         granted = [s for s in scopes if s not in ("openid", "profile", "offline_access")]
-        return _json(
-            200,
-            {
-                "token_type": "Bearer",
-                "scope": " ".join(granted),
-                "expires_in": 3599,
-                "ext_expires_in": 3599,
-                "access_token": access,
-                "refresh_token": refresh,
-                "id_token": id_token,
-                "client_info": client_info(user, self.store.tenant_id),
-            },
-        )
+        return {
+            "token_type": "Bearer",
+            "scope": " ".join(granted),
+            "expires_in": 3599,
+            "ext_expires_in": 3599,
+            "access_token": access,
+            "refresh_token": refresh,
+            "id_token": id_token,
+            "client_info": client_info(user, self.store.tenant_id),
+        }
 
     # -- graph -------------------------------------------------------------------------
 
@@ -505,6 +511,9 @@ class GraphApp:
         base = f"{self.base_url()}/v1.0/me/mailFolders/{folder}/messages/delta"
         prefer = request.headers.get("Prefer", "")
         size_match = re.search(r"odata\.maxpagesize=(\d+)", prefer)
+        if "$skiptoken" not in args:
+            with self.store.lock:
+                self.delta_rounds[folder] = self.delta_rounds.get(folder, 0) + 1
         if "$deltatoken" in args:
             state = _untoken(args["$deltatoken"])
             if state.get("f") != folder or state.get("u") != user.oid:
@@ -595,7 +604,7 @@ class GraphApp:
                 "exp": state.get("exp"),
                 "s": state["s_end"],
             }
-            body["@odata.deltaLink"] = f"{base}?$deltatoken={_token(final)}"
+            body["@odata.deltaLink"] = f"{base}?$deltatoken={delta_token(final)}"
         return _json(
             200,
             body,

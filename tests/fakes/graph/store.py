@@ -165,6 +165,35 @@ class Subscription:
     lifecycle_url: str | None = None
 
 
+class Subscriptions(dict[str, Subscription]):
+    """Subscriptions by id, also indexed by mailbox: a new message looks its own up,
+    not all 10,000 of a scale bench's. Tests add and drop entries as in any dict."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._by_email: dict[str, dict[str, Subscription]] = {}
+
+    def __setitem__(self, key: str, value: Subscription) -> None:
+        self.pop(key, None)
+        super().__setitem__(key, value)
+        self._by_email.setdefault(value.email, {})[key] = value
+
+    def __delitem__(self, key: str) -> None:
+        self.pop(key)
+
+    def pop(self, key: str, *default: Any) -> Any:
+        if key in self:
+            self._by_email.get(super().__getitem__(key).email, {}).pop(key, None)
+        return super().pop(key, *default)
+
+    def clear(self) -> None:
+        super().clear()
+        self._by_email.clear()
+
+    def of(self, email: str) -> list[Subscription]:
+        return list(self._by_email.get(email.lower(), {}).values())
+
+
 class GraphStore:
     def __init__(self) -> None:
         self.lock = threading.RLock()
@@ -174,7 +203,7 @@ class GraphStore:
         self.refresh_tokens: dict[str, RefreshToken] = {}
         self.access_tokens: dict[str, AccessToken] = {}
         self.clients: dict[str, str] = {}
-        self.subscriptions: dict[str, Subscription] = {}
+        self.subscriptions = Subscriptions()
         self.strict_rotation = True
         self.consenting_user: str | None = None
         self.corrupt_ids: set[str] = set()  # $value answers 500 ErrorMimeContentConversionFailed
