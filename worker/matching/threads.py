@@ -97,6 +97,29 @@ def find_by_thread(
     return found
 
 
+def threads_with_sent(session: Session, mailbox_id: int, thread_ids: Iterable[str]) -> set[str]:
+    """Which of these threads hold a message this mailbox sent (ids only, no rows loaded).
+
+    What a sync asks of every new message that names no Message-ID: usually
+    none, so the answer is kept as cheap as one indexed lookup can be.
+    """
+    wanted = sorted({t for t in thread_ids if t})
+    if not wanted:
+        return set()
+    return {
+        str(thread)
+        for thread in session.scalars(
+            select(SentMessage.thread_id)
+            .where(
+                SentMessage.mailbox_id == mailbox_id,
+                SentMessage.thread_id.in_(wanted),
+                SentMessage.status == SendStatus.SENT,
+            )
+            .distinct()
+        )
+    }
+
+
 def find_by_subject(
     session: Session,
     *,

@@ -47,12 +47,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import cast
+from typing import Any, cast
 
 from redis.exceptions import LockError, RedisError
 from redis.lock import Lock
 from rq.timeouts import BaseTimeoutException
-from sqlalchemy import Table, update
+from sqlalchemy import Table, select, update
 
 from config import get_settings
 from core.crypto import CredentialsError, decrypt_json
@@ -74,7 +74,7 @@ from worker.sync.inbound import (
 )
 from worker.sync.mime import summarize_headers
 from worker.sync.registry import open_provider
-from worker.sync.sent_mail import recognise_sent, sent_wanted
+from worker.sync.sent_mail import oldest_waiting_draft, recognise_sent, sent_wanted
 
 log = logging.getLogger(__name__)
 
@@ -251,24 +251,23 @@ def sync_mailbox(mailbox_id: int) -> SyncStats:
             with `retry_after` (the job backs this mailbox off instead).
     """
     stats = SyncStats()
-    with session_scope() as session:
-        mailbox = session.get(Mailbox, mailbox_id)
-        if mailbox is None or mailbox.status in (
-            MailboxStatus.NEEDS_RECONNECT,
-            MailboxStatus.DISABLED,
-        ):
-            return stats
-        ref = MailboxRef(id=mailbox.id, team_id=mailbox.team_id, email=mailbox.email)
-        kind, cursor, since = mailbox.kind, mailbox.sync_cursor, mailbox.created_at
-        previous_sync, known_delays = mailbox.last_synced_at, mailbox.push_delays
-        saver = credential_saver(mailbox.id, mailbox.credentials_encrypted)
-        try:
-            credentials = decrypt_json(mailbox.credentials_encrypted)
-        except CredentialsError as exc:
-            _set_status(mailbox_id, MailboxStatus.NEEDS_RECONNECT, str(exc))
-            return stats
-        credentials = with_skip_folders(credentials, mailbox.skip_folders)
-        credentials |= sent_wanted(session, ref)  # Sent listed while an add-on draft waits
+    mailbox = _load(mailbox_id)
+    if mailbox is None or mailbox.status in (
+        MailboxStatus.NEEDS_RECONNECT,
+        MailboxStatus.DISABLED,
+    ):
+        return stats
+    ref = MailboxRef(id=mailbox.id, team_id=mailbox.team_id, email=mailbox.email)
+    kind, cursor, since = mailbox.kind, mailbox.sync_cursor, mailbox.created_at
+    previous_sync, known_delays = mailbox.last_synced_at, mailbox.push_delays
+    saver = credential_saver(mailbox.id, mailbox.credentials_encrypted)
+    try:
+        credentials = decrypt_json(mailbox.credentials_encrypted)
+    except CredentialsError as exc:
+        _set_status(mailbox_id, MailboxStatus.NEEDS_RECONNECT, str(exc))
+        return stats
+    credentials = with_skip_folders(credentials, mailbox.skip_folders)
+    credentials |= sent_wanted(mailbox.draft_since)  # Sent listed while an add-on draft waits
     # A handled batch's cursor is written when the next batch is in hand, the last
     # one together with the sync's status: one commit fewer per sync (most syncs
     # are one batch), and a crash still re-lists at most one batch.
@@ -290,7 +289,8 @@ def sync_mailbox(mailbox_id: int) -> SyncStats:
                 if handled is not None:
                     _save_cursor(mailbox_id, handled)
                 handled = batch.cursor
-            _retry_quarantined(provider, ref, stats)
+            if mailbox.retries_due:
+                _retry_quarantined(provider, ref, stats)
     except BaseException as exc:
         if handled is not None:
             _save_cursor(mailbox_id, handled)
@@ -303,9 +303,10 @@ def sync_mailbox(mailbox_id: int) -> SyncStats:
             _set_status(mailbox_id, MailboxStatus.ERROR, str(exc))
             return stats
         raise
-    _set_status(mailbox_id, MailboxStatus.ACTIVE, None, synced=started, cursor=handled)
-    if learned:
-        push_latency.record_delays(mailbox_id, known_delays, learned)
+    latency = push_latency.delay_values(mailbox_id, known_delays, learned) if learned else {}
+    _set_status(
+        mailbox_id, MailboxStatus.ACTIVE, None, synced=started, cursor=handled, also=latency
+    )
     # A sync that found nothing new is the poll's heartbeat, one a minute per mailbox:
     # DEBUG. What a new message led to has its own INFO line (`inbound_recorded`).
     log.log(
@@ -317,6 +318,28 @@ def sync_mailbox(mailbox_id: int) -> SyncStats:
         stats.outcomes,
     )
     return stats
+
+
+# fmt: off
+_LOADED = (
+    Mailbox.id, Mailbox.team_id, Mailbox.email, Mailbox.status, Mailbox.kind, Mailbox.sync_cursor,
+    Mailbox.created_at, Mailbox.last_synced_at, Mailbox.push_delays,
+    Mailbox.credentials_encrypted, Mailbox.skip_folders,
+)
+# fmt: on
+
+
+def _load(mailbox_id: int) -> Any:
+    """What a sync needs to begin, in one statement: the mailbox's row, when the team's
+    oldest add-on draft waits (`draft_since`), and whether a quarantined message is due
+    another try (`retries_due`). Most syncs find neither, and spend no more queries."""
+    query = select(
+        *_LOADED,
+        oldest_waiting_draft(Mailbox.team_id).label("draft_since"),
+        held.any_due(Mailbox.id, utcnow()).label("retries_due"),
+    ).where(Mailbox.id == mailbox_id)
+    with get_engine().connect() as connection:
+        return connection.execute(query).one_or_none()
 
 
 def _handle_batch(
@@ -465,8 +488,9 @@ def _set_status(
     *,
     synced: datetime | None = None,
     cursor: dict[str, object] | None = None,
+    also: dict[str, Any] | None = None,
 ) -> None:
-    values: dict[str, object] = {"status": status, "status_reason": reason}
+    values: dict[str, object] = {"status": status, "status_reason": reason, **(also or {})}
     if synced is not None:  # when the sync began: mail that arrived before it was seen
         values["last_synced_at"] = synced
     if cursor is not None:

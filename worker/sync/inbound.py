@@ -68,7 +68,7 @@ from core.models import (
 from worker.matching.budget import DEFAULT_BUDGET_SECONDS
 from worker.matching.classify import Classification, classify_message
 from worker.matching.matcher import find_sent_messages, is_unsubscribe_mail
-from worker.matching.threads import find_by_subject, find_by_thread
+from worker.matching.threads import find_by_subject, find_by_thread, threads_with_sent
 from worker.salesforce.task_limits import DESCRIPTION_LIMIT
 from worker.sequences.optouts import opt_out
 from worker.sequences.rules import apply_signal
@@ -206,7 +206,9 @@ def answers_without_references(
     """
     owner = mailbox.email.lower()
     summaries = [s for s in summaries if (s.from_addr or "") != owner]
-    threaded = find_by_thread(session, mailbox.id, [s.thread_id for s in summaries if s.thread_id])
+    threaded = threads_with_sent(
+        session, mailbox.id, [s.thread_id for s in summaries if s.thread_id]
+    )
     found = {s.provider_id for s in summaries if s.thread_id in threaded}
     for summary in summaries:
         if summary.thread_id is None and not summary.candidates:

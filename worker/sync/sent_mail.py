@@ -30,9 +30,10 @@ import logging
 import re
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
+from typing import Any
 from urllib.parse import unquote
 
-from sqlalchemy import func, select, update
+from sqlalchemy import ScalarSelect, func, select, update
 from sqlalchemy.orm import Session
 
 from core.db import session_scope
@@ -197,15 +198,23 @@ def _record_sent(
     )
 
 
-def sent_wanted(session: Session, mailbox: MailboxRef) -> dict[str, str]:
-    """What a provider is opened with so that it lists its Sent folder: the creation
-    time of the team's oldest add-on draft not found yet (nothing, when none waits:
-    then IMAP and Graph do not list Sent at all). Gmail's history lists SENT anyway."""
-    oldest = session.scalar(
-        select(func.min(ExternalDraft.created_at)).where(
-            ExternalDraft.team_id == mailbox.team_id, ExternalDraft.recognised_at.is_(None)
-        )
+def oldest_waiting_draft(team_id: Any) -> ScalarSelect[datetime]:
+    """The creation time of the team's oldest add-on draft not found in Sent yet.
+
+    A scalar subquery (`team_id` may be a column): the sync reads it with the
+    mailbox's own row, one statement for both.
+    """
+    return (
+        select(func.min(ExternalDraft.created_at))
+        .where(ExternalDraft.team_id == team_id, ExternalDraft.recognised_at.is_(None))
+        .scalar_subquery()
     )
+
+
+def sent_wanted(oldest: datetime | None) -> dict[str, str]:
+    """What a provider is opened with so that it lists its Sent folder, given the team's
+    `oldest_waiting_draft`: nothing when none waits (then IMAP and Graph do not list
+    Sent at all). Gmail's history lists SENT anyway."""
     if oldest is None:
         return {}
     # A little earlier than the insert: the provider's clock may differ from ours.
