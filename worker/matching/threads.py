@@ -32,7 +32,7 @@ import re
 from collections.abc import Iterable
 from datetime import datetime
 
-from sqlalchemy import Text, cast, or_, select
+from sqlalchemy import Text, bindparam, cast, or_, select
 from sqlalchemy.orm import Session
 
 from core.models import Prospect, SendStatus, SentMessage
@@ -97,27 +97,31 @@ def find_by_thread(
     return found
 
 
+_THREADS_WITH_SENT = (
+    select(SentMessage.thread_id)
+    .where(
+        SentMessage.mailbox_id == bindparam("mailbox_id"),
+        SentMessage.thread_id.in_(bindparam("threads", expanding=True)),
+        SentMessage.status == SendStatus.SENT,
+    )
+    .distinct()
+)
+
+
 def threads_with_sent(session: Session, mailbox_id: int, thread_ids: Iterable[str]) -> set[str]:
     """Which of these threads hold a message this mailbox sent (ids only, no rows loaded).
 
     What a sync asks of every new message that names no Message-ID: usually
-    none, so the answer is kept as cheap as one indexed lookup can be.
+    none, so the answer is kept as cheap as one indexed lookup can be (a
+    statement built once, run on the session's connection without the ORM).
     """
     wanted = sorted({t for t in thread_ids if t})
     if not wanted:
         return set()
-    return {
-        str(thread)
-        for thread in session.scalars(
-            select(SentMessage.thread_id)
-            .where(
-                SentMessage.mailbox_id == mailbox_id,
-                SentMessage.thread_id.in_(wanted),
-                SentMessage.status == SendStatus.SENT,
-            )
-            .distinct()
-        )
-    }
+    rows = session.connection().execute(
+        _THREADS_WITH_SENT, {"mailbox_id": mailbox_id, "threads": wanted}
+    )
+    return {str(thread) for (thread,) in rows}
 
 
 def find_by_subject(

@@ -46,18 +46,16 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
-from typing import Any, cast
+from datetime import timedelta
 
 from redis.exceptions import LockError, RedisError
 from redis.lock import Lock
 from rq.timeouts import BaseTimeoutException
-from sqlalchemy import Table, select, update
 
 from config import get_settings
 from core.crypto import CredentialsError, decrypt_json
-from core.db import get_engine, session_scope
-from core.models import Mailbox, MailboxStatus, utcnow
+from core.db import session_scope
+from core.models import MailboxStatus, utcnow
 from core.redis import get_redis
 from worker.matching.matcher import find_sent_messages, may_be_report
 from worker.queueing import job_started
@@ -72,9 +70,10 @@ from worker.sync.inbound import (
     handle_inbound,
     quarantine,
 )
+from worker.sync.mailbox_rows import load, save_cursor, set_status
 from worker.sync.mime import summarize_headers
 from worker.sync.registry import open_provider
-from worker.sync.sent_mail import oldest_waiting_draft, recognise_sent, sent_wanted
+from worker.sync.sent_mail import recognise_sent, sent_wanted
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +140,7 @@ def back_off(mailbox_id: int, seconds: float, reason: str) -> float:
     wait = min(max(seconds, MIN_BACKOFF_SECONDS), MAX_BACKOFF_SECONDS)
     get_redis().set(BACKOFF_KEY.format(mailbox_id=mailbox_id), 1, px=int(wait * 1000))
     until = utcnow() + timedelta(seconds=wait)
-    _set_status(
+    set_status(
         mailbox_id,
         MailboxStatus.ACTIVE,
         f"throttled by the provider; next sync after {until:%H:%M:%S} UTC ({reason})",
@@ -251,7 +250,7 @@ def sync_mailbox(mailbox_id: int) -> SyncStats:
             with `retry_after` (the job backs this mailbox off instead).
     """
     stats = SyncStats()
-    mailbox = _load(mailbox_id)
+    mailbox = load(mailbox_id)
     if mailbox is None or mailbox.status in (
         MailboxStatus.NEEDS_RECONNECT,
         MailboxStatus.DISABLED,
@@ -264,7 +263,7 @@ def sync_mailbox(mailbox_id: int) -> SyncStats:
     try:
         credentials = decrypt_json(mailbox.credentials_encrypted)
     except CredentialsError as exc:
-        _set_status(mailbox_id, MailboxStatus.NEEDS_RECONNECT, str(exc))
+        set_status(mailbox_id, MailboxStatus.NEEDS_RECONNECT, str(exc))
         return stats
     credentials = with_skip_folders(credentials, mailbox.skip_folders)
     credentials |= sent_wanted(mailbox.draft_since)  # Sent listed while an add-on draft waits
@@ -287,26 +286,24 @@ def sync_mailbox(mailbox_id: int) -> SyncStats:
                 )
                 _handle_batch(provider, ref, batch, stats)
                 if handled is not None:
-                    _save_cursor(mailbox_id, handled)
+                    save_cursor(mailbox_id, handled)
                 handled = batch.cursor
             if mailbox.retries_due:
                 _retry_quarantined(provider, ref, stats)
     except BaseException as exc:
         if handled is not None:
-            _save_cursor(mailbox_id, handled)
+            save_cursor(mailbox_id, handled)
         if not isinstance(exc, ProviderError):
             raise
         if exc.needs_reconnect:
-            _set_status(mailbox_id, MailboxStatus.NEEDS_RECONNECT, str(exc))
+            set_status(mailbox_id, MailboxStatus.NEEDS_RECONNECT, str(exc))
             return stats
         if exc.permanent:
-            _set_status(mailbox_id, MailboxStatus.ERROR, str(exc))
+            set_status(mailbox_id, MailboxStatus.ERROR, str(exc))
             return stats
         raise
     latency = push_latency.delay_values(mailbox_id, known_delays, learned) if learned else {}
-    _set_status(
-        mailbox_id, MailboxStatus.ACTIVE, None, synced=started, cursor=handled, also=latency
-    )
+    set_status(mailbox_id, MailboxStatus.ACTIVE, None, synced=started, cursor=handled, also=latency)
     # A sync that found nothing new is the poll's heartbeat, one a minute per mailbox:
     # DEBUG. What a new message led to has its own INFO line (`inbound_recorded`).
     log.log(
@@ -318,28 +315,6 @@ def sync_mailbox(mailbox_id: int) -> SyncStats:
         stats.outcomes,
     )
     return stats
-
-
-# fmt: off
-_LOADED = (
-    Mailbox.id, Mailbox.team_id, Mailbox.email, Mailbox.status, Mailbox.kind, Mailbox.sync_cursor,
-    Mailbox.created_at, Mailbox.last_synced_at, Mailbox.push_delays,
-    Mailbox.credentials_encrypted, Mailbox.skip_folders,
-)
-# fmt: on
-
-
-def _load(mailbox_id: int) -> Any:
-    """What a sync needs to begin, in one statement: the mailbox's row, when the team's
-    oldest add-on draft waits (`draft_since`), and whether a quarantined message is due
-    another try (`retries_due`). Most syncs find neither, and spend no more queries."""
-    query = select(
-        *_LOADED,
-        oldest_waiting_draft(Mailbox.team_id).label("draft_since"),
-        held.any_due(Mailbox.id, utcnow()).label("retries_due"),
-    ).where(Mailbox.id == mailbox_id)
-    with get_engine().connect() as connection:
-        return connection.execute(query).one_or_none()
 
 
 def _handle_batch(
@@ -464,37 +439,3 @@ def _retry_quarantined(provider: MailboxProvider, mailbox: MailboxRef, stats: Sy
             retry.provider_id,
             status,
         )
-
-
-# Every sync ends in one of these writes. They go through Core, not the ORM's
-# bulk UPDATE (which plans a session sync it has nothing to sync): about 1 ms of
-# a 15-20 ms push sync (python -m bench.sync_cpu).
-_MAILBOXES = cast(Table, Mailbox.__table__)
-
-
-def _update_mailbox(mailbox_id: int, values: dict[str, object]) -> None:
-    with get_engine().begin() as connection:
-        connection.execute(update(_MAILBOXES).where(_MAILBOXES.c.id == mailbox_id).values(**values))
-
-
-def _save_cursor(mailbox_id: int, cursor: dict[str, object]) -> None:
-    _update_mailbox(mailbox_id, {"sync_cursor": cursor})
-
-
-def _set_status(
-    mailbox_id: int,
-    status: MailboxStatus,
-    reason: str | None,
-    *,
-    synced: datetime | None = None,
-    cursor: dict[str, object] | None = None,
-    also: dict[str, Any] | None = None,
-) -> None:
-    values: dict[str, object] = {"status": status, "status_reason": reason, **(also or {})}
-    if synced is not None:  # when the sync began: mail that arrived before it was seen
-        values["last_synced_at"] = synced
-    if cursor is not None:
-        values["sync_cursor"] = cursor
-    _update_mailbox(mailbox_id, values)
-    if status != MailboxStatus.ACTIVE:
-        log.warning("mailbox_status mailbox_id=%s status=%s reason=%s", mailbox_id, status, reason)

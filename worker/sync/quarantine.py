@@ -121,29 +121,35 @@ def keep(
     row.details = _details(attempts, retry, summary.fetch_ref or _retry(row).get("fetch_ref"), now)
 
 
-def _due(mailbox_id: Any, now: datetime) -> list[ColumnElement[bool]]:
+def _due(mailbox_id: Any, before: Any) -> list[ColumnElement[bool]]:
     next_at = InboundMessage.details["retry"]["next_at"].as_string()
     return [
         InboundMessage.mailbox_id == mailbox_id,
         InboundMessage.quarantined.is_(True),
-        next_at <= now.strftime(_TIME_FORMAT),
+        next_at <= before,
     ]
 
 
-def any_due(mailbox_id: Any, now: datetime) -> Exists:
-    """EXISTS: a quarantined message of the mailbox is due another try.
+def due_stamp(now: datetime) -> str:
+    """`now` as a quarantined message's next try is written: compared as text."""
+    return now.strftime(_TIME_FORMAT)
+
+
+def any_due(mailbox_id: Any, before: Any) -> Exists:
+    """EXISTS: a quarantined message of the mailbox is due another try by `before`
+    (a `due_stamp`, or a bound parameter that will hold one).
 
     `mailbox_id` may be a column: the sync reads this with the mailbox's own row,
     so the usual sync (nothing quarantined) spends no statement on retries.
     """
-    return exists().where(*_due(mailbox_id, now))
+    return exists().where(*_due(mailbox_id, before))
 
 
 def due_retries(session: Session, mailbox_id: int, now: datetime) -> list[DueRetry]:
     """The mailbox's quarantined messages whose next try is due, oldest first."""
     rows = session.scalars(
         select(InboundMessage)
-        .where(*_due(mailbox_id, now))
+        .where(*_due(mailbox_id, due_stamp(now)))
         .order_by(InboundMessage.id)
         .limit(RETRIES_PER_SYNC)
     ).all()
