@@ -13,6 +13,8 @@ one fetch, and are all refused.
 
 from __future__ import annotations
 
+import base64
+import json
 import logging
 import secrets
 import time
@@ -29,7 +31,7 @@ from tests.integration.provider_harness import GmailHarness, queued
 from tests.integration.test_provider_contract import make_seller
 from tests.unit.test_settings import production
 from worker.sync.engine import SYNC_JOB
-from worker.sync.gmail_push import forget_push_certs
+from worker.sync.gmail_push import PushTokenError, forget_push_certs, verify_push_token
 from worker.sync.push import renew_push_job
 
 pytestmark = pytest.mark.integration
@@ -143,3 +145,42 @@ def test_production_refuses_a_signed_push_when_no_account_is_set(
     get_settings.cache_clear()
     assert get_settings().is_production
     assert push(client, body, good) == 403
+
+
+def test_a_verified_token_is_trusted_until_its_exp_and_no_other_token_rides_on_it(
+    pushing: tuple[FakeGmail, bytes, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pub/Sub reuses a token for an hour: its RSA check runs once, and only it is remembered."""
+    fake, _, _ = pushing
+    lifetime = 3
+    token = oidc_token(fake.key, AUDIENCE, PUSH_SERVICE_ACCOUNT, lifetime=lifetime)
+    assert verify_push_token(token)["email"] == PUSH_SERVICE_ACCOUNT
+    assert verify_push_token(token)["email"] == PUSH_SERVICE_ACCOUNT  # remembered
+    head, payload, signature = token.split(".")
+    tail = "A" * 6 if signature[-6:] != "A" * 6 else "B" * 6
+    forged_signature = f"{head}.{payload}.{signature[:-6]}{tail}"
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    other_payload = (
+        base64.urlsafe_b64encode(json.dumps({**claims, "email": "someone@evil.test"}).encode())
+        .decode()
+        .rstrip("=")
+    )
+    forged_claims = f"{head}.{other_payload}.{signature}"
+    impostor = SigningKey()
+    impostor.kid = fake.key.kid  # Google's key id, someone else's key
+    forged_key = oidc_token(impostor, AUDIENCE, PUSH_SERVICE_ACCOUNT)
+    for forged in (forged_signature, forged_claims, forged_key, forged_key):  # twice: not kept
+        with pytest.raises(PushTokenError):
+            verify_push_token(forged)
+    # The account checks run on every push, remembered token or not.
+    monkeypatch.setenv("GMAIL_PUSH_SERVICE_ACCOUNT", "other@acme.iam.gserviceaccount.com")
+    get_settings.cache_clear()
+    with pytest.raises(PushTokenError, match="not 'other@"):
+        verify_push_token(token)
+    monkeypatch.setenv("GMAIL_PUSH_SERVICE_ACCOUNT", PUSH_SERVICE_ACCOUNT)
+    get_settings.cache_clear()
+    assert verify_push_token(token)["email"] == PUSH_SERVICE_ACCOUNT
+    # google-auth compares whole seconds: a token is refused from exp + 1 on.
+    time.sleep(max(0.0, claims["exp"] + 1.05 - time.time()))
+    with pytest.raises(PushTokenError, match="Token expired"):
+        verify_push_token(token)

@@ -8,6 +8,16 @@ fetched again, but at most once per CERTS_REFETCH_SECONDS per process: a stream 
 tokens with made-up key ids costs at most one fetch a minute, each refused. When a
 fetch fails, certificates already held are used until a later fetch works.
 
+Pub/Sub reuses one push token for about an hour, so a token whose signature and
+audience checked out is remembered (by the SHA-256 of the certificates URL, the
+audience and the token) with its claims until its own `exp`: the RSA check runs
+once per token, not once per push. Only a token that passed is kept, never a
+refusal; the issuer and service-account checks still run on every push (they
+are dictionary lookups, and follow a settings change at once). A key Google
+withdraws mid-hour is still trusted for the tokens it already signed, until they
+expire, as any verifier that checked them once would. At most VERIFIED_TOKENS
+are kept; a full table drops the expired ones, then the oldest.
+
 The webhook (`web.webhooks`) calls `verify_push_token` before it believes a
 push; starting and stopping the watch is the provider's (`worker.sync.gmail`).
 This module needs google-auth and requests only, never the Gmail API client,
@@ -16,6 +26,7 @@ and never touches the database.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 import threading
@@ -35,6 +46,7 @@ CERTS_TTL_SECONDS = 3600
 CERTS_MIN_SECONDS = 60
 CERTS_MAX_SECONDS = 24 * 3600
 CERTS_REFETCH_SECONDS = 60.0
+VERIFIED_TOKENS = 1024
 PUSH_ISSUERS = ("accounts.google.com", "https://accounts.google.com")
 _JWT: Any = google.auth.jwt  # untyped functions
 _MAX_AGE = re.compile(r"(?:^|,)\s*max-age\s*=\s*(\d+)", re.IGNORECASE)
@@ -102,6 +114,45 @@ def _fetch_certs(url: str) -> tuple[dict[str, str], int]:
 _CERTS = _CertCache()
 
 
+class _VerifiedTokens:
+    """Claims of tokens whose signature and audience were verified, by digest, until `exp`."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.lock = threading.Lock()
+        self.entries: dict[bytes, tuple[float, dict[str, Any]]] = {}
+
+    def get(self, digest: bytes) -> dict[str, Any] | None:
+        found = self.entries.get(digest)
+        if found is None:
+            return None
+        expires, claims = found
+        if time.time() < expires:
+            return claims
+        with self.lock:
+            self.entries.pop(digest, None)
+        return None
+
+    def put(self, digest: bytes, claims: dict[str, Any]) -> None:
+        expires = claims.get("exp")
+        if not isinstance(expires, int | float) or isinstance(expires, bool):
+            return  # google-auth requires exp; without one there is nothing to keep it until
+        with self.lock:
+            if len(self.entries) >= self.limit:
+                now = time.time()
+                self.entries = {k: v for k, v in self.entries.items() if v[0] > now}
+            while len(self.entries) >= self.limit:
+                del self.entries[next(iter(self.entries))]
+            self.entries[digest] = (float(expires), claims)
+
+    def forget(self) -> None:
+        with self.lock:
+            self.entries.clear()
+
+
+_VERIFIED = _VerifiedTokens(VERIFIED_TOKENS)
+
+
 def google_certs(url: str, kid: str) -> dict[str, str]:
     """Google's certificates at `url` that should hold `kid`, cached and refetched as above.
 
@@ -115,8 +166,9 @@ def google_certs(url: str, kid: str) -> dict[str, str]:
 
 
 def forget_push_certs() -> None:
-    """Drop the cached certificates and fetch times (tests with another fake Google)."""
+    """Drop the cached certificates, fetch times and verified tokens (another fake Google)."""
     _CERTS.forget()
+    _VERIFIED.forget()
 
 
 class PushTokenError(Exception):
@@ -138,25 +190,37 @@ def verify_push_token(token: str) -> dict[str, Any]:
     expected = providers.gmail_push_service_account
     if expected is None and settings.is_production:
         raise PushTokenError("GMAIL_PUSH_SERVICE_ACCOUNT is not set: signed pushes are refused")
-    try:
-        header = _JWT.decode_header(token)
-        kid = header.get("kid") if isinstance(header, dict) else None
-        if not isinstance(kid, str) or not kid:
-            raise PushTokenError("push token names no key id")
-        certs = _CERTS.for_key(providers.gmail_push_certs_url, kid)
-        if kid not in certs:
-            raise PushTokenError("push token names a key id Google does not publish")
-        claims: dict[str, Any] = _JWT.decode(
-            token, certs=certs, audience=providers.gmail_push_audience
-        )
-    except (ValueError, google.auth.exceptions.GoogleAuthError) as exc:
-        raise PushTokenError(f"push token rejected: {exc}") from exc
-    except requests.RequestException as exc:
-        raise PushTokenError(f"Google's push certificates are unreachable: {exc}") from exc
+    claims = _signed_claims(token, providers.gmail_push_certs_url, providers.gmail_push_audience)
     if claims.get("iss") not in PUSH_ISSUERS:
         raise PushTokenError(f"push token issuer {claims.get('iss')!r} is not Google")
     if expected is None:
         log.warning("gmail_push_unchecked_account reason=GMAIL_PUSH_SERVICE_ACCOUNT unset")
     elif claims.get("email") != expected or claims.get("email_verified") is not True:
         raise PushTokenError(f"push token is for {claims.get('email')!r}, not {expected!r}")
+    return claims
+
+
+def _signed_claims(token: str, certs_url: str, audience: str) -> dict[str, Any]:
+    """The token's claims once its signature (one of Google's keys), audience and times hold.
+
+    Remembered until the token's `exp` (see the module's docstring); a refusal is not.
+    """
+    digest = hashlib.sha256(f"{certs_url}\n{audience}\n{token}".encode()).digest()
+    known = _VERIFIED.get(digest)
+    if known is not None:
+        return dict(known)
+    try:
+        header = _JWT.decode_header(token)
+        kid = header.get("kid") if isinstance(header, dict) else None
+        if not isinstance(kid, str) or not kid:
+            raise PushTokenError("push token names no key id")
+        certs = _CERTS.for_key(certs_url, kid)
+        if kid not in certs:
+            raise PushTokenError("push token names a key id Google does not publish")
+        claims: dict[str, Any] = _JWT.decode(token, certs=certs, audience=audience)
+    except (ValueError, google.auth.exceptions.GoogleAuthError) as exc:
+        raise PushTokenError(f"push token rejected: {exc}") from exc
+    except requests.RequestException as exc:
+        raise PushTokenError(f"Google's push certificates are unreachable: {exc}") from exc
+    _VERIFIED.put(digest, claims)
     return claims
