@@ -200,7 +200,7 @@ def verify_push_token(token: str) -> dict[str, Any]:
     return claims
 
 
-def _signed_claims(token: str, certs_url: str, audience: str) -> dict[str, Any]:
+def _signed_claims(token: str, certs_url: str, audience: str | None) -> dict[str, Any]:
     """The token's claims once its signature (one of Google's keys), audience and times hold.
 
     Remembered until the token's `exp` (see the module's docstring); a refusal is not.
