@@ -32,11 +32,11 @@ from collections.abc import Collection
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, cast
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import bindparam, delete, select, update
 
 from config import get_settings, queues
 from core.crypto import CredentialsError, decrypt_json, encrypt_json
-from core.db import session_scope
+from core.db import get_engine, session_scope
 from core.events import insert_ignore
 from core.models import Mailbox, MailboxKind, MailboxPush, MailboxStatus, PushKind, utcnow
 from worker.queueing import enqueue_once, job_started
@@ -339,18 +339,35 @@ def _stop(provider: MailboxProvider, subscription_id: str | None) -> None:
         cast("GraphProvider", provider).unsubscribe(subscription_id)
 
 
+# The push's mailboxes (built once; its compiled form is SQLAlchemy's cache's).
+_GMAIL_PUSH_MAILBOXES = (
+    select(Mailbox.id, Mailbox.sync_cursor)
+    .join(MailboxPush, MailboxPush.mailbox_id == Mailbox.id)
+    .where(
+        MailboxPush.kind == PushKind.GMAIL_WATCH,
+        MailboxPush.external_id == bindparam("address"),
+        Mailbox.status.in_([MailboxStatus.ACTIVE, MailboxStatus.ERROR]),
+    )
+)
+
+
 def mailboxes_for_gmail_push(address: str) -> list[tuple[int, dict[str, object] | None]]:
-    """(mailbox id, sync cursor) of the active Gmail mailboxes a push for `address` is about."""
-    with session_scope() as session:
-        rows = session.execute(
-            select(Mailbox.id, Mailbox.sync_cursor)
-            .join(MailboxPush, MailboxPush.mailbox_id == Mailbox.id)
-            .where(
-                MailboxPush.kind == PushKind.GMAIL_WATCH,
-                MailboxPush.external_id == address.lower(),
-                Mailbox.status.in_([MailboxStatus.ACTIVE, MailboxStatus.ERROR]),
-            )
-        ).all()
+    """(mailbox id, sync cursor) of the active Gmail mailboxes a push for `address` is about.
+
+    One indexed query per push, on a pooled connection in autocommit: no ORM
+    session, no BEGIN and COMMIT round trips (a single SELECT needs neither).
+    Deliberately not cached in the process: a remembered address → mailbox
+    would, after a disconnect and a new connect of the same address (a new
+    mailbox row), keep syncing the old row and never the new one — a missed
+    sync, which the poll would not make up for while the watch is live — and
+    the cursor's historyId (which skips redeliveries) changes with every sync.
+    """
+    with get_engine().connect() as connection:
+        rows = (
+            connection.execution_options(isolation_level="AUTOCOMMIT")
+            .execute(_GMAIL_PUSH_MAILBOXES, {"address": address.lower()})
+            .all()
+        )
     return [(int(i), c) for i, c in rows]
 
 
