@@ -74,6 +74,7 @@ from exchangelib.properties import DistinguishedFolderId, FolderId
 from exchangelib.properties import Mailbox as ExchangeMailbox
 from exchangelib.protocol import BaseProtocol
 from exchangelib.services import GetItem, SyncFolderItems
+from requests import PreparedRequest, Response
 
 from core.outbound import OutboundError, resolve_url, split_url
 from core.outbound_http import PinnedHTTPAdapter
@@ -119,6 +120,28 @@ REBUILD_WINDOW = timedelta(days=2)
 # change its transport; only EWS uses exchangelib here.
 class _EwsAdapter(PinnedHTTPAdapter):
     default_purpose = "Exchange"
+
+    def build_response(self, req: PreparedRequest, resp: Any) -> Response:
+        response = super().build_response(req, resp)
+        response.__class__ = _EwsResponse
+        return response
+
+
+class _EwsResponse(Response):
+    """A response whose body, once read, is handed over whole.
+
+    exchangelib parses every answer from `iter_content()`, whose default chunk
+    is one byte: a Python call per byte, half the CPU of a sync. A body read
+    already (every call but a stream) is one chunk here; a stream still comes
+    as it arrives (`worker.sync.exchange_stream` reads it a chunk at a time).
+    """
+
+    def iter_content(self, chunk_size: int | None = 1, decode_unicode: bool = False) -> Any:
+        body = getattr(self, "_content", None)  # requests' own: the body, once read
+        read = getattr(self, "_content_consumed", False) and isinstance(body, bytes)
+        if read and not decode_unicode:
+            return iter((body,))
+        return super().iter_content(chunk_size, decode_unicode)
 
 
 BaseProtocol.HTTP_ADAPTER_CLS = _EwsAdapter

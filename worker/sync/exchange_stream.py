@@ -40,21 +40,27 @@ Must never: touch the database, or mark live before the server has written.
 from __future__ import annotations
 
 import contextlib
+import re
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from exchangelib import Account
 from exchangelib.properties import CreatedEvent, DistinguishedFolderId, FolderId, NewMailEvent
 from exchangelib.services import GetStreamingEvents, SubscribeToStreaming, Unsubscribe
+from exchangelib.util import DummyResponse
 
 from config import get_settings
 from worker.sync.base import ProviderError
 from worker.sync.exchange_errors import EWS_FAILURES, ews_call, ews_error
 
 STOP_CHECK_SECONDS = 1.0
+# A SOAP envelope's start and end tags, whatever the namespace prefix.
+_ENVELOPE_START = re.compile(rb"<(?:[A-Za-z_][\w.-]*:)?Envelope[\s>]")
+_ENVELOPE_END = re.compile(rb"</(?:[A-Za-z_][\w.-]*:)?Envelope\s*>")
+_DECLARATION = b"<?xml version='1.0' encoding='utf-8'?>\n"
 
 
 class _LiveStreamingEvents(GetStreamingEvents):  # type: ignore[misc]
@@ -81,12 +87,44 @@ class _LiveStreamingEvents(GetStreamingEvents):  # type: ignore[misc]
         self.timeout = self._silence_seconds
         return notifications
 
+    def _get_soap_messages(self, body: Any) -> Iterator[Any]:
+        """GetStreamingEvents' own, reading the stream a chunk at a time where exchangelib
+        reads a byte at a time (a Python call per byte of every keep-alive, for every stream
+        the listener holds). A stream not sent chunked is still read a byte at a time: a
+        bigger read would wait for bytes a quiet stream never sends."""
+        chunk_size = None if getattr(body.raw, "chunked", False) else 1
+        for document in envelopes(body.iter_content(chunk_size)):
+            try:
+                _, soap = super(GetStreamingEvents, self)._get_soap_parts(
+                    response=DummyResponse(content=document)
+                )
+            except Exception:
+                body.close()
+                raise
+            yield from super(GetStreamingEvents, self)._get_soap_messages(body=soap)
+            if self.connection_status == self.CLOSED:
+                break  # do not wait for the server to close the connection
+
     def _get_element_container(self, message: Any, name: Any = None) -> Any:
         container = super()._get_element_container(message=message, name=name)
         self.last_frame = time.monotonic()
         if self.connection_status == self.OK:
             self._on_ok()
         return container
+
+
+def envelopes(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """Each SOAP envelope in a stream of chunks, as soon as its end tag has arrived."""
+    buffer = b""
+    searched = 0  # no end tag before this offset
+    for chunk in chunks:
+        buffer += chunk
+        while (end := _ENVELOPE_END.search(buffer, searched)) is not None:
+            start = _ENVELOPE_START.search(buffer, 0, end.start())
+            if start is not None:
+                yield _DECLARATION + buffer[start.start() : end.end()]
+            buffer, searched = buffer[end.end() :], 0
+        searched = max(0, len(buffer) - 64)  # an end tag may be cut between chunks
 
 
 def hold_stream(
