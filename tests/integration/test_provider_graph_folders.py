@@ -28,6 +28,7 @@ from tests.integration.test_provider_contract import (
 )
 from tests.integration.test_provider_graph import _credentials, graph_to_app  # noqa: F401
 from worker.sync.engine import SYNC_JOB, sync_mailbox
+from worker.sync.graph import GraphProvider
 from worker.sync.push import client_state, renew_push_job
 
 
@@ -147,3 +148,28 @@ def test_a_subscription_made_on_inbox_alone_is_replaced_on_renewal(
     assert renew_push_job(seller.mailbox_id)["status"] == "renewed"
     [now] = graph_to_app.subscriptions(seller.address)
     assert now.id != old.id and now.resource == "me/messages"
+
+
+def test_a_push_sync_hands_every_folder_over_in_one_batch(
+    env: Settings, fake_graph: FakeGraph
+) -> None:
+    # Each batch costs the engine a transaction and a cursor write: a sync that reads
+    # Inbox, Archive and Customers for two new messages hands them over together.
+    harness = GraphHarness(fake_graph)
+    seller = make_seller(harness)
+    fake_graph.file_into(seller.address, inbound("x@acme.test", seller.address), "Customers")
+    sync_mailbox(seller.mailbox_id)
+    harness.deliver(seller.address, inbound("dana@acme.test", seller.address))
+    fake_graph.file_into(seller.address, inbound("lee@globex.test", seller.address), "Customers")
+    cursor = mailbox_row(seller.mailbox_id).sync_cursor
+
+    provider = GraphProvider(seller.address, _credentials(seller.mailbox_id))
+    [batch] = provider.changes(cursor, utcnow() - timedelta(days=1))
+
+    assert sorted(m.from_addr or "" for m in batch.messages) == [
+        "dana@acme.test",
+        "lee@globex.test",
+    ]
+    assert set(batch.cursor["folders"]) == set(cursor["folders"])  # type: ignore[index]
+    [again] = provider.changes(batch.cursor, utcnow())
+    assert again.messages == []

@@ -259,6 +259,12 @@ class GraphProvider(MailboxProvider):
         if sent and all(f.id != sent for f in folders) and isinstance(before.get(sent), dict):
             after[sent] = before[sent]
         read_sent = bool(sent and self._sent_since) and all(f.id != sent for f in folders)
+        # Pages are handed on together, a batch once PAGE_SIZE messages are in hand
+        # and the rest at the end: a push sync reads two or more folders with one new
+        # message between them, and each batch costs the engine a transaction and a
+        # cursor write. A failure re-lists what was not handed on yet, as a crash does.
+        pending: list[HeaderSummary] = []
+        unsent = False  # pages read since the last batch (maybe without a message)
         for folder_id in [f.id for f in folders] + ([sent] if read_sent else []):
             start = self._sent_since if read_sent and folder_id == sent else since
             for listed, folder_state in self._folder_changes(
@@ -266,8 +272,13 @@ class GraphProvider(MailboxProvider):
             ):
                 after[folder_id] = folder_state
                 in_sent = read_sent and folder_id == sent
-                summaries = [replace(m, in_sent=True) for m in listed] if in_sent else listed
-                yield ChangeBatch(summaries, {"folders": dict(after), "well_known": ids})
+                pending += [replace(m, in_sent=True) for m in listed] if in_sent else listed
+                unsent = True
+                if len(pending) >= PAGE_SIZE:
+                    yield ChangeBatch(pending, {"folders": dict(after), "well_known": ids})
+                    pending, unsent = [], False
+        if unsent:
+            yield ChangeBatch(pending, {"folders": dict(after), "well_known": ids})
 
     def _folder_changes(
         self, folder_id: str, state: dict[str, Any] | None, since: datetime
