@@ -371,18 +371,27 @@ def mailboxes_for_gmail_push(address: str) -> list[tuple[int, dict[str, object] 
     return [(int(i), c) for i, c in rows]
 
 
+# The notification's subscriptions (built once; an expanding IN keeps one cache entry).
+_GRAPH_SUBSCRIPTION_MAILBOXES = select(MailboxPush.external_id, MailboxPush.mailbox_id).where(
+    MailboxPush.kind == PushKind.GRAPH_SUBSCRIPTION,
+    MailboxPush.external_id.in_(bindparam("ids", expanding=True)),
+)
+
+
 def mailboxes_for_subscriptions(subscription_ids: Collection[str]) -> dict[str, int]:
     """Subscription id → mailbox, for those of `subscription_ids` that are ours. One query.
 
     Any mailbox status: the caller decides. The caller bounds the collection's size.
+    As for Gmail's pushes: a pooled connection in autocommit, no ORM session and
+    its BEGIN and COMMIT, and nothing remembered in the process (a subscription
+    is replaced on renewal when Graph lost it; a stale entry would miss syncs).
     """
     if not subscription_ids:
         return {}
-    with session_scope() as session:
-        rows = session.execute(
-            select(MailboxPush.external_id, MailboxPush.mailbox_id).where(
-                MailboxPush.kind == PushKind.GRAPH_SUBSCRIPTION,
-                MailboxPush.external_id.in_(sorted(subscription_ids)),
-            )
-        ).all()
+    with get_engine().connect() as connection:
+        rows = (
+            connection.execution_options(isolation_level="AUTOCOMMIT")
+            .execute(_GRAPH_SUBSCRIPTION_MAILBOXES, {"ids": sorted(subscription_ids)})
+            .all()
+        )
     return {str(external): int(mailbox) for external, mailbox in rows if external is not None}
