@@ -211,9 +211,26 @@ class ResilientRedis(redis.Redis):
         return client
 
 
+# Connections one process opens at most; a thread that finds them all busy waits
+# up to POOL_WAIT_SECONDS for one. redis-py's own pool raises at once when its 100
+# are out, and the `listener` runs a thread per mailbox: at thousands of mailboxes
+# a burst of them (connecting, marking live, asking for syncs) killed watches.
+POOL_CONNECTIONS = 100
+POOL_WAIT_SECONDS = 20.0
+
+
 def connect(settings: Settings) -> redis.Redis:
     """A new client for the configured server, starting the embedded one if needed."""
-    return ResilientRedis.from_url(client_url(settings), health_check_interval=30)
+    pool = redis.BlockingConnectionPool.from_url(
+        client_url(settings),
+        max_connections=POOL_CONNECTIONS,
+        timeout=POOL_WAIT_SECONDS,
+        health_check_interval=30,
+        retry=resilient_retry(),
+    )
+    client = ResilientRedis(connection_pool=pool)
+    client.auto_close_connection_pool = True
+    return client
 
 
 @lru_cache(maxsize=1)
