@@ -5,9 +5,10 @@ Reproduce:
     python -m bench.push_endpoint --before REV     another revision to compare with
 
 The endpoint (`POST /webhooks/gmail`, shared-token authentication so the token
-check is the same in both) is called in-process through Flask's test client for
---pushes distinct mailboxes, each push naming new mail, so each one asks for a
-sync. Measured per push: this process's CPU (`time.process_time`), wall time,
+check is the same in both) is called in-process through the `web` process's
+ASGI app (`web.tracking.app`, as uvicorn calls it, without the HTTP parsing)
+for --pushes distinct mailboxes, each push naming new mail, so each one asks
+for a sync. Measured per push: this process's CPU (`time.process_time`), wall time,
 and Redis commands (INFO `total_commands_processed`). "Before" is the same
 measurement run by the same script on a `git worktree` of REV (default: the
 commit before the sync requests were drained, where each push queued an RQ
@@ -18,6 +19,7 @@ them. Prints; asserts nothing.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import base64
 import json
 import os
@@ -42,7 +44,7 @@ def measure(tree: Path, pushes: int) -> dict[str, float]:
     from core.db import session_scope
     from core.models import Mailbox, MailboxPush, PushKind, Team, utcnow
     from core.redis import get_redis
-    from web import create_app
+    from web.tracking.app import SightlineAsgi
 
     now = utcnow()
     with session_scope() as session:
@@ -77,7 +79,40 @@ def measure(tree: Path, pushes: int) -> dict[str, float]:
                 for a, i in ids.items()
             ],
         )
-    client = create_app().test_client()
+    app = SightlineAsgi()
+    app.start()
+
+    async def post(body: bytes) -> int:
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "POST",
+            "scheme": "http",
+            "path": "/webhooks/gmail",
+            "raw_path": b"/webhooks/gmail",
+            "query_string": f"token={PUSH_TOKEN}".encode(),
+            "root_path": "",
+            "headers": [
+                (b"host", b"localhost:5000"),
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+            "client": ("127.0.0.1", 50000),
+            "server": ("127.0.0.1", 5000),
+        }
+        pending = [{"type": "http.request", "body": body, "more_body": False}]
+        statuses: list[int] = []
+
+        async def receive() -> dict[str, object]:
+            return pending.pop() if pending else {"type": "http.disconnect"}
+
+        async def send(message: dict[str, object]) -> None:
+            if message["type"] == "http.response.start":
+                statuses.append(int(str(message["status"])))
+
+        await app(scope, receive, send)  # type: ignore[arg-type]
+        return statuses[0]
 
     def envelope(address: str) -> bytes:
         data = json.dumps({"emailAddress": address, "historyId": 200}).encode()
@@ -87,15 +122,21 @@ def measure(tree: Path, pushes: int) -> dict[str, float]:
 
     bodies = [envelope(a) for a in ids]
     warm = bodies[: min(50, len(bodies) // 10)]
-    for body in warm:  # first requests build caches; not counted
-        client.post(f"/webhooks/gmail?token={PUSH_TOKEN}", data=body)
     redis = get_redis()
-    commands0 = int(redis.info("stats")["total_commands_processed"])
-    cpu0, wall0 = time.process_time(), time.perf_counter()
-    for body in bodies[len(warm) :]:
-        answer = client.post(f"/webhooks/gmail?token={PUSH_TOKEN}", data=body)
-        assert answer.status_code == 204, answer.status_code
-    cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+
+    async def run() -> tuple[float, float, int]:
+        for body in warm:  # first requests build caches; not counted
+            await post(body)
+        commands0 = int(redis.info("stats")["total_commands_processed"])
+        cpu0, wall0 = time.process_time(), time.perf_counter()
+        for body in bodies[len(warm) :]:
+            status = await post(body)
+            assert status == 204, status
+        cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+        await app.stop()
+        return cpu, wall, commands0
+
+    cpu, wall, commands0 = asyncio.run(run())
     commands = int(redis.info("stats")["total_commands_processed"]) - commands0 - 1
     counted = len(bodies) - len(warm)
     return {

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from alembic import command
@@ -30,6 +30,9 @@ from config import Settings, get_settings
 from core import db as core_db
 from core import redis as core_redis
 from core.models import Base
+
+if TYPE_CHECKING:
+    from tests.asgi_client import AsgiClient
 
 pytest_plugins = [
     "tests.services.fixtures",
@@ -141,6 +144,16 @@ def app(env: Settings) -> Flask:
 @pytest.fixture
 def client(app: Flask) -> FlaskClient:
     return app.test_client()
+
+
+@pytest.fixture
+def asgi(env: Settings) -> Iterator[AsgiClient]:
+    """The `web` process's ASGI app, for the routes it answers without Flask (the webhooks)."""
+    from tests.asgi_client import AsgiClient
+
+    web = AsgiClient()
+    yield web
+    web.close()
 
 
 def create_user(app: Flask, email: str, team: str, *extra: str) -> str:

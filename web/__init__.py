@@ -2,8 +2,8 @@
 
 `create_app(config=None)` is the factory (the Flask tutorial's shape). The `web`
 process serves it behind the ASGI front door `web.tracking.app` (which answers
-the pixel, clicks and the feed stream itself, and builds this app once at
-start-up); `flask --app web …` runs the CLI. The factory imports the blueprints
+the pixel, clicks, the feed stream and the push webhooks itself, and builds this
+app once at start-up); `flask --app web …` runs the CLI. The factory imports the blueprints
 itself, so that importing any module under web/ stays light (see its comment).
 """
 
@@ -51,7 +51,6 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         oauth_pages,
         security,
         unsubscribe,
-        webhooks,
     )
     from web.addons.gmail import routes as gmail_addon
     from web.addons.outlook import pages as outlook_addin
@@ -65,7 +64,6 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(feed.bp)
     documents.init_app(app)
     app_pages.init_app(app)
-    app.register_blueprint(webhooks.bp)
     app.register_blueprint(unsubscribe.bp)
     app.register_blueprint(outlook_addin.bp)
     connect.init_app(app)

@@ -23,6 +23,7 @@ from config import Settings, queues
 from core.crypto import decrypt_json
 from core.db import session_scope
 from core.models import Mailbox, MailboxPush, MailboxStatus, SentMessage
+from tests.asgi_client import AsgiClient
 from tests.conftest import ApiClient
 from tests.fakes.gmail import FakeGmail
 from tests.fakes.gmail.pubsub import oidc_token
@@ -210,12 +211,12 @@ def _credentials(mailbox_id: int) -> str:
 
 
 @pytest.fixture
-def pushed_to_app(fake_gmail: FakeGmail, client: FlaskClient) -> FakeGmail:
-    """Pub/Sub pushes go to the app through the Flask test client, with push authentication."""
+def pushed_to_app(fake_gmail: FakeGmail, asgi: AsgiClient) -> FakeGmail:
+    """Pub/Sub pushes go to the web process's ASGI app in-process, with push authentication."""
 
     def deliver(url: str, headers: dict[str, str], body: bytes) -> int:
         path = urlsplit(url)
-        return int(client.post(f"{path.path}?{path.query}", data=body, headers=headers).status_code)
+        return asgi.post(f"{path.path}?{path.query}", body, headers=headers).status_code
 
     fake_gmail.pubsub.deliver = deliver
     fake_gmail.subscribe_push(
@@ -276,7 +277,7 @@ def test_a_reply_a_filter_kept_out_of_the_inbox_is_pushed_and_ends_the_sequence(
 
 
 def test_a_push_that_is_not_from_google_is_refused(
-    env: Settings, pushed_to_app: FakeGmail, client: FlaskClient, monkeypatch: pytest.MonkeyPatch
+    env: Settings, pushed_to_app: FakeGmail, asgi: AsgiClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     harness = GmailHarness(pushed_to_app)
     seller = make_seller(harness)
@@ -290,11 +291,9 @@ def test_a_push_that_is_not_from_google_is_refused(
         oidc_token(key, audience, "a@b.iam.gserviceaccount.com", lifetime=-3600),
         "not.a.jwt",
     ):
-        answer = client.post(
-            "/webhooks/gmail", data=body, headers={"Authorization": f"Bearer {token}"}
-        )
+        answer = asgi.post("/webhooks/gmail", body, headers={"Authorization": f"Bearer {token}"})
         assert answer.status_code == 403
-    assert client.post("/webhooks/gmail", data=body).status_code == 403  # no token at all
+    assert asgi.post("/webhooks/gmail", body).status_code == 403  # no token at all
     assert queued(queues.SYNC, SYNC_JOB) == []
 
     # The self-hosted alternative: a shared secret in the push URL.
@@ -302,10 +301,10 @@ def test_a_push_that_is_not_from_google_is_refused(
     from config import get_settings
 
     get_settings.cache_clear()
-    assert client.post("/webhooks/gmail?token=" + "y" * 32, data=body).status_code == 403
-    assert client.post("/webhooks/gmail?token=" + "x" * 32, data=body).status_code == 204
+    assert asgi.post("/webhooks/gmail?token=" + "y" * 32, body).status_code == 403
+    assert asgi.post("/webhooks/gmail?token=" + "x" * 32, body).status_code == 204
     assert queued(queues.SYNC, SYNC_JOB) == [(seller.mailbox_id,)]
-    garbage = client.post("/webhooks/gmail?token=" + "x" * 32, data=b"{}")
+    garbage = asgi.post("/webhooks/gmail?token=" + "x" * 32, b"{}")
     assert garbage.status_code == 204  # acknowledged: redelivering it would not help
 
 

@@ -21,6 +21,7 @@ from config import Settings, queues
 from core.crypto import decrypt_json
 from core.db import session_scope
 from core.models import Mailbox, MailboxPush
+from tests.asgi_client import AsgiClient
 from tests.conftest import ApiClient
 from tests.fakes.graph import FakeGraph
 from tests.integration.oauth_browsers import OWNER, Browser, owner_api, text_of
@@ -34,14 +35,14 @@ SELLER = "rep@contoso.test"
 
 @pytest.fixture
 def graph_to_app(
-    fake_graph: FakeGraph, client: FlaskClient, monkeypatch: pytest.MonkeyPatch
+    fake_graph: FakeGraph, asgi: AsgiClient, monkeypatch: pytest.MonkeyPatch
 ) -> FakeGraph:
-    """Graph's validation requests and notifications reach the app through the test client."""
+    """Graph's validation requests and notifications reach the web process's ASGI app."""
 
     def transport(url: str, headers: dict[str, str], body: bytes) -> tuple[int, str]:
         parts = urlsplit(url)
-        answer = client.post(f"{parts.path}?{parts.query}", data=body, headers=headers)
-        return answer.status_code, answer.get_data(as_text=True)
+        answer = asgi.post(f"{parts.path}?{parts.query}", body, headers=headers)
+        return answer.status_code, answer.text
 
     fake_graph.transport = transport
     monkeypatch.setenv("GRAPH_NOTIFICATION_URL", "https://sightline.test/webhooks/graph")
@@ -95,7 +96,7 @@ def test_connect_with_the_msal_flow_posts_the_code_back(
 
 
 def test_subscription_handshake_notifications_and_client_state(
-    env: Settings, graph_to_app: FakeGraph, client: FlaskClient
+    env: Settings, graph_to_app: FakeGraph, asgi: AsgiClient
 ) -> None:
     harness = GraphHarness(graph_to_app)
     seller = make_seller(harness)
@@ -115,7 +116,7 @@ def test_subscription_handshake_notifications_and_client_state(
 
     forged = dict(graph_to_app.notifications[0].payload)
     forged["value"] = [{**forged["value"][0], "clientState": "guessed"}]
-    assert client.post("/webhooks/graph", json=forged).status_code == 403
+    assert asgi.post("/webhooks/graph", json=forged).status_code == 403
     assert queued(queues.SYNC, SYNC_JOB) == []  # refused: wrong clientState
     removed = {
         "value": [
@@ -125,10 +126,10 @@ def test_subscription_handshake_notifications_and_client_state(
             }
         ]
     }
-    assert client.post("/webhooks/graph", json=removed).status_code == 202
+    assert asgi.post("/webhooks/graph", json=removed).status_code == 202
     assert queued(queues.DEFAULT, "worker.sync.push.renew_push_job") == [(seller.mailbox_id,)]
-    echoed = client.post("/webhooks/graph?validationToken=abc%3Cdef")
-    assert (echoed.status_code, echoed.get_data(as_text=True), echoed.mimetype) == (
+    echoed = asgi.post("/webhooks/graph?validationToken=abc%3Cdef")
+    assert (echoed.status_code, echoed.text, echoed.mimetype) == (
         200,
         "abc<def",
         "text/plain",

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from flask.testing import FlaskClient
 from redis.exceptions import ResponseError
 from sqlalchemy import insert, select
 
@@ -26,6 +25,7 @@ from core.crypto import encrypt_json
 from core.db import session_scope
 from core.models import Mailbox, MailboxPush, PushKind, Team, utcnow
 from core.redis import get_redis
+from tests.asgi_client import AsgiClient
 from tests.integration.test_provider_contract import newsletter
 from tests.services import process
 from tests.stack import ROOT, Stack
@@ -126,7 +126,7 @@ def _consumers() -> list[str]:
 def test_fifty_pushes_in_a_burst_sync_the_mailbox_once(
     env: Settings,
     fake_gmail: Any,
-    client: FlaskClient,
+    asgi: AsgiClient,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("GMAIL_PUSH_TOKEN", PUSH_TOKEN)
@@ -140,8 +140,10 @@ def test_fifty_pushes_in_a_burst_sync_the_mailbox_once(
     envelope = fake_gmail.pubsub.envelope(address, history, "projects/p/subscriptions/s")
 
     for _ in range(50):
-        answer = client.post(
-            f"/webhooks/gmail?token={PUSH_TOKEN}", data=envelope, content_type="application/json"
+        answer = asgi.post(
+            f"/webhooks/gmail?token={PUSH_TOKEN}",
+            envelope,
+            headers={"Content-Type": "application/json"},
         )
         assert answer.status_code == 204
     assert wanted.waiting() == [mailbox_id]  # fifty pushes, one request

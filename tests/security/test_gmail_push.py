@@ -22,9 +22,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from flask.testing import FlaskClient
 
 from config import ConfigError, Settings, get_settings, load_settings, queues
+from tests.asgi_client import AsgiClient
 from tests.fakes.gmail import FakeGmail
 from tests.fakes.gmail.pubsub import PUSH_SERVICE_ACCOUNT, SigningKey, oidc_token
 from tests.integration.provider_harness import GmailHarness, queued
@@ -71,9 +71,9 @@ def pushing(env: Settings, fake_gmail: FakeGmail) -> Iterator[tuple[FakeGmail, b
     forget_push_certs()
 
 
-def push(client: FlaskClient, body: bytes, token: str) -> int:
+def push(asgi: AsgiClient, body: bytes, token: str) -> int:
     headers = {"Authorization": f"Bearer {token}"}
-    return int(client.post("/webhooks/gmail", data=body, headers=headers).status_code)
+    return asgi.post("/webhooks/gmail", body, headers=headers).status_code
 
 
 def certs_fetches(fake: FakeGmail) -> int:
@@ -81,21 +81,21 @@ def certs_fetches(fake: FakeGmail) -> int:
 
 
 def test_only_a_verified_token_of_our_push_account_gets_in(
-    pushing: tuple[FakeGmail, bytes, int], client: FlaskClient
+    pushing: tuple[FakeGmail, bytes, int], asgi: AsgiClient
 ) -> None:
     fake, body, mailbox_id = pushing
     someone = oidc_token(fake.key, AUDIENCE, "attacker@their-project.iam.gserviceaccount.com")
-    assert push(client, body, someone) == 403
+    assert push(asgi, body, someone) == 403
     unverified = fake.key.sign(
         {**_claims(PUSH_SERVICE_ACCOUNT), "email_verified": False}  # Google-signed, not verified
     )
-    assert push(client, body, unverified) == 403
+    assert push(asgi, body, unverified) == 403
     no_email = fake.key.sign(
         {k: v for k, v in _claims(PUSH_SERVICE_ACCOUNT).items() if k != "email"}
     )
-    assert push(client, body, no_email) == 403
+    assert push(asgi, body, no_email) == 403
     assert queued(queues.SYNC, SYNC_JOB) == []
-    assert push(client, body, oidc_token(fake.key, AUDIENCE, PUSH_SERVICE_ACCOUNT)) == 204
+    assert push(asgi, body, oidc_token(fake.key, AUDIENCE, PUSH_SERVICE_ACCOUNT)) == 204
     assert queued(queues.SYNC, SYNC_JOB) == [(mailbox_id,)]
 
 
@@ -113,7 +113,7 @@ def _claims(account: str) -> dict[str, Any]:
 
 
 def test_unknown_key_ids_fetch_googles_certificates_at_most_once(
-    pushing: tuple[FakeGmail, bytes, int], client: FlaskClient
+    pushing: tuple[FakeGmail, bytes, int], asgi: AsgiClient
 ) -> None:
     fake, body, _ = pushing
     before = certs_fetches(fake)
@@ -121,17 +121,17 @@ def test_unknown_key_ids_fetch_googles_certificates_at_most_once(
     for _ in range(100):
         impostor.kid = secrets.token_hex(20)
         token = oidc_token(impostor, AUDIENCE, PUSH_SERVICE_ACCOUNT)
-        assert push(client, body, token) == 403
+        assert push(asgi, body, token) == 403
     assert certs_fetches(fake) - before == 1  # the first one fetched; the rest waited it out
     # The real key is in what that fetch brought, kept for its max-age (19800 s here).
     good = oidc_token(fake.key, AUDIENCE, PUSH_SERVICE_ACCOUNT)
     for _ in range(5):
-        assert push(client, body, good) == 204
+        assert push(asgi, body, good) == 204
     assert certs_fetches(fake) - before == 1
 
 
 def test_production_refuses_a_signed_push_when_no_account_is_set(
-    pushing: tuple[FakeGmail, bytes, int], client: FlaskClient, monkeypatch: pytest.MonkeyPatch
+    pushing: tuple[FakeGmail, bytes, int], asgi: AsgiClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Settings refuse this start; a process started another way still refuses the token."""
     fake, body, _ = pushing
@@ -139,12 +139,12 @@ def test_production_refuses_a_signed_push_when_no_account_is_set(
     monkeypatch.delenv("GMAIL_PUBSUB_TOPIC")
     get_settings.cache_clear()
     good = oidc_token(fake.key, AUDIENCE, PUSH_SERVICE_ACCOUNT)
-    assert push(client, body, good) == 204  # development: lenient, with a warning
+    assert push(asgi, body, good) == 204  # development: lenient, with a warning
     monkeypatch.setenv("SIGHTLINE_ENV", "production")  # the test's own database and Redis
     monkeypatch.setenv("PUBLIC_BASE_URL", "http://localhost:5000")
     get_settings.cache_clear()
     assert get_settings().is_production
-    assert push(client, body, good) == 403
+    assert push(asgi, body, good) == 403
 
 
 def test_a_verified_token_is_trusted_until_its_exp_and_no_other_token_rides_on_it(

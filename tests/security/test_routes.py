@@ -66,8 +66,6 @@ PUBLIC = {
     "that changes nothing",
     "unsubscribe.unsubscribe": "RFC 8058 one-click unsubscribe and the confirm page's button, "
     "authorised by the link's signed token; never needs a session",
-    "webhooks.gmail_push": "Google Pub/Sub push, authorised by its signed token or shared secret",
-    "webhooks.graph_notification": "Microsoft Graph notifications: handshake and clientState",
     "connect.callback": "the OAuth redirect back from Google, Microsoft (and Salesforce, handed "
     "on): finished only by the browser (sl_connect cookie) and signed-in user that started it, "
     "and only proposed: the confirm page saves",
@@ -90,7 +88,12 @@ FRAMED_BY_OUTLOOK = {
     "outlook_addin.read_pane",
     "outlook_addin.function_file",
 }
-ASGI_PUBLIC = {"/o/": "the tracking pixel", "/c/": "tracked links"}
+ASGI_PUBLIC = {
+    "/o/": "the tracking pixel",
+    "/c/": "tracked links",
+    "/webhooks/gmail": "Google Pub/Sub push, authorised by its signed token or shared secret",
+    "/webhooks/graph": "Microsoft Graph notifications: handshake and clientState",
+}
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 SECRET_FREE_TABLES = {"api_tokens", "sign_ins", "devices"}  # touched by signing in / using a token
 # Form posts that answer a missing (or another team's) row by going back to their

@@ -11,7 +11,6 @@ validation handshake is unchanged.
 
 from __future__ import annotations
 
-import io
 import json
 import time
 from collections.abc import Iterator
@@ -19,15 +18,15 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
-from flask.testing import FlaskClient
 from sqlalchemy import event
 
-from config import Settings, queues
+from config import Settings, get_settings, queues
 from core.crypto import encrypt_json
 from core.db import get_engine, session_scope
 from core.models import Mailbox, MailboxPush, PushKind, Team
+from tests.asgi_client import AsgiClient
 from tests.integration.provider_harness import queued
-from web.webhooks import MAX_GRAPH_BODY, MAX_GRAPH_NOTIFICATIONS
+from web.webhooks import MAX_GMAIL_BODY, MAX_GRAPH_BODY, MAX_GRAPH_NOTIFICATIONS
 from worker.sync.engine import SYNC_JOB
 from worker.sync.push import RENEW_JOB, _mac, client_state, forget_legacy_client_states
 
@@ -105,20 +104,20 @@ def _fresh_legacy_table() -> Iterator[None]:
 
 
 def test_a_forged_batch_costs_at_most_one_query_and_queues_nothing(
-    env: Settings, client: FlaskClient
+    env: Settings, asgi: AsgiClient
 ) -> None:
     graph_mailbox("rep@contoso.test", "sub-real")
     body = {"value": forged(MAX_GRAPH_NOTIFICATIONS)}
     started = time.monotonic()
     with counted_queries() as statements:
-        answer = client.post("/webhooks/graph", json=body)
+        answer = asgi.post("/webhooks/graph", json=body)
     elapsed = time.monotonic() - started
     assert answer.status_code == 403  # not one notification of ours
     assert len(statements) <= 1, statements  # the legacy table, built once
     assert queued(queues.SYNC, SYNC_JOB) == [] and queued(queues.DEFAULT, RENEW_JOB) == []
     # Again: the legacy table is fresh, so no query at all.
     with counted_queries() as statements:
-        assert client.post("/webhooks/graph", json=body).status_code == 403
+        assert asgi.post("/webhooks/graph", json=body).status_code == 403
     assert statements == []
     # A safety budget, not a benchmark: a thousand forged notices answer well within
     # the 3 s Graph allows.
@@ -126,29 +125,24 @@ def test_a_forged_batch_costs_at_most_one_query_and_queues_nothing(
 
 
 def test_too_many_notifications_or_too_big_a_body_is_refused_unread(
-    env: Settings, client: FlaskClient
+    env: Settings, asgi: AsgiClient
 ) -> None:
     with counted_queries() as statements:
-        many = client.post("/webhooks/graph", json={"value": forged(MAX_GRAPH_NOTIFICATIONS + 1)})
+        many = asgi.post("/webhooks/graph", json={"value": forged(MAX_GRAPH_NOTIFICATIONS + 1)})
         assert many.status_code == 413
         big = json.dumps({"value": ["x" * 1000] * (MAX_GRAPH_BODY // 1000 + 1)}).encode()
-        assert client.post("/webhooks/graph", data=big).status_code == 413
-        # Without a Content-Length (chunked; gunicorn marks such input terminated):
+        assert asgi.post("/webhooks/graph", big).status_code == 413
+        # Without a Content-Length (chunked):
         # refused while reading.
-        streamed = client.post(
-            "/webhooks/graph",
-            input_stream=io.BytesIO(big),
-            headers={"Transfer-Encoding": "chunked"},
-            environ_overrides={"wsgi.input_terminated": True},
-        )
+        streamed = asgi.post("/webhooks/graph", big, chunked=True)
         assert streamed.status_code == 413
         for junk in (b"not json", b"[]", b'{"value": {}}', b'{"value": []}', b"\xff\xfe"):
-            assert client.post("/webhooks/graph", data=junk).status_code == 400
+            assert asgi.post("/webhooks/graph", junk).status_code == 400
     assert statements == []
 
 
 def test_real_notifications_still_sync_once_per_mailbox_with_one_query(
-    env: Settings, client: FlaskClient
+    env: Settings, asgi: AsgiClient
 ) -> None:
     dana = graph_mailbox("dana@contoso.test", "sub-dana")
     fox = graph_mailbox("fox@contoso.test", "sub-fox")
@@ -158,7 +152,7 @@ def test_real_notifications_still_sync_once_per_mailbox_with_one_query(
     removed = [notice("sub-fox", client_state(fox), lifecycleEvent="subscriptionRemoved")]
     value = [*forged(300), *real, *crossed, *removed]
     with counted_queries() as statements:
-        answer = client.post("/webhooks/graph", json={"value": value})
+        answer = asgi.post("/webhooks/graph", json={"value": value})
     assert answer.status_code == 202
     assert len(statements) <= 2, statements  # the legacy table for the forgeries, the mapping
     assert queued(queues.SYNC, SYNC_JOB) == [(dana,)]
@@ -166,25 +160,44 @@ def test_real_notifications_still_sync_once_per_mailbox_with_one_query(
 
 
 def test_a_subscription_made_before_the_state_named_its_mailbox_still_syncs(
-    env: Settings, client: FlaskClient
+    env: Settings, asgi: AsgiClient
 ) -> None:
     legacy = graph_mailbox("old@contoso.test", "sub-old")
     bare = _mac(env.secret_key, legacy)  # what client_state() made before this release
     with counted_queries() as statements:
-        first = client.post("/webhooks/graph", json={"value": [notice("sub-old", bare)]})
+        first = asgi.post("/webhooks/graph", json={"value": [notice("sub-old", bare)]})
     assert first.status_code == 202 and len(statements) == 2  # table, mapping
     assert queued(queues.SYNC, SYNC_JOB) == [(legacy,)]
     with counted_queries() as statements:
-        client.post("/webhooks/graph", json={"value": [notice("sub-old", bare)] * 50})
+        asgi.post("/webhooks/graph", json={"value": [notice("sub-old", bare)] * 50})
     assert len(statements) == 1  # the table is kept
 
 
-def test_the_validation_handshake_is_unchanged(env: Settings, client: FlaskClient) -> None:
-    echoed = client.post("/webhooks/graph?validationToken=abc%3Cdef")
-    assert (echoed.status_code, echoed.get_data(as_text=True), echoed.mimetype) == (
+def test_the_validation_handshake_is_unchanged(env: Settings, asgi: AsgiClient) -> None:
+    echoed = asgi.post("/webhooks/graph?validationToken=abc%3Cdef")
+    assert (echoed.status_code, echoed.text, echoed.mimetype) == (
         200,
         "abc<def",
         "text/plain",
     )
-    too_long = client.post("/webhooks/graph?validationToken=" + "x" * 1025)
+    too_long = asgi.post("/webhooks/graph?validationToken=" + "x" * 1025)
     assert too_long.status_code == 400
+
+
+def test_gmail_pushes_are_verified_before_their_body_is_read(
+    env: Settings, asgi: AsgiClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Served without Flask: the same refusals, in the same order, with the same headers."""
+    monkeypatch.setenv("GMAIL_PUSH_TOKEN", "x" * 32)
+    get_settings.cache_clear()
+    big = b"{" * (MAX_GMAIL_BODY + 1)
+    unverified = asgi.post("/webhooks/gmail?token=" + "y" * 32, big)
+    assert unverified.status_code == 403  # refused before the size is even looked at
+    assert asgi.post("/webhooks/gmail?token=" + "x" * 32, big).status_code == 413
+    streamed = asgi.post("/webhooks/gmail?token=" + "x" * 32, big, chunked=True)
+    assert streamed.status_code == 413
+    malformed = asgi.post("/webhooks/gmail?token=" + "x" * 32, b"[" * 100_000)
+    assert malformed.status_code == 204  # acknowledged: redelivering it would not help
+    for answer in (unverified, streamed, malformed, asgi.post("/webhooks/graph", b"[]")):
+        assert answer.headers["x-content-type-options"] == "nosniff"
+    assert queued(queues.SYNC, SYNC_JOB) == []

@@ -1,4 +1,4 @@
-"""The ASGI app: pixel, click and Live Feed stream natively; everything else to Flask.
+"""The ASGI app: pixel, click, Live Feed stream and push webhooks natively; the rest to Flask.
 
 Pixel ``GET|HEAD /o/<token>.gif``::
 
@@ -21,7 +21,9 @@ app, sign-in or API. A token of another team on it is treated as forged (the
 GIF and nothing kept; the bad-link page); the viewer checks its links the same
 way. Any other Host (the operator's) is served as before. ``/tls/allowed?domain=``
 (not on a team's host) tells a reverse proxy with on-demand TLS which names may
-get a certificate: the operator's and verified team hosts.
+get a certificate: the operator's and verified team hosts. ``/webhooks/`` (Gmail's
+Pub/Sub pushes, Graph's notifications; not on a team's host) is `web.webhooks`,
+also without Flask.
 
 A failed XADD (Redis restarting, a failover) is retried for up to
 `APPEND_RETRY_SECONDS` before a pixel answers 503, so a brief outage costs a
@@ -58,7 +60,7 @@ from core.tracking.tokens import (
     read_open_token,
 )
 from core.tracking_domains import operator_host, request_host, verified_team_of
-from web import create_app
+from web import create_app, webhooks
 from web.tracking.hosts import TeamHosts
 from web.tracking.limits import FLUSH_SECONDS, SHED_KEY, HitLimiter, address_key
 from web.tracking.live import LiveFeed
@@ -287,6 +289,8 @@ class SightlineAsgi:
             await self.tls_allowed(scope, send)
         elif path == "/feed/stream":
             await self.live.stream(scope, receive, send)
+        elif path.startswith(webhooks.PREFIX):
+            await webhooks.serve(scope, receive, send)
         else:
             assert self.flask is not None
             await self.flask(scope, receive, send)

@@ -184,13 +184,40 @@ def verify_push_token(token: str) -> dict[str, Any]:
     do (anyone can mint one with their own Google project): production refuses to
     start that way when push is set up (config.settings) and refuses every token here
     otherwise; development accepts it, with a warning.
+
+    May fetch Google's certificates (blocking I/O): an event loop asks
+    `remembered_push_token` first and runs this in a thread only when that says None.
     """
+    certs_url, audience = _refuse_unless_allowed()
+    return _ours(_signed_claims(token, certs_url, audience))
+
+
+def remembered_push_token(token: str) -> dict[str, Any] | None:
+    """`verify_push_token` without I/O: the claims of a token verified before, else None.
+
+    None means "not known yet", never "refused": the caller then verifies it in full.
+
+    Raises:
+        PushTokenError: refused (production without the account, or a remembered
+            token whose issuer or account is not, or no longer, ours).
+    """
+    certs_url, audience = _refuse_unless_allowed()
+    known = _VERIFIED.get(_digest(token, certs_url, audience))
+    return None if known is None else _ours(dict(known))
+
+
+def _refuse_unless_allowed() -> tuple[str, str | None]:
+    """The certificates URL and audience; refuses every token in production without the account."""
     settings = get_settings()
     providers = settings.providers
-    expected = providers.gmail_push_service_account
-    if expected is None and settings.is_production:
+    if providers.gmail_push_service_account is None and settings.is_production:
         raise PushTokenError("GMAIL_PUSH_SERVICE_ACCOUNT is not set: signed pushes are refused")
-    claims = _signed_claims(token, providers.gmail_push_certs_url, providers.gmail_push_audience)
+    return providers.gmail_push_certs_url, providers.gmail_push_audience
+
+
+def _ours(claims: dict[str, Any]) -> dict[str, Any]:
+    """The claims, if Google issued them to our push subscription's account (checked every push)."""
+    expected = get_settings().providers.gmail_push_service_account
     if claims.get("iss") not in PUSH_ISSUERS:
         raise PushTokenError(f"push token issuer {claims.get('iss')!r} is not Google")
     if expected is None:
@@ -200,12 +227,16 @@ def verify_push_token(token: str) -> dict[str, Any]:
     return claims
 
 
+def _digest(token: str, certs_url: str, audience: str | None) -> bytes:
+    return hashlib.sha256(f"{certs_url}\n{audience}\n{token}".encode()).digest()
+
+
 def _signed_claims(token: str, certs_url: str, audience: str | None) -> dict[str, Any]:
     """The token's claims once its signature (one of Google's keys), audience and times hold.
 
     Remembered until the token's `exp` (see the module's docstring); a refusal is not.
     """
-    digest = hashlib.sha256(f"{certs_url}\n{audience}\n{token}".encode()).digest()
+    digest = _digest(token, certs_url, audience)
     known = _VERIFIED.get(digest)
     if known is not None:
         return dict(known)
@@ -222,5 +253,5 @@ def _signed_claims(token: str, certs_url: str, audience: str | None) -> dict[str
         raise PushTokenError(f"push token rejected: {exc}") from exc
     except requests.RequestException as exc:
         raise PushTokenError(f"Google's push certificates are unreachable: {exc}") from exc
-    _VERIFIED.put(digest, claims)
+    _VERIFIED.put(digest, dict(claims))
     return claims
