@@ -299,6 +299,7 @@ def hold(mailboxes: int, seconds: float) -> None:
         w.start()
         mode = EwsMode()
         mode.prepare(w, argparse.Namespace(mailboxes=mailboxes, listener_shards=1))
+        w.env["LOG_LEVEL"] = "INFO"  # the listener's reconnections, tallied at the end
         started = time.monotonic()
         world = mode.setup(w, mailboxes, max(1, mailboxes // 20), 1)
         print(f"command: python -m bench.scale_ews --hold {mailboxes} --seconds {seconds:.0f}")
@@ -320,10 +321,29 @@ def hold(mailboxes: int, seconds: float) -> None:
         )
         for line in mode.report(stack):
             print(line)
+        print(reconnections(stack.log_dir / "listener.log"))
     finally:
         if stack is not None:
             stack.stop()
         w.stop()
+
+
+def reconnections(log: Path) -> str:
+    """Why the listener's streams were re-opened or its threads ended, from its log."""
+    import re
+    from collections import Counter
+
+    reasons: Counter[str] = Counter()
+    for line in log.read_text(errors="replace").splitlines():
+        if "idle_reconnect" in line or "idle_stopped" in line or "watch_stopped" in line:
+            reason = line.partition("reason=")[2]
+            reasons[re.sub(r"\d+", "N", reason)[:120]] += 1
+        elif line.startswith("Exception in thread"):
+            reasons["a watch thread died"] += 1
+    if not reasons:
+        return "[ews] the listener reconnected no stream"
+    shown = "; ".join(f"{n} x {why}" for why, n in reasons.most_common(5))
+    return f"[ews] listener reconnections: {shown}"
 
 
 def main() -> None:
