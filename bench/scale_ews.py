@@ -72,7 +72,6 @@ class EwsMode:
         self.extra: list[subprocess.Popen[bytes]] = []
         self.fake_rss_before = 0
         self.mailboxes = 0
-        self.early: tuple[int, int] | None = None  # (streams, listener KiB) at a tenth held
         self.started = time.monotonic()
 
     @property
@@ -144,8 +143,6 @@ class EwsMode:
         wanted = len(world["ids"])
         shown = started
         while self.fake.live_streams < wanted:
-            if not self.early and self.fake.live_streams >= wanted // 10:
-                self.early = (self.fake.live_streams, self._listener_rss(stack))
             now = time.monotonic()
             if now - started > READY_TIMEOUT:
                 raise SystemExit(
@@ -180,9 +177,6 @@ class EwsMode:
         pids = [p.pid for name, p in stack.running.items() if name == "listener"]
         return pids + [p.pid for p in self.extra]
 
-    def _listener_rss(self, stack: Any) -> int:
-        return sum(proc_status(pid).get("VmRSS", 0) for pid in self._listener_pids(stack))
-
     def report(self, stack: Any) -> list[str]:
         pids = self._listener_pids(stack)
         listeners = [proc_status(pid) for pid in pids]
@@ -192,14 +186,11 @@ class EwsMode:
         me = proc_status(os.getpid())
         fake_rss = me.get("VmRSS", 0) - self.fake_rss_before
         per = max(streams, 1)
-        marginal = ""
-        if self.early and streams > self.early[0]:
-            grown = (rss - self.early[1]) / (streams - self.early[0])
-            marginal = f"; {grown:.0f} KiB per connection from {self.early[0]} streams on"
         return [
             f"[ews] listener ({len(pids)} process(es)): {rss / 1024:.0f} MiB resident, "
             f"{threads} threads for {streams} streams = {rss / per:.0f} KiB and "
-            f"{threads / per:.2f} threads per connection{marginal}",
+            f"{threads / per:.2f} threads per connection (the process's own memory included: "
+            "compare two sizes for the cost of one more)",
             f"[ews] fake Exchange (this process): +{fake_rss / 1024:.0f} MiB resident since the "
             f"listener started ({fake_rss / per:.0f} KiB per connection), "
             f"{me.get('Threads', 0)} threads in all ({threading.active_count()} Python threads)",
