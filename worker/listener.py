@@ -122,6 +122,7 @@ class Listener:
         self.shards = shards
         self.watches: dict[int, _Watch] = {}
         self.stopping = threading.Event()
+        self._stop_asked = False
 
     def refresh(self) -> None:
         wanted: dict[int, tuple[str, str, dict[str, Any], str]] = {}
@@ -193,9 +194,19 @@ class Listener:
                     return
             except (redis.RedisError, OSError) as exc:
                 log.warning("listener_pubsub_error error=%s", exc)
-                self.stopping.wait(1.0)
+                time.sleep(1.0)  # not stopping.wait: its lock is the signal handler's (stop)
 
     def stop(self, _signum: int = 0, _frame: FrameType | None = None) -> None:
+        """Ask the listener to stop; safe to call from a signal handler, again and again.
+
+        A second SIGTERM landing while the first handler is inside `Event.set` used
+        to run a nested handler that waited for the lock the first one held: the
+        listener hung until SIGKILL, its IDLEs held and its live marks kept. The
+        flag lets only the first call near the lock.
+        """
+        if self._stop_asked:
+            return
+        self._stop_asked = True
         self.stopping.set()
 
 
