@@ -25,7 +25,6 @@ STATE_CHANGING = ("POST", "PUT", "PATCH", "DELETE")
 # endpoint (or path prefix) → what authenticates it instead of a session cookie
 NOT_SESSION = {
     "/api/": "a bearer token in the Authorization header, which another site cannot send",
-    "/webhooks/": "Google's signed push token or shared secret; Graph's clientState",
     "/addons/gmail/": "Google's ID token of the add-on's service account, for the URL called "
     "(tests/integration/test_gmail_addon.py refuses every other caller with 401)",
     "viewer.beacon": "the signed visit token in the body; it records reading time, nothing else",
