@@ -60,6 +60,13 @@ MAX_BACKOFF_SECONDS = 300
 HEARTBEAT_KEY = "sightline:listener:{shard}"
 # Published when a mailbox is connected or changed, so IDLE starts at once.
 REFRESH_CHANNEL = "sightline:listener:refresh"
+# Connections being set up at once (connect, log in, select, IDLE) per process. A
+# listener starting 10,000 at once had most of its threads runnable together: they
+# queued for the GIL (158 % CPU in futex hand-offs), a login waited its turn for
+# minutes, IDLE cycles could not renew their live marks (90 s), and Dovecot's login
+# queue overflowed ("Internal login failure"). Threads waiting for a slot sleep.
+CONNECTS_AT_ONCE = 32
+_CONNECTING = threading.BoundedSemaphore(CONNECTS_AT_ONCE)
 
 
 def announce_mailbox_change() -> None:
@@ -85,18 +92,48 @@ def _on_new_mail(mailbox_id: int) -> None:
     log.debug("idle_new_mail mailbox_id=%s queued=%s", mailbox_id, queued)
 
 
+class _ConnectSlot:
+    """One of `CONNECTS_AT_ONCE` places to connect, held until the push holds (or fails).
+
+    Released once, whichever comes first: the provider's first `push_alive`, or
+    the end of the attempt. IMAP only: an Exchange stream says it holds at its
+    first frame, which may be a keep-alive 45 s later, and would keep its slot
+    that long.
+    """
+
+    def __init__(self, kind: str) -> None:
+        self._held = kind == MailboxKind.IMAP
+        if self._held:
+            _CONNECTING.acquire()
+
+    def release(self) -> None:
+        if self._held:
+            self._held = False
+            _CONNECTING.release()
+
+
 def _watch_mailbox(
     mailbox_id: int, kind: str, email: str, credentials: dict[str, Any], stop: threading.Event
 ) -> None:
     backoff = 1.0
     while not stop.is_set():
+        slot = _ConnectSlot(kind)
+        if stop.is_set():
+            slot.release()
+            return
         try:
             provider = open_provider(kind, email, credentials)
         except ProviderError as exc:
+            slot.release()
             log.warning("watch_stopped mailbox_id=%s reason=%s", mailbox_id, exc)
             return
-        # The connection marks itself live while it holds; freshness trusts only that.
-        provider.push_alive = lambda: push_latency.mark_live(mailbox_id)
+
+        def alive(slot: _ConnectSlot = slot) -> None:
+            slot.release()
+            # The connection marks itself live while it holds; freshness trusts only that.
+            push_latency.mark_live(mailbox_id)
+
+        provider.push_alive = alive
         try:
             # Whatever arrived while we were not idling is caught up first.
             request_sync(mailbox_id)
@@ -112,6 +149,7 @@ def _watch_mailbox(
             stop.wait(wait)
             backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
         finally:
+            slot.release()
             push_latency.clear_live(mailbox_id)
             provider.close()
 
