@@ -218,7 +218,7 @@ def offered_phase(
         ("cron", group("cron")),
         ("PostgreSQL", pg1 - pg0),
         ("Redis", redis1 - redis0),
-        ("fake Gmail + Pub/Sub + driver (this process)", self1 - self0),
+        (f"the fake {mode.name} server, its pushes, the driver (this process)", self1 - self0),
     ):
         print(f"  {label:<60} {used / capacity:6.1%}  ({used:7.1f} cpu-s)")
     if synced and sync_cpu:

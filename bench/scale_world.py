@@ -71,123 +71,35 @@ def cpu_by_name(*names: str) -> float:
 
 
 def setup(w: World, mailboxes: int, teams: int, per_team: int) -> dict[str, Any]:
-    """Teams, mailboxes with live tokens, cursors and watches; sent steps to reply to."""
-    from sqlalchemy import insert
-
-    from core.crypto import encrypt_json
-    from core.db import session_scope
-    from core.models import (
-        Enrollment,
-        Mailbox,
-        MailboxPush,
-        Prospect,
-        PushKind,
-        SentMessage,
-        Sequence,
-        SequenceStep,
-        Team,
-        utcnow,
+    """Teams, Gmail mailboxes with live tokens, cursors and watches; sent steps to reply to."""
+    from bench.scale_common import (
+        addresses,
+        create_teams,
+        insert_mailboxes,
+        insert_pushes,
+        sequences_with_step_one_sent,
     )
+    from core.db import session_scope
+    from core.models import PushKind, utcnow
     from tests.fakes.gmail.store import Watch
-    from worker.sync.mime import new_message_id
 
     now = utcnow()
     store = w.gmail.store
-    addresses = [f"rep{n:05d}@team{n % teams:03d}.test" for n in range(mailboxes)]
     expiration = int((time.time() + 7 * 86400) * 1000)
     rows = []
-    for address in addresses:
+    for address in addresses(mailboxes, teams):
         creds = w.gmail.grant(address)
         user = store.user(address)
         user.watch = Watch(
             topic=w.gmail.topic, label_ids=["INBOX"], behavior="include", expiration_ms=expiration
         )
-        rows.append((address, creds, user.history_id))
+        cursor = {"history_id": str(user.history_id), "synced_at": now.isoformat()}
+        rows.append((address, creds, cursor))
     with session_scope() as session:
-        team_ids = []
-        for t in range(teams):
-            team = Team(name=f"Scale {t:03d}")
-            session.add(team)
-            session.flush()
-            team_ids.append(team.id)
-        session.execute(
-            insert(Mailbox),
-            [
-                {
-                    "team_id": team_ids[n % teams],
-                    "kind": "gmail",
-                    "email": address,
-                    "credentials_encrypted": encrypt_json(creds),
-                    "sync_cursor": {"history_id": str(history), "synced_at": now.isoformat()},
-                    "status": "active",
-                    "last_synced_at": now,
-                    "created_at": now - timedelta(days=1),
-                }
-                for n, (address, creds, history) in enumerate(rows)
-            ],
+        team_ids = create_teams(session, teams)
+        ids = insert_mailboxes(session, "gmail", team_ids, rows, now)
+        insert_pushes(
+            session, PushKind.GMAIL_WATCH, {i: a for a, i in ids.items()}, now + timedelta(days=7)
         )
-        ids = {m.email: m.id for m in session.query(Mailbox).all()}
-        session.execute(
-            insert(MailboxPush),
-            [
-                {
-                    "mailbox_id": ids[a],
-                    "kind": PushKind.GMAIL_WATCH,
-                    "external_id": a,
-                    "expires_at": now + timedelta(days=7),
-                    "renewed_at": now,
-                    "created_at": now,
-                }
-                for a in addresses
-            ],
-        )
-        # Per team: a sequence on its first mailbox, `per_team` prospects with step 1 sent.
-        targets: list[
-            tuple[int, str, str]
-        ] = []  # (enrollment id, reply-to mailbox address, Message-ID)
-        for t, team_id in enumerate(team_ids):
-            team_boxes = [a for n, a in enumerate(addresses) if n % teams == t]
-            sequence = Sequence(team_id=team_id, mailbox_id=ids[team_boxes[0]], name="Scale")
-            sequence.steps = [
-                SequenceStep(position=0, delay_seconds=0, subject="Hi", body_html="<p>Hi</p>"),
-                SequenceStep(
-                    position=1, delay_seconds=86400 * 30, subject="Again", body_html="<p>Again</p>"
-                ),
-            ]
-            session.add(sequence)
-            session.flush()
-            for p in range(per_team):
-                prospect = Prospect(team_id=team_id, email=f"p{p}@customer{t:03d}.test")
-                session.add(prospect)
-                session.flush()
-                enrollment = Enrollment(
-                    team_id=team_id,
-                    sequence_id=sequence.id,
-                    prospect_id=prospect.id,
-                    state="active",
-                    next_step=1,
-                    next_step_at=now + timedelta(days=30),
-                    steps_sent=1,
-                    created_at=now,
-                )
-                session.add(enrollment)
-                session.flush()
-                mailbox_address = team_boxes[p % len(team_boxes)]
-                message_id = new_message_id(team_boxes[0])
-                session.add(
-                    SentMessage(
-                        team_id=team_id,
-                        mailbox_id=ids[team_boxes[0]],
-                        enrollment_id=enrollment.id,
-                        step_position=0,
-                        prospect_id=prospect.id,
-                        message_id=message_id,
-                        subject="Hi",
-                        to_addrs=[prospect.email],
-                        status="sent",
-                        sent_at=now,
-                        claimed_at=now,
-                    )
-                )
-                targets.append((enrollment.id, mailbox_address, message_id))
-    return {"addresses": addresses, "targets": targets, "ids": ids}
+        targets = sequences_with_step_one_sent(session, ids, team_ids, per_team)
+    return {"addresses": list(ids), "targets": targets, "ids": ids}
