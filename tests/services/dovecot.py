@@ -78,7 +78,7 @@ mail_location = maildir:~/Maildir
 # Test mail: durability traded for speed.
 mail_fsync = never
 # IDLE relies on inotify; poll often in case it is unavailable.
-mailbox_idle_check_interval = 1 secs
+mailbox_idle_check_interval = {idle_check}
 postmaster_address = postmaster@sightline.test
 lmtp_save_to_detail_mailbox = no
 {extra}
@@ -105,6 +105,7 @@ protocol imap {{
 
 service imap-login {{
 {login_chroot}
+{login_service}
   inet_listener imap {{
     address = 127.0.0.1
     port = {imap_port}
@@ -119,6 +120,44 @@ service lmtp {{
     port = {lmtp_port}
   }}
 }}
+"""
+
+# `many_clients`: thousands of IMAP sessions held at once (bench.scale_imap's 10,000
+# IDLE clients). Each imap process serves up to client_limit sessions and lives on
+# (service_count 0; with 1 a process takes one session in its life), instead of a
+# process per session. A process sets its sessions up one at a time (a first login makes
+# the special-use folders): 1,000 logins took 17-23 s at 1,000 sessions a process, 5 s
+# at 100 (on a machine busy with other work both times); 200 a process puts 10,000 in 50
+# processes, each holding one inotify instance, within the 128 a user may have
+# (fs.inotify.max_user_instances; beyond it IDLE falls back to a stat every
+# mailbox_idle_check_interval); imap-login in high-performance mode (a few processes
+# take every login, no fork per connection); anvil, auth and the other services that
+# count clients allowed as many; at the default 256 MB vsz_limit, 1,000 sessions a
+# process kept dropping and reconnecting (with 4G they held). Every IDLE also stat()s
+# its maildir every mailbox_idle_check_interval besides inotify: the default 30 s, not
+# the tests' 1 s (10,000 stats a second). imap-hibernate is not used: a client that
+# sends DONE alone (imapclient does: DONE, wait for OK, then IDLE) is moved back to an
+# imap process each time, i.e. every PUSH_ALIVE_SECONDS per mailbox; only "DONE\r\n<tag>
+# IDLE\r\n" in one packet keeps it hibernated (Dovecot's
+# src/imap-hibernate/imap-client.c).
+_MANY_CLIENTS = """\
+default_client_limit = 16000
+service imap {{
+  service_count = 0
+  client_limit = 200
+  process_limit = 100
+  vsz_limit = 1G
+}}
+service anvil {{
+{anvil_chroot}
+  client_limit = 16000
+}}
+"""
+_MANY_LOGINS = """\
+  service_count = 0
+  client_limit = 2000
+  process_min_avail = 2
+  process_limit = 16
 """
 
 _MAILBOX = """\
@@ -144,12 +183,17 @@ def dovecot_executable() -> str:
 
 
 class DovecotServer(ImapTestServer):
-    """Dovecot with IMAP and LMTP on free loopback ports; `start()`, then `stop()`."""
+    """Dovecot with IMAP and LMTP on free loopback ports; `start()`, then `stop()`.
+
+    `many_clients=True` (benches only; see `_MANY_CLIENTS`) configures it to hold
+    thousands of sessions at once; the tests' configuration is the default.
+    """
 
     name = "dovecot"
 
-    def __init__(self, password: str = SHARED_PASSWORD) -> None:
+    def __init__(self, password: str = SHARED_PASSWORD, *, many_clients: bool = False) -> None:
         super().__init__(password)
+        self.many_clients = many_clients
         self.lmtp_port = 0
         self.root = Path()
         self._proc: subprocess.Popen[bytes] | None = None
@@ -157,6 +201,11 @@ class DovecotServer(ImapTestServer):
     @property
     def log_path(self) -> Path:
         return self.root / "dovecot.log"
+
+    @property
+    def pid(self) -> int | None:
+        """The master process's id (every other Dovecot process is its child), or None."""
+        return self._proc.pid if self._proc is not None else None
 
     @property
     def config_path(self) -> Path:
@@ -190,6 +239,8 @@ class DovecotServer(ImapTestServer):
         unprivileged = os.geteuid() != 0
         extra = "service anvil {\n  chroot =\n}\n" if unprivileged else ""
         login_chroot = "  chroot =" if unprivileged else ""
+        if self.many_clients:
+            extra = _MANY_CLIENTS.format(anvil_chroot="  chroot =" if unprivileged else "")
         self.config_path.write_text(
             _CONFIG.format(
                 instance=f"sightline-test-{self.root.name}",
@@ -200,6 +251,8 @@ class DovecotServer(ImapTestServer):
                 mailboxes=mailboxes,
                 extra=extra,
                 login_chroot=login_chroot,
+                login_service=_MANY_LOGINS if self.many_clients else "",
+                idle_check="30 secs" if self.many_clients else "1 secs",
                 **users,
             )
         )
