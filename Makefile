@@ -113,11 +113,12 @@ bench-providers: $(VENV)/.dev
 	$(BIN)/python -m bench.providers quota
 	$(BIN)/python -m bench.providers latency
 
-## bench-providers-scale: 10,000 Gmail mailboxes, a message a minute each, a tenth replies: pushes
-## acknowledged, reply -> halt p95/p99, lost; then 1, 2 and 4 sync processes (last line: scale: ...)
+## bench-providers-scale: 10,000 mailboxes a mode (Gmail push, Graph notifications, IMAP IDLE, EWS
+## streaming), a message a minute each, a tenth replies: pushes acknowledged, reply -> halt p95/p99,
+## lost; then 1, 2 and 4 sync processes (last line: scale: ..., the worst mode's figures)
 bench-providers-scale: $(VENV)/.dev
 	scripts/test-prereqs.sh core
-	$(BIN)/python -m bench.providers_scale --mailboxes 10000 --seconds 120 --sync-processes 2 --scaling 1,2,4 --capacity 3000
+	$(BIN)/python -m bench.providers_scale --mode all --mailboxes 10000 --seconds 120 --sync-processes 2 --scaling 1,2,4 --capacity 3000
 
 ## bench-push-endpoint: CPU, wall time and Redis commands per Gmail push, this tree and before the drain
 bench-push-endpoint: $(VENV)/.dev

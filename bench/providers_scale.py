@@ -216,6 +216,7 @@ def offered_phase(
         ("one Procfile `worker` (ticks, other queues)", group("worker")),
         ("web (gunicorn + uvicorn workers)", web_cpu),
         ("cron", group("cron")),
+        ("listener (IMAP IDLE, EWS streams; every shard)", group("listener")),
         ("PostgreSQL", pg1 - pg0),
         ("Redis", redis1 - redis0),
         (f"the fake {mode.name} server, its pushes, the driver (this process)", self1 - self0),
@@ -248,6 +249,24 @@ def offered_phase(
     }
 
 
+def ask_as_pushed(mailbox_ids: list[int]) -> None:
+    """Ask for these syncs as pushes would: each with its push noted, then all at once.
+
+    Without the note a sync that reads mail delivered seconds before takes it for
+    a push that never came, marks the mailbox's push slow and polls it every
+    15 s from then on: extra syncs no push asked for (the capacity phases note
+    each push as its message is delivered, for the same reason).
+    """
+    from core.redis import get_redis
+    from worker.sync import push_latency, wanted
+
+    with get_redis().pipeline(transaction=False) as pipe:
+        for mailbox_id in mailbox_ids:
+            push_latency.note_push(mailbox_id, redis=pipe)
+        pipe.execute()
+    wanted.want_many(mailbox_ids)
+
+
 def settle(mode: ScaleMode, world: dict[str, Any]) -> float:
     """Pushes held, every mailbox synced until nothing waits: the capacity phases start even.
 
@@ -259,7 +278,7 @@ def settle(mode: ScaleMode, world: dict[str, Any]) -> float:
 
     mode.hold_pushes(True)
     started = time.monotonic()
-    wanted.want_many(list(world["ids"].values()))
+    ask_as_pushed(list(world["ids"].values()))
     while sum(wanted.backlog().values()) > 0:
         time.sleep(0.2)
     return time.monotonic() - started
@@ -279,7 +298,7 @@ def capacity_phase(
     only requests are the ones asked for here, all at once; each phase takes its
     own slice of mailboxes (`batch`), synced up to date before.
     """
-    from worker.sync import wanted
+    from worker.sync import push_latency, wanted
 
     drainers.stop()
     drainers.start(count)
@@ -288,8 +307,9 @@ def capacity_phase(
     first = (batch * args.capacity) % max(1, len(everyone))
     chosen = (everyone[first:] + everyone[:first])[: args.capacity]
     syncs0 = mode.syncs()
-    for n, (address, _) in enumerate(chosen):
+    for n, (address, mailbox_id) in enumerate(chosen):
         mode.deliver(address, newsletter("team@seller.test", n % 20))
+        push_latency.note_push(mailbox_id)  # as its push would, the moment it arrived
     groups0 = cpu_by_group()
     start = time.monotonic()
     wanted.want_many([mailbox_id for _, mailbox_id in chosen])
