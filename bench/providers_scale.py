@@ -310,19 +310,21 @@ def capacity_phase(
     for n, (address, mailbox_id) in enumerate(chosen):
         mode.deliver(address, newsletter("team@seller.test", n % 20))
         push_latency.note_push(mailbox_id)  # as its push would, the moment it arrived
-    groups0 = cpu_by_group()
+    groups0, pg0, redis0 = cpu_by_group(), cpu_by_name("postgres"), cpu_by_name("redis-server")
     start = time.monotonic()
     wanted.want_many([mailbox_id for _, mailbox_id in chosen])
     while sum(wanted.backlog().values()) > 0:
         time.sleep(0.05)
     elapsed = time.monotonic() - start
     cpu = drainers.cpu(cpu_by_group()) - drainers.cpu(groups0)
+    pg, redis = cpu_by_name("postgres") - pg0, cpu_by_name("redis-server") - redis0
     synced = mode.syncs() - syncs0
     rate = synced / elapsed
+    per = 1000 / max(synced, 1)
     print(
         f"capacity, {count} sync process(es): {synced} syncs of {len(chosen)} asked in "
-        f"{elapsed:.1f} s = {rate:.0f} syncs/s; "
-        f"{cpu / max(synced, 1) * 1000:.1f} ms sync-process cpu per sync"
+        f"{elapsed:.1f} s = {rate:.0f} syncs/s; per sync: {cpu * per:.1f} ms sync-process cpu, "
+        f"{pg * per:.1f} ms PostgreSQL, {redis * per:.2f} ms Redis"
     )
     return rate, cpu / max(synced, 1)
 
