@@ -4,8 +4,9 @@ The form at `/mailboxes/imap` and `POST /api/v1/mailboxes` share one code path
 (`worker.sync.connecting.connect_imap`): both log in to IMAP and SMTP before saving, and
 store the credentials encrypted. Here a salesperson fills the form: a wrong
 password is refused by the server named in the message, the password is never
-shown back, nothing is saved; the right one connects and lands on the mailboxes
-page. The main navigation's Content link is checked here too.
+shown back, nothing is saved; a server that cannot log in for now is told as such
+(try again later, not "check the password"); the right one connects and lands on the
+mailboxes page. The main navigation's Content link is checked here too.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from core.models import Mailbox
 from tests.conftest import create_user
 from tests.integration.test_feed import PASSWORD, csrf_from, sign_in
 from tests.services.dovecot import DovecotServer, unique_address
+from tests.services.smtp_server import TEMPFAIL_AUTH_DOMAIN
 
 pytestmark = pytest.mark.integration
 
@@ -125,6 +127,33 @@ def test_a_wrong_password_names_the_server_that_refused_and_is_never_shown(
     # What was typed is kept, passwords excepted; the field is marked.
     assert f'value="{dovecot.host}"' in page
     assert re.search(rf'id="f-{server.lower()}_host"[^>]*aria-invalid="true"', page), page
+    assert mailboxes() == []
+
+
+def test_a_server_that_cannot_log_in_for_now_says_to_try_again_not_to_check_the_password(
+    client: FlaskClient,
+    app: Flask,
+    dovecot: DovecotServer,
+    dovecot_tempfail: DovecotServer,
+    smtp_server: Any,
+) -> None:
+    create_user(app, "rep@tempfail.test", "Tempfail", "--password", PASSWORD)
+    sign_in(client, "rep@tempfail.test")
+    # IMAP: Dovecot whose authentication backend is down answers NO [UNAVAILABLE].
+    seller = unique_address("seller.test", "rep")
+    imap = post(client, form(dovecot_tempfail, smtp_server, seller))
+    # SMTP: IMAP logs in, and the SMTP server answers AUTH with 454 for this login.
+    smtp_seller = unique_address(TEMPFAIL_AUTH_DOMAIN, "rep")
+    smtp = post(client, form(dovecot, smtp_server, smtp_seller))
+    for response, server, who in ((imap, "IMAP", seller), (smtp, "SMTP", smtp_seller)):
+        assert response.status_code == 422
+        [message] = problems(response)
+        assert message.startswith(
+            f"{server}: {server} server had a temporary problem logging in {who}: "
+        ), message
+        assert message.endswith("(the server had a temporary problem: try again in a few minutes).")
+        assert "password" not in message and "refused" not in message
+        assert dovecot.password not in response.get_data(as_text=True)
     assert mailboxes() == []
 
 

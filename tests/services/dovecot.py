@@ -83,10 +83,7 @@ postmaster_address = postmaster@sightline.test
 lmtp_save_to_detail_mailbox = no
 {extra}
 
-passdb {{
-  driver = static
-  args = password={password}
-}}
+{passdb}
 userdb {{
   driver = static
   # allow_all_users: LMTP may deliver to anyone, as IMAP lets anyone log in.
@@ -160,6 +157,27 @@ _MANY_LOGINS = """\
   process_limit = 16
 """
 
+_STATIC_PASSDB = """\
+passdb {{
+  driver = static
+  args = password={password}
+}}"""
+# `passdb_tempfail`: every login meets an authentication backend that is down. A
+# checkpassword program that exits 111 reports a temporary failure (Dovecot's
+# passdb-checkpassword.c), as an unreachable SQL or LDAP server would.
+_TEMPFAIL_PASSDB = """\
+passdb {{
+  driver = checkpassword
+  args = {program}
+}}
+# Each failure is answered at once (the default waits 2 s); Dovecot's per-IP penalty
+# (2 s, 4 s, 8 s, 15 s for repeated failures) still applies: one server per test.
+auth_failure_delay = 0
+"""
+TEMPFAIL_PROGRAM = (
+    "#!/bin/sh\n# A checkpassword program whose backend is down (exit 111).\nexit 111\n"
+)
+
 _MAILBOX = """\
   mailbox {name} {{
     special_use = {flag}
@@ -186,14 +204,22 @@ class DovecotServer(ImapTestServer):
     """Dovecot with IMAP and LMTP on free loopback ports; `start()`, then `stop()`.
 
     `many_clients=True` (benches only; see `_MANY_CLIENTS`) configures it to hold
-    thousands of sessions at once; the tests' configuration is the default.
+    thousands of sessions at once; `passdb_tempfail=True` makes every login fail
+    temporarily (see `_TEMPFAIL_PASSDB`). The tests' configuration is the default.
     """
 
     name = "dovecot"
 
-    def __init__(self, password: str = SHARED_PASSWORD, *, many_clients: bool = False) -> None:
+    def __init__(
+        self,
+        password: str = SHARED_PASSWORD,
+        *,
+        many_clients: bool = False,
+        passdb_tempfail: bool = False,
+    ) -> None:
         super().__init__(password)
         self.many_clients = many_clients
+        self.passdb_tempfail = passdb_tempfail
         self.lmtp_port = 0
         self.root = Path()
         self._proc: subprocess.Popen[bytes] | None = None
@@ -241,14 +267,20 @@ class DovecotServer(ImapTestServer):
         login_chroot = "  chroot =" if unprivileged else ""
         if self.many_clients:
             extra = _MANY_CLIENTS.format(anvil_chroot="  chroot =" if unprivileged else "")
+        passdb = _STATIC_PASSDB.format(password=self.password)
+        if self.passdb_tempfail:
+            program = self.root / "tempfail-passdb"
+            program.write_text(TEMPFAIL_PROGRAM)
+            program.chmod(0o755)
+            passdb = _TEMPFAIL_PASSDB.format(program=program)
         self.config_path.write_text(
             _CONFIG.format(
                 instance=f"sightline-test-{self.root.name}",
                 root=self.root,
-                password=self.password,
                 imap_port=self.imap_port,
                 lmtp_port=self.lmtp_port,
                 mailboxes=mailboxes,
+                passdb=passdb,
                 extra=extra,
                 login_chroot=login_chroot,
                 login_service=_MANY_LOGINS if self.many_clients else "",

@@ -17,6 +17,10 @@ Session fixtures, started on first use and stopped when the session ends:
 
 Function fixtures:
 
+    dovecot_tempfail DovecotServer  a Dovecot whose authentication backend is down:
+                                    every login answered NO [UNAVAILABLE] (its own, so
+                                    Dovecot's per-IP penalty for failed logins, 2-15 s,
+                                    never carries over to another test)
     redis_client   redis.Redis          on `redis_url`, emptied before the test
     private_redis  PrivateRedisServer   the test's own server (AOF on, fsync always):
                                         `.restart()`, `.restart(crash=True)`, `.url()`
@@ -56,6 +60,7 @@ SERVICE_FIXTURES = frozenset(
         "redis_url",
         "postgres_url",
         "dovecot",
+        "dovecot_tempfail",
         "smtp_server",
         "redis_client",
         "private_redis",
@@ -161,6 +166,19 @@ def dovecot() -> Iterator[DovecotServer]:
     try:
         with _Timer("dovecot"):
             server.start()
+    except ServiceUnavailableError as exc:
+        _unavailable(exc)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def dovecot_tempfail() -> Iterator[DovecotServer]:
+    server = DovecotServer(passdb_tempfail=True)
+    try:
+        server.start()
     except ServiceUnavailableError as exc:
         _unavailable(exc)
     try:

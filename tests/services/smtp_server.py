@@ -24,6 +24,11 @@ Failure injection, by recipient domain (the message is not delivered anywhere):
     anyone@reject-data.smtp.test     DATA answered 554 5.6.0 (permanent)
     anyone@tempfail-data.smtp.test   DATA answered 451 4.3.0 (transient)
 
+By login domain: a login at `tempfail-auth.smtp.test` (e.g. the username
+`rep@tempfail-auth.smtp.test`) is answered "454 4.7.0 Temporary authentication
+failure", as Postfix answers when its SASL backend (Dovecot's auth) is down,
+whatever the password.
+
 By login: a login listed in `over-quota.txt` beside the log (one a line; the test
 writes and clears it: `SmtpServer.set_over_quota`) gets Gmail's answer to a sender
 over its daily quota at MAIL, "550 5.4.5 Daily user sending limit exceeded ...";
@@ -62,6 +67,8 @@ REJECT_DOMAINS = {
     "reject-data.smtp.test": ("DATA", "554 5.6.0 Message refused (injected failure)"),
     "tempfail-data.smtp.test": ("DATA", "451 4.3.0 Try again later (injected failure)"),
 }
+TEMPFAIL_AUTH_DOMAIN = "tempfail-auth.smtp.test"
+TEMPFAIL_AUTH = "454 4.7.0 Temporary authentication failure (injected failure)"
 ACCEPTED = "250 2.0.0 Message accepted for delivery"
 # Gmail's own words (smtp.gmail.com), on one line.
 OVER_QUOTA = (
@@ -104,6 +111,8 @@ class DeliveringHandler:
     def authenticate(
         self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, data: Any
     ) -> AuthResult:
+        if isinstance(data, LoginPassword) and _domain(data.login.decode()) == TEMPFAIL_AUTH_DOMAIN:
+            return AuthResult(success=False, handled=False, message=TEMPFAIL_AUTH)
         ok = isinstance(data, LoginPassword) and data.password == self.password
         return AuthResult(success=ok, handled=False, auth_data=data if ok else None)
 

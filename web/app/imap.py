@@ -11,8 +11,9 @@ The mailboxes page (`web.connect.page`) lists the result; Gmail, Microsoft 365 a
 Exchange connect there.
 
 Must never: echo a password back into the page, or log one; show bytes a server
-sent other than a well-formed refusal of the login (worker.sync.imap_connect); or
-connect anywhere the outbound policy (core.outbound) refuses.
+sent other than its well-formed answer to the login, a refusal or a "not now"
+(worker.sync.imap_connect); or connect anywhere the outbound policy (core.outbound)
+refuses. A "not now" is told as such: try again later, not "check the password".
 """
 
 from __future__ import annotations
@@ -161,11 +162,12 @@ def connect() -> ResponseReturnValue:
     except ConnectError as exc:
         if exc.code in ("mailbox_unreachable", "address_not_allowed"):
             server = "smtp" if "smtp" in (exc.fields or {}) else "imap"
-            hint = (
-                "(use the mail server's public name or address)"
-                if exc.code == "address_not_allowed"
-                else "(check the server, port, security, user name and password)"
-            )
+            if exc.code == "address_not_allowed":
+                hint = "(use the mail server's public name or address)"
+            elif exc.try_later:  # its trouble, not the password: saying so spares a retype
+                hint = "(the server had a temporary problem: try again in a few minutes)"
+            else:
+                hint = "(check the server, port, security, user name and password)"
             errors.add(f"{server}_host", f"{server.upper()}: {exc.message} {hint}.")
             return _page(errors, 422)
         errors.add("email", f"Email address: {exc.message}.")

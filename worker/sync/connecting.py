@@ -40,6 +40,7 @@ from worker.listener import announce_mailbox_change
 from worker.queueing import enqueue
 from worker.sync.base import ProviderError
 from worker.sync.engine import request_sync
+from worker.sync.imap_connect import LoginUnavailableError
 from worker.sync.push import DISCONNECT_JOB, request_renewal
 from worker.sync.registry import open_provider
 
@@ -55,13 +56,25 @@ PROVIDER_NAMES = {
 
 
 class ConnectError(Exception):
-    """A mailbox was not connected; `message` tells the person why, `field` what to change."""
+    """A mailbox was not connected; `message` tells the person why, `field` what to change.
 
-    def __init__(self, code: str, message: str, fields: dict[str, str] | None = None) -> None:
+    `try_later`: the server could not log in for now and said so; nothing typed is
+    known to be wrong, and the same form sent again later may connect.
+    """
+
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        fields: dict[str, str] | None = None,
+        *,
+        try_later: bool = False,
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.fields = fields
+        self.try_later = try_later
 
 
 def save_mailbox(
@@ -165,7 +178,8 @@ def connect_imap(
     Raises:
         ConnectError: ``mailbox_unreachable`` or ``address_not_allowed`` (``fields``
             names ``imap`` or ``smtp``: the server that refused, and why; never the
-            password), ``conflict`` when the team already has this address
+            password; ``try_later`` when that server could not log in for now),
+            ``conflict`` when the team already has this address
             connected and working, or connected with another provider.
     """
     email = email.lower()
@@ -187,7 +201,12 @@ def connect_imap(
                 provider.verify()
         except ProviderError as exc:
             server = "smtp" if str(exc).startswith("SMTP") else "imap"
-            raise ConnectError("mailbox_unreachable", str(exc), {server: str(exc)}) from None
+            raise ConnectError(
+                "mailbox_unreachable",
+                str(exc),
+                {server: str(exc)},
+                try_later=isinstance(exc, LoginUnavailableError),
+            ) from None
     return _store(session, mailbox, team_id, user_id, MailboxKind.IMAP, email, credentials)
 
 

@@ -14,11 +14,36 @@ What a failure says (it is shown to the user and stored on the mailbox):
     TCP/TLS failure                         our words: refused, no answer, TLS failed ...
     no IMAP greeting / no SMTP reply code   "the server at <host>:<port> did not speak IMAP"
     the server broke off mid-conversation   "... broke off the IMAP conversation"
-    a well-formed refusal of the login      the server's words, cut short, password blanked
+    the server refused the login            "IMAP server refused the login for <user>: <words>"
+                                            (`needs_reconnect`: a person must act)
+    the login failed for now, on its side   "IMAP server had a temporary problem logging
+                                            in <user>: <words>" (`LoginUnavailableError`,
+                                            transient: the sync is retried later, the IDLE
+                                            watch backs off and tries again)
 
-Bytes a far side sent are shown only in the last case: a tagged IMAP `NO` or a
+<words> are the server's, cut short, password blanked (`server_words`). Bytes a
+far side sent are shown only in the last two cases: a tagged IMAP `NO` or a
 numbered SMTP reply from a server the policy let us reach. An SSH banner, an
 HTTP body or any other service's answer never reaches the user.
+
+Refused or for now (`login_failure_is_temporary`): a server also answers NO to
+LOGIN when its own authentication backend is down (Dovecot: "[UNAVAILABLE]
+Temporary authentication failure"), and smtplib raises SMTPAuthenticationError
+for any answer to AUTH but 235, 454 included. Taking those for a wrong password
+would stop the mailbox until a person typed the same password again, so:
+
+    SMTP reply code 4yz (454 4.7.0, 421)                       for now
+    SMTP reply code 5yz (535 5.7.8 ...) or anything else       refused
+    IMAP response code [AUTHENTICATIONFAILED] [AUTHORIZATIONFAILED]
+        [EXPIRED] [CONTACTADMIN] [PRIVACYREQUIRED] (RFC 5530)  refused
+    IMAP response code [UNAVAILABLE] [INUSE] [SERVERBUG]       for now
+    otherwise, words that say so: "temporar", "try again",
+        "too many simultaneous connections", "server error"    for now
+    anything else ("NO LOGIN failed.")                         refused, as before
+
+SMTP's reply code is the server's own verdict (RFC 5321: 4yz transient, 5yz
+permanent), so its words are not read. Plain substring checks: nothing here
+backtracks, whatever a server sends.
 """
 
 from __future__ import annotations
@@ -40,6 +65,33 @@ from worker.sync.base import ProviderError
 
 MAX_WORDS = 200
 
+# RFC 5530 response codes in a NO to LOGIN: a person must act, or it passes by itself.
+REFUSAL_CODES = frozenset(
+    {"AUTHENTICATIONFAILED", "AUTHORIZATIONFAILED", "EXPIRED", "CONTACTADMIN", "PRIVACYREQUIRED"}
+)
+TEMPORARY_CODES = frozenset({"UNAVAILABLE", "INUSE", "SERVERBUG"})
+# Words of servers whose own trouble it is: Dovecot "Temporary authentication failure",
+# Yahoo "Server error--please try again after some time", Gmail "[ALERT] Too many
+# simultaneous connections". Lower case; matched anywhere in the answer.
+TEMPORARY_WORDS = ("temporar", "try again", "too many simultaneous connections", "server error")
+
+
+class LoginUnavailableError(ProviderError):
+    """The server could not log us in for now, and said so: retry later, nothing to re-enter.
+
+    Transient (neither `permanent` nor `needs_reconnect`); a subclass only so that a
+    person connecting the mailbox is told to try again rather than to check the password.
+    """
+
+
+def _said(said: object) -> str:
+    """A server's answer as one line of printable text."""
+    text = said.decode("utf-8", "replace") if isinstance(said, bytes) else str(said)
+    if len(text) > 2 and text[:2] in ("b'", 'b"') and text[-1] == text[1]:
+        text = text[2:-1]  # imapclient's LoginError holds the repr of the server's bytes
+    text = "".join(c if c.isprintable() else " " for c in text)
+    return " ".join(text.split())
+
 
 def server_words(said: object, password: object) -> str:
     """What a server said when it refused a login, as ": <words>" (or "" if nothing).
@@ -48,14 +100,38 @@ def server_words(said: object, password: object) -> str:
     Cut short, printable characters only, and the password blanked out should a
     server ever echo it.
     """
-    text = said.decode("utf-8", "replace") if isinstance(said, bytes) else str(said)
-    if len(text) > 2 and text[:2] in ("b'", 'b"') and text[-1] == text[1]:
-        text = text[2:-1]  # imapclient's LoginError holds the repr of the server's bytes
-    text = "".join(c if c.isprintable() else " " for c in text)
-    text = " ".join(text.split())[:MAX_WORDS]
+    text = _said(said)[:MAX_WORDS]
     if isinstance(password, str) and password:
         text = text.replace(password, "[password]")
     return f": {text}" if text else ""
+
+
+def login_failure_is_temporary(said: object, smtp_code: int | None = None) -> bool:
+    """Whether a server's NO to LOGIN (or its reply to SMTP AUTH) says "not now" rather
+    than "not you": the module docstring's table.
+
+    Args:
+        said: the server's words (bytes, or text as imapclient's LoginError holds them).
+        smtp_code: the SMTP reply code; when given it alone decides.
+    """
+    if smtp_code is not None:
+        return 400 <= smtp_code < 500
+    text = _said(said)
+    code = _response_code(text)
+    if code in REFUSAL_CODES:
+        return False
+    if code in TEMPORARY_CODES:
+        return True
+    lowered = text.lower()
+    return any(words in lowered for words in TEMPORARY_WORDS)
+
+
+def _response_code(text: str) -> str:
+    """The response code opening an IMAP answer ("UNAVAILABLE" of "[UNAVAILABLE] ..."), or ""."""
+    if not text.startswith("["):
+        return ""
+    end = text.find("]")
+    return text[1:end].split(" ", 1)[0].upper() if end > 0 else ""
 
 
 def _refused(exc: OutboundError, purpose: str) -> ProviderError:
@@ -131,7 +207,8 @@ def open_imap(
 
     Raises:
         ProviderError: see the module docstring for what it says; `needs_reconnect`
-            when the server refused the login.
+            when the server refused the login, a `LoginUnavailableError` when it could
+            not log us in for now.
     """
     host, security = str(server.get("host") or ""), server.get("security", "tls")
     try:
@@ -172,11 +249,7 @@ def open_imap(
                 "IMAP conversation"
             ) from exc
         _drop(client)
-        raise ProviderError(
-            f"IMAP server refused the login for {server.get('username')}"
-            f"{server_words(exc, server.get('password'))}",
-            needs_reconnect=True,
-        ) from exc
+        raise _login_failed("IMAP", server, exc, server_words(exc, server.get("password"))) from exc
     except OSError as exc:
         _drop(client)
         raise ProviderError(
@@ -192,6 +265,25 @@ def open_imap(
             reason = f"the IMAP server at {where} answered with an error before the login"
         raise ProviderError(f"IMAP connection to {host} failed: {reason}") from exc
     return client
+
+
+def _login_failed(
+    purpose: str,
+    server: Mapping[str, Any],
+    said: object,
+    words: str,
+    smtp_code: int | None = None,
+) -> ProviderError:
+    """The error for a login the server turned down: refused, or failed for now."""
+    # "IMAP server ..." / "SMTP server ...": callers tell the two apart by the prefix.
+    user = server.get("username")
+    if login_failure_is_temporary(said, smtp_code):
+        return LoginUnavailableError(
+            f"{purpose} server had a temporary problem logging in {user}{words}"
+        )
+    return ProviderError(
+        f"{purpose} server refused the login for {user}{words}", needs_reconnect=True
+    )
 
 
 def _drop(client: imapclient.IMAPClient) -> None:
@@ -262,7 +354,7 @@ def open_smtp(
 
     Raises:
         ProviderError: see the module docstring; `needs_reconnect` when the
-            server refused the login.
+            server refused the login, a `LoginUnavailableError` when it answered 4yz.
     """
     host, security = str(server.get("host") or ""), server.get("security", "starttls")
     try:
@@ -289,10 +381,7 @@ def open_smtp(
             ) from exc
         words = server_words(exc.smtp_error, server.get("password"))
         if isinstance(exc, smtplib.SMTPAuthenticationError):
-            raise ProviderError(
-                f"SMTP server refused the login for {server.get('username')}{words}",
-                needs_reconnect=True,
-            ) from exc
+            raise _login_failed("SMTP", server, exc.smtp_error, words, exc.smtp_code) from exc
         raise ProviderError(
             f"SMTP connection to {host} failed: the server answered {exc.smtp_code}{words}"
         ) from exc
