@@ -49,6 +49,11 @@ IMAP_ANSWERS = [
     ("[UNAVAILABLE] User's backend down for maintenance", True),
     # A refusal code decides, whatever the words after it.
     ("[AUTHENTICATIONFAILED] Authentication failed, try again", False),
+    # "try again" alone may follow a wrong password: retrying could lock the account.
+    ("Login failed, please try again", False),
+    ("Too many connections, try again later", True),
+    # Gmail's per-account limit resets by itself.
+    ("[ALERT] Account exceeded command or bandwidth limits. (Failure)", True),
     ("", False),
 ]
 

@@ -37,8 +37,9 @@ would stop the mailbox until a person typed the same password again, so:
     IMAP response code [AUTHENTICATIONFAILED] [AUTHORIZATIONFAILED]
         [EXPIRED] [CONTACTADMIN] [PRIVACYREQUIRED] (RFC 5530)  refused
     IMAP response code [UNAVAILABLE] [INUSE] [SERVERBUG]       for now
-    otherwise, words that say so: "temporar", "try again",
-        "too many simultaneous connections", "server error"    for now
+    otherwise, words that say so: "temporar", "try again later/after/in",
+        "too many simultaneous connections", "server error",
+        Gmail's "exceeded command or bandwidth limits"          for now
     anything else ("NO LOGIN failed.")                         refused, as before
 
 SMTP's reply code is the server's own verdict (RFC 5321: 4yz transient, 5yz
@@ -73,7 +74,17 @@ TEMPORARY_CODES = frozenset({"UNAVAILABLE", "INUSE", "SERVERBUG"})
 # Words of servers whose own trouble it is: Dovecot "Temporary authentication failure",
 # Yahoo "Server error--please try again after some time", Gmail "[ALERT] Too many
 # simultaneous connections". Lower case; matched anywhere in the answer.
-TEMPORARY_WORDS = ("temporar", "try again", "too many simultaneous connections", "server error")
+# "try again" alone is not enough: "Login failed, please try again" may mean a wrong
+# password, and retrying one every few minutes can lock the account.
+TEMPORARY_WORDS = (
+    "temporar",
+    "try again later",
+    "try again after",
+    "try again in ",
+    "too many simultaneous connections",
+    "server error",
+    "exceeded command or bandwidth limits",  # Gmail: resets by itself
+)
 
 
 class LoginUnavailableError(ProviderError):
