@@ -2,8 +2,8 @@
 
 A push sync of one unrelated message costs a few milliseconds of CPU, and
 building a SQLAlchemy statement (and its cache key) costs as much as running
-it, so these statements are built once, with bound parameters, and run on a
-plain Core connection: `load` (the row, the team's oldest waiting add-on draft,
+it, so these statements are built once, with bound parameters, and run alone in
+autocommit on a Core connection: `load` (the row, the team's oldest waiting add-on draft,
 whether a quarantined message is due another try) and `set_status` (status,
 reason, when it synced, the cursor, what the push latency learned).
 """
@@ -11,10 +11,12 @@ reason, when it synced, the cursor, what the push latency learned).
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, select, update
+from sqlalchemy import Connection, Table, bindparam, select, update
 
 from core.db import get_engine
 from core.models import Mailbox, MailboxStatus, utcnow
@@ -45,7 +47,7 @@ def load(mailbox_id: int) -> Any:
     another try (`retries_due`). Most syncs find neither, and spend no more queries.
     Built once: building and keying a statement cost as much as running it."""
     params = {"which": mailbox_id, "due_before": held.due_stamp(utcnow())}
-    with get_engine().connect() as connection:
+    with _autocommit() as connection:
         return connection.execute(_LOAD, params).one_or_none()
 
 
@@ -56,8 +58,16 @@ _UPDATE = update(_MAILBOXES).where(_MAILBOXES.c.id == bindparam("which"))
 
 
 def _update_mailbox(mailbox_id: int, values: dict[str, object]) -> None:
-    with get_engine().begin() as connection:  # SET: the keys of `values`
+    with _autocommit() as connection:  # SET: the keys of `values`
         connection.execute(_UPDATE, {"which": mailbox_id, **values})
+
+
+@contextmanager
+def _autocommit() -> Iterator[Connection]:
+    """A pooled connection in autocommit, for one statement: no BEGIN, no COMMIT or
+    ROLLBACK (two round trips and two commands for PostgreSQL to run, per statement)."""
+    with get_engine().connect() as connection:
+        yield connection.execution_options(isolation_level="AUTOCOMMIT")
 
 
 def save_cursor(mailbox_id: int, cursor: dict[str, object]) -> None:
