@@ -198,7 +198,7 @@ def offered_phase(
 
     capacity = window * (os.cpu_count() or 1)
     sync_cpu = drainers.cpu(groups1) - drainers.cpu(groups0)
-    web_cpu = group("web")
+    web_cpu, listener_cpu = group("web"), group("listener")
     print(
         f"offered: {messages / window:.1f} new messages/s ({args.mailboxes} mailboxes x 1/min), "
         f"{counters['replies']} replies among them"
@@ -216,7 +216,7 @@ def offered_phase(
         ("one Procfile `worker` (ticks, other queues)", group("worker")),
         ("web (gunicorn + uvicorn workers)", web_cpu),
         ("cron", group("cron")),
-        ("listener (IMAP IDLE, EWS streams; every shard)", group("listener")),
+        ("listener (IMAP IDLE, EWS streams; every shard)", listener_cpu),
         ("PostgreSQL", pg1 - pg0),
         ("Redis", redis1 - redis0),
         (f"the fake {mode.name} server, its pushes, the driver (this process)", self1 - self0),
@@ -227,8 +227,10 @@ def offered_phase(
             f"sync cpu per sync: {sync_cpu / synced * 1000:.1f} ms "
             f"({synced / sync_cpu:.0f} syncs per sync-process cpu-second)"
         )
-    if pushes and web_cpu:
+    if pushes and web_cpu and not mode.processes():  # the push came through web
         print(f"web cpu per acknowledged push: {web_cpu / pushes * 1000:.2f} ms")
+    if pushes and listener_cpu:
+        print(f"listener cpu per push: {listener_cpu / pushes * 1000:.2f} ms")
     lost = len(delivered_replies) - len(latencies)
     p95 = percentile(latencies, 0.95) if latencies else float("nan")
     p99 = percentile(latencies, 0.99) if latencies else float("nan")
