@@ -31,8 +31,8 @@ exchangelib hands its caller notifications only, never a keep-alive, so
 ConnectionStatus.
 
 Cost: one Redis SET per frame (a keep-alive every 45 s per mailbox), one thread
-per mailbox blocked on its stream, and one for all streams that wakes each
-`STOP_CHECK_SECONDS` to end those the listener stops (IMAP IDLE checks as often).
+per mailbox blocked on its stream, and one for all streams that wakes each second
+(`worker.sync.stopper`) to end those the listener stops (IMAP IDLE uses it too).
 
 Must never: touch the database, or mark live before the server has written.
 """
@@ -55,8 +55,8 @@ from exchangelib.util import DummyResponse
 from config import get_settings
 from worker.sync.base import ProviderError
 from worker.sync.exchange_errors import EWS_FAILURES, ews_call, ews_error
+from worker.sync.stopper import Stopper
 
-STOP_CHECK_SECONDS = 1.0
 # A SOAP envelope's start and end tags, whatever the namespace prefix.
 _ENVELOPE_START = re.compile(rb"<(?:[A-Za-z_][\w.-]*:)?Envelope[\s>]")
 _ENVELOPE_END = re.compile(rb"</(?:[A-Za-z_][\w.-]*:)?Envelope\s*>")
@@ -196,50 +196,6 @@ def _read_stream(
         _STOPPER.forget(service)
 
 
-class _Stopper:
-    """Unblocks the streaming read of each open stream whose `stop` is set (closing the
-    response alone does not).
-
-    One thread for every stream of the process, looking each `STOP_CHECK_SECONDS`:
-    a listener holding 10,000 streams would otherwise run 10,000 more threads, each
-    waking every second.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._open: dict[int, tuple[GetStreamingEvents, threading.Event]] = {}
-        self._thread: threading.Thread | None = None
-
-    def watch(self, service: GetStreamingEvents, stop: threading.Event) -> None:
-        with self._lock:
-            self._open[id(service)] = (service, stop)
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(
-                    target=self._run, name="ews-stream-stop", daemon=True
-                )
-                self._thread.start()
-
-    def forget(self, service: GetStreamingEvents) -> None:
-        with self._lock:
-            self._open.pop(id(service), None)
-
-    def _run(self) -> None:
-        """Ends with the last open stream: a process that streams no more keeps no thread."""
-        while True:
-            time.sleep(STOP_CHECK_SECONDS)
-            with self._lock:
-                if not self._open:
-                    self._thread = None
-                    return
-                stopped = [s for s, stop in self._open.values() if stop.is_set()]
-            for service in stopped:
-                self.forget(service)
-                _end(service)
-
-
-_STOPPER = _Stopper()
-
-
 def _end(service: GetStreamingEvents) -> None:
     """Shut the stream's socket: the read blocked on it returns at once."""
     response = getattr(service, "_streaming_response", None)
@@ -250,3 +206,9 @@ def _end(service: GetStreamingEvents) -> None:
             sock.shutdown(socket.SHUT_RDWR)
     with contextlib.suppress(Exception):
         service.stop_streaming()
+
+
+# One thread for every stream of the process (closing the response alone does not
+# unblock its read): a listener holding 10,000 streams would otherwise run 10,000
+# more threads, each waking every second.
+_STOPPER: Stopper[GetStreamingEvents] = Stopper("ews-stream-stop", _end)

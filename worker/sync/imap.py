@@ -39,10 +39,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import smtplib
-import socket
 import ssl
 import threading
-import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, ClassVar
@@ -71,6 +69,7 @@ from worker.sync.imap_fetch import (
     header_fields_request,
 )
 from worker.sync.imap_folders import FolderError, find_sent_folder, watched_folders
+from worker.sync.imap_idle import hold_idle
 from worker.sync.mime import build_mime, summarize_headers
 from worker.sync.quota import smtp_quota
 from worker.sync.sent_copy import in_sent, read_sent_since
@@ -91,7 +90,6 @@ REBUILD_WINDOW = timedelta(days=2)
 IDLE_RENEW_SECONDS = 25 * 60
 TIMEOUT_SECONDS = 60
 # How soon a stopped IDLE lets go (`_IdleStopper`).
-STOP_CHECK_SECONDS = 1.0
 SECURITY_MODES = ("none", "starttls", "tls")
 
 
@@ -468,85 +466,9 @@ class ImapProvider(MailboxProvider):
             client.select_folder("INBOX", readonly=True)
             if b"IDLE" not in client.capabilities():
                 raise ProviderError("IMAP server does not support IDLE", permanent=True)
-            # Under the listener each IDLE lasts PUSH_ALIVE_SECONDS: ending it (DONE, a
-            # tagged OK back) and starting the next (a continuation) are answers from
-            # the server, the only proof that the connection still holds. A hung TCP
-            # connection answers nothing: DONE times out (TIMEOUT_SECONDS), the live
-            # mark lapses (push_latency.LIVE_TTL_SECONDS) and the listener reconnects.
-            # Merely waiting would keep a dead connection "live" for the 25 minutes
-            # of an IDLE. Cost: two short commands per mailbox per 30 s.
             cycle = IDLE_RENEW_SECONDS if self.push_alive is None else PUSH_ALIVE_SECONDS
-            _STOPPER.watch(client.socket(), stop)
-            while not stop.is_set():
-                client.idle()  # returns once the server confirmed IDLE
-                if self.push_alive is not None:
-                    self.push_alive()
-                renew_at = time.monotonic() + cycle
-                changed = False
-                # Blocked until the server speaks or the cycle ends (the stopper shuts
-                # the socket on `stop`): waking every second cost a listener holding
-                # 10,000 IDLEs 10,000 wake-ups a second.
-                while not stop.is_set() and (left := renew_at - time.monotonic()) > 0:
-                    if _new_mail(client.idle_check(timeout=left)):
-                        changed = True
-                        break
-                # Mail that arrived while IDLE was ending is announced in DONE's answer.
-                _, after = client.idle_done()
-                if changed or _new_mail(after):
-                    on_change()
+            hold_idle(client, stop, on_change, cycle=cycle, alive=self.push_alive)
         except (TimeoutError, IMAPClientError, OSError) as exc:
             if stop.is_set():
                 return  # the stopper shut the socket: asked to stop, not lost
             raise ProviderError(f"IMAP IDLE on {self.email} lost: {exc}") from exc
-        finally:
-            if self._client is not None:
-                _STOPPER.forget(self._client.socket())
-
-
-class _IdleStopper:
-    """Shuts the socket of each held IDLE whose `stop` is set, so its blocked read returns.
-
-    One thread for every IDLE of the process, looking each `STOP_CHECK_SECONDS`
-    (as `worker.sync.exchange_stream` does for streams), instead of every IDLE
-    waking each second to look at its own `stop`. It ends with the last IDLE.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._held: dict[socket.socket, threading.Event] = {}
-        self._thread: threading.Thread | None = None
-
-    def watch(self, sock: socket.socket, stop: threading.Event) -> None:
-        with self._lock:
-            self._held[sock] = stop
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._run, name="idle-stop", daemon=True)
-                self._thread.start()
-
-    def forget(self, sock: socket.socket) -> None:
-        with self._lock:
-            self._held.pop(sock, None)
-
-    def _run(self) -> None:
-        while True:
-            time.sleep(STOP_CHECK_SECONDS)
-            with self._lock:
-                if not self._held:
-                    self._thread = None
-                    return
-                stopped = [sock for sock, stop in self._held.items() if stop.is_set()]
-                for sock in stopped:
-                    del self._held[sock]
-            for sock in stopped:
-                with contextlib.suppress(OSError):  # already closed: nothing to wake
-                    sock.shutdown(socket.SHUT_RDWR)
-
-
-_STOPPER = _IdleStopper()
-
-
-def _new_mail(responses: list[Any]) -> bool:
-    """True if untagged IMAP responses announce a message (EXISTS, or RECENT)."""
-    return any(
-        isinstance(r, tuple) and len(r) > 1 and r[1] in (b"EXISTS", b"RECENT") for r in responses
-    )
