@@ -30,13 +30,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import urlsplit
 
 import jwt
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
+
+from tests.fakes.httpfake import post_kept_alive
 
 log = logging.getLogger(__name__)
 
@@ -128,40 +129,10 @@ def oidc_token(
     )
 
 
-_SESSIONS = threading.local()
-
-
 def _post(url: str, headers: dict[str, str], body: bytes) -> int:
-    """POST on this thread's kept-alive connection to the endpoint, as Pub/Sub's pushers
-    hold theirs. Plain http.client: the scale bench pushes 167 a second from this
-    process, on the machine it measures, and `requests` spent twice the CPU (most
-    of it reading proxy settings from the environment for every call)."""
-    parts = urlsplit(url)
-    key = (parts.scheme, parts.netloc)
-    connections: dict[tuple[str, str], http.client.HTTPConnection] = _SESSIONS.__dict__.setdefault(
-        "connections", {}
-    )
-    path = parts.path + (f"?{parts.query}" if parts.query else "")
-    for attempt in (1, 2):  # a kept-alive connection the server closed: once more, fresh
-        connection = connections.get(key)
-        if connection is None:
-            kind = (
-                http.client.HTTPSConnection
-                if parts.scheme == "https"
-                else http.client.HTTPConnection
-            )
-            connection = connections[key] = kind(parts.netloc, timeout=30)
-        try:
-            connection.request("POST", path, body=body, headers=headers)
-            response = connection.getresponse()
-            response.read()
-            return int(response.status)
-        except (OSError, http.client.HTTPException):
-            connection.close()
-            del connections[key]
-            if attempt == 2:
-                raise
-    raise AssertionError("unreachable")
+    """One push, on the delivery thread's kept-alive connection."""
+    status, _ = post_kept_alive(url, headers, body, timeout=30)
+    return status
 
 
 class PubSub:

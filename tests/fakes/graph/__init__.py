@@ -36,11 +36,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import urlparse, urlsplit
+from urllib.parse import urlparse
 
 import requests
 
-from tests.fakes.httpfake import FakeHttpServer
+from tests.fakes.httpfake import FakeHttpServer, post_kept_alive
 
 from .app import GraphApp, delta_token
 from .store import MAX_SUBSCRIPTION_MINUTES, GraphMessage, GraphStore, GraphUser, Subscription
@@ -61,42 +61,10 @@ def _requests_transport(url: str, headers: dict[str, str], body: bytes) -> tuple
     return answer.status_code, answer.text
 
 
-_SESSIONS = threading.local()
-
-
 def _kept_alive_transport(url: str, headers: dict[str, str], body: bytes) -> tuple[int, str]:
-    """POST on this delivery thread's kept-alive connection, as Graph's senders hold theirs.
-
-    Plain http.client, as the fake Pub/Sub's pushers: the scale bench notifies 167
-    a second from this process, on the machine it measures, and `requests` costs
-    twice the CPU (mostly reading proxy settings from the environment per call).
-    """
-    parts = urlsplit(url)
-    key = (parts.scheme, parts.netloc)
-    connections: dict[tuple[str, str], http.client.HTTPConnection] = _SESSIONS.__dict__.setdefault(
-        "connections", {}
-    )
-    path = parts.path + (f"?{parts.query}" if parts.query else "")
-    for attempt in (1, 2):  # a kept-alive connection the server closed: once more, fresh
-        connection = connections.get(key)
-        if connection is None:
-            kind = (
-                http.client.HTTPSConnection
-                if parts.scheme == "https"
-                else http.client.HTTPConnection
-            )
-            connection = connections[key] = kind(parts.netloc, timeout=10)
-        try:
-            connection.request("POST", path, body=body, headers=headers)
-            response = connection.getresponse()
-            text = response.read().decode("utf-8", "replace")
-            return int(response.status), text
-        except (OSError, http.client.HTTPException):
-            connection.close()
-            del connections[key]
-            if attempt == 2:
-                raise
-    raise AssertionError("unreachable")
+    """One notification, on the delivery thread's kept-alive connection."""
+    status, answer = post_kept_alive(url, headers, body, timeout=10)
+    return status, answer.decode("utf-8", "replace")
 
 
 @dataclass
