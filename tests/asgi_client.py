@@ -21,6 +21,27 @@ from web.tracking.app import SightlineAsgi
 CHUNK = 65536
 
 
+def http_scope(
+    method: str, target: str, headers: list[tuple[str, str]], *, client: str
+) -> dict[str, Any]:
+    """The HTTP scope uvicorn hands an ASGI app for `target` (a path and query)."""
+    parts = urlsplit(target)
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": parts.path,
+        "raw_path": parts.path.encode(),
+        "query_string": parts.query.encode(),
+        "root_path": "",
+        "headers": [(k.encode(), v.encode()) for k, v in headers],
+        "client": (client, 50000),
+        "server": ("127.0.0.1", 5000),
+    }
+
+
 @dataclass(frozen=True)
 class Answer:
     status_code: int
@@ -70,21 +91,7 @@ class AsgiClient:
     async def _call(
         self, method: str, target: str, headers: dict[str, str], body: bytes, chunked: bool
     ) -> Answer:
-        parts = urlsplit(target)
-        scope = {
-            "type": "http",
-            "asgi": {"version": "3.0"},
-            "http_version": "1.1",
-            "method": method,
-            "scheme": "http",
-            "path": parts.path,
-            "raw_path": parts.path.encode(),
-            "query_string": parts.query.encode(),
-            "root_path": "",
-            "headers": [(k.encode(), v.encode()) for k, v in headers.items()],
-            "client": ("198.51.100.7", 50000),
-            "server": ("127.0.0.1", 5000),
-        }
+        scope = http_scope(method, target, list(headers.items()), client="198.51.100.7")
         size = CHUNK if chunked else max(len(body), 1)
         pieces = [body[at : at + size] for at in range(0, len(body), size)] or [b""]
         messages: list[MutableMapping[str, Any]] = []

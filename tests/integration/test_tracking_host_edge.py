@@ -29,6 +29,7 @@ from flask.testing import FlaskClient
 from config import Settings, get_settings
 from core import redis as core_redis
 from core.tracking.tokens import read_click_token, read_open_token
+from tests.asgi_client import http_scope
 from tests.conftest import create_user
 from tests.fixtures.documents import samples
 from tests.integration.test_documents_send import ANY_TIME, js, server
@@ -49,21 +50,8 @@ DESTINATION = "https://acme-sales.com/pricing?plan=team"
 
 async def call(app: SightlineAsgi, method: str, url: str, host: str) -> Reply:
     """A request as uvicorn hands it over: `url` is a path (and query), `host` the Host header."""
-    parts = urlsplit(url)
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": method,
-        "scheme": "http",
-        "path": parts.path,
-        "raw_path": parts.path.encode(),
-        "query_string": parts.query.encode(),
-        "root_path": "",
-        "headers": [(b"host", host.encode()), (b"user-agent", b"Mozilla/5.0 Chrome/131")],
-        "client": ("93.184.215.20", 50000),
-        "server": ("127.0.0.1", 5000),
-    }
+    headers = [("host", host), ("user-agent", "Mozilla/5.0 Chrome/131")]
+    scope = http_scope(method, url, headers, client="93.184.215.20")
     messages: list[dict[str, Any]] = []
 
     async def receive() -> MutableMapping[str, Any]:
