@@ -31,26 +31,14 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bench.scale_world import proc_status
+
 if TYPE_CHECKING:
     from bench.providers import World
     from tests.fakes.ews import FakeEws
 
 ROOT = Path(__file__).resolve().parent.parent
 READY_TIMEOUT = 1800.0
-
-
-def proc_status(pid: int) -> dict[str, int]:
-    """VmRSS (KiB) and Threads of a process, from /proc; empty when it is gone."""
-    found: dict[str, int] = {}
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                if key in ("VmRSS", "Threads"):
-                    found[key] = int(value.split()[0])
-    except OSError:
-        return {}
-    return found
 
 
 def raise_fd_limit() -> int:

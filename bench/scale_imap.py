@@ -44,7 +44,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bench.scale_world import CLOCK_TICKS, cpu_by_group
+from bench.scale_world import CLOCK_TICKS, cpu_by_group, proc_status
 
 if TYPE_CHECKING:
     import subprocess
@@ -283,7 +283,7 @@ class ImapMode:
         rss = threads = fds = 0
         for name, proc in stack.running.items():
             if name.startswith("listener"):
-                status = _status(proc.pid)
+                status = proc_status(proc.pid)
                 rss += status.get("VmRSS", 0)
                 threads += status.get("Threads", 0)
                 fds += len(os.listdir(f"/proc/{proc.pid}/fd"))
@@ -314,7 +314,7 @@ class ImapMode:
         for entry in os.listdir("/proc"):
             if not entry.isdigit():
                 continue
-            status = _status(int(entry))
+            status = proc_status(int(entry))
             if int(entry) != master and status.get("PPid") != master:
                 continue
             rss += status.get("VmRSS", 0)
@@ -330,22 +330,6 @@ def _running_for(pid: int) -> float:
     with open("/proc/uptime") as f:
         uptime = float(f.read().split()[0])
     return uptime - int(fields[19]) / CLOCK_TICKS
-
-
-def _status(pid: int) -> dict[str, Any]:
-    """/proc/<pid>/status: numbers as ints (VmRSS in KiB), Name as text; {} if gone."""
-    found: dict[str, Any] = {}
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                if key == "Name":
-                    found[key] = value.strip()
-                elif key in ("VmRSS", "Threads", "PPid"):
-                    found[key] = int(value.split()[0])
-    except OSError:
-        return {}
-    return found
 
 
 def listener_alone(mailboxes: int, shards: int) -> None:

@@ -70,6 +70,22 @@ def cpu_by_name(*names: str) -> float:
     return total / CLOCK_TICKS
 
 
+def proc_status(pid: int) -> dict[str, Any]:
+    """/proc/<pid>/status: VmRSS (KiB), Threads and PPid as ints, Name as text; {} if gone."""
+    found: dict[str, Any] = {}
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key == "Name":
+                    found[key] = value.strip()
+                elif key in ("VmRSS", "Threads", "PPid"):
+                    found[key] = int(value.split()[0])
+    except OSError:
+        return {}
+    return found
+
+
 def setup(w: World, mailboxes: int, teams: int, per_team: int) -> dict[str, Any]:
     """Teams, Gmail mailboxes with live tokens, cursors and watches; sent steps to reply to."""
     from bench.scale_common import (
