@@ -165,6 +165,7 @@ def test_office_files_are_converted_by_content_not_name(
         (b"<!doctype html><html><body>hi</body></html>", "page.pptx", "a web page (HTML)"),
         (b"", "empty.pdf", "empty.pdf is empty"),
     ],
+    ids=["png-as-pdf", "text-as-docx", "html-as-pptx", "empty-pdf"],
 )
 def test_a_file_that_is_not_what_its_name_says_is_refused_with_a_reason(
     team_api: Api, data: bytes, name: str, said: str
