@@ -19,7 +19,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -110,6 +110,32 @@ def session_scope() -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+@contextmanager
+def autocommit_connection() -> Iterator[Connection]:
+    """A pooled connection in autocommit, for statements that stand alone: no BEGIN,
+    no COMMIT or ROLLBACK (two round trips and two commands for the database, per
+    transaction). For one statement, or reads that need no common snapshot."""
+    with get_engine().connect() as connection:
+        yield connection.execution_options(isolation_level="AUTOCOMMIT")
+
+
+@contextmanager
+def read_scope() -> Iterator[Session]:
+    """A session for reads alone, each statement in autocommit (`autocommit_connection`).
+
+    What a sync's lookups use: the mail it classifies names sent messages that were
+    committed before it arrived, so no snapshot across the lookups is needed, and a
+    transaction around them cost a BEGIN and a COMMIT per sync. Not for writes: each
+    one would commit by itself.
+    """
+    with autocommit_connection() as connection:
+        session = Session(bind=connection, expire_on_commit=False)
+        try:
+            yield session
+        finally:
+            session.close()
 
 
 def reset_for_tests() -> None:

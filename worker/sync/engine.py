@@ -54,7 +54,7 @@ from rq.timeouts import BaseTimeoutException
 
 from config import get_settings
 from core.crypto import CredentialsError, decrypt_json
-from core.db import session_scope
+from core.db import read_scope, session_scope
 from core.models import MailboxStatus, utcnow
 from core.redis import get_redis
 from worker.matching.matcher import find_sent_messages, may_be_report
@@ -323,7 +323,7 @@ def _handle_batch(
     batch = recognise_sent(provider, mailbox, batch, stats.count)  # Sent: add-on mail
     stats.listed += len(batch.messages)
     candidates = {c for m in batch.messages for c in m.candidates}
-    with session_scope() as session:
+    with read_scope() as session:  # lookups only: no BEGIN and COMMIT around them
         known = set(find_sent_messages(session, mailbox.team_id, candidates))
         wanted = {
             m.provider_id

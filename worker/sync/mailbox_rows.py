@@ -11,14 +11,12 @@ reason, when it synced, the cursor, what the push latency learned).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Connection, Table, bindparam, select, update
+from sqlalchemy import Table, bindparam, select, update
 
-from core.db import get_engine
+from core.db import autocommit_connection
 from core.models import Mailbox, MailboxStatus, utcnow
 from worker.sync import quarantine as held
 from worker.sync.sent_mail import oldest_waiting_draft
@@ -47,7 +45,7 @@ def load(mailbox_id: int) -> Any:
     another try (`retries_due`). Most syncs find neither, and spend no more queries.
     Built once: building and keying a statement cost as much as running it."""
     params = {"which": mailbox_id, "due_before": held.due_stamp(utcnow())}
-    with _autocommit() as connection:
+    with autocommit_connection() as connection:
         return connection.execute(_LOAD, params).one_or_none()
 
 
@@ -58,16 +56,8 @@ _UPDATE = update(_MAILBOXES).where(_MAILBOXES.c.id == bindparam("which"))
 
 
 def _update_mailbox(mailbox_id: int, values: dict[str, object]) -> None:
-    with _autocommit() as connection:  # SET: the keys of `values`
+    with autocommit_connection() as connection:  # SET: the keys of `values`
         connection.execute(_UPDATE, {"which": mailbox_id, **values})
-
-
-@contextmanager
-def _autocommit() -> Iterator[Connection]:
-    """A pooled connection in autocommit, for one statement: no BEGIN, no COMMIT or
-    ROLLBACK (two round trips and two commands for PostgreSQL to run, per statement)."""
-    with get_engine().connect() as connection:
-        yield connection.execution_options(isolation_level="AUTOCOMMIT")
 
 
 def save_cursor(mailbox_id: int, cursor: dict[str, object]) -> None:

@@ -36,7 +36,7 @@ from sqlalchemy import bindparam, delete, select, update
 
 from config import get_settings, queues
 from core.crypto import CredentialsError, decrypt_json, encrypt_json
-from core.db import get_engine, session_scope
+from core.db import autocommit_connection, session_scope
 from core.events import insert_ignore
 from core.models import Mailbox, MailboxKind, MailboxPush, MailboxStatus, PushKind, utcnow
 from worker.queueing import enqueue_once, job_started
@@ -362,12 +362,8 @@ def mailboxes_for_gmail_push(address: str) -> list[tuple[int, dict[str, object] 
     sync, which the poll would not make up for while the watch is live — and
     the cursor's historyId (which skips redeliveries) changes with every sync.
     """
-    with get_engine().connect() as connection:
-        rows = (
-            connection.execution_options(isolation_level="AUTOCOMMIT")
-            .execute(_GMAIL_PUSH_MAILBOXES, {"address": address.lower()})
-            .all()
-        )
+    with autocommit_connection() as connection:
+        rows = connection.execute(_GMAIL_PUSH_MAILBOXES, {"address": address.lower()}).all()
     return [(int(i), c) for i, c in rows]
 
 
@@ -388,10 +384,8 @@ def mailboxes_for_subscriptions(subscription_ids: Collection[str]) -> dict[str, 
     """
     if not subscription_ids:
         return {}
-    with get_engine().connect() as connection:
-        rows = (
-            connection.execution_options(isolation_level="AUTOCOMMIT")
-            .execute(_GRAPH_SUBSCRIPTION_MAILBOXES, {"ids": sorted(subscription_ids)})
-            .all()
-        )
+    with autocommit_connection() as connection:
+        rows = connection.execute(
+            _GRAPH_SUBSCRIPTION_MAILBOXES, {"ids": sorted(subscription_ids)}
+        ).all()
     return {str(external): int(mailbox) for external, mailbox in rows if external is not None}
