@@ -7,14 +7,18 @@ bounces unrecorded, and every sync of it holding a worker 20 s to say "busy".
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
+import threading
 import time
 
 import pytest
 
 from config import Settings
+from core.redis import get_redis
 from worker.sync import engine as sync_engine
+from worker.sync.lease import RENEWER
 
 pytestmark = pytest.mark.integration
 
@@ -76,3 +80,46 @@ def test_a_sync_killed_mid_way_frees_its_mailbox_within_one_lease(short_lease: N
         assert time.monotonic() - killed < LEASE + 1.0, "the mailbox stayed locked"
         time.sleep(0.1)
     assert _free(9)  # and the lock is per mailbox
+
+
+def test_one_thread_keeps_every_held_lease_alive(short_lease: None) -> None:
+    with sync_engine.mailbox_lock(20) as first, sync_engine.mailbox_lock(21) as second:
+        assert first and second
+        time.sleep(2.5 * LEASE)  # both would have lapsed twice unrenewed
+        assert not _free(20) and not _free(21)
+        renewers = [t for t in threading.enumerate() if t.name == "sync-lock-leases"]
+        assert len(renewers) == 1
+        assert RENEWER.holding() == 2
+    assert _free(20) and _free(21)
+    assert RENEWER.holding() == 0
+
+
+def test_a_lease_taken_by_another_holder_is_reported_and_left_to_it(
+    short_lease: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    redis = get_redis()
+    key = sync_engine.LOCK_KEY.format(mailbox_id=22)
+    with (
+        caplog.at_level(logging.WARNING, logger="worker.sync.engine"),
+        sync_engine.mailbox_lock(22) as locked,
+    ):
+        assert locked
+        redis.set(key, "another-holder", px=60_000)  # ours lapsed; someone took it
+        deadline = time.monotonic() + 3 * LEASE
+        while "sync_lock_lost mailbox_id=22" not in caplog.text:
+            assert time.monotonic() < deadline, "the lost lease was not reported"
+            time.sleep(0.05)
+    assert redis.get(key) == b"another-holder"  # renewing never takes it back
+    redis.delete(key)
+
+
+def test_a_released_lock_is_not_renewed_or_reported(
+    short_lease: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="worker.sync.engine"):
+        for _ in range(20):  # syncs shorter than a lease, one after another
+            with sync_engine.mailbox_lock(23) as locked:
+                assert locked
+        time.sleep(LEASE)
+    assert "sync_lock" not in caplog.text
+    assert _free(23)

@@ -42,14 +42,12 @@ finds the key and schedules again::
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 
-from redis.exceptions import LockError, RedisError
-from redis.lock import Lock
+from redis.exceptions import LockError
 from rq.timeouts import BaseTimeoutException
 
 from config import get_settings
@@ -70,6 +68,7 @@ from worker.sync.inbound import (
     handle_inbound,
     quarantine,
 )
+from worker.sync.lease import RENEWER
 from worker.sync.mailbox_rows import load, save_cursor, set_status
 from worker.sync.mime import summarize_headers
 from worker.sync.registry import open_provider
@@ -197,9 +196,9 @@ def mailbox_lock(
     """Hold the mailbox's sync lock for the block; yield False if another sync has it.
 
     Waits up to `wait` seconds for it (0: not at all; default `LOCK_WAIT_SECONDS`).
-    While the block runs a thread renews the lease (every third of `lease`,
-    default `LOCK_LEASE_SECONDS`), so a sync may take as long as it needs; a
-    process that dies leaves the lock for at most `lease` seconds.
+    While the block runs the process's lease renewer (`worker.sync.lease`) renews
+    it every third of `lease` (default `LOCK_LEASE_SECONDS`), so a sync may take
+    as long as it needs; a process that dies leaves the lock for at most `lease`.
     """
     wait = LOCK_WAIT_SECONDS if wait is None else wait
     lease = LOCK_LEASE_SECONDS if lease is None else lease
@@ -210,36 +209,15 @@ def mailbox_lock(
     if not lock.acquire(blocking=wait > 0, blocking_timeout=wait if wait > 0 else None):
         yield False
         return
-    stop = threading.Event()
-    renewer = threading.Thread(
-        target=_renew_lease,
-        args=(lock, stop, mailbox_id, lease),
-        name=f"sync-lock-{mailbox_id}",
-        daemon=True,
-    )
-    renewer.start()
+    renewing = RENEWER.hold(lock, mailbox_id, lease)
     try:
         yield True
     finally:
-        stop.set()
-        renewer.join()
+        RENEWER.drop(renewing)
         try:
             lock.release()
         except LockError:  # the lease lapsed (Redis lost it); the cursor guards the work
             log.warning("sync_lock_lost mailbox_id=%s", mailbox_id)
-
-
-def _renew_lease(lock: Lock, stop: threading.Event, mailbox_id: int, lease: float) -> None:
-    while not stop.wait(lease / 3):
-        try:
-            lock.reacquire()
-        except LockError:
-            # Someone else holds it now: a second sync may overlap this one. Harmless
-            # (natural keys), but worth seeing; renewing would take it from them.
-            log.warning("sync_lock_lost mailbox_id=%s", mailbox_id)
-            return
-        except RedisError as exc:  # Redis restarting: the next round tries again
-            log.warning("sync_lock_renew_failed mailbox_id=%s error=%r", mailbox_id, exc)
 
 
 def sync_mailbox(mailbox_id: int) -> SyncStats:
