@@ -158,6 +158,24 @@ def test_fifty_pushes_in_a_burst_sync_the_mailbox_once(
     assert quiet_id not in wanted.waiting()
 
 
+def test_a_busy_drainer_claims_a_thread_count_ahead_and_syncs_each_once(
+    env: Settings, fake_gmail: Any
+) -> None:
+    ids = _mailboxes(fake_gmail, 10)
+    for mailbox_id in ids:
+        request_sync(mailbox_id)
+    drainer = Drainer(threads=2)
+    try:
+        assert drainer.round() == 4  # its two threads' syncs and the next two, in one claim
+        assert wanted.backlog()["claimed"] == 4  # acknowledged only as they finish
+        assert wanted.backlog()["waiting"] == 6
+    finally:
+        drainer.run(burst=True)
+    assert _history_reads(fake_gmail) == 10  # every mailbox synced, and only once
+    assert drainer.synced == 10
+    assert wanted.backlog() == {"waiting": 0, "claimed": 0, "later": 0}
+
+
 def test_a_push_during_a_sync_asks_for_exactly_one_more(env: Settings, fake_gmail: Any) -> None:
     """The id leaves the set when claimed: mail that arrives mid-sync is never stranded."""
     [(mailbox_id, address)] = _mailboxes(fake_gmail, 1).items()

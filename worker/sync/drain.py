@@ -7,7 +7,8 @@ One loop, a pool of threads::
     round: acknowledge what finished (one XACK + XDEL for all of them)
            every ~0.5 s: promote due delayed syncs (back-off, busy)
            every lease/3: renew the entries in hand; take over a dead drainer's
-           claim up to <free threads> entries (XREADGROUP, blocking ≤ 1 s when idle)
+           claim up to twice its threads in hand, a thread-count at a time or whenever
+           a thread would wait (XREADGROUP, blocking ≤ 1 s when idle)
            ──▶ each to a thread: engine.sync_now(id, lock_wait=0)
                    done / backoff / throttled / busy (asked again in 1 s)
                    a transient provider error or a bug: logged, asked again later
@@ -67,6 +68,11 @@ ALIVE_SECONDS = 5
 TICK_BUDGET_SECONDS = 20.0
 IDLE_BLOCK_MS = 1000
 BUSY_BLOCK_MS = 50
+# A drainer holds up to this many entries per thread: each thread's next one waits
+# in hand, so a busy drainer claims (XREADGROUP + SREM) and acknowledges (XACK +
+# XDEL) a thread-count at a time, not one entry per finished sync. An entry in hand
+# is renewed like a running one; on SIGTERM the ones in hand finish in the grace.
+HELD_PER_THREAD = 2
 
 
 class Drainer:
@@ -117,14 +123,17 @@ class Drainer:
             wanted.promote_due(self.consumer.redis)
             self._next_promote = now + PROMOTE_EVERY_SECONDS
         claimed: list[wanted.Claimed] = []
+        most = self.threads * HELD_PER_THREAD
         if now >= self._next_lease:
             self.consumer.renew(list(self.in_hand.values()))
-            claimed += self.consumer.take_over(max(self.threads - len(self.in_hand), 1))
+            claimed += self.consumer.take_over(max(most - len(self.in_hand), 1))
             self._next_lease = now + self.lease_seconds / 3
-        free = self.threads - len(self.in_hand) - len(claimed)
-        if free > 0:
-            block = BUSY_BLOCK_MS if self.in_hand or claimed else IDLE_BLOCK_MS
-            claimed += self.consumer.claim(free, block)
+        held = len(self.in_hand) + len(claimed)
+        room = most - held
+        # Claim when a thread would otherwise wait, or a thread-count fits: batches.
+        if room > 0 and (held < self.threads or room >= self.threads):
+            block = BUSY_BLOCK_MS if held else IDLE_BLOCK_MS
+            claimed += self.consumer.claim(room, block)
         elif not claimed:
             self._wait_for_a_thread()
         for entry in claimed:
