@@ -48,7 +48,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.machine import load_average, load_note  # noqa: E402
+from bench.machine import load_average, load_note, wait_until_quiet  # noqa: E402
 from bench.providers import World, newsletter, percentile, reply  # noqa: E402
 from bench.scale_modes import ScaleMode, modes  # noqa: E402
 from bench.scale_world import cpu_by_group, cpu_by_name, setup  # noqa: E402
@@ -336,6 +336,8 @@ def run_mode(args: argparse.Namespace, mode: ScaleMode) -> dict[str, float]:
     from bench.providers import _wait_http
     from tests.stack import Stack
 
+    waited, busy = wait_until_quiet()
+    print(f"[{mode.name}] waited {waited:.0f} s for a quiet machine: cores {busy:.0%} busy")
     w = World()
     stack: Stack | None = None
     drainers: Drainers | None = None
