@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from psycopg.pq import TransactionStatus
 from sqlalchemy import Connection, func, insert, select
 from sqlalchemy.orm import Session
 
@@ -22,8 +23,6 @@ def _in_transaction(connection: Connection) -> bool:
     """What the driver says: is a transaction open on this connection now?"""
     raw: Any = connection.connection.dbapi_connection
     if connection.dialect.name == "postgresql":
-        from psycopg.pq import TransactionStatus
-
         return bool(raw.info.transaction_status != TransactionStatus.IDLE)
     return bool(raw.in_transaction)
 
