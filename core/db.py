@@ -35,6 +35,22 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+# The connections a process's pool keeps open once opened: as many as its threads
+# use at once (`size_pool`). A connection checked in while the pool already holds
+# this many is closed, and the next checkout opens a new one: a PostgreSQL backend
+# started, authenticated and its catalog caches filled again. A `sync` process
+# with eight threads and a pool of five opened ~14 connections a second that way
+# (`pg_stat_database.sessions` over `python -m bench.providers_scale`'s capacity
+# phase), which cost more PostgreSQL CPU than the syncs' statements did.
+DEFAULT_POOL_SIZE = 10
+# Above the pool, connections opened for a burst and closed when it passes. The
+# most a process holds is DEFAULT_POOL_SIZE + MAX_OVERFLOW, 15 as before pools were
+# sized: what a Heroku Postgres plan's connection limit has to allow per process.
+MAX_OVERFLOW = 5
+# What size_pool asked for, read when the engine is built.
+_pool = {"size": DEFAULT_POOL_SIZE}
+
+
 def make_engine(url: str, **kwargs: Any) -> Engine:
     """An engine for `url`, tuned for its dialect."""
     if url.startswith("sqlite"):
@@ -44,8 +60,8 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         engine = create_engine(url, connect_args={"timeout": 30}, **kwargs)
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    kwargs.setdefault("pool_size", 5)
-    kwargs.setdefault("max_overflow", 10)
+    kwargs.setdefault("pool_size", DEFAULT_POOL_SIZE)
+    kwargs.setdefault("max_overflow", MAX_OVERFLOW)
     engine = create_engine(url, **kwargs)
     if not kwargs.get("pool_pre_ping"):
         _ping_idle_connections(engine)
@@ -88,9 +104,26 @@ def _ping_idle_connections(engine: Engine) -> None:
             raise DisconnectionError("idle connection failed its ping")
 
 
+def size_pool(threads: int) -> None:
+    """Keep a pooled connection for each of `threads` threads using the database at once.
+
+    For a process that knows its concurrency (a `sync` process: its sync threads);
+    called before the engine is built, as the pool's size is fixed then.
+
+    Raises:
+        ValueError: `threads` is below 1.
+        RuntimeError: the engine exists already.
+    """
+    if threads < 1:
+        raise ValueError("a pool needs at least one connection")
+    if get_engine.cache_info().currsize:
+        raise RuntimeError("size_pool must come before the engine is built")
+    _pool["size"] = threads
+
+
 @lru_cache(maxsize=1)
 def get_engine() -> Engine:
-    return make_engine(get_settings().database_url)
+    return make_engine(get_settings().database_url, pool_size=_pool["size"])
 
 
 @lru_cache(maxsize=1)
@@ -140,6 +173,7 @@ def read_scope() -> Iterator[Session]:
 
 def reset_for_tests() -> None:
     """Forget the cached engine so a test can point the process at another database."""
+    _pool["size"] = DEFAULT_POOL_SIZE
     if get_engine.cache_info().currsize:
         get_engine().dispose()
     get_engine.cache_clear()

@@ -18,9 +18,11 @@ from typing import Any
 
 import pytest
 from redis.exceptions import ResponseError
-from sqlalchemy import insert, select
+from sqlalchemy import event, insert, select
+from sqlalchemy.pool import Pool
 
 from config import Settings
+from core import db as core_db
 from core.crypto import encrypt_json
 from core.db import session_scope
 from core.models import Mailbox, MailboxPush, PushKind, Team, utcnow
@@ -174,6 +176,56 @@ def test_a_busy_drainer_claims_a_thread_count_ahead_and_syncs_each_once(
     assert _history_reads(fake_gmail) == 10  # every mailbox synced, and only once
     assert drainer.synced == 10
     assert wanted.backlog() == {"waiting": 0, "claimed": 0, "later": 0}
+
+
+def _connections_opened_by_a_burst(fake: Any, pool: int, threads: int) -> int:
+    """Connections a `threads`-thread drainer opens syncing 40 mailboxes, its pool sized `pool`."""
+    for mailbox_id in _mailboxes(fake, 40):
+        request_sync(mailbox_id)
+    core_db.reset_for_tests()  # the engine is built again, with the pool the process asks for
+    core_db.size_pool(pool)
+    opened: list[object] = []
+
+    def _opened(dbapi_connection: object, _record: object) -> None:
+        opened.append(dbapi_connection)
+
+    event.listen(Pool, "connect", _opened)
+    try:
+        drainer = Drainer(threads=threads)
+        assert drainer.run(burst=True) == 40
+    finally:
+        event.remove(Pool, "connect", _opened)
+    assert _history_reads(fake) == 40
+    return len(opened)
+
+
+def test_a_sync_process_keeps_a_connection_per_thread_instead_of_one_per_sync(
+    env: Settings, fake_gmail: Any
+) -> None:
+    """What `python -m worker.sync.drain` asks for (size_pool(threads)): eight threads
+    syncing 40 mailboxes open eight connections at most, and reuse them. A pool smaller
+    than the threads closes what it cannot keep and opens again (the control below):
+    on PostgreSQL each of those is a new backend."""
+    assert _connections_opened_by_a_burst(fake_gmail, pool=8, threads=8) <= 8
+
+
+def test_a_pool_smaller_than_the_threads_opens_connections_again(
+    env: Settings, fake_gmail: Any
+) -> None:
+    """The control: the count above can see churn."""
+    assert _connections_opened_by_a_burst(fake_gmail, pool=1, threads=8) > 8
+
+
+def test_the_pool_is_sized_before_the_engine_is_built(env: Settings) -> None:
+    core_db.reset_for_tests()
+    with pytest.raises(ValueError, match="at least one"):
+        core_db.size_pool(0)
+    core_db.size_pool(3)
+    assert core_db.get_engine().pool.size() == 3  # type: ignore[attr-defined]
+    with pytest.raises(RuntimeError, match="before the engine is built"):
+        core_db.size_pool(4)
+    core_db.reset_for_tests()
+    assert core_db.get_engine().pool.size() == core_db.DEFAULT_POOL_SIZE  # type: ignore[attr-defined]
 
 
 def test_a_push_during_a_sync_asks_for_exactly_one_more(env: Settings, fake_gmail: Any) -> None:

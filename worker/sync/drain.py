@@ -46,7 +46,7 @@ from types import FrameType
 
 from config import get_settings
 from config.logging import configure_logging
-from core.db import get_engine
+from core.db import get_engine, size_pool
 from core.redis import get_redis
 from worker.sync import wanted
 from worker.sync.base import ProviderError
@@ -250,6 +250,7 @@ def main(argv: list[str] | None = None) -> None:
     settings = get_settings()
     configure_logging(settings)
     get_redis()
+    size_pool(args.threads)  # a connection kept for each sync thread: none opened per sync
     get_engine()
     gc.freeze()  # what start-up built stays put: fewer objects for each collection to walk
     drainer = Drainer(threads=args.threads, lease_seconds=args.lease_seconds)
