@@ -33,6 +33,7 @@ Prints; asserts nothing.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import random
 import signal
@@ -41,6 +42,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -232,14 +234,20 @@ def offered_phase(
     if pushes and listener_cpu:
         print(f"listener cpu per push: {listener_cpu / pushes * 1000:.2f} ms")
     lost = len(delivered_replies) - len(latencies)
-    p95 = percentile(latencies, 0.95) if latencies else float("nan")
-    p99 = percentile(latencies, 0.99) if latencies else float("nan")
+    # No reply offered: no latency (nan). Replies offered and none halted: unbounded (inf).
+    unmeasured = float("inf") if delivered_replies else float("nan")
+    p95 = percentile(latencies, 0.95) if latencies else unmeasured
+    p99 = percentile(latencies, 0.99) if latencies else unmeasured
     if latencies:
         print(
             f"reply -> halt: {len(latencies)}/{len(delivered_replies)} halted within the window "
             f"+ {args.drain:.0f} s; p50 {statistics.median(latencies):.2f} s, p95 {p95:.2f} s, "
             f"p99 {p99:.2f} s, max {max(latencies):.2f} s"
         )
+    elif delivered_replies:
+        print(f"reply -> halt: none of {len(delivered_replies)} replies halted")
+    else:
+        print("reply -> halt: no reply was offered (--reply-share 0)")
     return {
         "offered": messages / window,
         "acknowledged": pushes / window,
@@ -398,6 +406,8 @@ def run_mode(args: argparse.Namespace, mode: ScaleMode) -> dict[str, float]:
 
 
 def main() -> None:
+    # A line as soon as it is printed, also into a file: a stuck phase shows at once.
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
     available = modes()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -450,10 +460,19 @@ def main() -> None:
     print(
         f"scale: {args.mailboxes} mailboxes, offered {offered:.1f}/s, "
         f"acknowledged {offered * share:.1f}/s, "
-        f"p95 {max(r['p95'] for r in results.values()):.2f} s, "
-        f"p99 {max(r['p99'] for r in results.values()):.2f} s, "
+        f"p95 {_worst(r['p95'] for r in results.values()):.2f} s, "
+        f"p99 {_worst(r['p99'] for r in results.values()):.2f} s, "
         f"lost {int(sum(r['lost'] for r in results.values()))}, load {load:.2f}"
     )
+
+
+def _worst(latencies: Iterable[float]) -> float:
+    """The largest of the modes' latencies; nan (no reply offered) only when all are.
+
+    max() over a list holding nan answers by order (nan compares false both ways).
+    """
+    measured = [x for x in latencies if not math.isnan(x)]
+    return max(measured) if measured else float("nan")
 
 
 if __name__ == "__main__":
