@@ -202,10 +202,11 @@ def _connections_opened_by_a_burst(fake: Any, pool: int, threads: int) -> int:
 def test_a_sync_process_keeps_a_connection_per_thread_instead_of_one_per_sync(
     env: Settings, fake_gmail: Any
 ) -> None:
-    """What `python -m worker.sync.drain` asks for (size_pool(threads)): eight threads
-    syncing 40 mailboxes open eight connections at most, and reuse them. A pool smaller
-    than the threads closes what it cannot keep and opens again (the control below):
-    on PostgreSQL each of those is a new backend."""
+    """A pool sized to the threads (size_pool(threads), which `python -m worker.sync.drain`
+    calls in `main`; that call itself is not exercised here): eight threads syncing 40
+    mailboxes open eight connections at most, and reuse them. A pool smaller than the
+    threads closes what it cannot keep and opens again (the control below): on
+    PostgreSQL each of those is a new backend."""
     assert _connections_opened_by_a_burst(fake_gmail, pool=8, threads=8) <= 8
 
 
