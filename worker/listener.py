@@ -2,11 +2,14 @@
 
 Each listener dyno owns the mailboxes with ``shard_of(id, N) == K`` (N =
 `SIGHTLINE_LISTENER_SHARDS`, K from `SIGHTLINE_LISTENER_SHARD` or the dyno
-number), one thread per mailbox (IDLE is a blocked socket read, so threads cost
-little). On new mail a thread calls `request_sync`, which queues at most one
-sync job per mailbox; the sync itself runs on a worker. Every `REFRESH_SECONDS`
-the listener reloads its mailbox list, starting threads for new mailboxes and
-stopping those removed, reconnected (credentials changed) or disabled.
+number). IMAP IDLEs are steps on the process's `WatchHub` (`worker.watch_hub`):
+between their short commands they wait on one selector thread, and at most
+CONNECTS_AT_ONCE connections are set up at a time. An Exchange stream is read
+by exchangelib on a thread of its own. On new mail a watch calls
+`request_sync`, which queues at most one sync per mailbox; the sync itself
+runs elsewhere. Every `REFRESH_SECONDS` the listener reloads its mailbox list,
+starting watches for new mailboxes and stopping those removed, reconnected
+(credentials changed) or disabled.
 
 While a connection holds, the provider marks it live (`push_latency.mark_live`,
 a Redis key that lapses without heartbeats) and a new-mail push notes its time,
@@ -15,7 +18,7 @@ only a live push measured prompt spares a sync before a follow-up step
 (`worker.sequences.freshness`).
 
 A dropped connection is retried with exponential backoff (1 s … 5 min); refused
-credentials stop that mailbox's thread (the sync job marks it "needs
+credentials end that mailbox's watch (the sync job marks it "needs
 reconnect"). Exchange mailboxes get the same treatment with an EWS streaming
 subscription (`ExchangeProvider.watch`: Subscribe + GetStreamingEvents, re-issued
 before the server's connection timeout), live on each frame Exchange writes and
@@ -32,6 +35,7 @@ import signal
 import threading
 import time
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import FrameType
 from typing import Any
@@ -46,27 +50,33 @@ from core.db import session_scope
 from core.models import Mailbox, MailboxKind, MailboxStatus
 from core.redis import get_redis
 from worker.sync import push_latency
-from worker.sync.base import ProviderError
+from worker.sync.base import MailboxProvider, ProviderError
 from worker.sync.engine import request_sync
 from worker.sync.folders import with_skip_folders
+from worker.sync.imap import ImapProvider
 from worker.sync.registry import open_provider
+from worker.sync.watch_steps import Sleep, Steps, run_blocking
+from worker.watch_hub import WatchHub
 
 log = logging.getLogger(__name__)
 
 REFRESH_SECONDS = 30
 # The mailbox kinds whose push a listener holds (the others push to `web`).
 WATCHED_KINDS = [MailboxKind.IMAP, MailboxKind.EXCHANGE]
+# Held as steps on the hub; the others (EWS: exchangelib reads its stream) on a thread each.
+STEPPED_KINDS = frozenset({MailboxKind.IMAP})
 MAX_BACKOFF_SECONDS = 300
 HEARTBEAT_KEY = "sightline:listener:{shard}"
 # Published when a mailbox is connected or changed, so IDLE starts at once.
 REFRESH_CHANNEL = "sightline:listener:refresh"
-# Connections being set up at once (connect, log in, select, IDLE) per process. A
-# listener starting 10,000 at once had most of its threads runnable together: they
-# queued for the GIL (158 % CPU in futex hand-offs), a login waited its turn for
-# minutes, IDLE cycles could not renew their live marks (90 s), and Dovecot's login
-# queue overflowed ("Internal login failure"). Threads waiting for a slot sleep.
+# Connections being set up at once (connect, log in, select, IDLE) per process: the
+# hub's connect pool. Started all at once, 10,000 logins queued for the GIL and at
+# Dovecot, whose login queue overflowed ("Internal login failure").
 CONNECTS_AT_ONCE = 32
-_CONNECTING = threading.BoundedSemaphore(CONNECTS_AT_ONCE)
+# Threads serving held IDLEs' rounds (DONE, IDLE, reading what the server said).
+HOLD_THREADS = 32
+# How long a stopping listener waits for its watches to log out.
+STOP_WAIT_SECONDS = 5.0
 
 
 def announce_mailbox_change() -> None:
@@ -79,65 +89,50 @@ def shard_of(mailbox_id: int, shards: int) -> int:
     return zlib.crc32(str(mailbox_id).encode()) % shards
 
 
-@dataclass
-class _Watch:
-    thread: threading.Thread
-    stop: threading.Event
-    fingerprint: str
-
-
 def _on_new_mail(mailbox_id: int) -> None:
     # pushed: the sync measures how late this push was (worker.sync.push_latency).
     queued = request_sync(mailbox_id, pushed=True)
     log.debug("idle_new_mail mailbox_id=%s queued=%s", mailbox_id, queued)
 
 
-class _ConnectSlot:
-    """One of `CONNECTS_AT_ONCE` places to connect, held until the push holds (or fails).
+# How a watch holds its provider's push: (provider, on_change) -> steps.
+Hold = Callable[[MailboxProvider, Callable[[], None]], Steps]
 
-    Released once, whichever comes first: the provider's first `push_alive`, or
-    the end of the attempt. IMAP only: an Exchange stream says it holds at its
-    first frame, which may be a keep-alive 45 s later, and would keep its slot
-    that long.
-    """
 
-    def __init__(self, kind: str) -> None:
-        self._held = kind == MailboxKind.IMAP
-        if self._held:
-            _CONNECTING.acquire()
+def _hold_steps(provider: MailboxProvider, on_change: Callable[[], None]) -> Steps:
+    assert isinstance(provider, ImapProvider)
+    return provider.watch_steps(on_change)
 
-    def release(self) -> None:
-        if self._held:
-            self._held = False
-            _CONNECTING.release()
+
+def _hold_on_thread(stop: threading.Event) -> Hold:
+    """A provider whose `watch` blocks: one step that holds this thread until `stop`."""
+
+    def hold(provider: MailboxProvider, on_change: Callable[[], None]) -> Steps:
+        provider.watch(stop, on_change)
+        return
+        yield  # a generator: the watch's steps
+
+    return hold
 
 
 def _watch_mailbox(
-    mailbox_id: int, kind: str, email: str, credentials: dict[str, Any], stop: threading.Event
-) -> None:
+    mailbox_id: int, kind: str, email: str, credentials: dict[str, Any], hold: Hold
+) -> Steps:
+    """One mailbox's watch, as steps: connect, hold, reconnect after a back-off."""
     backoff = 1.0
-    while not stop.is_set():
-        slot = _ConnectSlot(kind)
-        if stop.is_set():
-            slot.release()
-            return
+    while True:
         try:
             provider = open_provider(kind, email, credentials)
         except ProviderError as exc:
-            slot.release()
             log.warning("watch_stopped mailbox_id=%s reason=%s", mailbox_id, exc)
             return
-
-        def alive(slot: _ConnectSlot = slot) -> None:
-            slot.release()
-            # The connection marks itself live while it holds; freshness trusts only that.
-            push_latency.mark_live(mailbox_id)
-
-        provider.push_alive = alive
+        # The connection marks itself live while it holds; freshness trusts only that.
+        provider.push_alive = lambda: push_latency.mark_live(mailbox_id)
+        wait = 0.0
         try:
             # Whatever arrived while we were not idling is caught up first.
             request_sync(mailbox_id)
-            provider.watch(stop, lambda: _on_new_mail(mailbox_id))
+            yield from hold(provider, lambda: _on_new_mail(mailbox_id))
             backoff = 1.0
         except ProviderError as exc:
             if exc.needs_reconnect or exc.permanent:
@@ -146,12 +141,25 @@ def _watch_mailbox(
                 return
             wait = max(backoff, exc.retry_after or 0.0)  # e.g. EWS ErrorServerBusy
             log.info("idle_reconnect mailbox_id=%s in=%.0fs reason=%s", mailbox_id, wait, exc)
-            stop.wait(wait)
             backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
         finally:
-            slot.release()
             push_latency.clear_live(mailbox_id)
             provider.close()
+        yield Sleep(wait)
+
+
+@dataclass
+class _Thread:
+    """A watch on a thread of its own (an Exchange stream)."""
+
+    thread: threading.Thread
+    stop: threading.Event
+
+
+@dataclass
+class _Watch:
+    fingerprint: str
+    on_thread: _Thread | None  # None: the watch is steps on the hub
 
 
 class Listener:
@@ -161,6 +169,34 @@ class Listener:
         self.watches: dict[int, _Watch] = {}
         self.stopping = threading.Event()
         self._stop_asked = False
+        self.hub = WatchHub(connects=CONNECTS_AT_ONCE, holds=HOLD_THREADS, name="idle")
+
+    def _start(
+        self, mailbox_id: int, kind: str, email: str, credentials: dict[str, Any], fingerprint: str
+    ) -> _Watch:
+        if kind in STEPPED_KINDS:
+            self.hub.start(
+                mailbox_id, _watch_mailbox(mailbox_id, kind, email, credentials, _hold_steps)
+            )
+            return _Watch(fingerprint, None)
+        stop = threading.Event()
+        steps = _watch_mailbox(mailbox_id, kind, email, credentials, _hold_on_thread(stop))
+        thread = threading.Thread(
+            target=run_blocking, args=(steps, stop), name=f"watch-{kind}-{mailbox_id}", daemon=True
+        )
+        thread.start()
+        return _Watch(fingerprint, _Thread(thread, stop))
+
+    def _alive(self, mailbox_id: int, watch: _Watch) -> bool:
+        if watch.on_thread is None:
+            return self.hub.running(mailbox_id)
+        return watch.on_thread.thread.is_alive()
+
+    def _end(self, mailbox_id: int, watch: _Watch) -> None:
+        if watch.on_thread is None:
+            self.hub.stop(mailbox_id)
+        else:
+            watch.on_thread.stop.set()
 
     def refresh(self) -> None:
         wanted: dict[int, tuple[str, str, dict[str, Any], str]] = {}
@@ -184,21 +220,15 @@ class Listener:
                 wanted[mailbox.id] = (mailbox.kind, mailbox.email, credentials, fingerprint)
         for mailbox_id, watch in list(self.watches.items()):
             gone = mailbox_id not in wanted or wanted[mailbox_id][3] != watch.fingerprint
-            if gone or not watch.thread.is_alive():
-                watch.stop.set()
+            if gone or not self._alive(mailbox_id, watch):
+                self._end(mailbox_id, watch)
                 del self.watches[mailbox_id]
         for mailbox_id, (kind, email, credentials, fingerprint) in wanted.items():
             if mailbox_id in self.watches:
                 continue
-            stop = threading.Event()
-            thread = threading.Thread(
-                target=_watch_mailbox,
-                args=(mailbox_id, kind, email, credentials, stop),
-                name=f"watch-{kind}-{mailbox_id}",
-                daemon=True,
+            self.watches[mailbox_id] = self._start(
+                mailbox_id, kind, email, credentials, fingerprint
             )
-            thread.start()
-            self.watches[mailbox_id] = _Watch(thread, stop, fingerprint)
         get_redis().set(
             HEARTBEAT_KEY.format(shard=self.shard), len(self.watches), ex=REFRESH_SECONDS * 3
         )
@@ -217,11 +247,14 @@ class Listener:
         log.info("listener_stop shard=%s", self.shard)
 
     def stop_watches(self) -> None:
-        """Ask every watch to stop, then wait for each thread (up to 5 s each)."""
-        for watch in self.watches.values():
-            watch.stop.set()
-        for watch in self.watches.values():
-            watch.thread.join(timeout=5)
+        """Ask every watch to stop, then wait for them (STOP_WAIT_SECONDS in all)."""
+        threads = [w.on_thread for w in self.watches.values() if w.on_thread is not None]
+        for held in threads:
+            held.stop.set()
+        self.hub.close(timeout=STOP_WAIT_SECONDS)
+        deadline = time.monotonic() + STOP_WAIT_SECONDS
+        for held in threads:
+            held.thread.join(timeout=max(0.0, deadline - time.monotonic()))
 
     def _wait_for_change(self, pubsub: redis.client.PubSub) -> None:
         """Sleep until a mailbox changes, the refresh interval passes, or we stop."""

@@ -79,5 +79,6 @@ def test_connections_are_set_up_a_few_at_a_time(env: Settings, silent_server: Si
     time.sleep(1.0)  # time enough for the others to connect, were they let
     assert len(silent_server.accepted) == listener_module.CONNECTS_AT_ONCE
     assert len(listener.watches) == mailboxes
-    for watch in listener.watches.values():
-        watch.stop.set()
+    silent_server.close()  # the logins fail at once: the watches back off, then stop
+    listener.stop_watches()
+    assert len(listener.hub) == 0

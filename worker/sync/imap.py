@@ -69,10 +69,11 @@ from worker.sync.imap_fetch import (
     header_fields_request,
 )
 from worker.sync.imap_folders import FolderError, find_sent_folder, watched_folders
-from worker.sync.imap_idle import hold_idle
+from worker.sync.imap_idle import idle_steps
 from worker.sync.mime import build_mime, summarize_headers
 from worker.sync.quota import smtp_quota
 from worker.sync.sent_copy import in_sent, read_sent_since
+from worker.sync.watch_steps import Steps, run_blocking
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +90,6 @@ MAX_UID = 4_294_967_295  # RFC 3501: a UID is a 32-bit unsigned number
 REBUILD_WINDOW = timedelta(days=2)
 IDLE_RENEW_SECONDS = 25 * 60
 TIMEOUT_SECONDS = 60
-# How soon a stopped IDLE lets go (`_IdleStopper`).
 SECURITY_MODES = ("none", "starttls", "tls")
 
 
@@ -459,16 +459,22 @@ class ImapProvider(MailboxProvider):
     def watch(self, stop: threading.Event, on_change: Callable[[], None]) -> None:
         """Hold IDLE on INBOX until `stop` is set, calling `on_change` on new mail.
 
-        Raises ProviderError when the connection fails; the caller reconnects.
+        On this thread; the listener drives `watch_steps` itself. Raises
+        ProviderError when the connection fails; the caller reconnects.
         """
-        client = self._imap()
+        run_blocking(self.watch_steps(on_change), stop)
+
+    def watch_steps(self, on_change: Callable[[], None]) -> Steps:
+        """`watch` as steps (worker.sync.watch_steps): IDLE on INBOX until closed.
+
+        Raises ProviderError when the connection fails.
+        """
         try:
+            client = self._imap()
             client.select_folder("INBOX", readonly=True)
             if b"IDLE" not in client.capabilities():
                 raise ProviderError("IMAP server does not support IDLE", permanent=True)
             cycle = IDLE_RENEW_SECONDS if self.push_alive is None else PUSH_ALIVE_SECONDS
-            hold_idle(client, stop, on_change, cycle=cycle, alive=self.push_alive)
+            yield from idle_steps(client, on_change, cycle=cycle, alive=self.push_alive)
         except (TimeoutError, IMAPClientError, OSError) as exc:
-            if stop.is_set():
-                return  # the stopper shut the socket: asked to stop, not lost
             raise ProviderError(f"IMAP IDLE on {self.email} lost: {exc}") from exc
