@@ -32,7 +32,7 @@ ConnectionStatus.
 
 Cost: one Redis SET per frame (a keep-alive every 45 s per mailbox), one thread
 per mailbox blocked on its stream, and one for all streams that wakes each second
-(`worker.sync.stopper`) to end those the listener stops (IMAP IDLE uses it too).
+(`worker.sync.stopper`) to end those the listener stops.
 
 Must never: touch the database, or mark live before the server has written.
 """

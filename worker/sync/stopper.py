@@ -1,9 +1,10 @@
 """One thread per process that ends the blocked reads the listener was asked to stop.
 
-A held IMAP IDLE or EWS stream is a read blocked on a socket; setting its `stop`
-event does not wake it. Rather than each of 10,000 watches waking every second
-to look at its own event, each registers here (`watch`) and one thread looks
-every `STOP_CHECK_SECONDS`, ending (`end(thing)`: shut the socket, close the
+A held EWS stream is a read blocked on a socket (exchangelib reads it; IMAP
+IDLEs wait on the listener's watch hub instead); setting its `stop` event does
+not wake it. Rather than each of 10,000 watches waking every second to look at
+its own event, each registers here (`watch`) and one thread looks every
+`STOP_CHECK_SECONDS`, ending (`end(thing)`: shut the socket, close the
 stream) those whose event is set. The thread ends with the last watch, so a
 process that holds none keeps no thread.
 """
