@@ -15,6 +15,7 @@ that arrives while one IDLE ends and the next begins is still announced.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import socket
 import threading
 import time
@@ -28,6 +29,8 @@ from tests.integration.test_imap_provider import credentials, inbound
 from tests.services.dovecot import DovecotServer, unique_address
 from worker.sync.base import ProviderError
 from worker.sync.imap import ImapProvider
+from worker.sync.watch_steps import Steps
+from worker.watch_hub import WatchHub
 
 CYCLE = 1.0  # seconds per IDLE, instead of PUSH_ALIVE_SECONDS, so the test takes seconds
 DONE_TIMEOUT = 2.0  # the socket timeout, instead of TIMEOUT_SECONDS
@@ -149,3 +152,54 @@ def test_mail_delivered_across_idle_renewals_is_announced(
     finally:
         stop.set()
         provider.close()
+
+
+def test_a_hung_server_holds_no_thread_of_the_listener_hub(
+    dovecot: DovecotServer,
+    smtp_server: Any,
+    relay: StallingRelay,
+    fast_idle: None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The listener's IDLEs share a few threads (`worker.watch_hub`): waiting on a hung
+    server's answer to DONE must not hold one, or every other IDLE's rounds stop."""
+    answer_within = 4 * CYCLE  # longer than a round: a thread held that long shows
+    monkeypatch.setattr(imap_module, "TIMEOUT_SECONDS", answer_within)
+    hub = WatchHub(connects=2, holds=1, name="hung")  # one thread for every round
+    hung_user, healthy_user = unique_address(), unique_address()
+    outcome: list[Any] = []
+    healthy_marks: list[float] = []
+    providers = []
+    try:
+        for user, port, marks in (
+            (hung_user, relay.port, []),
+            (healthy_user, dovecot.imap_port, healthy_marks),
+        ):
+            dovecot.ensure_user(user)
+            settings = credentials(dovecot, smtp_server, user)
+            settings["imap"]["port"] = port
+            provider = ImapProvider(user, settings)
+            provider.push_alive = lambda marks=marks: marks.append(time.monotonic())
+            providers.append(provider)
+
+        def hung_watch() -> Steps:
+            try:
+                yield from providers[0].watch_steps(lambda: None)
+            except ProviderError as exc:
+                outcome.append(exc)
+
+        hub.start("hung", hung_watch())
+        hub.start("healthy", providers[1].watch_steps(lambda: None))
+        time.sleep(2 * CYCLE)
+        relay.passing.clear()  # the hung server's DONE goes unanswered
+        stalled_at = time.monotonic()
+        time.sleep(CYCLE + answer_within + 1)
+        during = [stalled_at, *(m for m in healthy_marks if m > stalled_at), time.monotonic()]
+        gaps = [b - a for a, b in itertools.pairwise(during)]
+        assert max(gaps) < 2 * CYCLE + 0.5, gaps  # the healthy IDLE's rounds went on
+        assert outcome and isinstance(outcome[0], ProviderError), outcome  # and the hung one failed
+    finally:
+        relay.close()
+        hub.close(timeout=5)
+        for provider in providers:
+            provider.close()

@@ -475,6 +475,8 @@ class ImapProvider(MailboxProvider):
             if b"IDLE" not in client.capabilities():
                 raise ProviderError("IMAP server does not support IDLE", permanent=True)
             cycle = IDLE_RENEW_SECONDS if self.push_alive is None else PUSH_ALIVE_SECONDS
-            yield from idle_steps(client, on_change, cycle=cycle, alive=self.push_alive)
+            yield from idle_steps(
+                client, on_change, cycle=cycle, alive=self.push_alive, answer_within=TIMEOUT_SECONDS
+            )
         except (TimeoutError, IMAPClientError, OSError) as exc:
             raise ProviderError(f"IMAP IDLE on {self.email} lost: {exc}") from exc

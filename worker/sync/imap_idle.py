@@ -7,11 +7,12 @@ nothing: DONE times out, the live mark lapses (push_latency.LIVE_TTL_SECONDS)
 and the listener reconnects. Merely waiting would keep a dead connection "live"
 for the 25 minutes of an IDLE. Cost: two short commands per mailbox per 30 s.
 
-Between those commands the IDLE waits for the server to speak by yielding
-`Readable`: the listener parks it on its one selector (`worker.watch_hub`), so an
-IDLE costs no thread while it waits. Socket readable but no whole response to
-read (the server closed the connection, or sent a TLS record of its own) ends
-the round early: DONE's answer, or its failure, says whether the connection holds.
+Every wait, for the server to announce mail or to answer IDLE and DONE, is a
+yielded `Readable`: the listener parks it on its one selector (`worker.watch_hub`),
+so an IDLE costs no thread while it waits, and a hung server holds none either.
+Socket readable but no whole response to read (the server closed the
+connection, or sent a TLS record of its own) ends the round early: DONE's
+answer, or its failure, says whether the connection holds.
 """
 
 from __future__ import annotations
@@ -33,14 +34,17 @@ def idle_steps(
     *,
     cycle: float,
     alive: Callable[[], None] | None,
+    answer_within: float,
 ) -> Steps:
     """IDLE in `cycle`-second rounds until closed; `on_change` on new mail, `alive` on
-    each IDLE the server confirms. Connection errors are the caller's to handle."""
+    each IDLE the server confirms. The server must answer IDLE and DONE within
+    `answer_within` seconds. Connection errors are the caller's to handle."""
     sock = client.socket()
     try:
-        yield from _rounds(client, sock, on_change, cycle=cycle, alive=alive)
-    except GeneratorExit:
-        # Let go while idling: LOGOUT sent in IDLE would wait for the server's timeout.
+        yield from _rounds(client, sock, on_change, cycle, alive, answer_within)
+    except BaseException:
+        # Let go (closed, or the connection failed): LOGOUT sent inside IDLE, or on a
+        # dead connection, would hold a thread of the hub until the socket's timeout.
         with contextlib.suppress(OSError):
             sock.shutdown(socket.SHUT_RDWR)
         raise
@@ -50,12 +54,20 @@ def _rounds(
     client: imapclient.IMAPClient,
     sock: socket.socket,
     on_change: Callable[[], None],
-    *,
     cycle: float,
     alive: Callable[[], None] | None,
+    answer_within: float,
 ) -> Steps:
+    # imapclient's idle() and idle_done() each send a command and block for the
+    # answer; here the waits for IDLE's continuation and DONE's tagged OK are
+    # yielded, so a server that hangs holds no thread (imapclient is pinned: these
+    # are its imaplib and its DONE's reader, unchanged since 2.x).
+    imap = client._imap
     while True:
-        client.idle()  # returns once the server confirmed IDLE
+        tag = imap._command("IDLE")
+        yield from _answer(sock, answer_within, "IDLE")
+        if (said := imap._get_response()) is not None:
+            raise imapclient.exceptions.IMAPClientError(f"unexpected IDLE response: {said!r}")
         if alive is not None:
             alive()
         renew_at = time.monotonic() + cycle
@@ -69,10 +81,17 @@ def _rounds(
             if _new_mail(responses):
                 changed = True
                 break
+        imap.send(b"DONE\r\n")
+        yield from _answer(sock, answer_within, "DONE")
         # Mail that arrived while IDLE was ending is announced in DONE's answer.
-        _, after = client.idle_done()
+        _, after = client._consume_until_tagged_response(tag, "IDLE")
         if changed or _new_mail(after):
             on_change()
+
+
+def _answer(sock: socket.socket, within: float, command: str) -> Steps:
+    if not (yield Readable(sock, within)):
+        raise TimeoutError(f"the IMAP server did not answer {command} within {within:.0f} s")
 
 
 def _new_mail(responses: list[Any]) -> bool:
