@@ -17,15 +17,15 @@ selector thread::
 So 10,000 IDLEs cost the selector's registrations and a few dozen threads, not
 10,000 threads: started all at once, 10,000 blocked threads queued for the GIL,
 let their live marks lapse and took the machine (bench.scale_imap). A step
-that blocks (a login to a slow server, DONE's round trip) holds one pool
-thread: the connect pool bounds how many connections are being set up at once
-(a login storm on restart queued 10,000 logins at Dovecot and overflowed it);
-the hold pool serves the rounds, each two round trips to the server: at 10,000
-IDLEs renewed every 30 s, 333 rounds a second, HOLDS threads keep up while a
-round trip takes under HOLDS ÷ 333 ÷ 2 s (~50 ms at 32).
+that blocks holds one pool thread: the connect pool bounds how many
+connections are being set up at once (a login to a slow server blocks; a
+login storm on restart queued 10,000 logins at Dovecot and overflowed it).
+A round yields its waits for the server (`worker.sync.imap_idle`), so a hold
+thread only does the round's work: HOLDS threads need not grow with the servers'
+round trips, and a hung server holds none.
 
 `stop(key)` ends a watch: parked, it is closed at once (on the hold pool: its
-`finally` logs out); running, it is closed at its next yield. A step that
+`finally` lets the connection go); running, it is closed at its next yield. A step that
 raises, or returns, ends its watch; the hub logs what was raised (the watch
 itself decides what to retry). Every change to the selector and the deadlines
 happens on the selector thread: other threads send it messages.
