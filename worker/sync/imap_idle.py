@@ -65,7 +65,7 @@ def _rounds(
     imap = client._imap
     while True:
         tag = imap._command("IDLE")
-        yield from _answer(sock, answer_within, "IDLE")
+        yield from _answer(imap, sock, answer_within, "IDLE")
         if (said := imap._get_response()) is not None:
             raise imapclient.exceptions.IMAPClientError(f"unexpected IDLE response: {said!r}")
         if alive is not None:
@@ -73,25 +73,57 @@ def _rounds(
         renew_at = time.monotonic() + cycle
         changed = False
         while (left := renew_at - time.monotonic()) > 0:
-            if not (yield Readable(sock, left)):
+            # What came with the continuation (mail Dovecot announces right after
+            # "+ idling") is already read off the socket: the selector would not
+            # wake for it until the round ended, 30 s late.
+            if not _waiting(imap, sock) and not (yield Readable(sock, left)):
                 break  # the round is over
-            responses = client.idle_check(timeout=0)
-            if not responses:
+            lines = _read_waiting(imap, sock)
+            if not lines:
                 break  # readable, nothing to read: DONE tells whether it still holds
-            if _new_mail(responses):
+            if any(_announces_mail(line) for line in lines):
                 changed = True
                 break
         imap.send(b"DONE\r\n")
-        yield from _answer(sock, answer_within, "DONE")
+        yield from _answer(imap, sock, answer_within, "DONE")
         # Mail that arrived while IDLE was ending is announced in DONE's answer.
         _, after = client._consume_until_tagged_response(tag, "IDLE")
         if changed or _new_mail(after):
             on_change()
 
 
-def _answer(sock: socket.socket, within: float, command: str) -> Steps:
-    if not (yield Readable(sock, within)):
+def _answer(imap: Any, sock: socket.socket, within: float, command: str) -> Steps:
+    if not _waiting(imap, sock) and not (yield Readable(sock, within)):
         raise TimeoutError(f"the IMAP server did not answer {command} within {within:.0f} s")
+
+
+def _waiting(imap: Any, sock: socket.socket) -> bool:
+    """True if bytes of a response wait to be read: in imaplib's buffer, TLS's, or the socket."""
+    pending = getattr(sock, "pending", None)  # an SSLSocket's decrypted, unread bytes
+    if pending is not None and pending() > 0:
+        return True
+    timeout = sock.gettimeout()
+    sock.setblocking(False)  # peek: the buffer's bytes, else one read that does not wait
+    try:
+        return bool(imap.file.peek(1))
+    except OSError:  # a TLS socket with nothing to read says so with an error
+        return False
+    finally:
+        sock.settimeout(timeout)
+
+
+def _read_waiting(imap: Any, sock: socket.socket) -> list[bytes]:
+    """Every response line waiting now (a line begun is read to its end)."""
+    lines = []
+    while _waiting(imap, sock):
+        lines.append(imap._get_line())
+    return lines
+
+
+def _announces_mail(line: bytes) -> bool:
+    """True for an untagged `* <n> EXISTS` or `* <n> RECENT`."""
+    words = line.split()
+    return len(words) == 3 and words[0] == b"*" and words[2].upper() in (b"EXISTS", b"RECENT")
 
 
 def _new_mail(responses: list[Any]) -> bool:
