@@ -142,4 +142,5 @@ def test_the_listener_holds_a_stream_per_exchange_mailbox(env: Settings, fake_ew
     finally:
         listener.stopping.set()
         listener.stop_watches()
-    assert all(not w.thread.is_alive() for w in listener.watches.values())
+    threads = [w.on_thread for w in listener.watches.values()]
+    assert threads and all(t is not None and not t.thread.is_alive() for t in threads)
