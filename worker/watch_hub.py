@@ -94,6 +94,7 @@ class WatchHub:
         with self._lock:
             watch = self._watches.pop(key, None)
         if watch is not None:
+            watch.stop_asked = True  # a step not begun yet is not begun at all
             self._send("stop", watch, None)
 
     def running(self, key: Hashable) -> bool:
@@ -124,6 +125,7 @@ class WatchHub:
             watches = list(self._watches.values())
             self._watches.clear()
         for watch in watches:
+            watch.stop_asked = True
             self._send("stop", watch, None)
         deadline = time.monotonic() + timeout
         for watch in watches:
@@ -137,6 +139,9 @@ class WatchHub:
 
     def _run(self, watch: _Watch, value: bool | None) -> None:
         """One step of `watch`, on a pool thread; then park it (or end it)."""
+        if watch.stop_asked:  # stopped while it waited for a thread: no connection made
+            self._close(watch)
+            return
         try:
             step = watch.steps.send(value)
         except StopIteration:
@@ -195,7 +200,6 @@ class WatchHub:
             messages, self._inbox = self._inbox, []
         for what, watch, step in messages:
             if what == "stop":
-                watch.stop_asked = True
                 if watch.parked is not None:
                     self._unpark(watch)
                     self._hold.submit(self._close, watch)

@@ -107,6 +107,32 @@ def test_a_watch_stopped_while_its_step_runs_is_closed_at_its_next_yield(hub: Wa
     assert seen == ["closed"]
 
 
+def test_a_watch_stopped_before_its_first_step_never_runs_it() -> None:
+    hub = WatchHub(connects=1, holds=1, name="queued")
+    busy, release, began = threading.Event(), threading.Event(), list[str]()
+
+    def blocking() -> Steps:
+        busy.set()
+        release.wait(5)  # holds the one connect thread
+        yield Sleep(60)
+
+    def connect(name: str) -> Steps:
+        began.append(name)  # where a login would be
+        yield Sleep(60)
+
+    try:
+        hub.start("first", blocking())
+        assert busy.wait(2)
+        hub.start("queued", connect("queued"))  # waits for the connect thread
+        hub.stop("queued")
+        release.set()
+        hub.start("after", connect("after"))
+        wait_for("the next watch's step", lambda: began == ["after"])
+        assert not hub.running("queued")
+    finally:
+        hub.close(timeout=2)
+
+
 def test_a_back_off_resumes_on_the_connect_pool(hub: WatchHub) -> None:
     pools: list[str] = []
 
