@@ -30,6 +30,7 @@ from worker.sync import wanted
 from worker.sync.base import ProviderError
 from worker.sync.drain import sync_entry
 from worker.sync.imap_connect import LoginUnavailableError, open_imap, open_smtp
+from worker.sync.watch_steps import run_blocking
 
 WRONG = "not-the-password-5d1c"
 
@@ -145,11 +146,8 @@ def test_the_idle_watch_backs_off_and_tries_again(
         mailbox = session.get_one(Mailbox, mailbox_id)
         email, credentials = mailbox.email, decrypt_json(mailbox.credentials_encrypted)
     stop = threading.Event()
-    watch = threading.Thread(
-        target=listener._watch_mailbox,
-        args=(mailbox_id, "imap", email, credentials, stop),
-        daemon=True,
-    )
+    steps = listener._watch_mailbox(mailbox_id, "imap", email, credentials, listener._hold_steps)
+    watch = threading.Thread(target=run_blocking, args=(steps, stop), daemon=True)
     caplog.set_level("INFO", logger="worker.listener")
     watch.start()
     deadline = time.monotonic() + 10
