@@ -9,6 +9,9 @@ runs the full size (10,000 hits, ~1,000 sends) and prints the figures.
 
 from __future__ import annotations
 
+import re
+import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -34,6 +37,8 @@ def test_nothing_lost_nothing_doubled_through_kills_a_redis_restart_and_salesfor
         lines.append(f"[{time.monotonic() - started:6.1f} s] {line}")
 
     result = run_chaos(CI, work_dir=tmp_path, dovecot=dovecot, smtp=smtp_server, say=say)
+    if result.problems:  # what the processes said about it, kept past pytest's temp rotation
+        lines += why_unsettled(tmp_path / "logs", result.problems)
     report = "\n".join(lines + result.report())
     print(report)
     assert result.line() == (
@@ -65,3 +70,28 @@ def test_nothing_lost_nothing_doubled_through_kills_a_redis_restart_and_salesfor
     assert result.states["replied"] + late["reply"] == CI.replies, report
     assert result.states["bounced"] + late["bounce"] == CI.hard_bounces, report
     assert result.paused_and_resumed == CI.auto_replies, report
+
+
+KEPT_LOGS = Path(tempfile.gettempdir()) / "sightline-chaos-logs"
+
+
+def why_unsettled(log_dir: Path, problems: list[str]) -> list[str]:
+    """The last freshness verdicts logged for each enrolment a problem names; the logs kept.
+
+    A follow-up step that never went out is logged by the sequence tick as
+    `step_waits_for_sync` with what was known (last sync, push, running sync).
+    """
+    shutil.rmtree(KEPT_LOGS, ignore_errors=True)
+    shutil.copytree(log_dir, KEPT_LOGS)
+    said = [
+        line
+        for path in sorted(log_dir.glob("*.log"))
+        for line in path.read_text(errors="replace").splitlines()
+    ]
+    found = [f"the processes' logs are kept in {KEPT_LOGS}"]
+    for enrollment in re.findall(r"\(enrolment (\d+)\)", "\n".join(problems)):
+        mine = [line for line in said if f"enrollment_id={enrollment} " in line]
+        found += [f"  enrolment {enrollment}: {line}" for line in mine[-2:]] or [
+            f"  enrolment {enrollment}: no line of the logs names it"
+        ]
+    return found
