@@ -180,34 +180,51 @@ class WatchHub:
 
     def _loop(self) -> None:
         while not self._closing:
-            timeout = None
-            if self._deadlines:
-                timeout = max(0.0, self._deadlines[0][0] - time.monotonic())
-            for key, _ in self._selector.select(timeout):
-                if key.fileobj is self._wake_read:
-                    with contextlib.suppress(BlockingIOError):
-                        self._wake_read.recv(4096)
-                else:
-                    self._resume(key.data, True)
-            self._expire(time.monotonic())
-            self._take_messages()
+            try:
+                self._turn()
+            except Exception:  # the thread every held IDLE waits on must not die quietly
+                if self._closing:
+                    break
+                log.exception("watch_hub_loop_failed")
+                time.sleep(0.1)
         self._selector.close()
         self._wake_read.close()
         self._wake_write.close()
+
+    def _turn(self) -> None:
+        """One wait on the selector, then what it woke for, what timed out, and messages."""
+        timeout = None
+        if self._deadlines:
+            timeout = max(0.0, self._deadlines[0][0] - time.monotonic())
+        for key, _ in self._selector.select(timeout):
+            if key.fileobj is self._wake_read:
+                with contextlib.suppress(BlockingIOError):
+                    self._wake_read.recv(4096)
+            else:
+                self._resume(key.data, True)
+        self._expire(time.monotonic())
+        self._take_messages()
 
     def _take_messages(self) -> None:
         with self._lock:
             messages, self._inbox = self._inbox, []
         for what, watch, step in messages:
-            if what == "stop":
-                if watch.parked is not None:
-                    self._unpark(watch)
+            try:
+                if what == "stop":
+                    if watch.parked is not None:
+                        self._unpark(watch)
+                        self._hold.submit(self._close, watch)
+                elif watch.stop_asked:  # asked to stop while it ran: closed instead of parked
                     self._hold.submit(self._close, watch)
-            elif watch.stop_asked:  # asked to stop while it ran: closed instead of parked
+                else:
+                    assert step is not None
+                    self._park(watch, step)
+            except Exception:  # one watch's failure ends that watch, never the others
+                if self._closing:
+                    return
+                log.exception("watch_park_failed key=%s", watch.key)
+                self._unpark(watch)
                 self._hold.submit(self._close, watch)
-            else:
-                assert step is not None
-                self._park(watch, step)
 
     def _park(self, watch: _Watch, step: Step) -> None:
         watch.parked = step

@@ -166,6 +166,25 @@ def test_a_step_that_raises_ends_its_watch_only(hub: WatchHub) -> None:
     bad.close()
 
 
+def test_a_watch_that_yields_what_the_hub_cannot_wait_for_ends_alone(hub: WatchHub) -> None:
+    good, seen, ended = Pair(), list[object](), list[str]()
+
+    def confused() -> Steps:
+        try:
+            yield "a socket, I think"  # type: ignore[misc]  # a programming error in a watch
+        finally:
+            ended.append("closed")
+
+    hub.start("confused", confused())
+    wait_for("the confused watch to be closed", lambda: ended == ["closed"])
+    assert not hub.running("confused")
+    hub.start("good", reader(good, seen))  # the selector thread still serves the others
+    wait_for("the good watch parked", lambda: hub.parked() == 1)
+    good.theirs.send(b"ok")
+    wait_for("the good watch's read", lambda: b"ok" in seen)
+    good.close()
+
+
 def test_thousands_of_parked_watches_add_no_thread() -> None:
     hub = WatchHub(connects=4, holds=4, name="many")
     pairs = [Pair() for _ in range(2000)]
