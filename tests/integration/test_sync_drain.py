@@ -244,6 +244,26 @@ def test_a_push_during_a_sync_asks_for_exactly_one_more(env: Settings, fake_gmai
     assert wanted.waiting() == [mailbox_id]
 
 
+def test_entries_taken_over_from_a_drainer_that_died_before_its_srem_leave_the_set(
+    env: Settings, fake_gmail: Any
+) -> None:
+    """A drainer that read entries and died before taking their ids out of the set (or
+    whose XREADGROUP answer a Redis restart cut off, so that it read again): once the
+    entries are taken over and synced, the mailbox can ask for a sync again. Left in the
+    set, its id made every later request a no-op, and the mailbox was never synced again."""
+    [(mailbox_id, _)] = _mailboxes(fake_gmail, 1).items()
+    survivor = wanted.Consumer("survivor", lease_seconds=0.05)
+    assert request_sync(mailbox_id, pushed=True)
+    # What the dead drainer did: XREADGROUP, and nothing after it.
+    get_redis().xreadgroup(wanted.GROUP, "dead-drainer", {wanted.STREAM_KEY: ">"}, count=10)
+    time.sleep(0.1)  # past the lease
+    [entry] = survivor.take_over()
+    assert entry.mailbox_id == mailbox_id
+    survivor.done([entry])  # its sync ran
+    assert request_sync(mailbox_id, pushed=True)  # new mail since: queued, not swallowed
+    assert wanted.waiting() == [mailbox_id]
+
+
 # -- the Procfile's `sync` processes, PostgreSQL ------------------------------------------
 
 

@@ -14,7 +14,8 @@ keys, all touched only here::
        crash between the read and the XACK: the entries stay pending in the group,
        owned by the dead consumer; their idle time grows (a live drainer renews its
        in-flight entries with XCLAIM … JUSTID every third of the lease) and after
-       the lease (`LEASE_SECONDS`) any drainer's XAUTOCLAIM takes them over.
+       the lease (`LEASE_SECONDS`) any drainer's XAUTOCLAIM takes them over, and
+       takes their ids out of the set (the dead one may not have)
 
 Why a set *and* a stream: the set alone (SPOP) loses an id whose drainer dies
 after popping it; a list (LMOVE to a per-process list) needs someone to find a
@@ -225,6 +226,11 @@ class Consumer:
         )
         claimed = self._entries(answer[1] if len(answer) > 1 else [])
         if claimed:
+            # The dead consumer may have died (or lost XREADGROUP's answer to a Redis
+            # restart, and read again) before its SREM: left in the set, these ids
+            # would turn every later `want` into a no-op, and the mailbox would never
+            # be synced again. The sync taking them over begins after any push since.
+            self.redis.srem(WANTED_KEY, *{str(c.mailbox_id) for c in claimed})
             log.warning(
                 "sync_requests_taken_over consumer=%s mailboxes=%s",
                 self.name,
