@@ -264,6 +264,23 @@ def test_entries_taken_over_from_a_drainer_that_died_before_its_srem_leave_the_s
     assert wanted.waiting() == [mailbox_id]
 
 
+def test_a_stranded_request_gets_its_entry_back_and_its_mailbox_is_synced(
+    env: Settings, fake_gmail: Any
+) -> None:
+    """An id left in the set with no stream entry (by a drainer that died before its SREM,
+    before take-overs took such ids out): the drainer gives it an entry and syncs it."""
+    mailboxes = list(_mailboxes(fake_gmail, 2))
+    stranded, queued = mailboxes
+    assert request_sync(queued, pushed=True)
+    get_redis().sadd(wanted.WANTED_KEY, str(stranded))  # a promise with no entry behind it
+    assert not request_sync(stranded, pushed=True)  # the no-op it caused
+    drainer = Drainer(threads=1, name="healer")
+    assert drainer.run(burst=True) == 2  # both synced: the queued one and the stranded one
+    assert wanted.waiting() == []
+    assert wanted.requeue_stranded() == 0
+    assert request_sync(stranded, pushed=True)
+
+
 # -- the Procfile's `sync` processes, PostgreSQL ------------------------------------------
 
 

@@ -6,6 +6,7 @@ One loop, a pool of threads::
 
     round: acknowledge what finished (one XACK + XDEL for all of them)
            every ~0.5 s: promote due delayed syncs (back-off, busy)
+           every 5 min (and at start): a stream entry for any waiting id without one
            every lease/3: renew the entries in hand; take over a dead drainer's
            claim up to twice its threads in hand, a thread-count at a time or whenever
            a thread would wait (XREADGROUP, blocking ≤ 1 s when idle)
@@ -73,6 +74,8 @@ BUSY_BLOCK_MS = 50
 # XDEL) a thread-count at a time, not one entry per finished sync. An entry in hand
 # is renewed like a running one; on SIGTERM the ones in hand finish in the grace.
 HELD_PER_THREAD = 2
+# How often a drainer gives stranded sync requests their stream entry back (and at start).
+REQUEUE_EVERY_SECONDS = 300.0
 
 
 class Drainer:
@@ -97,6 +100,7 @@ class Drainer:
         self.synced = 0
         self._next_promote = 0.0
         self._next_lease = 0.0
+        self._next_requeue = 0.0
 
     def run(self, *, burst: bool = False) -> int:
         """Drain until stopped (or, with `burst`, until nothing waits). Returns syncs run."""
@@ -122,6 +126,10 @@ class Drainer:
             self.consumer.redis.set(ALIVE_KEY, self.consumer.name, ex=ALIVE_SECONDS)
             wanted.promote_due(self.consumer.redis)
             self._next_promote = now + PROMOTE_EVERY_SECONDS
+        if now >= self._next_requeue:
+            if requeued := wanted.requeue_stranded(self.consumer.redis):
+                log.warning("sync_requests_requeued mailboxes=%s", requeued)
+            self._next_requeue = now + REQUEUE_EVERY_SECONDS
         claimed: list[wanted.Claimed] = []
         most = self.threads * HELD_PER_THREAD
         if now >= self._next_lease:

@@ -87,6 +87,26 @@ return added
 """
 
 
+# Ids in the set with no entry in the stream (pending ones included) get one again.
+_REQUEUE_STRANDED = """
+local listed = {}
+for _, entry in ipairs(redis.call('XRANGE', KEYS[2], '-', '+')) do
+  local fields = entry[2]
+  for i = 1, #fields, 2 do
+    if fields[i] == 'm' then listed[fields[i + 1]] = true end
+  end
+end
+local requeued = 0
+for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  if not listed[id] then
+    redis.call('XADD', KEYS[2], '*', 'm', id)
+    requeued = requeued + 1
+  end
+end
+return requeued
+"""
+
+
 @dataclass(frozen=True)
 class Claimed:
     """One stream entry a drainer holds: acknowledge it once its sync is done."""
@@ -135,6 +155,20 @@ def promote_due(redis: Redis | None = None, now: float | None = None) -> int:
             ),
         )
     )
+
+
+def requeue_stranded(redis: Redis | None = None) -> int:
+    """Give a stream entry to every waiting id that has none. Returns how many.
+
+    An id in the set promises one entry in the stream; one without (left by a
+    drainer that died before its SREM, before `Consumer.take_over` took such ids
+    out of the set) would make every later `want` of its mailbox a no-op. One
+    script: a `want` cannot interleave. Costs an XRANGE of the whole stream (one
+    entry per waiting or claimed mailbox); the drainers run it at start and every
+    few minutes.
+    """
+    client = redis if redis is not None else get_redis()
+    return int(cast(int, client.eval(_REQUEUE_STRANDED, 2, WANTED_KEY, STREAM_KEY)))
 
 
 def waiting(redis: Redis | None = None) -> list[int]:
