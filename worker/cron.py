@@ -32,6 +32,7 @@ from worker.documents.jobs import recover_documents
 from worker.salesforce.outbox import flush_all
 from worker.sequences.jobs import enqueue_due_steps, recover_stuck_sends, resume_paused
 from worker.sequences.oneoff import enqueue_due_one_offs
+from worker.stranded_jobs import requeue_stranded_jobs
 from worker.sync.drain import drain_tick
 from worker.sync.polling import poll_mailboxes
 from worker.sync.push import renew_due as renew_push
@@ -55,6 +56,8 @@ TICKS = [
     (renew_push, 900),
     # Documents whose job was lost (Redis failover, a killed worker) are queued again.
     (recover_documents, 60),
+    # Jobs a worker took while a Redis restart cut off the answer: put back, not failed.
+    (requeue_stranded_jobs, 15),
 ]
 # The fallback drain's interval: a push waits at most about this long for its sync
 # in a formation without a `sync` process.
