@@ -86,11 +86,13 @@ def test_a_rep_sets_up_their_account_and_manages_a_token(
     expect(other.get_by_role("heading", name="Your account")).to_be_visible()
     expect(other.locator("tr[data-device]")).to_have_count(2)  # both browsers
 
-    page.get_by_label("Token name").fill("CI")
+    # A name with a space: Playwright's has_text matches case-insensitive substrings, and
+    # "CI" was found in another row's random token prefix ("sl_…ci…") once.
+    page.get_by_label("Token name").fill("Deploy bot")
     page.get_by_role("button", name="Make a token").click()
     token = page.locator("#new-token").inner_text()
     assert re.fullmatch(r"sl_[A-Za-z0-9_-]{40,}", token)
-    row = page.locator("tr[data-token]").filter(has_text="CI")
+    row = page.locator("tr[data-token]").filter(has_text="Deploy bot")
     expect(row).to_contain_text(token[:10])
     answer = requests.get(
         f"{served}/api/v1/account", headers={"Authorization": f"Bearer {token}"}, timeout=10
@@ -99,8 +101,8 @@ def test_a_rep_sets_up_their_account_and_manages_a_token(
     page.goto(f"{served}/account")  # shown once: not on the page any more
     expect(page.locator("#new-token")).to_have_count(0)
     assert token not in page.content()
-    page.get_by_role("button", name="Revoke the token CI").click()
-    expect(page.get_by_role("status").first).to_contain_text("Revoked CI")
+    page.get_by_role("button", name="Revoke the token Deploy bot").click()
+    expect(page.get_by_role("status").first).to_contain_text("Revoked Deploy bot")
     answer = requests.get(
         f"{served}/api/v1/account", headers={"Authorization": f"Bearer {token}"}, timeout=10
     )
