@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from email.message import EmailMessage
 from email.utils import make_msgid
-from pathlib import Path
 
 import pytest
 from imapclient.exceptions import IMAPClientError
 
+from tests.services import process
 from tests.services.courier import CourierServer
 from tests.services.imap_server import ImapTestServer, has_message_id, unique_address
 from tests.services.mailutils import MailutilsServer
@@ -82,18 +82,4 @@ def test_stopping_a_server_ends_every_process_it_started(
     with server.imap(unique_address("seller.test", "rep")):
         pass  # a login forks a per-connection process (and Courier's authdaemond runs)
     server.stop()
-    assert living_in_group(group) == []
-
-
-def living_in_group(pgid: int) -> list[str]:
-    """Processes of the group that still run (zombies waiting for init do not count)."""
-    living = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue  # gone meanwhile
-        state, group = fields[0], int(fields[2])
-        if group == pgid and state != "Z":
-            living.append(stat.parent.name)
-    return living
+    assert process.living_in_group(group) == []

@@ -159,10 +159,32 @@ def stop(proc: subprocess.Popen[bytes], timeout: float = 5.0, *, group: bool = F
             proc.wait()
 
 
-def kill_group(pgid: int) -> None:
-    """SIGKILL what is left of a process group `spawn` created (daemons a server forked)."""
+def kill_group(pgid: int, timeout: float = 5.0) -> None:
+    """SIGKILL what is left of a process group `spawn` created (daemons a server forked).
+
+    Returns once none of them runs (or after `timeout`): a SIGKILL is delivered
+    asynchronously, and a caller that checks, or reuses the server's folder,
+    right after the kill could still meet a process that is about to die.
+    """
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signal.SIGKILL)
+    deadline = time.monotonic() + timeout
+    while living_in_group(pgid) and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def living_in_group(pgid: int) -> list[str]:
+    """Pids of the group's processes that still run (zombies waiting for init do not count)."""
+    living = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile
+        state, group = fields[0], int(fields[2])
+        if group == pgid and state not in ("Z", "X"):
+            living.append(stat.parent.name)
+    return living
 
 
 def greets(host: str, port: int) -> bool:
