@@ -43,6 +43,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -134,26 +135,46 @@ def offered_phase(
     counters = {"messages": 0, "replies": 0}
     bodies = [newsletter("team@seller.test", n) for n in range(20)]  # built once
 
+    senders = max(1, args.senders) if mode.concurrent_delivery else 1
+    in_flight = threading.BoundedSemaphore(senders)
+    counted = threading.Lock()
+    failed: list[BaseException] = []
+
+    def send(address: str, raw: bytes, is_reply: bool) -> None:
+        try:
+            mode.deliver(address, raw)
+        except BaseException as exc:
+            failed.append(exc)
+            stop.set()
+            raise
+        finally:
+            in_flight.release()
+        with counted:  # counted once delivered: "offered" is what the mail system accepted
+            counters["messages"] += 1
+            counters["replies"] += is_reply
+
     def drive() -> None:
         rng = random.Random(7)
         order = list(range(len(addresses)))
         rng.shuffle(order)
         started = time.monotonic()
         n = 0
-        while not stop.is_set():
-            wait = started + n / rate - time.monotonic()
-            if wait > 0:
-                time.sleep(wait)
-            address = addresses[order[n % len(order)]]
-            if measuring.is_set() and targets and rng.random() < args.reply_share:
-                enrollment_id, target, message_id = targets.pop()
-                delivered_replies[enrollment_id] = time.time()
-                mode.deliver(target, reply("boss@customer.test", target, message_id))
-                counters["replies"] += 1
-            else:
-                mode.deliver(address, bodies[n % len(bodies)])
-            counters["messages"] += 1
-            n += 1
+        with ThreadPoolExecutor(senders, thread_name_prefix="deliver") as pool:
+            while not stop.is_set():
+                wait = started + n / rate - time.monotonic()
+                if wait > 0:
+                    time.sleep(wait)
+                in_flight.acquire()  # behind schedule when every sender is busy: catch up
+                address = addresses[order[n % len(order)]]
+                if measuring.is_set() and targets and rng.random() < args.reply_share:
+                    enrollment_id, target, message_id = targets.pop()
+                    delivered_replies[enrollment_id] = time.time()  # latency includes delivery
+                    raw, is_reply = reply("boss@customer.test", target, message_id), True
+                    address = target
+                else:
+                    raw, is_reply = bodies[n % len(bodies)], False
+                pool.submit(send, address, raw, is_reply)
+                n += 1
 
     driver = threading.Thread(target=drive, daemon=True)
     driver.start()
@@ -174,6 +195,9 @@ def offered_phase(
     messages = counters["messages"] - msgs0
     pushes, synced = mode.pushes() - acked0, mode.syncs() - syncs0
     stop.set()
+    driver.join(timeout=60)  # deliveries under way finish: every scheduled reply is in
+    if failed:
+        raise RuntimeError(f"a delivery failed: {failed[0]!r}") from failed[0]
 
     drain_until = time.monotonic() + args.drain
     replied: dict[int, float] = {}
@@ -422,6 +446,12 @@ def main() -> None:
     parser.add_argument("--sync-processes", type=int, default=2, help="one per core")
     parser.add_argument("--threads", type=int, default=8, help="threads per sync process")
     parser.add_argument("--push-threads", type=int, default=16, help="push deliveries at once")
+    parser.add_argument(
+        "--senders",
+        type=int,
+        default=4,
+        help="deliveries at once, for modes that allow it (imap: LMTP connections)",
+    )
     parser.add_argument("--listener-shards", type=int, default=1, help="listener processes")
     parser.add_argument("--reply-share", type=float, default=0.1)
     parser.add_argument("--teams", type=int, default=500)

@@ -53,6 +53,7 @@ def raise_fd_limit() -> int:
 class EwsMode:
     name = "ews"
     label = "ews streaming"
+    concurrent_delivery = False
 
     def __init__(self) -> None:
         self.w: World | None = None

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 class GraphMode:
     name = "graph"
     label = "graph notifications"
+    concurrent_delivery = False
 
     def __init__(self) -> None:
         self.w: World | None = None

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 class ScaleMode(Protocol):
     name: str  # --mode value: gmail, graph, imap, ews
     label: str  # the summary line's words: "gmail push", "graph notifications", ...
+    concurrent_delivery: bool  # deliver() may run on --senders threads at once
 
     def prepare(self, w: World, args: argparse.Namespace) -> None: ...
 
@@ -55,6 +56,7 @@ class GmailMode:
 
     name = "gmail"
     label = "gmail push"
+    concurrent_delivery = False
 
     def __init__(self) -> None:
         self.w: World | None = None
