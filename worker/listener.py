@@ -157,6 +157,17 @@ class _Thread:
     stop: threading.Event
 
 
+@dataclass(frozen=True)
+class _Wanted:
+    """A mailbox the listener should watch, as `refresh` read it."""
+
+    kind: str
+    email: str
+    credentials_encrypted: str
+    skip_folders: list[str] | None
+    fingerprint: str
+
+
 @dataclass
 class _Watch:
     fingerprint: str
@@ -200,35 +211,48 @@ class Listener:
             watch.on_thread.stop.set()
 
     def refresh(self) -> None:
-        wanted: dict[int, tuple[str, str, dict[str, Any], str]] = {}
+        """Start a watch for each of this shard's active mailboxes, end the others'.
+
+        Every 30 s over every mailbox, so it reads the columns it needs, not
+        ORM objects, and decrypts credentials only for a watch it starts (a
+        fingerprint of the stored ciphertext says whether they changed): at
+        10,000 mailboxes, loading and decrypting all of them was a sixth of the
+        listener's CPU.
+        """
+        wanted: dict[int, _Wanted] = {}
         with session_scope() as session:
-            for mailbox in session.scalars(
-                select(Mailbox).where(
-                    Mailbox.kind.in_(WATCHED_KINDS), Mailbox.status == MailboxStatus.ACTIVE
-                )
-            ):
-                if shard_of(mailbox.id, self.shards) != self.shard:
+            rows = session.execute(
+                select(
+                    Mailbox.id,
+                    Mailbox.kind,
+                    Mailbox.email,
+                    Mailbox.credentials_encrypted,
+                    Mailbox.skip_folders,
+                ).where(Mailbox.kind.in_(WATCHED_KINDS), Mailbox.status == MailboxStatus.ACTIVE)
+            )
+            for mailbox_id, kind, email, encrypted, skip_folders in rows:
+                if shard_of(mailbox_id, self.shards) != self.shard:
                     continue
-                try:
-                    credentials = decrypt_json(mailbox.credentials_encrypted)
-                except CredentialsError as exc:
-                    log.error("listener_credentials mailbox_id=%s error=%s", mailbox.id, exc)
-                    continue
-                credentials = with_skip_folders(credentials, mailbox.skip_folders)
                 # New credentials or other folders skipped: the watch starts again.
-                watched = f"{mailbox.credentials_encrypted}|{json.dumps(mailbox.skip_folders)}"
+                watched = f"{encrypted}|{json.dumps(skip_folders)}"
                 fingerprint = hashlib.sha256(watched.encode()).hexdigest()
-                wanted[mailbox.id] = (mailbox.kind, mailbox.email, credentials, fingerprint)
+                wanted[mailbox_id] = _Wanted(kind, email, encrypted, skip_folders, fingerprint)
         for mailbox_id, watch in list(self.watches.items()):
-            gone = mailbox_id not in wanted or wanted[mailbox_id][3] != watch.fingerprint
+            gone = mailbox_id not in wanted or wanted[mailbox_id].fingerprint != watch.fingerprint
             if gone or not self._alive(mailbox_id, watch):
                 self._end(mailbox_id, watch)
                 del self.watches[mailbox_id]
-        for mailbox_id, (kind, email, credentials, fingerprint) in wanted.items():
+        for mailbox_id, mailbox in wanted.items():
             if mailbox_id in self.watches:
                 continue
+            try:
+                credentials = decrypt_json(mailbox.credentials_encrypted)
+            except CredentialsError as exc:
+                log.error("listener_credentials mailbox_id=%s error=%s", mailbox_id, exc)
+                continue
+            credentials = with_skip_folders(credentials, mailbox.skip_folders)
             self.watches[mailbox_id] = self._start(
-                mailbox_id, kind, email, credentials, fingerprint
+                mailbox_id, mailbox.kind, mailbox.email, credentials, mailbox.fingerprint
             )
         get_redis().set(
             HEARTBEAT_KEY.format(shard=self.shard), len(self.watches), ex=REFRESH_SECONDS * 3
