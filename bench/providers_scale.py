@@ -246,6 +246,11 @@ def offered_phase(
         ("PostgreSQL", pg1 - pg0),
         ("Redis", redis1 - redis0),
         (f"the fake {mode.name} server, its pushes, the driver (this process)", self1 - self0),
+        *(
+            [(server[0], groups1.get(server[1], 0.0) - groups0.get(server[1], 0.0))]
+            if (server := mode.server_group())
+            else []
+        ),
     ):
         print(f"  {label:<60} {used / capacity:6.1%}  ({used:7.1f} cpu-s)")
     if synced and sync_cpu:

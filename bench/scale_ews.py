@@ -159,6 +159,9 @@ class EwsMode:
     def syncs(self) -> int:
         return self.fake.sync_calls("inbox")
 
+    def server_group(self) -> tuple[str, int] | None:
+        return None
+
     def hold_pushes(self, held: bool) -> None:
         self.fake.hold_events(held)
 

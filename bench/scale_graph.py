@@ -108,6 +108,9 @@ class GraphMode:
     def syncs(self) -> int:
         return self.fake.delta_rounds("inbox")
 
+    def server_group(self) -> tuple[str, int] | None:
+        return None
+
     def hold_pushes(self, held: bool) -> None:
         if held:
             self.fake.paused.set()

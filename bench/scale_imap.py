@@ -282,6 +282,10 @@ class ImapMode:
             return []
         return [p for n, p in self.stack.running.items() if n.startswith(("listener", "cron"))]
 
+    def server_group(self) -> tuple[str, int] | None:
+        label = "Dovecot (IMAP, logins, LMTP; remote in production)"
+        return (label, self.dovecot.pid) if self.dovecot.pid else None
+
     def hold_pushes(self, held: bool) -> None:
         for proc in self._held_processes():
             os.kill(proc.pid, signal.SIGSTOP if held else signal.SIGCONT)

@@ -48,6 +48,11 @@ class ScaleMode(Protocol):
 
     def hold_pushes(self, held: bool) -> None: ...
 
+    def server_group(self) -> tuple[str, int] | None:
+        """(label, process group) of a mail server run beside the stack, for its CPU; None: the
+        provider is a fake in the bench's own process."""
+        ...
+
     def report(self, stack: Any) -> list[str]: ...
 
 
@@ -98,6 +103,9 @@ class GmailMode:
     def syncs(self) -> int:
         assert self.w is not None
         return sum(1 for c in self.w.gmail.calls.all() if c.label == "users.history.list")
+
+    def server_group(self) -> tuple[str, int] | None:
+        return None
 
     def hold_pushes(self, held: bool) -> None:
         assert self.w is not None
