@@ -11,8 +11,9 @@ runs elsewhere. Every `REFRESH_SECONDS` the listener reloads its mailbox list,
 starting watches for new mailboxes and stopping those removed, reconnected
 (credentials changed) or disabled.
 
-While a connection holds, the provider marks it live (`push_latency.mark_live`,
-a Redis key that lapses without heartbeats) and a new-mail push notes its time,
+While a connection holds, the provider marks it live (`push_latency.LiveMarks`:
+a Redis key that lapses without heartbeats, written for every connection in one
+pipeline five times a second) and a new-mail push notes its time,
 so syncs measure how late each server's push is (`worker.sync.push_latency`);
 only a live push measured prompt spares a sync before a follow-up step
 (`worker.sequences.freshness`).
@@ -117,7 +118,12 @@ def _hold_on_thread(stop: threading.Event) -> Hold:
 
 
 def _watch_mailbox(
-    mailbox_id: int, kind: str, email: str, credentials: dict[str, Any], hold: Hold
+    mailbox_id: int,
+    kind: str,
+    email: str,
+    credentials: dict[str, Any],
+    hold: Hold,
+    marks: push_latency.LiveMarks,
 ) -> Steps:
     """One mailbox's watch, as steps: connect, hold, reconnect after a back-off."""
     backoff = 1.0
@@ -128,7 +134,7 @@ def _watch_mailbox(
             log.warning("watch_stopped mailbox_id=%s reason=%s", mailbox_id, exc)
             return
         # The connection marks itself live while it holds; freshness trusts only that.
-        provider.push_alive = lambda: push_latency.mark_live(mailbox_id)
+        provider.push_alive = lambda: marks.mark(mailbox_id)
         wait = 0.0
         try:
             # Whatever arrived while we were not idling is caught up first.
@@ -144,7 +150,7 @@ def _watch_mailbox(
             log.info("idle_reconnect mailbox_id=%s in=%.0fs reason=%s", mailbox_id, wait, exc)
             backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
         finally:
-            push_latency.clear_live(mailbox_id)
+            marks.clear(mailbox_id)
             provider.close()
         yield Sleep(wait)
 
@@ -182,17 +188,20 @@ class Listener:
         self.stopping = threading.Event()
         self._stop_asked = False
         self.hub = WatchHub(connects=CONNECTS_AT_ONCE, holds=HOLD_THREADS, name="idle")
+        self.marks = push_latency.LiveMarks()
 
     def _start(
         self, mailbox_id: int, kind: str, email: str, credentials: dict[str, Any], fingerprint: str
     ) -> _Watch:
         if kind in STEPPED_KINDS:
             self.hub.start(
-                mailbox_id, _watch_mailbox(mailbox_id, kind, email, credentials, _hold_steps)
+                mailbox_id,
+                _watch_mailbox(mailbox_id, kind, email, credentials, _hold_steps, self.marks),
             )
             return _Watch(fingerprint, None)
         stop = threading.Event()
-        steps = _watch_mailbox(mailbox_id, kind, email, credentials, _hold_on_thread(stop))
+        hold = _hold_on_thread(stop)
+        steps = _watch_mailbox(mailbox_id, kind, email, credentials, hold, self.marks)
         thread = threading.Thread(
             target=run_blocking, args=(steps, stop), name=f"watch-{kind}-{mailbox_id}", daemon=True
         )
@@ -280,6 +289,7 @@ class Listener:
         deadline = time.monotonic() + STOP_WAIT_SECONDS
         for held in threads:
             held.thread.join(timeout=max(0.0, deadline - time.monotonic()))
+        self.marks.close()
 
     def _wait_for_change(self, pubsub: redis.client.PubSub) -> None:
         """Sleep until a mailbox changes, the refresh interval passes, or we stop."""

@@ -26,7 +26,7 @@ from core.models import Mailbox, MailboxStatus, Team, utcnow
 from tests.services.dovecot import DovecotServer, unique_address
 from tests.services.smtp_server import TEMPFAIL_AUTH_DOMAIN
 from worker import listener
-from worker.sync import wanted
+from worker.sync import push_latency, wanted
 from worker.sync.base import ProviderError
 from worker.sync.drain import sync_entry
 from worker.sync.imap_connect import LoginUnavailableError, open_imap, open_smtp
@@ -146,7 +146,10 @@ def test_the_idle_watch_backs_off_and_tries_again(
         mailbox = session.get_one(Mailbox, mailbox_id)
         email, credentials = mailbox.email, decrypt_json(mailbox.credentials_encrypted)
     stop = threading.Event()
-    steps = listener._watch_mailbox(mailbox_id, "imap", email, credentials, listener._hold_steps)
+    marks = push_latency.LiveMarks()
+    steps = listener._watch_mailbox(
+        mailbox_id, "imap", email, credentials, listener._hold_steps, marks
+    )
     watch = threading.Thread(target=run_blocking, args=(steps, stop), daemon=True)
     caplog.set_level("INFO", logger="worker.listener")
     watch.start()
@@ -156,6 +159,7 @@ def test_the_idle_watch_backs_off_and_tries_again(
     alive = watch.is_alive()
     stop.set()
     watch.join(timeout=20)
+    marks.close()
     assert "idle_reconnect" in caplog.text and "idle_stopped" not in caplog.text
     assert alive  # a refused login would have ended the watch
     assert status_of(mailbox_id) == (MailboxStatus.ACTIVE, None)

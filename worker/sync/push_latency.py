@@ -40,17 +40,19 @@ after the provider last said its connection holds) and clears the mark when the
 connection drops.
 
 Cost: one Redis SET per push, one GETDEL per sync, a mailbox UPDATE only when a
-sync learned something, and one SET per held connection every half minute.
+sync learned something, and one SET per held connection every half minute (the
+listener's `LiveMarks` writes them in one pipeline five times a second).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from redis import Redis
+from redis import Redis, RedisError
 
 from core.models import utcnow
 from core.redis import get_redis
@@ -79,16 +81,81 @@ def mark_live(mailbox_id: int) -> None:
     key's life. Mail that arrived before that moment was never pushed: only a sync
     that began after it has seen everything the push has not.
     """
-    key = LIVE_KEY.format(mailbox_id=mailbox_id)
     with get_redis().pipeline(transaction=False) as pipe:
-        pipe.set(key, f"{utcnow().timestamp():.3f}", nx=True, ex=LIVE_TTL_SECONDS)
-        pipe.expire(key, LIVE_TTL_SECONDS)
+        _mark(pipe, [mailbox_id])
         pipe.execute()
+
+
+def _mark(pipe: Any, mailbox_ids: Iterable[int]) -> None:
+    now = f"{utcnow().timestamp():.3f}"
+    for mailbox_id in mailbox_ids:
+        key = LIVE_KEY.format(mailbox_id=mailbox_id)
+        pipe.set(key, now, nx=True, ex=LIVE_TTL_SECONDS)
+        pipe.expire(key, LIVE_TTL_SECONDS)
 
 
 def clear_live(mailbox_id: int) -> None:
     """The listener's connection for this mailbox is gone."""
     get_redis().delete(LIVE_KEY.format(mailbox_id=mailbox_id))
+
+
+class LiveMarks:
+    """`mark_live` and `clear_live` for many connections: marks written in batches.
+
+    The listener's 10,000 IDLEs confirm ~330 rounds a second; a Redis round trip
+    for each held a round thread and was the biggest part of a round's cost.
+    `mark` only notes the mailbox; a thread writes every noted mark in one
+    pipeline each `every` seconds. A mark lands up to that much later, which
+    only makes `live_since` later (a sync between the two is not counted as
+    fresh: safe). `clear` drops a noted mark and deletes the key under the lock
+    the writer holds for its whole write, so a mark noted before a connection
+    dropped can never land after its clear and call a dead connection live.
+    A write Redis refuses keeps its marks for the next (they lapse meanwhile,
+    which stops freshness trusting them: safe too).
+    """
+
+    def __init__(self, every: float = 0.2) -> None:
+        self.every = every
+        self._noted: set[int] = set()
+        self._lock = threading.Lock()
+        self._closed = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="live-marks", daemon=True)
+        self._thread.start()
+
+    def mark(self, mailbox_id: int) -> None:
+        with self._lock:
+            self._noted.add(mailbox_id)
+
+    def clear(self, mailbox_id: int) -> None:
+        with self._lock:
+            self._noted.discard(mailbox_id)
+            clear_live(mailbox_id)
+
+    def flush(self) -> None:
+        """Write every noted mark now (the thread does this every `every` seconds)."""
+        with self._lock:
+            noted, self._noted = self._noted, set()
+            if not noted:
+                return
+            try:
+                with get_redis().pipeline(transaction=False) as pipe:
+                    _mark(pipe, noted)
+                    pipe.execute()
+            except (RedisError, OSError) as exc:
+                self._noted |= noted
+                log.warning("live_marks_failed count=%d error=%s", len(noted), exc)
+
+    def close(self) -> None:
+        """Stop writing; marks noted and not written are dropped (their keys lapse)."""
+        self._closed.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while not self._closed.wait(self.every):
+            try:
+                self.flush()
+            except Exception:  # the writer must outlive anything one write raises
+                log.exception("live_marks_write_failed")
 
 
 def live_among(mailbox_ids: list[int]) -> set[int]:
