@@ -11,7 +11,8 @@ What runs, all on this machine (2 cores here):
 - in this process: the fake Gmail serving every mailbox over TLS, its Pub/Sub
   pushing to `web` (--push-threads delivery threads, tokens reused as Google
   does), and the driver delivering one message per mailbox per minute, spread
-  evenly (mailboxes / 60 a second), --reply-share of them replies to a step we sent.
+  evenly (mailboxes / 60 a second), --reply-share of them replies to a step we sent
+  (from --senders threads where the mode's delivery allows it: IMAP's LMTP).
 
 Offered phase, measured over the window after a warm-up: messages delivered
 (offered pushes), pushes acknowledged by `web` (2xx), syncs run (the fake's

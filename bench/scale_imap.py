@@ -2,9 +2,10 @@
 
 Dovecot (`tests.services.dovecot.DovecotServer(many_clients=True)`: a few imap
 processes hold every session, imap-login in high-performance mode) holds every
-mailbox; mail arrives over one kept LMTP connection, as a mail server hands it
-over. The Procfile's `listener` (--listener-shards copies, each with its
-SIGHTLINE_LISTENER_SHARD) holds an IDLE on every INBOX, one thread per mailbox.
+mailbox; mail arrives over kept LMTP connections, one per delivering thread
+(`--senders`), as a mail server's queue runners hand it over. The Procfile's
+`listener` (--listener-shards copies, each with its SIGHTLINE_LISTENER_SHARD)
+holds an IDLE on every INBOX, all of them on its watch hub (`worker/watch_hub.py`).
 
 `setup` connects mailboxes as production leaves them after a connect, a sync and
 a day of pushes, without 10,000 logins: each maildir is made with a known
