@@ -53,6 +53,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from redis import Redis, RedisError
+from redis.client import Pipeline
 
 from core.models import utcnow
 from core.redis import get_redis
@@ -86,7 +87,7 @@ def mark_live(mailbox_id: int) -> None:
         pipe.execute()
 
 
-def _mark(pipe: Any, mailbox_ids: Iterable[int]) -> None:
+def _mark(pipe: Pipeline, mailbox_ids: Iterable[int]) -> None:
     now = f"{utcnow().timestamp():.3f}"
     for mailbox_id in mailbox_ids:
         key = LIVE_KEY.format(mailbox_id=mailbox_id)
