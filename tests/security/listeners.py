@@ -37,6 +37,9 @@ class Listener:
             self.sock.close()
             raise
         self.sock.listen(16)
+        # Set here, not in the serving thread: a block that ends at once closes the
+        # socket before that thread's first line (it raised EBADF in a CI run).
+        self.sock.settimeout(0.2)
         self.host = host
         self.port: int = self.sock.getsockname()[1]
         self.banner = banner
@@ -66,7 +69,6 @@ class Listener:
         self._thread.join(timeout=5)
 
     def _serve(self) -> None:
-        self.sock.settimeout(0.2)
         while not self._stop.is_set():
             try:
                 conn, peer = self.sock.accept()
