@@ -9,7 +9,10 @@ delivery threads on kept-alive connections, as Graph's senders hold theirs.
 without 10,000 sign-ins: credentials are an MSAL token cache holding a live
 access token (`FakeGraph.grant`), the cursor is a deltaLink at the mailbox's
 current state for every folder the sync reads (which folders: asked of the real
-provider once, for the first mailbox), the subscription lives at the fake and
+provider once, for the first mailbox) and the folder list is kept as a sync
+keeps it, each mailbox's made at another moment of the last
+`folders.FOLDER_LIST_KEPT` (so a tenth of syncs list again, as in steady
+production at a message a minute), the subscription lives at the fake and
 its mailbox_push row (external_id = subscription id) carries the clientState in
 production's format (`worker.sync.push.client_state`).
 
@@ -64,6 +67,7 @@ class GraphMode:
         from config import get_settings
         from core.db import session_scope
         from core.models import MailboxKind, PushKind, utcnow
+        from worker.sync.folders import FOLDER_LIST_KEPT
         from worker.sync.push import client_state
 
         get_settings.cache_clear()  # the fake's endpoints, set by prepare
@@ -72,9 +76,13 @@ class GraphMode:
         fake = w.graph
         granted = [(address, fake.grant(address)) for address in addresses(mailboxes, teams)]
         folders, well_known = read_folders(fake, *granted[0])
+        # Each cursor's folder list was made at a different moment of the last
+        # FOLDER_LIST_KEPT, as in a mailbox that has synced for a while: the share of
+        # syncs that list the tree again is production's steady one from the start.
+        kept = FOLDER_LIST_KEPT / len(granted)
         rows = [
-            (address, creds, cursor(fake, address, folders, well_known, now))
-            for address, creds in granted
+            (address, creds, cursor(fake, address, folders, well_known, now, now - kept * i))
+            for i, (address, creds) in enumerate(granted)
         ]
         with session_scope() as session:
             team_ids = create_teams(session, teams)
@@ -148,21 +156,31 @@ def read_folders(
 
 
 def cursor(
-    fake: FakeGraph, address: str, folders: list[str], well_known: dict[str, str], now: datetime
+    fake: FakeGraph,
+    address: str,
+    folders: list[str],
+    well_known: dict[str, str],
+    now: datetime,
+    listed_at: datetime,
 ) -> dict[str, Any]:
-    """The cursor a sync of this mailbox would have left a moment ago (worker.sync.graph)."""
+    """The cursor a sync of this mailbox would have left a moment ago (worker.sync.graph),
+    its folder list made at `listed_at`."""
+    from config import get_settings
+    from worker.sync.folders import folder_listing
     from worker.sync.graph import DELTA_EXPAND, DELTA_SELECT
 
     synced_at = now.isoformat()
+    ids = [fake.folder_id(address, key) for key in folders]
     return {
         "folders": {
-            fake.folder_id(address, key): {
+            folder_id: {
                 "delta_link": fake.delta_link(address, key, DELTA_SELECT, DELTA_EXPAND),
                 "synced_at": synced_at,
             }
-            for key in folders
+            for folder_id, key in zip(ids, folders, strict=True)
         },
         "well_known": {
             name: fake.folder_id(address, key) if key else "" for name, key in well_known.items()
         },
+        "listing": folder_listing(ids, get_settings().providers.skip_folders, listed_at),
     }

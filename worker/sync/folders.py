@@ -22,6 +22,7 @@ written as one (``CATEGORY_PROMOTIONS``). Nothing here does I/O.
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import Any
 
 from config import get_settings
@@ -85,6 +86,38 @@ def exchange_skipped(skip: tuple[str, ...]) -> tuple[set[str], set[str]]:
         elif entry:
             names.add(lowered)
     return well_known, names
+
+
+# How long a Graph or EWS sync trusts the folder list an earlier sync made (kept in
+# the cursor) instead of listing the tree again: listing costs a request or more and
+# a fifth of a push sync. What it can delay, and for how long at most: a sync that
+# reads nothing new in the folders it knows, or finds one of them gone, lists again
+# at once (a message a rule filed in a folder made since is read by the sync its
+# push started), so only a message in a new folder that arrives with another in a
+# known one, or a folder moved under a skipped one, waits for this.
+FOLDER_LIST_KEPT = timedelta(minutes=10)
+
+
+def kept_listing(listing: Any, skip: tuple[str, ...], now: datetime) -> list[str] | None:
+    """The folder ids an earlier sync listed (`folder_listing`), if still to be trusted:
+    listed less than FOLDER_LIST_KEPT ago (and not in the future) for the same skip list."""
+    if not isinstance(listing, dict) or listing.get("skip") != list(skip):
+        return None
+    ids, at = listing.get("ids"), listing.get("at")
+    if not isinstance(ids, list) or not ids or not all(isinstance(i, str) and i for i in ids):
+        return None
+    try:
+        listed = datetime.fromisoformat(at) if isinstance(at, str) else None
+    except ValueError:
+        return None
+    if listed is None or listed.tzinfo is None:
+        return None
+    return list(ids) if timedelta(0) <= now - listed < FOLDER_LIST_KEPT else None
+
+
+def folder_listing(ids: list[str], skip: tuple[str, ...], now: datetime) -> dict[str, Any]:
+    """What a cursor keeps of a folder listing, for `kept_listing`."""
+    return {"ids": list(ids), "skip": list(skip), "at": now.isoformat()}
 
 
 def with_skip_folders(credentials: dict[str, Any], skip: list[str] | None) -> dict[str, Any]:

@@ -20,9 +20,12 @@ engine's `provider_id` is the Message-ID (``mid:<id>``) and `fetch()` falls back
 to a lookup by Message-ID when the id it was given is gone.
 
 Sync is a delta query on every mail folder but the skipped ones (Sent Items,
-Drafts, Deleted Items, Junk Email, Outbox, Conversation History, Sync Issues: listed by
-`graph_folders` each sync), each folder with its own delta state in
-``cursor["folders"][<folder id>]``::
+Drafts, Deleted Items, Junk Email, Outbox, Conversation History, Sync Issues:
+listed by `graph_folders`), each folder with its own delta state in
+``cursor["folders"][<folder id>]``. The list is kept in ``cursor["listing"]``
+and trusted for `folders.FOLDER_LIST_KEPT`; a sync that reads nothing new in
+the folders it knows, or finds one gone (404), lists the tree again and reads
+the folders made since::
 
     no state ───────────▶ delta?$filter=receivedDateTime ge <since>  ─ pages ─▶ {delta_link}
     {next_link} ────────▶ the round goes on from its page             (resumable)
@@ -63,7 +66,7 @@ from worker.sync.base import (
     ProviderError,
     SendResult,
 )
-from worker.sync.folders import skip_list
+from worker.sync.folders import folder_listing, kept_listing, skip_list
 from worker.sync.graph_api import TIMEOUT_SECONDS, MsalToken, shared_session, translate
 from worker.sync.graph_folders import legacy_inbox_cursor, watched_folders, well_known_ids
 from worker.sync.headers import summary_from_headers
@@ -95,6 +98,10 @@ SUBSCRIPTION_LIFETIME = timedelta(minutes=10_000)
 
 class _DeltaExpiredError(Exception):
     """The delta or skip token is no longer kept (410 Gone)."""
+
+
+class _FolderGoneError(Exception):
+    """The folder a delta round reads is not there any more (404)."""
 
 
 # -- the provider ------------------------------------------------------------------------
@@ -249,36 +256,63 @@ class GraphProvider(MailboxProvider):
             known = well_known_ids(self.request, {"inbox"}, known) | known
             if known.get("inbox"):
                 before.setdefault(known["inbox"], legacy)
-        folders, ids = watched_folders(self.request, self.skip_folders, known)
-        ids = {**known, **ids}
-        # Folders gone since are dropped; those not read yet keep their state until they are.
-        after = {f.id: before[f.id] for f in folders if isinstance(before.get(f.id), dict)}
+        now = datetime.now(UTC)
+        kept = kept_listing(state.get("listing"), self.skip_folders, now)
+        if kept is None:
+            folders, ids = self._list(known)
+            listing: dict[str, Any] | None = folder_listing(folders, self.skip_folders, now)
+        else:  # a recent sync's list (worker.sync.folders.FOLDER_LIST_KEPT)
+            folders, ids, listing = kept, known, state["listing"]
         # Sent Items too while an add-on's draft waits (worker.sync.sent_mail); its
         # state is kept between such times.
         sent = ids.get("sentitems") or ""
-        if sent and all(f.id != sent for f in folders) and isinstance(before.get(sent), dict):
-            after[sent] = before[sent]
-        read_sent = bool(sent and self._sent_since) and all(f.id != sent for f in folders)
+        read_sent = bool(sent and self._sent_since) and sent not in folders
+        # Folders gone since are dropped; those not read yet keep their state until they are.
+        after = _kept_states(before, folders, sent)
         # Pages are handed on together, a batch once PAGE_SIZE messages are in hand
         # and the rest at the end: a push sync reads two or more folders with one new
         # message between them, and each batch costs the engine a transaction and a
         # cursor write. A failure re-lists what was not handed on yet, as a crash does.
         pending: list[HeaderSummary] = []
         unsent = False  # pages read since the last batch (maybe without a message)
-        for folder_id in [f.id for f in folders] + ([sent] if read_sent else []):
-            start = self._sent_since if read_sent and folder_id == sent else since
-            for listed, folder_state in self._folder_changes(
-                folder_id, after.get(folder_id), start or since
-            ):
-                after[folder_id] = folder_state
-                in_sent = read_sent and folder_id == sent
-                pending += [replace(m, in_sent=True) for m in listed] if in_sent else listed
+        found = gone = False
+        queue = folders + ([sent] if read_sent else [])
+        done: set[str] = set()
+        while queue:
+            folder_id = queue.pop(0)
+            done.add(folder_id)
+            in_sent = read_sent and folder_id == sent
+            start = self._sent_since if in_sent else since
+            try:
+                for listed, folder_state in self._folder_changes(
+                    folder_id, after.get(folder_id), start or since
+                ):
+                    after[folder_id] = folder_state
+                    pending += [replace(m, in_sent=True) for m in listed] if in_sent else listed
+                    found = found or (bool(listed) and not in_sent)
+                    unsent = True
+                    if len(pending) >= PAGE_SIZE:
+                        yield ChangeBatch(pending, _cursor(after, ids, listing))
+                        pending, unsent = [], False
+            except _FolderGoneError:  # deleted, or moved out of reach, since it was listed
+                after.pop(folder_id, None)
+                gone = unsent = True
+                if kept is None:
+                    listing = None  # listed a moment ago: the next sync lists again
+            if not queue and kept is not None and (gone or not found):
+                # Nothing new where we looked: the push may be for a folder made since.
+                folders, ids = self._list(ids)
+                listing = folder_listing(folders, self.skip_folders, now)
+                after = _kept_states(after, folders, sent)
+                queue, kept = [f for f in folders if f not in done], None
                 unsent = True
-                if len(pending) >= PAGE_SIZE:
-                    yield ChangeBatch(pending, {"folders": dict(after), "well_known": ids})
-                    pending, unsent = [], False
         if unsent:
-            yield ChangeBatch(pending, {"folders": dict(after), "well_known": ids})
+            yield ChangeBatch(pending, _cursor(after, ids, listing))
+
+    def _list(self, known: dict[str, str]) -> tuple[list[str], dict[str, str]]:
+        """(ids of the folders to read, the well-known ids to keep) from the folder tree."""
+        folders, ids = watched_folders(self.request, self.skip_folders, known)
+        return [f.id for f in folders], {**known, **ids}
 
     def _folder_changes(
         self, folder_id: str, state: dict[str, Any] | None, since: datetime
@@ -304,12 +338,16 @@ class GraphProvider(MailboxProvider):
     ) -> Iterator[tuple[list[HeaderSummary], dict[str, Any]]]:
         synced_at = state.get("synced_at") or datetime.now(UTC).isoformat()
         while True:
-            page = self.request(
+            response = self.request(
                 "GET",
                 link,
                 "reading changes",
+                expect=(200, 404),
                 headers={"Prefer": f"odata.maxpagesize={PAGE_SIZE}"},
-            ).json()
+            )
+            if response.status_code == 404:
+                raise _FolderGoneError
+            page = response.json()
             summaries = [_summary(row) for row in page.get("value") or [] if "@removed" not in row]
             next_link = page.get("@odata.nextLink")
             if isinstance(next_link, str):
@@ -392,6 +430,19 @@ class GraphProvider(MailboxProvider):
             )
         except ProviderError as exc:
             log.warning("graph_unsubscribe_failed mailbox=%s error=%s", self.email, exc)
+
+
+def _kept_states(before: dict[str, Any], folders: list[str], sent: str) -> dict[str, Any]:
+    """The delta states of `folders` (and of Sent Items, kept between the times it is read)."""
+    keep = [*folders, sent] if sent else folders
+    return {f: before[f] for f in keep if isinstance(before.get(f), dict)}
+
+
+def _cursor(
+    after: dict[str, Any], ids: dict[str, str], listing: dict[str, Any] | None
+) -> dict[str, Any]:
+    cursor = {"folders": dict(after), "well_known": ids}
+    return cursor if listing is None else {**cursor, "listing": listing}
 
 
 def _parse_time(value: Any, fallback: datetime) -> datetime:

@@ -8,13 +8,16 @@ default, plus Outbox, Conversation History and Sync Issues always) and everythin
 Graph v1.0's mailFolder has no well-known-name property, so a skipped
 well-known folder is found by asking for it by name (``GET
 /me/mailFolders/sentitems?$select=id``): once per mailbox, its id is kept in
-the cursor (``well_known``; "" when the mailbox has no such folder). Each sync
-then lists the tree: ``GET /me/mailFolders`` (top level, paged by nextLink)
-and ``.../{id}/childFolders`` for each kept folder that has children, so a
-folder made since the last sync is read from then on::
+the cursor (``well_known``; "" when the mailbox has no such folder). A listing
+reads the tree: ``GET /me/mailFolders`` (top level, paged by nextLink) and
+``.../{id}/childFolders`` for each kept folder that has children. The sync
+(`worker.sync.graph`) lists when the cursor's list is older than
+`folders.FOLDER_LIST_KEPT`, and at once when the folders it knows hold nothing
+new or one is gone, so a folder made since is read from then on::
 
     cursor = {"folders": {<folder id>: {"delta_link" | "next_link", "synced_at"}},
-              "well_known": {"sentitems": <id>, ...}}
+              "well_known": {"sentitems": <id>, ...},
+              "listing": {"ids": [<folder id>, ...], "skip": [...], "at": <iso time>}}
 
 Nothing here touches the database.
 """

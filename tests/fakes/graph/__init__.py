@@ -186,6 +186,14 @@ class FakeGraph:
         assert parent is not None
         return parent
 
+    def remove_folder(self, email: str, path: str) -> None:
+        """The user deletes the folder at `path` for good, with its subfolders and mail."""
+        user = self.store.user(email)
+        removed = self.app.folders.remove(user, self.folder_key(email, path))
+        with self.store.lock:
+            for key in [k for k, m in user.messages.items() if m.folder in removed]:
+                del user.messages[key]
+
     def messages(self, email: str, folder: str | None = None) -> list[GraphMessage]:
         user = self.store.user(email)
         with self.store.lock:

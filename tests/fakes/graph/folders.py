@@ -94,6 +94,20 @@ class FolderTree:
             folders[new] = FakeFolder(new, new, name, parent)
             return new
 
+    def remove(self, user: GraphUser, key: str) -> set[str]:
+        """Delete the folder with this key and everything under it (a hard delete: its
+        id answers 404 from then on). Returns the keys removed."""
+        with self.lock:
+            folders = self.folders(user)
+            removed, pending = set(), [key]
+            while pending:
+                current = pending.pop()
+                removed.add(current)
+                pending += [f.key for f in folders.values() if f.parent == current]
+            for gone in removed:
+                folders.pop(gone, None)
+            return removed
+
     def children(self, user: GraphUser, parent: str | None) -> list[FakeFolder]:
         with self.lock:
             return [f for f in self.folders(user).values() if f.parent == parent]
