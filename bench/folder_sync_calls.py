@@ -7,7 +7,9 @@ A mailbox with N folders of its own (besides the default ones) is read by the
 real providers (worker.sync.graph with requests, worker.sync.exchange with
 exchangelib) against the wire-faithful fakes: the first sync (the skipped
 well-known folders are asked for, every folder gets its first delta/sync state)
-and a sync with nothing new (what each poll or push costs). Counts the HTTP
+a push sync (one new message in Inbox: the folder list the first sync kept is
+trusted, worker.sync.folders.FolderReads) and a sync with nothing new (a poll:
+the known folders held nothing, so it lists the tree again). Counts the HTTP
 calls the fake answered, by kind. Prints numbers; asserts nothing.
 """
 
@@ -38,6 +40,25 @@ def _counts(calls: Any) -> tuple[int, str]:
     return sum(found.values()), ", ".join(f"{k} {v}" for k, v in sorted(found.items()))
 
 
+def _report(name: str, folders: int, fake: Any, provider: Any, address: str) -> None:
+    """Calls of a first sync, a push sync (one new message in Inbox) and an idle sync."""
+    from bench.providers import newsletter
+
+    rows = []
+    fake.calls.clear()
+    cursor = _sync(provider, None)
+    rows.append(("first sync", *_counts(fake.calls)))
+    fake.deliver(address, newsletter(address, 1))
+    fake.calls.clear()
+    cursor = _sync(provider, cursor)
+    rows.append(("push sync ", *_counts(fake.calls)))
+    fake.calls.clear()
+    _sync(provider, cursor)
+    rows.append(("idle sync ", *_counts(fake.calls)))
+    for what, count, kinds in rows:
+        print(f"{name:8s} {folders:3d} own folders: {what} {count:3d} calls ({kinds})")
+
+
 def graph(folders: int) -> None:
     from config import get_settings
     from tests.fakes.graph import FakeGraph
@@ -52,14 +73,7 @@ def graph(folders: int) -> None:
             fake.folder_key(address, f"Customers/Client {n:02d}" if n else "Customers")
         token, _ = fake.store.issue_tokens(address, fake.client_id, [])
         provider = GraphProvider(address, {}, get_token=lambda: token)
-        fake.calls.clear()
-        cursor = _sync(provider, None)
-        first, first_kinds = _counts(fake.calls)
-        fake.calls.clear()
-        _sync(provider, cursor)
-        idle, idle_kinds = _counts(fake.calls)
-    print(f"graph    {folders:3d} own folders: first sync {first:3d} calls ({first_kinds})")
-    print(f"graph    {folders:3d} own folders: idle sync  {idle:3d} calls ({idle_kinds})")
+        _report("graph", folders, fake, provider, address)
 
 
 def exchange(folders: int) -> None:
@@ -74,15 +88,8 @@ def exchange(folders: int) -> None:
         for n in range(folders):
             fake.folder_key(address, f"Customers/Client {n:02d}" if n else "Customers")
         provider = ExchangeProvider(address, fake.credentials(address, "basic"))
-        fake.calls.clear()
-        cursor = _sync(provider, None)
-        first, first_kinds = _counts(fake.calls)
-        fake.calls.clear()
-        _sync(provider, cursor)
-        idle, idle_kinds = _counts(fake.calls)
+        _report("exchange", folders, fake, provider, address)
         provider.close()
-    print(f"exchange {folders:3d} own folders: first sync {first:3d} calls ({first_kinds})")
-    print(f"exchange {folders:3d} own folders: idle sync  {idle:3d} calls ({idle_kinds})")
 
 
 def main() -> None:

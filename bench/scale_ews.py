@@ -6,7 +6,10 @@ connection) holds every mailbox. `setup` connects them as production leaves
 them after a connect and a sync, without 10,000 logins: HTTP Basic credentials
 (the cheapest the provider supports and the fake checks: no NTLM handshake per
 connection, no token), and a cursor at Inbox's current SyncState with the
-well-known folder ids, so the first sync neither relists nor asks GetFolder.
+well-known folder ids, so the first sync neither relists nor asks GetFolder, and
+the folder list as a sync keeps it, each mailbox's made at another moment of the
+last `folders.FOLDER_LIST_KEPT` (a tenth of syncs list again, as in steady
+production at a message a minute).
 Each mailbox's push is marked measured prompt, as after a day connected, so
 the poll spares it while its stream is held (worker.sync.polling).
 The `listener` (--listener-shards processes: the Procfile's is shard 0, the
@@ -84,15 +87,25 @@ class EwsMode:
         from bench import scale_common
         from core.db import session_scope
         from core.models import Mailbox, MailboxKind, utcnow
+        from worker.sync.folders import FOLDER_LIST_KEPT
 
         now = utcnow()
         fake = w.ews
         addresses = scale_common.addresses(mailboxes, teams)
         fake.add_mailboxes(addresses)
         well_known = well_known_names()
+        folders = read_folders(fake, addresses[0])
+        # Each cursor's folder list was made at a different moment of the last
+        # FOLDER_LIST_KEPT, as in a mailbox that has synced for a while: the share of
+        # syncs that list again (FindFolder) is production's steady one from the start.
+        kept = FOLDER_LIST_KEPT / len(addresses)
         rows = [
-            (address, fake.credentials(address, "basic"), cursor(fake, address, well_known, now))
-            for address in addresses
+            (
+                address,
+                fake.credentials(address, "basic"),
+                cursor(fake, address, well_known, folders, now, now - kept * i),
+            )
+            for i, address in enumerate(addresses)
         ]
         with session_scope() as session:
             team_ids = scale_common.create_teams(session, teams)
@@ -203,15 +216,47 @@ def well_known_names() -> list[str]:
     return sorted({"inbox", *EXCHANGE_ALWAYS_SKIPPED, *EXCHANGE_ROLE_FOLDERS.values()})
 
 
-def cursor(fake: FakeEws, address: str, well_known: list[str], now: Any) -> dict[str, Any]:
+def read_folders(fake: FakeEws, address: str) -> list[str]:
+    """The keys of the folders a sync reads, as production lists them (worker.sync.exchange),
+    asked once, for one mailbox: every fake mailbox has the same folders under the same keys."""
+    from worker.sync.exchange import ExchangeProvider
+    from worker.sync.exchange_folders import watched_folders
+    from worker.sync.folders import skip_list
+
+    credentials = fake.credentials(address, "basic")
+    provider = ExchangeProvider(address, credentials)
+    try:
+        listed, _ = watched_folders(provider.account, skip_list(credentials), {})
+    finally:
+        provider.close()
+    mailbox = fake.store.mailbox(address)
+    assert mailbox is not None
+    keys = {folder_id: key for key, folder_id in mailbox.folder_ids.items()}
+    return [keys[folder.id] for folder in listed]
+
+
+def cursor(
+    fake: FakeEws,
+    address: str,
+    well_known: list[str],
+    folders: list[str],
+    now: Any,
+    listed_at: Any,
+) -> dict[str, Any]:
     """The cursor a sync of this mailbox would have left a moment ago (worker.sync.exchange):
-    Inbox's SyncState, and the distinguished folders' ids ("" where the server has none)."""
+    Inbox's SyncState, the distinguished folders' ids ("" where the server has none), and
+    the list of `folders` (keys) made at `listed_at`."""
+    from config import get_settings
+    from worker.sync.folders import folder_listing
+
     mailbox = fake.store.mailbox(address)
     assert mailbox is not None
     inbox = mailbox.folder_ids["inbox"]
+    ids = [mailbox.folder_ids[key] for key in folders]
     return {
         "folders": {inbox: {"sync_state": fake.sync_state(address), "synced_at": now.isoformat()}},
         "well_known": {name: mailbox.folder_ids.get(name, "") for name in well_known},
+        "listing": folder_listing(ids, get_settings().providers.skip_folders, listed_at),
     }
 
 

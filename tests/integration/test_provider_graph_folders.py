@@ -28,7 +28,6 @@ from tests.integration.test_provider_contract import (
 )
 from tests.integration.test_provider_graph import _credentials, graph_to_app  # noqa: F401
 from worker.sync.engine import SYNC_JOB, sync_mailbox
-from worker.sync.folders import FOLDER_LIST_KEPT
 from worker.sync.graph import GraphProvider
 from worker.sync.push import client_state, renew_push_job
 
@@ -175,88 +174,3 @@ def test_a_push_sync_hands_every_folder_over_in_one_batch(
     [again] = provider.changes(batch.cursor, utcnow())
     assert again.messages == []
 
-
-def _listings(fake: FakeGraph) -> int:
-    return int(fake.calls.count(lambda c: c.label == "mailFolders.list"))
-
-
-def test_a_sync_trusts_a_recent_folder_list_and_lists_again_when_it_finds_nothing_new(
-    env: Settings, fake_graph: FakeGraph
-) -> None:
-    harness = GraphHarness(fake_graph)
-    seller = make_seller(harness)
-    dana, dana_id = send_first_step(seller, "dana@acme.test")
-    lee, lee_id = send_first_step(seller, "lee@globex.test")
-    sync_mailbox(seller.mailbox_id)
-    fake_graph.calls.clear()
-
-    harness.deliver(seller.address, inbound("dana@acme.test", seller.address, dana_id))
-    assert sync_mailbox(seller.mailbox_id).outcomes == {"recorded": 1}
-    assert _listings(fake_graph) == 0  # Inbox held the news: the kept list was enough
-    assert state_of(dana)[0] == "replied"
-
-    # A rule files Lee's answer in a folder made since: the folders known hold nothing
-    # new, so the same sync lists the tree and reads the new folder.
-    harness.file_into(
-        seller.address, inbound("lee@globex.test", seller.address, lee_id), "Customers/Globex"
-    )
-    assert sync_mailbox(seller.mailbox_id).outcomes == {"recorded": 1}
-    assert _listings(fake_graph) == 1 and state_of(lee)[0] == "replied"
-    cursor = mailbox_row(seller.mailbox_id).sync_cursor
-    assert cursor is not None
-    globex = fake_graph.folder_id(
-        seller.address, fake_graph.folder_key(seller.address, "Customers/Globex")
-    )
-    assert globex in cursor["listing"]["ids"] and globex in cursor["folders"]
-
-
-def test_a_new_folder_that_news_elsewhere_hides_is_read_once_the_list_is_old(
-    env: Settings, fake_graph: FakeGraph
-) -> None:
-    harness = GraphHarness(fake_graph)
-    seller = make_seller(harness)
-    dana, dana_id = send_first_step(seller, "dana@acme.test")
-    sync_mailbox(seller.mailbox_id)
-    harness.deliver(seller.address, inbound("boss@acme.test", seller.address, subject="Lunch?"))
-    harness.file_into(
-        seller.address, inbound("dana@acme.test", seller.address, dana_id), "Customers"
-    )
-    assert sync_mailbox(seller.mailbox_id).listed == 1  # the lunch note; Customers is unknown
-    assert state_of(dana)[0] == "active"
-
-    cursor = mailbox_row(seller.mailbox_id).sync_cursor
-    assert cursor is not None
-    listed_at = datetime.fromisoformat(cursor["listing"]["at"])
-    aged = {**cursor["listing"], "at": (listed_at - FOLDER_LIST_KEPT).isoformat()}
-    with session_scope() as session:
-        session.execute(
-            update(Mailbox)
-            .where(Mailbox.id == seller.mailbox_id)
-            .values(sync_cursor={**cursor, "listing": aged})
-        )
-    assert sync_mailbox(seller.mailbox_id).outcomes == {"recorded": 1}
-    assert state_of(dana)[0] == "replied"
-
-
-def test_a_folder_deleted_since_it_was_listed_is_dropped_and_the_sync_goes_on(
-    env: Settings, fake_graph: FakeGraph
-) -> None:
-    harness = GraphHarness(fake_graph)
-    seller = make_seller(harness)
-    dana, dana_id = send_first_step(seller, "dana@acme.test")
-    harness.file_into(seller.address, inbound("x@acme.test", seller.address), "Old Projects")
-    sync_mailbox(seller.mailbox_id)
-    user = fake_graph.store.user(seller.address)
-    old = fake_graph.app.folders.folders(user)[
-        fake_graph.folder_key(seller.address, "Old Projects")
-    ]
-    fake_graph.remove_folder(seller.address, "Old Projects")
-    harness.deliver(seller.address, inbound("dana@acme.test", seller.address, dana_id))
-
-    assert sync_mailbox(seller.mailbox_id).outcomes == {"recorded": 1}
-    cursor = mailbox_row(seller.mailbox_id).sync_cursor
-    assert cursor is not None
-    assert state_of(dana)[0] == "replied"
-    assert old.id not in cursor["folders"] and old.id not in cursor["listing"]["ids"]
-    assert fake_graph.folder_id(seller.address, "inbox") in cursor["listing"]["ids"]
-    assert sync_mailbox(seller.mailbox_id).listed == 0

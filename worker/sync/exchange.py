@@ -17,7 +17,8 @@ and ConversationId → SendItem (a copy saved to Sent Items).
 
 Sync uses SyncFolderItems on every mail folder but the skipped ones (Sent
 Items, Drafts, Deleted Items, Junk Email, Outbox, Conversation History, Sync Issues; listed
-each sync by `worker.sync.exchange_folders`), each with its own sync state in
+by `worker.sync.exchange_folders`, the list kept in the cursor and trusted as
+`folders.FolderReads` says), each with its own sync state in
 ``cursor["folders"][<folder id>]`` (a cursor from when Inbox alone was synced,
 ``{"sync_state"}`` at the top, goes on as Inbox's), one page of ≤ 512 changes at a time, IdOnly
 plus DateTimeReceived; the new items' headers come from one GetItem per ≤ 100
@@ -34,10 +35,12 @@ Message-ID (``mid:<id>``). Throttling (ErrorServerBusy) becomes
 so a throttled mailbox never holds a worker asleep; the engine backs it off.
 Every failure is put in our words by `worker.sync.exchange_errors`.
 
-A sync costs one FindFolder, then SyncFolderItems (+ GetItem for what is
-new) per folder. `watch()` holds a streaming subscription on the same folders for the `listener`
-(Subscribe + GetStreamingEvents, re-issued every `SIGHTLINE_EXCHANGE_STREAM_MINUTES`),
-live while Exchange writes to it: `worker.sync.exchange_stream`.
+A sync costs SyncFolderItems (+ GetItem for what is new) per folder, and a
+FindFolder when the kept list is older than `folders.FOLDER_LIST_KEPT` or the
+known folders held nothing new. `watch()` holds a streaming subscription on the
+same folders for the `listener` (Subscribe + GetStreamingEvents, re-issued every
+`SIGHTLINE_EXCHANGE_STREAM_MINUTES`), live while Exchange writes to it:
+`worker.sync.exchange_stream`.
 """
 
 from __future__ import annotations
@@ -65,9 +68,7 @@ from exchangelib import (
     Version,
 )
 from exchangelib.credentials import OAuth2AuthorizationCodeCredentials
-from exchangelib.errors import (
-    ErrorInvalidSyncStateData,
-)
+from exchangelib.errors import ErrorFolderNotFound, ErrorInvalidSyncStateData
 from exchangelib.fields import FieldPath
 from exchangelib.items import ID_ONLY
 from exchangelib.properties import DistinguishedFolderId, FolderId
@@ -88,9 +89,9 @@ from worker.sync.base import (
     SendResult,
 )
 from worker.sync.exchange_errors import EWS_FAILURES, ews_call, ews_error
-from worker.sync.exchange_folders import watched_folders
+from worker.sync.exchange_folders import watched_folders, well_known_ids
 from worker.sync.exchange_stream import hold_stream
-from worker.sync.folders import skip_list
+from worker.sync.folders import FolderGoneError, FolderReads, skip_list
 from worker.sync.headers import summary_from_headers
 from worker.sync.mime import build_mime
 from worker.sync.sent_copy import read_sent_since
@@ -145,6 +146,9 @@ class _EwsResponse(Response):
 
 
 BaseProtocol.HTTP_ADAPTER_CLS = _EwsAdapter
+
+
+_Page = tuple[list[HeaderSummary], dict[str, Any]]  # a page's summaries, the folder's state
 
 
 class _SyncStateExpiredError(Exception):
@@ -310,34 +314,40 @@ class ExchangeProvider(MailboxProvider):
     def changes(self, cursor: dict[str, Any] | None, since: datetime) -> Iterator[ChangeBatch]:
         state = dict(cursor or {})
         before = dict(state.get("folders") or {})
-        folders, ids = watched_folders(
-            self.account, self.skip_folders, dict(state.get("well_known") or {})
-        )
-        if isinstance(state.get("sync_state"), str) and ids.get("inbox"):
+        known = dict(state.get("well_known") or {})
+        if isinstance(state.get("sync_state"), str):
             # Written when Inbox alone was synced: Inbox goes on from there.
+            known = well_known_ids(self.account, {"inbox"}, known) | known
             legacy = {k: state[k] for k in ("sync_state", "synced_at") if k in state}
-            before.setdefault(ids["inbox"], legacy)
-        # Folders gone since are dropped; those not read yet keep their state until they are.
-        after = {f.id: before[f.id] for f in folders if isinstance(before.get(f.id), dict)}
+            if known.get("inbox"):
+                before.setdefault(known["inbox"], legacy)
         # Sent Items too while an add-on's draft waits (worker.sync.sent_mail); its
         # state is kept between such times.
-        sent = ids.get("sentitems") or ""
-        if sent and all(f.id != sent for f in folders) and isinstance(before.get(sent), dict):
-            after[sent] = before[sent]
-        read_sent = bool(sent and self._sent_since) and all(f.id != sent for f in folders)
-        for folder_id in [f.id for f in folders] + ([sent] if read_sent else []):
+        plan = FolderReads.start(state, before, known, self.skip_folders, self._list, _sent_items)
+        sent = plan.also[0] if plan.also else ""
+        read_sent = bool(sent and self._sent_since) and sent not in plan.folders
+
+        def read(folder_id: str, folder_state: Any) -> Iterator[_Page]:
             start = self._sent_since if read_sent and folder_id == sent else since
-            for listed, folder_state in self._folder_changes(
-                FolderId(id=folder_id), after.get(folder_id), start or since
-            ):
-                after[folder_id] = folder_state
-                in_sent = read_sent and folder_id == sent
-                summaries = [replace(m, in_sent=True) for m in listed] if in_sent else listed
-                yield ChangeBatch(summaries, {"folders": dict(after), "well_known": ids})
+            return self._folder_changes(FolderId(id=folder_id), folder_state, start or since)
+
+        handed: dict[str, Any] | None = None
+        for folder_id, listed in plan.read([sent] if read_sent else [], read):
+            in_sent = read_sent and folder_id == sent
+            summaries = [replace(m, in_sent=True) for m in listed] if in_sent else listed
+            handed = plan.cursor()
+            yield ChangeBatch(summaries, handed)
+        if plan.cursor() != handed:  # listed again after the last page: keep the new list
+            yield ChangeBatch([], plan.cursor())
+
+    def _list(self, known: dict[str, str]) -> tuple[list[str], dict[str, str]]:
+        """(ids of the folders to sync, the distinguished ids to keep): one FindFolder."""
+        folders, ids = watched_folders(self.account, self.skip_folders, known)
+        return [f.id for f in folders], {**known, **ids}
 
     def _folder_changes(
         self, folder: FolderId, state: dict[str, Any] | None, since: datetime
-    ) -> Iterator[tuple[list[HeaderSummary], dict[str, Any]]]:
+    ) -> Iterator[_Page]:
         state = dict(state or {})
         sync_state = state.get("sync_state")
         if not isinstance(sync_state, str):
@@ -361,7 +371,7 @@ class ExchangeProvider(MailboxProvider):
 
     def _sync(
         self, folder: FolderId, sync_state: str | None, not_before: datetime | None
-    ) -> Iterator[tuple[list[HeaderSummary], dict[str, Any]]]:
+    ) -> Iterator[_Page]:
         service = SyncFolderItems(account=self.account)
         while True:
             try:
@@ -378,6 +388,8 @@ class ExchangeProvider(MailboxProvider):
                 )
             except ErrorInvalidSyncStateData as exc:
                 raise _SyncStateExpiredError from exc
+            except ErrorFolderNotFound as exc:  # deleted since it was listed
+                raise FolderGoneError from exc
             except EWS_FAILURES as exc:
                 raise ews_error(exc, "reading changes") from exc
             new_items = [
@@ -443,6 +455,11 @@ class ExchangeProvider(MailboxProvider):
         folders, _ = watched_folders(self.account, self.skip_folders, {})
         ids = [FolderId(id=f.id) for f in folders] or [self._inbox()]
         hold_stream(self.account, ids, stop, on_change, self.push_alive)
+
+
+def _sent_items(ids: dict[str, str]) -> tuple[str, ...]:
+    """Sent Items, whose sync state a cursor keeps though it is read only at times."""
+    return (ids["sentitems"],) if ids.get("sentitems") else ()
 
 
 def _summary(item: Message) -> HeaderSummary:

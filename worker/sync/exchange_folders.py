@@ -2,7 +2,9 @@
 
 A reply a rule filed in "Customers" must be seen, so `worker.sync.exchange`
 syncs every mail folder under msgfolderroot (FindFolder, Traversal Deep: one
-call a sync, so a folder made since is read from then on) except the skipped
+call a listing; the sync lists when its kept list is old or the folders it
+knows held nothing new, `folders.FolderReads`, so a folder made since is read
+from then on) except the skipped
 ones (`worker.sync.folders`: Sent Items, Drafts, Deleted Items, Junk Email by
 default, Outbox, Conversation History and Sync Issues always) and everything under them.
 Calendars, contacts and tasks (a FolderClass other than IPF.Note…) hold no mail.

@@ -22,8 +22,10 @@ written as one (``CATEGORY_PROMOTIONS``). Nothing here does I/O.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
-from typing import Any
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
 
 from config import get_settings
 
@@ -97,6 +99,15 @@ def exchange_skipped(skip: tuple[str, ...]) -> tuple[set[str], set[str]]:
 # known one, or a folder moved under a skipped one, waits for this.
 FOLDER_LIST_KEPT = timedelta(minutes=10)
 
+T = TypeVar("T")
+# (ids of the folders to read, the well-known ids to keep) from the folder tree,
+# given the well-known ids known so far.
+ListFolders = Callable[[dict[str, str]], tuple[list[str], dict[str, str]]]
+
+
+class FolderGoneError(Exception):
+    """A folder read by its id is not there any more (deleted, or out of reach)."""
+
 
 def kept_listing(listing: Any, skip: tuple[str, ...], now: datetime) -> list[str] | None:
     """The folder ids an earlier sync listed (`folder_listing`), if still to be trusted:
@@ -118,6 +129,93 @@ def kept_listing(listing: Any, skip: tuple[str, ...], now: datetime) -> list[str
 def folder_listing(ids: list[str], skip: tuple[str, ...], now: datetime) -> dict[str, Any]:
     """What a cursor keeps of a folder listing, for `kept_listing`."""
     return {"ids": list(ids), "skip": list(skip), "at": now.isoformat()}
+
+
+@dataclass
+class FolderReads:
+    """The folders one Graph or EWS sync reads, and what its cursor keeps of them.
+
+    `folders` come from a recent sync's list (``cursor["listing"]``) or a new
+    one (`list_folders`). `read` reads them in order, then, if the list was
+    kept and they held nothing new or one was gone, lists again and reads the
+    folders made since. `states` (folder id -> the provider's own state) holds
+    the listed folders' states, and those of `also` (Sent Items while an
+    add-on's draft waits: read when named in `extra`, its state kept between).
+    """
+
+    list_folders: ListFolders
+    skip: tuple[str, ...]
+    now: datetime
+    also: tuple[str, ...]
+    states: dict[str, Any]
+    folders: list[str]
+    ids: dict[str, str]
+    listing: dict[str, Any] | None
+    kept: bool
+
+    @classmethod
+    def start(
+        cls,
+        cursor: dict[str, Any],
+        before: dict[str, Any],
+        known: dict[str, str],
+        skip: tuple[str, ...],
+        list_folders: ListFolders,
+        also: Callable[[dict[str, str]], tuple[str, ...]],
+    ) -> FolderReads:
+        now = datetime.now(UTC)
+        kept = kept_listing(cursor.get("listing"), skip, now)
+        if kept is None:
+            folders, ids = list_folders(known)
+            listing = folder_listing(folders, skip, now)
+        else:
+            folders, ids, listing = kept, known, cursor["listing"]
+        plan = cls(list_folders, skip, now, also(ids), {}, folders, ids, listing, kept is not None)
+        # Folders gone since are dropped; those not read yet keep their state until they are.
+        plan._keep(before)
+        return plan
+
+    def _keep(self, states: dict[str, Any]) -> None:
+        keep = [*self.folders, *self.also]
+        self.states = {f: states[f] for f in keep if isinstance(states.get(f), dict)}
+
+    def cursor(self) -> dict[str, Any]:
+        cursor = {"folders": dict(self.states), "well_known": self.ids}
+        return cursor if self.listing is None else {**cursor, "listing": self.listing}
+
+    def read(
+        self,
+        extra: list[str],
+        read_folder: Callable[[str, Any], Iterator[tuple[list[T], dict[str, Any]]]],
+    ) -> Iterator[tuple[str, list[T]]]:
+        """(folder id, what a page of it listed) for each page `read_folder(id, state)`
+        reads, its new state in `states` by then; `extra` folders are read after the
+        listed ones and never make a new list needed."""
+        queue = [*self.folders, *(f for f in extra if f not in self.folders)]
+        done: set[str] = set()
+        found = gone = False
+        while queue:
+            folder_id = queue.pop(0)
+            done.add(folder_id)
+            try:
+                for listed, state in read_folder(folder_id, self.states.get(folder_id)):
+                    self.states[folder_id] = state
+                    found = found or (bool(listed) and folder_id not in extra)
+                    yield folder_id, listed
+            except FolderGoneError:
+                self.states.pop(folder_id, None)
+                gone = True
+                if not self.kept:
+                    self.listing = None  # listed a moment ago: the next sync lists again
+                yield folder_id, []
+            if not queue and self.kept and (gone or not found):
+                # Nothing new where we looked: the news may be in a folder made since.
+                self.kept = False
+                self.folders, ids = self.list_folders(self.ids)
+                self.ids = {**self.ids, **ids}
+                self.listing = folder_listing(self.folders, self.skip, self.now)
+                self._keep(self.states)
+                queue = [f for f in self.folders if f not in done]
 
 
 def with_skip_folders(credentials: dict[str, Any], skip: list[str] | None) -> dict[str, Any]:

@@ -66,7 +66,7 @@ from worker.sync.base import (
     ProviderError,
     SendResult,
 )
-from worker.sync.folders import folder_listing, kept_listing, skip_list
+from worker.sync.folders import FolderGoneError, FolderReads, skip_list
 from worker.sync.graph_api import TIMEOUT_SECONDS, MsalToken, shared_session, translate
 from worker.sync.graph_folders import legacy_inbox_cursor, watched_folders, well_known_ids
 from worker.sync.headers import summary_from_headers
@@ -100,8 +100,7 @@ class _DeltaExpiredError(Exception):
     """The delta or skip token is no longer kept (410 Gone)."""
 
 
-class _FolderGoneError(Exception):
-    """The folder a delta round reads is not there any more (404)."""
+_Page = tuple[list[HeaderSummary], dict[str, Any]]  # a page's summaries, the folder's state
 
 
 # -- the provider ------------------------------------------------------------------------
@@ -256,58 +255,31 @@ class GraphProvider(MailboxProvider):
             known = well_known_ids(self.request, {"inbox"}, known) | known
             if known.get("inbox"):
                 before.setdefault(known["inbox"], legacy)
-        now = datetime.now(UTC)
-        kept = kept_listing(state.get("listing"), self.skip_folders, now)
-        if kept is None:
-            folders, ids = self._list(known)
-            listing: dict[str, Any] | None = folder_listing(folders, self.skip_folders, now)
-        else:  # a recent sync's list (worker.sync.folders.FOLDER_LIST_KEPT)
-            folders, ids, listing = kept, known, state["listing"]
         # Sent Items too while an add-on's draft waits (worker.sync.sent_mail); its
         # state is kept between such times.
-        sent = ids.get("sentitems") or ""
-        read_sent = bool(sent and self._sent_since) and sent not in folders
-        # Folders gone since are dropped; those not read yet keep their state until they are.
-        after = _kept_states(before, folders, sent)
+        plan = FolderReads.start(state, before, known, self.skip_folders, self._list, _sent_items)
+        sent = plan.also[0] if plan.also else ""
+        read_sent = bool(sent and self._sent_since) and sent not in plan.folders
+
+        def read(folder_id: str, folder_state: Any) -> Iterator[_Page]:
+            start = self._sent_since if read_sent and folder_id == sent else since
+            return self._folder_changes(folder_id, folder_state, start or since)
+
         # Pages are handed on together, a batch once PAGE_SIZE messages are in hand
         # and the rest at the end: a push sync reads two or more folders with one new
         # message between them, and each batch costs the engine a transaction and a
         # cursor write. A failure re-lists what was not handed on yet, as a crash does.
         pending: list[HeaderSummary] = []
         unsent = False  # pages read since the last batch (maybe without a message)
-        found = gone = False
-        queue = folders + ([sent] if read_sent else [])
-        done: set[str] = set()
-        while queue:
-            folder_id = queue.pop(0)
-            done.add(folder_id)
+        for folder_id, listed in plan.read([sent] if read_sent else [], read):
             in_sent = read_sent and folder_id == sent
-            start = self._sent_since if in_sent else since
-            try:
-                for listed, folder_state in self._folder_changes(
-                    folder_id, after.get(folder_id), start or since
-                ):
-                    after[folder_id] = folder_state
-                    pending += [replace(m, in_sent=True) for m in listed] if in_sent else listed
-                    found = found or (bool(listed) and not in_sent)
-                    unsent = True
-                    if len(pending) >= PAGE_SIZE:
-                        yield ChangeBatch(pending, _cursor(after, ids, listing))
-                        pending, unsent = [], False
-            except _FolderGoneError:  # deleted, or moved out of reach, since it was listed
-                after.pop(folder_id, None)
-                gone = unsent = True
-                if kept is None:
-                    listing = None  # listed a moment ago: the next sync lists again
-            if not queue and kept is not None and (gone or not found):
-                # Nothing new where we looked: the push may be for a folder made since.
-                folders, ids = self._list(ids)
-                listing = folder_listing(folders, self.skip_folders, now)
-                after = _kept_states(after, folders, sent)
-                queue, kept = [f for f in folders if f not in done], None
-                unsent = True
+            pending += [replace(m, in_sent=True) for m in listed] if in_sent else listed
+            unsent = True
+            if len(pending) >= PAGE_SIZE:
+                yield ChangeBatch(pending, plan.cursor())
+                pending, unsent = [], False
         if unsent:
-            yield ChangeBatch(pending, _cursor(after, ids, listing))
+            yield ChangeBatch(pending, plan.cursor())
 
     def _list(self, known: dict[str, str]) -> tuple[list[str], dict[str, str]]:
         """(ids of the folders to read, the well-known ids to keep) from the folder tree."""
@@ -316,7 +288,7 @@ class GraphProvider(MailboxProvider):
 
     def _folder_changes(
         self, folder_id: str, state: dict[str, Any] | None, since: datetime
-    ) -> Iterator[tuple[list[HeaderSummary], dict[str, Any]]]:
+    ) -> Iterator[_Page]:
         state = dict(state or {})
         link = state.get("next_link") or state.get("delta_link")
         if not isinstance(link, str):
@@ -333,9 +305,7 @@ class GraphProvider(MailboxProvider):
             first = self._first_round(folder_id, start)
             yield from self._rounds(first, {"synced_at": window.isoformat()})
 
-    def _rounds(
-        self, link: str, state: dict[str, Any]
-    ) -> Iterator[tuple[list[HeaderSummary], dict[str, Any]]]:
+    def _rounds(self, link: str, state: dict[str, Any]) -> Iterator[_Page]:
         synced_at = state.get("synced_at") or datetime.now(UTC).isoformat()
         while True:
             response = self.request(
@@ -346,7 +316,7 @@ class GraphProvider(MailboxProvider):
                 headers={"Prefer": f"odata.maxpagesize={PAGE_SIZE}"},
             )
             if response.status_code == 404:
-                raise _FolderGoneError
+                raise FolderGoneError
             page = response.json()
             summaries = [_summary(row) for row in page.get("value") or [] if "@removed" not in row]
             next_link = page.get("@odata.nextLink")
@@ -432,17 +402,9 @@ class GraphProvider(MailboxProvider):
             log.warning("graph_unsubscribe_failed mailbox=%s error=%s", self.email, exc)
 
 
-def _kept_states(before: dict[str, Any], folders: list[str], sent: str) -> dict[str, Any]:
-    """The delta states of `folders` (and of Sent Items, kept between the times it is read)."""
-    keep = [*folders, sent] if sent else folders
-    return {f: before[f] for f in keep if isinstance(before.get(f), dict)}
-
-
-def _cursor(
-    after: dict[str, Any], ids: dict[str, str], listing: dict[str, Any] | None
-) -> dict[str, Any]:
-    cursor = {"folders": dict(after), "well_known": ids}
-    return cursor if listing is None else {**cursor, "listing": listing}
+def _sent_items(ids: dict[str, str]) -> tuple[str, ...]:
+    """Sent Items, whose delta state a cursor keeps though it is read only at times."""
+    return (ids["sentitems"],) if ids.get("sentitems") else ()
 
 
 def _parse_time(value: Any, fallback: datetime) -> datetime:

@@ -123,6 +123,23 @@ class FakeEws:
         missing; "Junk Email" is the default folder of that name)."""
         return self.store.add_item(email, raw, self.folder_key(email, folder))
 
+    def remove_folder(self, email: str, path: str) -> None:
+        """The user deletes the folder at `path` (one they made) for good, with its
+        subfolders and items: its id answers ErrorFolderNotFound from then on."""
+        store = self.store
+        with store.lock:
+            mailbox = store.mailboxes[email.lower()]
+            removed, pending = set(), [self.folder_key(email, path)]
+            while pending:
+                key = pending.pop()
+                removed.add(key)
+                pending += [k for k, parent in mailbox.folder_parents.items() if parent == key]
+            for key in removed:
+                for table in (mailbox.folder_ids, mailbox.folder_names, mailbox.folder_parents):
+                    table.pop(key, None)
+            for item_id in [i for i, item in mailbox.items.items() if item.folder in removed]:
+                del mailbox.items[item_id]
+
     def folder_key(self, email: str, path: str) -> str:
         """The key the items of the folder at `path` carry (made where missing)."""
         parent = "msgfolderroot"
