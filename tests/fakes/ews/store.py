@@ -28,8 +28,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email import policy
+from email.message import Message
 from email.parser import BytesHeaderParser
 from email.utils import getaddresses, parseaddr
+from functools import cached_property
 
 from tests.fakes.message_ids import check_policy, exchange_message_id, replace_message_id
 
@@ -55,9 +57,13 @@ class EwsItem:
     change_key: str = field(default_factory=new_change_key)
 
     def header(self, name: str) -> str | None:
-        parsed = BytesHeaderParser(policy=policy.compat32).parsebytes(self.raw)
-        value = parsed.get(name)
+        value = self._headers.get(name)
         return None if value is None else str(value)
+
+    @cached_property
+    def _headers(self) -> Message:
+        # Parsed once (a rendered item reads five or more headers; `raw` never changes).
+        return BytesHeaderParser(policy=policy.compat32).parsebytes(self.raw)
 
     def sender(self) -> tuple[str, str]:
         return parseaddr(self.header("From") or "")
@@ -197,8 +203,7 @@ class EwsStore:
                 return name
         return None
 
-    def _conversation(self, mailbox: EwsMailbox, raw: bytes) -> str:
-        parsed = BytesHeaderParser(policy=policy.compat32).parsebytes(raw)
+    def _conversation(self, mailbox: EwsMailbox, parsed: Message) -> str:
         refs = " ".join(str(parsed.get(h) or "") for h in ("In-Reply-To", "References")).split()
         for ref in reversed(refs):
             found = mailbox.conversations.get(ref.strip().lower())
@@ -216,9 +221,9 @@ class EwsStore:
         """File `raw` in `folder`. `thread_with` (a Message-ID in the mailbox): Exchange
         puts it in that one's conversation, as it does by Thread-Index or topic when a
         client dropped the References."""
+        parsed = BytesHeaderParser(policy=policy.compat32).parsebytes(raw)
         with self.lock:
             mailbox = self.mailboxes[email.lower()]
-            parsed = BytesHeaderParser(policy=policy.compat32).parsebytes(raw)
             internet_id = str(parsed.get("Message-ID") or "").strip()
             own = folder == "drafts" and check_policy(self.message_id_policy) == "assign"
             if not internet_id or own:
@@ -232,7 +237,7 @@ class EwsStore:
                 conversation_id=(
                     mailbox.conversations.get(thread_with.lower()) if thread_with else None
                 )
-                or self._conversation(mailbox, raw),
+                or self._conversation(mailbox, parsed),
                 received=datetime.now(UTC),
             )
             mailbox.items[item.id] = item

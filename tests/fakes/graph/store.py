@@ -37,8 +37,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email import policy
+from email.message import Message
 from email.parser import BytesHeaderParser
 from email.utils import getaddresses, parseaddr
+from functools import cached_property
 from typing import Any
 
 from tests.fakes.message_ids import check_policy, outlook_message_id, replace_message_id
@@ -90,9 +92,13 @@ class GraphMessage:
     change_key: str = field(default_factory=lambda: secrets.token_urlsafe(12))
 
     def header(self, name: str) -> str | None:
-        parsed = BytesHeaderParser(policy=policy.compat32).parsebytes(self.raw)
-        value = parsed.get(name)
+        value = self._headers.get(name)
         return None if value is None else str(value)
+
+    @cached_property
+    def _headers(self) -> Message:
+        # Parsed once (a rendered message reads five or more headers; `raw` never changes).
+        return BytesHeaderParser(policy=policy.compat32).parsebytes(self.raw)
 
     def sender(self) -> tuple[str, str]:
         name, address = parseaddr(self.header("From") or "")
@@ -233,8 +239,7 @@ class GraphStore:
         user.seq += 1
         user.changes.append(Change(user.seq, message.id, message.folder, removed))
 
-    def _conversation(self, user: GraphUser, raw: bytes) -> str:
-        parsed = BytesHeaderParser(policy=policy.compat32).parsebytes(raw)
+    def _conversation(self, user: GraphUser, parsed: Message) -> str:
         refs = " ".join(str(parsed.get(h) or "") for h in ("In-Reply-To", "References")).split()
         for ref in reversed(refs):
             found = user.conversations.get(ref.strip().lower())
@@ -248,9 +253,9 @@ class GraphStore:
         """File `raw` in `folder`. `thread_with` (a Message-ID in the mailbox): Exchange
         puts it in that one's conversation, as it does by Thread-Index or topic when a
         client dropped the References."""
+        parsed = BytesHeaderParser(policy=policy.compat32).parsebytes(raw)
         with self.lock:
             user = self.user(email)
-            parsed = BytesHeaderParser(policy=policy.compat32).parsebytes(raw)
             internet_id = str(parsed.get("Message-ID") or "").strip()
             own = folder == "drafts" and check_policy(self.message_id_policy) == "assign"
             if not internet_id or own:
@@ -264,7 +269,7 @@ class GraphStore:
                 conversation_id=(
                     user.conversations.get(thread_with.lower()) if thread_with else None
                 )
-                or self._conversation(user, raw),
+                or self._conversation(user, parsed),
                 received=datetime.now(UTC),
             )
             user.messages[message.id] = message
