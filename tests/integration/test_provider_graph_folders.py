@@ -173,4 +173,3 @@ def test_a_push_sync_hands_every_folder_over_in_one_batch(
     assert set(batch.cursor["folders"]) == set(cursor["folders"])  # type: ignore[index]
     [again] = provider.changes(batch.cursor, utcnow())
     assert again.messages == []
-
