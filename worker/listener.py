@@ -5,7 +5,8 @@ Each listener dyno owns the mailboxes with ``shard_of(id, N) == K`` (N =
 number). IMAP IDLEs are steps on the process's `WatchHub` (`worker.watch_hub`):
 between their short commands they wait on one selector thread, and at most
 CONNECTS_AT_ONCE connections are set up at a time. An Exchange stream is read
-by exchangelib on a thread of its own. On new mail a watch calls
+by exchangelib on a thread of its own, STREAM_SETUPS_AT_ONCE of them setting up
+at a time. On new mail a watch calls
 `request_sync`, which queues at most one sync per mailbox; the sync itself
 runs elsewhere. Every `REFRESH_SECONDS` the listener reloads its mailbox list,
 starting watches for new mailboxes and stopping those removed, reconnected
@@ -74,6 +75,11 @@ REFRESH_CHANNEL = "sightline:listener:refresh"
 # hub's connect pool. Started all at once, 10,000 logins queued for the GIL and at
 # Dovecot, whose login queue overflowed ("Internal login failure").
 CONNECTS_AT_ONCE = 32
+# Exchange streams being set up at once (FindFolder, Subscribe, the first answer to
+# GetStreamingEvents), each on its thread: 10,000 started together held 1,944 after
+# 243 s and 10,000 only after 450 s (bench.providers_scale --mode ews), every thread
+# queued for the GIL; a stream that holds waits on its socket and needs no turn.
+STREAM_SETUPS_AT_ONCE = 32
 # Threads serving held IDLEs' rounds (DONE, IDLE, reading what the server said): a
 # round's waits are yielded, so these only run its work (~1 ms of CPU).
 HOLD_THREADS = 8
@@ -106,11 +112,28 @@ def _hold_steps(provider: MailboxProvider, on_change: Callable[[], None]) -> Ste
     return provider.watch_steps(on_change)
 
 
-def _hold_on_thread(stop: threading.Event) -> Hold:
-    """A provider whose `watch` blocks: one step that holds this thread until `stop`."""
+def _hold_on_thread(stop: threading.Event, setups: threading.Semaphore) -> Hold:
+    """A provider whose `watch` blocks: one step that holds this thread until `stop`.
+    Its set-up waits for one of `setups`, given back once the push connection is
+    open (`push_open`) or the watch ended."""
 
     def hold(provider: MailboxProvider, on_change: Callable[[], None]) -> Steps:
-        provider.watch(stop, on_change)
+        while not setups.acquire(timeout=1.0):
+            if stop.is_set():
+                return
+        held = True
+
+        def opened() -> None:  # called on this thread only: no lock needed
+            nonlocal held
+            if held:
+                held = False
+                setups.release()
+
+        provider.push_open = opened
+        try:
+            provider.watch(stop, on_change)
+        finally:
+            opened()
         return
         yield  # a generator: the watch's steps
 
@@ -189,6 +212,7 @@ class Listener:
         self._stop_asked = False
         self.hub = WatchHub(connects=CONNECTS_AT_ONCE, holds=HOLD_THREADS, name="idle")
         self.marks = push_latency.LiveMarks()
+        self.setups = threading.BoundedSemaphore(STREAM_SETUPS_AT_ONCE)
 
     def _start(
         self, mailbox_id: int, kind: str, email: str, credentials: dict[str, Any], fingerprint: str
@@ -200,7 +224,7 @@ class Listener:
             )
             return _Watch(fingerprint, None)
         stop = threading.Event()
-        hold = _hold_on_thread(stop)
+        hold = _hold_on_thread(stop, self.setups)
         steps = _watch_mailbox(mailbox_id, kind, email, credentials, hold, self.marks)
         thread = threading.Thread(
             target=run_blocking, args=(steps, stop), name=f"watch-{kind}-{mailbox_id}", daemon=True

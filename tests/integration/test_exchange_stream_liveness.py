@@ -182,3 +182,24 @@ def test_a_stalled_stream_stops_being_live_and_a_reply_meanwhile_halts_the_next_
     # One stopper thread for all open streams, never one per stream (ever opened);
     # it ends within STOP_CHECK_SECONDS of the last stream.
     wait_for("the ended streams' stopper to end", lambda: stream_stoppers() <= 1, 3)
+
+
+def test_streams_set_up_a_few_at_a_time_and_every_one_holds(
+    ews: FakeEws, listener: Listener, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 10,000 streams started together each queued its set-up for the GIL (450 s to
+    # hold them all); the listener lets STREAM_SETUPS_AT_ONCE set up at a time, and
+    # each gives its turn back once Exchange answered its GetStreamingEvents.
+    monkeypatch.setattr(listener, "setups", threading.BoundedSemaphore(2))
+    ews.app.subscribe_seconds = 0.2  # a busy server: set-ups overlap unless held back
+    harness = ExchangeHarness(ews)
+    sellers = [make_seller(harness) for _ in range(6)]
+    listener.refresh()
+    wait_for("every stream's first frame", lambda: all(live(s.mailbox_id) for s in sellers), 20)
+    assert ews.app.most_subscribing == 2
+    # Held streams keep no turn: a mailbox connected now sets up at once.
+    ews.app.most_subscribing = 0
+    late = make_seller(harness)
+    listener.refresh()
+    wait_for("the new stream's first frame", lambda: live(late.mailbox_id), 5)
+    assert ews.app.most_subscribing == 1

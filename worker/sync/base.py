@@ -162,6 +162,10 @@ class MailboxProvider(ABC):
     #: included). A provider that never calls it never counts as a live push
     #: (worker.sequences.freshness syncs such a mailbox before a follow-up step).
     push_alive: Callable[[], None] | None = None
+    #: Set by the `listener` for a watch held on a thread of its own: `watch()` calls
+    #: it once its push connection is set up (EWS: the GetStreamingEvents answer has
+    #: begun), so the listener can let the next watch set up (`STREAM_SETUPS_AT_ONCE`).
+    push_open: Callable[[], None] | None = None
 
     @abstractmethod
     def __init__(self, email_address: str, credentials: dict[str, Any]) -> None:

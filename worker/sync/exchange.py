@@ -454,7 +454,7 @@ class ExchangeProvider(MailboxProvider):
         later is streamed from the next reconnection, and read by every sync meanwhile."""
         folders, _ = watched_folders(self.account, self.skip_folders, {})
         ids = [FolderId(id=f.id) for f in folders] or [self._inbox()]
-        hold_stream(self.account, ids, stop, on_change, self.push_alive)
+        hold_stream(self.account, ids, stop, on_change, self.push_alive, self.push_open)
 
 
 def _sent_items(ids: dict[str, str]) -> tuple[str, ...]:

@@ -72,10 +72,16 @@ class _LiveStreamingEvents(GetStreamingEvents):  # type: ignore[misc]
     """
 
     def __init__(
-        self, *, account: Account, on_ok: Callable[[], None], silence_seconds: int
+        self,
+        *,
+        account: Account,
+        on_ok: Callable[[], None],
+        silence_seconds: int,
+        on_open: Callable[[], None],
     ) -> None:
         super().__init__(account=account)
         self._on_ok = on_ok
+        self._on_open = on_open
         self._silence_seconds = silence_seconds
         self.last_frame = time.monotonic()
 
@@ -92,6 +98,7 @@ class _LiveStreamingEvents(GetStreamingEvents):  # type: ignore[misc]
         reads a byte at a time (a Python call per byte of every keep-alive, for every stream
         the listener holds). A stream not sent chunked is still read a byte at a time: a
         bigger read would wait for bytes a quiet stream never sends."""
+        self._on_open()  # Exchange answered: the stream is set up
         chunk_size = None if getattr(body.raw, "chunked", False) else 1
         for document in envelopes(body.iter_content(chunk_size)):
             try:
@@ -133,10 +140,13 @@ def hold_stream(
     stop: threading.Event,
     on_change: Callable[[], None],
     push_alive: Callable[[], None] | None,
+    on_open: Callable[[], None] | None = None,
 ) -> None:
     """Subscribe to `folders` and hold their stream until `stop`; see the module docstring.
 
-    Raises ProviderError when the stream fails or falls silent (the caller reconnects).
+    `on_open` is called when Exchange's answer to GetStreamingEvents begins (the stream
+    is set up; its first frame may come later). Raises ProviderError when the stream
+    fails or falls silent (the caller reconnects).
     """
     providers = get_settings().providers
     silence = 2 * providers.exchange_keepalive_seconds
@@ -149,7 +159,10 @@ def hold_stream(
     try:
         while not stop.is_set():
             service = _LiveStreamingEvents(
-                account=account, on_ok=push_alive or _nothing, silence_seconds=silence
+                account=account,
+                on_ok=push_alive or _nothing,
+                silence_seconds=silence,
+                on_open=on_open or _nothing,
             )
             _read_stream(service, subscription, providers.exchange_stream_minutes, stop, on_change)
     finally:

@@ -67,6 +67,8 @@ class FakeEws:
             self.store.faults.clear()
             self.store.message_id_policy = "keep"
         self.app.stream_seconds = None
+        self.app.subscribe_seconds = 0.0
+        self.app.most_subscribing = 0
         self.keepalive(45.0)
         self.app.stalled.clear()
         self.app.held.clear()

@@ -218,6 +218,10 @@ class EwsApp:
         # Events wait on their subscription, keep-alives still go out (the scale bench's
         # capacity phases: no push, the streams alive).
         self.held = threading.Event()
+        # Subscribe takes this long (a busy server); the most answered at once is kept.
+        self.subscribe_seconds = 0.0
+        self._subscribing = 0
+        self.most_subscribing = 0
         self.closing = threading.Event()
         self._ntlm: dict[int, Any] = {}
         self.ntlm_users_file: str | None = None
@@ -633,6 +637,18 @@ class EwsApp:
         return response("FindItem", [success("FindItem", content)])
 
     def op_Subscribe(self, mailbox: EwsMailbox, request: etree._Element) -> bytes:
+        with self._counts:
+            self._subscribing += 1
+            self.most_subscribing = max(self.most_subscribing, self._subscribing)
+        try:
+            if self.subscribe_seconds:
+                time.sleep(self.subscribe_seconds)
+            return self._subscribe(mailbox, request)
+        finally:
+            with self._counts:
+                self._subscribing -= 1
+
+    def _subscribe(self, mailbox: EwsMailbox, request: etree._Element) -> bytes:
         streaming = request.find("m:StreamingSubscriptionRequest", NS)
         if streaming is None:
             return response(
