@@ -118,9 +118,14 @@ def _hold_on_thread(stop: threading.Event, setups: threading.Semaphore) -> Hold:
     open (`push_open`) or the watch ended."""
 
     def hold(provider: MailboxProvider, on_change: Callable[[], None]) -> Steps:
-        while not setups.acquire(timeout=1.0):
-            if stop.is_set():
-                return
+        # Blocking, not timed: thousands wait here at a listener's start, and a timed
+        # wait wakes each of them every time it lapses (and each lapse walks the
+        # semaphore's list of waiters): 4,600 waiters took the listener's whole core
+        # and no stream set up. A watch stopped meanwhile gives its turn straight back.
+        setups.acquire()
+        if stop.is_set():
+            setups.release()
+            return
         held = True
 
         def opened() -> None:  # called on this thread only: no lock needed
