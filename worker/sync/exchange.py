@@ -91,7 +91,7 @@ from worker.sync.base import (
 from worker.sync.exchange_errors import EWS_FAILURES, ews_call, ews_error
 from worker.sync.exchange_folders import watched_folders, well_known_ids
 from worker.sync.exchange_stream import hold_stream
-from worker.sync.folders import FolderGoneError, FolderReads, skip_list
+from worker.sync.folders import FolderGoneError, FolderReads, sent_items, skip_list
 from worker.sync.headers import summary_from_headers
 from worker.sync.mime import build_mime
 from worker.sync.sent_copy import read_sent_since
@@ -323,7 +323,7 @@ class ExchangeProvider(MailboxProvider):
                 before.setdefault(known["inbox"], legacy)
         # Sent Items too while an add-on's draft waits (worker.sync.sent_mail); its
         # state is kept between such times.
-        plan = FolderReads.start(state, before, known, self.skip_folders, self._list, _sent_items)
+        plan = FolderReads.start(state, before, known, self.skip_folders, self._list, sent_items)
         sent = plan.also[0] if plan.also else ""
         read_sent = bool(sent and self._sent_since) and sent not in plan.folders
 
@@ -455,11 +455,6 @@ class ExchangeProvider(MailboxProvider):
         folders, _ = watched_folders(self.account, self.skip_folders, {})
         ids = [FolderId(id=f.id) for f in folders] or [self._inbox()]
         hold_stream(self.account, ids, stop, on_change, self.push_alive, self.push_open)
-
-
-def _sent_items(ids: dict[str, str]) -> tuple[str, ...]:
-    """Sent Items, whose sync state a cursor keeps though it is read only at times."""
-    return (ids["sentitems"],) if ids.get("sentitems") else ()
 
 
 def _summary(item: Message) -> HeaderSummary:

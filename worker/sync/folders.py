@@ -126,6 +126,12 @@ def kept_listing(listing: Any, skip: tuple[str, ...], now: datetime) -> list[str
     return list(ids) if timedelta(0) <= now - listed < FOLDER_LIST_KEPT else None
 
 
+def sent_items(ids: dict[str, str]) -> tuple[str, ...]:
+    """Sent Items (Graph and EWS), whose state a cursor keeps though it is read only at
+    times (`FolderReads.also`), from the well-known ids."""
+    return (ids["sentitems"],) if ids.get("sentitems") else ()
+
+
 def folder_listing(ids: list[str], skip: tuple[str, ...], now: datetime) -> dict[str, Any]:
     """What a cursor keeps of a folder listing, for `kept_listing`."""
     return {"ids": list(ids), "skip": list(skip), "at": now.isoformat()}

@@ -66,7 +66,7 @@ from worker.sync.base import (
     ProviderError,
     SendResult,
 )
-from worker.sync.folders import FolderGoneError, FolderReads, skip_list
+from worker.sync.folders import FolderGoneError, FolderReads, sent_items, skip_list
 from worker.sync.graph_api import TIMEOUT_SECONDS, MsalToken, shared_session, translate
 from worker.sync.graph_folders import legacy_inbox_cursor, watched_folders, well_known_ids
 from worker.sync.headers import summary_from_headers
@@ -257,7 +257,7 @@ class GraphProvider(MailboxProvider):
                 before.setdefault(known["inbox"], legacy)
         # Sent Items too while an add-on's draft waits (worker.sync.sent_mail); its
         # state is kept between such times.
-        plan = FolderReads.start(state, before, known, self.skip_folders, self._list, _sent_items)
+        plan = FolderReads.start(state, before, known, self.skip_folders, self._list, sent_items)
         sent = plan.also[0] if plan.also else ""
         read_sent = bool(sent and self._sent_since) and sent not in plan.folders
 
@@ -400,11 +400,6 @@ class GraphProvider(MailboxProvider):
             )
         except ProviderError as exc:
             log.warning("graph_unsubscribe_failed mailbox=%s error=%s", self.email, exc)
-
-
-def _sent_items(ids: dict[str, str]) -> tuple[str, ...]:
-    """Sent Items, whose delta state a cursor keeps though it is read only at times."""
-    return (ids["sentitems"],) if ids.get("sentitems") else ()
 
 
 def _parse_time(value: Any, fallback: datetime) -> datetime:
