@@ -50,7 +50,6 @@ import email.utils
 import logging
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
@@ -91,7 +90,7 @@ from worker.sync.base import (
 from worker.sync.exchange_errors import EWS_FAILURES, ews_call, ews_error
 from worker.sync.exchange_folders import watched_folders, well_known_ids
 from worker.sync.exchange_stream import hold_stream
-from worker.sync.folders import FolderGoneError, FolderReads, sent_items, skip_list
+from worker.sync.folders import FolderGoneError, FolderReads, skip_list
 from worker.sync.headers import summary_from_headers
 from worker.sync.mime import build_mime
 from worker.sync.sent_copy import read_sent_since
@@ -321,22 +320,15 @@ class ExchangeProvider(MailboxProvider):
             legacy = {k: state[k] for k in ("sync_state", "synced_at") if k in state}
             if known.get("inbox"):
                 before.setdefault(known["inbox"], legacy)
-        # Sent Items too while an add-on's draft waits (worker.sync.sent_mail); its
-        # state is kept between such times.
-        plan = FolderReads.start(state, before, known, self.skip_folders, self._list, sent_items)
-        sent = plan.also[0] if plan.also else ""
-        read_sent = bool(sent and self._sent_since) and sent not in plan.folders
-
-        def read(folder_id: str, folder_state: Any) -> Iterator[_Page]:
-            start = self._sent_since if read_sent and folder_id == sent else since
-            return self._folder_changes(FolderId(id=folder_id), folder_state, start or since)
+        # Sent Items too while an add-on's draft waits (worker.sync.sent_mail).
+        plan = FolderReads.start(
+            state, before, known, self.skip_folders, self._list, self._sent_since
+        )
 
         handed: dict[str, Any] | None = None
-        for folder_id, listed in plan.read([sent] if read_sent else [], read):
-            in_sent = read_sent and folder_id == sent
-            summaries = [replace(m, in_sent=True) for m in listed] if in_sent else listed
+        for listed in plan.read(self._folder_changes, since):
             handed = plan.cursor()
-            yield ChangeBatch(summaries, handed)
+            yield ChangeBatch(listed, handed)
         if plan.cursor() != handed:  # listed again after the last page: keep the new list
             yield ChangeBatch([], plan.cursor())
 
@@ -346,8 +338,9 @@ class ExchangeProvider(MailboxProvider):
         return [f.id for f in folders], {**known, **ids}
 
     def _folder_changes(
-        self, folder: FolderId, state: dict[str, Any] | None, since: datetime
+        self, folder_id: str, state: dict[str, Any] | None, since: datetime
     ) -> Iterator[_Page]:
+        folder = FolderId(id=folder_id)
         state = dict(state or {})
         sync_state = state.get("sync_state")
         if not isinstance(sync_state, str):

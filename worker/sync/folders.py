@@ -23,11 +23,12 @@ written as one (``CATEGORY_PROMOTIONS``). Nothing here does I/O.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 from config import get_settings
+from worker.sync.base import HeaderSummary
 
 GMAIL_ROLE_LABELS = {
     "sent": "SENT",
@@ -99,7 +100,6 @@ def exchange_skipped(skip: tuple[str, ...]) -> tuple[set[str], set[str]]:
 # known one, or a folder moved under a skipped one, waits for this.
 FOLDER_LIST_KEPT = timedelta(minutes=10)
 
-T = TypeVar("T")
 # (ids of the folders to read, the well-known ids to keep) from the folder tree,
 # given the well-known ids known so far.
 ListFolders = Callable[[dict[str, str]], tuple[list[str], dict[str, str]]]
@@ -126,15 +126,14 @@ def kept_listing(listing: Any, skip: tuple[str, ...], now: datetime) -> list[str
     return list(ids) if timedelta(0) <= now - listed < FOLDER_LIST_KEPT else None
 
 
-def sent_items(ids: dict[str, str]) -> tuple[str, ...]:
-    """Sent Items (Graph and EWS), whose state a cursor keeps though it is read only at
-    times (`FolderReads.also`), from the well-known ids."""
-    return (ids["sentitems"],) if ids.get("sentitems") else ()
-
-
 def folder_listing(ids: list[str], skip: tuple[str, ...], now: datetime) -> dict[str, Any]:
     """What a cursor keeps of a folder listing, for `kept_listing`."""
     return {"ids": list(ids), "skip": list(skip), "at": now.isoformat()}
+
+
+# A folder's pages as a provider reads them: (folder id, its state or None, listed
+# since) -> (the page's summaries, the folder's new state) each.
+ReadFolder = Callable[[str, Any, datetime], Iterator[tuple[list[HeaderSummary], dict[str, Any]]]]
 
 
 @dataclass
@@ -142,17 +141,18 @@ class FolderReads:
     """The folders one Graph or EWS sync reads, and what its cursor keeps of them.
 
     `folders` come from a recent sync's list (``cursor["listing"]``) or a new
-    one (`list_folders`). `read` reads them in order, then, if the list was
-    kept and they held nothing new or one was gone, lists again and reads the
-    folders made since. `states` (folder id -> the provider's own state) holds
-    the listed folders' states, and those of `also` (Sent Items while an
-    add-on's draft waits: read when named in `extra`, its state kept between).
+    one (`list_folders`). `read` reads them in order, then Sent Items while an
+    add-on's draft waits (`sent_since`, worker.sync.sent_mail: its summaries
+    marked `in_sent`, its state kept between such times), then, if the list was
+    kept and the listed folders held nothing new or one was gone, lists again
+    and reads the folders made since. `states`: folder id -> the provider's state.
     """
 
     list_folders: ListFolders
     skip: tuple[str, ...]
     now: datetime
-    also: tuple[str, ...]
+    sent: str  # Sent Items' id ("" if the mailbox has none)
+    sent_since: datetime | None
     states: dict[str, Any]
     folders: list[str]
     ids: dict[str, str]
@@ -167,7 +167,7 @@ class FolderReads:
         known: dict[str, str],
         skip: tuple[str, ...],
         list_folders: ListFolders,
-        also: Callable[[dict[str, str]], tuple[str, ...]],
+        sent_since: datetime | None,
     ) -> FolderReads:
         now = datetime.now(UTC)
         kept = kept_listing(cursor.get("listing"), skip, now)
@@ -176,44 +176,45 @@ class FolderReads:
             listing = folder_listing(folders, skip, now)
         else:
             folders, ids, listing = kept, known, cursor["listing"]
-        plan = cls(list_folders, skip, now, also(ids), {}, folders, ids, listing, kept is not None)
+        sent = ids.get("sentitems") or ""
+        plan = cls(
+            list_folders, skip, now, sent, sent_since, {}, folders, ids, listing, kept is not None
+        )
         # Folders gone since are dropped; those not read yet keep their state until they are.
         plan._keep(before)
         return plan
 
     def _keep(self, states: dict[str, Any]) -> None:
-        keep = [*self.folders, *self.also]
+        keep = [*self.folders, self.sent]
         self.states = {f: states[f] for f in keep if isinstance(states.get(f), dict)}
 
     def cursor(self) -> dict[str, Any]:
         cursor = {"folders": dict(self.states), "well_known": self.ids}
         return cursor if self.listing is None else {**cursor, "listing": self.listing}
 
-    def read(
-        self,
-        extra: list[str],
-        read_folder: Callable[[str, Any], Iterator[tuple[list[T], dict[str, Any]]]],
-    ) -> Iterator[tuple[str, list[T]]]:
-        """(folder id, what a page of it listed) for each page `read_folder(id, state)`
-        reads, its new state in `states` by then; `extra` folders are read after the
-        listed ones and never make a new list needed."""
-        queue = [*self.folders, *(f for f in extra if f not in self.folders)]
+    def read(self, read_folder: ReadFolder, since: datetime) -> Iterator[list[HeaderSummary]]:
+        """What each page `read_folder` reads lists, its folder's new state in `states`
+        by then; Sent Items' summaries marked `in_sent`, and never a reason to list again."""
+        read_sent = bool(self.sent and self.sent_since) and self.sent not in self.folders
+        queue = [*self.folders, *([self.sent] if read_sent else [])]
         done: set[str] = set()
         found = gone = False
         while queue:
             folder_id = queue.pop(0)
             done.add(folder_id)
+            in_sent = read_sent and folder_id == self.sent
+            start = self.sent_since if in_sent and self.sent_since else since
             try:
-                for listed, state in read_folder(folder_id, self.states.get(folder_id)):
+                for listed, state in read_folder(folder_id, self.states.get(folder_id), start):
                     self.states[folder_id] = state
-                    found = found or (bool(listed) and folder_id not in extra)
-                    yield folder_id, listed
+                    found = found or (bool(listed) and not in_sent)
+                    yield [replace(m, in_sent=True) for m in listed] if in_sent else listed
             except FolderGoneError:
                 self.states.pop(folder_id, None)
                 gone = True
                 if not self.kept:
                     self.listing = None  # listed a moment ago: the next sync lists again
-                yield folder_id, []
+                yield []
             if not queue and self.kept and (gone or not found):
                 # Nothing new where we looked: the news may be in a folder made since.
                 self.kept = False

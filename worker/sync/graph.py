@@ -49,7 +49,6 @@ import base64
 import email.utils
 import logging
 from collections.abc import Callable, Iterator
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 from urllib.parse import quote
@@ -66,7 +65,7 @@ from worker.sync.base import (
     ProviderError,
     SendResult,
 )
-from worker.sync.folders import FolderGoneError, FolderReads, sent_items, skip_list
+from worker.sync.folders import FolderGoneError, FolderReads, skip_list
 from worker.sync.graph_api import TIMEOUT_SECONDS, MsalToken, shared_session, translate
 from worker.sync.graph_folders import legacy_inbox_cursor, watched_folders, well_known_ids
 from worker.sync.headers import summary_from_headers
@@ -255,15 +254,10 @@ class GraphProvider(MailboxProvider):
             known = well_known_ids(self.request, {"inbox"}, known) | known
             if known.get("inbox"):
                 before.setdefault(known["inbox"], legacy)
-        # Sent Items too while an add-on's draft waits (worker.sync.sent_mail); its
-        # state is kept between such times.
-        plan = FolderReads.start(state, before, known, self.skip_folders, self._list, sent_items)
-        sent = plan.also[0] if plan.also else ""
-        read_sent = bool(sent and self._sent_since) and sent not in plan.folders
-
-        def read(folder_id: str, folder_state: Any) -> Iterator[_Page]:
-            start = self._sent_since if read_sent and folder_id == sent else since
-            return self._folder_changes(folder_id, folder_state, start or since)
+        # Sent Items too while an add-on's draft waits (worker.sync.sent_mail).
+        plan = FolderReads.start(
+            state, before, known, self.skip_folders, self._list, self._sent_since
+        )
 
         # Pages are handed on together, a batch once PAGE_SIZE messages are in hand
         # and the rest at the end: a push sync reads two or more folders with one new
@@ -271,9 +265,8 @@ class GraphProvider(MailboxProvider):
         # cursor write. A failure re-lists what was not handed on yet, as a crash does.
         pending: list[HeaderSummary] = []
         unsent = False  # pages read since the last batch (maybe without a message)
-        for folder_id, listed in plan.read([sent] if read_sent else [], read):
-            in_sent = read_sent and folder_id == sent
-            pending += [replace(m, in_sent=True) for m in listed] if in_sent else listed
+        for listed in plan.read(self._folder_changes, since):
+            pending += listed
             unsent = True
             if len(pending) >= PAGE_SIZE:
                 yield ChangeBatch(pending, plan.cursor())
