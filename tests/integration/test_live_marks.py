@@ -94,3 +94,28 @@ def test_close_stops_writing(env: Settings) -> None:
     marks.mark(3)
     time.sleep(0.1)
     assert live(3) is None
+
+
+def test_a_write_of_more_marks_than_one_call_takes_lands_every_one(env: Settings) -> None:
+    # A listener's start marks thousands at once: written in several calls, each
+    # key set once (its moment kept by later marks) and given the whole life.
+    marks = LiveMarks(every=3600)
+    ids = list(range(5000, 5000 + 2 * push_latency.MARKS_PER_CALL + 7))
+    try:
+        get_redis().set(LIVE_KEY.format(mailbox_id=ids[-1]), b"12.000", ex=5)
+        for mailbox_id in ids:
+            marks.mark(mailbox_id)
+        marks.flush()
+        keys = [LIVE_KEY.format(mailbox_id=i) for i in ids]
+        values = get_redis().mget(keys)
+        assert [i for i, v in zip(ids, values, strict=True) if v is None] == []
+        assert values[-1] == b"12.000"  # already live: its moment stays
+        with get_redis().pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.ttl(key)
+            lives = pipe.execute()
+        assert min(lives) > LIVE_TTL_SECONDS - 5
+    finally:
+        for mailbox_id in ids:
+            marks.clear(mailbox_id)
+        marks.close()
