@@ -14,7 +14,7 @@ starting watches for new mailboxes and stopping those removed, reconnected
 
 While a connection holds, the provider marks it live (`push_latency.LiveMarks`:
 a Redis key that lapses without heartbeats, written for every connection in one
-pipeline five times a second) and a new-mail push notes its time,
+Redis call five times a second) and a new-mail push notes its time,
 so syncs measure how late each server's push is (`worker.sync.push_latency`);
 only a live push measured prompt spares a sync before a follow-up step
 (`worker.sequences.freshness`).
