@@ -54,7 +54,8 @@ class Mailbox(Base):
     kind: Mapped[str] = mapped_column(String(20))
     email: Mapped[str] = mapped_column(String(320))
     credentials_encrypted: Mapped[str] = mapped_column(Text)
-    # Provider-specific resume point, e.g. {"INBOX": {"uidvalidity": 7, "last_uid": 42}}.
+    # Provider-specific resume point, e.g. IMAP {"shape": "folders", "folders": {"INBOX":
+    # {"uidvalidity": 7, "last_uid": 42}}, "listing": ...}.
     sync_cursor: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     status: Mapped[str] = mapped_column(String(20), default=MailboxStatus.ACTIVE)
     status_reason: Mapped[str | None] = mapped_column(Text)

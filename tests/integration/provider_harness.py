@@ -15,6 +15,7 @@ and Dovecot cannot corrupt one message.
 
 from __future__ import annotations
 
+import copy
 import html
 import re
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from sqlalchemy import update
 from core.db import session_scope
 from core.models import Mailbox
 from tests.services.imap_server import ImapTestServer, unique_address
+from worker.sync.imap_folders import folder_states
 
 
 @dataclass(frozen=True)
@@ -128,10 +130,11 @@ class ImapHarness:
         # A server that renumbered INBOX: the stored UIDVALIDITY no longer matches.
         with session_scope() as session:
             mailbox = session.get_one(Mailbox, mailbox_id)
-            cursor = dict(mailbox.sync_cursor or {})
-            inbox = dict(cursor.get("INBOX") or {})
+            cursor = copy.deepcopy(mailbox.sync_cursor or {})
+            states = folder_states(cursor)
+            inbox = dict(states.get("INBOX") or {})
             inbox["uidvalidity"] = int(inbox.get("uidvalidity", 1)) + 1000
-            cursor["INBOX"] = inbox
+            states["INBOX"] = inbox
             mailbox.sync_cursor = cursor
 
     def throttle(self, address: str, calls: int) -> bool:

@@ -1,16 +1,22 @@
-"""Graph and EWS: a sync trusts a recent folder list, and lists again when it must.
+"""Graph, EWS and IMAP: a sync trusts a recent folder list, and lists again when it must.
 
-Listing the folder tree (Graph: GET mailFolders and childFolders; EWS: FindFolder)
-was a request of every push sync; the list is now kept in the cursor for
-`FOLDER_LIST_KEPT` (worker.sync.folders.FolderReads). These check what that
+Listing the folder tree (Graph: GET mailFolders and childFolders; EWS: FindFolder;
+IMAP: LIST) was a request of every push sync; the list is now kept in the cursor
+for `FOLDER_LIST_KEPT` (worker.sync.folders.FolderReads). These check what that
 must not cost: a reply a rule files in a folder made since is read by the next
 sync; a folder deleted since is dropped without failing the sync; and the one
 delay it allows (a new folder's news hidden by news in a known folder) ends
-when the list is old. The real providers against the wire-faithful fakes.
+when the list is old. The real providers against the wire-faithful fakes, and
+a real Dovecot (its LIST commands counted on the wire, through a relay).
 """
 
 from __future__ import annotations
 
+import contextlib
+import re
+import socket
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -20,7 +26,7 @@ from sqlalchemy import update
 
 from core.db import session_scope
 from core.models import Mailbox
-from tests.integration.provider_harness import ExchangeHarness, GraphHarness
+from tests.integration.provider_harness import ExchangeHarness, GraphHarness, ImapHarness
 from tests.integration.test_provider_contract import (
     inbound,
     mailbox_row,
@@ -31,32 +37,120 @@ from tests.integration.test_provider_contract import (
 from worker.sync.engine import sync_mailbox
 from worker.sync.folders import FOLDER_LIST_KEPT
 
+_LIST = re.compile(rb"^\S+ LIST ", re.IGNORECASE)
+
+
+class ListTap:
+    """A TCP relay in front of an IMAP server that counts the LIST commands it passes."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        self.lists = 0
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self._sockets: list[socket.socket] = [self.server]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                client, _ = self.server.accept()
+                upstream = socket.create_connection(self.target)
+                self._sockets += [client, upstream]
+                threading.Thread(target=self._pump, args=(client, upstream, True)).start()
+                threading.Thread(target=self._pump, args=(upstream, client, False)).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket, commands: bool) -> None:
+        pending = b""
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                if commands:
+                    *lines, pending = (pending + data).split(b"\r\n")
+                    self.lists += sum(1 for line in lines if _LIST.match(line))
+                sink.sendall(data)
+        with contextlib.suppress(OSError):
+            sink.shutdown(socket.SHUT_WR)
+
+    def close(self) -> None:
+        for sock in self._sockets:
+            with contextlib.suppress(OSError):
+                sock.close()
+
+
+class TappedImapHarness(ImapHarness):
+    """Dovecot, reached through a `ListTap`."""
+
+    def __init__(self, server: Any, smtp_server: Any, tap: ListTap) -> None:
+        super().__init__(server, smtp_server)
+        self.tap = tap
+
+    def credentials(self, address: str) -> dict[str, Any]:
+        credentials = super().credentials(address)
+        credentials["imap"]["host"], credentials["imap"]["port"] = "127.0.0.1", self.tap.port
+        return credentials
+
 
 @dataclass
 class Tenant:
-    """One provider's fake, as these tests use it."""
+    """One provider's fake (or Dovecot), as these tests use it."""
 
     harness: Any
     fake: Any
     listing: str  # the label of the call that lists the tree
 
     def listings(self) -> int:
+        if isinstance(self.harness, TappedImapHarness):
+            return self.harness.tap.lists
         return int(self.fake.server.calls.count(lambda c: c.label == self.listing))
 
+    def forget_calls(self) -> None:
+        if isinstance(self.harness, TappedImapHarness):
+            self.harness.tap.lists = 0
+        else:
+            self.fake.server.calls.clear()
+
     def folder_id(self, address: str, path: str) -> str:
+        if isinstance(self.harness, TappedImapHarness):
+            return path  # Dovecot's hierarchy separator here is "/"
         key = self.fake.folder_key(address, path)
         if isinstance(self.harness, GraphHarness):
             return str(self.fake.folder_id(address, key))
         return str(self.fake.store.mailbox(address).folder_ids[key])
 
+    def remove_folder(self, address: str, path: str) -> None:
+        """Delete the folder `path` and every folder under it, as a person does."""
+        if not isinstance(self.harness, TappedImapHarness):
+            self.fake.remove_folder(address, path)
+            return
+        with self.fake.imap(address) as client:
+            # Deepest first; a parent made only by its child's name (\\NonExistent) is no folder.
+            names = [
+                str(n)
+                for flags, _, n in client.list_folders()
+                if not {f.lower() for f in flags} & {b"\\nonexistent", b"\\noselect"}
+            ]
+            for name in sorted(
+                (n for n in names if n == path or n.startswith(f"{path}/")), key=len, reverse=True
+            ):
+                client.delete_folder(name)
 
-@pytest.fixture(params=["graph", "exchange"])
-def tenant(request: pytest.FixtureRequest, env: Any) -> Tenant:
+
+@pytest.fixture(params=["graph", "exchange", "imap"])
+def tenant(request: pytest.FixtureRequest, env: Any) -> Iterator[Tenant]:
     if request.param == "graph":
         fake = request.getfixturevalue("fake_graph")
-        return Tenant(GraphHarness(fake), fake, "mailFolders.list")
-    fake = request.getfixturevalue("fake_ews")
-    return Tenant(ExchangeHarness(fake), fake, "FindFolder")
+        yield Tenant(GraphHarness(fake), fake, "mailFolders.list")
+    elif request.param == "exchange":
+        fake = request.getfixturevalue("fake_ews")
+        yield Tenant(ExchangeHarness(fake), fake, "FindFolder")
+    else:
+        dovecot = request.getfixturevalue("dovecot")
+        tap = ListTap((dovecot.host, dovecot.imap_port))
+        try:
+            harness = TappedImapHarness(dovecot, request.getfixturevalue("smtp_server"), tap)
+            yield Tenant(harness, dovecot, "LIST")
+        finally:
+            tap.close()
 
 
 def test_a_sync_trusts_a_recent_list_and_lists_again_when_it_finds_nothing_new(
@@ -66,7 +160,7 @@ def test_a_sync_trusts_a_recent_list_and_lists_again_when_it_finds_nothing_new(
     dana, dana_id = send_first_step(seller, "dana@acme.test")
     lee, lee_id = send_first_step(seller, "lee@globex.test")
     sync_mailbox(seller.mailbox_id)
-    tenant.fake.server.calls.clear()
+    tenant.forget_calls()
 
     tenant.harness.deliver(seller.address, inbound("dana@acme.test", seller.address, dana_id))
     assert sync_mailbox(seller.mailbox_id).outcomes == {"recorded": 1}
@@ -123,7 +217,7 @@ def test_a_folder_deleted_since_it_was_listed_is_dropped_and_the_sync_goes_on(
     sync_mailbox(seller.mailbox_id)
     projects = tenant.folder_id(seller.address, "Old Projects")
     year = tenant.folder_id(seller.address, "Old Projects/2025")
-    tenant.fake.remove_folder(seller.address, "Old Projects")
+    tenant.remove_folder(seller.address, "Old Projects")
     tenant.harness.deliver(seller.address, inbound("dana@acme.test", seller.address, dana_id))
 
     assert sync_mailbox(seller.mailbox_id).outcomes == {"recorded": 1}

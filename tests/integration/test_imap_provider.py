@@ -14,6 +14,7 @@ import pytest
 from tests.services.dovecot import DovecotServer, has_message_id, unique_address
 from worker.sync.base import OutgoingMessage, ProviderError
 from worker.sync.imap import ImapProvider
+from worker.sync.imap_folders import folder_states
 from worker.sync.mime import new_message_id
 
 
@@ -107,11 +108,31 @@ def test_changes_lists_headers_then_only_new_mail(
     assert b"Hello there" in provider.fetch(reply.fetch_ref, 1_000_000)
     assert len(provider.fetch(reply.fetch_ref, 100)) == 100  # never more than asked
     cursor = batches[-1].cursor
-    assert cursor["INBOX"]["last_uid"] == 2
+    assert folder_states(cursor)["INBOX"]["last_uid"] == 2
     assert [m for b in provider.changes(cursor, since) for m in b.messages] == []
     dovecot.deliver(sender, inbound("dana@acme.test", sender, in_reply_to=ours))
     fresh = [m for b in provider.changes(cursor, since) for m in b.messages]
     assert len(fresh) == 1
+    provider.close()
+
+
+def test_a_flat_cursor_from_before_the_kept_list_goes_on_where_it_stopped(
+    dovecot: DovecotServer, smtp_server: Any, sender: str
+) -> None:
+    # Cursors written before the folder list was kept are {folder: state} at the top
+    # (any folder name, "shape" and "folders" too): read as such, never listed again.
+    dovecot.deliver(sender, inbound("old@acme.test", sender))
+    provider = ImapProvider(sender, credentials(dovecot, smtp_server, sender))
+    since = datetime.now(UTC) - timedelta(days=1)
+    states = folder_states([b for b in provider.changes(None, since)][-1].cursor)
+    flat = {"INBOX": states["INBOX"], "folders": {"uidvalidity": 1, "last_uid": 9}}
+    assert folder_states(flat) is flat
+    dovecot.deliver(sender, inbound("new@acme.test", sender))
+    batches = list(provider.changes(flat, since))
+    assert [m.from_addr for b in batches for m in b.messages] == ["new@acme.test"]
+    cursor = batches[-1].cursor
+    assert cursor["shape"] == "folders" and cursor["listing"]["ids"] == ["INBOX"]
+    assert folder_states(cursor)["INBOX"]["last_uid"] == states["INBOX"]["last_uid"] + 1
     provider.close()
 
 
@@ -135,7 +156,8 @@ def test_uidvalidity_change_rebuilds_with_the_same_identities(
         client.create_folder("Replies")
         client.append("Replies", raw)
     rebuilt = list(provider.changes(cursor, since))
-    assert rebuilt[-1].cursor["Replies"]["uidvalidity"] != cursor["Replies"]["uidvalidity"]
+    now, before = folder_states(rebuilt[-1].cursor), folder_states(cursor)
+    assert now["Replies"]["uidvalidity"] != before["Replies"]["uidvalidity"]
     assert [m.provider_id for b in rebuilt for m in b.messages] == ids
     provider.close()
 

@@ -37,6 +37,7 @@ from tests.services.courier import CourierServer
 from tests.services.mailutils import MailutilsServer
 from worker.sync.engine import sync_mailbox
 from worker.sync.imap import ImapProvider
+from worker.sync.imap_folders import folder_states
 
 pytestmark = pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 
@@ -49,7 +50,7 @@ def harness(request: pytest.FixtureRequest) -> ImapHarness:
 
 def uidvalidity(mailbox_id: int) -> int:
     cursor = mailbox_row(mailbox_id).sync_cursor or {}
-    return int(cursor["INBOX"]["uidvalidity"])
+    return int(folder_states(cursor)["INBOX"]["uidvalidity"])
 
 
 def test_a_folder_renumbered_under_an_open_idle_loses_no_reply_and_records_none_twice(

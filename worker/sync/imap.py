@@ -10,11 +10,17 @@ fail the send: its reason travels back in `SendResult.sent_copy_error`.
 Every folder is synced but Sent, Drafts, Trash and Junk (SIGHTLINE_SKIP_FOLDERS,
 or the mailbox's own ``skip_folders``; worker.sync.imap_folders finds them by
 RFC 6154 flag or name), so a reply a server rule filed in "Customers" is seen;
-a mailbox may instead name its ``folders``. Each sync lists the folders (one
-LIST), so a folder made since is synced from then on. IDLE holds INBOX only
+a mailbox may instead name its ``folders``. The folder list (one LIST) is kept
+in the cursor and trusted as Graph's and EWS's are (`worker.sync.folders.FolderReads`,
+FOLDER_LIST_KEPT): a sync whose folders held nothing new, or found one gone
+(SELECT refused and the folder no longer there), lists again at once, so a
+folder made since is read by the sync that needs it. IDLE holds INBOX only
 (one connection per mailbox); the other folders are read by every sync: the
 poll (SIGHTLINE_SYNC_POLL_SECONDS, a minute by default) and every sync IDLE
-triggers. Sync keeps, per folder, ``{"uidvalidity": V, "last_uid": U, "synced_on": date}``::
+triggers. The cursor is ``{"shape": "folders", "folders": {name: state},
+"well_known": {"sentitems": name}, "listing": ...}`` (`folder_states` also reads
+the flat ``{name: state}`` cursors written before); per folder, the state is
+``{"uidvalidity": V, "last_uid": U, "synced_on": date}``::
 
     no cursor ───────────────▶ UID SEARCH SINCE <connected on>      (first sync)
     same UIDVALIDITY ────────▶ UID SEARCH UID U+1:4294967295        (incremental)
@@ -30,8 +36,8 @@ headers, so a rebuild re-sees messages without recording anything twice.
 new mail; it re-issues IDLE every 25 minutes (RFC 2177 lets servers drop an idle
 client after 30).
 
-imapclient and smtplib are imported here and in `imap_connect` (which opens every
-connection, through the outbound policy) only.
+imapclient and smtplib are imported here, in `imap_connect` (which opens every
+connection, through the outbound policy) and in `smtp_send` (which sends) only.
 """
 
 from __future__ import annotations
@@ -43,11 +49,12 @@ import ssl
 import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
+from functools import partial
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 import imapclient
-from imapclient.exceptions import IMAPClientError, ProtocolError
+from imapclient.exceptions import IMAPClientAbortError, IMAPClientError, ProtocolError
 from imapclient.imapclient import SEEN
 
 from config import get_settings
@@ -60,7 +67,7 @@ from worker.sync.base import (
     ProviderError,
     SendResult,
 )
-from worker.sync.folders import skip_list
+from worker.sync.folders import FolderGoneError, FolderReads, skip_list
 from worker.sync.imap_connect import open_imap, open_smtp
 from worker.sync.imap_fetch import (
     answers_request,
@@ -68,11 +75,17 @@ from worker.sync.imap_fetch import (
     find_message,
     header_fields_request,
 )
-from worker.sync.imap_folders import FolderError, find_sent_folder, watched_folders
+from worker.sync.imap_folders import (
+    SHAPE,
+    FolderError,
+    find_sent_folder,
+    folder_states,
+    watched_folders,
+)
 from worker.sync.imap_idle import idle_steps
 from worker.sync.mime import build_mime, summarize_headers
-from worker.sync.quota import smtp_quota
 from worker.sync.sent_copy import in_sent, read_sent_since
+from worker.sync.smtp_send import send_mail
 from worker.sync.watch_steps import Steps, run_blocking
 
 log = logging.getLogger(__name__)
@@ -102,15 +115,6 @@ def _connection_settings(credentials: dict[str, Any], which: str) -> dict[str, A
 
 def _ssl_context() -> ssl.SSLContext:
     return ssl.create_default_context()
-
-
-def _folder_cursor(cursor: dict[str, Any], folder: str) -> dict[str, Any] | None:
-    value = cursor.get(folder)
-    return value if isinstance(value, dict) else None
-
-
-def _text(said: bytes | str) -> str:
-    return said.decode("utf-8", "replace") if isinstance(said, bytes) else said
 
 
 class ImapProvider(MailboxProvider):
@@ -171,36 +175,7 @@ class ImapProvider(MailboxProvider):
 
     def send(self, message: OutgoingMessage) -> SendResult:
         raw = build_mime(message)
-        recipients = [*message.to, *message.cc]
-        smtp = self._smtp()
-        try:
-            refused = smtp.sendmail(message.from_addr, recipients, raw)
-        except smtplib.SMTPRecipientsRefused as exc:
-            # Gmail answers its daily quota at RCPT too: that is about us, not them.
-            for code, said in exc.recipients.values():
-                quota = smtp_quota(code, _text(said))
-                if quota is not None:
-                    raise quota from exc
-            raise ProviderError(
-                f"every recipient was refused: {sorted(exc.recipients)}", permanent=True
-            ) from exc
-        except smtplib.SMTPResponseException as exc:
-            quota = smtp_quota(exc.smtp_code, _text(exc.smtp_error))
-            if quota is not None:
-                raise quota from exc
-            permanent = 500 <= exc.smtp_code < 600
-            raise ProviderError(
-                f"SMTP server answered {exc.smtp_code} {exc.smtp_error!r}", permanent=permanent
-            ) from exc
-        except (smtplib.SMTPException, OSError) as exc:
-            raise ProviderError(f"SMTP send failed: {exc}") from exc
-        finally:
-            with contextlib.suppress(smtplib.SMTPException, OSError):
-                smtp.quit()
-        if refused:
-            log.warning(
-                "smtp_partial_refusal message_id=%s refused=%s", message.message_id, sorted(refused)
-            )
+        send_mail(self._smtp(), message, raw)
         copy_error = self._append_sent(raw) if self.append_to_sent else None
         return SendResult(message_id=message.message_id, sent_copy_error=copy_error)
 
@@ -264,65 +239,92 @@ class ImapProvider(MailboxProvider):
             raise ProviderError(f"IMAP connection lost listing folders: {exc}") from exc
 
     def changes(self, cursor: dict[str, Any] | None, since: datetime) -> Iterator[ChangeBatch]:
-        state = dict(cursor or {})
+        cursor = cursor or {}
         client = self._imap()
         self._selected = None  # a new sync: ask the server for each folder's UIDVALIDITY
-        watched = self.watched()
+        shaped = cursor.get("shape") == SHAPE
+        kept_ids = cursor.get("well_known") if shaped else None
+        kept_ids = kept_ids if isinstance(kept_ids, dict) else {}
+        known: dict[str, str] = {k: v for k, v in kept_ids.items() if isinstance(v, str)}
         # Sent too while an add-on's draft waits (worker.sync.sent_mail), never as replies.
-        sent = [self._sent_folder_name()] if self._sent_since and self._chosen is None else []
-        for folder in [*watched, *(f for f in sent if f not in watched)]:
-            listed_from = self._sent_since if folder not in watched and self._sent_since else since
-            try:
-                uidvalidity = self._select(client, folder)
-                previous = _folder_cursor(state, folder)
-                if previous is not None and previous.get("uidvalidity") == uidvalidity:
-                    last_uid = int(previous.get("last_uid", 0))
-                    # An explicit top, not "*": Mailutils 3.15 answers "UID n:*" with nothing.
-                    wanted = f"{last_uid + 1}:{MAX_UID}"
-                    uids = [u for u in client.search(["UID", wanted]) if u > last_uid]
+        sent_since = self._sent_since if self._chosen is None else None
+        if sent_since is not None:
+            known["sentitems"] = self._sent_folder_name()
+        plan = FolderReads.start(
+            {"listing": cursor.get("listing")} if shaped else {},
+            folder_states(cursor),
+            known,
+            self.skip_folders,
+            lambda ids: (self.watched(), dict(ids)),
+            sent_since,
+        )
+
+        # Handed on BATCH_SIZE at a time, the rest at the end (each batch costs the engine
+        # a transaction), and a list made after the last folder's read is kept too.
+        pending: list[HeaderSummary] = []
+        handed: dict[str, Any] | None = None
+        for listed in plan.read(partial(self._read_folder, client, plan), since):
+            pending += listed
+            if len(pending) >= BATCH_SIZE:
+                handed = {"shape": SHAPE, **plan.cursor()}
+                yield ChangeBatch(pending, handed)
+                pending = []
+        last = {"shape": SHAPE, **plan.cursor()}
+        if pending or last != handed:
+            yield ChangeBatch(pending, last)
+
+    def _read_folder(
+        self,
+        client: imapclient.IMAPClient,
+        plan: FolderReads,
+        folder: str,
+        state: Any,
+        listed_from: datetime,
+    ) -> Iterator[tuple[list[HeaderSummary], dict[str, Any]]]:
+        """The new messages of `folder` in batches, each with the folder's state after it
+        (one, empty, when there is none); Sent's listed only, never read as replies.
+        Raises FolderGoneError (SELECT refused, the folder gone), else ProviderError."""
+        previous = state if isinstance(state, dict) else None
+        try:
+            uidvalidity = self._select(client, folder)
+            if previous is not None and previous.get("uidvalidity") == uidvalidity:
+                last_uid = int(previous.get("last_uid", 0))
+                # An explicit top, not "*": Mailutils 3.15 answers "UID n:*" with nothing.
+                wanted = f"{last_uid + 1}:{MAX_UID}"
+                uids = [u for u in client.search(["UID", wanted]) if u > last_uid]
+            else:
+                if previous is not None:
+                    log.warning(
+                        "uidvalidity_changed mailbox=%s folder=%s old=%s new=%s",
+                        self.email,
+                        folder,
+                        previous.get("uidvalidity"),
+                        uidvalidity,
+                    )
+                    synced_on = date.fromisoformat(
+                        previous.get("synced_on") or listed_from.date().isoformat()
+                    )
+                    window_start = synced_on - REBUILD_WINDOW
                 else:
-                    if previous is not None:
-                        log.warning(
-                            "uidvalidity_changed mailbox=%s folder=%s old=%s new=%s",
-                            self.email,
-                            folder,
-                            previous.get("uidvalidity"),
-                            uidvalidity,
-                        )
-                        synced_on = date.fromisoformat(
-                            previous.get("synced_on") or listed_from.date().isoformat()
-                        )
-                        window_start = synced_on - REBUILD_WINDOW
-                    else:
-                        window_start = listed_from.date()
-                    last_uid = 0
-                    uids = client.search(["SINCE", window_start])
-            except (IMAPClientError, OSError) as exc:
-                raise ProviderError(f"IMAP search in {folder} failed: {exc}") from exc
-            uids = sorted(uids)
-            today = datetime.now(UTC).date().isoformat()
-            if not uids:
-                state[folder] = {
-                    "uidvalidity": uidvalidity,
-                    "last_uid": last_uid,
-                    "synced_on": today,
-                }
-                yield ChangeBatch(messages=[], cursor=dict(state))
-                continue
-            for start in range(0, len(uids), BATCH_SIZE):
-                chunk = uids[start : start + BATCH_SIZE]
-                messages = (
-                    self._summaries(client, folder, uidvalidity, chunk)
-                    if folder in watched
-                    else [in_sent(f"{uidvalidity}:{uid}:{folder}") for uid in chunk]
-                )
-                last_uid = max(last_uid, chunk[-1])
-                state[folder] = {
-                    "uidvalidity": uidvalidity,
-                    "last_uid": last_uid,
-                    "synced_on": today,
-                }
-                yield ChangeBatch(messages=messages, cursor=dict(state))
+                    window_start = listed_from.date()
+                last_uid = 0
+                uids = client.search(["SINCE", window_start])
+        except (IMAPClientError, OSError) as exc:
+            raise ProviderError(f"IMAP search in {folder} failed: {exc}") from exc
+        uids = sorted(uids)
+        today = datetime.now(UTC).date().isoformat()
+        if not uids:
+            yield [], {"uidvalidity": uidvalidity, "last_uid": last_uid, "synced_on": today}
+            return
+        for start in range(0, len(uids), BATCH_SIZE):
+            chunk = uids[start : start + BATCH_SIZE]
+            messages = (
+                [in_sent(f"{uidvalidity}:{uid}:{folder}") for uid in chunk]
+                if folder == plan.sent and folder not in plan.folders
+                else self._summaries(client, folder, uidvalidity, chunk)
+            )
+            last_uid = max(last_uid, chunk[-1])
+            yield messages, {"uidvalidity": uidvalidity, "last_uid": last_uid, "synced_on": today}
 
     def _select(self, client: imapclient.IMAPClient, folder: str) -> int:
         """Select `folder` read-write (BODY.PEEK leaves flags alone); its UIDVALIDITY.
@@ -335,10 +337,20 @@ class ImapProvider(MailboxProvider):
         """
         if self._selected is not None and self._selected[0] == folder:
             return self._selected[1]
+        self._selected = None  # a SELECT refused leaves none selected (RFC 3501 6.3.1)
         try:
             info = client.select_folder(folder, readonly=False)
-        except IMAPClientError:
-            info = client.select_folder(folder, readonly=True)
+        except IMAPClientError:  # a lost connection fails the second try too, as abort
+            try:
+                info = client.select_folder(folder, readonly=True)
+            except IMAPClientAbortError:
+                raise
+            except IMAPClientError as exc:
+                # Refused: a folder deleted or renamed since it was listed, or a server
+                # that will not open it now; only the first is a reason to list again.
+                if not client.folder_exists(folder):
+                    raise FolderGoneError(folder) from exc
+                raise
         validity = int(info[b"UIDVALIDITY"])
         self._selected = (folder, validity)
         return validity
@@ -432,6 +444,10 @@ class ImapProvider(MailboxProvider):
                 uid = self._find_again(client, folder, fetch_ref)
             item = f"BODY.PEEK[]<0.{max_bytes}>".encode()
             data = client.fetch([uid], [item]).get(uid)
+        except FolderGoneError as exc:
+            # Renamed or deleted since listed: the next sync lists again and finds the
+            # message where it is now (by Message-ID, never recorded twice).
+            raise ProviderError(f"the folder {folder} is gone since it was listed") from exc
         except (IMAPClientError, OSError) as exc:
             raise ProviderError(f"IMAP fetch in {folder} failed: {exc}") from exc
         if not data:

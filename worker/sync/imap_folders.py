@@ -22,12 +22,16 @@ names as the last part of the folder's name (``INBOX.Sent`` on Courier);
 anything else names a folder by its full or last name. The virtual \\All and
 \\Flagged folders (Gmail's All Mail, Starred) hold copies of other folders'
 mail and are never synced. INBOX comes first; the rest in the server's order.
+
+`folder_states` reads the folders' states out of a sync cursor of either shape
+(worker.sync.imap).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+from typing import Any
 
 import imapclient
 from imapclient.exceptions import IMAPClientError
@@ -134,6 +138,22 @@ def watched_folders(client: imapclient.IMAPClient, skip: tuple[str, ...] | list[
         found.append(name)
     inbox = [n for n in found if n.upper() == "INBOX"]
     return [*(inbox or ["INBOX"]), *(n for n in found if n.upper() != "INBOX")]
+
+
+SHAPE = "folders"  # the cursor's shape since the folder list is kept (flat before)
+
+
+def folder_states(cursor: dict[str, Any] | None) -> dict[str, Any]:
+    """The folders' states in an IMAP cursor of either shape (the dict itself, not a copy).
+
+    A flat cursor (before the list was kept) is the states; any folder name may
+    be a key there, but never with a string value, so ``"shape"`` tells them apart.
+    """
+    cursor = cursor if cursor is not None else {}
+    if cursor.get("shape") == SHAPE and isinstance(cursor.get("folders"), dict):
+        states: dict[str, Any] = cursor["folders"]
+        return states
+    return cursor
 
 
 def _text(value: bytes | str) -> str:
