@@ -5,7 +5,9 @@ run by RQ's own worker in this process:
 
 - Dovecot reports new mail within a second: after three deliveries its push is
   trusted, and a follow-up step goes out without a sync while the listener
-  holds it (and waits for one once it stops).
+  holds it (and waits for one once it stops) — unless the mailbox syncs folders
+  besides INBOX, where IDLE does not look: a reply a rule filed there must
+  still stop the step, so a sync runs first.
 - Courier's IDLE looks at the folder every IMAP_IDLE_TIMEOUT seconds. Debian's
   default is 60; this test's own Courier runs with 8 so it takes seconds (its
   60 s are replayed from recorded timings in tests/unit/test_push_latency.py).
@@ -31,14 +33,19 @@ from core.db import session_scope
 from core.models import Enrollment, Mailbox, utcnow
 from core.redis import get_redis
 from tests.integration.provider_harness import ImapHarness, queued, run_jobs
-from tests.integration.test_provider_contract import make_seller, send_first_step
+from tests.integration.test_provider_contract import (
+    inbound,
+    make_seller,
+    send_first_step,
+    state_of,
+)
 from tests.services.courier import CourierServer
 from tests.services.imap_server import ImapTestServer
 from tests.services.smtp import SmtpServer
 from worker.listener import Listener
 from worker.sequences.freshness import ready_to_send
 from worker.sync import push_latency
-from worker.sync.engine import SYNC_JOB
+from worker.sync.engine import SYNC_JOB, sync_mailbox
 from worker.sync.polling import poll_mailboxes
 
 pytestmark = pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
@@ -136,6 +143,31 @@ def test_prompt_idle_is_trusted_and_spares_the_sync_before_a_follow_up(
     assert push_latency.live_since(seller.mailbox_id) is None
     assert not ready_to_send(enrollment, 1)  # no push now: a sync first
     assert queued(queues.SYNC, SYNC_JOB) == [(seller.mailbox_id,)]
+
+
+def test_a_reply_filed_outside_the_inbox_stops_a_follow_up_a_prompt_idle_would_let_out(
+    env: Settings, dovecot: ImapTestServer, smtp_server: SmtpServer, listener: Listener
+) -> None:
+    seller = make_seller(ImapHarness(dovecot, smtp_server))
+    enrollment, message_id = send_first_step(seller, "dana@acme.test")
+    start_listening(listener, seller.mailbox_id)
+    for n in range(push_latency.MEASUREMENTS_NEEDED):
+        deliver_and_sync(dovecot, seller.address, seller.mailbox_id, n)
+    assert push_state(seller.mailbox_id)[1] is True
+    dovecot.file_into(seller.address, "Customers", note(seller.address, 9))
+    assert sync_mailbox(seller.mailbox_id).listed == 1  # Customers is synced from now on
+
+    # Dana's answer is filed in Customers by a rule: IDLE on INBOX says nothing.
+    dovecot.file_into(
+        seller.address, "Customers", inbound("dana@acme.test", seller.address, message_id)
+    )
+    due = fall_due_after_last_sync(seller.mailbox_id, enrollment)
+    time.sleep(max(0.0, (due - utcnow()).total_seconds() + push_latency.PROMPT_SECONDS + 0.2))
+    assert push_latency.live_since(seller.mailbox_id) is not None  # live and prompt, but
+    assert not ready_to_send(enrollment, 1)  # it cannot vouch for Customers: a sync first
+    assert queued(queues.SYNC, SYNC_JOB) == [(seller.mailbox_id,)]
+    assert run_jobs(queues.SYNC) == 1
+    assert state_of(enrollment)[0] == "replied"
 
 
 def test_idle_that_only_polls_is_measured_slow_and_polled_often(

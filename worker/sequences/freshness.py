@@ -11,7 +11,8 @@ The rule. A step after the first is claimed only when its mailbox is
              its sync
 
       live:   Gmail watch / Graph subscription renewed, unexpired, no error
-              (MailboxPush.renewed_at); IMAP IDLE held by the listener, an EWS
+              (MailboxPush.renewed_at); IMAP IDLE held by the listener (for a
+              mailbox that syncs INBOX alone: IDLE watches nothing else), an EWS
               stream while Exchange writes to it, keep-alives included
               (worker.sync.push_latency.live_since)
       prompt: worker.sync.push_latency's verdict from measured delays: a push is
@@ -65,6 +66,7 @@ from core.models import (
 from core.redis import get_redis
 from worker.sync import push_latency
 from worker.sync.engine import LOCK_KEY, request_sync
+from worker.sync.imap_folders import idle_watches_every_folder
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +118,7 @@ def ready_to_send(enrollment_id: int, step: int) -> bool:
                 Mailbox.status,
                 Mailbox.last_synced_at,
                 Mailbox.push_prompt,
+                Mailbox.sync_cursor,
                 Enrollment.next_step_at,
             )
             .join(Sequence, Sequence.mailbox_id == Mailbox.id)
@@ -133,7 +136,10 @@ def ready_to_send(enrollment_id: int, step: int) -> bool:
                     MailboxPush.expires_at > now,
                 )
             )
-    known = _knowledge(row.id, row.kind, row.last_synced_at, row.push_prompt, renewed)
+    # IDLE holds INBOX only: with other folders synced, a reply filed there is not pushed.
+    partial = row.kind == MailboxKind.IMAP and not idle_watches_every_folder(row.sync_cursor)
+    prompt = False if partial else row.push_prompt
+    known = _knowledge(row.id, row.kind, row.last_synced_at, prompt, renewed)
     window = get_settings().fresh_seconds
     if is_fresh(known, due_at=row.next_step_at, now=now, window_seconds=window):
         return True

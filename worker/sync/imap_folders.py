@@ -24,7 +24,8 @@ anything else names a folder by its full or last name. The virtual \\All and
 mail and are never synced. INBOX comes first; the rest in the server's order.
 
 `folder_states` reads the folders' states out of a sync cursor of either shape
-(worker.sync.imap).
+(worker.sync.imap); `idle_watches_every_folder` says from it whether IDLE on
+INBOX sees every folder synced.
 """
 
 from __future__ import annotations
@@ -154,6 +155,28 @@ def folder_states(cursor: dict[str, Any] | None) -> dict[str, Any]:
         states: dict[str, Any] = cursor["folders"]
         return states
     return cursor
+
+
+def idle_watches_every_folder(cursor: dict[str, Any] | None) -> bool:
+    """True when IDLE, which holds INBOX only, sees every folder the mailbox's syncs read.
+
+    From the sync cursor: the folders last listed (or, before that, those with a
+    state), Sent aside (read only while an add-on's draft waits, never for
+    replies). A reply a server rule files in "Customers" raises no IDLE on INBOX:
+    such a mailbox's push cannot stand in for a sync (worker.sequences.freshness)
+    nor spare it the minute's poll (worker.sync.polling). No cursor: not known.
+    """
+    if not isinstance(cursor, dict):
+        return False
+    if cursor.get("shape") == SHAPE:
+        listing, known = cursor.get("listing"), cursor.get("well_known")
+        listed = listing.get("ids") if isinstance(listing, dict) else None
+        folders = listed if isinstance(listed, list) else list(folder_states(cursor))
+        sent = known.get("sentitems") if isinstance(known, dict) else None
+        folders = [f for f in folders if f != sent]
+    else:
+        folders = [name for name, state in cursor.items() if isinstance(state, dict)]
+    return bool(folders) and all(str(f).upper() == "INBOX" for f in folders)
 
 
 def _text(value: bytes | str) -> str:

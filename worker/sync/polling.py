@@ -12,9 +12,10 @@ from sqlalchemy import select
 
 from config import get_settings
 from core.db import session_scope
-from core.models import Mailbox, MailboxPush, MailboxStatus, utcnow
+from core.models import Mailbox, MailboxKind, MailboxPush, MailboxStatus, utcnow
 from worker.sequences.freshness import LISTENER_KINDS
 from worker.sync import push_latency, wanted
+from worker.sync.imap_folders import idle_watches_every_folder
 
 
 def poll_mailboxes() -> int:
@@ -29,9 +30,12 @@ def poll_mailboxes() -> int:
     IDLE or EWS stream the listener holds now (its mark in Redis,
     `push_latency.live_among`) whose push was measured prompt: the listener asks
     for a sync at every (re)connection, so what arrived while it was away is not
-    left to the poll. A mailbox whose push was measured slow (an IDLE that only
-    looks every minute: `worker.sync.push_latency`) is polled every
-    SIGHTLINE_SLOW_PUSH_POLL_SECONDS instead.
+    left to the poll. IDLE holds INBOX only, so an IMAP mailbox that syncs other
+    folders too is not spared (`imap_folders.idle_watches_every_folder`): a reply a
+    rule filed in "Customers" is read by the minute's poll. A mailbox whose push
+    was measured slow (an IDLE that only looks every minute:
+    `worker.sync.push_latency`) is polled every SIGHTLINE_SLOW_PUSH_POLL_SECONDS
+    instead.
     """
     settings = get_settings()
     now = utcnow()
@@ -66,5 +70,23 @@ def poll_mailboxes() -> int:
         and row.last_synced_at is not None
         and row.last_synced_at >= push_due_before
     ]
+    imap = {int(row.id) for row in due if row.kind == MailboxKind.IMAP}
+    misses = _idle_misses_folders([m for m in held if m in imap])
+    held = [m for m in held if m not in misses]
     spared = push_latency.live_among(held) if held else set()
     return wanted.want_many([int(row.id) for row in due if int(row.id) not in spared])
+
+
+def _idle_misses_folders(imap: list[int]) -> set[int]:
+    """Those of the IMAP mailboxes `imap` that sync folders besides INBOX, which IDLE
+    does not watch: their other folders are read by the minute's poll."""
+    misses: set[int] = set()
+    for start in range(0, len(imap), 1000):
+        with session_scope() as session:
+            cursors = session.execute(
+                select(Mailbox.id, Mailbox.sync_cursor).where(
+                    Mailbox.id.in_(imap[start : start + 1000])
+                )
+            ).all()
+        misses.update(int(m) for m, cursor in cursors if not idle_watches_every_folder(cursor))
+    return misses
