@@ -227,3 +227,31 @@ def test_a_folder_deleted_since_it_was_listed_is_dropped_and_the_sync_goes_on(
     for gone in (projects, year):
         assert gone not in cursor["folders"] and gone not in cursor["listing"]["ids"]
     assert sync_mailbox(seller.mailbox_id).listed == 0
+
+
+def test_an_imap_folder_that_is_now_only_a_parent_is_dropped_and_the_sync_goes_on(
+    env: Any, dovecot: Any, smtp_server: Any
+) -> None:
+    # "Archive" was a folder when listed; renamed away, and a rule then files into
+    # "Archive/2025": LIST shows "Archive" as a \NonExistent parent, SELECT refuses
+    # it. That is a folder gone, not a server failing: the sync goes on.
+    harness = ImapHarness(dovecot, smtp_server)
+    seller = make_seller(harness)
+    dana, dana_id = send_first_step(seller, "dana@acme.test")
+    harness.file_into(seller.address, inbound("x@acme.test", seller.address), "Archive")
+    sync_mailbox(seller.mailbox_id)
+    with dovecot.imap(seller.address) as client:
+        client.rename_folder("Archive", "Old Archive")
+    reply = inbound("dana@acme.test", seller.address, dana_id)
+    harness.file_into(seller.address, reply, "Archive/2025")
+    with dovecot.imap(seller.address) as client:
+        [(flags, _, _)] = client.list_folders("", "Archive")
+    assert {f.lower() for f in flags} & {b"\\nonexistent", b"\\noselect"}, flags
+    harness.deliver(seller.address, inbound("z@acme.test", seller.address, subject="Lunch?"))
+
+    assert sync_mailbox(seller.mailbox_id).outcomes == {"recorded": 1}
+    assert state_of(dana)[0] == "replied"
+    cursor = mailbox_row(seller.mailbox_id).sync_cursor
+    assert cursor is not None
+    assert "Archive" not in cursor["folders"] and "Archive" not in cursor["listing"]["ids"]
+    assert {"Old Archive", "Archive/2025"} <= set(cursor["listing"]["ids"])

@@ -104,6 +104,7 @@ REBUILD_WINDOW = timedelta(days=2)
 IDLE_RENEW_SECONDS = 25 * 60
 TIMEOUT_SECONDS = 60
 SECURITY_MODES = ("none", "starttls", "tls")
+_NO_SELECT = frozenset({b"\\noselect", b"\\nonexistent"})  # RFC 3501, RFC 5258
 
 
 def _connection_settings(credentials: dict[str, Any], which: str) -> dict[str, Any]:
@@ -259,19 +260,16 @@ class ImapProvider(MailboxProvider):
             sent_since,
         )
 
-        # Handed on BATCH_SIZE at a time, the rest at the end (each batch costs the engine
-        # a transaction), and a list made after the last folder's read is kept too.
-        pending: list[HeaderSummary] = []
+        # What a folder lists is handed on at once (a later folder's failure must not hold
+        # up INBOX's replies); an empty folder only moves the cursor, handed on at the end
+        # with a list made after the last read.
         handed: dict[str, Any] | None = None
         for listed in plan.read(partial(self._read_folder, client, plan), since):
-            pending += listed
-            if len(pending) >= BATCH_SIZE:
+            if listed:
                 handed = {"shape": SHAPE, **plan.cursor()}
-                yield ChangeBatch(pending, handed)
-                pending = []
-        last = {"shape": SHAPE, **plan.cursor()}
-        if pending or last != handed:
-            yield ChangeBatch(pending, last)
+                yield ChangeBatch(listed, handed)
+        if (last := {"shape": SHAPE, **plan.cursor()}) != handed:
+            yield ChangeBatch([], last)
 
     def _read_folder(
         self,
@@ -346,9 +344,10 @@ class ImapProvider(MailboxProvider):
             except IMAPClientAbortError:
                 raise
             except IMAPClientError as exc:
-                # Refused: a folder deleted or renamed since it was listed, or a server
-                # that will not open it now; only the first is a reason to list again.
-                if not client.folder_exists(folder):
+                # Refused: a folder deleted or renamed since it was listed (LIST shows it no
+                # more, or as a mere parent), or a server that will not open it now.
+                shown = [f for f, _, name in client.list_folders("", folder) if name == folder]
+                if not any(_NO_SELECT.isdisjoint(f.lower() for f in flags) for flags in shown):
                     raise FolderGoneError(folder) from exc
                 raise
         validity = int(info[b"UIDVALIDITY"])
