@@ -41,6 +41,7 @@ class StallingRelay:
 
     def __init__(self, target: tuple[str, int]) -> None:
         self.target = target
+        self.dones = 0  # DONE lines the client sent
         self.passing = threading.Event()
         self.passing.set()
         self.server = socket.create_server(("127.0.0.1", 0))
@@ -60,6 +61,8 @@ class StallingRelay:
     def _pump(self, source: socket.socket, sink: socket.socket) -> None:
         with contextlib.suppress(OSError):
             while data := source.recv(65536):
+                if source.getsockname()[1] == self.port:  # from the client
+                    self.dones += data.upper().count(b"DONE\r\n")
                 self.passing.wait()
                 sink.sendall(data)
 
@@ -151,6 +154,41 @@ def test_mail_delivered_across_idle_renewals_is_announced(
         assert len(marks) >= 3, marks  # live all along: each renewal was answered
     finally:
         stop.set()
+        provider.close()
+
+
+def test_new_mail_is_announced_at_once_and_the_idle_goes_on(
+    dovecot: DovecotServer,
+    smtp_server: Any,
+    relay: StallingRelay,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A push used to end its IDLE (DONE) and start another before telling anyone: two
+    # commands per message at the server and a round trip later. Now it is said at once.
+    monkeypatch.setattr(imap_module, "PUSH_ALIVE_SECONDS", 60.0)  # one round here
+    user = unique_address()
+    dovecot.ensure_user(user)
+    settings = credentials(dovecot, smtp_server, user)
+    settings["imap"]["port"] = relay.port
+    provider = ImapProvider(user, settings)
+    stop, outcome, marks = watching(provider)
+    try:
+        deadline = time.monotonic() + 5
+        while not marks and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert marks, "IDLE was never confirmed"
+        for n in range(3):
+            dovecot.deliver(user, inbound(f"p{n}@acme.test", user))
+            seen = len(provider.changes_seen)  # type: ignore[attr-defined]
+            deadline = time.monotonic() + 5
+            while len(provider.changes_seen) == seen and time.monotonic() < deadline:  # type: ignore[attr-defined]
+                time.sleep(0.02)
+        assert len(provider.changes_seen) >= 3, provider.changes_seen  # type: ignore[attr-defined]
+        assert relay.dones == 0 and len(marks) == 1  # the same IDLE all along
+        assert not outcome, outcome
+    finally:
+        stop.set()
+        relay.close()
         provider.close()
 
 

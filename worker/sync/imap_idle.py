@@ -6,6 +6,8 @@ only proof that the connection still holds. A hung TCP connection answers
 nothing: DONE times out, the live mark lapses (push_latency.LIVE_TTL_SECONDS)
 and the listener reconnects. Merely waiting would keep a dead connection "live"
 for the 25 minutes of an IDLE. Cost: two short commands per mailbox per 30 s.
+New mail announced during an IDLE is passed on at once (`on_change`) and the IDLE
+goes on to its round's end; a push costs no command of its own.
 
 Every wait, for the server to announce mail or to answer IDLE and DONE, is a
 yielded `Readable`: the listener parks it on its one selector (`worker.watch_hub`),
@@ -71,7 +73,6 @@ def _rounds(
         if alive is not None:
             alive()
         renew_at = time.monotonic() + cycle
-        changed = False
         while (left := renew_at - time.monotonic()) > 0:
             # What came with the continuation (mail Dovecot announces right after
             # "+ idling") is already read off the socket: the selector would not
@@ -82,13 +83,14 @@ def _rounds(
             if not lines:
                 break  # readable, nothing to read: DONE tells whether it still holds
             if any(_announces_mail(line) for line in lines):
-                changed = True
-                break
+                # Said at once, and the IDLE goes on (RFC 2177: the server keeps
+                # announcing): ending it first cost each push a DONE and an IDLE.
+                on_change()
         imap.send(b"DONE\r\n")
         yield from _answer(imap, sock, answer_within, "DONE")
         # Mail that arrived while IDLE was ending is announced in DONE's answer.
         _, after = client._consume_until_tagged_response(tag, "IDLE")
-        if changed or _new_mail(after):
+        if _new_mail(after):
             on_change()
 
 
