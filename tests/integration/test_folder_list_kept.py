@@ -12,10 +12,7 @@ a real Dovecot (its LIST commands counted on the wire, through a relay).
 
 from __future__ import annotations
 
-import contextlib
 import re
-import socket
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -34,53 +31,17 @@ from tests.integration.test_provider_contract import (
     send_first_step,
     state_of,
 )
+from tests.services.relay import TcpRelay
 from worker.sync.engine import sync_mailbox
 from worker.sync.folders import FOLDER_LIST_KEPT
 
 _LIST = re.compile(rb"^\S+ LIST ", re.IGNORECASE)
 
 
-class ListTap:
-    """A TCP relay in front of an IMAP server that counts the LIST commands it passes."""
-
-    def __init__(self, target: tuple[str, int]) -> None:
-        self.target = target
-        self.lists = 0
-        self.server = socket.create_server(("127.0.0.1", 0))
-        self.port = self.server.getsockname()[1]
-        self._sockets: list[socket.socket] = [self.server]
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        with contextlib.suppress(OSError):
-            while True:
-                client, _ = self.server.accept()
-                upstream = socket.create_connection(self.target)
-                self._sockets += [client, upstream]
-                threading.Thread(target=self._pump, args=(client, upstream, True)).start()
-                threading.Thread(target=self._pump, args=(upstream, client, False)).start()
-
-    def _pump(self, source: socket.socket, sink: socket.socket, commands: bool) -> None:
-        pending = b""
-        with contextlib.suppress(OSError):
-            while data := source.recv(65536):
-                if commands:
-                    *lines, pending = (pending + data).split(b"\r\n")
-                    self.lists += sum(1 for line in lines if _LIST.match(line))
-                sink.sendall(data)
-        with contextlib.suppress(OSError):
-            sink.shutdown(socket.SHUT_WR)
-
-    def close(self) -> None:
-        for sock in self._sockets:
-            with contextlib.suppress(OSError):
-                sock.close()
-
-
 class TappedImapHarness(ImapHarness):
-    """Dovecot, reached through a `ListTap`."""
+    """Dovecot, reached through a relay that keeps the commands (LIST counted)."""
 
-    def __init__(self, server: Any, smtp_server: Any, tap: ListTap) -> None:
+    def __init__(self, server: Any, smtp_server: Any, tap: TcpRelay) -> None:
         super().__init__(server, smtp_server)
         self.tap = tap
 
@@ -100,12 +61,12 @@ class Tenant:
 
     def listings(self) -> int:
         if isinstance(self.harness, TappedImapHarness):
-            return self.harness.tap.lists
+            return sum(1 for line in self.harness.tap.client_lines() if _LIST.match(line))
         return int(self.fake.server.calls.count(lambda c: c.label == self.listing))
 
     def forget_calls(self) -> None:
         if isinstance(self.harness, TappedImapHarness):
-            self.harness.tap.lists = 0
+            self.harness.tap.forget()
         else:
             self.fake.server.calls.clear()
 
@@ -145,7 +106,7 @@ def tenant(request: pytest.FixtureRequest, env: Any) -> Iterator[Tenant]:
         yield Tenant(ExchangeHarness(fake), fake, "FindFolder")
     else:
         dovecot = request.getfixturevalue("dovecot")
-        tap = ListTap((dovecot.host, dovecot.imap_port))
+        tap = TcpRelay((dovecot.host, dovecot.imap_port))
         try:
             harness = TappedImapHarness(dovecot, request.getfixturevalue("smtp_server"), tap)
             yield Tenant(harness, dovecot, "LIST")

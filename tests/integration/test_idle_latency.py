@@ -34,6 +34,7 @@ from core.models import Enrollment, Mailbox, utcnow
 from core.redis import get_redis
 from tests.integration.provider_harness import ImapHarness, queued, run_jobs
 from tests.integration.test_provider_contract import (
+    Seller,
     inbound,
     make_seller,
     send_first_step,
@@ -119,14 +120,23 @@ def age(mailbox_id: int, seconds: float) -> None:
         mailbox.last_synced_at = utcnow() - timedelta(seconds=seconds)
 
 
-def test_prompt_idle_is_trusted_and_spares_the_sync_before_a_follow_up(
-    env: Settings, dovecot: ImapTestServer, smtp_server: SmtpServer, listener: Listener
-) -> None:
+def measured_seller(
+    dovecot: ImapTestServer, smtp_server: SmtpServer, listener: Listener
+) -> tuple[Seller, int, str]:
+    """A seller whose first step went to Dana, its IDLE held and measured by three
+    deliveries. (seller, enrolment id, the step's Message-ID)"""
     seller = make_seller(ImapHarness(dovecot, smtp_server))
-    enrollment, _ = send_first_step(seller, "dana@acme.test")
+    enrollment, message_id = send_first_step(seller, "dana@acme.test")
     start_listening(listener, seller.mailbox_id)
     for n in range(push_latency.MEASUREMENTS_NEEDED):
         deliver_and_sync(dovecot, seller.address, seller.mailbox_id, n)
+    return seller, enrollment, message_id
+
+
+def test_prompt_idle_is_trusted_and_spares_the_sync_before_a_follow_up(
+    env: Settings, dovecot: ImapTestServer, smtp_server: SmtpServer, listener: Listener
+) -> None:
+    seller, enrollment, _ = measured_seller(dovecot, smtp_server, listener)
     delays, prompt = push_state(seller.mailbox_id)
     assert delays is not None and len(delays) == push_latency.MEASUREMENTS_NEEDED
     assert max(delays) <= push_latency.PROMPT_SECONDS
@@ -148,11 +158,7 @@ def test_prompt_idle_is_trusted_and_spares_the_sync_before_a_follow_up(
 def test_a_reply_filed_outside_the_inbox_stops_a_follow_up_a_prompt_idle_would_let_out(
     env: Settings, dovecot: ImapTestServer, smtp_server: SmtpServer, listener: Listener
 ) -> None:
-    seller = make_seller(ImapHarness(dovecot, smtp_server))
-    enrollment, message_id = send_first_step(seller, "dana@acme.test")
-    start_listening(listener, seller.mailbox_id)
-    for n in range(push_latency.MEASUREMENTS_NEEDED):
-        deliver_and_sync(dovecot, seller.address, seller.mailbox_id, n)
+    seller, enrollment, message_id = measured_seller(dovecot, smtp_server, listener)
     assert push_state(seller.mailbox_id)[1] is True
     dovecot.file_into(seller.address, "Customers", note(seller.address, 9))
     assert sync_mailbox(seller.mailbox_id).listed == 1  # Customers is synced from now on

@@ -14,9 +14,7 @@ that arrives while one IDLE ends and the next begins is still announced.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -27,6 +25,7 @@ import pytest
 import worker.sync.imap as imap_module
 from tests.integration.test_imap_provider import credentials, inbound
 from tests.services.dovecot import DovecotServer, unique_address
+from tests.services.relay import TcpRelay
 from worker.sync.base import ProviderError
 from worker.sync.imap import ImapProvider
 from worker.sync.watch_steps import Steps
@@ -36,43 +35,6 @@ CYCLE = 1.0  # seconds per IDLE, instead of PUSH_ALIVE_SECONDS, so the test take
 DONE_TIMEOUT = 2.0  # the socket timeout, instead of TIMEOUT_SECONDS
 
 
-class StallingRelay:
-    """A TCP relay on 127.0.0.1 that can stop passing bytes, as a hung path does."""
-
-    def __init__(self, target: tuple[str, int]) -> None:
-        self.target = target
-        self.dones = 0  # DONE lines the client sent
-        self.passing = threading.Event()
-        self.passing.set()
-        self.server = socket.create_server(("127.0.0.1", 0))
-        self.port = self.server.getsockname()[1]
-        self._sockets: list[socket.socket] = [self.server]
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        with contextlib.suppress(OSError):
-            while True:
-                client, _ = self.server.accept()
-                upstream = socket.create_connection(self.target)
-                self._sockets += [client, upstream]
-                for a, b in ((client, upstream), (upstream, client)):
-                    threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
-
-    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
-        with contextlib.suppress(OSError):
-            while data := source.recv(65536):
-                if source.getsockname()[1] == self.port:  # from the client
-                    self.dones += data.upper().count(b"DONE\r\n")
-                self.passing.wait()
-                sink.sendall(data)
-
-    def close(self) -> None:
-        self.passing.set()
-        for sock in self._sockets:
-            with contextlib.suppress(OSError):
-                sock.close()
-
-
 @pytest.fixture
 def fast_idle(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(imap_module, "PUSH_ALIVE_SECONDS", CYCLE)
@@ -80,8 +42,8 @@ def fast_idle(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def relay(dovecot: DovecotServer) -> Iterator[StallingRelay]:
-    running = StallingRelay((dovecot.host, dovecot.imap_port))
+def relay(dovecot: DovecotServer) -> Iterator[TcpRelay]:
+    running = TcpRelay((dovecot.host, dovecot.imap_port))
     yield running
     running.close()
 
@@ -106,14 +68,19 @@ def watching(provider: ImapProvider) -> tuple[threading.Event, list[Any], list[f
     return stop, outcome, marks
 
 
-def test_a_hung_idle_stops_being_live_and_fails_so_the_listener_reconnects(
-    dovecot: DovecotServer, smtp_server: Any, relay: StallingRelay, fast_idle: None
-) -> None:
+def relayed(dovecot: DovecotServer, smtp_server: Any, relay: TcpRelay) -> ImapProvider:
+    """A provider for a new Dovecot user, its IMAP through `relay`."""
     user = unique_address()
     dovecot.ensure_user(user)
     settings = credentials(dovecot, smtp_server, user)
     settings["imap"]["port"] = relay.port
-    provider = ImapProvider(user, settings)
+    return ImapProvider(user, settings)
+
+
+def test_a_hung_idle_stops_being_live_and_fails_so_the_listener_reconnects(
+    dovecot: DovecotServer, smtp_server: Any, relay: TcpRelay, fast_idle: None
+) -> None:
+    provider = relayed(dovecot, smtp_server, relay)
     stop, outcome, marks = watching(provider)
     try:
         time.sleep(4 * CYCLE)
@@ -160,17 +127,14 @@ def test_mail_delivered_across_idle_renewals_is_announced(
 def test_new_mail_is_announced_at_once_and_the_idle_goes_on(
     dovecot: DovecotServer,
     smtp_server: Any,
-    relay: StallingRelay,
+    relay: TcpRelay,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # A push used to end its IDLE (DONE) and start another before telling anyone: two
     # commands per message at the server and a round trip later. Now it is said at once.
     monkeypatch.setattr(imap_module, "PUSH_ALIVE_SECONDS", 60.0)  # one round here
-    user = unique_address()
-    dovecot.ensure_user(user)
-    settings = credentials(dovecot, smtp_server, user)
-    settings["imap"]["port"] = relay.port
-    provider = ImapProvider(user, settings)
+    provider = relayed(dovecot, smtp_server, relay)
+    user = provider.email
     stop, outcome, marks = watching(provider)
     try:
         deadline = time.monotonic() + 5
@@ -184,7 +148,8 @@ def test_new_mail_is_announced_at_once_and_the_idle_goes_on(
             while len(provider.changes_seen) == seen and time.monotonic() < deadline:  # type: ignore[attr-defined]
                 time.sleep(0.02)
         assert len(provider.changes_seen) >= 3, provider.changes_seen  # type: ignore[attr-defined]
-        assert relay.dones == 0 and len(marks) == 1  # the same IDLE all along
+        dones = [line for line in relay.client_lines() if line.upper() == b"DONE"]
+        assert dones == [] and len(marks) == 1  # the same IDLE all along
         assert not outcome, outcome
     finally:
         stop.set()
@@ -195,7 +160,7 @@ def test_new_mail_is_announced_at_once_and_the_idle_goes_on(
 def test_a_hung_server_holds_no_thread_of_the_listener_hub(
     dovecot: DovecotServer,
     smtp_server: Any,
-    relay: StallingRelay,
+    relay: TcpRelay,
     fast_idle: None,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
