@@ -325,12 +325,7 @@ class ExchangeProvider(MailboxProvider):
             state, before, known, self.skip_folders, self._list, self._sent_since
         )
 
-        handed: dict[str, Any] | None = None
-        for listed in plan.read(self._folder_changes, since):
-            handed = plan.cursor()
-            yield ChangeBatch(listed, handed)
-        if plan.cursor() != handed:  # listed again after the last page: keep the new list
-            yield ChangeBatch([], plan.cursor())
+        yield from plan.batches(self._folder_changes, since)
 
     def _list(self, known: dict[str, str]) -> tuple[list[str], dict[str, str]]:
         """(ids of the folders to sync, the distinguished ids to keep): one FindFolder."""

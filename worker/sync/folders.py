@@ -28,7 +28,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from config import get_settings
-from worker.sync.base import HeaderSummary
+from worker.sync.base import ChangeBatch, HeaderSummary
 
 GMAIL_ROLE_LABELS = {
     "sent": "SENT",
@@ -145,7 +145,8 @@ class FolderReads:
     add-on's draft waits (`sent_since`, worker.sync.sent_mail: its summaries
     marked `in_sent`, its state kept between such times), then, if the list was
     kept and the listed folders held nothing new or one was gone, lists again
-    and reads the folders made since. `states`: folder id -> the provider's state.
+    and reads the folders made since; `batches` hands that to the engine (EWS and
+    IMAP; Graph gathers pages itself). `states`: folder id -> the provider's state.
     """
 
     list_folders: ListFolders
@@ -223,6 +224,21 @@ class FolderReads:
                 self.listing = folder_listing(self.folders, self.skip, self.now)
                 self._keep(self.states)
                 queue = [f for f in self.folders if f not in done]
+
+    def batches(
+        self, read_folder: ReadFolder, since: datetime, stamp: dict[str, Any] | None = None
+    ) -> Iterator[ChangeBatch]:
+        """`read` as the engine takes it: each page that lists something, at once, with
+        the cursor after it (`stamp`'s keys added; a later folder's failure must not hold
+        up the Inbox's replies); the cursor an empty page moves is handed on with the
+        next, or in a last, empty batch (with a list made after the last page, too)."""
+        handed: dict[str, Any] | None = None
+        for listed in self.read(read_folder, since):
+            if listed:
+                handed = {**(stamp or {}), **self.cursor()}
+                yield ChangeBatch(listed, handed)
+        if (last := {**(stamp or {}), **self.cursor()}) != handed:
+            yield ChangeBatch([], last)
 
 
 def with_skip_folders(credentials: dict[str, Any], skip: list[str] | None) -> dict[str, Any]:

@@ -243,33 +243,21 @@ class ImapProvider(MailboxProvider):
         cursor = cursor or {}
         client = self._imap()
         self._selected = None  # a new sync: ask the server for each folder's UIDVALIDITY
-        shaped = cursor.get("shape") == SHAPE
-        kept_ids = cursor.get("well_known") if shaped else None
-        kept_ids = kept_ids if isinstance(kept_ids, dict) else {}
-        known: dict[str, str] = {k: v for k, v in kept_ids.items() if isinstance(v, str)}
+        shaped = cursor.get("shape") == SHAPE  # else a flat cursor: states alone
+        known = dict(cursor.get("well_known") or {}) if shaped else {}
         # Sent too while an add-on's draft waits (worker.sync.sent_mail), never as replies.
         sent_since = self._sent_since if self._chosen is None else None
         if sent_since is not None:
             known["sentitems"] = self._sent_folder_name()
         plan = FolderReads.start(
-            {"listing": cursor.get("listing")} if shaped else {},
+            cursor if shaped else {},
             folder_states(cursor),
             known,
             self.skip_folders,
             lambda ids: (self.watched(), dict(ids)),
             sent_since,
         )
-
-        # What a folder lists is handed on at once (a later folder's failure must not hold
-        # up INBOX's replies); an empty folder only moves the cursor, handed on at the end
-        # with a list made after the last read.
-        handed: dict[str, Any] | None = None
-        for listed in plan.read(partial(self._read_folder, client, plan), since):
-            if listed:
-                handed = {"shape": SHAPE, **plan.cursor()}
-                yield ChangeBatch(listed, handed)
-        if (last := {"shape": SHAPE, **plan.cursor()}) != handed:
-            yield ChangeBatch([], last)
+        yield from plan.batches(partial(self._read_folder, client, plan), since, {"shape": SHAPE})
 
     def _read_folder(
         self,
