@@ -112,6 +112,20 @@ class Drainers:
         self.running = []
 
 
+def _age_folder_lists(world: dict[str, Any], timeout: float = 900.0) -> None:
+    """Once the catch-up syncs are done, each kept folder list as old as in steady use
+    (bench.scale_common.age_folder_lists)."""
+    from bench.scale_common import age_folder_lists
+    from worker.sync import wanted
+
+    deadline = time.monotonic() + timeout
+    while sum(wanted.backlog().values()) > 0 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    aged = age_folder_lists(list(world.get("ids", {}).values()))
+    if aged:
+        print(f"kept folder lists spread over FOLDER_LIST_KEPT again: {aged} cursors")
+
+
 def offered_phase(
     args: argparse.Namespace,
     mode: ScaleMode,
@@ -404,6 +418,7 @@ def run_mode(args: argparse.Namespace, mode: ScaleMode) -> dict[str, float]:
         drainers.start(args.sync_processes)
         _wait_http(w.port)
         mode.ready(stack, world)
+        _age_folder_lists(world)
         result = offered_phase(args, mode, world, stack, drainers)
         for line in mode.report(stack):
             print(line)

@@ -160,3 +160,37 @@ def sequences_with_step_one_sent(
             )
             targets.append((enrollment.id, team_boxes[p % len(team_boxes)], message_id))
     return targets
+
+
+def age_folder_lists(mailbox_ids: list[int]) -> int:
+    """Spread the moments of the kept folder lists (worker.sync.folders) over the last
+    FOLDER_LIST_KEPT, one mailbox after another; returns how many cursors had one.
+
+    Setup spreads them already, but every catch-up sync a listener asks at its start
+    finds nothing new and lists again: left so, no list would age during the window
+    and no sync in it would list, which a mailbox that has synced for a while does
+    about once in ten minutes. Run once the catch-up syncs are done.
+    """
+    from sqlalchemy import select, update
+
+    from core.db import session_scope
+    from core.models import Mailbox, utcnow
+    from worker.sync.folders import FOLDER_LIST_KEPT
+
+    now = utcnow()
+    step = FOLDER_LIST_KEPT / max(len(mailbox_ids), 1)
+    with session_scope() as session:
+        rows = session.execute(
+            select(Mailbox.id, Mailbox.sync_cursor).where(Mailbox.id.in_(mailbox_ids))
+        ).all()
+        aged = []
+        for n, (mailbox_id, cursor) in enumerate(sorted(rows)):
+            listing = (cursor or {}).get("listing")
+            if isinstance(listing, dict):
+                at = (now - step * n).isoformat()
+                aged.append(
+                    {"id": mailbox_id, "sync_cursor": {**cursor, "listing": {**listing, "at": at}}}
+                )
+        if aged:
+            session.execute(update(Mailbox), aged)
+    return len(aged)
