@@ -6,7 +6,8 @@ this process:
 
 - an idle stream stays live on the server's keep-alives alone, in Exchange's
   shape (ConnectionStatus OK, nothing else) and gromox's (OK + a StatusEvent);
-- a prompt stream, once measured, spares the sync before a follow-up step;
+- a prompt stream, once measured, spares the syncs of a burst of follow-up
+  steps once a sync has listed the folders after they fell due;
 - a stream that stalls (held open, nothing written: a hung server or TCP
   connection) stops being live within two keep-alive intervals, the follow-up
   waits for a sync, and a reply delivered meanwhile halts it.
@@ -31,6 +32,7 @@ from tests.fakes.ews import FakeEws
 from tests.integration.provider_harness import ExchangeHarness, queued, run_jobs
 from tests.integration.test_idle_latency import (
     fall_due_after_last_sync,
+    listed_for_the_step_then_window_passes,
     push_state,
     pushed,
     wait_for,
@@ -136,17 +138,13 @@ def test_an_idle_stream_is_live_on_the_servers_keepalives_alone(ews: FakeEws, st
     assert changes == []  # a keep-alive (a StatusEvent too) is not new mail
 
 
-def test_a_prompt_exchange_stream_is_trusted_and_spares_the_sync_before_a_follow_up(
-    ews: FakeEws, listener: Listener
+def test_a_prompt_exchange_stream_spares_the_syncs_of_a_burst_once_its_folders_were_listed(
+    ews: FakeEws, listener: Listener, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     seller, enrollment, _ = prompt_exchange_seller(ews, listener)
 
-    # Step 2 falls due after the last sync began; once the push has had its time to
-    # announce anything from before, the prompt, live stream is freshness enough.
-    due = fall_due_after_last_sync(seller.mailbox_id, enrollment)
-    wait_for(
-        "the push window", lambda: time.time() > due.timestamp() + push_latency.PROMPT_SECONDS, 8
-    )
+    listed_for_the_step_then_window_passes(seller.mailbox_id, enrollment, monkeypatch)
+    # Later in the burst: the sync is out of its window, the prompt, live stream vouches.
     assert live(seller.mailbox_id)  # kept so by keep-alives alone: nothing arrived since
     assert send_due_step(enrollment, 1) == "sent"
     assert queued(queues.SYNC, SYNC_JOB) == []  # no sync was asked for

@@ -4,10 +4,11 @@ Real servers, the real listener (`worker.listener.Listener`) holding IDLE, syncs
 run by RQ's own worker in this process:
 
 - Dovecot reports new mail within a second: after three deliveries its push is
-  trusted, and a follow-up step goes out without a sync while the listener
-  holds it (and waits for one once it stops) — unless the mailbox syncs folders
-  besides INBOX, where IDLE does not look: a reply a rule filed there must
-  still stop the step, so a sync runs first.
+  trusted: once a sync has listed the folders after a step fell due, the
+  burst's later steps go out without another sync while the listener holds it
+  (and wait for one once it stops) — unless the mailbox syncs folders besides
+  INBOX, where IDLE does not look. A reply a rule filed in such a folder, or in
+  one it made after the last list, must still stop the step: a sync runs first.
 - Courier's IDLE looks at the folder every IMAP_IDLE_TIMEOUT seconds. Debian's
   default is 60; this test's own Courier runs with 8 so it takes seconds (its
   60 s are replayed from recorded timings in tests/unit/test_push_latency.py).
@@ -52,6 +53,8 @@ from worker.sync.polling import poll_mailboxes
 pytestmark = pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 
 COURIER_IDLE_SECONDS = 8
+SHORT_FRESH_SECONDS = 5  # SIGHTLINE_FRESH_SECONDS' least
+PUSH_WINDOW = timedelta(seconds=push_latency.PROMPT_SECONDS)
 
 
 @pytest.fixture
@@ -133,8 +136,32 @@ def measured_seller(
     return seller, enrollment, message_id
 
 
-def test_prompt_idle_is_trusted_and_spares_the_sync_before_a_follow_up(
-    env: Settings, dovecot: ImapTestServer, smtp_server: SmtpServer, listener: Listener
+def listed_for_the_step_then_window_passes(
+    mailbox_id: int, enrollment_id: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Step 2 falls due after the last sync; the list the syncs keep is older than it,
+    so its first check asks for a sync that lists. Then time passes beyond that
+    sync's window (SIGHTLINE_FRESH_SECONDS, at its least) and the push's own P
+    seconds: from then on only a live, prompt push can vouch for the mailbox."""
+    monkeypatch.setenv("SIGHTLINE_FRESH_SECONDS", str(SHORT_FRESH_SECONDS))
+    get_settings.cache_clear()
+    due = fall_due_after_last_sync(mailbox_id, enrollment_id)
+    assert not ready_to_send(enrollment_id, 1)  # a list older than the step: a sync first
+    assert queued(queues.SYNC, SYNC_JOB) == [(mailbox_id,)]
+    assert run_jobs(queues.SYNC) == 1
+    with session_scope() as session:
+        synced = session.get_one(Mailbox, mailbox_id).last_synced_at
+    assert synced is not None and synced > due
+    later = max(synced + timedelta(seconds=SHORT_FRESH_SECONDS), due + PUSH_WINDOW)
+    time.sleep(max(0.0, (later - utcnow()).total_seconds() + 0.2))
+
+
+def test_prompt_idle_spares_the_syncs_of_a_burst_once_its_folders_were_listed(
+    env: Settings,
+    dovecot: ImapTestServer,
+    smtp_server: SmtpServer,
+    listener: Listener,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     seller, enrollment, _ = measured_seller(dovecot, smtp_server, listener)
     delays, prompt = push_state(seller.mailbox_id)
@@ -142,10 +169,8 @@ def test_prompt_idle_is_trusted_and_spares_the_sync_before_a_follow_up(
     assert max(delays) <= push_latency.PROMPT_SECONDS
     assert prompt is True
 
-    # Step 2 falls due after the last sync began; once the push has had its time
-    # to announce anything from before, the prompt, live IDLE is freshness enough.
-    due = fall_due_after_last_sync(seller.mailbox_id, enrollment)
-    time.sleep(max(0.0, (due - utcnow()).total_seconds() + push_latency.PROMPT_SECONDS + 0.2))
+    listed_for_the_step_then_window_passes(seller.mailbox_id, enrollment, monkeypatch)
+    # Later in the burst: the sync is out of its window, the prompt, live IDLE vouches.
     assert ready_to_send(enrollment, 1)
     assert queued(queues.SYNC, SYNC_JOB) == []
 
@@ -153,6 +178,26 @@ def test_prompt_idle_is_trusted_and_spares_the_sync_before_a_follow_up(
     assert push_latency.live_since(seller.mailbox_id) is None
     assert not ready_to_send(enrollment, 1)  # no push now: a sync first
     assert queued(queues.SYNC, SYNC_JOB) == [(seller.mailbox_id,)]
+
+
+def test_a_reply_in_a_folder_a_rule_made_after_the_last_list_stops_a_follow_up(
+    env: Settings, dovecot: ImapTestServer, smtp_server: SmtpServer, listener: Listener
+) -> None:
+    """The mailbox syncs INBOX alone, so its prompt IDLE watches all it syncs; then a
+    rule makes "Customers" and files Dana's answer there. Nothing pushes it, and
+    the syncs' kept list does not name it: the step waits for a list made since."""
+    seller, enrollment, message_id = measured_seller(dovecot, smtp_server, listener)
+    assert push_state(seller.mailbox_id)[1] is True
+    dovecot.file_into(
+        seller.address, "Customers", inbound("dana@acme.test", seller.address, message_id)
+    )
+    due = fall_due_after_last_sync(seller.mailbox_id, enrollment)
+    time.sleep(max(0.0, (due - utcnow()).total_seconds() + push_latency.PROMPT_SECONDS + 0.2))
+    assert push_latency.live_since(seller.mailbox_id) is not None  # live and prompt, but
+    assert not ready_to_send(enrollment, 1)  # its folders were listed before the step
+    assert queued(queues.SYNC, SYNC_JOB) == [(seller.mailbox_id,)]
+    assert run_jobs(queues.SYNC) == 1
+    assert state_of(enrollment)[0] == "replied"
 
 
 def test_a_reply_filed_outside_the_inbox_stops_a_follow_up_a_prompt_idle_would_let_out(

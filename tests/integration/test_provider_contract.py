@@ -368,6 +368,44 @@ def test_a_reply_nobody_pushed_halts_the_next_step_when_it_falls_due(
     assert len(harness.sent_copies(seller.address)) == 1
 
 
+def folder_list_made_ago(mailbox_id: int, seconds: float) -> None:
+    """Time passes for the folder list the syncs keep (IMAP, Graph, EWS; Gmail has none)."""
+    with session_scope() as session:
+        mailbox = session.get_one(Mailbox, mailbox_id)
+        cursor = dict(mailbox.sync_cursor or {})
+        listing = cursor.get("listing")
+        if isinstance(listing, dict) and "ids" in listing:
+            at = (utcnow() - timedelta(seconds=seconds)).isoformat()
+            mailbox.sync_cursor = {**cursor, "listing": {**listing, "at": at}}
+
+
+def test_a_reply_filed_in_a_folder_made_since_the_last_list_halts_the_next_step(
+    env: Settings, harness: Harness
+) -> None:
+    """A rule made "Customers" after the syncs last listed the folders and filed Dana's
+    answer there while other mail came in: the sync that mail started read only the
+    folders it knew. A sync since the step fell due is not enough: the list must be."""
+    seller = make_seller(harness)
+    enrollment, message_id = send_first_step(seller, "dana@acme.test")
+    sync_mailbox(seller.mailbox_id)
+    folder_list_made_ago(seller.mailbox_id, 60)  # still kept (FOLDER_LIST_KEPT)
+    assert harness.file_into(
+        seller.address, inbound("dana@acme.test", seller.address, message_id), "Customers"
+    )
+    harness.deliver(seller.address, newsletter(seller.address, 1))
+    assert sync_mailbox(seller.mailbox_id).listed >= 1  # the newsletter (Gmail: the answer too)
+    fall_due(seller.mailbox_id, due_ago=1, synced_ago=0.5)  # a sync began since it fell due
+
+    assert send_due_step(enrollment, 1) in ("waiting for a fresh sync", "nothing due")
+    assert sent_count(enrollment) == 1  # step 2 did not go out on a list older than it
+    # More news before the sync it asked for: that sync lists the folders all the same.
+    harness.deliver(seller.address, newsletter(seller.address, 2))
+    run_jobs(queues.SYNC)
+    assert state_of(enrollment) == ("replied", "reply from dana@acme.test")
+    assert send_due_step(enrollment, 1) == "nothing due"
+    assert sent_count(enrollment) == 1
+
+
 def test_a_fresh_mailbox_sends_the_next_step_without_another_sync(
     env: Settings, harness: Harness
 ) -> None:

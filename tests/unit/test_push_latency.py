@@ -175,3 +175,20 @@ def test_a_live_prompt_push_is_freshness_only_with_nothing_left_unsynced() -> No
     assert not fresh(trusted(60, pending_push=ago(19)))  # a push waits for its sync
     assert fresh(trusted(60, pending_push=ago(1)))  # mail from after the step fell due
     assert not fresh(trusted(60), due_ago=PROMPT_SECONDS - 1)  # too soon to tell
+
+
+def test_a_listing_provider_is_fresh_only_on_a_folder_list_made_after_the_step_fell_due() -> None:
+    # IMAP, Graph, EWS: a folder a rule made before the step fell due, after the last
+    # list, is read by no sync and watched by no push, whatever else is fresh.
+    def lists(what: Knowledge, listed: datetime | None) -> Knowledge:
+        return replace(what, lists_folders=True, listed_at=listed)
+
+    assert fresh(lists(known(ago(10)), ago(10)), due_ago=20)
+    assert not fresh(lists(known(ago(10)), ago(25)), due_ago=20)
+    assert not fresh(lists(known(ago(10)), None), due_ago=20)
+    # A prompt push keeps a burst fresh past the sync's window once the list is newer.
+    assert fresh(lists(trusted(60), ago(60)), due_ago=120)
+    assert not fresh(lists(trusted(60), ago(60)), due_ago=40)
+    assert not fresh(lists(trusted(60), None))
+    # Gmail lists nothing: its history covers every label, new ones too.
+    assert fresh(known(ago(10)), due_ago=20)

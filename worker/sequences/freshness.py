@@ -1,7 +1,8 @@
 """Fresh before send: a follow-up step never goes out on stale knowledge of its mailbox.
 
 The rule. A step after the first is claimed only when its mailbox is
-*known fresh*, one of::
+*known fresh*: for IMAP, Graph and EWS its folder list was made after the step
+fell due and every folder on it read since (`folders.listed_at`), and one of::
 
     synced:  a sync began after the step fell due, and within
              SIGHTLINE_FRESH_SECONDS (30 s)
@@ -18,20 +19,28 @@ The rule. A step after the first is claimed only when its mailbox is
       prompt: worker.sync.push_latency's verdict from measured delays: a push is
               never assumed prompt, and a server whose IDLE polls never is
 
-    not fresh ─▶ request_sync(mailbox)   (one waiting per mailbox: enqueue_once)
+    not fresh ─▶ request_sync(mailbox)   (one waiting per mailbox: enqueue_once;
+             │                         list_folders when the list is older than due)
              └─▶ the step is not claimed; it stays due, and a later sequence tick
                  (SIGHTLINE_SEQUENCE_TICK_SECONDS) finds the mailbox fresh
 
 So a reply that arrived before the step fell due always halts it, whatever the
-provider and however late its push: the sync that makes the step sendable began
-after it; or a push measured to announce mail within P seconds has had those
-seconds, and its sync has run. What is left is a reply in the seconds between
-the step falling due and its claim; there the claim and the reply's UPDATE meet
-on the enrolment row (worker.sequences.claiming). The first step is not held:
-nothing can have answered it yet.
+provider, however late its push and wherever a rule filed it: the sync that makes
+the step sendable began after it; or a push measured to announce mail within P
+seconds has had those seconds, and its sync has run; and no folder a rule made
+before the step fell due was left unlisted. The list is why: syncs trust a list
+for `folders.FOLDER_LIST_KEPT` (10 min), IDLE holds INBOX alone, an EWS stream
+the folders of its start, so a reply filed in "Customers" made minutes ago
+raised no push, and a sync with news elsewhere did not list. Gmail's history
+covers every label, new ones too: it lists nothing. What is left is a reply in
+the seconds between the step falling due and its claim; there the claim and the
+reply's UPDATE meet on the enrolment row (worker.sequences.claiming). The first
+step is not held: nothing can have answered it yet.
 
-Why this is not a sync per send at 10,000 mailboxes. A mailbox whose push is
-live and measured prompt (Dovecot-like IDLE, Gmail, Graph) is fresh at no cost.
+Why this is not a sync per send at 10,000 mailboxes. A Gmail mailbox whose push
+is live and measured prompt is fresh at no cost; a listing one (a prompt IDLE,
+Graph, EWS stream) costs one sync with a list per burst of due steps, after
+which its push keeps the burst's later steps fresh however slowly they are sent.
 Any other mailbox has at most one sync waiting (enqueue_once), and every step
 of it that fell due before that sync began is released by it: steps fall due in
 bursts (a rep's enrolments share their delays), so the extra syncs are about one
@@ -47,7 +56,7 @@ Must never: send, claim, or wait inline (a send worker is never held by a sync).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from sqlalchemy import select
@@ -66,6 +75,7 @@ from core.models import (
 from core.redis import get_redis
 from worker.sync import push_latency
 from worker.sync.engine import LOCK_KEY, request_sync
+from worker.sync.folders import LISTING_KINDS, listed_at
 from worker.sync.imap_folders import idle_watches_every_folder
 
 log = logging.getLogger(__name__)
@@ -83,10 +93,14 @@ class Knowledge:
     live_since: datetime | None  # since when its push holds without a gap; None: not live
     pending_push: datetime | None  # the earliest push no sync has taken yet
     sync_running: bool
+    lists_folders: bool = False  # IMAP, Graph, EWS: a folder made since the list is unread
+    listed_at: datetime | None = None  # `folders.listed_at` of its cursor
 
 
 def is_fresh(known: Knowledge, *, due_at: datetime, now: datetime, window_seconds: float) -> bool:
     """The rule itself (see the module docstring); no I/O."""
+    if known.lists_folders and (known.listed_at is None or known.listed_at < due_at):
+        return False  # a folder made before the step fell due may hold an unread reply
     synced = known.last_synced_at
     since = max(now - timedelta(seconds=window_seconds), due_at)
     if synced is not None and synced >= since:
@@ -139,15 +153,24 @@ def ready_to_send(enrollment_id: int, step: int) -> bool:
     # IDLE holds INBOX only: with other folders synced, a reply filed there is not pushed.
     partial = row.kind == MailboxKind.IMAP and not idle_watches_every_folder(row.sync_cursor)
     prompt = False if partial else row.push_prompt
-    known = _knowledge(row.id, row.kind, row.last_synced_at, prompt, renewed)
+    known = replace(
+        _knowledge(row.id, row.kind, row.last_synced_at, prompt, renewed),
+        lists_folders=row.kind in LISTING_KINDS,
+        listed_at=listed_at(row.sync_cursor) if row.kind in LISTING_KINDS else None,
+    )
     window = get_settings().fresh_seconds
     if is_fresh(known, due_at=row.next_step_at, now=now, window_seconds=window):
         return True
     if row.status in (MailboxStatus.ACTIVE, MailboxStatus.ERROR) and not known.sync_running:
-        request_sync(row.id)  # a mailbox waiting for a person cannot be synced
+        # a mailbox waiting for a person cannot be synced
+        old_list = known.lists_folders and (
+            known.listed_at is None or known.listed_at < row.next_step_at
+        )
+        request_sync(row.id, list_folders=old_list)
     log.info(
         "step_waits_for_sync enrollment_id=%s step=%s mailbox_id=%s last_synced_at=%s "
-        "due_at=%s push_prompt=%s live_since=%s pending_push=%s sync_running=%s",
+        "due_at=%s push_prompt=%s live_since=%s pending_push=%s sync_running=%s "
+        "listed_at=%s",
         enrollment_id,
         step,
         row.id,
@@ -157,6 +180,7 @@ def ready_to_send(enrollment_id: int, step: int) -> bool:
         _iso(known.live_since),
         _iso(known.pending_push),
         known.sync_running,
+        _iso(known.listed_at),
     )
     return False
 

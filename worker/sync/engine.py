@@ -46,6 +46,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
+from typing import Any
 
 from redis.exceptions import LockError
 from rq.timeouts import BaseTimeoutException
@@ -61,7 +62,7 @@ from worker.sync import push_latency, wanted
 from worker.sync import quarantine as held
 from worker.sync.base import ChangeBatch, HeaderSummary, MailboxProvider, ProviderError
 from worker.sync.credentials import credential_saver
-from worker.sync.folders import with_skip_folders
+from worker.sync.folders import LISTING_KINDS, with_skip_folders, without_listing
 from worker.sync.inbound import (
     MailboxRef,
     answers_without_references,
@@ -84,6 +85,10 @@ LOCK_KEY = "sightline:sync:lock:{mailbox_id}"
 LOCK_LEASE_SECONDS = 30.0
 LOCK_WAIT_SECONDS = 20
 BACKOFF_KEY = "sightline:sync:backoff:{mailbox_id}"
+# Set by `request_sync(list_folders=True)`, taken by the next sync of the mailbox.
+# It outlives a backlog of syncs; if it does not, the step asks again next tick.
+LIST_KEY = "sightline:sync:list:{mailbox_id}"
+LIST_WANTED_SECONDS = 3600
 MIN_BACKOFF_SECONDS = 1.0
 MAX_BACKOFF_SECONDS = 3600.0
 # The RQ job a sync used to be, one per push. Still served (by `worker` on the sync
@@ -105,23 +110,49 @@ class SyncStats:
         self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
 
 
-def request_sync(mailbox_id: int, *, delay: float | None = None, pushed: bool = False) -> bool:
+def request_sync(
+    mailbox_id: int,
+    *,
+    delay: float | None = None,
+    pushed: bool = False,
+    list_folders: bool = False,
+) -> bool:
     """Ask for a sync of the mailbox unless one is already waiting. True if queued.
 
     With `delay` (seconds) the sync is scheduled for later (a provider asked us
     to back off). `pushed`: a push (IDLE, a webhook) said new mail is here; the
-    sync measures how late it was (`worker.sync.push_latency`). One Redis round
-    trip either way: this is most of what a push endpoint does.
+    sync measures how late it was (`worker.sync.push_latency`). `list_folders`:
+    the next sync lists the folders again whatever its kept list's age (a step
+    waits for a list made after it fell due: worker.sequences.freshness). One
+    Redis round trip either way: this is most of what a push endpoint does.
     """
     if delay is not None and delay > 0:
         if pushed:
             push_latency.note_push(mailbox_id)
+        if list_folders:
+            _want_listing(get_redis(), mailbox_id)
         return wanted.want_later(mailbox_id, delay)
     with get_redis().pipeline(transaction=False) as pipe:
         if pushed:
             push_latency.note_push(mailbox_id, redis=pipe)
+        if list_folders:
+            _want_listing(pipe, mailbox_id)
         wanted.want(mailbox_id, redis=pipe)
         return bool(pipe.execute()[-1])
+
+
+def _want_listing(redis: Any, mailbox_id: int) -> None:
+    redis.set(LIST_KEY.format(mailbox_id=mailbox_id), 1, ex=LIST_WANTED_SECONDS)
+
+
+def _take_push_and_listing(mailbox_id: int) -> tuple[float | None, bool]:
+    """(the earliest push no sync took yet, whether a list was asked for), both taken."""
+    with get_redis().pipeline(transaction=False) as pipe:
+        pipe.getdel(push_latency.PUSHED_KEY.format(mailbox_id=mailbox_id))
+        pipe.getdel(LIST_KEY.format(mailbox_id=mailbox_id))
+        pushed, listing = pipe.execute()
+    taken = push_latency.as_time(pushed)
+    return (taken.timestamp() if taken is not None else None), listing is not None
 
 
 def backoff_remaining(mailbox_id: int) -> float:
@@ -250,7 +281,9 @@ def sync_mailbox(mailbox_id: int) -> SyncStats:
     # are one batch), and a crash still re-lists at most one batch.
     handled: dict[str, object] | None = None
     # Mail that arrived before `started` is seen by this sync: what freshness means.
-    started, pushed_at = utcnow(), push_latency.take_push(mailbox_id)
+    started, (pushed_at, relist) = utcnow(), _take_push_and_listing(mailbox_id)
+    if relist and kind in LISTING_KINDS:
+        cursor = without_listing(cursor)
     learned: list[float] = []
     try:
         with open_provider(kind, ref.email, credentials, save_credentials=saver) as provider:

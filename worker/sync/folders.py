@@ -28,6 +28,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from config import get_settings
+from core.models import MailboxKind
 from worker.sync.base import ChangeBatch, HeaderSummary
 
 GMAIL_ROLE_LABELS = {
@@ -97,7 +98,8 @@ def exchange_skipped(skip: tuple[str, ...]) -> tuple[set[str], set[str]]:
 # reads nothing new in the folders it knows, or finds one of them gone, lists again
 # at once (a message a rule filed in a folder made since is read by the sync its
 # push started), so only a message in a new folder that arrives with another in a
-# known one, or a folder moved under a skipped one, waits for this.
+# known one, or a folder moved under a skipped one, waits for this. Never a
+# follow-up step: it waits for a list made after it fell due (`listed_at`).
 FOLDER_LIST_KEPT = timedelta(minutes=10)
 
 # (ids of the folders to read, the well-known ids to keep) from the folder tree,
@@ -129,6 +131,45 @@ def kept_listing(listing: Any, skip: tuple[str, ...], now: datetime) -> list[str
 def folder_listing(ids: list[str], skip: tuple[str, ...], now: datetime) -> dict[str, Any]:
     """What a cursor keeps of a folder listing, for `kept_listing`."""
     return {"ids": list(ids), "skip": list(skip), "at": now.isoformat()}
+
+
+# The providers whose syncs keep a folder list (`FolderReads`): IMAP, Graph, EWS.
+# Gmail's history covers every label, new ones too: it lists no folders.
+LISTING_KINDS = frozenset({MailboxKind.IMAP, MailboxKind.GRAPH, MailboxKind.EXCHANGE})
+
+
+def listed_at(cursor: Any) -> datetime | None:
+    """When the cursor's folder list was made, if every folder on it has been read
+    since (each has a state: a sync read it after the list named it); else None.
+
+    What `worker.sequences.freshness` needs of a listing provider: a folder a rule
+    made after the list is read by no sync and watched by no push (IDLE holds
+    INBOX, an EWS stream the folders of its start), so a step is fresh only on a
+    list made after it fell due. A list whose folder is still unread (a sync that
+    listed, then failed), or gone since, is no proof.
+    """
+    if not isinstance(cursor, dict):
+        return None
+    listing, states = cursor.get("listing"), cursor.get("folders")
+    if not isinstance(listing, dict) or not isinstance(states, dict):
+        return None
+    ids, at = listing.get("ids"), listing.get("at")
+    if not isinstance(ids, list) or not isinstance(at, str):
+        return None
+    if not all(isinstance(i, str) and isinstance(states.get(i), dict) for i in ids):
+        return None
+    try:
+        listed = datetime.fromisoformat(at)
+    except ValueError:
+        return None
+    return listed if listed.tzinfo is not None else None
+
+
+def without_listing(cursor: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The cursor with its kept list dropped: the sync lists the folders again."""
+    if not isinstance(cursor, dict) or "listing" not in cursor:
+        return cursor
+    return {k: v for k, v in cursor.items() if k != "listing"}
 
 
 # A folder's pages as a provider reads them: (folder id, its state or None, listed

@@ -207,12 +207,6 @@ def note_push(mailbox_id: int, at: float | None = None, redis: Redis | None = No
     )
 
 
-def take_push(mailbox_id: int) -> float | None:
-    """The earliest push since the last sync took one (removing it), or None."""
-    taken = as_time(get_redis().getdel(PUSHED_KEY.format(mailbox_id=mailbox_id)))
-    return taken.timestamp() if taken is not None else None
-
-
 def delays_seen(
     messages: Iterable[HeaderSummary],
     *,
