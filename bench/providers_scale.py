@@ -1,4 +1,4 @@
-"""10,000 Gmail mailboxes, a message a minute each, on this machine: pushes, syncs, reply -> halt.
+"""10,000 mailboxes, a message a minute each, on this machine: pushes, syncs, reply -> halt.
 
 Reproduce: make bench-providers-scale
     (python -m bench.providers_scale --mailboxes 10000 --seconds 120 --sync-processes 2
@@ -27,8 +27,9 @@ them; syncs/s and the drainers' CPU per sync, so the factor from 1 to k processe
 and the per-core rate (syncs per drainer cpu-second) are measured, not assumed.
 
 The last line is `scale: <mailboxes> mailboxes, offered <r>/s, acknowledged <a>/s,
-p95 <s> s, p99 <s> s, lost <n>, load <l>` (Gmail push, the one mode built here).
-Prints; asserts nothing.
+p95 <s> s, p99 <s> s, lost <n>, load <l>`: with --mode all, each figure the
+worst mode's (Gmail push, Graph notifications, IMAP IDLE, EWS streaming), for
+the box must carry every kind. Prints; asserts nothing.
 """
 
 from __future__ import annotations
