@@ -61,6 +61,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from config import get_settings
+from core.outbound_deadline import adopt
 
 log = logging.getLogger(__name__)
 
@@ -378,6 +379,7 @@ def open_socket(
             sock.close()
             last = exc
             continue
+        adopt(sock)  # under the running sync's deadline, if any (core.outbound_deadline)
         return sock
     raise last or OSError(f"no address to connect to for {destination.label}")
 

@@ -20,6 +20,7 @@ connection is checked again, so a changed allow-list or DNS answer applies.
 
 from __future__ import annotations
 
+import socket
 import ssl
 from collections.abc import Callable, Mapping
 from functools import lru_cache
@@ -33,6 +34,7 @@ from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 from urllib3.util.ssl_ import create_urllib3_context
 
 from core.outbound import OutboundError, describe_os_error, open_socket, resolve, split_url
+from core.outbound_deadline import adopt
 
 # A caller's extra rule: (scheme, host, port) → None to go on, or a sentence saying why not.
 Permit = Callable[[str, str, int], str | None]
@@ -86,6 +88,18 @@ class _PinnedTLSConnection(_PinnedConnectionMixin, HTTPSConnection):
         super().connect()
 
 
+class _AdoptingPool(HTTPConnectionPool):
+    """A pool whose connection taken up again joins the running sync's deadline
+    (core.outbound_deadline); a new one joins when `open_socket` makes it."""
+
+    def _get_conn(self, timeout: float | None = None) -> Any:
+        conn = super()._get_conn(timeout)
+        sock = getattr(conn, "sock", None)
+        if isinstance(sock, socket.socket):
+            adopt(sock)
+        return conn
+
+
 @lru_cache(maxsize=32)
 def _pool_classes(purpose: str) -> dict[str, type[HTTPConnectionPool]]:
     """Pool classes whose connections are pinned, one pair per purpose (it names the log line)."""
@@ -93,8 +107,12 @@ def _pool_classes(purpose: str) -> dict[str, type[HTTPConnectionPool]]:
     plain = type("PinnedHTTPConnection", (_PinnedConnectionMixin, HTTPConnection), attrs)
     tls = type("PinnedHTTPSConnection", (_PinnedTLSConnection,), attrs)
     return {
-        "http": type("PinnedHTTPPool", (HTTPConnectionPool,), {"ConnectionCls": plain}),
-        "https": type("PinnedHTTPSPool", (HTTPSConnectionPool,), {"ConnectionCls": tls}),
+        "http": type(
+            "PinnedHTTPPool", (_AdoptingPool, HTTPConnectionPool), {"ConnectionCls": plain}
+        ),
+        "https": type(
+            "PinnedHTTPSPool", (_AdoptingPool, HTTPSConnectionPool), {"ConnectionCls": tls}
+        ),
     }
 
 

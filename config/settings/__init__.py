@@ -97,6 +97,9 @@ class Settings:
     # (worker/sequences/freshness.py).
     slow_push_poll_seconds: int
     fresh_seconds: int
+    # The longest a sync may hold its connections to a server a team named
+    # (core/outbound_deadline.py, worker/sync/engine.py).
+    sync_deadline_seconds: int
     salesforce_flush_seconds: int
     salesforce_lease_seconds: int
     send_recovery_seconds: int
@@ -227,6 +230,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         sequence_tick_seconds=env_int(env, "SIGHTLINE_SEQUENCE_TICK_SECONDS", 10, 1, 3600),
         slow_push_poll_seconds=env_int(env, "SIGHTLINE_SLOW_PUSH_POLL_SECONDS", 15, 5, 3600),
         fresh_seconds=env_int(env, "SIGHTLINE_FRESH_SECONDS", 30, 5, 3600),
+        sync_deadline_seconds=env_int(env, "SIGHTLINE_SYNC_DEADLINE_SECONDS", 300, 1, 3600),
         salesforce_flush_seconds=env_int(env, "SIGHTLINE_SALESFORCE_FLUSH_SECONDS", 30, 1, 3600),
         salesforce_lease_seconds=env_int(env, "SIGHTLINE_SALESFORCE_LEASE_SECONDS", 600, 5, 86400),
         send_recovery_seconds=env_int(env, "SIGHTLINE_SEND_RECOVERY_SECONDS", 300, 5, 86400),

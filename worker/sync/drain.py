@@ -28,9 +28,11 @@ Nothing is lost if the process dies: an entry is acknowledged only after its
 sync returned, and a dead drainer's entries come back to another after
 `--lease-seconds` (`worker.sync.wanted`). On SIGTERM (a dyno restart) no new
 entries are claimed and the ones in hand finish, for up to `STOP_GRACE_SECONDS`.
-There is no per-sync time limit as RQ's job timeout was (SIGALRM reaches only the
-main thread): classification has its own budget, and provider calls their
-sockets' timeouts.
+RQ's job timeout (SIGALRM) would reach only the main thread, so a sync has a
+deadline of its own instead (`engine.sync_now`, SIGHTLINE_SYNC_DEADLINE_SECONDS):
+its connections to the team's server are shut down when it passes
+(core.outbound_deadline), and a server answering a byte at a time cannot hold
+a thread; classification has its own budget.
 """
 
 from __future__ import annotations

@@ -52,6 +52,7 @@ from redis.exceptions import LockError
 from rq.timeouts import BaseTimeoutException
 
 from config import get_settings
+from core import outbound_deadline
 from core.crypto import CredentialsError, decrypt_json
 from core.db import read_scope, session_scope
 from core.models import MailboxStatus, utcnow
@@ -91,12 +92,20 @@ LIST_KEY = "sightline:sync:list:{mailbox_id}"
 LIST_WANTED_SECONDS = 3600
 MIN_BACKOFF_SECONDS = 1.0
 MAX_BACKOFF_SECONDS = 3600.0
+# A sync whose server was still answering when its deadline (SIGHTLINE_SYNC_DEADLINE_SECONDS,
+# core.outbound_deadline) cut it off: the mailbox waits this long before the next one, so
+# a team's slow or hostile server holds a `sync` thread for at most a deadline per wait.
+SLOW_SERVER_BACKOFF_SECONDS = 900.0
 # The RQ job a sync used to be, one per push. Still served (by `worker` on the sync
 # queue) for jobs queued before the drainers, and for a sync run as a job by hand.
 SYNC_JOB = "worker.sync.engine.sync_mailbox_job"
 # A mailbox another process is syncing is asked again this much later: the sync
 # in progress may have begun before the push that asked for this one.
 BUSY_RETRY_SECONDS = 1.0
+
+
+class SlowServerError(Exception):
+    """The sync's deadline cut its connections off while the server was still answering."""
 
 
 @dataclass
@@ -161,7 +170,14 @@ def backoff_remaining(mailbox_id: int) -> float:
     return ttl / 1000 if isinstance(ttl, int) and ttl > 0 else 0.0
 
 
-def back_off(mailbox_id: int, seconds: float, reason: str) -> float:
+def back_off(
+    mailbox_id: int,
+    seconds: float,
+    reason: str,
+    *,
+    status: MailboxStatus = MailboxStatus.ACTIVE,
+    what: str = "throttled by the provider",
+) -> float:
     """Hold this mailbox's syncs for `seconds` (clamped) and schedule the one that follows.
 
     Only this mailbox waits: the provider's quota is per user, and so is ours.
@@ -170,11 +186,7 @@ def back_off(mailbox_id: int, seconds: float, reason: str) -> float:
     wait = min(max(seconds, MIN_BACKOFF_SECONDS), MAX_BACKOFF_SECONDS)
     get_redis().set(BACKOFF_KEY.format(mailbox_id=mailbox_id), 1, px=int(wait * 1000))
     until = utcnow() + timedelta(seconds=wait)
-    set_status(
-        mailbox_id,
-        MailboxStatus.ACTIVE,
-        f"throttled by the provider; next sync after {until:%H:%M:%S} UTC ({reason})",
-    )
+    set_status(mailbox_id, status, f"{what}; next sync after {until:%H:%M:%S} UTC ({reason})")
     request_sync(mailbox_id, delay=wait)
     log.warning("sync_backoff mailbox_id=%s seconds=%.1f reason=%s", mailbox_id, wait, reason)
     return wait
@@ -210,8 +222,20 @@ def sync_now(
             log.info("sync_busy mailbox_id=%s", mailbox_id)
             request_sync(mailbox_id, delay=BUSY_RETRY_SECONDS)
             return {"status": "busy"}
+        limit = get_settings().sync_deadline_seconds
         try:
-            stats = sync_mailbox(mailbox_id)
+            # Limits the connections to the mail server, not the lock's or the database's.
+            with outbound_deadline.deadline(limit):
+                stats = sync_mailbox(mailbox_id)
+        except SlowServerError:
+            wait = back_off(
+                mailbox_id,
+                SLOW_SERVER_BACKOFF_SECONDS,
+                f"a sync may hold the server's connections for {limit} s",
+                status=MailboxStatus.ERROR,
+                what="the server was still answering when the sync's time was up",
+            )
+            return {"status": "too_slow", "retry_in": round(wait, 1)}
         except ProviderError as exc:
             if exc.retry_after is None:
                 raise
@@ -304,6 +328,10 @@ def sync_mailbox(mailbox_id: int) -> SyncStats:
     except BaseException as exc:
         if handled is not None:
             save_cursor(mailbox_id, handled)
+        if outbound_deadline.cut_off() and not isinstance(exc, BaseTimeoutException):
+            # Cut off by the deadline (sync_now): whatever the provider made of the
+            # closed connection ("login failed" included), the server was too slow.
+            raise SlowServerError(mailbox_id) from exc
         if not isinstance(exc, ProviderError):
             raise
         if exc.needs_reconnect:
