@@ -220,6 +220,7 @@ class World:
             "SIGHTLINE_EXCHANGE_STREAM_MINUTES": "29",
         }
         os.environ.update(self.env)
+        _forget_settings()  # a World before this one in the process (--mode all) had its own
         config = Config(str(ROOT / "alembic.ini"))
         config.attributes["configure_logger"] = False
         command.upgrade(config, "head")
@@ -231,6 +232,19 @@ class World:
                 step()
             except Exception as exc:  # noqa: BLE001 - tear everything down, report, go on
                 print(f"cleanup: {type(exc).__name__}: {exc}", file=sys.stderr)
+        _forget_settings()
+
+
+def _forget_settings() -> None:
+    """Forget the cached settings, database engine and Redis client of this process: the
+    next World's migration and setup must reach its own database, not a dropped one."""
+    from config import get_settings
+    from core import db
+    from core import redis as core_redis
+
+    get_settings.cache_clear()
+    db.reset_for_tests()
+    core_redis.get_redis.cache_clear()
 
 
 def _free_port() -> int:
