@@ -33,7 +33,8 @@ from core.db import session_scope
 from core.models import Mailbox, MailboxKind, MailboxStatus, Team, utcnow
 from core.outbound import open_socket, resolve
 from core.outbound_deadline import CHECK_SECONDS, cut_off, deadline
-from worker.sync import wanted
+from worker.sync import connecting, wanted
+from worker.sync.connecting import ConnectError
 from worker.sync.engine import backoff_remaining, sync_now
 
 TRICKLE_SECONDS = 0.2
@@ -279,3 +280,43 @@ def test_a_block_that_opened_no_connection_is_never_cut_off(env: Settings) -> No
         assert limit.expired
         assert not limit.cut
         assert not cut_off()
+
+
+def test_connecting_to_a_server_answering_a_byte_at_a_time_fails_at_the_deadline(
+    short_deadline: Settings,
+) -> None:
+    """The connect form's login check holds a web worker no longer than a sync would."""
+    with session_scope() as session:
+        team = Team(name="Slowpoke")
+        session.add(team)
+        session.flush()
+        team_id = team.id
+    with TrickleServer(IMAP_GREETING, greeting_first=True) as imap:
+
+        def connect() -> ConnectError:
+            with session_scope() as session, pytest.raises(ConnectError) as refused:
+                connecting.connect_imap(
+                    session,
+                    team_id=team_id,
+                    user_id=None,
+                    email="rep@slow.test",
+                    credentials=imap_credentials(imap.port),
+                )
+            return refused.value
+
+        imap_refusal, _ = run_with_margin(connect)
+    with TrickleServer(HTTP_START, greeting_first=False) as ews:
+
+        def verify() -> ConnectError:
+            with pytest.raises(ConnectError) as refused:
+                connecting.verify_exchange("rep@slow.test", ews_credentials(ews.port))
+            return refused.value
+
+        ews_refusal, _ = run_with_margin(verify)
+
+    for refusal, field in ((imap_refusal, "imap"), (ews_refusal, "ews_url")):
+        assert refusal.code == "mailbox_unreachable"
+        assert refusal.try_later
+        assert f"still answering after {DEADLINE_SECONDS} s" in refusal.fields[field]
+    with session_scope() as session:  # nothing was saved
+        assert session.query(Mailbox).filter_by(team_id=team_id).count() == 0

@@ -32,7 +32,8 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from config import queues
+from config import get_settings, queues
+from core import outbound_deadline
 from core.crypto import encrypt_json
 from core.models import Mailbox, MailboxKind, MailboxStatus, utcnow
 from core.outbound import OutboundError, resolve, resolve_url
@@ -53,6 +54,23 @@ PROVIDER_NAMES = {
     "exchange": "Exchange",
     "graph": "Microsoft 365",
 }
+
+
+# A connect's login check holds the page (and a web worker) this long at most, or a
+# sync's deadline if shorter: a server answering a byte at a time is cut off then
+# (core.outbound_deadline).
+CHECK_SECONDS = 30
+
+
+def _check_seconds() -> int:
+    return min(CHECK_SECONDS, get_settings().sync_deadline_seconds)
+
+
+def _too_slow() -> str:
+    return (
+        f"the server was still answering after {_check_seconds()} s: "
+        "check the host and port, or try again later"
+    )
 
 
 class ConnectError(Exception):
@@ -178,8 +196,9 @@ def connect_imap(
     Raises:
         ConnectError: ``mailbox_unreachable`` or ``address_not_allowed`` (``fields``
             names ``imap`` or ``smtp``: the server that refused, and why; never the
-            password; ``try_later`` when that server could not log in for now),
-            ``conflict`` when the team already has this address
+            password; ``try_later`` when that server could not log in for now, or
+            was still answering after `CHECK_SECONDS`), ``conflict`` when the team
+            already has this address
             connected and working, or connected with another provider.
     """
     email = email.lower()
@@ -197,9 +216,19 @@ def connect_imap(
         check_server(field, str(credentials[field]["host"]), int(credentials[field]["port"]))
     if verify:
         try:
-            with open_provider(MailboxKind.IMAP, email, credentials) as provider:
+            with (
+                outbound_deadline.deadline(_check_seconds()) as limit,
+                open_provider(MailboxKind.IMAP, email, credentials) as provider,
+            ):
                 provider.verify()
-        except ProviderError as exc:
+        except Exception as exc:
+            if limit.cut:  # the limit itself: cut_off() ends with the block
+                slow = _too_slow()
+                raise ConnectError(
+                    "mailbox_unreachable", slow, {"imap": slow}, try_later=True
+                ) from None
+            if not isinstance(exc, ProviderError):
+                raise
             server = "smtp" if str(exc).startswith("SMTP") else "imap"
             raise ConnectError(
                 "mailbox_unreachable",
@@ -329,9 +358,19 @@ def verify_exchange(email: str, credentials: dict[str, Any]) -> None:
     from worker.sync.exchange import ExchangeProvider
 
     try:
-        with ExchangeProvider(email, credentials) as provider:
+        with (
+            outbound_deadline.deadline(_check_seconds()) as limit,
+            ExchangeProvider(email, credentials) as provider,
+        ):
             provider.verify()
-    except ProviderError as exc:
+    except Exception as exc:
+        if limit.cut:  # the limit itself: cut_off() ends with the block
+            slow = _too_slow()
+            raise ConnectError(
+                "mailbox_unreachable", slow, {"ews_url": slow}, try_later=True
+            ) from None
+        if not isinstance(exc, ProviderError):
+            raise
         message = exchange_refusal(exc)
         raise ConnectError("mailbox_unreachable", message, {"ews_url": message}) from None
 
