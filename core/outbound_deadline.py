@@ -65,7 +65,8 @@ class Limit:
     def adopt(self, sock: socket.socket) -> None:
         """Keep a duplicate of `sock` to shut it down when time is up (at once if it is)."""
         try:
-            duplicate = sock.dup()
+            # fromfd duplicates the descriptor: SSLSocket refuses dup() itself.
+            duplicate = socket.fromfd(sock.fileno(), sock.family, sock.type, sock.proto)
         except OSError:
             return  # closed already: nothing to wait on
         with self._lock:

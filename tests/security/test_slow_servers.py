@@ -25,6 +25,7 @@ from types import TracebackType
 from typing import Any
 
 import pytest
+import requests
 import trustme
 
 from config import Settings, get_settings
@@ -33,6 +34,7 @@ from core.db import session_scope
 from core.models import Mailbox, MailboxKind, MailboxStatus, Team, utcnow
 from core.outbound import open_socket, resolve
 from core.outbound_deadline import CHECK_SECONDS, cut_off, deadline
+from core.outbound_http import PinnedHTTPAdapter
 from worker.sync import connecting, wanted
 from worker.sync.connecting import ConnectError
 from worker.sync.engine import backoff_remaining, sync_now
@@ -320,3 +322,53 @@ def test_connecting_to_a_server_answering_a_byte_at_a_time_fails_at_the_deadline
         assert f"still answering after {DEADLINE_SECONDS} s" in refusal.fields[field]
     with session_scope() as session:  # nothing was saved
         assert session.query(Mailbox).filter_by(team_id=team_id).count() == 0
+
+
+def test_a_pooled_connection_taken_up_again_inside_the_block_is_cut_too(
+    env: Settings, tmp_path: Any
+) -> None:
+    """EWS keeps a connection between requests: one opened before the block, reused in
+    it, is the block's as well (core.outbound_http adopts it as the pool hands it out)."""
+    authority = trustme.CA()
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    authority.issue_cert("127.0.0.1").configure_cert(server_tls)
+    bundle = tmp_path / "ca.pem"
+    authority.cert_pem.write_to_path(str(bundle))
+    listening = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):
+            raw, _ = listening.accept()
+            with server_tls.wrap_socket(raw, server_side=True) as conn:
+                conn.recv(65536)
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                conn.recv(65536)  # the second request, on the same connection
+                conn.sendall(HTTP_START)
+                while not stop.wait(TRICKLE_SECONDS):
+                    conn.sendall(b"x")
+
+    serving = threading.Thread(target=serve, daemon=True)
+    serving.start()
+    url = f"https://127.0.0.1:{listening.getsockname()[1]}/EWS/Exchange.asmx"
+    session = requests.Session()
+    session.mount("https://", PinnedHTTPAdapter(purpose="Exchange"))
+    try:
+        assert session.get(url, verify=str(bundle), timeout=30).text == "ok"  # before the block
+
+        def second() -> bool:
+            with deadline(1.0) as limit:
+                # Cut off, http.client takes the headers read so far for all of them
+                # (EWS then fails on the empty body), or the read fails: either way it ends.
+                with contextlib.suppress(requests.RequestException):
+                    session.get(url, verify=str(bundle), timeout=30)
+                return limit.cut
+
+        cut, took = run_with_margin(second)
+        assert cut
+        assert 1.0 <= took < 1.0 + CHECK_SECONDS + 1.0
+    finally:
+        stop.set()
+        session.close()
+        listening.close()
+        serving.join(timeout=5)
