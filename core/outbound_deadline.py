@@ -14,8 +14,8 @@ thread of every `sync` process, and no team's replies would be read. So::
     time up ─▶ the watchdog thread shuts each adopted connection down (shutdown(2) on
                the duplicate acts on the connection itself): a read blocked on it
                returns at once, the provider fails as on a dropped connection, and
-               `limit.expired` says why; a connection opened later in the block is
-               shut down as it is adopted
+               `limit.cut` (`cut_off()` inside the block) says why; a connection
+               opened later in the block is shut down as it is adopted
     block ends ─▶ the duplicates are closed
 
 Why a duplicate: TLS wraps a socket by moving its descriptor to a new object,
@@ -54,7 +54,6 @@ class Limit:
     """The connections of one block of work and when they are shut down (`deadline`)."""
 
     def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
         self.at = time.monotonic() + seconds
         self.expired = False
         self.cut = False  # expired, and some connection of it shut down

@@ -96,11 +96,15 @@ class Knowledge:
     lists_folders: bool = False  # IMAP, Graph, EWS: a folder made since the list is unread
     listed_at: datetime | None = None  # `folders.listed_at` of its cursor
 
+    def list_older_than(self, due_at: datetime) -> bool:
+        """A folder made before the step fell due may hold a reply no sync has read."""
+        return self.lists_folders and (self.listed_at is None or self.listed_at < due_at)
+
 
 def is_fresh(known: Knowledge, *, due_at: datetime, now: datetime, window_seconds: float) -> bool:
     """The rule itself (see the module docstring); no I/O."""
-    if known.lists_folders and (known.listed_at is None or known.listed_at < due_at):
-        return False  # a folder made before the step fell due may hold an unread reply
+    if known.list_older_than(due_at):
+        return False
     synced = known.last_synced_at
     since = max(now - timedelta(seconds=window_seconds), due_at)
     if synced is not None and synced >= since:
@@ -161,12 +165,9 @@ def ready_to_send(enrollment_id: int, step: int) -> bool:
     window = get_settings().fresh_seconds
     if is_fresh(known, due_at=row.next_step_at, now=now, window_seconds=window):
         return True
+    # A mailbox waiting for a person cannot be synced.
     if row.status in (MailboxStatus.ACTIVE, MailboxStatus.ERROR) and not known.sync_running:
-        # a mailbox waiting for a person cannot be synced
-        old_list = known.lists_folders and (
-            known.listed_at is None or known.listed_at < row.next_step_at
-        )
-        request_sync(row.id, list_folders=old_list)
+        request_sync(row.id, list_folders=known.list_older_than(row.next_step_at))
     log.info(
         "step_waits_for_sync enrollment_id=%s step=%s mailbox_id=%s last_synced_at=%s "
         "due_at=%s push_prompt=%s live_since=%s pending_push=%s sync_running=%s "

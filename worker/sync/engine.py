@@ -222,16 +222,16 @@ def sync_now(
             log.info("sync_busy mailbox_id=%s", mailbox_id)
             request_sync(mailbox_id, delay=BUSY_RETRY_SECONDS)
             return {"status": "busy"}
-        limit = get_settings().sync_deadline_seconds
+        seconds = get_settings().sync_deadline_seconds
         try:
             # Limits the connections to the mail server, not the lock's or the database's.
-            with outbound_deadline.deadline(limit):
+            with outbound_deadline.deadline(seconds):
                 stats = sync_mailbox(mailbox_id)
         except SlowServerError:
             wait = back_off(
                 mailbox_id,
                 SLOW_SERVER_BACKOFF_SECONDS,
-                f"a sync may hold the server's connections for {limit} s",
+                f"a sync may hold the server's connections for {seconds} s",
                 status=MailboxStatus.ERROR,
                 what="the server was still answering when the sync's time was up",
             )
@@ -328,7 +328,8 @@ def sync_mailbox(mailbox_id: int) -> SyncStats:
     except BaseException as exc:
         if handled is not None:
             save_cursor(mailbox_id, handled)
-        if outbound_deadline.cut_off() and not isinstance(exc, BaseTimeoutException):
+        cut = isinstance(exc, Exception) and not isinstance(exc, BaseTimeoutException)
+        if cut and outbound_deadline.cut_off():
             # Cut off by the deadline (sync_now): whatever the provider made of the
             # closed connection ("login failed" included), the server was too slow.
             raise SlowServerError(mailbox_id) from exc
