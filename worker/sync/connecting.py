@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any
 
 from sqlalchemy import select
@@ -39,7 +41,7 @@ from core.models import Mailbox, MailboxKind, MailboxStatus, utcnow
 from core.outbound import OutboundError, resolve, resolve_url
 from worker.listener import announce_mailbox_change
 from worker.queueing import enqueue
-from worker.sync.base import ProviderError
+from worker.sync.base import MailboxProvider, ProviderError
 from worker.sync.engine import request_sync
 from worker.sync.imap_connect import LoginUnavailableError
 from worker.sync.push import DISCONNECT_JOB, request_renewal
@@ -66,11 +68,21 @@ def _check_seconds() -> int:
     return min(CHECK_SECONDS, get_settings().sync_deadline_seconds)
 
 
-def _too_slow() -> str:
-    return (
-        f"the server was still answering after {_check_seconds()} s: "
-        "check the host and port, or try again later"
-    )
+def _log_in(opened: Callable[[], AbstractContextManager[MailboxProvider]], field: str) -> None:
+    """Open and verify a provider under the check's deadline; a server still answering
+    then is a ConnectError naming `field`. Anything else (a ProviderError) goes on up."""
+    with outbound_deadline.deadline(_check_seconds()):
+        try:
+            with opened() as provider:
+                provider.verify()
+        except Exception:
+            if not outbound_deadline.cut_off():
+                raise
+            slow = (
+                f"the server was still answering after {_check_seconds()} s: "
+                "check the host and port, or try again later"
+            )
+            raise ConnectError("mailbox_unreachable", slow, {field: slow}, try_later=True) from None
 
 
 class ConnectError(Exception):
@@ -216,19 +228,8 @@ def connect_imap(
         check_server(field, str(credentials[field]["host"]), int(credentials[field]["port"]))
     if verify:
         try:
-            with (
-                outbound_deadline.deadline(_check_seconds()) as limit,
-                open_provider(MailboxKind.IMAP, email, credentials) as provider,
-            ):
-                provider.verify()
-        except Exception as exc:
-            if limit.cut:  # the limit itself: cut_off() ends with the block
-                slow = _too_slow()
-                raise ConnectError(
-                    "mailbox_unreachable", slow, {"imap": slow}, try_later=True
-                ) from None
-            if not isinstance(exc, ProviderError):
-                raise
+            _log_in(lambda: open_provider(MailboxKind.IMAP, email, credentials), "imap")
+        except ProviderError as exc:
             server = "smtp" if str(exc).startswith("SMTP") else "imap"
             raise ConnectError(
                 "mailbox_unreachable",
@@ -358,19 +359,8 @@ def verify_exchange(email: str, credentials: dict[str, Any]) -> None:
     from worker.sync.exchange import ExchangeProvider
 
     try:
-        with (
-            outbound_deadline.deadline(_check_seconds()) as limit,
-            ExchangeProvider(email, credentials) as provider,
-        ):
-            provider.verify()
-    except Exception as exc:
-        if limit.cut:  # the limit itself: cut_off() ends with the block
-            slow = _too_slow()
-            raise ConnectError(
-                "mailbox_unreachable", slow, {"ews_url": slow}, try_later=True
-            ) from None
-        if not isinstance(exc, ProviderError):
-            raise
+        _log_in(lambda: ExchangeProvider(email, credentials), "ews_url")
+    except ProviderError as exc:
         message = exchange_refusal(exc)
         raise ConnectError("mailbox_unreachable", message, {"ews_url": message}) from None
 
